@@ -1,0 +1,56 @@
+"""Errors a client can act on, each carrying the gRPC status it maps to.
+
+Every layer raises these; only ``rpc`` turns them into statuses (one place, see
+``rpc/errors.py``).  Anything else that escapes becomes ``INTERNAL`` without its
+text, so server internals never leak to clients.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+
+class ConvscopeError(Exception):
+    """Base class: a failure whose message is written for the person who sent the request."""
+
+    status: grpc.StatusCode = grpc.StatusCode.INTERNAL
+
+
+class InvalidArgument(ConvscopeError):
+    status = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class InvalidModel(InvalidArgument):
+    """The uploaded bytes are not a model we can load (malformed, truncated, unsafe)."""
+
+
+class NotFound(ConvscopeError):
+    status = grpc.StatusCode.NOT_FOUND
+
+
+class ResourceExhausted(ConvscopeError):
+    status = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class PermissionDenied(ConvscopeError):
+    status = grpc.StatusCode.PERMISSION_DENIED
+
+
+class Unimplemented(ConvscopeError):
+    status = grpc.StatusCode.UNIMPLEMENTED
+
+
+class Cancelled(ConvscopeError):
+    status = grpc.StatusCode.CANCELLED
+
+
+class UnsupportedOp(Unimplemented):
+    """A node whose gradient (or other rule) we do not know; names the op and the node."""
+
+    def __init__(self, op_type: str, node_name: str, why: str = "") -> None:
+        self.op_type = op_type
+        self.node_name = node_name
+        detail = f": {why}" if why else ""
+        super().__init__(
+            f"op {op_type!r} (node {node_name!r}) is not supported here{detail}"
+        )
