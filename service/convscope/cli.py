@@ -1,0 +1,56 @@
+"""`convscope serve` runs the server; every other subcommand is the client CLI."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from convscope_client import cli as client_cli
+
+from convscope.rpc.server import DEFAULT_MAX_REQUEST_BYTES, ServerConfig, create_server
+
+
+def serve(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="convscope serve", description="Run the convscope gRPC server.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=50051, help="0 picks a free port")
+    parser.add_argument("--store", type=Path, default=Path("convscope-store"), help="model store folder")
+    parser.add_argument("--max-upload-mb", type=int, default=2048)
+    parser.add_argument("--max-request-mb", type=int, default=DEFAULT_MAX_REQUEST_BYTES >> 20)
+    parser.add_argument("--port-file", type=Path, help="write the bound port here once serving")
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    running = create_server(
+        ServerConfig(
+            store=args.store,
+            host=args.host,
+            port=args.port,
+            max_upload_bytes=args.max_upload_mb << 20,
+            max_request_bytes=args.max_request_mb << 20,
+        )
+    )
+    if args.port_file:
+        args.port_file.write_text(f"{running.port}\n")
+    stopping = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stopping.set())
+    stopping.wait()
+    logging.getLogger(__name__).info("shutting down")
+    running.stop()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["serve"]:
+        return serve(argv[1:])
+    return client_cli.main(argv, prog="convscope", extra_commands={"serve": "run the server (convscope serve --help)"})
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,106 @@
+"""Activations of any layer, per-channel statistics, and dead filters (Zeiler & Fergus 2013;
+Yosinski et al. 2015 for the per-layer channel grids)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from convscope.errors import InvalidArgument
+from convscope.methods.context import MethodContext
+from convscope.model.types import ModelRecord
+from convscope.render import channel_grid, encode_png
+
+
+@dataclass(frozen=True)
+class ChannelStats:
+    mean: np.ndarray
+    max: np.ndarray
+    zero_fraction: np.ndarray
+
+
+@dataclass(frozen=True)
+class ActivationResult:
+    tensor: str
+    value: np.ndarray
+    stats: ChannelStats
+    png: bytes = b""
+
+
+def resolve_layers(record: ModelRecord, layers: Sequence[str] | None) -> list[str]:
+    """Requested tensor names, checked against the layer table; None means all of them."""
+    if not layers:
+        return [layer.tensor for layer in record.layers]
+    for name in layers:
+        record.layer(name)
+    return list(dict.fromkeys(layers))
+
+
+def channel_view(value: np.ndarray) -> np.ndarray:
+    """[N, C, rest...] → [N, C, positions]; vectors [N] count as one channel."""
+    if value.ndim == 1:
+        return value.reshape(-1, 1, 1)
+    return value.reshape(value.shape[0], value.shape[1], -1)
+
+
+def channel_stats(value: np.ndarray) -> ChannelStats:
+    view = channel_view(value).astype(np.float32, copy=False)
+    per_channel = view.transpose(1, 0, 2).reshape(view.shape[1], -1)
+    return ChannelStats(
+        mean=per_channel.mean(axis=1),
+        max=per_channel.max(axis=1) if per_channel.shape[1] else np.zeros(view.shape[1], np.float32),
+        zero_fraction=(per_channel == 0).mean(axis=1),
+    )
+
+
+def all_zero_per_sample(value: np.ndarray) -> np.ndarray:
+    """[N, C] booleans: the channel is zero at every position of that sample."""
+    return ~channel_view(value).any(axis=2)
+
+
+def activations(
+    context: MethodContext, record: ModelRecord, batch: np.ndarray, layers: Sequence[str] | None, *, render: bool = False
+) -> list[ActivationResult]:
+    names = resolve_layers(record, layers)
+    values = context.forward(record, batch, names)
+    results = []
+    for name in names:
+        value = values[name]
+        png = encode_png(channel_grid(value[0])) if render and value.ndim >= 2 else b""
+        results.append(ActivationResult(name, value, channel_stats(value), png))
+    return results
+
+
+@dataclass(frozen=True)
+class DeadFilterReport:
+    tensor: str
+    zero_fraction: np.ndarray  # per channel: share of samples where the channel is zero everywhere
+    dead: np.ndarray  # channel indices at or over the threshold
+
+
+def dead_filters(
+    context: MethodContext,
+    record: ModelRecord,
+    batches: Sequence[np.ndarray],
+    layers: Sequence[str] | None,
+    *,
+    threshold: float = 1.0,
+) -> tuple[list[DeadFilterReport], int]:
+    """Per channel, the fraction of inputs on which it is entirely zero (dead ReLUs)."""
+    if not 0 < threshold <= 1:
+        raise InvalidArgument(f"threshold must be in (0, 1], got {threshold}")
+    names = [name for name in resolve_layers(record, layers) if len(record.layer(name).shape) >= 2]
+    counts = {name: np.zeros(record.layer(name).shape[1], np.int64) for name in names}
+    samples = 0
+    for batch in batches:
+        values = context.forward(record, batch, names)
+        for name in names:
+            counts[name] += all_zero_per_sample(values[name]).sum(axis=0)
+        samples += len(batch)
+    reports = []
+    for name in names:
+        fraction = counts[name] / max(1, samples)
+        reports.append(DeadFilterReport(name, fraction, np.flatnonzero(fraction >= threshold - 1e-9)))
+    return reports, samples

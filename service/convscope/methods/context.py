@@ -1,0 +1,38 @@
+"""What every method runs on: the runtime plus the budget for batching."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from convscope.model.types import ModelRecord
+from convscope.runtime.graphs import graph_for
+from convscope.runtime.sessions import Runtime
+
+DEFAULT_BATCH_BUDGET_BYTES = 512 << 20
+
+
+def batch_size_for(record: ModelRecord, tensors: Sequence[str], budget_bytes: int) -> int:
+    """How many samples fit the output budget, from the layer table's per-sample sizes."""
+    per_sample = sum(int(np.prod(record.layer(name).shape)) * np.dtype(record.layer(name).dtype).itemsize for name in tensors)
+    return max(1, budget_bytes // max(1, per_sample))
+
+
+@dataclass
+class MethodContext:
+    runtime: Runtime
+    batch_budget_bytes: int = DEFAULT_BATCH_BUDGET_BYTES
+
+    def forward(self, record: ModelRecord, batch: np.ndarray, tensors: Sequence[str]) -> dict[str, np.ndarray]:
+        """The named tensors for ``batch``, from the cheapest graph that has them, in memory-sized batches."""
+        spec = graph_for(set(tensors), {output.name for output in record.outputs})
+        return self.runtime.run_batched(
+            record.id,
+            spec,
+            {record.input.name: batch},
+            list(tensors),
+            dynamic_batch=record.dynamic_batch,
+            batch_size=batch_size_for(record, tensors, self.batch_budget_bytes),
+        )

@@ -1,0 +1,107 @@
+"""Turn what a client sent — a raw tensor or encoded images — into the model's input batch."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from convscope.errors import InvalidArgument, ResourceExhausted
+from convscope.model.types import ModelRecord, Preprocessing
+
+# Pillow's own bomb check is a warning until 2× its limit; we make it an error, and keep the
+# limit near what any vision model needs (a 64-megapixel photo still decodes).
+MAX_IMAGE_PIXELS = 64_000_000
+Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+
+RESAMPLING = {
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "nearest": Image.Resampling.NEAREST,
+}
+
+
+@dataclass(frozen=True)
+class ModelInput:
+    """The batch to feed, and (for images) what the model saw, for drawing overlays."""
+
+    batch: np.ndarray
+    pictures: tuple[np.ndarray, ...] = ()  # uint8 H×W×3 per sample, after resize/crop
+
+
+def from_tensor(record: ModelRecord, array: np.ndarray) -> ModelInput:
+    """A raw tensor is used exactly as given, after checking dtype and shape against the model."""
+    spec = record.input
+    if str(array.dtype) != spec.dtype:
+        raise InvalidArgument(f"input {spec.name!r} takes {spec.dtype}, got {array.dtype}; convert it before sending")
+    if array.ndim == len(spec.shape) - 1:
+        array = array[None]
+    if array.ndim != len(spec.shape) or any(want not in (-1, got) for want, got in zip(spec.shape, array.shape)):
+        expected = ["N" if d == -1 and i == 0 else ("?" if d == -1 else d) for i, d in enumerate(spec.shape)]
+        raise InvalidArgument(f"input {spec.name!r} takes shape {expected}, got {list(array.shape)}")
+    if array.shape[0] == 0:
+        raise InvalidArgument("the input batch is empty")
+    return ModelInput(np.ascontiguousarray(array))
+
+
+def from_images(record: ModelRecord, images: Sequence[bytes]) -> ModelInput:
+    if not images:
+        raise InvalidArgument("no images were sent")
+    spec = record.preprocessing
+    height, width = spec.size or _spatial_size(record)
+    pictures = [_decode(data, index, spec, (height, width)) for index, data in enumerate(images)]
+    batch = np.stack([_normalize(picture, spec) for picture in pictures])
+    dtype = np.dtype(record.input.dtype)
+    if not np.issubdtype(dtype, np.floating):
+        raise InvalidArgument(f"the model's input takes {dtype}; send a raw tensor instead of images")
+    return ModelInput(batch.astype(dtype), tuple(pictures))
+
+
+def _spatial_size(record: ModelRecord) -> tuple[int, int]:
+    shape = record.input.shape
+    dims = shape[2:4] if record.preprocessing.layout == "NCHW" else shape[1:3]
+    if len(dims) != 2 or min(dims) <= 0:
+        raise InvalidArgument(
+            "the model's input has no fixed height and width; upload it with preprocessing {'size': [H, W]}"
+        )
+    return int(dims[0]), int(dims[1])
+
+
+def _decode(data: bytes, index: int, spec: Preprocessing, size: tuple[int, int]) -> np.ndarray:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            image.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ResourceExhausted(f"image {index} has more than {MAX_IMAGE_PIXELS} pixels") from None
+    except Exception as error:
+        raise InvalidArgument(f"image {index} could not be decoded ({type(error).__name__}); send PNG or JPEG bytes") from None
+    image = image.convert("L" if spec.grayscale else "RGB")
+    height, width = size
+    resample = RESAMPLING[spec.interpolation]
+    if spec.resize:
+        scale = spec.resize / min(image.size)
+        image = image.resize((max(width, round(image.width * scale)), max(height, round(image.height * scale))), resample)
+        left, top = (image.width - width) // 2, (image.height - height) // 2
+        image = image.crop((left, top, left + width, top + height))
+    else:
+        image = image.resize((width, height), resample)
+    picture = np.asarray(image)
+    return np.repeat(picture[..., None], 3, axis=2) if picture.ndim == 2 else picture
+
+
+def _normalize(picture: np.ndarray, spec: Preprocessing) -> np.ndarray:
+    pixels = picture[..., :1] if spec.grayscale else picture
+    if spec.channel_order == "BGR":
+        pixels = pixels[..., ::-1]
+    values = pixels.astype(np.float32) * np.float32(spec.scale)
+    if spec.mean:
+        values = values - np.asarray(spec.mean, np.float32)
+    if spec.std:
+        values = values / np.asarray(spec.std, np.float32)
+    return values.transpose(2, 0, 1) if spec.layout == "NCHW" else values

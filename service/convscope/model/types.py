@@ -1,0 +1,159 @@
+"""Domain types of the model store: plain dataclasses, no protobuf, no onnxruntime."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    dtype: str
+    shape: tuple[int, ...]  # -1 where symbolic
+
+
+@dataclass(frozen=True)
+class ReceptiveField:
+    """Input-pixel box seen by unit (0, 0) of a tensor, and how it moves per unit."""
+
+    stride: tuple[int, int]
+    size: tuple[int, int]
+    offset: tuple[float, float]  # centre of unit (0, 0) in input pixels
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """One tensor a user can request, as learned by the probe run."""
+
+    name: str  # producing node's name; "<op>#<index>" when the node is unnamed
+    op_type: str
+    tensor: str
+    shape: tuple[int, ...]  # at batch 1
+    dtype: str
+    receptive_field: ReceptiveField | None = None
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How an encoded image becomes the model's input tensor (see model/preprocessing.py)."""
+
+    resize: int = 0
+    size: tuple[int, int] | None = None
+    scale: float = 1 / 255
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
+    layout: str = "NCHW"
+    channel_order: str = "RGB"
+    interpolation: str = "bilinear"
+    grayscale: bool = False
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Preprocessing:
+        from convscope.errors import InvalidArgument
+
+        unknown = set(raw) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise InvalidArgument(
+                f"unknown preprocessing field(s) {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}"
+            )
+        values = dict(raw)
+        for key in ("size", "mean", "std"):
+            if values.get(key) is not None:
+                values[key] = tuple(values[key])
+        if values.get("size") == ():
+            values["size"] = None
+        spec = cls(**values)
+        spec.validate()
+        return spec
+
+    def validate(self) -> None:
+        from convscope.errors import InvalidArgument
+
+        if self.layout not in ("NCHW", "NHWC"):
+            raise InvalidArgument(f"preprocessing layout must be NCHW or NHWC, not {self.layout!r}")
+        if self.channel_order not in ("RGB", "BGR"):
+            raise InvalidArgument(f"preprocessing channel_order must be RGB or BGR, not {self.channel_order!r}")
+        if self.interpolation not in ("bilinear", "bicubic", "nearest"):
+            raise InvalidArgument(
+                f"preprocessing interpolation must be bilinear, bicubic or nearest, not {self.interpolation!r}"
+            )
+        if self.size is not None and (len(self.size) != 2 or min(self.size) <= 0):
+            raise InvalidArgument(f"preprocessing size must be [height, width], got {list(self.size)}")
+        if any(s == 0 for s in self.std):
+            raise InvalidArgument("preprocessing std must not contain 0")
+        if self.resize < 0 or self.scale <= 0:
+            raise InvalidArgument("preprocessing resize must be ≥ 0 and scale > 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    """Everything the store knows about one model, persisted as JSON in the index."""
+
+    id: str
+    name: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    layers: tuple[LayerInfo, ...]
+    preprocessing: Preprocessing
+    labels: tuple[str, ...]
+    size_bytes: int
+    dynamic_batch: bool
+    opset: int
+    created: str
+    files: tuple[str, ...] = field(default=("model.onnx",))
+
+    @property
+    def input(self) -> TensorSpec:
+        return self.inputs[0]
+
+    def layer(self, tensor: str) -> LayerInfo:
+        from convscope.errors import NotFound
+
+        for layer in self.layers:
+            if layer.tensor == tensor:
+                return layer
+        raise NotFound(
+            f"model {self.id[:12]} has no tensor {tensor!r}; GetModel lists the {len(self.layers)} tensors it has"
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> ModelRecord:
+        def layer(item: dict[str, Any]) -> LayerInfo:
+            rf = item.get("receptive_field")
+            return LayerInfo(
+                name=item["name"],
+                op_type=item["op_type"],
+                tensor=item["tensor"],
+                shape=tuple(item["shape"]),
+                dtype=item["dtype"],
+                receptive_field=ReceptiveField(
+                    tuple(rf["stride"]), tuple(rf["size"]), tuple(rf["offset"])
+                )
+                if rf
+                else None,
+            )
+
+        def spec(item: dict[str, Any]) -> TensorSpec:
+            return TensorSpec(item["name"], item["dtype"], tuple(item["shape"]))
+
+        return cls(
+            id=raw["id"],
+            name=raw["name"],
+            inputs=tuple(spec(i) for i in raw["inputs"]),
+            outputs=tuple(spec(o) for o in raw["outputs"]),
+            layers=tuple(layer(item) for item in raw["layers"]),
+            preprocessing=Preprocessing.from_dict(raw["preprocessing"]),
+            labels=tuple(raw["labels"]),
+            size_bytes=raw["size_bytes"],
+            dynamic_batch=raw["dynamic_batch"],
+            opset=raw["opset"],
+            created=raw["created"],
+            files=tuple(raw["files"]),
+        )

@@ -1,0 +1,115 @@
+"""Drawing primitives for every method's pictures."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+from PIL import Image
+
+# Anchor colours of matplotlib's "inferno" map (perceptually uniform, readable in grey print),
+# interpolated to 256 entries: we need one colormap, not matplotlib.
+_INFERNO_ANCHORS = np.array(
+    [
+        [0, 0, 4], [31, 12, 72], [85, 15, 109], [136, 34, 106], [186, 54, 85],
+        [227, 89, 51], [249, 140, 10], [249, 201, 50], [252, 255, 164],
+    ],
+    dtype=np.float32,
+)
+INFERNO = np.stack(
+    [np.interp(np.linspace(0, 1, 256), np.linspace(0, 1, len(_INFERNO_ANCHORS)), _INFERNO_ANCHORS[:, c]) for c in range(3)],
+    axis=1,
+).astype(np.uint8)
+
+TILE_GAP = 1
+MIN_TILE = 32  # small feature maps are enlarged (nearest) so a grid stays legible
+
+
+def encode_png(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG", optimize=False)
+    return buffer.getvalue()
+
+
+def to_unit(values: np.ndarray, *, symmetric: bool = False) -> np.ndarray:
+    """Scale to [0, 1]: min–max, or around zero (0.5 = 0) for signed quantities like weights."""
+    values = np.nan_to_num(values.astype(np.float32))
+    if symmetric:
+        bound = float(np.abs(values).max())
+        return 0.5 + 0.5 * values / bound if bound > 0 else np.full_like(values, 0.5)
+    low, high = float(values.min()), float(values.max())
+    return (values - low) / (high - low) if high > low else np.zeros_like(values)
+
+
+def tile(tiles: list[np.ndarray], columns: int | None = None, *, background: int = 40) -> np.ndarray:
+    """Lay equal-sized H×W×3 uint8 tiles out in a grid with one-pixel gaps."""
+    count = len(tiles)
+    columns = columns or math.ceil(math.sqrt(count))
+    rows = math.ceil(count / columns)
+    height, width = tiles[0].shape[:2]
+    canvas = np.full(
+        (rows * (height + TILE_GAP) + TILE_GAP, columns * (width + TILE_GAP) + TILE_GAP, 3), background, np.uint8
+    )
+    for index, picture in enumerate(tiles):
+        row, column = divmod(index, columns)
+        top, left = TILE_GAP + row * (height + TILE_GAP), TILE_GAP + column * (width + TILE_GAP)
+        canvas[top : top + height, left : left + width] = picture
+    return canvas
+
+
+def _enlarge(picture: np.ndarray, minimum: int = MIN_TILE) -> np.ndarray:
+    factor = max(1, math.ceil(minimum / max(1, min(picture.shape[:2]))))
+    return picture.repeat(factor, axis=0).repeat(factor, axis=1) if factor > 1 else picture
+
+
+def grey(unit: np.ndarray) -> np.ndarray:
+    level = (unit * 255).round().astype(np.uint8)
+    return np.repeat(level[..., None], 3, axis=2)
+
+
+def channel_grid(maps: np.ndarray, *, limit: int = 256) -> np.ndarray:
+    """One sample's C×H×W activations as grey tiles, each channel scaled on its own.
+
+    Per-channel scaling shows each map's pattern (the seed's activation figures); dead
+    channels come out black.
+    """
+    maps = np.asarray(maps)
+    if maps.ndim == 1:
+        maps = maps[:, None, None]
+    elif maps.ndim == 2:
+        maps = maps[None]
+    elif maps.ndim > 3:
+        maps = maps.reshape(maps.shape[0], maps.shape[-2], maps.shape[-1])
+    tiles = [_enlarge(grey(to_unit(channel))) for channel in maps[:limit]]
+    return tile(tiles)
+
+
+def filter_grid(weights: np.ndarray, *, max_filters: int = 256, max_inputs: int = 32) -> np.ndarray:
+    """Conv weights [out, in, kh, kw] drawn as the seed's filter figures.
+
+    Three input channels (a first layer) become one colour tile per filter; deeper layers get
+    one grey tile per (filter, input channel), a row per filter. Weights are signed, so grey
+    0.5 is zero and each filter is scaled by its own largest magnitude.
+    """
+    weights = np.asarray(weights, np.float32)[:max_filters]
+    if weights.shape[1] == 3:
+        tiles = [_enlarge((to_unit(w, symmetric=True).transpose(1, 2, 0) * 255).round().astype(np.uint8), 24) for w in weights]
+        return tile(tiles)
+    inputs = min(weights.shape[1], max_inputs)
+    tiles = [_enlarge(grey(kernel), 16) for w in weights for kernel in to_unit(w, symmetric=True)[:inputs]]
+    return tile(tiles, columns=inputs)
+
+
+def heatmap(values: np.ndarray) -> np.ndarray:
+    """H×W values → H×W×3 colours (inferno), min–max scaled."""
+    return INFERNO[(to_unit(values) * 255).round().astype(np.uint8)]
+
+
+def overlay(picture: np.ndarray, values: np.ndarray, *, alpha: float = 0.55) -> np.ndarray:
+    """Blend a heat map over the image the model saw, resizing the map to the image."""
+    colours = heatmap(values)
+    if colours.shape[:2] != picture.shape[:2]:
+        colours = np.asarray(Image.fromarray(colours).resize((picture.shape[1], picture.shape[0]), Image.Resampling.BILINEAR))
+    blended = (1 - alpha) * picture.astype(np.float32) + alpha * colours.astype(np.float32)
+    return blended.round().clip(0, 255).astype(np.uint8)

@@ -1,0 +1,99 @@
+"""protobuf ↔ domain types. No logic beyond translation."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+from convscope_client._proto import convscope_pb2 as pb
+
+from convscope.errors import InvalidArgument
+from convscope.model.types import LayerInfo, ModelRecord, Preprocessing, TensorSpec
+
+MAX_TENSOR_DIMS = 8
+
+
+def tensor_to_numpy(message: pb.Tensor) -> np.ndarray:
+    try:
+        dtype = np.dtype(message.dtype)
+    except TypeError:
+        raise InvalidArgument(f"unknown tensor dtype {message.dtype!r}; use a numpy dtype name such as 'float32'") from None
+    if dtype.kind not in "biuf" or len(message.shape) > MAX_TENSOR_DIMS or any(d < 0 for d in message.shape):
+        raise InvalidArgument(f"tensor of dtype {dtype} and shape {list(message.shape)} is not supported")
+    expected = math.prod(message.shape) * dtype.itemsize
+    if expected != len(message.data):
+        raise InvalidArgument(
+            f"tensor data holds {len(message.data)} bytes, but shape {list(message.shape)} of {dtype} needs {expected}"
+        )
+    return np.frombuffer(message.data, dtype=dtype.newbyteorder("<")).astype(dtype, copy=False).reshape(tuple(message.shape))
+
+
+def numpy_to_tensor(array: np.ndarray) -> pb.Tensor:
+    array = np.asarray(array)
+    little = array.astype(array.dtype.newbyteorder("<"), copy=False)
+    return pb.Tensor(dtype=str(array.dtype), shape=list(array.shape), data=np.ascontiguousarray(little).tobytes())
+
+
+def preprocessing_from_proto(message: pb.Preprocessing) -> Preprocessing:
+    return Preprocessing.from_dict(
+        {
+            "resize": message.resize,
+            "size": tuple(message.size) or None,
+            "scale": message.scale or 1 / 255,
+            "mean": tuple(message.mean),
+            "std": tuple(message.std),
+            "layout": message.layout or "NCHW",
+            "channel_order": message.channel_order or "RGB",
+            "interpolation": message.interpolation or "bilinear",
+            "grayscale": message.grayscale,
+        }
+    )
+
+
+def preprocessing_to_proto(spec: Preprocessing) -> pb.Preprocessing:
+    return pb.Preprocessing(
+        resize=spec.resize,
+        size=list(spec.size or ()),
+        scale=spec.scale,
+        mean=list(spec.mean),
+        std=list(spec.std),
+        layout=spec.layout,
+        channel_order=spec.channel_order,
+        interpolation=spec.interpolation,
+        grayscale=spec.grayscale,
+    )
+
+
+def _tensor_info(spec: TensorSpec) -> pb.TensorInfo:
+    return pb.TensorInfo(name=spec.name, dtype=spec.dtype, shape=list(spec.shape))
+
+
+def _layer(layer: LayerInfo) -> pb.Layer:
+    message = pb.Layer(name=layer.name, op_type=layer.op_type, tensor=layer.tensor, shape=list(layer.shape), dtype=layer.dtype)
+    if layer.receptive_field is not None:
+        rf = layer.receptive_field
+        message.receptive_field.CopyFrom(
+            pb.ReceptiveField(known=True, stride=list(rf.stride), size=list(rf.size), offset=list(rf.offset))
+        )
+    return message
+
+
+def model_info(record: ModelRecord, *, with_layers: bool = True) -> pb.ModelInfo:
+    return pb.ModelInfo(
+        id=record.id,
+        name=record.name,
+        inputs=[_tensor_info(spec) for spec in record.inputs],
+        outputs=[_tensor_info(spec) for spec in record.outputs],
+        layers=[_layer(layer) for layer in record.layers] if with_layers else [],
+        preprocessing=preprocessing_to_proto(record.preprocessing),
+        labels=list(record.labels),
+        size_bytes=record.size_bytes,
+        dynamic_batch=record.dynamic_batch,
+        opset=record.opset,
+        created=record.created,
+    )
+
+
+def floats(values: Sequence[float] | np.ndarray) -> list[float]:
+    return [float(v) for v in np.asarray(values, np.float32).ravel()]

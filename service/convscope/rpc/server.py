@@ -1,0 +1,75 @@
+"""Server factory: the servicer plus health checking and reflection, on any port (0 = pick one)."""
+
+from __future__ import annotations
+
+import logging
+from concurrent import futures
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from convscope_client._proto import convscope_pb2 as pb
+from convscope_client._proto import convscope_pb2_grpc as pb_grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from convscope.core import Convscope
+from convscope.model.store import DEFAULT_MAX_UPLOAD_BYTES
+from convscope.rpc.servicer import ConvscopeServicer
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Convscope"].full_name
+# Requests carry images or tensors, never models (those are chunked): 64 MiB is generous.
+DEFAULT_MAX_REQUEST_BYTES = 64 << 20
+# Responses carry activations of every layer at once; the client raises its limit to match.
+MAX_RESPONSE_BYTES = 2**31 - 1
+
+
+@dataclass
+class ServerConfig:
+    store: Path
+    host: str = "127.0.0.1"
+    port: int = 0
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    workers: int = 8
+
+
+@dataclass
+class RunningServer:
+    server: grpc.Server
+    port: int
+    core: Convscope
+    health: health.HealthServicer
+
+    def stop(self, grace: float | None = 5.0) -> None:
+        """Graceful shutdown: report NOT_SERVING, finish calls in flight, then close the store."""
+        self.health.enter_graceful_shutdown()
+        self.server.stop(grace).wait()
+        self.core.close()
+
+
+def create_server(config: ServerConfig) -> RunningServer:
+    core = Convscope(config.store, max_upload_bytes=config.max_upload_bytes)
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="convscope-rpc"),
+        options=[
+            ("grpc.max_receive_message_length", config.max_request_bytes),
+            ("grpc.max_send_message_length", MAX_RESPONSE_BYTES),
+        ],
+    )
+    pb_grpc.add_ConvscopeServicer_to_server(ConvscopeServicer(core), server)
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+    health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server
+    )
+    port = server.add_insecure_port(f"{config.host}:{config.port}")
+    if port == 0:
+        raise OSError(f"could not bind {config.host}:{config.port}")
+    server.start()
+    log.info("convscope serving on %s:%d (store %s)", config.host, port, config.store)
+    return RunningServer(server, port, core, health_servicer)

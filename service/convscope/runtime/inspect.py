@@ -1,0 +1,200 @@
+"""Turn validated upload files into a ModelRecord: load check, dynamic batch, layer table.
+
+Everything here runs the model, so it lives in the runtime layer; it takes files and returns
+plain data, so it can move into a sandboxed worker process unchanged.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import helper
+
+from convscope.errors import InvalidArgument, InvalidModel
+from convscope.graph.analysis import ai_onnx_opset, data_tensors, node_label, producers, runtime_inputs
+from convscope.graph.dynamic_batch import make_batch_dynamic
+from convscope.graph.expose import expose
+from convscope.model.store import Upload
+from convscope.model.types import LayerInfo, ModelRecord, Preprocessing, TensorSpec
+from convscope.model.validate import bind_external_data, check_model, parse_model
+from convscope.runtime.providers import session_options
+
+log = logging.getLogger(__name__)
+
+PREPROCESSING_KEY = "convscope.preprocessing"
+LABELS_KEY = "convscope.labels"
+DEFAULT_SPATIAL = 224
+# Relative tolerance for "a batch of 2 equals two batches of 1" (batched kernels reorder sums).
+BATCH_CHECK_RTOL = 1e-4
+
+
+def describe_upload(
+    model_id: str,
+    upload: Upload,
+    *,
+    name: str,
+    preprocessing: Preprocessing | None,
+    labels: Sequence[str],
+) -> ModelRecord:
+    model = parse_model(upload.model_path.read_bytes())
+    if upload.side_names:
+        bind_external_data(model, upload.side_names)
+        onnx.save(model, str(upload.model_path))
+    else:
+        bind_external_data(model, {})
+    check_model(upload.model_path)
+    inputs = runtime_inputs(model.graph)
+    if len(inputs) != 1:
+        raise InvalidModel(
+            f"the model has {len(inputs)} runtime inputs ({[i.name for i in inputs]}); "
+            "convscope feeds one image tensor, so it needs exactly one"
+        )
+    original = _session(str(upload.model_path))
+    full = onnx.load(str(upload.model_path), load_external_data=True)
+    preprocessing = preprocessing or _metadata_preprocessing(model) or Preprocessing()
+    labels = tuple(labels) or _metadata_labels(model)
+    probe = _probe_input(inputs[0], preprocessing)
+
+    dynamic = make_batch_dynamic(full)
+    dynamic_ok = _check_dynamic_batch(original, dynamic, probe)
+    base = dynamic if dynamic_ok else full
+    layers = _layer_table(base, probe)
+    input_spec = _tensor_spec(base.graph.input[[i.name for i in base.graph.input].index(inputs[0].name)])
+    outputs = tuple(_tensor_spec(o) for o in base.graph.output)
+    return ModelRecord(
+        id=model_id,
+        name=name or model.graph.name or model_id[:12],
+        inputs=(input_spec,),
+        outputs=outputs,
+        layers=layers,
+        preprocessing=preprocessing,
+        labels=labels,
+        size_bytes=upload.received,
+        dynamic_batch=dynamic_ok,
+        opset=ai_onnx_opset(model),
+        created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        files=tuple(sorted(p.name for p in upload.folder.iterdir())),
+    )
+
+
+def _session(model: bytes | str) -> ort.InferenceSession:
+    try:
+        return ort.InferenceSession(model, session_options(), providers=["CPUExecutionProvider"])
+    except Exception as error:
+        first = str(error).strip().splitlines()[0][:500] if str(error).strip() else type(error).__name__
+        raise InvalidModel(f"onnxruntime cannot load the model: {first}") from None
+
+
+def _metadata_preprocessing(model: onnx.ModelProto) -> Preprocessing | None:
+    for prop in model.metadata_props:
+        if prop.key == PREPROCESSING_KEY:
+            try:
+                return Preprocessing.from_dict(json.loads(prop.value))
+            except (ValueError, TypeError) as error:
+                raise InvalidArgument(f"the model's {PREPROCESSING_KEY} metadata is not valid: {error}") from None
+    return None
+
+
+def _metadata_labels(model: onnx.ModelProto) -> tuple[str, ...]:
+    for prop in model.metadata_props:
+        if prop.key == LABELS_KEY:
+            try:
+                return tuple(str(label) for label in json.loads(prop.value))
+            except ValueError as error:
+                raise InvalidArgument(f"the model's {LABELS_KEY} metadata is not a JSON list: {error}") from None
+    return ()
+
+
+def _dims(value: onnx.ValueInfoProto) -> list[int]:
+    return [d.dim_value if d.HasField("dim_value") else -1 for d in value.type.tensor_type.shape.dim]
+
+
+def _tensor_spec(value: onnx.ValueInfoProto) -> TensorSpec:
+    elem = value.type.tensor_type.elem_type
+    dtype = str(helper.tensor_dtype_to_np_dtype(elem)) if elem else "unknown"
+    return TensorSpec(value.name, dtype, tuple(_dims(value)))
+
+
+def _probe_input(value: onnx.ValueInfoProto, preprocessing: Preprocessing) -> np.ndarray:
+    """A deterministic batch-1 input of the model's shape; symbolic sizes from the preprocessing."""
+    elem = value.type.tensor_type.elem_type
+    if not value.type.HasField("tensor_type") or not elem:
+        raise InvalidModel(f"input {value.name!r} is not a typed tensor")
+    dims = _dims(value)
+    if not dims:
+        raise InvalidModel(f"input {value.name!r} has no shape; convscope needs at least its rank")
+    height, width = preprocessing.size or (DEFAULT_SPATIAL, DEFAULT_SPATIAL)
+    channels_axis = 1 if preprocessing.layout == "NCHW" else len(dims) - 1
+    spatial = iter([height, width])
+    shape = []
+    for axis, dim in enumerate(dims):
+        if axis == 0:
+            shape.append(1)
+        elif dim > 0:
+            shape.append(dim)
+        elif axis == channels_axis:
+            shape.append(1 if preprocessing.grayscale else 3)
+        else:
+            shape.append(next(spatial, 1))
+    dtype = helper.tensor_dtype_to_np_dtype(elem)
+    if np.issubdtype(dtype, np.floating):
+        return np.random.default_rng(0).random(shape).astype(dtype)
+    return np.zeros(shape, dtype)
+
+
+def _check_dynamic_batch(original: ort.InferenceSession, dynamic: onnx.ModelProto, probe: np.ndarray) -> bool:
+    """A batch of two must equal two batches of one, and batch one must equal the original."""
+    name = original.get_inputs()[0].name
+    try:
+        session = _session(dynamic.SerializeToString())
+        pair = np.concatenate([probe, probe[:, ::-1].copy() if probe.ndim > 1 else probe])
+        reference = original.run(None, {name: probe})
+        singles = [session.run(None, {name: pair[i : i + 1]}) for i in range(2)]
+        batched = session.run(None, {name: pair})
+    except Exception as error:
+        log.info("batch dimension stays fixed: the rewritten graph fails to run (%s)", str(error).splitlines()[0][:200])
+        return False
+    for ref, one, other, both in zip(reference, singles[0], singles[1], batched):
+        expected = np.concatenate([one, other])
+        if ref.shape != one.shape or both.shape != expected.shape or not _close(ref, one) or not _close(both, expected):
+            log.info("batch dimension stays fixed: the model's outputs mix samples of a batch")
+            return False
+    return True
+
+
+def _close(a: np.ndarray, b: np.ndarray) -> bool:
+    if not np.issubdtype(a.dtype, np.floating):
+        return bool(np.array_equal(a, b))
+    scale = max(float(np.abs(b).max(initial=0.0)), 1e-6)
+    return bool(np.allclose(a, b, rtol=BATCH_CHECK_RTOL, atol=BATCH_CHECK_RTOL * scale, equal_nan=True))
+
+
+def _layer_table(model: onnx.ModelProto, probe: np.ndarray) -> tuple[LayerInfo, ...]:
+    """Every data tensor with its concrete batch-1 shape and dtype, learned by one run."""
+    names = data_tensors(model.graph)
+    outputs = [o.name for o in model.graph.output]
+    wanted = list(dict.fromkeys(names + outputs))
+    session = _session(expose(model, wanted).SerializeToString())
+    values = session.run(wanted, {session.get_inputs()[0].name: probe})
+    made_by = producers(model.graph)
+    layers = []
+    for tensor, value in zip(wanted, values):
+        if tensor not in made_by:  # an output that is the input passed through
+            continue
+        index, node = made_by[tensor]
+        layers.append(
+            LayerInfo(
+                name=node_label(node, index),
+                op_type=node.op_type,
+                tensor=tensor,
+                shape=tuple(int(d) for d in np.shape(value)),
+                dtype=str(np.asarray(value).dtype),
+            )
+        )
+    return tuple(layers)

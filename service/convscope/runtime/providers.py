@@ -1,0 +1,75 @@
+"""Choose onnxruntime execution providers from what actually loads, and say so once."""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper
+
+log = logging.getLogger(__name__)
+
+# onnxruntime's own logger: errors only. Its warnings (e.g. "some nodes were not assigned to
+# the preferred provider") are routine and would drown our one clean line.
+ORT_LOG_SEVERITY_ERROR = 3
+ORT_LOG_SEVERITY_FATAL = 4
+
+
+@functools.lru_cache(maxsize=1)
+def usable_providers() -> tuple[str, ...]:
+    """Providers in preference order, CUDA only if a session on it really runs.
+
+    onnxruntime-gpu lists CUDAExecutionProvider even on machines without a GPU or CUDA
+    libraries, then prints a wall of load errors and silently falls back. We try a tiny
+    model with the loader's errors muted and keep CUDA only if the session kept it.
+    """
+    ort.set_default_logger_severity(ORT_LOG_SEVERITY_ERROR)
+    chosen: list[str] = []
+    reason = ""
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        try:
+            ort.set_default_logger_severity(ORT_LOG_SEVERITY_FATAL)
+            session = ort.InferenceSession(
+                _probe_model(), providers=["CUDAExecutionProvider", "CPUExecutionProvider"]
+            )
+            session.run(None, {"x": np.ones((1,), np.float32)})
+            if "CUDAExecutionProvider" in session.get_providers():
+                chosen.append("CUDAExecutionProvider")
+            else:
+                reason = "CUDA libraries or a GPU are missing"
+        except Exception as error:  # any failure means: no CUDA here
+            reason = f"CUDA provider failed: {type(error).__name__}"
+        finally:
+            ort.set_default_logger_severity(ORT_LOG_SEVERITY_ERROR)
+    else:
+        reason = "this onnxruntime build has no CUDA provider"
+    chosen.append("CPUExecutionProvider")
+    if len(chosen) > 1:
+        log.info("onnxruntime %s: using %s", ort.__version__, ", ".join(chosen))
+    else:
+        log.info("onnxruntime %s: using CPUExecutionProvider (%s)", ort.__version__, reason)
+    return tuple(chosen)
+
+
+def _probe_model() -> bytes:
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "probe",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+def session_options(*, threads: int = 0) -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    options.log_severity_level = ORT_LOG_SEVERITY_ERROR
+    # Uploaded models are untrusted: never let onnxruntime parse its own .ort format.
+    options.add_session_config_entry("session.load_model_format", "ONNX")
+    options.intra_op_num_threads = threads
+    return options

@@ -1,0 +1,141 @@
+"""onnxruntime sessions, cached per (model, graph spec) within a memory budget.
+
+The public surface is message-shaped — model id, graph spec, arrays in, arrays out — so the
+sessions can later live in sandboxed worker processes without changing callers.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping, Sequence
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from convscope.errors import InvalidArgument, ResourceExhausted
+from convscope.graph.dynamic_batch import make_batch_dynamic
+from convscope.runtime.graphs import GraphSpec
+from convscope.runtime.providers import session_options, usable_providers
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SESSION_BUDGET_BYTES = 4 << 30
+# A session holds the weights, onnxruntime's optimized copy and arena buffers.
+SESSION_BYTES_PER_MODEL_BYTE = 3
+
+
+class Runtime:
+    """Runs graph specs of stored models; owns every onnxruntime session of the server."""
+
+    def __init__(
+        self,
+        load_model: Callable[[str], onnx.ModelProto],
+        *,
+        budget_bytes: int = DEFAULT_SESSION_BUDGET_BYTES,
+        providers: Sequence[str] | None = None,
+    ) -> None:
+        self._load_model = load_model
+        self.budget_bytes = budget_bytes
+        self.providers = tuple(providers) if providers else usable_providers()
+        self._sessions: OrderedDict[tuple[str, GraphSpec], tuple[ort.InferenceSession, int]] = OrderedDict()
+        self._bases: OrderedDict[str, onnx.ModelProto] = OrderedDict()
+        self._lock = threading.Lock()
+        self._building: dict[tuple[str, GraphSpec], threading.Lock] = {}
+
+    def base_graph(self, model_id: str, *, dynamic_batch: bool) -> onnx.ModelProto:
+        """The stored model, with a symbolic batch when the store verified that it is safe."""
+        with self._lock:
+            if model_id in self._bases:
+                self._bases.move_to_end(model_id)
+                return self._bases[model_id]
+        model = self._load_model(model_id)
+        base = make_batch_dynamic(model) if dynamic_batch else model
+        with self._lock:
+            self._bases[model_id] = base
+            while len(self._bases) > 4:
+                self._bases.popitem(last=False)
+        return base
+
+    def session(self, model_id: str, spec: GraphSpec, *, dynamic_batch: bool) -> ort.InferenceSession:
+        key = (model_id, spec)
+        with self._lock:
+            if key in self._sessions:
+                self._sessions.move_to_end(key)
+                return self._sessions[key][0]
+            building = self._building.setdefault(key, threading.Lock())
+        with building:  # one build per key; concurrent callers wait for it
+            with self._lock:
+                if key in self._sessions:
+                    return self._sessions[key][0]
+            graph = spec.build(self.base_graph(model_id, dynamic_batch=dynamic_batch))
+            serialized = graph.SerializeToString()
+            cost = len(serialized) * SESSION_BYTES_PER_MODEL_BYTE
+            if cost > self.budget_bytes:
+                raise ResourceExhausted(
+                    f"this graph needs about {cost / 2**20:.0f} MiB of session memory, over the server's "
+                    f"budget of {self.budget_bytes / 2**20:.0f} MiB"
+                )
+            session = ort.InferenceSession(serialized, session_options(), providers=list(self.providers))
+            log.debug("session for %s %s built", model_id[:12], spec)
+            with self._lock:
+                self._sessions[key] = (session, cost)
+                self._building.pop(key, None)
+                self._evict()
+            return session
+
+    def _evict(self) -> None:
+        total = sum(cost for _, cost in self._sessions.values())
+        while total > self.budget_bytes and len(self._sessions) > 1:
+            (model_id, spec), (_, cost) = self._sessions.popitem(last=False)
+            total -= cost
+            log.debug("evicted session %s %s", model_id[:12], spec)
+
+    def forget(self, model_id: str) -> None:
+        """Drop every session and cached graph of a model (after it was deleted)."""
+        with self._lock:
+            for key in [k for k in self._sessions if k[0] == model_id]:
+                del self._sessions[key]
+            self._bases.pop(model_id, None)
+
+    def run(
+        self,
+        model_id: str,
+        spec: GraphSpec,
+        feeds: Mapping[str, np.ndarray],
+        outputs: Sequence[str],
+        *,
+        dynamic_batch: bool,
+    ) -> dict[str, np.ndarray]:
+        session = self.session(model_id, spec, dynamic_batch=dynamic_batch)
+        try:
+            values = session.run(list(outputs), dict(feeds))
+        except (ort.capi.onnxruntime_pybind11_state.InvalidArgument, ort.capi.onnxruntime_pybind11_state.Fail) as error:
+            message = str(error).split("] ", 1)[-1].strip().splitlines()[0][:400]
+            raise InvalidArgument(f"the model rejected the input: {message}") from None
+        return dict(zip(outputs, values))
+
+    def run_batched(
+        self,
+        model_id: str,
+        spec: GraphSpec,
+        feeds: Mapping[str, np.ndarray],
+        outputs: Sequence[str],
+        *,
+        dynamic_batch: bool,
+        batch_size: int,
+    ) -> dict[str, np.ndarray]:
+        """``run`` over slices of the batch axis of every feed, concatenated back."""
+        parts: dict[str, list[np.ndarray]] = {name: [] for name in outputs}
+        for chunk in iter_batches(feeds, batch_size if dynamic_batch else 1):
+            for name, value in self.run(model_id, spec, chunk, outputs, dynamic_batch=dynamic_batch).items():
+                parts[name].append(value)
+        return {name: np.concatenate(values) if len(values) > 1 else values[0] for name, values in parts.items()}
+
+
+def iter_batches(feeds: Mapping[str, np.ndarray], batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+    total = len(next(iter(feeds.values())))
+    for start in range(0, total, max(1, batch_size)):
+        yield {name: value[start : start + batch_size] for name, value in feeds.items()}
