@@ -94,7 +94,7 @@ def filter_grid(weights: np.ndarray, *, max_filters: int = 256, max_inputs: int 
     """
     weights = np.asarray(weights, np.float32)[:max_filters]
     if weights.shape[1] == 3:
-        tiles = [_enlarge((to_unit(w, symmetric=True).transpose(1, 2, 0) * 255).round().astype(np.uint8), 24) for w in weights]
+        tiles = [_enlarge((to_unit(w, symmetric=True).transpose(1, 2, 0) * 255).round().astype(np.uint8), 48) for w in weights]
         return tile(tiles)
     inputs = min(weights.shape[1], max_inputs)
     tiles = [_enlarge(grey(kernel), 16) for w in weights for kernel in to_unit(w, symmetric=True)[:inputs]]

@@ -18,7 +18,7 @@ from onnx import helper
 
 from convscope.errors import InvalidArgument, InvalidModel
 from convscope.graph.analysis import ai_onnx_opset, data_tensors, node_label, producers, runtime_inputs
-from convscope.graph.dynamic_batch import make_batch_dynamic
+from convscope.graph.base import base_graph
 from convscope.graph.expose import expose
 from convscope.model.store import Upload
 from convscope.model.types import LayerInfo, ModelRecord, Preprocessing, TensorSpec
@@ -61,9 +61,8 @@ def describe_upload(
     labels = tuple(labels) or _metadata_labels(model)
     probe = _probe_input(inputs[0], preprocessing)
 
-    dynamic = make_batch_dynamic(full)
-    dynamic_ok = _check_dynamic_batch(original, dynamic, probe)
-    base = dynamic if dynamic_ok else full
+    dynamic_ok = _check_dynamic_batch(original, base_graph(full, dynamic_batch=True), probe)
+    base = base_graph(full, dynamic_batch=dynamic_ok)
     layers = _layer_table(base, probe)
     input_spec = _tensor_spec(base.graph.input[[i.name for i in base.graph.input].index(inputs[0].name)])
     outputs = tuple(_tensor_spec(o) for o in base.graph.output)

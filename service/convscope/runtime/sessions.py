@@ -16,7 +16,7 @@ import onnx
 import onnxruntime as ort
 
 from convscope.errors import InvalidArgument, ResourceExhausted
-from convscope.graph.dynamic_batch import make_batch_dynamic
+from convscope.graph.base import base_graph as build_base_graph
 from convscope.runtime.graphs import GraphSpec
 from convscope.runtime.providers import session_options, usable_providers
 
@@ -52,7 +52,7 @@ class Runtime:
                 self._bases.move_to_end(model_id)
                 return self._bases[model_id]
         model = self._load_model(model_id)
-        base = make_batch_dynamic(model) if dynamic_batch else model
+        base = build_base_graph(model, dynamic_batch=dynamic_batch)
         with self._lock:
             self._bases[model_id] = base
             while len(self._bases) > 4:

@@ -1,0 +1,94 @@
+"""The README's main job: a real server, the bundled ImageNet model and a real photo → pictures and numbers.
+
+Starts `convscope serve` as a separate process on a free port, uploads
+models/efficientnet_lite0, runs every method on models/chelsea.png, writes PNG and .npy
+files to the output folder, prints a summary, and stops the server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from convscope_client import Client
+from convscope_client.cli import safe_name
+
+REPO = Path(__file__).resolve().parents[1]
+MODEL = REPO / "models" / "efficientnet_lite0" / "efficientnet_lite0.onnx"
+PHOTO = REPO / "models" / "chelsea.png"
+
+
+def start_server(store: Path, port_file: Path) -> subprocess.Popen[bytes]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "convscope", "serve", "--port", "0", "--store", str(store), "--port-file", str(port_file)]
+    )
+    deadline = time.monotonic() + 60
+    while not port_file.exists() or not port_file.read_text().strip():
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit("the server did not start; see its log above")
+        time.sleep(0.1)
+    return process
+
+
+def run(client: Client, out: Path) -> dict[str, object]:
+    summary: dict[str, object] = {}
+    info = client.upload_model(MODEL)
+    summary["model"] = {"id": info.id, "name": info.name, "layers": len(info.layers)}
+
+    logits = client.activations(info.id, PHOTO, layers=[info.outputs[0].name])[info.outputs[0].name][0]
+    probabilities = np.exp(logits - logits.max())
+    probabilities /= probabilities.sum()
+    top5 = np.argsort(-probabilities)[:5]
+    summary["top5"] = [{"class": int(i), "label": info.labels[i], "probability": round(float(probabilities[i]), 4)} for i in top5]
+
+    first_conv = next(layer for layer in info.layers if layer.op_type == "Conv")
+    first_relu = next(layer for layer in info.layers if layer.op_type in ("Relu", "Clip"))
+    deep = [layer for layer in info.layers if len(layer.shape) == 4 and layer.shape[-1] > 1][-1]
+    activations = client.activation_details(info.id, PHOTO, layers=[first_relu.tensor, deep.tensor], render=True)
+    for item in activations:
+        stem = f"activations_{safe_name(item.tensor)}"
+        np.save(out / f"{stem}.npy", item.value)
+        (out / f"{stem}.png").write_bytes(item.png)
+    summary["activations"] = {
+        item.tensor: {"shape": list(item.value.shape), "zero_fraction": round(float(item.stats.zero_fraction.mean()), 3)}
+        for item in activations
+        if item.value is not None
+    }
+
+    filters = client.filters(info.id, first_conv.name)
+    np.save(out / "filters_first_conv.npy", filters.weights)
+    (out / "filters_first_conv.png").write_bytes(filters.png)
+    summary["filters"] = {"node": filters.node, "shape": list(filters.weights.shape), "mean_smoothness": round(filters.mean_smoothness, 3)}
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", type=Path, default=REPO / "demo-output")
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as scratch:
+        server = start_server(Path(scratch) / "store", Path(scratch) / "port")
+        try:
+            port = int((Path(scratch) / "port").read_text())
+            with Client(f"127.0.0.1:{port}", timeout=600) as client:
+                summary = run(client, args.out)
+        finally:
+            server.send_signal(signal.SIGTERM)
+            server.wait(timeout=30)
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
+    print(json.dumps(summary, indent=2))
+    print(f"\npictures and arrays written to {os.path.relpath(args.out)}/")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
