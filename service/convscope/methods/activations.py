@@ -46,12 +46,17 @@ def channel_view(value: np.ndarray) -> np.ndarray:
 
 
 def channel_stats(value: np.ndarray) -> ChannelStats:
-    view = channel_view(value).astype(np.float32, copy=False)
-    per_channel = view.transpose(1, 0, 2).reshape(view.shape[1], -1)
+    """Reductions straight over (batch, positions): no transposed copy of large maps."""
+    view = channel_view(value)
+    positions = view.shape[0] * view.shape[2]
+    if positions == 0:
+        empty = np.zeros(view.shape[1], np.float32)
+        return ChannelStats(empty, empty, empty)
+    # Reduce the contiguous positions axis first (numpy's pairwise sum keeps float32 accurate).
     return ChannelStats(
-        mean=per_channel.mean(axis=1),
-        max=per_channel.max(axis=1) if per_channel.shape[1] else np.zeros(view.shape[1], np.float32),
-        zero_fraction=(per_channel == 0).mean(axis=1),
+        mean=(view.sum(axis=2).sum(axis=0) / positions).astype(np.float32),
+        max=view.max(axis=2).max(axis=0).astype(np.float32),
+        zero_fraction=(1 - (view != 0).sum(axis=2).sum(axis=0) / positions).astype(np.float32),
     )
 
 
