@@ -1,0 +1,404 @@
+"""The ``backward`` pass: forward model → forward + vector-Jacobian-product model.
+
+The result runs in one plain onnxruntime session: it takes the forward inputs plus
+one seed gradient per seeded tensor (any loss becomes a seed) and returns the
+gradient at every float input and at requested intermediates (Grad-CAM needs a conv
+layer's).  onnxruntime-training's gradient builder is not an option: it emits
+``com.microsoft`` ops that plain onnxruntime rejects.
+
+Only the *differentiated path* gets rules: nodes that depend on a float input (or a
+requested intermediate) through differentiable edges and feed a seed.  Weights in
+initializers, ``Constant`` nodes, ``Identity`` over initializers and shape arithmetic
+never lie on it.  A node on it without a rule is refused with ``UnsupportedOp``:
+a missing gradient is never replaced by zeros.  Where no path exists at all, the
+gradient *is* zero and the output says so.
+
+The model is first upgraded to opset 18 with onnx's version converter (rules need
+``ScatterElements`` with ``reduction="add"`` and axes-as-input reductions, and one
+form per op keeps the rules short).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper, version_converter
+
+from convscope.errors import InvalidArgument, Unimplemented, UnsupportedOp
+
+from .emitter import FLOAT_TYPES, Emitter, TensorInfo
+from .rules import NONDIFFERENTIABLE, RULES, Options, Rectifier, RectifierScope, Rule, Vjp
+
+logger = logging.getLogger(__name__)
+
+MIN_OPSET = 18
+MAX_IR_VERSION = 13  # the newest onnxruntime 1.31 loads; onnx 1.23 stamps 14 by default
+_DEFAULT_DOMAINS = ("", "ai.onnx")
+
+
+def seed_input_name(tensor: str) -> str:
+    """Name of the graph input that carries the seed gradient for ``tensor``."""
+    return f"{tensor}__seed"
+
+
+def grad_output_name(tensor: str) -> str:
+    """Name of the graph output holding the gradient with respect to ``tensor``."""
+    return f"{tensor}__grad"
+
+
+def build_backward(
+    model: onnx.ModelProto,
+    seeds: Sequence[str],
+    *,
+    wrt: Sequence[str] = (),
+    keep: Sequence[str] = (),
+    rectifier: Rectifier = "plain",
+    rectifiers: RectifierScope = "all",
+) -> onnx.ModelProto:
+    """Add a backward graph to (a copy of) ``model``.
+
+    Args:
+        model: the forward model; not modified.
+        seeds: tensors (outputs or intermediates) that receive a seed gradient input
+            ``seed_input_name(s)``; several seeds add up.
+        wrt: intermediate tensors whose gradient is also returned (Grad-CAM).
+        keep: forward tensors to return under their own names (e.g. the score).
+        rectifier: ``"plain"`` gradients, ``"guided"`` backprop (Springenberg et al.
+            2015: ``relu(dY)·(Y>0)`` at ReLUs) or ``"deconvnet"`` (Zeiler & Fergus
+            2014: ``relu(dY)``).
+        rectifiers: which units the rectifier applies to: ``"all"`` ReLU and
+            Clip with min 0 (ReLU6), or ``"relu"`` ReLU only (Captum's convention).
+
+    Returns:
+        A new model whose inputs are the forward inputs (initializers excluded) and
+        the seeds, and whose outputs are ``keep`` and ``grad_output_name(t)`` for every
+        float input and every ``wrt`` tensor.
+    """
+    if rectifier not in ("plain", "guided", "deconvnet"):
+        raise InvalidArgument(f"unknown rectifier {rectifier!r}")
+    if rectifiers not in ("all", "relu"):
+        raise InvalidArgument(f"unknown rectifier scope {rectifiers!r}")
+    if not seeds:
+        raise InvalidArgument("the backward graph needs at least one seed tensor")
+    seeds, wrt, keep = _unique(seeds), _unique(wrt), _unique(keep)
+
+    work = _prepared(model)
+    graph = work.graph
+    infos = _tensor_infos(work)
+    initializers = {t.name for t in graph.initializer} | {t.values.name for t in graph.sparse_initializer}
+    inputs = {i.name: i for i in graph.input if i.name not in initializers}
+    float_inputs = [name for name, i in inputs.items() if i.type.tensor_type.elem_type in FLOAT_TYPES]
+    _check_tensors(graph, infos, initializers, seeds=seeds, wrt=wrt, keep=keep)
+
+    path, active = _differentiated_path(graph.node, set(float_inputs) | set(wrt), seeds, infos)
+    rules = [(node, _rule_or_refuse(node)) for node in path]
+
+    taken = _all_names(graph)
+    grad_of = [*float_inputs, *(t for t in wrt if t not in inputs)]
+    reserved = {seed_input_name(s) for s in seeds} | {grad_output_name(t) for t in grad_of}
+    if reserved & taken:
+        raise InvalidArgument(f"the model already has tensors named {sorted(reserved & taken)}")
+    emitter = Emitter(infos, taken | reserved)
+    grads = _Gradients(emitter)
+    for s in seeds:
+        grads.add(s, seed_input_name(s))
+    options, constants = Options(rectifier, rectifiers), _Constants(graph)
+    for node, rule in reversed(rules):
+        _differentiate(node, rule, grads, active, emitter, options, constants)
+
+    emitter.scope = "bwd/outputs"
+    outputs = [_batch_free(t, _info(infos, t)) for t in keep]
+    for t in grad_of:
+        declared = inputs[t].type if t in inputs else _batch_free(t, _info(infos, t)).type
+        outputs.append(_export(emitter, grads, t, declared))
+    seed_inputs = [_batch_free(seed_input_name(s), _info(infos, s)) for s in seeds]
+    _rewire(graph, emitter.nodes, [*inputs.values(), *seed_inputs], outputs)
+    min_ir = helper.find_min_ir_version_for(list(work.opset_import), ignore_unknown=True)
+    work.ir_version = min(max(work.ir_version, min_ir), MAX_IR_VERSION)
+    logger.debug("backward graph: %d nodes on the path, %d nodes emitted", len(path), len(emitter.nodes))
+    return work
+
+
+# -- model preparation -----------------------------------------------------------
+
+
+def _unique(names: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(names))
+
+
+def _info(infos: dict[str, TensorInfo], name: str) -> TensorInfo:
+    return infos.get(name, TensorInfo(0, None))
+
+
+def _prepared(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy with every node named and the default opset at least ``MIN_OPSET``."""
+    work = onnx.ModelProto()
+    work.CopyFrom(model)
+    _name_unnamed_nodes(work.graph)
+    work = _upgrade(work)
+    _name_unnamed_nodes(work.graph)  # nodes the converter inserted
+    return work
+
+
+def _name_unnamed_nodes(graph: onnx.GraphProto) -> None:
+    """Give nameless nodes a stable "<op>#<index>" name so errors can point at them."""
+    for index, node in enumerate(graph.node):
+        if not node.name:
+            node.name = f"{node.op_type}#{index}"
+
+
+def _default_opset(model: onnx.ModelProto) -> int | None:
+    return next((o.version for o in model.opset_import if o.domain in _DEFAULT_DOMAINS), None)
+
+
+def _upgrade(model: onnx.ModelProto) -> onnx.ModelProto:
+    opset = _default_opset(model)
+    if opset is None:
+        model.opset_import.append(helper.make_opsetid("", MIN_OPSET))
+        return model
+    if opset >= MIN_OPSET:
+        return model
+    try:
+        return version_converter.convert_version(model, MIN_OPSET)
+    except Exception as exc:  # the converter reports every failure as a bare C++ assertion
+        for node in model.graph.node:
+            if node.domain in _DEFAULT_DOMAINS and not onnx.defs.has(node.op_type):
+                raise UnsupportedOp(node.op_type, node.name, "not an ONNX operator") from exc
+        raise Unimplemented(
+            f"the backward graph needs opset {MIN_OPSET}; upgrading this model "
+            f"from opset {opset} failed") from exc
+
+
+def _tensor_infos(model: onnx.ModelProto) -> dict[str, TensorInfo]:
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception:  # partial information is fine: rules fall back to run-time shapes
+        logger.warning("shape inference failed; the backward graph uses run-time shapes", exc_info=True)
+        inferred = model
+    graph = inferred.graph
+    infos: dict[str, TensorInfo] = {}
+    for vi in (*graph.input, *graph.output, *graph.value_info):
+        tensor = vi.type.tensor_type
+        shape = None
+        if tensor.HasField("shape"):
+            shape = tuple(d.dim_value if d.HasField("dim_value") else d.dim_param or None
+                          for d in tensor.shape.dim)
+        infos[vi.name] = TensorInfo(tensor.elem_type, shape)
+    for init in graph.initializer:
+        infos[init.name] = TensorInfo(init.data_type, tuple(init.dims))
+    return infos
+
+
+class _Constants:
+    """Values of tensors fixed at build time, converted only when a rule asks."""
+
+    def __init__(self, graph: onnx.GraphProto) -> None:
+        self._tensors: dict[str, onnx.TensorProto] = {t.name: t for t in graph.initializer}
+        self._attrs: dict[str, onnx.AttributeProto] = {}
+        self._aliases: dict[str, str] = {}
+        for node in graph.node:
+            if node.op_type == "Constant" and node.domain in _DEFAULT_DOMAINS and node.attribute:
+                self._attrs[node.output[0]] = node.attribute[0]
+            elif node.op_type == "Identity" and node.domain in _DEFAULT_DOMAINS:
+                self._aliases[node.output[0]] = node.input[0]
+
+    def __call__(self, name: str) -> np.ndarray | None:
+        while name in self._aliases:
+            name = self._aliases[name]
+        if name in self._tensors:
+            return numpy_helper.to_array(self._tensors[name])
+        attr = self._attrs.get(name)
+        if attr is None or attr.name not in ("value", "value_float", "value_floats",
+                                             "value_int", "value_ints"):
+            return None
+        value = helper.get_attribute_value(attr)
+        return numpy_helper.to_array(value) if attr.name == "value" else np.array(value)
+
+
+def _all_names(graph: onnx.GraphProto) -> set[str]:
+    names = {vi.name for vi in (*graph.input, *graph.output, *graph.value_info)}
+    names |= {t.name for t in graph.initializer}
+    for node in graph.node:
+        names.update(node.input)
+        names.update(node.output)
+    return names
+
+
+def _check_tensors(graph: onnx.GraphProto, infos: dict[str, TensorInfo], initializers: set[str],
+                   *, seeds: list[str], wrt: list[str], keep: list[str]) -> None:
+    known = {i.name for i in graph.input} | initializers
+    known |= {o for node in graph.node for o in node.output if o}
+    for role, names in (("seed", seeds), ("wrt", wrt), ("keep", keep)):
+        for name in names:
+            if name not in known:
+                raise InvalidArgument(f"{role} tensor {name!r} is not in the model")
+            if role != "keep" and _info(infos, name).elem_type not in (0, *FLOAT_TYPES):
+                raise InvalidArgument(f"{role} tensor {name!r} is not a float tensor")
+
+
+# -- which nodes are differentiated ----------------------------------------------
+
+
+def _rule(node: onnx.NodeProto) -> Rule | None:
+    if node.domain not in _DEFAULT_DOMAINS:
+        return None
+    return RULES.get(node.op_type)
+
+
+def _rule_or_refuse(node: onnx.NodeProto) -> Rule:
+    rule = _rule(node)
+    if rule is None:
+        why = (f"no gradient rule for custom domain {node.domain!r}" if node.domain not in _DEFAULT_DOMAINS
+               else "no gradient rule for this op")
+        raise UnsupportedOp(node.op_type, node.name, why)
+    return rule
+
+
+def _subgraph_refs(node: onnx.NodeProto) -> set[str]:
+    """Names a node's subgraphs read, including outer-scope tensors they use implicitly."""
+    refs: set[str] = set()
+    for attr in node.attribute:
+        for g in (*([attr.g] if attr.HasField("g") else []), *attr.graphs):
+            for inner in g.node:
+                refs.update(i for i in inner.input if i)
+                refs |= _subgraph_refs(inner)
+    return refs
+
+
+def _gradient_inputs(node: onnx.NodeProto) -> list[str]:
+    """Inputs through which a gradient could flow into ``node``'s outputs."""
+    if node.domain in _DEFAULT_DOMAINS and node.op_type in NONDIFFERENTIABLE:
+        return []
+    rule = _rule(node)
+    if rule is None:  # unknown: assume everything matters, so it is refused if on the path
+        return [i for i in node.input if i] + sorted(_subgraph_refs(node))
+    positions = range(len(node.input)) if rule.inputs is None else rule.inputs
+    return [node.input[i] for i in positions if i < len(node.input) and node.input[i]]
+
+
+def _differentiated_path(nodes: Sequence[onnx.NodeProto], sources: set[str], seeds: list[str],
+                         infos: dict[str, TensorInfo]) -> tuple[list[onnx.NodeProto], set[str]]:
+    """Nodes between the sources and the seeds (in forward order), and the active tensors.
+
+    A tensor is active if it is a float that depends on a source through
+    differentiable edges; a node is on the path if one of its active outputs leads
+    (again through differentiable edges) to a seed.
+    """
+    active = set(sources)
+    for node in nodes:
+        if any(i in active for i in _gradient_inputs(node)):
+            # Without a rule, even an integer output may hide a float dependency
+            # (QuantizeLinear → DequantizeLinear); keep it so the op is refused.
+            known = _rule(node) is not None
+            active.update(o for o in node.output
+                          if o and (not known or _info(infos, o).elem_type in (0, *FLOAT_TYPES)))
+    needed = set(seeds) & active
+    path = []
+    for node in reversed(nodes):
+        if not any(o in needed for o in node.output):
+            continue
+        reached = [i for i in _gradient_inputs(node) if i in active]
+        if reached:
+            path.append(node)
+            needed.update(reached)
+    path.reverse()
+    return path, active
+
+
+# -- the backward sweep ----------------------------------------------------------
+
+
+class _Gradients:
+    """Gradient contributions per tensor; fan-out adds them up with one Sum."""
+
+    def __init__(self, emitter: Emitter) -> None:
+        self._parts: dict[str, list[str]] = {}
+        self._emitter = emitter
+
+    def add(self, tensor: str, grad: str) -> None:
+        self._parts.setdefault(tensor, []).append(grad)
+
+    def total(self, tensor: str) -> str | None:
+        parts = self._parts.get(tensor)
+        if not parts:
+            return None
+        if len(parts) > 1:
+            parts[:] = [self._emitter.op("Sum", *parts)]
+        return parts[0]
+
+
+def _differentiate(node: onnx.NodeProto, rule: Rule, grads: _Gradients, active: set[str],
+                   emitter: Emitter, options: Options, constants: _Constants) -> None:
+    emitter.scope = f"bwd/{node.name}"
+    differentiable = set(range(len(node.input)) if rule.inputs is None else rule.inputs)
+    needs = [i in differentiable and name in active for i, name in enumerate(node.input)]
+    dys = [grads.total(o) if o else None for o in node.output]
+    handled = range(len(dys)) if rule.outputs is None else rule.outputs
+    for k, g in enumerate(dys):
+        if g is not None and k not in handled:
+            raise UnsupportedOp(node.op_type, node.name,
+                                f"no gradient through output {k} ({node.output[k]!r})")
+    vjp = Vjp(node, emitter, dys, needs, options, constants)
+    result = rule.fn(vjp)
+    for i, needed in enumerate(needs):
+        if needed and i not in result:
+            raise UnsupportedOp(node.op_type, node.name,
+                                f"no gradient with respect to input {i} ({node.input[i]!r}), "
+                                "which depends on the differentiated input")
+    for i, g in result.items():
+        if needs[i]:
+            grads.add(node.input[i], g)
+
+
+def _export(emitter: Emitter, grads: _Gradients, tensor: str, type_: onnx.TypeProto) -> onnx.ValueInfoProto:
+    """The gradient of ``tensor`` as a graph output (zeros where no path reaches it)."""
+    g = grads.total(tensor) or emitter.zeros_like(tensor)
+    name = grad_output_name(tensor)
+    emitter.nodes.append(helper.make_node("Identity", [g], [name], name=emitter.fresh("Identity")))
+    out = onnx.ValueInfoProto(name=name)
+    out.type.CopyFrom(type_)
+    return out
+
+
+def _batch_free(name: str, info: TensorInfo) -> onnx.ValueInfoProto:
+    """A value info with ``info``'s type and shape, the first (batch) dimension symbolic."""
+    elem_type = info.elem_type or onnx.TensorProto.FLOAT
+    if info.shape is None:
+        return helper.make_tensor_value_info(name, elem_type, None)
+    dims = list(info.shape)
+    if dims and not isinstance(dims[0], str):
+        dims[0] = "batch"
+    return helper.make_tensor_value_info(name, elem_type, dims)
+
+
+def _rewire(graph: onnx.GraphProto, nodes: list[onnx.NodeProto], inputs: list[onnx.ValueInfoProto],
+            outputs: list[onnx.ValueInfoProto]) -> None:
+    graph.node.extend(nodes)
+    del graph.input[:]
+    graph.input.extend(inputs)
+    del graph.output[:]
+    graph.output.extend(outputs)
+    _prune(graph)
+
+
+def _prune(graph: onnx.GraphProto) -> None:
+    """Drop nodes and initializers no output needs (the forward outputs may be gone)."""
+    needed = {o.name for o in graph.output}
+    kept = []
+    for node in reversed(graph.node):
+        if any(o in needed for o in node.output):
+            kept.append(node)
+            needed.update(node.input)
+            needed |= _subgraph_refs(node)
+    kept.reverse()
+    del graph.node[:]
+    graph.node.extend(kept)
+    initializers = [t for t in graph.initializer if t.name in needed]
+    del graph.initializer[:]
+    graph.initializer.extend(initializers)
+    value_info = [vi for vi in graph.value_info if vi.name in needed]
+    del graph.value_info[:]
+    graph.value_info.extend(value_info)
