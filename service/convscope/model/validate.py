@@ -8,7 +8,8 @@ rewrite them to names the server chose.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import itertools
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 import onnx
@@ -35,11 +36,20 @@ def _tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
     for sparse in graph.sparse_initializer:
         yield sparse.values
         yield sparse.indices
-    for node in graph.node:
+    yield from _node_tensors(graph.node)
+
+
+def _node_tensors(nodes: Iterable[onnx.NodeProto]) -> Iterator[onnx.TensorProto]:
+    """Tensors held in node attributes: dense, sparse (Constant's sparse_value) and subgraphs'."""
+    for node in nodes:
         for attr in node.attribute:
             if attr.HasField("t"):
                 yield attr.t
             yield from attr.tensors
+            sparse_tensors = [attr.sparse_tensor] if attr.HasField("sparse_tensor") else []
+            for sparse in [*sparse_tensors, *attr.sparse_tensors]:
+                yield sparse.values
+                yield sparse.indices
             if attr.HasField("g"):
                 yield from _tensors(attr.g)
             for sub in attr.graphs:
@@ -52,7 +62,9 @@ def bind_external_data(model: onnx.ModelProto, stored_names: Mapping[str, str]) 
     ``stored_names`` maps each uploaded side file's name to the name the server stored it
     under. A reference to anything else is refused before any file is opened.
     """
-    for tensor in _tensors(model.graph):
+    # Model-local functions too: onnx.load never inlines their data, and onnxruntime would
+    # resolve it against the server's working directory.
+    for tensor in itertools.chain(_tensors(model.graph), *(_node_tensors(f.node) for f in model.functions)):
         if tensor.data_location != onnx.TensorProto.EXTERNAL:
             continue
         entries = {entry.key: entry for entry in tensor.external_data}
@@ -79,6 +91,13 @@ def check_model(path: Path) -> None:
         onnx.checker.check_model(str(path))
     except onnx.checker.ValidationError as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise InvalidModel(f"the ONNX checker rejected the model: {first}") from None
+        raise InvalidModel(f"the ONNX checker rejected the model: {_hide_folder(first, path)}") from None
     except Exception as error:  # the checker's C++ side raises assorted types on fuzzed input
-        raise InvalidModel(f"the ONNX checker could not read the model: {type(error).__name__}: {error}") from None
+        raise InvalidModel(
+            f"the ONNX checker could not read the model: {type(error).__name__}: {_hide_folder(str(error), path)}"
+        ) from None
+
+
+def _hide_folder(message: str, path: Path) -> str:
+    """Library messages name the upload's folder on the server: keep that internal."""
+    return message.replace(str(path.parent), "<upload>")

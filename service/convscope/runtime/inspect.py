@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime
 import json
 import logging
+import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -20,6 +21,7 @@ from convscope.errors import InvalidArgument, InvalidModel
 from convscope.graph.analysis import ai_onnx_opset, data_tensors, node_label, producers, runtime_inputs
 from convscope.graph.base import base_graph
 from convscope.graph.expose import expose
+from convscope.graph.receptive_field import receptive_fields
 from convscope.model.store import Upload
 from convscope.model.types import LayerInfo, ModelRecord, Preprocessing, TensorSpec
 from convscope.model.validate import bind_external_data, check_model, parse_model
@@ -63,7 +65,7 @@ def describe_upload(
 
     dynamic_ok = _check_dynamic_batch(original, base_graph(full, dynamic_batch=True), probe)
     base = base_graph(full, dynamic_batch=dynamic_ok)
-    layers = _layer_table(base, probe)
+    layers = _layer_table(base, probe, layout=preprocessing.layout)
     input_spec = _tensor_spec(base.graph.input[[i.name for i in base.graph.input].index(inputs[0].name)])
     outputs = tuple(_tensor_spec(o) for o in base.graph.output)
     return ModelRecord(
@@ -87,6 +89,8 @@ def _session(model: bytes | str) -> ort.InferenceSession:
         return ort.InferenceSession(model, session_options(), providers=["CPUExecutionProvider"])
     except Exception as error:
         first = str(error).strip().splitlines()[0][:500] if str(error).strip() else type(error).__name__
+        if isinstance(model, str):  # onnxruntime names the upload's folder on the server: keep it internal
+            first = first.replace(os.path.dirname(model), "<upload>")
         raise InvalidModel(f"onnxruntime cannot load the model: {first}") from None
 
 
@@ -174,14 +178,18 @@ def _close(a: np.ndarray, b: np.ndarray) -> bool:
     return bool(np.allclose(a, b, rtol=BATCH_CHECK_RTOL, atol=BATCH_CHECK_RTOL * scale, equal_nan=True))
 
 
-def _layer_table(model: onnx.ModelProto, probe: np.ndarray) -> tuple[LayerInfo, ...]:
-    """Every data tensor with its concrete batch-1 shape and dtype, learned by one run."""
+def _layer_table(model: onnx.ModelProto, probe: np.ndarray, *, layout: str = "NCHW") -> tuple[LayerInfo, ...]:
+    """Every data tensor with its concrete batch-1 shape and dtype, learned by one run, and its
+    receptive field (stride, size, offset) where the graph pass can derive one."""
     names = data_tensors(model.graph)
     outputs = [o.name for o in model.graph.output]
     wanted = list(dict.fromkeys(names + outputs))
     session = _session(expose(model, wanted).SerializeToString())
     values = session.run(wanted, {session.get_inputs()[0].name: probe})
     made_by = producers(model.graph)
+    shapes = {tensor: np.shape(value) for tensor, value in zip(wanted, values)}
+    shapes[session.get_inputs()[0].name] = probe.shape
+    fields = receptive_fields(model, shapes, layout=layout)
     layers = []
     for tensor, value in zip(wanted, values):
         if tensor not in made_by:  # an output that is the input passed through
@@ -194,6 +202,7 @@ def _layer_table(model: onnx.ModelProto, probe: np.ndarray) -> tuple[LayerInfo, 
                 tensor=tensor,
                 shape=tuple(int(d) for d in np.shape(value)),
                 dtype=str(np.asarray(value).dtype),
+                receptive_field=field.summary() if (field := fields.get(tensor)) is not None else None,
             )
         )
     return tuple(layers)
