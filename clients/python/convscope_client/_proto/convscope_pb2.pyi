@@ -181,18 +181,20 @@ class DeleteModelResponse(_message.Message):
     def __init__(self, deleted: _Optional[bool] = ...) -> None: ...
 
 class ActivationsRequest(_message.Message):
-    __slots__ = ("model_id", "input", "layers", "render", "omit_values")
+    __slots__ = ("model_id", "input", "layers", "render", "omit_values", "omit_statistics")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     INPUT_FIELD_NUMBER: _ClassVar[int]
     LAYERS_FIELD_NUMBER: _ClassVar[int]
     RENDER_FIELD_NUMBER: _ClassVar[int]
     OMIT_VALUES_FIELD_NUMBER: _ClassVar[int]
+    OMIT_STATISTICS_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     input: Input
     layers: _containers.RepeatedScalarFieldContainer[str]
     render: bool
     omit_values: bool
-    def __init__(self, model_id: _Optional[str] = ..., input: _Optional[_Union[Input, _Mapping]] = ..., layers: _Optional[_Iterable[str]] = ..., render: _Optional[bool] = ..., omit_values: _Optional[bool] = ...) -> None: ...
+    omit_statistics: bool
+    def __init__(self, model_id: _Optional[str] = ..., input: _Optional[_Union[Input, _Mapping]] = ..., layers: _Optional[_Iterable[str]] = ..., render: _Optional[bool] = ..., omit_values: _Optional[bool] = ..., omit_statistics: _Optional[bool] = ...) -> None: ...
 
 class ChannelStats(_message.Message):
     __slots__ = ("mean", "max", "zero_fraction")
@@ -215,12 +217,6 @@ class Activation(_message.Message):
     stats: ChannelStats
     png: bytes
     def __init__(self, tensor: _Optional[str] = ..., value: _Optional[_Union[Tensor, _Mapping]] = ..., stats: _Optional[_Union[ChannelStats, _Mapping]] = ..., png: _Optional[bytes] = ...) -> None: ...
-
-class ActivationsResponse(_message.Message):
-    __slots__ = ("activations",)
-    ACTIVATIONS_FIELD_NUMBER: _ClassVar[int]
-    activations: _containers.RepeatedCompositeFieldContainer[Activation]
-    def __init__(self, activations: _Optional[_Iterable[_Union[Activation, _Mapping]]] = ...) -> None: ...
 
 class DeadFiltersRequest(_message.Message):
     __slots__ = ("model_id", "inputs", "layers", "threshold")
@@ -311,20 +307,24 @@ class AttributionRequest(_message.Message):
     def __init__(self, model_id: _Optional[str] = ..., input: _Optional[_Union[Input, _Mapping]] = ..., method: _Optional[str] = ..., has_target: _Optional[bool] = ..., target: _Optional[int] = ..., output: _Optional[str] = ..., layer: _Optional[str] = ..., steps: _Optional[int] = ..., baseline: _Optional[_Union[Tensor, _Mapping]] = ..., samples: _Optional[int] = ..., noise: _Optional[float] = ..., seed: _Optional[int] = ..., rectifiers: _Optional[_Union[Rectifiers, str]] = ..., integration: _Optional[str] = ..., render: _Optional[bool] = ...) -> None: ...
 
 class AttributionResponse(_message.Message):
-    __slots__ = ("map", "png", "target", "score", "output", "target_label")
+    __slots__ = ("map", "png", "target", "score", "output", "target_label", "layer_map", "layer")
     MAP_FIELD_NUMBER: _ClassVar[int]
     PNG_FIELD_NUMBER: _ClassVar[int]
     TARGET_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_FIELD_NUMBER: _ClassVar[int]
     TARGET_LABEL_FIELD_NUMBER: _ClassVar[int]
+    LAYER_MAP_FIELD_NUMBER: _ClassVar[int]
+    LAYER_FIELD_NUMBER: _ClassVar[int]
     map: Tensor
     png: bytes
     target: _containers.RepeatedScalarFieldContainer[int]
     score: _containers.RepeatedScalarFieldContainer[float]
     output: str
     target_label: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, map: _Optional[_Union[Tensor, _Mapping]] = ..., png: _Optional[bytes] = ..., target: _Optional[_Iterable[int]] = ..., score: _Optional[_Iterable[float]] = ..., output: _Optional[str] = ..., target_label: _Optional[_Iterable[str]] = ...) -> None: ...
+    layer_map: Tensor
+    layer: str
+    def __init__(self, map: _Optional[_Union[Tensor, _Mapping]] = ..., png: _Optional[bytes] = ..., target: _Optional[_Iterable[int]] = ..., score: _Optional[_Iterable[float]] = ..., output: _Optional[str] = ..., target_label: _Optional[_Iterable[str]] = ..., layer_map: _Optional[_Union[Tensor, _Mapping]] = ..., layer: _Optional[str] = ...) -> None: ...
 
 class ExportBackwardRequest(_message.Message):
     __slots__ = ("model_id", "seeds", "wrt", "rectifier", "rectifiers")

@@ -54,10 +54,10 @@ class ConvscopeStub:
                 request_serializer=convscope__pb2.DeleteModelRequest.SerializeToString,
                 response_deserializer=convscope__pb2.DeleteModelResponse.FromString,
                 _registered_method=True)
-        self.Activations = channel.unary_unary(
+        self.Activations = channel.unary_stream(
                 '/convscope.v1.Convscope/Activations',
                 request_serializer=convscope__pb2.ActivationsRequest.SerializeToString,
-                response_deserializer=convscope__pb2.ActivationsResponse.FromString,
+                response_deserializer=convscope__pb2.Activation.FromString,
                 _registered_method=True)
         self.DeadFilters = channel.unary_unary(
                 '/convscope.v1.Convscope/DeadFilters',
@@ -113,7 +113,8 @@ class ConvscopeServicer:
 
     def Activations(self, request, context):
         """Intermediate tensors for one input batch, with per-channel statistics and
-        optional PNG grids of the channel maps.
+        optional PNG grids of the channel maps: one message per tensor, so serializing
+        one overlaps sending the previous and no message approaches gRPC's 2 GB cap.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -171,10 +172,10 @@ def add_ConvscopeServicer_to_server(servicer, server):
                     request_deserializer=convscope__pb2.DeleteModelRequest.FromString,
                     response_serializer=convscope__pb2.DeleteModelResponse.SerializeToString,
             ),
-            'Activations': grpc.unary_unary_rpc_method_handler(
+            'Activations': grpc.unary_stream_rpc_method_handler(
                     servicer.Activations,
                     request_deserializer=convscope__pb2.ActivationsRequest.FromString,
-                    response_serializer=convscope__pb2.ActivationsResponse.SerializeToString,
+                    response_serializer=convscope__pb2.Activation.SerializeToString,
             ),
             'DeadFilters': grpc.unary_unary_rpc_method_handler(
                     servicer.DeadFilters,
@@ -326,12 +327,12 @@ class Convscope:
             wait_for_ready=None,
             timeout=None,
             metadata=None):
-        return grpc.experimental.unary_unary(
+        return grpc.experimental.unary_stream(
             request,
             target,
             '/convscope.v1.Convscope/Activations',
             convscope__pb2.ActivationsRequest.SerializeToString,
-            convscope__pb2.ActivationsResponse.FromString,
+            convscope__pb2.Activation.FromString,
             options,
             channel_credentials,
             insecure,
