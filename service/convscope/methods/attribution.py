@@ -1,0 +1,234 @@
+"""Gradient maps: which input pixels the score is sensitive to.
+
+Methods (each a function of the gradient engine in methods/gradients.py):
+
+- ``gradient``: d score / d input (Simonyan, Vedaldi & Zisserman 2013), input-shaped;
+  ``saliency``: its absolute value, max over channels, H×W.
+- ``input_x_gradient``: input · gradient (Shrikumar et al. 2016).
+- ``deconvnet`` (Zeiler & Fergus 2013) and ``guided_backprop`` (Springenberg et al. 2014):
+  the backward pass with the ReLU rule swapped (see graph/backward).
+- ``grad_cam`` (Selvaraju et al. 2016) at ``layer``: channel weights = spatial mean of the
+  layer gradient; ReLU of the weighted sum of the layer's maps; bilinearly upsampled to the
+  input. ``guided_grad_cam``: guided backprop × Grad-CAM upsampled by nearest neighbour (as
+  Captum's GuidedGradCam).
+- ``integrated_gradients`` (Sundararajan et al. 2017): (x − baseline) · ∫ gradient along the
+  straight path, by Gauss–Legendre quadrature (default, as Captum) or Riemann rules.
+- ``smoothgrad`` (Smilkov et al. 2017): the mean gradient over ``samples`` noisy copies, noise
+  σ = ``noise`` · (max − min of each input).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from convscope.errors import InvalidArgument
+from convscope.methods.context import MethodContext
+from convscope.methods.gradients import Score, gradients, resolve_score
+from convscope.model.types import ModelRecord
+
+INTEGRATION_RULES = ("gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid")
+MAX_STEPS = 1024
+MAX_SAMPLES = 1024
+
+
+@dataclass(frozen=True)
+class AttributionOptions:
+    output: str | None = None
+    target: int | Sequence[int] | None = None
+    layer: str | None = None
+    steps: int = 50
+    baseline: float | np.ndarray = 0.0
+    integration: str = "gausslegendre"
+    samples: int = 25
+    noise: float = 0.15
+    seed: int = 0
+    rectifiers: str = "all"
+
+
+@dataclass(frozen=True)
+class AttributionResult:
+    method: str
+    map: np.ndarray  # input-shaped, or [N, H, W] for saliency / grad_cam
+    score: Score
+    scores: np.ndarray  # [N]
+    layer_map: np.ndarray | None = None  # grad_cam before upsampling, [N, h, w]
+    layer: str | None = None  # where grad_cam was taken
+
+
+def channel_axis(record: ModelRecord) -> int:
+    return 1 if record.preprocessing.layout == "NCHW" else -1
+
+
+def spatial_size(record: ModelRecord, batch: np.ndarray) -> tuple[int, int]:
+    return (batch.shape[2], batch.shape[3]) if channel_axis(record) == 1 else (batch.shape[1], batch.shape[2])
+
+
+def _plain(context, record, batch, score, options, rectifier="plain"):  # type: ignore[no-untyped-def]
+    return gradients(context, record, batch, score, rectifier=rectifier, rectifiers=options.rectifiers)
+
+
+def gradient(context: MethodContext, record: ModelRecord, batch: np.ndarray, score: Score, options: AttributionOptions) -> AttributionResult:
+    result = _plain(context, record, batch, score, options)
+    return AttributionResult("gradient", result.input, score, result.scores)
+
+
+def saliency(context: MethodContext, record: ModelRecord, batch: np.ndarray, score: Score, options: AttributionOptions) -> AttributionResult:
+    result = _plain(context, record, batch, score, options)
+    return AttributionResult("saliency", np.abs(result.input).max(axis=channel_axis(record)), score, result.scores)
+
+
+def input_x_gradient(context: MethodContext, record: ModelRecord, batch: np.ndarray, score: Score, options: AttributionOptions) -> AttributionResult:
+    result = _plain(context, record, batch, score, options)
+    return AttributionResult("input_x_gradient", batch * result.input, score, result.scores)
+
+
+def deconvnet(context: MethodContext, record: ModelRecord, batch: np.ndarray, score: Score, options: AttributionOptions) -> AttributionResult:
+    result = _plain(context, record, batch, score, options, "deconvnet")
+    return AttributionResult("deconvnet", result.input, score, result.scores)
+
+
+def guided_backprop(context: MethodContext, record: ModelRecord, batch: np.ndarray, score: Score, options: AttributionOptions) -> AttributionResult:
+    result = _plain(context, record, batch, score, options, "guided")
+    return AttributionResult("guided_backprop", result.input, score, result.scores)
+
+
+def default_cam_layer(record: ModelRecord) -> str:
+    """The last feature map with a spatial extent: where Grad-CAM is usually taken."""
+    axis = channel_axis(record)
+    for layer in reversed(record.layers):
+        spatial = layer.shape[2:] if axis == 1 else layer.shape[1:-1]
+        if len(layer.shape) == 4 and min(spatial) > 1 and np.issubdtype(np.dtype(layer.dtype), np.floating):
+            return layer.tensor
+    raise InvalidArgument("the model has no 4-D feature map for Grad-CAM; name one with `layer`")
+
+
+def _cam(context: MethodContext, record: ModelRecord, batch: np.ndarray, score: Score, layer: str) -> tuple[np.ndarray, np.ndarray]:
+    shape = record.layer(layer).shape
+    if len(shape) != 4:
+        raise InvalidArgument(f"Grad-CAM needs a 4-D feature map; {layer!r} has shape {list(shape)}")
+    result = gradients(context, record, batch, score, wrt=[layer], keep=[layer])
+    activation, grad = result.kept[layer], result.wrt[layer]
+    if channel_axis(record) == -1:
+        activation, grad = activation.transpose(0, 3, 1, 2), grad.transpose(0, 3, 1, 2)
+    weights = grad.mean(axis=(2, 3), keepdims=True)
+    return np.maximum((weights * activation).sum(axis=1), 0), result.scores
+
+
+def resize_maps(maps: np.ndarray, size: tuple[int, int], *, mode: str) -> np.ndarray:
+    """[N, h, w] → [N, H, W]. "nearest" indexes like torch's F.interpolate (floor(i·h/H));
+    "bilinear" uses half-pixel centres (align_corners=False)."""
+    height, width = size
+    if mode == "nearest":
+        rows = np.floor(np.arange(height) * (maps.shape[1] / height)).astype(int)
+        cols = np.floor(np.arange(width) * (maps.shape[2] / width)).astype(int)
+        return maps[:, rows][:, :, cols]
+    return np.stack([np.asarray(Image.fromarray(m.astype(np.float32), mode="F").resize((width, height), Image.Resampling.BILINEAR)) for m in maps])
+
+
+def grad_cam(context: MethodContext, record: ModelRecord, batch: np.ndarray, score: Score, options: AttributionOptions) -> AttributionResult:
+    layer = options.layer or default_cam_layer(record)
+    cam, scores = _cam(context, record, batch, score, layer)
+    upsampled = resize_maps(cam, spatial_size(record, batch), mode="bilinear")
+    return AttributionResult("grad_cam", upsampled, score, scores, layer_map=cam, layer=layer)
+
+
+def guided_grad_cam(context: MethodContext, record: ModelRecord, batch: np.ndarray, score: Score, options: AttributionOptions) -> AttributionResult:
+    layer = options.layer or default_cam_layer(record)
+    cam, scores = _cam(context, record, batch, score, layer)
+    guided = _plain(context, record, batch, score, options, "guided").input
+    upsampled = resize_maps(cam, spatial_size(record, batch), mode="nearest")
+    upsampled = upsampled[:, None] if channel_axis(record) == 1 else upsampled[..., None]
+    return AttributionResult("guided_grad_cam", guided * upsampled, score, scores, layer_map=cam, layer=layer)
+
+
+def integration_rule(rule: str, steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """(alphas, weights) along the path, as Captum's approximation methods define them."""
+    if rule == "gausslegendre":
+        nodes, weights = np.polynomial.legendre.leggauss(steps)
+        return 0.5 * (1 + nodes), 0.5 * weights
+    if steps < 2:  # one point is no Riemann sum (the trapezoid would halve it); Captum refuses too
+        raise InvalidArgument(f"integration {rule!r} needs at least 2 steps, got {steps}")
+    weights = np.full(steps, 1 / steps)
+    if rule == "riemann_trapezoid":
+        weights[[0, -1]] /= 2
+        return np.linspace(0, 1, steps), weights
+    alphas = {
+        "riemann_left": np.linspace(0, 1 - 1 / steps, steps),
+        "riemann_middle": np.linspace(1 / (2 * steps), 1 - 1 / (2 * steps), steps),
+        "riemann_right": np.linspace(1 / steps, 1, steps),
+    }
+    if rule not in alphas:
+        raise InvalidArgument(f"integration must be one of {INTEGRATION_RULES}, not {rule!r}")
+    return alphas[rule], weights
+
+
+def integrated_gradients(context: MethodContext, record: ModelRecord, batch: np.ndarray, score: Score, options: AttributionOptions) -> AttributionResult:
+    if not 1 <= options.steps <= MAX_STEPS:
+        raise InvalidArgument(f"steps must be between 1 and {MAX_STEPS}, got {options.steps}")
+    baseline = np.asarray(options.baseline, batch.dtype)
+    try:
+        baseline = np.broadcast_to(baseline, batch.shape)
+    except ValueError:
+        raise InvalidArgument(f"baseline of shape {list(baseline.shape)} does not fit inputs of shape {list(batch.shape)}") from None
+    alphas, weights = integration_rule(options.integration, options.steps)
+    delta = batch - baseline
+    path = baseline[None] + alphas.astype(batch.dtype).reshape(-1, *[1] * batch.ndim) * delta[None]
+    grads = gradients(context, record, path.reshape(-1, *batch.shape[1:]), score.tiled(len(alphas))).input
+    grads = grads.reshape(len(alphas), *batch.shape)
+    integral = np.tensordot(weights.astype(np.float64), grads.astype(np.float64), axes=1)
+    scores = scores_at_input(context, record, batch, score)
+    return AttributionResult("integrated_gradients", (delta * integral).astype(batch.dtype), score, scores)
+
+
+def scores_at_input(context: MethodContext, record: ModelRecord, batch: np.ndarray, score: Score) -> np.ndarray:
+    values = context.forward(record, batch, [score.tensor])[score.tensor].reshape(len(batch), -1)
+    return values[np.arange(len(batch)), score.targets]
+
+
+def smoothgrad_noise(batch: np.ndarray, samples: int, noise: float, seed: int) -> np.ndarray:
+    """The noise draw, [samples, N, ...]: σ_n = noise · (max − min) of sample n."""
+    spread = (batch.reshape(len(batch), -1).max(axis=1) - batch.reshape(len(batch), -1).min(axis=1)).astype(batch.dtype)
+    sigma = (noise * spread).reshape(1, -1, *[1] * (batch.ndim - 1))
+    return np.random.default_rng(seed).standard_normal((samples, *batch.shape)).astype(batch.dtype) * sigma
+
+
+def smoothgrad(context: MethodContext, record: ModelRecord, batch: np.ndarray, score: Score, options: AttributionOptions) -> AttributionResult:
+    if not 1 <= options.samples <= MAX_SAMPLES:
+        raise InvalidArgument(f"samples must be between 1 and {MAX_SAMPLES}, got {options.samples}")
+    if options.noise < 0:
+        raise InvalidArgument(f"noise must be ≥ 0, got {options.noise}")
+    noisy = batch[None] + smoothgrad_noise(batch, options.samples, options.noise, options.seed)
+    grads = gradients(context, record, noisy.reshape(-1, *batch.shape[1:]), score.tiled(options.samples)).input
+    mean = grads.reshape(options.samples, *batch.shape).mean(axis=0)
+    return AttributionResult("smoothgrad", mean, score, scores_at_input(context, record, batch, score))
+
+
+Method = Callable[[MethodContext, ModelRecord, np.ndarray, Score, AttributionOptions], AttributionResult]
+METHODS: dict[str, Method] = {
+    "gradient": gradient,
+    "saliency": saliency,
+    "input_x_gradient": input_x_gradient,
+    "deconvnet": deconvnet,
+    "guided_backprop": guided_backprop,
+    "grad_cam": grad_cam,
+    "guided_grad_cam": guided_grad_cam,
+    "integrated_gradients": integrated_gradients,
+    "smoothgrad": smoothgrad,
+}
+
+
+def attribution(
+    context: MethodContext, record: ModelRecord, batch: np.ndarray, method: str, options: AttributionOptions
+) -> AttributionResult:
+    if method not in METHODS:
+        raise InvalidArgument(f"unknown method {method!r}; choose one of {sorted(METHODS)}")
+    if options.rectifiers not in ("all", "relu"):
+        raise InvalidArgument(f"rectifiers must be 'all' or 'relu', not {options.rectifiers!r}")
+    if options.integration not in INTEGRATION_RULES:
+        raise InvalidArgument(f"integration must be one of {INTEGRATION_RULES}, not {options.integration!r}")
+    score = resolve_score(context, record, batch, output=options.output, target=options.target)
+    return METHODS[method](context, record, batch, score, options)

@@ -1,0 +1,119 @@
+"""The gradient engine under every gradient method: seeds, batched backward runs, targets.
+
+A score is one entry of a tensor (a model output or any intermediate) per sample, addressed by
+a flat index into one sample's tensor — a class logit, a box coordinate, a pixel of a
+segmentation map, or a unit of a hidden layer. Its gradient comes from the backward graph
+(graph/backward) run by onnxruntime with a one-hot seed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from convscope.errors import InvalidArgument
+from convscope.graph.backward import grad_output_name, seed_input_name
+from convscope.methods.context import MethodContext
+from convscope.model.types import ModelRecord
+from convscope.runtime.graphs import BackwardGraph
+
+RECTIFIERS = ("plain", "guided", "deconvnet")
+RECTIFIER_SCOPES = ("all", "relu")
+# A backward run keeps every forward activation and about as many gradients alive.
+BACKWARD_MEMORY_FACTOR = 3
+
+
+@dataclass(frozen=True)
+class Score:
+    """What is differentiated: ``tensor`` at flat index ``targets[n]`` for sample n."""
+
+    tensor: str
+    targets: np.ndarray  # int64 [N]
+
+    def tiled(self, times: int) -> Score:
+        """The same targets for ``times`` stacked copies of the batch (IG steps, noise samples)."""
+        return Score(self.tensor, np.tile(self.targets, times))
+
+
+@dataclass(frozen=True)
+class Gradients:
+    input: np.ndarray  # d score / d input, input-shaped
+    scores: np.ndarray  # [N] the score values
+    wrt: dict[str, np.ndarray]  # gradients at intermediate tensors
+    kept: dict[str, np.ndarray]  # forward values of intermediate tensors
+
+
+def resolve_score(
+    context: MethodContext, record: ModelRecord, batch: np.ndarray, *, output: str | None, target: int | Sequence[int] | None
+) -> Score:
+    """The tensor to score (default: the first model output) and a checked target per sample
+    (default: the top-scoring entry of each sample, found by a forward pass)."""
+    tensor = output or record.outputs[0].name
+    size = int(np.prod(record.layer(tensor).shape[1:], dtype=np.int64))
+    if size == 0 or not np.issubdtype(np.dtype(record.layer(tensor).dtype), np.floating):
+        raise InvalidArgument(f"tensor {tensor!r} is not a float tensor with entries to score")
+    if target is None:
+        values = context.forward(record, batch, [tensor])[tensor]
+        targets = values.reshape(len(batch), -1).argmax(axis=1)
+    else:
+        targets = np.broadcast_to(np.asarray(target, dtype=np.int64).reshape(-1), (len(batch),)).copy()
+        bad = targets[(targets < 0) | (targets >= size)]
+        if bad.size:
+            raise InvalidArgument(
+                f"target {int(bad[0])} is out of range: {tensor!r} has {size} entries per sample (flat indices 0..{size - 1})"
+            )
+    return Score(tensor, targets.astype(np.int64))
+
+
+def one_hot_seed(record: ModelRecord, score: Score, count: int) -> np.ndarray:
+    shape = record.layer(score.tensor).shape[1:]
+    seed = np.zeros((count, int(np.prod(shape, dtype=np.int64))), np.dtype(record.layer(score.tensor).dtype))
+    seed[np.arange(count), score.targets] = 1
+    return seed.reshape(count, *shape)
+
+
+def backward_batch_size(context: MethodContext, record: ModelRecord) -> int:
+    per_sample = sum(int(np.prod(layer.shape)) * np.dtype(layer.dtype).itemsize for layer in record.layers)
+    return max(1, context.batch_budget_bytes // max(1, per_sample * BACKWARD_MEMORY_FACTOR))
+
+
+def gradients(
+    context: MethodContext,
+    record: ModelRecord,
+    batch: np.ndarray,
+    score: Score,
+    *,
+    wrt: Sequence[str] = (),
+    keep: Sequence[str] = (),
+    rectifier: str = "plain",
+    rectifiers: str = "all",
+) -> Gradients:
+    """One backward pass per sample of ``batch`` (run in memory-sized batches)."""
+    if rectifier not in RECTIFIERS:
+        raise InvalidArgument(f"rectifier must be one of {RECTIFIERS}, not {rectifier!r}")
+    if rectifiers not in RECTIFIER_SCOPES:
+        raise InvalidArgument(f"rectifiers must be one of {RECTIFIER_SCOPES}, not {rectifiers!r}")
+    for name in (*wrt, *keep):
+        record.layer(name)
+    spec = BackwardGraph(
+        seeds=(score.tensor,),
+        wrt=tuple(wrt),
+        keep=tuple(dict.fromkeys((score.tensor, *keep))),
+        rectifier=rectifier,
+        rectifiers=rectifiers,
+    )
+    input_name = record.input.name
+    outputs = [grad_output_name(input_name), *spec.keep, *(grad_output_name(t) for t in wrt)]
+    feeds = {input_name: batch, seed_input_name(score.tensor): one_hot_seed(record, score, len(batch))}
+    values = context.runtime.run_batched(
+        record.id, spec, feeds, outputs, dynamic_batch=record.dynamic_batch, batch_size=backward_batch_size(context, record)
+    )
+    scored = values[score.tensor].reshape(len(batch), -1)[np.arange(len(batch)), score.targets]
+    return Gradients(
+        input=values[grad_output_name(input_name)],
+        scores=scored,
+        wrt={t: values[grad_output_name(t)] for t in wrt},
+        kept={t: values[t] for t in keep},
+    )
