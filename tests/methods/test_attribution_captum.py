@@ -122,7 +122,7 @@ def _ig(method: str, baseline: float | np.ndarray) -> Captum:
 
 def _smoothgrad(net: nn.Module, _name: str, x: torch.Tensor, targets: list[int]) -> np.ndarray:
     """Captum's NoiseTunnel(Saliency) with ``torch.normal`` returning our own draw."""
-    ours = smoothgrad_noise(x.numpy(), SAMPLES, NOISE, NOISE_SEED)  # [samples, N, ...]
+    ours = np.concatenate(list(smoothgrad_noise(x.numpy(), SAMPLES, NOISE, NOISE_SEED)))  # [samples, N, ...]
     # Captum's layout: [N·samples, ...], sample s of input n at row n·samples + s.
     draw = torch.from_numpy(np.ascontiguousarray(ours.swapaxes(0, 1)).reshape(-1, *x.shape[1:]))
     real_normal = torch.normal

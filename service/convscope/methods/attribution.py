@@ -19,7 +19,7 @@ Methods (each a function of the gradient engine in methods/gradients.py):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,7 +27,7 @@ from PIL import Image
 
 from convscope.errors import InvalidArgument
 from convscope.methods.context import MethodContext
-from convscope.methods.gradients import Score, gradients, resolve_score
+from convscope.methods.gradients import Score, backward_batch_size, gradients, resolve_score
 from convscope.model.types import ModelRecord
 
 INTEGRATION_RULES = ("gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid")
@@ -166,6 +166,33 @@ def integration_rule(rule: str, steps: int) -> tuple[np.ndarray, np.ndarray]:
     return alphas[rule], weights
 
 
+def weighted_gradient_sum(
+    context: MethodContext,
+    record: ModelRecord,
+    batch: np.ndarray,
+    score: Score,
+    copies: Iterator[np.ndarray],
+    weights: np.ndarray,
+) -> np.ndarray:
+    """Σ_k weights[k] · ∇score(copy k) for copies of ``batch`` (IG path points, noisy samples).
+
+    ``copies`` yields chunks [k, N, ...]; only one chunk and its gradients are alive at a time,
+    so memory stays within the batch budget however many steps or samples are asked for.
+    """
+    total = np.zeros(batch.shape, np.float64)
+    done = 0
+    for chunk in copies:
+        count = len(chunk)
+        grads = gradients(context, record, chunk.reshape(-1, *batch.shape[1:]), score.tiled(count)).input
+        total += np.tensordot(weights[done : done + count], grads.reshape(count, *batch.shape).astype(np.float64), axes=1)
+        done += count
+    return total
+
+
+def copies_per_chunk(context: MethodContext, record: ModelRecord, batch: np.ndarray, count: int) -> int:
+    return max(1, min(count, backward_batch_size(context, record) // len(batch)))
+
+
 def integrated_gradients(context: MethodContext, record: ModelRecord, batch: np.ndarray, score: Score, options: AttributionOptions) -> AttributionResult:
     if not 1 <= options.steps <= MAX_STEPS:
         raise InvalidArgument(f"steps must be between 1 and {MAX_STEPS}, got {options.steps}")
@@ -176,10 +203,12 @@ def integrated_gradients(context: MethodContext, record: ModelRecord, batch: np.
         raise InvalidArgument(f"baseline of shape {list(baseline.shape)} does not fit inputs of shape {list(batch.shape)}") from None
     alphas, weights = integration_rule(options.integration, options.steps)
     delta = batch - baseline
-    path = baseline[None] + alphas.astype(batch.dtype).reshape(-1, *[1] * batch.ndim) * delta[None]
-    grads = gradients(context, record, path.reshape(-1, *batch.shape[1:]), score.tiled(len(alphas))).input
-    grads = grads.reshape(len(alphas), *batch.shape)
-    integral = np.tensordot(weights.astype(np.float64), grads.astype(np.float64), axes=1)
+    step = copies_per_chunk(context, record, batch, len(alphas))
+    path = (
+        baseline[None] + alphas[start : start + step].astype(batch.dtype).reshape(-1, *[1] * batch.ndim) * delta[None]
+        for start in range(0, len(alphas), step)
+    )
+    integral = weighted_gradient_sum(context, record, batch, score, path, weights)
     scores = scores_at_input(context, record, batch, score)
     return AttributionResult("integrated_gradients", (delta * integral).astype(batch.dtype), score, scores)
 
@@ -189,11 +218,18 @@ def scores_at_input(context: MethodContext, record: ModelRecord, batch: np.ndarr
     return values[np.arange(len(batch)), score.targets]
 
 
-def smoothgrad_noise(batch: np.ndarray, samples: int, noise: float, seed: int) -> np.ndarray:
-    """The noise draw, [samples, N, ...]: σ_n = noise · (max − min) of sample n."""
-    spread = (batch.reshape(len(batch), -1).max(axis=1) - batch.reshape(len(batch), -1).min(axis=1)).astype(batch.dtype)
-    sigma = (noise * spread).reshape(1, -1, *[1] * (batch.ndim - 1))
-    return np.random.default_rng(seed).standard_normal((samples, *batch.shape)).astype(batch.dtype) * sigma
+def smoothgrad_noise(batch: np.ndarray, samples: int, noise: float, seed: int, *, chunk: int | None = None) -> Iterator[np.ndarray]:
+    """The noise draw in chunks of [≤ chunk, N, ...]: σ_n = noise · (max − min) of sample n.
+
+    Chunks come from one generator in order, so they concatenate to the same draw whatever the
+    chunk size (tests rely on that to hand Captum the identical noise).
+    """
+    flat = batch.reshape(len(batch), -1)
+    sigma = (noise * (flat.max(axis=1) - flat.min(axis=1))).astype(batch.dtype).reshape(1, -1, *[1] * (batch.ndim - 1))
+    rng = np.random.default_rng(seed)
+    chunk = chunk or samples
+    for start in range(0, samples, chunk):
+        yield rng.standard_normal((min(chunk, samples - start), *batch.shape)).astype(batch.dtype) * sigma
 
 
 def smoothgrad(context: MethodContext, record: ModelRecord, batch: np.ndarray, score: Score, options: AttributionOptions) -> AttributionResult:
@@ -201,10 +237,11 @@ def smoothgrad(context: MethodContext, record: ModelRecord, batch: np.ndarray, s
         raise InvalidArgument(f"samples must be between 1 and {MAX_SAMPLES}, got {options.samples}")
     if options.noise < 0:
         raise InvalidArgument(f"noise must be ≥ 0, got {options.noise}")
-    noisy = batch[None] + smoothgrad_noise(batch, options.samples, options.noise, options.seed)
-    grads = gradients(context, record, noisy.reshape(-1, *batch.shape[1:]), score.tiled(options.samples)).input
-    mean = grads.reshape(options.samples, *batch.shape).mean(axis=0)
-    return AttributionResult("smoothgrad", mean, score, scores_at_input(context, record, batch, score))
+    chunk = copies_per_chunk(context, record, batch, options.samples)
+    noisy = (batch[None] + noise for noise in smoothgrad_noise(batch, options.samples, options.noise, options.seed, chunk=chunk))
+    weights = np.full(options.samples, 1 / options.samples)
+    mean = weighted_gradient_sum(context, record, batch, score, noisy, weights)
+    return AttributionResult("smoothgrad", mean.astype(batch.dtype), score, scores_at_input(context, record, batch, score))
 
 
 Method = Callable[[MethodContext, ModelRecord, np.ndarray, Score, AttributionOptions], AttributionResult]
