@@ -351,3 +351,15 @@ def test_weight_holding_styles(client: Client, options: dict[str, bool]) -> None
     assert filters.node == "conv"
     np.testing.assert_array_equal(filters.weights, weight)
     client.delete_model(info.id)
+
+
+def test_reupload_with_new_metadata_updates_the_record(client):
+    from tests.conftest import BUNDLED_MODEL
+
+    first = client.upload_model(BUNDLED_MODEL, name="first")
+    second = client.upload_model(BUNDLED_MODEL, name="renamed", labels=[f"class {i}" for i in range(1000)])
+    assert second.id == first.id
+    assert second.name == "renamed" and second.labels[0] == "class 0"
+    assert client.get_model(first.id).labels[0] == "class 0"
+    restored = client.upload_model(BUNDLED_MODEL, name="first", labels=list(first.labels))
+    assert restored.labels == first.labels

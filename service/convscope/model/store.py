@@ -13,6 +13,7 @@ Leftovers (incoming folders, model folders without a row) are swept at start.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -176,6 +177,16 @@ class ModelStore:
     def list(self) -> list[ModelRecord]:
         rows = self._db.execute("SELECT record FROM models ORDER BY name, id").fetchall()
         return [ModelRecord.from_json(json.loads(row[0])) for row in rows]
+
+    def update(self, record: ModelRecord, **changes: object) -> ModelRecord:
+        """Replace metadata fields (name, preprocessing, labels) of a stored model."""
+        updated = dataclasses.replace(record, **changes)  # type: ignore[arg-type]
+        with self._lock:
+            self._db.execute(
+                "UPDATE models SET name = ?, record = ? WHERE id = ?",
+                (updated.name, json.dumps(updated.to_json()), record.id),
+            )
+        return updated
 
     def delete(self, model_id: str) -> None:
         self.get(model_id)
