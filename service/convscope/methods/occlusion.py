@@ -1,0 +1,385 @@
+"""Occlusion sensitivity (Zeiler & Fergus, "Visualizing and understanding convolutional
+networks", ECCV 2014): slide a box filled with a baseline over the image and record the score of
+the classes of interest at every position of the box.
+
+Arguments (see :class:`OcclusionOptions`): ``targets`` (flat indices into one sample's output;
+default the top-1 class), ``output`` (default the first model output), ``window`` (32, 32),
+``stride`` (16, 16), ``fill`` (a constant in the model's input space, ``"mean"`` — each
+channel's mean over the image — or ``"blur"`` — a Gaussian blur of the image with σ a quarter of
+the window's longer side), ``score`` (``"probability"``: softmax over the output unless it is
+already normalized; ``"raw"``), ``engine`` and ``batch_size``.
+
+Returns the score at every box position, [targets, Ho, Wo], and the attribution of Captum's
+``Occlusion`` (``sliding_window_shapes=(C, h, w)``, ``strides=(C, s, s)``, ``baselines=fill``):
+per input element, the mean over the boxes covering it of (unoccluded − occluded score).  Boxes
+are placed as Captum places them: ⌈(H − h)/s⌉ + 1 rows of boxes (⌊(H − h)/s⌋ + 1 when s divides
+H − h), the last one clipped at the border.
+
+Two engines compute the same numbers.  The batched engine builds the occluded copies with numpy
+broadcasting and runs them through the plain graph in batches sized to the memory budget.  The
+incremental engine (``runtime/incremental.py``) recomputes the early layers only around the box.
+``engine="auto"`` uses the incremental one when the graph allows it and it saves work, else the
+batched one, and says why in the log.
+
+The method is a generator: it yields :class:`OcclusionProgress` before the first and after every
+batch, then one :class:`OcclusionResult`.  Nothing is computed until the next event is asked
+for, so a caller cancels by no longer asking (and closing the generator frees the memory).
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from convscope.errors import InvalidArgument
+from convscope.methods.context import MethodContext
+from convscope.methods.inputs import ModelInput
+from convscope.model.types import ModelRecord
+from convscope.render import encode_png
+from convscope.render.images import heatmap, overlay, tile
+from convscope.runtime.graphs import graph_for
+from convscope.runtime.incremental import MIN_SAVING, Boxes, IncrementalEngine, NotIncremental
+
+log = logging.getLogger(__name__)
+
+# Occluded copies per onnxruntime call, at most: beyond this, CPU throughput no longer grows
+# and progress reports get sparse.
+MAX_BATCH = 32
+# Activation memory per sample, as a multiple of the largest tensor (onnxruntime keeps the
+# inputs and outputs of the running node plus a few buffers alive).
+PEAK_TENSORS = 4
+MAX_POSITIONS = 1 << 20
+MAX_TARGETS = 1000
+# Incremental and plain engines must agree on the probe positions to this relative L2 error.
+SELF_CHECK_TOLERANCE = 1e-3
+NORMALIZED_TOLERANCE = 1e-3
+
+
+class Score(enum.Enum):
+    PROBABILITY = "probability"
+    RAW = "raw"
+
+
+class FillMode(enum.Enum):
+    MEAN = "mean"
+    BLUR = "blur"
+
+
+class Engine(enum.Enum):
+    AUTO = "auto"
+    BATCHED = "batched"
+    INCREMENTAL = "incremental"
+
+
+def _choice(kind: type[enum.Enum], value: str, what: str) -> enum.Enum:
+    try:
+        return kind(value)
+    except ValueError:
+        raise InvalidArgument(f"{what} must be one of {[m.value for m in kind]}, not {value!r}") from None
+
+
+def _pair(values: Sequence[int], default: tuple[int, int], what: str) -> tuple[int, int]:
+    values = list(values) or list(default)
+    if len(values) == 1:
+        values = values * 2
+    if len(values) != 2 or min(values) < 1:
+        raise InvalidArgument(f"{what} must be one or two positive integers [height, width], got {values}")
+    return int(values[0]), int(values[1])
+
+
+@dataclass(frozen=True)
+class OcclusionOptions:
+    targets: tuple[int, ...] = ()
+    output: str = ""
+    window: tuple[int, int] = (32, 32)
+    stride: tuple[int, int] = (16, 16)
+    fill: float | FillMode = 0.0
+    score: Score = Score.PROBABILITY
+    engine: Engine = Engine.AUTO
+    batch_size: int = 0  # 0: sized to the memory budget
+
+    @classmethod
+    def parse(
+        cls,
+        *,
+        targets: Sequence[int] = (),
+        output: str = "",
+        window: Sequence[int] = (),
+        stride: Sequence[int] = (),
+        fill: float | str = 0.0,
+        score: str = "",
+        engine: str = "",
+        batch_size: int = 0,
+    ) -> OcclusionOptions:
+        """Options from a request's plain values, each checked, with a message for the caller."""
+        if isinstance(fill, str):
+            parsed_fill: float | FillMode = _choice(FillMode, fill, "fill")  # type: ignore[assignment]
+        elif math.isfinite(fill):
+            parsed_fill = float(fill)
+        else:
+            raise InvalidArgument(f"fill must be a finite number, 'mean' or 'blur', not {fill}")
+        if len(targets) > MAX_TARGETS:
+            raise InvalidArgument(f"ask for at most {MAX_TARGETS} targets, not {len(targets)}")
+        if batch_size < 0:
+            raise InvalidArgument(f"batch_size must be ≥ 0, got {batch_size}")
+        return cls(
+            targets=tuple(dict.fromkeys(int(t) for t in targets)),
+            output=output,
+            window=_pair(window, cls.window, "window"),
+            stride=_pair(stride, cls.stride, "stride"),
+            fill=parsed_fill,
+            score=_choice(Score, score or Score.PROBABILITY.value, "score"),  # type: ignore[arg-type]
+            engine=_choice(Engine, engine or Engine.AUTO.value, "engine"),  # type: ignore[arg-type]
+            batch_size=batch_size,
+        )
+
+
+@dataclass(frozen=True)
+class OcclusionProgress:
+    done: int  # occluder positions evaluated
+    total: int
+
+
+@dataclass(frozen=True)
+class OcclusionResult:
+    positions: np.ndarray  # [targets, Ho, Wo]: the score with the box at each position
+    attribution: np.ndarray  # [targets, *input without batch]: Captum's Occlusion attribution
+    targets: tuple[int, ...]
+    baseline_scores: np.ndarray  # [targets]: the scores of the unoccluded input
+    output: str
+    labels: tuple[str, ...]
+    engine: str  # which engine produced the numbers
+    window: tuple[int, int]
+    stride: tuple[int, int]
+    png: bytes
+
+
+def window_grid(size: tuple[int, int], window: tuple[int, int], stride: tuple[int, int]) -> Boxes:
+    """Box positions as Captum's Occlusion places them, the last ones clipped at the border."""
+    edges = []
+    for axis in range(2):
+        length, extent, step = size[axis], window[axis], stride[axis]
+        if extent > length:
+            raise InvalidArgument(f"the window {list(window)} is larger than the image {list(size)}")
+        if step > extent and extent < length:
+            raise InvalidArgument(f"a stride {list(stride)} larger than the window {list(window)} would skip pixels")
+        count = -(-(length - extent) // step) + 1
+        starts = np.arange(count, dtype=np.int64) * step
+        edges.append((starts, np.minimum(starts + extent, length)))
+    return Boxes(edges[0][0], edges[0][1], edges[1][0], edges[1][1])
+
+
+def fill_values(image: np.ndarray, fill: float | FillMode, window: tuple[int, int]) -> np.ndarray:
+    """What the box shows, per pixel of ``image`` [C, H, W]."""
+    if isinstance(fill, float):
+        return np.full_like(image, fill)
+    if fill is FillMode.MEAN:
+        return np.broadcast_to(image.mean(axis=(1, 2), keepdims=True, dtype=np.float64), image.shape).astype(image.dtype)
+    sigma = max(window) / 4
+    smooth_y, smooth_x = (_gaussian_matrix(n, sigma) for n in image.shape[1:])
+    return np.einsum("hy,cyx,wx->chw", smooth_y, image.astype(np.float64), smooth_x).astype(image.dtype)
+
+
+def _gaussian_matrix(size: int, sigma: float) -> np.ndarray:
+    """Rows of Gaussian weights, renormalized at the borders (no darkening at the edges)."""
+    offsets = np.arange(size)[:, None] - np.arange(size)[None, :]
+    weights = np.exp(-0.5 * (offsets / sigma) ** 2)
+    return weights / weights.sum(axis=1, keepdims=True)
+
+
+class PlainEngine:
+    """The model's output for occluded copies built with numpy broadcasting, one batch per call."""
+
+    name = "batched"
+
+    def __init__(self, context: MethodContext, record: ModelRecord, output: str, image: np.ndarray, fill: np.ndarray, boxes: Boxes) -> None:
+        self.context = context
+        self.record = record
+        self.output = output
+        self.image = image
+        self.fill = fill
+        self.boxes = boxes
+        self.spec = graph_for({output}, {o.name for o in record.outputs})
+        self.nhwc = record.preprocessing.layout == "NHWC"
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        if self.nhwc:
+            batch = np.ascontiguousarray(batch.transpose(0, 2, 3, 1))
+        runtime = self.context.runtime
+        return runtime.run(self.record.id, self.spec, {self.record.input.name: batch}, [self.output], dynamic_batch=self.record.dynamic_batch)[self.output]
+
+    def __call__(self, positions: np.ndarray) -> np.ndarray:
+        _, grid_x = self.boxes.grid
+        gy, gx = positions // grid_x, positions % grid_x
+        rows, cols = np.arange(self.image.shape[1]), np.arange(self.image.shape[2])
+        in_y = (rows[None, :] >= self.boxes.y0[gy][:, None]) & (rows[None, :] < self.boxes.y1[gy][:, None])
+        in_x = (cols[None, :] >= self.boxes.x0[gx][:, None]) & (cols[None, :] < self.boxes.x1[gx][:, None])
+        inside = (in_y[:, :, None] & in_x[:, None, :])[:, None]
+        return self.run(np.where(inside, self.fill[None], self.image[None]))
+
+
+Evaluator = Callable[[np.ndarray], np.ndarray]
+
+
+def batch_size_for(context: MethodContext, record: ModelRecord, requested: int) -> int:
+    """Occluded copies per run: what the memory budget allows, capped at ``requested`` (or MAX_BATCH)."""
+    if not record.dynamic_batch:
+        return 1
+    largest = max((math.prod(layer.shape) * np.dtype(layer.dtype).itemsize for layer in record.layers), default=0)
+    inputs = math.prod(abs(d) for d in record.input.shape[1:]) * np.dtype(record.input.dtype).itemsize
+    per_sample = max(1, inputs + PEAK_TENSORS * largest)
+    fits = max(1, context.batch_budget_bytes // per_sample)
+    return int(min(fits, requested or MAX_BATCH))
+
+
+def _relative_l2(got: np.ndarray, want: np.ndarray) -> float:
+    scale = float(np.linalg.norm(want.astype(np.float64)))
+    return float(np.linalg.norm(got.astype(np.float64) - want)) / max(scale, 1e-12)
+
+
+def _choose_engine(
+    context: MethodContext,
+    record: ModelRecord,
+    options: OcclusionOptions,
+    output: str,
+    image: np.ndarray,
+    fill: np.ndarray,
+    boxes: Boxes,
+    plain: PlainEngine,
+) -> Evaluator:
+    if options.engine is Engine.BATCHED:
+        return plain
+    try:
+        # Asked for by name, any saving will do; "auto" wants it to be worth the bookkeeping.
+        min_saving = 0.0 if options.engine is Engine.INCREMENTAL else MIN_SAVING
+        engine = IncrementalEngine.prepare(context.runtime, record, output, image, fill, boxes, min_saving=min_saving)
+    except NotIncremental as why:
+        log.info("occlusion on %s: incremental inference not used: %s; using the batched engine", record.id[:12], why)
+        return plain
+    except Exception:  # a graph we mis-planned must cost speed, never an answer
+        log.exception("occlusion on %s: planning incremental inference failed; using the batched engine", record.id[:12])
+        return plain
+    if engine.verified:
+        log.info("occlusion on %s: incremental inference, %s", record.id[:12], engine.summary)
+        return engine
+    total = len(boxes.y0) * len(boxes.x0)
+    probe = np.unique(np.array([0, total // 2, total - 1], np.int64))
+    try:
+        error = _relative_l2(engine(probe), plain(probe))
+    except Exception:
+        log.exception("occlusion on %s: the incremental engine failed its self-check; using the batched engine", record.id[:12])
+        return plain
+    if not error <= SELF_CHECK_TOLERANCE:
+        log.warning(
+            "occlusion on %s: incremental and plain engines disagree (relative L2 %.2e); using the batched engine",
+            record.id[:12],
+            error,
+        )
+        return plain
+    engine.mark_verified()
+    log.info("occlusion on %s: incremental inference, %s", record.id[:12], engine.summary)
+    return engine
+
+
+def _scores(raw: np.ndarray, targets: Sequence[int], softmax: bool) -> np.ndarray:
+    flat = raw.reshape(len(raw), -1).astype(np.float64)
+    if softmax:
+        flat = np.exp(flat - flat.max(axis=1, keepdims=True))
+        flat /= flat.sum(axis=1, keepdims=True)
+    return flat[:, list(targets)]
+
+
+def _is_normalized(flat: np.ndarray) -> bool:
+    return bool((flat >= -NORMALIZED_TOLERANCE).all() and abs(float(flat.sum()) - 1) <= NORMALIZED_TOLERANCE)
+
+
+def attribution_from_positions(positions: np.ndarray, baseline: np.ndarray, boxes: Boxes, size: tuple[int, int]) -> np.ndarray:
+    """[targets, H, W]: per pixel, the mean over the boxes covering it of (baseline − score)."""
+    rows, cols = np.arange(size[0]), np.arange(size[1])
+    cover_y = ((rows[:, None] >= boxes.y0[None, :]) & (rows[:, None] < boxes.y1[None, :])).astype(np.float64)
+    cover_x = ((cols[:, None] >= boxes.x0[None, :]) & (cols[:, None] < boxes.x1[None, :])).astype(np.float64)
+    drops = baseline[:, None, None] - positions.astype(np.float64)
+    total = np.einsum("hi,tij,wj->thw", cover_y, drops, cover_x)
+    count = np.outer(cover_y.sum(axis=1), cover_x.sum(axis=1))
+    return total / np.maximum(count, 1)[None]
+
+
+def _render(maps: np.ndarray, model_input: ModelInput) -> bytes:
+    pictures = [overlay(model_input.pictures[0], m) if model_input.pictures else heatmap(m) for m in maps]
+    return encode_png(pictures[0] if len(pictures) == 1 else tile(pictures, columns=len(pictures)))
+
+
+def occlusion(
+    context: MethodContext, record: ModelRecord, model_input: ModelInput, options: OcclusionOptions
+) -> Iterator[OcclusionProgress | OcclusionResult]:
+    """Occlusion sensitivity of one image; see the module docstring."""
+    batch = model_input.batch
+    if batch.ndim != 4:
+        raise InvalidArgument(f"occlusion needs an image input [N, C, H, W] or [N, H, W, C], not shape {list(batch.shape)}")
+    if len(batch) != 1:
+        raise InvalidArgument(f"occlusion maps one image at a time; send one, not {len(batch)}")
+    if not np.issubdtype(batch.dtype, np.floating):
+        raise InvalidArgument(f"occlusion needs a floating-point input, not {batch.dtype}")
+    nhwc = record.preprocessing.layout == "NHWC"
+    image = np.ascontiguousarray(batch[0].transpose(2, 0, 1) if nhwc else batch[0])
+    size = (image.shape[1], image.shape[2])
+    boxes = window_grid(size, options.window, options.stride)
+    grid = boxes.grid
+    total = grid[0] * grid[1]
+    if total > MAX_POSITIONS:
+        raise InvalidArgument(f"{total} occluder positions is over the limit of {MAX_POSITIONS}; use a larger stride")
+    output = options.output or record.outputs[0].name
+    if output not in {o.name for o in record.outputs}:
+        record.layer(output)  # NotFound with the list of what exists
+    fill = fill_values(image, options.fill, options.window)
+    plain = PlainEngine(context, record, output, image, fill, boxes)
+
+    reference = plain.run(image[None])
+    flat = reference.reshape(-1)
+    softmax = options.score is Score.PROBABILITY and not _is_normalized(flat)
+    targets = options.targets or (int(np.argmax(flat)),)
+    bad = [t for t in targets if not 0 <= t < flat.size]
+    if bad:
+        raise InvalidArgument(f"target(s) {bad} out of range: output {output!r} has {flat.size} values per sample")
+    baseline = _scores(reference, targets, softmax)[0]
+
+    evaluate = _choose_engine(context, record, options, output, image, fill, boxes, plain)
+    engine_name = getattr(evaluate, "name", "batched")
+    step = batch_size_for(context, record, options.batch_size)
+    scores = np.empty((total, len(targets)), np.float64)
+    started = time.perf_counter()
+    yield OcclusionProgress(0, total)
+    for start in range(0, total, step):
+        positions = np.arange(start, min(start + step, total), dtype=np.int64)
+        scores[positions] = _scores(evaluate(positions), targets, softmax)
+        log.debug("occlusion on %s: %d/%d positions (%s)", record.id[:12], positions[-1] + 1, total, engine_name)
+        yield OcclusionProgress(int(positions[-1]) + 1, total)
+    log.info(
+        "occlusion on %s: %d positions in %.2f s (%s engine, batches of %d)",
+        record.id[:12], total, time.perf_counter() - started, engine_name, step,
+    )
+
+    positions_map = scores.T.reshape(len(targets), *grid)
+    maps = attribution_from_positions(positions_map, baseline, boxes, size)
+    attribution = np.broadcast_to(maps[:, None], (len(targets), image.shape[0], *size)).astype(np.float32)
+    if nhwc:
+        attribution = np.ascontiguousarray(attribution.transpose(0, 2, 3, 1))
+    labels = record.labels if output == record.outputs[0].name else ()
+    yield OcclusionResult(
+        positions=positions_map.astype(np.float32),
+        attribution=attribution,
+        targets=tuple(int(t) for t in targets),
+        baseline_scores=baseline.astype(np.float32),
+        output=output,
+        labels=tuple(labels[t] if t < len(labels) else "" for t in targets),
+        engine=engine_name,
+        window=options.window,
+        stride=options.stride,
+        png=_render(maps, model_input),
+    )
