@@ -35,12 +35,21 @@ Shape = tuple[int, ...]
 
 def make_model(nodes: Sequence[onnx.NodeProto], inputs: dict[str, Shape], opset: int,
                weights: dict[str, np.ndarray] | None = None, outputs: Sequence[str] = ("y",),
-               symbolic: bool = True, input_type: int = TensorProto.FLOAT) -> onnx.ModelProto:
-    """A model over float inputs; with ``symbolic`` each input's first dim is its own symbol."""
-    value_infos = [
-        helper.make_tensor_value_info(
-            name, input_type, [f"N{k}", *shape[1:]] if symbolic and shape else list(shape))
-        for k, (name, shape) in enumerate(inputs.items())]
+               symbolic: bool = True, input_type: int = TensorProto.FLOAT,
+               dynamic_spatial: bool = False) -> onnx.ModelProto:
+    """A model over float inputs; with ``symbolic`` each input's first dim is its own symbol,
+    with ``dynamic_spatial`` so is every dim after the second (sizes known at run time only)."""
+
+    def dims(k: int, shape: Shape) -> list[int | str]:
+        out: list[int | str] = list(shape)
+        if symbolic and shape:
+            out[0] = f"N{k}"
+        if dynamic_spatial:
+            out[2:] = [f"S{k}_{i}" for i in range(2, len(shape))]
+        return out
+
+    value_infos = [helper.make_tensor_value_info(name, input_type, dims(k, shape))
+                   for k, (name, shape) in enumerate(inputs.items())]
     graph = helper.make_graph(
         list(nodes), "case", value_infos,
         [helper.make_tensor_value_info(o, TensorProto.UNDEFINED, None) for o in outputs],
@@ -103,6 +112,7 @@ class Case:
     kinks: tuple[float, ...] = ()
     positive: bool = False
     symbolic: bool = True
+    dynamic_spatial: bool = False
 
     def __repr__(self) -> str:
         return self.id
@@ -123,7 +133,8 @@ def check(case: Case, seed: int = 0) -> None:
     inputs = {k: sample(rng, s, case) for k, s in case.inputs.items()}
     y_ref, dy, ref = torch_grads(case.ref, inputs, case.weights,
                                  lambda s: rng.standard_normal(s).astype(np.float32))
-    model = make_model(case.nodes, case.inputs, case.opset, case.weights, symbolic=case.symbolic)
+    model = make_model(case.nodes, case.inputs, case.opset, case.weights, symbolic=case.symbolic,
+                       dynamic_spatial=case.dynamic_spatial)
     out = run_backward(model, inputs, {"y": dy}, keep=["y"])
     assert_close(out["y"].astype(np.float64), y_ref, f"{case.id}: forward")
     for name in case.inputs:
@@ -167,7 +178,7 @@ CONV_T = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
 
 
 def conv_case(id: str, x: Shape, w: Shape, opset: int = 17, bias: bool = False,
-              **attrs: Any) -> Case:
+              dynamic: bool = False, **attrs: Any) -> Case:
     n = len(w) - 2
     strides, dilations = attrs.get("strides", [1] * n), attrs.get("dilations", [1] * n)
     group, auto_pad = attrs.get("group", 1), attrs.get("auto_pad", "NOTSET")
@@ -182,10 +193,11 @@ def conv_case(id: str, x: Shape, w: Shape, opset: int = 17, bias: bool = False,
         return CONV[n](F.pad(x, torch_pads(begin, end)), W, B, stride=strides, dilation=dilations,
                        groups=group)
 
-    return Case(f"Conv-{id}", [node("Conv", "x", *weights, **attrs)], {"x": x}, ref, weights, opset)
+    return Case(f"Conv-{id}{'-dynamic' if dynamic else ''}", [node("Conv", "x", *weights, **attrs)], {"x": x},
+                ref, weights, opset, dynamic_spatial=dynamic)
 
 
-def conv_transpose_case(id: str, x: Shape, w: Shape, **attrs: Any) -> Case:
+def conv_transpose_case(id: str, x: Shape, w: Shape, dynamic: bool = False, **attrs: Any) -> Case:
     n = len(w) - 2
     strides, dilations = attrs.get("strides", [1] * n), attrs.get("dilations", [1] * n)
     group = attrs.get("group", 1)
@@ -195,7 +207,7 @@ def conv_transpose_case(id: str, x: Shape, w: Shape, **attrs: Any) -> Case:
     def ref(x: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
         full = CONV_T[n](x, W, stride=strides, dilation=dilations, groups=group)
         full = F.pad(full, torch_pads([0] * n, extra))  # output_padding rows receive nothing
-        if "output_shape" in attrs or attrs.get("auto_pad", "NOTSET") != "NOTSET":
+        if "output_shape" in attrs or attrs.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
             out = attrs.get("output_shape") or [s * d for s, d in zip(x.shape[2:], strides, strict=True)]
             totals = [max(f - o, 0) for f, o in zip(full.shape[2:], out, strict=True)]
             begin = [t // 2 if attrs.get("auto_pad") == "SAME_UPPER" else t - t // 2 for t in totals]
@@ -207,8 +219,8 @@ def conv_transpose_case(id: str, x: Shape, w: Shape, **attrs: Any) -> Case:
             full = full.narrow(axis, b, o)
         return full
 
-    return Case(f"ConvTranspose-{id}", [node("ConvTranspose", "x", "W", **attrs)], {"x": x}, ref,
-                weights)
+    return Case(f"ConvTranspose-{id}{'-dynamic' if dynamic else ''}", [node("ConvTranspose", "x", "W", **attrs)],
+                {"x": x}, ref, weights, dynamic_spatial=dynamic)
 
 
 CONV_CASES = [
@@ -229,6 +241,37 @@ CONV_CASES = [
     conv_case("3d", (1, 2, 5, 6, 5), (3, 2, 3, 3, 3), strides=[1, 2, 1], pads=[1, 1, 1, 1, 0, 1]),
     conv_case("opset9", (2, 4, 9, 8), (6, 4, 3, 3), opset=9, strides=[2, 2], pads=[1, 1, 1, 1]),
     conv_case("opset11-same", (2, 4, 9, 8), (6, 4, 3, 3), opset=11, strides=[2, 2], auto_pad="SAME_UPPER"),
+    # The static specializations (see rules/linear.py), each also with spatial sizes known
+    # only at run time: stride 1 keeps its flipped Conv, strided ones take the general path.
+    *(conv_case(id, x, w, dynamic=dynamic, **attrs) for dynamic in (False, True) for id, x, w, attrs in [
+        ("s1-asym-pads", (2, 4, 9, 8), (5, 4, 3, 3), {"pads": [0, 2, 1, 0]}),
+        ("s1-pads-beyond-kernel", (2, 4, 6, 7), (3, 4, 3, 2), {"pads": [3, 0, 1, 2]}),
+        ("s1-k1-padded", (2, 4, 5, 6), (3, 4, 1, 1), {"pads": [1, 2, 0, 1]}),
+        ("s1-dilated-asym", (2, 3, 11, 10), (4, 3, 3, 3), {"dilations": [2, 3], "pads": [1, 3, 2, 0]}),
+        ("s1-groups3", (2, 6, 7, 8), (9, 2, 3, 3), {"group": 3, "pads": [1, 1, 1, 1]}),
+        ("s1-depthwise-k5", (2, 5, 9, 8), (5, 1, 5, 5), {"group": 5, "pads": [2, 2, 2, 2]}),
+        ("s1-same-lower-k4x3", (2, 3, 9, 8), (4, 3, 4, 3), {"auto_pad": "SAME_LOWER"}),
+        ("s2-groups2", (2, 4, 9, 8), (6, 2, 3, 3), {"group": 2, "strides": [2, 2], "pads": [1, 0, 0, 1]}),
+        ("s2-depthwise-k5-asym", (2, 6, 12, 11), (6, 1, 5, 5),
+         {"group": 6, "strides": [2, 2], "pads": [1, 1, 2, 2]}),
+        ("s3-depthwise-remainder", (2, 4, 11, 13), (4, 1, 3, 3), {"group": 4, "strides": [3, 3]}),
+        ("s2-depthwise-dilated", (2, 4, 13, 12), (4, 1, 3, 3),
+         {"group": 4, "strides": [2, 2], "dilations": [2, 2], "pads": [2, 1, 2, 2]}),
+        ("s2x1-depthwise", (2, 4, 9, 8), (4, 1, 3, 3), {"group": 4, "strides": [2, 1], "pads": [1, 1, 1, 1]}),
+        ("s2-depthwise-pads-beyond-kernel", (2, 3, 8, 9), (3, 1, 1, 3),
+         {"group": 3, "strides": [2, 2], "pads": [1, 2, 2, 3]}),
+        ("s2-depthwise-same-upper", (2, 4, 10, 9), (4, 1, 3, 3),
+         {"group": 4, "strides": [2, 2], "auto_pad": "SAME_UPPER"}),
+        ("s2-depthwise-mult2", (2, 3, 9, 9), (6, 1, 3, 3), {"group": 3, "strides": [2, 2], "pads": [1, 1, 1, 1]}),
+        ("1d-s2-depthwise", (2, 3, 17), (3, 1, 5), {"group": 3, "strides": [2], "pads": [2, 1]}),
+        ("3d-s2-depthwise", (1, 2, 6, 7, 5), (2, 1, 3, 3, 3),
+         {"group": 2, "strides": [2, 2, 1], "pads": [1, 1, 1, 1, 0, 1]}),
+    ]),
+    conv_case("s2-asym-pads", (2, 4, 9, 8), (5, 4, 3, 2), dynamic=True, strides=[2, 2], pads=[0, 1, 2, 1]),
+    conv_case("same-upper-s2", (2, 4, 9, 8), (3, 4, 3, 3), dynamic=True, strides=[2, 2], auto_pad="SAME_UPPER"),
+    conv_case("same-upper-k3x2", (2, 3, 10, 9), (3, 3, 3, 2), dynamic=True, auto_pad="SAME_UPPER"),
+    conv_case("valid-s3", (2, 4, 11, 10), (3, 4, 3, 3), dynamic=True, strides=[3, 3], auto_pad="VALID"),
+    conv_case("k3p1", (2, 4, 9, 8), (6, 4, 3, 3), dynamic=True, pads=[1, 1, 1, 1]),
     conv_transpose_case("s2p1op1", (2, 4, 5, 6), (4, 3, 3, 3), strides=[2, 2], pads=[1, 1, 1, 1],
                         output_padding=[1, 1]),
     conv_transpose_case("s2-k4", (2, 4, 5, 6), (4, 3, 4, 4), strides=[2, 2]),
@@ -241,6 +284,34 @@ CONV_CASES = [
                         output_shape=[10, 9]),
     conv_transpose_case("same-upper", (2, 4, 5, 6), (4, 3, 3, 3), strides=[2, 2], auto_pad="SAME_UPPER"),
     conv_transpose_case("1d", (2, 3, 7), (3, 2, 5), strides=[3], pads=[2, 1]),
+    conv_transpose_case("valid-s2-op1", (2, 4, 5, 6), (4, 3, 3, 3), strides=[2, 2], auto_pad="VALID",
+                        output_padding=[1, 0]),
+    conv_transpose_case("s2p1op1", (2, 4, 5, 6), (4, 3, 3, 3), dynamic=True, strides=[2, 2], pads=[1, 1, 1, 1],
+                        output_padding=[1, 1]),
+    conv_transpose_case("output-shape", (2, 4, 5, 6), (4, 3, 3, 3), dynamic=True, strides=[2, 2],
+                        output_shape=[10, 9]),
+]
+
+
+def computed_weight_case(id: str, x: Shape, w: Shape, dynamic: bool = False, **attrs: Any) -> Case:
+    """A Conv whose weight is computed at run time (as after DequantizeLinear): no flipped copy."""
+    n = len(w) - 2
+    weights = {"W": rand(*w), "scale": np.float32(0.5)}
+
+    def ref(x: torch.Tensor, W: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        pads = attrs.get("pads", [0] * 2 * n)
+        return CONV[n](F.pad(x, torch_pads(pads[:n], pads[n:])), W * scale, stride=attrs.get("strides", 1),
+                       dilation=attrs.get("dilations", 1), groups=attrs.get("group", 1))
+
+    nodes = [node("Mul", "W", "scale", out=["Ws"]), node("Conv", "x", "Ws", **attrs)]
+    return Case(f"Conv-computed-weight-{id}{'-dynamic' if dynamic else ''}", nodes, {"x": x}, ref, weights,
+                dynamic_spatial=dynamic)
+
+
+CONV_CASES += [
+    computed_weight_case("s1", (2, 4, 7, 8), (5, 4, 3, 3), pads=[1, 0, 2, 1]),
+    computed_weight_case("s1", (2, 4, 7, 8), (5, 4, 3, 3), dynamic=True, pads=[1, 0, 2, 1]),
+    computed_weight_case("s2-depthwise", (2, 4, 9, 8), (4, 1, 3, 3), group=4, strides=[2, 2], pads=[1, 1, 1, 1]),
 ]
 
 
@@ -327,6 +398,7 @@ UNARY_CASES = [
     unary("", "Relu", F.relu, kinks=(0.0,)),
     unary("opset9", "Relu", F.relu, opset=9, kinks=(0.0,)),
     unary("a0.1", "LeakyRelu", lambda x: F.leaky_relu(x, 0.1), alpha=0.1, kinks=(0.0,)),
+    unary("a-0.5", "LeakyRelu", lambda x: F.leaky_relu(x, -0.5), alpha=-0.5, kinks=(0.0,)),
     unary("", "Sigmoid", torch.sigmoid),
     unary("", "Tanh", torch.tanh),
     unary("default", "HardSigmoid", hardsigmoid(0.2, 0.5), kinks=(-2.5, 2.5)),
@@ -475,6 +547,10 @@ POOL_CASES = [
          lambda x: x.mean((2, 3), keepdim=True)),
     Case("GlobalAveragePool-1d", [node("GlobalAveragePool", "x")], {"x": (2, 3, 7)},
          lambda x: x.mean(2, keepdim=True)),
+    Case("GlobalAveragePool-static-batch", [node("GlobalAveragePool", "x")], {"x": (2, 3, 5, 4)},
+         lambda x: x.mean((2, 3), keepdim=True), symbolic=False),
+    Case("GlobalAveragePool-dynamic", [node("GlobalAveragePool", "x")], {"x": (2, 3, 5, 4)},
+         lambda x: x.mean((2, 3), keepdim=True), dynamic_spatial=True),
 ]
 
 
@@ -605,6 +681,10 @@ REDUCE_CASES = [
 LAYOUT_CASES = [
     unary("axis1-opset11", "Flatten", lambda x: x.flatten(1), opset=11, axis=1),
     unary("axis2", "Flatten", lambda x: x.reshape(x.shape[0] * x.shape[1], -1), axis=2),
+    # Reshape back to X's shape: a constant target (−1 for the batch), or Shape(X) at run time.
+    Case("Flatten-static", [node("Flatten", "x")], {"x": (2, 3, 4, 5)}, lambda x: x.flatten(1), symbolic=False),
+    Case("Flatten-dynamic", [node("Flatten", "x")], {"x": (2, 3, 4, 5)}, lambda x: x.flatten(1),
+         dynamic_spatial=True),
     unary("", "Reshape", lambda x, s: x.reshape(2, -1, 5), inputs=("s",), weights={"s": np.array([0, -1, 5])}),
     unary("opset11", "Squeeze", lambda x: x.squeeze(1), opset=11, shape=(2, 1, 3, 1), axes=[1]),
     unary("opset13", "Squeeze", lambda x, a: x.squeeze(3).squeeze(1), opset=13, shape=(2, 1, 3, 1),
@@ -680,6 +760,92 @@ OP_CASES = (CONV_CASES + GEMM_CASES + MATMUL_CASES + BINARY_CASES + VARIADIC_CAS
 @pytest.mark.parametrize("case", OP_CASES, ids=repr)
 def test_op_matches_torch(case: Case) -> None:
     check(case)
+
+
+# -- the form of the Conv gradient -------------------------------------------------------
+
+
+def backward_ops(model: onnx.ModelProto, **kwargs: Any) -> list[str]:
+    """Op types of the nodes ``build_backward`` added, constants and the output Identity aside."""
+    backward = build_backward(model, ["y"], **kwargs)
+    return sorted(n.op_type for n in backward.graph.node
+                  if n.name.startswith("bwd/") and n.op_type not in ("Constant", "Identity"))
+
+
+RUN_TIME_SHAPES = {"Shape", "Gather", "Concat", "Max", "Neg", "Sub", "Add", "Pad", "ConstantOfShape"}
+
+
+@pytest.mark.parametrize(("x", "w", "attrs", "dynamic", "ops"), [
+    ((1, 8, 9, 9), (8, 8, 3, 3), {"pads": [1, 1, 1, 1]}, False, ["Conv"]),
+    ((1, 8, 9, 9), (8, 8, 3, 3), {"pads": [1, 1, 1, 1]}, True, ["Conv"]),
+    ((1, 8, 9, 9), (8, 1, 5, 5), {"pads": [2, 2, 2, 2], "group": 8}, True, ["Conv"]),
+    ((1, 8, 9, 9), (8, 8, 1, 1), {"pads": [1, 0, 0, 0]}, False, ["Conv", "Slice"]),
+    ((1, 8, 9, 9), (8, 8, 3, 3), {"auto_pad": "SAME_UPPER"}, True, ["Conv"]),
+    ((1, 8, 9, 9), (16, 8, 3, 3), {"pads": [0, 0, 1, 1], "strides": [2, 2]}, False, ["ConvTranspose"]),
+    ((1, 8, 9, 9), (8, 1, 3, 3), {"pads": [0, 0, 1, 1], "strides": [2, 2], "group": 8}, False,
+     ["Conv", "Mul", "Resize"]),
+], ids=["s1", "s1-dynamic", "depthwise-s1-dynamic", "pads-beyond-kernel", "same-s1-dynamic", "s2", "depthwise-s2"])
+def test_static_conv_gradient_has_no_run_time_shape_arithmetic(x: Shape, w: Shape, attrs: dict[str, Any],
+                                                               dynamic: bool, ops: list[str]) -> None:
+    model = make_model([node("Conv", "x", "W", **attrs)], {"x": x}, 17, {"W": rand(*w)}, dynamic_spatial=dynamic)
+    assert backward_ops(model) == ops
+
+
+def test_strided_conv_with_run_time_sizes_takes_the_general_path() -> None:
+    attrs = {"pads": [0, 0, 1, 1], "strides": [2, 2], "group": 8}
+    model = make_model([node("Conv", "x", "W", **attrs)], {"x": (1, 8, 9, 9)}, 17, {"W": rand(8, 1, 3, 3)},
+                       dynamic_spatial=True)
+    ops = backward_ops(model)
+    assert "ConvTranspose" in ops and RUN_TIME_SHAPES & set(ops)
+
+
+def test_flipped_kernels_are_initializers_made_once_per_weight() -> None:
+    """Two Convs sharing one weight: one flipped copy, stored as an initializer, not a Constant."""
+    nodes = [node("Conv", "x", "W", out=["a"], pads=[1, 1, 1, 1]), node("Relu", "a", out=["r"]),
+             node("Conv", "r", "W", out=["y"], pads=[1, 1, 1, 1])]
+    model = make_model(nodes, {"x": (1, 4, 6, 6)}, 17, {"W": rand(4, 4, 3, 3)})
+    backward = build_backward(model, ["y"])
+    added = [t for t in backward.graph.initializer if t.name.startswith("bwd/")]
+    assert len(added) == 1 and tuple(added[0].dims) == (4, 4, 3, 3)
+    assert all(math.prod(n.attribute[0].t.dims) <= 4 for n in backward.graph.node if n.op_type == "Constant")
+    np.testing.assert_array_equal(numpy_helper.to_array(added[0]),
+                                  np.flip(rand(4, 4, 3, 3).swapaxes(0, 1), axis=(2, 3)))
+
+
+def test_zero_lattice_is_an_initializer_shared_by_equal_layers() -> None:
+    attrs = {"pads": [0, 0, 1, 1], "strides": [2, 2], "group": 4}
+    nodes = [node("Conv", "x", "W1", out=["a"], **attrs), node("Conv", "x", "W2", out=["b"], **attrs),
+             node("Add", "a", "b")]
+    model = make_model(nodes, {"x": (1, 4, 8, 8)}, 17, {"W1": rand(4, 1, 3, 3), "W2": rand(4, 1, 3, 3, seed=2)})
+    backward = build_backward(model, ["y"])
+    added = sorted(tuple(t.dims) for t in backward.graph.initializer if t.name.startswith("bwd/"))
+    assert added == [(1, 1, 8, 8), (4, 1, 3, 3), (4, 1, 3, 3)]
+    assert all(math.prod(n.attribute[0].t.dims) <= 4 for n in backward.graph.node if n.op_type == "Constant")
+
+
+@pytest.mark.parametrize("group", [1, 4])
+def test_stale_size_annotations_are_not_trusted(group: int) -> None:
+    """A model whose input was made dynamic but whose value_info still says 8×8."""
+    attrs = {"strides": [2, 2], "pads": [1, 1, 1, 1], "group": group}
+    nodes = [node("Conv", "x", "W1", out=["a"], pads=[1, 1, 1, 1]), node("Conv", "a", "W2", **attrs)]
+    weights = {"W1": rand(4, 4, 3, 3), "W2": rand(4, 4 // group, 3, 3, seed=2)}
+    model = make_model(nodes, {"x": (2, 4, 8, 8)}, 17, weights, dynamic_spatial=True)
+    model.graph.value_info.append(helper.make_tensor_value_info("a", TensorProto.FLOAT, ["N0", 4, 8, 8]))
+    x, dy = rand(2, 4, 11, 10, seed=3), rand(2, 4, 6, 5, seed=4)
+    xt = torch.tensor(x, dtype=torch.float64, requires_grad=True)
+    w = {k: torch.tensor(v, dtype=torch.float64) for k, v in weights.items()}
+    y = F.conv2d(F.conv2d(xt, w["W1"], padding=1), w["W2"], stride=2, padding=1, groups=group)
+    (ref,) = torch.autograd.grad(y, xt, torch.tensor(dy, dtype=torch.float64))
+    out = run_backward(model, {"x": x}, {"y": dy})
+    assert_close(out[grad_output_name("x")], ref.numpy())
+
+
+def test_clip_mask_leaves_the_pre_activation_to_the_conv() -> None:
+    """The Clip mask reads Y, so X feeds only Clip and onnxruntime can fuse Conv+Clip."""
+    nodes = [node("Conv", "x", "W", out=["c"], pads=[1, 1, 1, 1]), node("Clip", "c", "lo", "hi", out=["y"])]
+    model = make_model(nodes, {"x": (1, 4, 6, 6)}, 13, {"W": rand(4, 4, 3, 3), "lo": f32(0.0), "hi": f32(6.0)})
+    backward = build_backward(model, ["y"])
+    assert [n.op_type for n in backward.graph.node if "c" in n.input] == ["Clip"]
 
 
 # -- kinks and ties: torch's conventions, exactly ----------------------------------------

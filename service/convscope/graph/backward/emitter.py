@@ -4,7 +4,10 @@ Every generated node is a standard ``ai.onnx`` op (opset ≥ 18, see ``graph_pas
 named under ``bwd/<forward node>/`` so the exported graph reads next to the forward
 one.  Shapes are handled at run time (``Shape`` → arithmetic → ``Pad``/``Slice``/
 ``Reshape``) wherever a static answer could be wrong, so one backward graph serves
-every batch size and, where the forward model allows it, every image size.
+every batch size and, where the forward model allows it, every image size.  Where shape
+inference pins a size down, rules use it as a constant instead, which saves the
+arithmetic nodes and, for Conv, a Pad and a Slice copy of every gradient.  Weight-sized
+constants a rule derives at build time (flipped kernels) become initializers.
 
 The shared blocks encode one idea each:
 
@@ -23,7 +26,7 @@ The shared blocks encode one idea each:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,6 +66,8 @@ class Emitter:
         self._infos = infos
         self._taken = taken
         self._const_cache: dict[tuple[str, tuple[int, ...], bytes], str] = {}
+        self._initializer_cache: dict[tuple[str, ...], str] = {}
+        self.initializers: list[onnx.TensorProto] = []
         self.scope = "bwd"
 
     # -- names and raw nodes -------------------------------------------------------
@@ -112,6 +117,19 @@ class Emitter:
             self._const_cache[key] = name
         return self._const_cache[key]
 
+    def initializer(self, key: tuple[str, ...], make: Callable[[], np.ndarray]) -> str:
+        """A weight-sized constant, stored as a graph initializer and made once per ``key``.
+
+        For tensors derived from the model's weights at build time (a transposed, flipped
+        kernel): ``key`` names the source and the transformation, so a shared weight is
+        transformed once and no large array is hashed.
+        """
+        if key not in self._initializer_cache:
+            name = self.fresh("weight")
+            self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(make()), name))
+            self._initializer_cache[key] = name
+        return self._initializer_cache[key]
+
     def ints(self, values: Sequence[int] | int) -> str:
         """An int64 constant: 1-D for a sequence, a scalar for an int."""
         return self.const(np.array(values, dtype=np.int64))
@@ -146,8 +164,18 @@ class Emitter:
         attrs = {k: v for k, v in (("start", start), ("end", end)) if v is not None}
         return self.op("Shape", name, **attrs)
 
+    def static_shape(self, name: str) -> list[int] | None:
+        """``name``'s shape as a constant Reshape target: every dim known, or all but one (−1)."""
+        shape = self.info(name).shape
+        if shape is None or any(isinstance(d, int) and d <= 0 for d in shape):
+            return None
+        dims = [d if isinstance(d, int) else -1 for d in shape]
+        return dims if dims.count(-1) <= 1 else None
+
     def reshape_like(self, g: str, like: str) -> str:
-        return self.op("Reshape", g, self.shape(like))
+        """``g`` (with as many elements as ``like``) in ``like``'s shape."""
+        dims = self.static_shape(like)
+        return self.op("Reshape", g, self.shape(like) if dims is None else self.ints(dims))
 
     def unbroadcast(self, g: str, like: str, g_shape: tuple[Dim, ...] | None) -> str:
         """Sum ``g`` (whose static shape is ``g_shape`` if known) down to ``like``'s shape.

@@ -115,6 +115,7 @@ def build_backward(
         declared = inputs[t].type if t in inputs else _batch_free(t, _info(infos, t)).type
         outputs.append(_export(emitter, grads, t, declared))
     seed_inputs = [_batch_free(seed_input_name(s), _info(infos, s)) for s in seeds]
+    graph.initializer.extend(emitter.initializers)
     _rewire(graph, emitter.nodes, [*inputs.values(), *seed_inputs], outputs)
     min_ir = helper.find_min_ir_version_for(list(work.opset_import), ignore_unknown=True)
     work.ir_version = min(max(work.ir_version, min_ir), MAX_IR_VERSION)
@@ -173,8 +174,34 @@ def _upgrade(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def _tensor_infos(model: onnx.ModelProto) -> dict[str, TensorInfo]:
+    """Element types and static shapes of the model's tensors, as far as they are known.
+
+    Sizes are inferred from the inputs and the ops alone: annotations an exporter or an
+    editing tool left in ``value_info`` or on the outputs may describe sizes the model no
+    longer has (a 112×112 map after the input was made dynamic), and rules bake static
+    sizes into the backward graph.  The annotations still give ranks and element types
+    where inference from the ops stops, with their sizes dropped.
+    """
+    derived = _inferred(model, annotations=False)
+    for name, info in _inferred(model, annotations=True).items():
+        known = derived.get(name)
+        if known is None or known.shape is None:
+            rank_only = None if info.shape is None else (None,) * len(info.shape)
+            derived[name] = TensorInfo((known and known.elem_type) or info.elem_type, rank_only)
+    return derived
+
+
+def _inferred(model: onnx.ModelProto, *, annotations: bool) -> dict[str, TensorInfo]:
+    if not annotations:
+        bare = onnx.ModelProto()
+        bare.CopyFrom(model)
+        del bare.graph.value_info[:]
+        for output in bare.graph.output:
+            if output.type.HasField("tensor_type"):
+                output.type.tensor_type.ClearField("shape")
+        model = bare
     try:
-        inferred = onnx.shape_inference.infer_shapes(model)
+        inferred = onnx.shape_inference.infer_shapes(model, data_prop=not annotations)
     except Exception:  # partial information is fine: rules fall back to run-time shapes
         logger.warning("shape inference failed; the backward graph uses run-time shapes", exc_info=True)
         inferred = model

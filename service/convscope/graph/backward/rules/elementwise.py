@@ -20,9 +20,20 @@ def _times(v: Vjp, factor: str) -> dict[int, str]:
     return {0: v.e.op("Mul", v.dy(), factor)}
 
 
-def _where(v: Vjp, mask: str, g: str) -> str:
-    """``g`` where ``mask`` holds, else 0 (Where rather than Mul: 0·inf stays 0)."""
-    return v.e.op("Where", mask, g, v.e.scalar(0.0, v.y()))
+def _masked(v: Vjp, mask: str, g: str) -> str:
+    """``g`` where ``mask`` holds, else 0.
+
+    ``g · Cast(mask)``, not ``Where(mask, g, 0)``: onnxruntime's Where is slow.  Measured
+    on the whole backward graph (onnxruntime 1.31, 2 CPU cores, interleaved minima):
+    EfficientNet-Lite0 with its 33 ReLU6 masks 35.5 → 29.6 ms at batch 1 and 324 → 251 ms
+    at batch 8, ResNet-18 51.4 → 49.4 ms.  The two agree exactly for every finite ``g``
+    (``g·1 = g``, ``g·0 = ±0``); they differ only where ``g`` is ±inf or NaN inside the
+    masked-out region, where torch (and Where) give 0 and this gives NaN.  An upstream
+    gradient that overflowed is meaningless either way.
+    """
+    elem_type = v.e.info(v.y()).elem_type
+    ones = v.e.op("Cast", mask, to=elem_type) if elem_type else v.e.op("CastLike", mask, v.y())
+    return v.e.op("Mul", g, ones)
 
 
 def _rectified(v: Vjp, mask: str) -> str:
@@ -30,7 +41,7 @@ def _rectified(v: Vjp, mask: str) -> str:
     if v.options.rectifier == "deconvnet":
         return v.e.op("Relu", v.dy())
     g = v.e.op("Relu", v.dy()) if v.options.rectifier == "guided" else v.dy()
-    return _where(v, mask, g)
+    return _masked(v, mask, g)
 
 
 @rule("Relu")
@@ -41,10 +52,13 @@ def _relu(v: Vjp) -> dict[int, str]:
 
 @rule("Clip", inputs=None)
 def _clip(v: Vjp) -> dict[int, str]:
-    e, x = v.e, v.x(0)
+    # The mask is read off the output: for Y = clip(X), min < X < max exactly when
+    # min < Y < max (outside, Y sits on a bound; the strict tests reject it).  Leaving X
+    # to the Conv that made it lets onnxruntime fuse Conv+Clip in the forward part.
+    e, y = v.e, v.y()
     lo, hi = v.x(1), v.x(2)
-    bounds = [e.op("Greater", x, lo)] if lo else []
-    bounds += [e.op("Less", x, hi)] if hi else []
+    bounds = [e.op("Greater", y, lo)] if lo else []
+    bounds += [e.op("Less", y, hi)] if hi else []
     if not bounds:
         return {0: v.dy()}
     mask = bounds[0] if len(bounds) == 1 else e.op("And", *bounds)
@@ -52,14 +66,17 @@ def _clip(v: Vjp) -> dict[int, str]:
     relu_like = lo_value is not None and lo_value.size == 1 and float(lo_value) == 0.0
     if relu_like and v.options.rectifiers == "all":
         return {0: _rectified(v, mask)}
-    return {0: _where(v, mask, v.dy())}
+    return {0: _masked(v, mask, v.dy())}
 
 
 @rule("LeakyRelu")
 def _leaky_relu(v: Vjp) -> dict[int, str]:
     e, x = v.e, v.x(0)
-    scaled = e.op("Mul", v.dy(), e.scalar(v.attr("alpha", 0.01), x))
-    return {0: e.op("Where", e.op("Greater", x, e.scalar(0.0, x)), v.dy(), scaled)}
+    alpha = v.attr("alpha", 0.01)
+    # With α ≥ 0, Y > 0 exactly when X > 0; reading Y leaves Conv+LeakyRelu fusable.
+    side = v.y() if alpha >= 0 else x
+    scaled = e.op("Mul", v.dy(), e.scalar(alpha, x))
+    return {0: e.op("Where", e.op("Greater", side, e.scalar(0.0, x)), v.dy(), scaled)}
 
 
 @rule("PRelu", inputs=None)
@@ -88,7 +105,7 @@ def _hard_sigmoid(v: Vjp) -> dict[int, str]:
     # Same arithmetic as the forward op, so the open interval ends where its kinks are.
     t = e.op("Add", e.op("Mul", x, alpha), e.scalar(v.attr("beta", 0.5), x))
     inside = e.op("And", e.op("Greater", t, e.scalar(0.0, x)), e.op("Less", t, e.scalar(1.0, x)))
-    return {0: _where(v, inside, e.op("Mul", v.dy(), alpha))}
+    return {0: _masked(v, inside, e.op("Mul", v.dy(), alpha))}
 
 
 @rule("HardSwish")

@@ -7,6 +7,8 @@ rewrites pre-13 "flatten from axis" Softmax into Flatten → Softmax → Reshape
 
 from __future__ import annotations
 
+import math
+
 from ._registry import Vjp, rule
 
 
@@ -47,8 +49,15 @@ def _reduce(v: Vjp) -> dict[int, str]:
 
 @rule("GlobalAveragePool")
 def _global_average_pool(v: Vjp) -> dict[int, str]:
-    e = v.e
-    return {0: e.op("Expand", e.op("Div", v.dy(), _count(v)), e.shape(v.x(0)))}
+    e, x = v.e, v.x(0)
+    shape = e.info(x).shape
+    spatial = [] if shape is None else shape[2:]
+    sizes = [d for d in spatial if isinstance(d, int) and d > 0]
+    if spatial and len(sizes) == len(spatial):
+        # Known map size: a constant count, and N, C come from dY by broadcasting.
+        count = e.scalar(float(math.prod(sizes)), x)
+        return {0: e.op("Expand", e.op("Div", v.dy(), count), e.ints([1, 1, *sizes]))}
+    return {0: e.op("Expand", e.op("Div", v.dy(), _count(v)), e.shape(x))}
 
 
 @rule("Softmax")
