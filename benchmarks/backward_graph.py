@@ -22,7 +22,6 @@ benchmarks/results/backward_graph.json.
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -34,7 +33,7 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from benchmarks._common import write_results
+from benchmarks._common import interleaved, write_results
 from benchmarks.gradients import GOALS, agreement, efficientnet_lite0, resnet18, torch_gradient
 from convscope.graph.backward import build_backward, grad_output_name, seed_input_name
 from convscope.graph.backward.rules import RULES, Rule, Vjp
@@ -58,21 +57,6 @@ def general_conv_rule() -> Iterator[None]:
         yield
     finally:
         RULES["Conv"] = specialized
-
-
-def interleaved(works: dict[str, Callable[[], object]], *, repeats: int,
-                warmup: int = 2) -> dict[str, dict[str, float]]:
-    """Seconds per work (min and median), the works run in turn within every repeat."""
-    for _ in range(warmup):
-        for work in works.values():
-            work()
-    samples: dict[str, list[float]] = {name: [] for name in works}
-    for _ in range(repeats):
-        for name, work in works.items():
-            start = time.perf_counter()
-            work()
-            samples[name].append(time.perf_counter() - start)
-    return {name: {"min": min(s), "median": statistics.median(s)} for name, s in samples.items()}
 
 
 def bench_model(net: nn.Module, model_bytes: bytes, batches: list[int], repeats: int) -> dict[str, object]:

