@@ -1,0 +1,257 @@
+"""Dataset jobs: one pass of the model over a dataset, feeding an accumulator.
+
+The jobs — top activations, CNN-code embeddings, dead filters — differ only in what they keep
+from each batch; the pass is shared: decoded samples (from :mod:`convscope.methods.datasets`,
+decoded ahead in a thread pool) are batched, run through the cheapest graph that yields the
+accumulator's tensors, and handed over. The pass reports progress (images done, rate, ETA),
+reports each skipped item, checks for cancellation between batches, and ends with the result.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+import onnx
+
+from convscope.errors import Cancelled, InvalidArgument
+from convscope.graph.receptive_field import FieldMap, receptive_fields
+from convscope.methods.activations import all_zero_per_sample, resolve_layers
+from convscope.methods.context import MethodContext, batch_size_for
+from convscope.methods.datasets import RunAhead, Sample, Skipped
+from convscope.methods.embedding import Embedding, EmbeddingResult, code_layer
+from convscope.methods.top_activations import TopActivations, TopActivationsResult
+from convscope.model.types import ModelRecord
+from convscope.runtime.inspect import DEFAULT_SPATIAL
+
+# Samples per inference call (fewer when the tensors a job needs would exceed the batch budget).
+JOB_BATCH = 32
+BATCHES_AHEAD = 2
+PROGRESS_SECONDS = 0.5
+
+
+# ---------------------------------------------------------------------------------- jobs
+
+
+@dataclass(frozen=True)
+class TopActivationsJob:
+    layer: str
+    channels: tuple[int, ...] = ()
+    k: int = 9
+    directions: np.ndarray | None = None  # (C,) or (D, C): rank by projection instead of channels
+    render: bool = True
+
+
+@dataclass(frozen=True)
+class EmbeddingJob:
+    layer: str = ""  # empty: the CNN code feeding the classifier
+    method: str = "tsne"
+    perplexity: float = 30.0
+    seed: int = 0
+    render: bool = True
+
+
+@dataclass(frozen=True)
+class DeadFiltersJob:
+    layers: tuple[str, ...] = ()  # empty: every tensor with a channel axis
+
+
+DatasetJob = TopActivationsJob | EmbeddingJob | DeadFiltersJob
+
+
+# ---------------------------------------------------------------------------------- events
+
+
+@dataclass(frozen=True)
+class Progress:
+    done: int  # samples run through the model
+    skipped: int
+    total: int | None  # items expected, when known (folder jobs; streams that say)
+    seconds: float
+    rate: float  # samples per second so far
+    eta: float | None  # seconds left, when the total is known
+
+
+@dataclass(frozen=True)
+class DeadFiltersResult:
+    fractions: dict[str, np.ndarray]  # per layer and channel: share of images where it is zero everywhere
+    samples: int
+
+
+JobResult = TopActivationsResult | EmbeddingResult | DeadFiltersResult
+JobEvent = Progress | Skipped | JobResult
+
+
+class Accumulator(Protocol):
+    @property
+    def tensors(self) -> list[str]: ...
+
+    @property
+    def needs_pictures(self) -> bool: ...
+
+    def add(self, samples: Sequence[Sample], values: dict[str, np.ndarray]) -> None: ...
+
+    def result(self) -> JobResult: ...
+
+
+@dataclass
+class DeadFilterCounts:
+    """Dead filters over a dataset (the foundation's per-batch statistic, summed over batches)."""
+
+    record: ModelRecord
+    layers: Sequence[str] = ()
+    counts: dict[str, np.ndarray] = field(default_factory=dict)
+    samples: int = 0
+
+    def __post_init__(self) -> None:
+        names = [n for n in resolve_layers(self.record, list(self.layers)) if len(self.record.layer(n).shape) >= 2]
+        if not names:
+            raise InvalidArgument("none of the requested layers has a channel axis")
+        self.counts = {name: np.zeros(self.record.layer(name).shape[1], np.int64) for name in names}
+
+    @property
+    def tensors(self) -> list[str]:
+        return list(self.counts)
+
+    @property
+    def needs_pictures(self) -> bool:
+        return False
+
+    def add(self, samples: Sequence[Sample], values: dict[str, np.ndarray]) -> None:
+        for name in self.counts:
+            self.counts[name] += all_zero_per_sample(values[name]).sum(axis=0)
+        self.samples += len(samples)
+
+    def result(self) -> DeadFiltersResult:
+        return DeadFiltersResult(
+            {name: (count / max(1, self.samples)).astype(np.float32) for name, count in self.counts.items()}, self.samples
+        )
+
+
+def accumulator_for(job: DatasetJob, record: ModelRecord, base: onnx.ModelProto) -> Accumulator:
+    """Check the job's parameters against the model (before any data is read) and set it up."""
+    if isinstance(job, TopActivationsJob):
+        if not job.layer:
+            raise InvalidArgument("top activations need a layer (a tensor name from the layer table)")
+        record.layer(job.layer)
+        return TopActivations(
+            record, job.layer, channels=job.channels, k=job.k, directions=job.directions,
+            field=fields_of(base, record).get(job.layer), render=job.render,
+        )
+    if isinstance(job, EmbeddingJob):
+        layer = job.layer or code_layer(base, record)
+        return Embedding(record, layer, method=job.method, perplexity=job.perplexity, seed=job.seed, render=job.render)
+    if isinstance(job, DeadFiltersJob):
+        return DeadFilterCounts(record, job.layers)
+    raise InvalidArgument("the job names no method: top activations, embedding or dead filters")
+
+
+def fields_of(base: onnx.ModelProto, record: ModelRecord) -> dict[str, FieldMap | None]:
+    """Exact receptive fields of every tensor, at the layer table's shapes."""
+    shapes: dict[str, tuple[int, ...]] = {layer.tensor: layer.shape for layer in record.layers}
+    shapes[record.input.name] = table_input_shape(record)
+    return receptive_fields(base, shapes, layout=record.preprocessing.layout)
+
+
+def table_input_shape(record: ModelRecord) -> tuple[int, ...]:
+    """The input shape the layer table was probed with (symbolic sizes as the store filled them)."""
+    spec = record.preprocessing
+    dims = record.input.shape
+    height, width = spec.size or (DEFAULT_SPATIAL, DEFAULT_SPATIAL)
+    channels_axis = 1 if spec.layout == "NCHW" else len(dims) - 1
+    spatial = iter([height, width])
+    shape = []
+    for axis, dim in enumerate(dims):
+        if axis == 0:
+            shape.append(1)
+        elif dim > 0:
+            shape.append(dim)
+        elif axis == channels_axis:
+            shape.append(1 if spec.grayscale else 3)
+        else:
+            shape.append(next(spatial, 1))
+    return tuple(shape)
+
+
+# ---------------------------------------------------------------------------------- the pass
+
+
+def run_job(
+    context: MethodContext,
+    record: ModelRecord,
+    accumulator: Accumulator,
+    stream: Iterable[Sample | Skipped],
+    *,
+    total: int | None = None,
+    cancelled: threading.Event | None = None,
+    batch_size: int = JOB_BATCH,
+) -> Iterator[JobEvent]:
+    """Run the model over ``stream`` in batches; yield progress, skipped items, then the result.
+
+    Batches are assembled (stacked) one ahead on a helper thread, so the model never waits for
+    the copy; cancellation is checked between batches.
+    """
+    cancelled = cancelled or threading.Event()
+    tensors = accumulator.tensors
+    batch_size = max(1, min(batch_size, batch_size_for(record, tensors, context.batch_budget_bytes)))
+    start = time.monotonic()
+    last_report = start
+    done = skipped = 0
+
+    def progress() -> Progress:
+        seconds = time.monotonic() - start
+        rate = done / seconds if seconds > 0 else 0.0
+        left = None if total is None else max(0, total - done - skipped)
+        eta = None if left is None or rate <= 0 else left / rate
+        return Progress(done, skipped, total, seconds, rate, eta)
+
+    ahead = RunAhead(_batches(stream, batch_size), depth=BATCHES_AHEAD, cancelled=cancelled)
+    try:
+        for entry in ahead:
+            if cancelled.is_set():
+                raise Cancelled("the job was cancelled")
+            if isinstance(entry, Skipped):
+                skipped += 1
+                yield entry
+                continue
+            samples, batch = entry
+            accumulator.add(samples, context.forward(record, batch, tensors))
+            done += len(samples)
+            now = time.monotonic()
+            if done <= len(samples) or now - last_report >= PROGRESS_SECONDS:  # the first batch, then twice a second
+                last_report = now
+                yield progress()
+    finally:
+        ahead.close()
+    if cancelled.is_set():
+        raise Cancelled("the job was cancelled")
+    if done == 0:
+        raise InvalidArgument(f"the dataset gave no usable image ({skipped} skipped)")
+    yield progress()
+    yield accumulator.result()
+
+
+def _batches(stream: Iterable[Sample | Skipped], size: int) -> Iterator[Skipped | tuple[list[Sample], np.ndarray]]:
+    """Skipped entries as they come, samples stacked in batches of ``size``; a sample shaped
+    unlike the first one is skipped (a batch holds one shape)."""
+    first_shape: tuple[int, ...] | None = None
+    pending: list[Sample] = []
+    for entry in stream:
+        if isinstance(entry, Skipped):
+            yield entry
+            continue
+        if first_shape is None:
+            first_shape = entry.value.shape
+        elif entry.value.shape != first_shape:
+            yield Skipped(entry.index, entry.ref, f"shape {list(entry.value.shape)} differs from the first item's {list(first_shape)}")
+            continue
+        pending.append(entry)
+        if len(pending) >= size:
+            yield pending, np.stack([sample.value for sample in pending])
+            pending = []
+    if pending:
+        yield pending, np.stack([sample.value for sample in pending])
