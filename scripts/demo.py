@@ -67,7 +67,65 @@ def run(client: Client, out: Path) -> dict[str, object]:
     np.save(out / "filters_first_conv.npy", filters.weights)
     (out / "filters_first_conv.png").write_bytes(filters.png)
     summary["filters"] = {"node": filters.node, "shape": list(filters.weights.shape), "mean_smoothness": round(filters.mean_smoothness, 3)}
+
+    occlusion = client.occlusion(info.id, PHOTO, window=(32, 32), stride=(16, 16))  # grey box (0 after normalization)
+    np.save(out / "occlusion_positions.npy", occlusion.positions)
+    (out / "occlusion.png").write_bytes(occlusion.png)
+    summary["occlusion"] = {
+        "target": occlusion.target,
+        "label": occlusion.target_label,
+        "probability": round(float(occlusion.baseline_score), 4),
+        "lowest_occluded_probability": round(float(occlusion.positions.min()), 4),
+        "positions": list(occlusion.positions.shape),
+        "engine": occlusion.engine,
+    }
+
+    for method in ("guided_backprop", "grad_cam", "integrated_gradients"):
+        result = client.attribution(info.id, PHOTO, method=method)
+        np.save(out / f"{method}.npy", result.map)
+        (out / f"{method}.png").write_bytes(result.png)
+        summary[method] = {"target": result.target, "label": result.target_label, "score": round(float(result.score), 3), "layer": result.layer or None}
+
+    summary["dataset_jobs"] = dataset_jobs(client, info, out)
     return summary
+
+
+def dataset_jobs(client: Client, info: object, out: Path, count: int = 400) -> dict[str, object]:
+    """Top activations (with receptive-field boxes) and a t-SNE grid over scikit-learn's digits,
+    streamed to the server as PNGs; the model is the ImageNet one, so the codes are generic."""
+    import io
+
+    from PIL import Image
+    from sklearn.datasets import load_digits
+    from sklearn.neighbors import KNeighborsClassifier
+
+    digits = load_digits()
+    pngs = []
+    for image in digits.images[:count]:
+        buffer = io.BytesIO()
+        Image.fromarray(np.clip(image * 16, 0, 255).astype(np.uint8)).resize((32, 32), Image.Resampling.NEAREST).save(buffer, format="PNG")
+        pngs.append(buffer.getvalue())
+    labels = digits.target[:count]
+    layers = info.layers  # type: ignore[attr-defined]
+    layer = [l for l in layers if l.op_type in ("Relu", "Clip") and len(l.shape) == 4 and l.shape[-1] >= 14][-1]
+    hits = client.top_activations(info.id, pngs, layer=layer.tensor, channels=list(range(6)), k=9)  # type: ignore[attr-defined]
+    for channel, png in hits.pngs.items():
+        (out / f"top_activations_{safe_name(layer.tensor)}_c{channel}.png").write_bytes(png)
+    embedding = client.embedding(info.id, pngs, seed=0)  # type: ignore[attr-defined]
+    (out / "tsne_grid.png").write_bytes(embedding.png)
+    (out / "tsne_scatter.png").write_bytes(embedding.scatter_png)
+    half = count // 2
+    knn = KNeighborsClassifier(5).fit(embedding.coords[:half], labels[:half])
+    return {
+        "images": count,
+        "top_activations": {
+            "layer": layer.tensor,
+            "receptive_field": vars(layer.receptive_field) if layer.receptive_field else None,
+            "top_labels": {channel: [int(labels[h.image]) for h in channel_hits] for channel, channel_hits in hits.items()},
+        },
+        "tsne": {"layer": embedding.layer, "perplexity": embedding.perplexity,
+                 "knn_accuracy_held_out": round(float(knn.score(embedding.coords[half:], labels[half:])), 3)},
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,6 +22,10 @@ def serve(argv: list[str]) -> int:
     parser.add_argument("--max-upload-mb", type=int, default=2048)
     parser.add_argument("--max-request-mb", type=int, default=DEFAULT_MAX_REQUEST_BYTES >> 20)
     parser.add_argument("--port-file", type=Path, help="write the bound port here once serving")
+    parser.add_argument(
+        "--data-root", type=Path, action="append", default=[], dest="data_roots", metavar="DIR",
+        help="a folder dataset jobs may read (repeatable); paths outside every data root are refused",
+    )
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -32,6 +36,7 @@ def serve(argv: list[str]) -> int:
             port=args.port,
             max_upload_bytes=args.max_upload_mb << 20,
             max_request_bytes=args.max_request_mb << 20,
+            data_roots=tuple(args.data_roots),
         )
     )
     if args.port_file:

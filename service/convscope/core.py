@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+import threading
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from convscope.errors import InvalidArgument
+from convscope.graph.backward import build_backward
 from convscope.methods import activations as activation_methods
+from convscope.methods import attribution as attribution_methods
+from convscope.methods import dataset_jobs
 from convscope.methods import filters as filter_methods
+from convscope.methods import occlusion as occlusion_methods
 from convscope.methods.context import MethodContext
+from convscope.methods.datasets import DataRoots, Decoder, Item, Prefetcher, samples_in
 from convscope.methods.inputs import ModelInput, from_images, from_tensor
 from convscope.model.store import DEFAULT_MAX_UPLOAD_BYTES, ModelStore, Upload
 from convscope.model.types import ModelRecord, Preprocessing
+from convscope.render import encode_png, heatmap, overlay
 from convscope.runtime.inspect import describe_upload
 from convscope.runtime.sessions import DEFAULT_SESSION_BUDGET_BYTES, Runtime
 
@@ -28,7 +35,9 @@ class Convscope:
         *,
         max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
         session_budget_bytes: int = DEFAULT_SESSION_BUDGET_BYTES,
+        data_roots: Sequence[Path] = (),
     ) -> None:
+        self.data_roots = DataRoots(data_roots)
         self.store = ModelStore(store_dir, max_upload_bytes=max_upload_bytes)
         self.runtime = Runtime(self.store.load, budget_bytes=session_budget_bytes)
         self.context = MethodContext(self.runtime)
@@ -54,10 +63,17 @@ class Convscope:
         except BaseException:
             self.store.abort(upload)
             raise
-        return self.store.commit(
+        record = self.store.commit(
             upload,
             lambda model_id, done: describe_upload(model_id, done, name=name, preprocessing=preprocessing, labels=labels),
         )
+        # The same bytes uploaded again with other metadata: the newer description wins.
+        changes = {
+            key: value
+            for key, value in (("name", name), ("preprocessing", preprocessing), ("labels", tuple(labels)))
+            if value and value != getattr(record, key)
+        }
+        return self.store.update(record, **changes) if changes else record
 
     def model(self, model_id: str) -> ModelRecord:
         return self.store.get(model_id)
@@ -81,10 +97,18 @@ class Convscope:
     # -- methods
 
     def activations(
-        self, model_id: str, model_input: ModelInput, layers: Sequence[str] | None, *, render: bool = False
+        self,
+        model_id: str,
+        model_input: ModelInput,
+        layers: Sequence[str] | None,
+        *,
+        render: bool = False,
+        statistics: bool = True,
     ) -> list[activation_methods.ActivationResult]:
         record = self.model(model_id)
-        return activation_methods.activations(self.context, record, model_input.batch, layers, render=render)
+        return activation_methods.activations(
+            self.context, record, model_input.batch, layers, render=render, statistics=statistics
+        )
 
     def dead_filters(
         self, model_id: str, batches: Sequence[np.ndarray], layers: Sequence[str] | None, *, threshold: float = 1.0
@@ -92,7 +116,79 @@ class Convscope:
         record = self.model(model_id)
         return activation_methods.dead_filters(self.context, record, batches, layers, threshold=threshold)
 
+    def dataset_job(
+        self,
+        model_id: str,
+        job: dataset_jobs.DatasetJob,
+        *,
+        folder: str = "",
+        items: Iterable[Item] | None = None,
+        expected: int | None = None,
+        cancelled: threading.Event | None = None,
+    ) -> Iterator[dataset_jobs.JobEvent]:
+        """Run a dataset job over a folder under a data root, or over streamed ``items``; yields
+        progress, skipped items and, last, the result. Decoding runs ahead in a thread pool."""
+        record = self.model(model_id)
+        base = self.runtime.base_graph(record.id, dynamic_batch=record.dynamic_batch)
+        accumulator = dataset_jobs.accumulator_for(job, record, base)
+        if folder:
+            if items is not None:
+                raise InvalidArgument("name a folder or stream the images, not both")
+            expected, items = self.data_roots.folder(folder)
+        elif items is None:
+            raise InvalidArgument("a dataset job needs images: a folder under a data root, or items in the stream")
+        decoder = Decoder(record, self.data_roots, pictures=accumulator.needs_pictures)
+        stream = Prefetcher(items, decoder, count=lambda item: samples_in(item, record), cancelled=cancelled)
+        try:
+            yield from dataset_jobs.run_job(self.context, record, accumulator, stream, total=expected, cancelled=cancelled)
+        finally:
+            stream.close()
+
     def filters(self, model_id: str, layer: str, *, render: bool = True) -> filter_methods.FiltersResult:
         record = self.model(model_id)
         base = self.runtime.base_graph(record.id, dynamic_batch=record.dynamic_batch)
         return filter_methods.filters(base, layer, render=render)
+
+    def occlusion(
+        self, model_id: str, model_input: ModelInput, options: occlusion_methods.OcclusionOptions
+    ) -> Iterator[occlusion_methods.OcclusionProgress | occlusion_methods.OcclusionResult]:
+        """Occlusion sensitivity as a lazy stream: progress events, then the result.  Work happens
+        only while the caller pulls; to cancel, stop pulling and close the iterator."""
+        record = self.model(model_id)
+        return occlusion_methods.occlusion(self.context, record, model_input, options)
+
+    def attribution(
+        self,
+        model_id: str,
+        model_input: ModelInput,
+        method: str,
+        options: attribution_methods.AttributionOptions,
+        *,
+        render: bool = True,
+    ) -> tuple[attribution_methods.AttributionResult, bytes]:
+        """A gradient map, and (``render``) a PNG of the first sample's map over its image."""
+        record = self.model(model_id)
+        result = attribution_methods.attribution(self.context, record, model_input.batch, method, options)
+        png = b""
+        if render:
+            first = result.map[0]
+            if first.ndim == 3:  # input-shaped: strongest channel magnitude per pixel
+                first = np.abs(first).max(axis=0 if attribution_methods.channel_axis(record) == 1 else -1)
+            picture = model_input.pictures[0] if model_input.pictures else None
+            png = encode_png(overlay(picture, first) if picture is not None else heatmap(first))
+        return result, png
+
+    def export_backward(
+        self, model_id: str, *, seeds: Sequence[str], wrt: Sequence[str] = (), rectifier: str = "plain", rectifiers: str = "all"
+    ) -> bytes:
+        """The forward+backward graph as a standalone ONNX model (inputs: the model input and one
+        ``<tensor>__seed`` per seed; outputs: ``<tensor>__grad`` for the input and each ``wrt``)."""
+        record = self.model(model_id)
+        for name in (*seeds, *wrt):
+            record.layer(name)
+        base = self.runtime.base_graph(record.id, dynamic_batch=record.dynamic_batch)
+        model = build_backward(
+            base, list(seeds) or [record.outputs[0].name], wrt=wrt, keep=list(seeds) or [record.outputs[0].name],
+            rectifier=rectifier, rectifiers=rectifiers,  # type: ignore[arg-type]
+        )
+        return model.SerializeToString()

@@ -2,24 +2,45 @@
 
 from convscope_client.client import Client
 from convscope_client.errors import ConvscopeError
+from convscope_client.jobs import ServerFolder, ServerPath
 from convscope_client.types import (
     Activation,
+    Attribution,
     ChannelStats,
+    DeadFilterFractions,
     DeadFilters,
+    Embedding,
     Filters,
+    Hit,
     LayerInfo,
     ModelInfo,
+    Occlusion,
+    Progress,
+    ReceptiveField,
+    SkippedItem,
     TensorInfo,
+    TopActivations,
 )
 
 __all__ = [
     "Activation",
+    "Attribution",
     "ChannelStats",
     "Client",
     "ConvscopeError",
+    "DeadFilterFractions",
     "DeadFilters",
+    "Embedding",
     "Filters",
+    "Hit",
     "LayerInfo",
     "ModelInfo",
+    "Occlusion",
+    "Progress",
+    "ReceptiveField",
+    "ServerFolder",
+    "ServerPath",
+    "SkippedItem",
     "TensorInfo",
+    "TopActivations",
 ]

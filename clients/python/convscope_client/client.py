@@ -12,19 +12,28 @@ import numpy as np
 
 from convscope_client._proto import convscope_pb2 as pb
 from convscope_client._proto import convscope_pb2_grpc as pb_grpc
+from convscope_client import jobs
 from convscope_client.errors import ConvscopeError
-from convscope_client.inputs import Inputs, from_tensor, to_input
+from convscope_client.jobs import Dataset, ProgressCallback
+from convscope_client.inputs import Inputs, fill_tensor, from_tensor, to_input, to_tensor
 from convscope_client.types import (
     Activation,
+    Attribution,
     ChannelStats,
-    DeadFilters,
+    DeadFilterFractions,
+    Embedding,
     Filters,
+    Hit,
     LayerInfo,
     ModelInfo,
+    Occlusion,
+    ReceptiveField,
     TensorInfo,
+    TopActivations,
 )
 
-CHUNK_BYTES = 1 << 20
+# Under 1 MiB with framing, so a server whose request limit is 1 MiB still accepts uploads.
+CHUNK_BYTES = (1 << 20) - 1024
 MAX_MESSAGE_BYTES = 2**31 - 1
 PREPROCESSING_FIELDS = ("resize", "size", "scale", "mean", "std", "layout", "channel_order", "interpolation", "grayscale")
 
@@ -41,7 +50,10 @@ def _model_info(message: pb.ModelInfo) -> ModelInfo:
         name=message.name,
         inputs=tuple(info(s) for s in message.inputs),
         outputs=tuple(info(s) for s in message.outputs),
-        layers=tuple(LayerInfo(l.name, l.op_type, l.tensor, tuple(l.shape), l.dtype) for l in message.layers),
+        layers=tuple(
+            LayerInfo(l.name, l.op_type, l.tensor, tuple(l.shape), l.dtype, _receptive_field(l.receptive_field))
+            for l in message.layers
+        ),
         labels=tuple(message.labels),
         preprocessing={
             name: list(value) if not isinstance(value, (int, float, str, bool)) else value
@@ -50,6 +62,17 @@ def _model_info(message: pb.ModelInfo) -> ModelInfo:
         },
         dynamic_batch=message.dynamic_batch,
         size_bytes=message.size_bytes,
+    )
+
+
+def _receptive_field(message: pb.ReceptiveField) -> ReceptiveField | None:
+    if not message.known:
+        return None
+    return ReceptiveField(
+        (int(message.stride[0]), int(message.stride[1])),
+        (int(message.size[0]), int(message.size[1])),
+        (float(message.offset[0]), float(message.offset[1])),
+        message.global_context,
     )
 
 
@@ -153,21 +176,29 @@ class Client:
         layers: list[str] | None = None,
         render: bool = False,
         values: bool = True,
+        statistics: bool = True,
         timeout: float | None = None,
     ) -> list[Activation]:
         """Activations with per-channel statistics and (``render=True``) PNG grids of the channel maps."""
         request = pb.ActivationsRequest(
-            model_id=model_id, input=to_input(inputs), layers=list(layers or ()), render=render, omit_values=not values
+            model_id=model_id,
+            input=to_input(inputs),
+            layers=list(layers or ()),
+            render=render,
+            omit_values=not values,
+            omit_statistics=not statistics,
         )
-        response = self._call(self._stub.Activations, request, timeout)
+        response = self._call(lambda *args, **kwargs: list(self._stub.Activations(*args, **kwargs)), request, timeout)
         return [
             Activation(
                 tensor=a.tensor,
                 value=from_tensor(a.value) if a.HasField("value") else None,
-                stats=ChannelStats(_array(a.stats.mean), _array(a.stats.max), _array(a.stats.zero_fraction)),
+                stats=ChannelStats(_array(a.stats.mean), _array(a.stats.max), _array(a.stats.zero_fraction))
+                if a.HasField("stats")
+                else None,
                 png=a.png,
             )
-            for a in response.activations
+            for a in response
         ]
 
     def activations(
@@ -178,24 +209,124 @@ class Client:
         ``inputs``: a numpy array fed to the model's first input exactly as given, or an image
         path / bytes / PIL image (or a list of them) preprocessed by the server.
         """
-        details = self.activation_details(model_id, inputs, layers=layers, timeout=timeout)
+        details = self.activation_details(model_id, inputs, layers=layers, statistics=False, timeout=timeout)
         return {a.tensor: a.value for a in details if a.value is not None}
+
+    # -- dataset jobs (see convscope_client.jobs for what a dataset can be)
+
+    def _dataset_job(
+        self, start: pb.DatasetJobStart, dataset: Dataset, progress: ProgressCallback | None, timeout: float | None
+    ) -> jobs.JobEvents:
+        timeout = timeout if timeout is not None else self.timeout
+        return jobs.run(self._stub.RunDatasetJob, start, dataset, progress=progress, timeout=timeout, metadata=self.metadata)
+
+    def top_activations(
+        self,
+        model_id: str,
+        dataset: Dataset,
+        *,
+        layer: str,
+        channels: list[int] | None = None,
+        k: int = 9,
+        direction: np.ndarray | None = None,
+        render: bool = True,
+        progress: ProgressCallback | None = None,
+        timeout: float | None = None,
+    ) -> TopActivations:
+        """The ``k`` images of ``dataset`` that most excite each channel of ``layer`` (Girshick et
+        al. 2014): a channel's score on an image is its maximum over space.
+
+        ``channels``: which (default: all). ``direction``: a vector of one entry per channel, or
+        a (D, C) array: rank by the projection onto each (unit-normalized) direction instead
+        (Szegedy et al. 2013); keys are then the rows 0..D−1. Returns channel → hits, best
+        first, each with ``.image`` (index in the stream, or path), ``.value``, ``.location``
+        (y, x in the feature map) and ``.box`` (input pixels, clipped); ``.pngs`` holds a figure
+        per channel (``render``). ``progress(Progress)`` is called as the job runs; returning
+        False cancels it.
+        """
+        start = pb.DatasetJobStart(
+            model_id=model_id,
+            top_activations=pb.TopActivationsJob(layer=layer, channels=list(channels or ()), k=k, render=render),
+        )
+        if direction is not None:
+            fill_tensor(start.top_activations.directions, np.asarray(direction, np.float32))
+        events = self._dataset_job(start, dataset, progress, timeout)
+        hits: dict[int, list[Hit]] = {}
+        pngs: dict[int, bytes] = {}
+        for event in events.results:
+            row = event.channel_hits
+            hits[row.channel] = [
+                Hit(
+                    jobs.image_ref(h.image),
+                    float(h.value),
+                    (int(h.location[0]), int(h.location[1])),
+                    (int(h.box[0]), int(h.box[1]), int(h.box[2]), int(h.box[3])) if len(h.box) == 4 else None,
+                )
+                for h in row.hits
+            ]
+            if row.png:
+                pngs[row.channel] = row.png
+        done = events.progress.done if events.progress else 0
+        return TopActivations(hits, layer=layer, pngs=pngs, skipped=events.skipped, images=done)
+
+    def embedding(
+        self,
+        model_id: str,
+        dataset: Dataset,
+        *,
+        layer: str | None = None,
+        method: str = "tsne",
+        perplexity: float = 30.0,
+        seed: int = 0,
+        render: bool = True,
+        progress: ProgressCallback | None = None,
+        timeout: float | None = None,
+    ) -> Embedding:
+        """t-SNE (or ``method="pca"``) of the CNN codes of ``dataset`` (van der Maaten & Hinton 2008).
+
+        ``layer``: default the tensor feeding the final classifier, after its nonlinearity;
+        spatial codes are average-pooled. Codes go through PCA to 50 dimensions before t-SNE.
+        Returns ``.coords`` (N, 2), ``.images`` (index or path per row), ``.png`` (the images
+        snapped to a square grid) and ``.scatter_png``.
+        """
+        start = pb.DatasetJobStart(
+            model_id=model_id,
+            embedding=pb.EmbeddingJob(layer=layer or "", method=method, perplexity=perplexity, seed=seed, render=render),
+        )
+        events = self._dataset_job(start, dataset, progress, timeout)
+        if not events.results:
+            raise ConvscopeError(grpc.StatusCode.INTERNAL, "the server ended the embedding job without a result")
+        result = events.results[-1].embedding
+        return Embedding(
+            coords=from_tensor(result.coords),
+            images=[jobs.image_ref(ref) for ref in result.images],
+            png=result.png,
+            scatter_png=result.scatter_png,
+            layer=result.layer,
+            method=result.method,
+            perplexity=result.perplexity,
+            skipped=events.skipped,
+        )
 
     def dead_filters(
         self,
         model_id: str,
-        batches: Sequence[Inputs],
+        dataset: Dataset,
         *,
         layers: list[str] | None = None,
-        threshold: float = 1.0,
+        progress: ProgressCallback | None = None,
         timeout: float | None = None,
-    ) -> dict[str, DeadFilters]:
-        """Per layer and channel, the share of inputs on which the channel is zero everywhere."""
-        request = pb.DeadFiltersRequest(
-            model_id=model_id, inputs=[to_input(b) for b in batches], layers=list(layers or ()), threshold=threshold
-        )
-        response = self._call(self._stub.DeadFilters, request, timeout)
-        return {l.tensor: DeadFilters(l.tensor, _array(l.zero_fraction), tuple(l.dead)) for l in response.layers}
+    ) -> DeadFilterFractions:
+        """Layer → per channel, the fraction of the dataset's images on which the channel is zero
+        everywhere (1.0: dead on every image). ``layers``: default every tensor with a channel axis.
+        A list of input batches (the older form) is a dataset too."""
+        start = pb.DatasetJobStart(model_id=model_id, dead_filters=pb.DeadFiltersJob(layers=list(layers or ())))
+        events = self._dataset_job(start, dataset, progress, timeout)
+        if not events.results:
+            raise ConvscopeError(grpc.StatusCode.INTERNAL, "the server ended the dead-filters job without a result")
+        result = events.results[-1].dead_filters
+        fractions = {layer.tensor: _array(layer.zero_fraction) for layer in result.layers}
+        return DeadFilterFractions(fractions, samples=int(result.samples), skipped=events.skipped)
 
     def filters(self, model_id: str, layer: str, *, render: bool = True, timeout: float | None = None) -> Filters:
         response = self._call(self._stub.Filters, pb.FiltersRequest(model_id=model_id, layer=layer, render=render), timeout)
@@ -206,6 +337,167 @@ class Client:
             smoothness=_array(response.smoothness),
             mean_smoothness=response.mean_smoothness,
         )
+
+    # -- gradient maps
+
+    def attribution(
+        self,
+        model_id: str,
+        inputs: Inputs,
+        *,
+        method: str,
+        target: int | None = None,
+        output: str | None = None,
+        layer: str | None = None,
+        steps: int = 50,
+        baseline: float | np.ndarray = 0.0,
+        samples: int = 25,
+        noise: float = 0.15,
+        seed: int = 0,
+        rectifiers: str = "all",
+        integration: str = "gausslegendre",
+        render: bool = True,
+        timeout: float | None = None,
+    ) -> Attribution:
+        """A gradient map of ``output[target]`` (default: the first output's top entry).
+
+        ``method``: gradient, saliency, input_x_gradient, deconvnet, guided_backprop, grad_cam,
+        guided_grad_cam, integrated_gradients, smoothgrad. ``rectifiers="relu"`` applies the
+        guided/deconvnet rule to Relu only (Captum's convention); "all" also to ReLU6.
+        """
+        if rectifiers not in ("all", "relu"):
+            raise ValueError(f"rectifiers must be 'all' or 'relu', not {rectifiers!r}")
+        request = pb.AttributionRequest(
+            model_id=model_id,
+            input=to_input(inputs),
+            method=method,
+            has_target=target is not None,
+            target=target or 0,
+            output=output or "",
+            layer=layer or "",
+            steps=steps,
+            baseline=to_tensor(np.asarray(baseline, dtype=np.float32) if np.isscalar(baseline) else np.asarray(baseline)),
+            samples=samples,
+            noise=noise,
+            seed=seed,
+            rectifiers=pb.RECTIFIERS_RELU if rectifiers == "relu" else pb.RECTIFIERS_ALL,
+            integration=integration,
+            render=render,
+        )
+        response = self._call(self._stub.Attribution, request, timeout)
+        return Attribution(
+            method=method,
+            map=from_tensor(response.map),
+            png=response.png,
+            target=_single_or_list(list(response.target)),
+            score=_single_or_list(list(response.score)),
+            output=response.output,
+            target_label=_single_or_list(list(response.target_label)),
+            layer_map=from_tensor(response.layer_map) if response.HasField("layer_map") else None,
+            layer=response.layer,
+        )
+
+    def occlusion(
+        self,
+        model_id: str,
+        inputs: Inputs,
+        *,
+        target: int | list[int] | None = None,
+        output: str | None = None,
+        window: tuple[int, int] = (32, 32),
+        stride: tuple[int, int] = (16, 16),
+        fill: float | str = 0.0,
+        score: str = "probability",
+        progress: Callable[[int, int], None] | None = None,
+        engine: str = "auto",
+        batch_size: int = 0,
+        timeout: float | None = None,
+    ) -> Occlusion:
+        """Occlusion sensitivity of one image: slide a ``window`` box filled with ``fill`` (a
+        constant in the model's input space, "mean" or "blur") over it by ``stride``.
+
+        Returns ``.positions`` [targets, Ho, Wo], the score (``score``: "probability" or "raw")
+        of each target (default: the top-1 class) with the box at each position, and
+        ``.attribution``, the same quantity as Captum's ``Occlusion``. ``progress(done, total)``
+        is called as positions are evaluated; if it raises (or on Ctrl-C) the call is cancelled
+        and the server stops working on it.
+        """
+        request = pb.OcclusionRequest(
+            model_id=model_id,
+            input=to_input(inputs),
+            targets=[] if target is None else [int(t) for t in np.atleast_1d(target)],
+            output=output or "",
+            window=list(window),
+            stride=list(stride),
+            score=score,
+            engine=engine,
+            batch_size=batch_size,
+        )
+        if isinstance(fill, str):
+            request.fill_mode = fill
+        else:
+            request.fill_value = float(fill)
+        call = self._stub.Occlusion(request, timeout=timeout if timeout is not None else self.timeout, metadata=self.metadata)
+        result: pb.OcclusionResult | None = None
+        try:
+            for event in call:
+                if event.HasField("progress"):
+                    if progress is not None:
+                        progress(event.progress.done, event.progress.total)
+                else:
+                    result = event.result
+        except grpc.RpcError as error:
+            raise ConvscopeError.from_rpc_error(error) from None
+        except BaseException:
+            call.cancel()
+            raise
+        if result is None:
+            raise ConvscopeError(grpc.StatusCode.INTERNAL, "the server ended the occlusion stream without a result")
+
+        def shaped(values: list[Any]) -> Any:
+            return values if isinstance(target, (list, tuple, np.ndarray)) else values[0]
+
+        return Occlusion(
+            positions=from_tensor(result.positions),
+            attribution=from_tensor(result.attribution),
+            png=result.png,
+            target=shaped([int(t) for t in result.targets]),
+            baseline_score=shaped([float(v) for v in result.baseline_scores]),
+            output=result.output,
+            target_label=shaped(list(result.target_labels)),
+            engine=result.engine,
+            window=(int(result.window[0]), int(result.window[1])),
+            stride=(int(result.stride[0]), int(result.stride[1])),
+        )
+
+    def export_backward(
+        self,
+        model_id: str,
+        *,
+        seeds: Sequence[str] = (),
+        wrt: Sequence[str] = (),
+        rectifier: str = "plain",
+        rectifiers: str = "all",
+        timeout: float | None = None,
+    ) -> bytes:
+        """The forward+backward ONNX model, runnable with plain onnxruntime: feed the input and
+        ``<seed>__seed`` gradients, read ``<input>__grad`` (and ``<wrt>__grad``)."""
+        request = pb.ExportBackwardRequest(
+            model_id=model_id,
+            seeds=list(seeds),
+            wrt=list(wrt),
+            rectifier=rectifier,
+            rectifiers=pb.RECTIFIERS_RELU if rectifiers == "relu" else pb.RECTIFIERS_ALL,
+        )
+        try:
+            timeout = timeout if timeout is not None else self.timeout
+            return b"".join(c.data for c in self._stub.ExportBackward(request, timeout=timeout, metadata=self.metadata))
+        except grpc.RpcError as error:
+            raise ConvscopeError.from_rpc_error(error) from None
+
+
+def _single_or_list(values: list[Result]) -> Result | list[Result]:
+    return values[0] if len(values) == 1 else values
 
 
 def _chunks(source: bytes | str | os.PathLike[str]) -> Iterator[bytes]:

@@ -15,12 +15,23 @@ class TensorInfo:
 
 
 @dataclass(frozen=True)
+class ReceptiveField:
+    """The input pixels a unit sees: unit (y, x) covers ``offset ± (size − 1) / 2 + (y, x)·stride``."""
+
+    stride: tuple[int, int]
+    size: tuple[int, int]
+    offset: tuple[float, float]  # centre of unit (0, 0) in input pixels
+    global_context: bool = False  # also depends on the whole image through pooled context
+
+
+@dataclass(frozen=True)
 class LayerInfo:
     name: str  # producing node
     op_type: str
     tensor: str  # what requests refer to
     shape: tuple[int, ...]  # at batch 1
     dtype: str
+    receptive_field: ReceptiveField | None = None  # None: not derivable for this tensor
 
 
 @dataclass(frozen=True)
@@ -47,7 +58,7 @@ class ChannelStats:
 class Activation:
     tensor: str
     value: np.ndarray | None
-    stats: ChannelStats
+    stats: ChannelStats | None  # None when statistics=False
     png: bytes
 
 
@@ -65,3 +76,99 @@ class DeadFilters:
     tensor: str
     zero_fraction: np.ndarray
     dead: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Attribution:
+    method: str
+    map: np.ndarray  # input-shaped; [N, H, W] for saliency and grad_cam
+    png: bytes  # the first sample's map over its image
+    target: int | list[int]  # the entry scored (per sample when the batch has several)
+    score: float | list[float]  # the score's value, as the model gives it
+    output: str  # the tensor scored
+    target_label: str | list[str] = ""
+    layer_map: np.ndarray | None = None  # grad_cam at the layer, before upsampling
+    layer: str = ""
+
+
+@dataclass(frozen=True)
+class Occlusion:
+    """Occlusion sensitivity of one image (Zeiler & Fergus 2014)."""
+
+    positions: np.ndarray  # [targets, Ho, Wo]: the score with the box at each position
+    attribution: np.ndarray  # [targets, *input without batch]: Captum's Occlusion attribution
+    png: bytes  # each target's attribution over the image, side by side
+    target: int | list[int]  # a list when a list was asked for
+    baseline_score: float | list[float]  # the unoccluded score(s)
+    output: str  # the tensor scored
+    target_label: str | list[str] = ""
+    engine: str = ""  # "batched" or "incremental": what computed the numbers
+    window: tuple[int, int] = (32, 32)
+    stride: tuple[int, int] = (16, 16)
+
+
+# -- dataset jobs
+
+
+@dataclass(frozen=True)
+class Progress:
+    done: int  # images run through the model
+    skipped: int
+    total: int | None  # None: unknown
+    seconds: float
+    rate: float  # images per second
+    eta: float | None  # seconds left; None: unknown
+
+
+@dataclass(frozen=True)
+class SkippedItem:
+    image: int | str  # index in the stream, or path / given name
+    reason: str
+
+
+@dataclass(frozen=True)
+class Hit:
+    image: int | str  # index in the stream, or path / given name
+    value: float
+    location: tuple[int, int]  # (y, x) in the feature map
+    box: tuple[int, int, int, int] | None  # (y0, x0, y1, x1) input pixels, half-open, clipped; None: unknown field
+
+
+class TopActivations(dict[int, list[Hit]]):
+    """Channel (or direction row) → its best hits, best first; with the figures and the job's counts."""
+
+    def __init__(
+        self,
+        hits: dict[int, list[Hit]],
+        *,
+        layer: str,
+        pngs: dict[int, bytes],
+        skipped: list[SkippedItem],
+        images: int,
+    ) -> None:
+        super().__init__(hits)
+        self.layer = layer
+        self.pngs = pngs  # per key: the k crops with their values beside the images with the box
+        self.skipped = skipped
+        self.images = images  # images run through the model
+
+
+@dataclass(frozen=True)
+class Embedding:
+    coords: np.ndarray  # (N, 2)
+    images: list[int | str]  # what each row is: index in the stream, or path / given name
+    png: bytes  # the images snapped to a square grid
+    scatter_png: bytes = b""  # thumbnails at their coordinates
+    layer: str = ""
+    method: str = "tsne"
+    perplexity: float = 0.0  # as used (t-SNE)
+    skipped: list[SkippedItem] = field(default_factory=list)
+
+
+class DeadFilterFractions(dict[str, np.ndarray]):
+    """Layer → per channel, the fraction of images on which the channel is zero everywhere."""
+
+    def __init__(self, fractions: dict[str, np.ndarray], *, samples: int, skipped: list[SkippedItem]) -> None:
+        super().__init__(fractions)
+        self.samples = samples
+        self.skipped = skipped

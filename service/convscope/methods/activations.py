@@ -25,7 +25,7 @@ class ChannelStats:
 class ActivationResult:
     tensor: str
     value: np.ndarray
-    stats: ChannelStats
+    stats: ChannelStats | None
     png: bytes = b""
 
 
@@ -66,7 +66,13 @@ def all_zero_per_sample(value: np.ndarray) -> np.ndarray:
 
 
 def activations(
-    context: MethodContext, record: ModelRecord, batch: np.ndarray, layers: Sequence[str] | None, *, render: bool = False
+    context: MethodContext,
+    record: ModelRecord,
+    batch: np.ndarray,
+    layers: Sequence[str] | None,
+    *,
+    render: bool = False,
+    statistics: bool = True,
 ) -> list[ActivationResult]:
     names = resolve_layers(record, layers)
     values = context.forward(record, batch, names)
@@ -74,7 +80,7 @@ def activations(
     for name in names:
         value = values[name]
         png = encode_png(channel_grid(value[0])) if render and value.ndim >= 2 else b""
-        results.append(ActivationResult(name, value, channel_stats(value), png))
+        results.append(ActivationResult(name, value, channel_stats(value) if statistics else None, png))
     return results
 
 

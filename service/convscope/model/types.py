@@ -20,6 +20,9 @@ class ReceptiveField:
     stride: tuple[int, int]
     size: tuple[int, int]
     offset: tuple[float, float]  # centre of unit (0, 0) in input pixels
+    # The unit also depends on the whole image through pooled context (squeeze-excitation gates,
+    # instance-norm statistics); stride/size/offset describe the local window only.
+    global_context: bool = False
 
 
 @dataclass(frozen=True)
@@ -134,7 +137,7 @@ class ModelRecord:
                 shape=tuple(item["shape"]),
                 dtype=item["dtype"],
                 receptive_field=ReceptiveField(
-                    tuple(rf["stride"]), tuple(rf["size"]), tuple(rf["offset"])
+                    tuple(rf["stride"]), tuple(rf["size"]), tuple(rf["offset"]), bool(rf.get("global_context", False))
                 )
                 if rf
                 else None,

@@ -7,8 +7,11 @@ from collections.abc import Sequence
 
 import numpy as np
 from convscope_client._proto import convscope_pb2 as pb
+from convscope_client.inputs import from_tensor
+from convscope_client.inputs import to_tensor as numpy_to_tensor
 
 from convscope.errors import InvalidArgument
+from convscope.methods.occlusion import OcclusionResult
 from convscope.model.types import LayerInfo, ModelRecord, Preprocessing, TensorSpec
 
 MAX_TENSOR_DIMS = 8
@@ -26,13 +29,7 @@ def tensor_to_numpy(message: pb.Tensor) -> np.ndarray:
         raise InvalidArgument(
             f"tensor data holds {len(message.data)} bytes, but shape {list(message.shape)} of {dtype} needs {expected}"
         )
-    return np.frombuffer(message.data, dtype=dtype.newbyteorder("<")).astype(dtype, copy=False).reshape(tuple(message.shape))
-
-
-def numpy_to_tensor(array: np.ndarray) -> pb.Tensor:
-    array = np.asarray(array)
-    little = array.astype(array.dtype.newbyteorder("<"), copy=False)
-    return pb.Tensor(dtype=str(array.dtype), shape=list(array.shape), data=np.ascontiguousarray(little).tobytes())
+    return from_tensor(message)
 
 
 def preprocessing_from_proto(message: pb.Preprocessing) -> Preprocessing:
@@ -74,7 +71,9 @@ def _layer(layer: LayerInfo) -> pb.Layer:
     if layer.receptive_field is not None:
         rf = layer.receptive_field
         message.receptive_field.CopyFrom(
-            pb.ReceptiveField(known=True, stride=list(rf.stride), size=list(rf.size), offset=list(rf.offset))
+            pb.ReceptiveField(
+                known=True, stride=list(rf.stride), size=list(rf.size), offset=list(rf.offset), global_context=rf.global_context
+            )
         )
     return message
 
@@ -97,3 +96,18 @@ def model_info(record: ModelRecord, *, with_layers: bool = True) -> pb.ModelInfo
 
 def floats(values: Sequence[float] | np.ndarray) -> list[float]:
     return [float(v) for v in np.asarray(values, np.float32).ravel()]
+
+
+def occlusion_result(result: OcclusionResult) -> pb.OcclusionResult:
+    return pb.OcclusionResult(
+        positions=numpy_to_tensor(result.positions),
+        attribution=numpy_to_tensor(result.attribution),
+        png=result.png,
+        targets=list(result.targets),
+        baseline_scores=floats(result.baseline_scores),
+        output=result.output,
+        target_labels=list(result.labels),
+        engine=result.engine,
+        window=list(result.window),
+        stride=list(result.stride),
+    )

@@ -34,6 +34,7 @@ class ServerConfig:
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     workers: int = 8
+    data_roots: tuple[Path, ...] = ()  # folders dataset jobs may read (--data-root)
 
 
 @dataclass
@@ -51,7 +52,7 @@ class RunningServer:
 
 
 def create_server(config: ServerConfig) -> RunningServer:
-    core = Convscope(config.store, max_upload_bytes=config.max_upload_bytes)
+    core = Convscope(config.store, max_upload_bytes=config.max_upload_bytes, data_roots=config.data_roots)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="convscope-rpc"),
         options=[

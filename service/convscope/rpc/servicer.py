@@ -2,18 +2,31 @@
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Iterator
 
 import grpc
 from convscope_client._proto import convscope_pb2 as pb
 from convscope_client._proto import convscope_pb2_grpc as pb_grpc
+from convscope_client.inputs import fill_tensor
 
 from convscope.core import Convscope
 from convscope.errors import Cancelled, InvalidArgument
+from convscope.methods.attribution import AttributionOptions
+from convscope.methods.dataset_jobs import Progress
 from convscope.methods.inputs import ModelInput
+from convscope.methods.occlusion import OcclusionOptions, OcclusionProgress
 from convscope.model.types import ModelRecord
 from convscope.rpc.convert import floats, model_info, numpy_to_tensor, preprocessing_from_proto, tensor_to_numpy
+from convscope.rpc.convert import occlusion_result
+from convscope.rpc import dataset as dataset_rpc
 from convscope.rpc.errors import translate_errors
+
+log = logging.getLogger(__name__)
+
+
+EXPORT_CHUNK_BYTES = 1 << 20
 
 
 class ConvscopeServicer(pb_grpc.ConvscopeServicer):
@@ -36,10 +49,13 @@ class ConvscopeServicer(pb_grpc.ConvscopeServicer):
         header = first.header
 
         def chunks() -> Iterator[tuple[str, bytes]]:
-            for message in request_iterator:
-                if message.WhichOneof("part") != "chunk":
-                    raise InvalidArgument("only file chunks may follow the upload header")
-                yield message.chunk.file, message.chunk.data
+            try:
+                for message in request_iterator:
+                    if message.WhichOneof("part") != "chunk":
+                        raise InvalidArgument("only file chunks may follow the upload header")
+                    yield message.chunk.file, message.chunk.data
+            except grpc.RpcError:  # grpc's request iterator raises this when the client cancels
+                raise Cancelled("upload cancelled by the client") from None
             if not context.is_active():  # the client went away: the stream ended early
                 raise Cancelled("upload cancelled by the client")
 
@@ -65,25 +81,21 @@ class ConvscopeServicer(pb_grpc.ConvscopeServicer):
         return pb.DeleteModelResponse(deleted=True)
 
     @translate_errors
-    def Activations(self, request: pb.ActivationsRequest, context: grpc.ServicerContext) -> pb.ActivationsResponse:
+    def Activations(self, request: pb.ActivationsRequest, context: grpc.ServicerContext) -> Iterator[pb.Activation]:
         record = self.core.model(request.model_id)
         model_input = self._input(record, request.input)
-        results = self.core.activations(record.id, model_input, list(request.layers), render=request.render)
-        return pb.ActivationsResponse(
-            activations=[
-                pb.Activation(
-                    tensor=result.tensor,
-                    value=None if request.omit_values else numpy_to_tensor(result.value),
-                    stats=pb.ChannelStats(
-                        mean=floats(result.stats.mean),
-                        max=floats(result.stats.max),
-                        zero_fraction=floats(result.stats.zero_fraction),
-                    ),
-                    png=result.png,
-                )
-                for result in results
-            ]
+        results = self.core.activations(
+            record.id, model_input, list(request.layers), render=request.render, statistics=not request.omit_statistics
         )
+        for result in results:
+            item = pb.Activation(tensor=result.tensor, png=result.png)
+            if not request.omit_values:
+                fill_tensor(item.value, result.value)
+            if result.stats is not None:
+                item.stats.mean[:] = floats(result.stats.mean)
+                item.stats.max[:] = floats(result.stats.max)
+                item.stats.zero_fraction[:] = floats(result.stats.zero_fraction)
+            yield item
 
     @translate_errors
     def DeadFilters(self, request: pb.DeadFiltersRequest, context: grpc.ServicerContext) -> pb.DeadFiltersResponse:
@@ -114,3 +126,110 @@ class ConvscopeServicer(pb_grpc.ConvscopeServicer):
         )
 
 
+
+    @translate_errors
+    def Occlusion(self, request: pb.OcclusionRequest, context: grpc.ServicerContext) -> Iterator[pb.OcclusionEvent]:
+        record = self.core.model(request.model_id)
+        model_input = self._input(record, request.input)
+        options = OcclusionOptions.parse(
+            targets=list(request.targets),
+            output=request.output,
+            window=list(request.window),
+            stride=list(request.stride),
+            fill=request.fill_mode if request.WhichOneof("fill") == "fill_mode" else request.fill_value,
+            score=request.score,
+            engine=request.engine,
+            batch_size=request.batch_size,
+        )
+        events = self.core.occlusion(record.id, model_input, options)
+        done = total = 0
+        try:
+            while True:
+                # The method computes a batch only when asked for the next event: check first.
+                if not context.is_active():
+                    raise Cancelled("occlusion cancelled (by the client or its deadline)")
+                event = next(events, None)
+                if event is None:
+                    return
+                if isinstance(event, OcclusionProgress):
+                    done, total = event.done, event.total
+                    yield pb.OcclusionEvent(progress=pb.OcclusionProgress(done=event.done, total=event.total))
+                else:
+                    yield pb.OcclusionEvent(result=occlusion_result(event))
+        except (Cancelled, GeneratorExit):  # GeneratorExit: grpc dropped the stream of a dead call
+            log.info("occlusion on %s stopped after %d of %d positions: call cancelled or past its deadline", record.id[:12], done, total)
+            raise
+        finally:
+            events.close()  # frees the occluded batches and cached activations at once
+
+    @translate_errors
+    def RunDatasetJob(
+        self, request_iterator: Iterator[pb.DatasetJobRequest], context: grpc.ServicerContext
+    ) -> Iterator[pb.DatasetJobEvent]:
+        first = next(request_iterator, None)
+        if first is None or first.WhichOneof("part") != "start":
+            raise InvalidArgument("a dataset job starts with a start message, then the items (if any)")
+        start = first.start
+        cancelled = threading.Event()
+        context.add_callback(cancelled.set)  # the call ended: cancelled, deadline, or finished
+        events = self.core.dataset_job(
+            start.model_id,
+            dataset_rpc.job_from_proto(start),
+            folder=start.folder,
+            items=None if start.folder else dataset_rpc.items_from_requests(request_iterator),
+            expected=start.expected or None,
+            cancelled=cancelled,
+        )
+        last = None
+        try:
+            for event in events:
+                if isinstance(event, Progress):
+                    last = event
+                yield from dataset_rpc.events_to_proto(event)
+        finally:
+            events.close()
+        if last is not None:
+            yield pb.DatasetJobEvent(done=dataset_rpc.progress_to_proto(last))
+
+    @translate_errors
+    def Attribution(self, request: pb.AttributionRequest, context: grpc.ServicerContext) -> pb.AttributionResponse:
+        record = self.core.model(request.model_id)
+        model_input = self._input(record, request.input)
+        options = AttributionOptions(
+            output=request.output or None,
+            target=request.target if request.has_target else None,
+            layer=request.layer or None,
+            steps=request.steps or 50,
+            baseline=tensor_to_numpy(request.baseline) if request.HasField("baseline") else 0.0,
+            integration=request.integration or "gausslegendre",
+            samples=request.samples or 25,
+            noise=request.noise if request.HasField("noise") else 0.15,
+            seed=request.seed,
+            rectifiers="relu" if request.rectifiers == pb.RECTIFIERS_RELU else "all",
+        )
+        result, png = self.core.attribution(record.id, model_input, request.method, options, render=request.render)
+        labels = record.labels if result.score.tensor == record.outputs[0].name else ()
+        response = pb.AttributionResponse(
+            map=numpy_to_tensor(result.map),
+            png=png,
+            target=[int(t) for t in result.score.targets],
+            score=floats(result.scores),
+            output=result.score.tensor,
+            target_label=[labels[t] if t < len(labels) else "" for t in result.score.targets],
+            layer=result.layer or "",
+        )
+        if result.layer_map is not None:
+            response.layer_map.CopyFrom(numpy_to_tensor(result.layer_map))
+        return response
+
+    @translate_errors
+    def ExportBackward(self, request: pb.ExportBackwardRequest, context: grpc.ServicerContext) -> Iterator[pb.FileChunk]:
+        data = self.core.export_backward(
+            request.model_id,
+            seeds=list(request.seeds),
+            wrt=list(request.wrt),
+            rectifier=request.rectifier or "plain",
+            rectifiers="relu" if request.rectifiers == pb.RECTIFIERS_RELU else "all",
+        )
+        for start in range(0, len(data), EXPORT_CHUNK_BYTES):
+            yield pb.FileChunk(file="", data=data[start : start + EXPORT_CHUNK_BYTES])

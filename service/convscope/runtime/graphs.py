@@ -10,7 +10,10 @@ from dataclasses import dataclass
 
 import onnx
 
+from convscope.graph.backward import build_backward
 from convscope.graph.expose import expose
+from convscope.graph.patch import stage_model, tail_model
+from convscope.graph.regions import StagePlan
 
 
 @dataclass(frozen=True)
@@ -31,7 +34,45 @@ class ExposedGraph:
         return expose(base, sorted(self.tensors))
 
 
-GraphSpec = PlainGraph | ExposedGraph
+@dataclass(frozen=True)
+class BackwardGraph:
+    """Forward and backward in one graph: seeds in, gradients of the input and ``wrt`` out."""
+
+    seeds: tuple[str, ...]
+    wrt: tuple[str, ...] = ()
+    keep: tuple[str, ...] = ()
+    rectifier: str = "plain"
+    rectifiers: str = "all"
+
+    def build(self, base: onnx.ModelProto) -> onnx.ModelProto:
+        return build_backward(
+            base, self.seeds, wrt=self.wrt, keep=self.keep, rectifier=self.rectifier, rectifiers=self.rectifiers  # type: ignore[arg-type]
+        )
+
+
+@dataclass(frozen=True)
+class StageGraph:
+    """One stage of incremental inference: a region of a cut tensor from a crop (graph/patch.py)."""
+
+    plan: StagePlan
+
+    def build(self, base: onnx.ModelProto) -> onnx.ModelProto:
+        return stage_model(base, self.plan)
+
+
+@dataclass(frozen=True)
+class TailGraph:
+    """The graph from a cut tensor ``start`` ([N, *shape]) to ``output``."""
+
+    start: str
+    output: str
+    shape: tuple[int, int, int]
+
+    def build(self, base: onnx.ModelProto) -> onnx.ModelProto:
+        return tail_model(base, self.start, self.output, self.shape)
+
+
+GraphSpec = PlainGraph | ExposedGraph | BackwardGraph | StageGraph | TailGraph
 
 
 def graph_for(outputs: set[str] | frozenset[str], model_outputs: set[str]) -> GraphSpec:

@@ -99,16 +99,18 @@ class TensorInfo(_message.Message):
     def __init__(self, name: _Optional[str] = ..., dtype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class ReceptiveField(_message.Message):
-    __slots__ = ("known", "stride", "size", "offset")
+    __slots__ = ("known", "stride", "size", "offset", "global_context")
     KNOWN_FIELD_NUMBER: _ClassVar[int]
     STRIDE_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
     OFFSET_FIELD_NUMBER: _ClassVar[int]
+    GLOBAL_CONTEXT_FIELD_NUMBER: _ClassVar[int]
     known: bool
     stride: _containers.RepeatedScalarFieldContainer[int]
     size: _containers.RepeatedScalarFieldContainer[int]
     offset: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(self, known: _Optional[bool] = ..., stride: _Optional[_Iterable[int]] = ..., size: _Optional[_Iterable[int]] = ..., offset: _Optional[_Iterable[float]] = ...) -> None: ...
+    global_context: bool
+    def __init__(self, known: _Optional[bool] = ..., stride: _Optional[_Iterable[int]] = ..., size: _Optional[_Iterable[int]] = ..., offset: _Optional[_Iterable[float]] = ..., global_context: _Optional[bool] = ...) -> None: ...
 
 class Layer(_message.Message):
     __slots__ = ("name", "op_type", "tensor", "shape", "dtype", "receptive_field")
@@ -339,3 +341,245 @@ class ExportBackwardRequest(_message.Message):
     rectifier: str
     rectifiers: Rectifiers
     def __init__(self, model_id: _Optional[str] = ..., seeds: _Optional[_Iterable[str]] = ..., wrt: _Optional[_Iterable[str]] = ..., rectifier: _Optional[str] = ..., rectifiers: _Optional[_Union[Rectifiers, str]] = ...) -> None: ...
+
+class OcclusionRequest(_message.Message):
+    __slots__ = ("model_id", "input", "targets", "output", "window", "stride", "fill_value", "fill_mode", "score", "engine", "batch_size")
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    INPUT_FIELD_NUMBER: _ClassVar[int]
+    TARGETS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_FIELD_NUMBER: _ClassVar[int]
+    STRIDE_FIELD_NUMBER: _ClassVar[int]
+    FILL_VALUE_FIELD_NUMBER: _ClassVar[int]
+    FILL_MODE_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    ENGINE_FIELD_NUMBER: _ClassVar[int]
+    BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    input: Input
+    targets: _containers.RepeatedScalarFieldContainer[int]
+    output: str
+    window: _containers.RepeatedScalarFieldContainer[int]
+    stride: _containers.RepeatedScalarFieldContainer[int]
+    fill_value: float
+    fill_mode: str
+    score: str
+    engine: str
+    batch_size: int
+    def __init__(self, model_id: _Optional[str] = ..., input: _Optional[_Union[Input, _Mapping]] = ..., targets: _Optional[_Iterable[int]] = ..., output: _Optional[str] = ..., window: _Optional[_Iterable[int]] = ..., stride: _Optional[_Iterable[int]] = ..., fill_value: _Optional[float] = ..., fill_mode: _Optional[str] = ..., score: _Optional[str] = ..., engine: _Optional[str] = ..., batch_size: _Optional[int] = ...) -> None: ...
+
+class OcclusionProgress(_message.Message):
+    __slots__ = ("done", "total")
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    done: int
+    total: int
+    def __init__(self, done: _Optional[int] = ..., total: _Optional[int] = ...) -> None: ...
+
+class OcclusionResult(_message.Message):
+    __slots__ = ("positions", "attribution", "png", "targets", "baseline_scores", "output", "target_labels", "engine", "window", "stride")
+    POSITIONS_FIELD_NUMBER: _ClassVar[int]
+    ATTRIBUTION_FIELD_NUMBER: _ClassVar[int]
+    PNG_FIELD_NUMBER: _ClassVar[int]
+    TARGETS_FIELD_NUMBER: _ClassVar[int]
+    BASELINE_SCORES_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    TARGET_LABELS_FIELD_NUMBER: _ClassVar[int]
+    ENGINE_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_FIELD_NUMBER: _ClassVar[int]
+    STRIDE_FIELD_NUMBER: _ClassVar[int]
+    positions: Tensor
+    attribution: Tensor
+    png: bytes
+    targets: _containers.RepeatedScalarFieldContainer[int]
+    baseline_scores: _containers.RepeatedScalarFieldContainer[float]
+    output: str
+    target_labels: _containers.RepeatedScalarFieldContainer[str]
+    engine: str
+    window: _containers.RepeatedScalarFieldContainer[int]
+    stride: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, positions: _Optional[_Union[Tensor, _Mapping]] = ..., attribution: _Optional[_Union[Tensor, _Mapping]] = ..., png: _Optional[bytes] = ..., targets: _Optional[_Iterable[int]] = ..., baseline_scores: _Optional[_Iterable[float]] = ..., output: _Optional[str] = ..., target_labels: _Optional[_Iterable[str]] = ..., engine: _Optional[str] = ..., window: _Optional[_Iterable[int]] = ..., stride: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class OcclusionEvent(_message.Message):
+    __slots__ = ("progress", "result")
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    progress: OcclusionProgress
+    result: OcclusionResult
+    def __init__(self, progress: _Optional[_Union[OcclusionProgress, _Mapping]] = ..., result: _Optional[_Union[OcclusionResult, _Mapping]] = ...) -> None: ...
+
+class TopActivationsJob(_message.Message):
+    __slots__ = ("layer", "channels", "k", "directions", "render")
+    LAYER_FIELD_NUMBER: _ClassVar[int]
+    CHANNELS_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    DIRECTIONS_FIELD_NUMBER: _ClassVar[int]
+    RENDER_FIELD_NUMBER: _ClassVar[int]
+    layer: str
+    channels: _containers.RepeatedScalarFieldContainer[int]
+    k: int
+    directions: Tensor
+    render: bool
+    def __init__(self, layer: _Optional[str] = ..., channels: _Optional[_Iterable[int]] = ..., k: _Optional[int] = ..., directions: _Optional[_Union[Tensor, _Mapping]] = ..., render: _Optional[bool] = ...) -> None: ...
+
+class EmbeddingJob(_message.Message):
+    __slots__ = ("layer", "method", "perplexity", "seed", "render")
+    LAYER_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    PERPLEXITY_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    RENDER_FIELD_NUMBER: _ClassVar[int]
+    layer: str
+    method: str
+    perplexity: float
+    seed: int
+    render: bool
+    def __init__(self, layer: _Optional[str] = ..., method: _Optional[str] = ..., perplexity: _Optional[float] = ..., seed: _Optional[int] = ..., render: _Optional[bool] = ...) -> None: ...
+
+class DeadFiltersJob(_message.Message):
+    __slots__ = ("layers",)
+    LAYERS_FIELD_NUMBER: _ClassVar[int]
+    layers: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, layers: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class DatasetJobStart(_message.Message):
+    __slots__ = ("model_id", "top_activations", "embedding", "dead_filters", "folder", "expected")
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    TOP_ACTIVATIONS_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDING_FIELD_NUMBER: _ClassVar[int]
+    DEAD_FILTERS_FIELD_NUMBER: _ClassVar[int]
+    FOLDER_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    top_activations: TopActivationsJob
+    embedding: EmbeddingJob
+    dead_filters: DeadFiltersJob
+    folder: str
+    expected: int
+    def __init__(self, model_id: _Optional[str] = ..., top_activations: _Optional[_Union[TopActivationsJob, _Mapping]] = ..., embedding: _Optional[_Union[EmbeddingJob, _Mapping]] = ..., dead_filters: _Optional[_Union[DeadFiltersJob, _Mapping]] = ..., folder: _Optional[str] = ..., expected: _Optional[int] = ...) -> None: ...
+
+class DatasetItem(_message.Message):
+    __slots__ = ("encoded", "path", "tensor", "name")
+    ENCODED_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    TENSOR_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    encoded: bytes
+    path: str
+    tensor: Tensor
+    name: str
+    def __init__(self, encoded: _Optional[bytes] = ..., path: _Optional[str] = ..., tensor: _Optional[_Union[Tensor, _Mapping]] = ..., name: _Optional[str] = ...) -> None: ...
+
+class DatasetItems(_message.Message):
+    __slots__ = ("items",)
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[DatasetItem]
+    def __init__(self, items: _Optional[_Iterable[_Union[DatasetItem, _Mapping]]] = ...) -> None: ...
+
+class DatasetJobRequest(_message.Message):
+    __slots__ = ("start", "items")
+    START_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    start: DatasetJobStart
+    items: DatasetItems
+    def __init__(self, start: _Optional[_Union[DatasetJobStart, _Mapping]] = ..., items: _Optional[_Union[DatasetItems, _Mapping]] = ...) -> None: ...
+
+class ItemRef(_message.Message):
+    __slots__ = ("index", "name")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    name: str
+    def __init__(self, index: _Optional[int] = ..., name: _Optional[str] = ...) -> None: ...
+
+class JobProgress(_message.Message):
+    __slots__ = ("done", "skipped", "total", "seconds", "rate", "eta")
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_FIELD_NUMBER: _ClassVar[int]
+    RATE_FIELD_NUMBER: _ClassVar[int]
+    ETA_FIELD_NUMBER: _ClassVar[int]
+    done: int
+    skipped: int
+    total: int
+    seconds: float
+    rate: float
+    eta: float
+    def __init__(self, done: _Optional[int] = ..., skipped: _Optional[int] = ..., total: _Optional[int] = ..., seconds: _Optional[float] = ..., rate: _Optional[float] = ..., eta: _Optional[float] = ...) -> None: ...
+
+class SkippedItem(_message.Message):
+    __slots__ = ("item", "reason")
+    ITEM_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    item: ItemRef
+    reason: str
+    def __init__(self, item: _Optional[_Union[ItemRef, _Mapping]] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class Hit(_message.Message):
+    __slots__ = ("image", "value", "location", "box")
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    LOCATION_FIELD_NUMBER: _ClassVar[int]
+    BOX_FIELD_NUMBER: _ClassVar[int]
+    image: ItemRef
+    value: float
+    location: _containers.RepeatedScalarFieldContainer[int]
+    box: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, image: _Optional[_Union[ItemRef, _Mapping]] = ..., value: _Optional[float] = ..., location: _Optional[_Iterable[int]] = ..., box: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class ChannelHits(_message.Message):
+    __slots__ = ("layer", "channel", "direction", "hits", "png")
+    LAYER_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    DIRECTION_FIELD_NUMBER: _ClassVar[int]
+    HITS_FIELD_NUMBER: _ClassVar[int]
+    PNG_FIELD_NUMBER: _ClassVar[int]
+    layer: str
+    channel: int
+    direction: bool
+    hits: _containers.RepeatedCompositeFieldContainer[Hit]
+    png: bytes
+    def __init__(self, layer: _Optional[str] = ..., channel: _Optional[int] = ..., direction: _Optional[bool] = ..., hits: _Optional[_Iterable[_Union[Hit, _Mapping]]] = ..., png: _Optional[bytes] = ...) -> None: ...
+
+class EmbeddingResult(_message.Message):
+    __slots__ = ("layer", "method", "coords", "images", "perplexity", "png", "scatter_png")
+    LAYER_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    COORDS_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
+    PERPLEXITY_FIELD_NUMBER: _ClassVar[int]
+    PNG_FIELD_NUMBER: _ClassVar[int]
+    SCATTER_PNG_FIELD_NUMBER: _ClassVar[int]
+    layer: str
+    method: str
+    coords: Tensor
+    images: _containers.RepeatedCompositeFieldContainer[ItemRef]
+    perplexity: float
+    png: bytes
+    scatter_png: bytes
+    def __init__(self, layer: _Optional[str] = ..., method: _Optional[str] = ..., coords: _Optional[_Union[Tensor, _Mapping]] = ..., images: _Optional[_Iterable[_Union[ItemRef, _Mapping]]] = ..., perplexity: _Optional[float] = ..., png: _Optional[bytes] = ..., scatter_png: _Optional[bytes] = ...) -> None: ...
+
+class DeadFiltersResult(_message.Message):
+    __slots__ = ("layers", "samples")
+    LAYERS_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    layers: _containers.RepeatedCompositeFieldContainer[LayerDeadFilters]
+    samples: int
+    def __init__(self, layers: _Optional[_Iterable[_Union[LayerDeadFilters, _Mapping]]] = ..., samples: _Optional[int] = ...) -> None: ...
+
+class DatasetJobEvent(_message.Message):
+    __slots__ = ("progress", "skipped", "channel_hits", "embedding", "dead_filters", "done")
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_HITS_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDING_FIELD_NUMBER: _ClassVar[int]
+    DEAD_FILTERS_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    progress: JobProgress
+    skipped: SkippedItem
+    channel_hits: ChannelHits
+    embedding: EmbeddingResult
+    dead_filters: DeadFiltersResult
+    done: JobProgress
+    def __init__(self, progress: _Optional[_Union[JobProgress, _Mapping]] = ..., skipped: _Optional[_Union[SkippedItem, _Mapping]] = ..., channel_hits: _Optional[_Union[ChannelHits, _Mapping]] = ..., embedding: _Optional[_Union[EmbeddingResult, _Mapping]] = ..., dead_filters: _Optional[_Union[DeadFiltersResult, _Mapping]] = ..., done: _Optional[_Union[JobProgress, _Mapping]] = ...) -> None: ...

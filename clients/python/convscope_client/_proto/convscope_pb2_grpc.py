@@ -79,6 +79,16 @@ class ConvscopeStub:
                 request_serializer=convscope__pb2.ExportBackwardRequest.SerializeToString,
                 response_deserializer=convscope__pb2.FileChunk.FromString,
                 _registered_method=True)
+        self.Occlusion = channel.unary_stream(
+                '/convscope.v1.Convscope/Occlusion',
+                request_serializer=convscope__pb2.OcclusionRequest.SerializeToString,
+                response_deserializer=convscope__pb2.OcclusionEvent.FromString,
+                _registered_method=True)
+        self.RunDatasetJob = channel.stream_stream(
+                '/convscope.v1.Convscope/RunDatasetJob',
+                request_serializer=convscope__pb2.DatasetJobRequest.SerializeToString,
+                response_deserializer=convscope__pb2.DatasetJobEvent.FromString,
+                _registered_method=True)
 
 
 class ConvscopeServicer:
@@ -149,6 +159,29 @@ class ConvscopeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Occlusion(self, request, context):
+        """Occlusion sensitivity (Zeiler & Fergus 2014): the score of the target
+        classes as a box slides over the image, and Captum's Occlusion attribution.
+        Streams progress (positions done / total), then one result. Cancelling the
+        call or an expired deadline stops the work between batches.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RunDatasetJob(self, request_iterator, context):
+        """Dataset jobs: top activations with receptive-field boxes, t-SNE/PCA of CNN
+        codes drawn as image grids, dead filters. The first request names the
+        model, the job and the dataset: a folder under one of the server's data
+        roots, or items that follow in this stream (any count; a path outside every
+        data root is PERMISSION_DENIED, an unreadable item is reported and skipped).
+        Events: progress and skipped items as the job runs, then the result, then
+        `done`. Cancelling the call stops the job between batches.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ConvscopeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -196,6 +229,16 @@ def add_ConvscopeServicer_to_server(servicer, server):
                     servicer.ExportBackward,
                     request_deserializer=convscope__pb2.ExportBackwardRequest.FromString,
                     response_serializer=convscope__pb2.FileChunk.SerializeToString,
+            ),
+            'Occlusion': grpc.unary_stream_rpc_method_handler(
+                    servicer.Occlusion,
+                    request_deserializer=convscope__pb2.OcclusionRequest.FromString,
+                    response_serializer=convscope__pb2.OcclusionEvent.SerializeToString,
+            ),
+            'RunDatasetJob': grpc.stream_stream_rpc_method_handler(
+                    servicer.RunDatasetJob,
+                    request_deserializer=convscope__pb2.DatasetJobRequest.FromString,
+                    response_serializer=convscope__pb2.DatasetJobEvent.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -441,6 +484,60 @@ class Convscope:
             '/convscope.v1.Convscope/ExportBackward',
             convscope__pb2.ExportBackwardRequest.SerializeToString,
             convscope__pb2.FileChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Occlusion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/convscope.v1.Convscope/Occlusion',
+            convscope__pb2.OcclusionRequest.SerializeToString,
+            convscope__pb2.OcclusionEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RunDatasetJob(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/convscope.v1.Convscope/RunDatasetJob',
+            convscope__pb2.DatasetJobRequest.SerializeToString,
+            convscope__pb2.DatasetJobEvent.FromString,
             options,
             channel_credentials,
             insecure,
