@@ -26,7 +26,7 @@ from convscope.methods.datasets import RunAhead, Sample, Skipped
 from convscope.methods.embedding import Embedding, EmbeddingResult, code_layer
 from convscope.methods.top_activations import TopActivations, TopActivationsResult
 from convscope.model.types import ModelRecord
-from convscope.runtime.inspect import DEFAULT_SPATIAL
+from convscope.runtime.inspect import probe_shape
 
 # Samples per inference call (fewer when the tensors a job needs would exceed the batch budget).
 JOB_BATCH = 32
@@ -159,22 +159,7 @@ def fields_of(base: onnx.ModelProto, record: ModelRecord) -> dict[str, FieldMap 
 
 def table_input_shape(record: ModelRecord) -> tuple[int, ...]:
     """The input shape the layer table was probed with (symbolic sizes as the store filled them)."""
-    spec = record.preprocessing
-    dims = record.input.shape
-    height, width = spec.size or (DEFAULT_SPATIAL, DEFAULT_SPATIAL)
-    channels_axis = 1 if spec.layout == "NCHW" else len(dims) - 1
-    spatial = iter([height, width])
-    shape = []
-    for axis, dim in enumerate(dims):
-        if axis == 0:
-            shape.append(1)
-        elif dim > 0:
-            shape.append(dim)
-        elif axis == channels_axis:
-            shape.append(1 if spec.grayscale else 3)
-        else:
-            shape.append(next(spatial, 1))
-    return tuple(shape)
+    return probe_shape(record.input.shape, record.preprocessing)
 
 
 # ---------------------------------------------------------------------------------- the pass

@@ -124,14 +124,9 @@ def _tensor_spec(value: onnx.ValueInfoProto) -> TensorSpec:
     return TensorSpec(value.name, dtype, tuple(_dims(value)))
 
 
-def _probe_input(value: onnx.ValueInfoProto, preprocessing: Preprocessing) -> np.ndarray:
-    """A deterministic batch-1 input of the model's shape; symbolic sizes from the preprocessing."""
-    elem = value.type.tensor_type.elem_type
-    if not value.type.HasField("tensor_type") or not elem:
-        raise InvalidModel(f"input {value.name!r} is not a typed tensor")
-    dims = _dims(value)
-    if not dims:
-        raise InvalidModel(f"input {value.name!r} has no shape; convscope needs at least its rank")
+def probe_shape(dims: Sequence[int], preprocessing: Preprocessing) -> tuple[int, ...]:
+    """Batch 1, the model's fixed sizes, and symbolic sizes filled from the preprocessing
+    (channels 3 or 1, height and width from its size or 224)."""
     height, width = preprocessing.size or (DEFAULT_SPATIAL, DEFAULT_SPATIAL)
     channels_axis = 1 if preprocessing.layout == "NCHW" else len(dims) - 1
     spatial = iter([height, width])
@@ -145,6 +140,18 @@ def _probe_input(value: onnx.ValueInfoProto, preprocessing: Preprocessing) -> np
             shape.append(1 if preprocessing.grayscale else 3)
         else:
             shape.append(next(spatial, 1))
+    return tuple(shape)
+
+
+def _probe_input(value: onnx.ValueInfoProto, preprocessing: Preprocessing) -> np.ndarray:
+    """A deterministic batch-1 input of the model's shape; symbolic sizes from the preprocessing."""
+    elem = value.type.tensor_type.elem_type
+    if not value.type.HasField("tensor_type") or not elem:
+        raise InvalidModel(f"input {value.name!r} is not a typed tensor")
+    dims = _dims(value)
+    if not dims:
+        raise InvalidModel(f"input {value.name!r} has no shape; convscope needs at least its rank")
+    shape = probe_shape(dims, preprocessing)
     dtype = helper.tensor_dtype_to_np_dtype(elem)
     if np.issubdtype(dtype, np.floating):
         return np.random.default_rng(0).random(shape).astype(dtype)
