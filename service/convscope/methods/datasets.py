@@ -286,7 +286,45 @@ class _Failure:
     error: BaseException
 
 
-class Prefetcher:
+class _Handoff:
+    """One producer thread handing entries to the consumer through a bounded queue.
+
+    ``_put`` gives up once the consumer has stopped; ``_entries`` yields until the producer's
+    end marker, re-raises its failure (as Cancelled when the job was cancelled meanwhile), and
+    notices cancellation while waiting.
+    """
+
+    _queue: queue.Queue[Any]
+    _stop: threading.Event
+    _cancelled: threading.Event
+
+    def _put(self, entry: object) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(entry, timeout=POLL_SECONDS)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _entries(self) -> Iterator[Any]:
+        while True:
+            try:
+                entry = self._queue.get(timeout=POLL_SECONDS)
+            except queue.Empty:
+                if self._cancelled.is_set():
+                    raise Cancelled("the job was cancelled") from None
+                continue
+            if isinstance(entry, _End):
+                return
+            if isinstance(entry, _Failure):
+                if self._cancelled.is_set():
+                    raise Cancelled("the job was cancelled") from None
+                raise entry.error
+            yield entry
+
+
+class Prefetcher(_Handoff):
     """Decode ``items`` in a thread pool, ahead of the consumer, in order, with bounded memory.
 
     A feeder thread pulls items (from a gRPC request stream or a folder walk) and submits them;
@@ -320,15 +358,6 @@ class Prefetcher:
         self._feeder = threading.Thread(target=self._feed, name="convscope-feed", daemon=True)
         self._feeder.start()
 
-    def _put(self, entry: Future[list[Sample | Skipped]] | _End | _Failure) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(entry, timeout=POLL_SECONDS)
-                return True
-            except queue.Full:
-                continue
-        return False
-
     def _feed(self) -> None:
         index = 0
         try:
@@ -346,20 +375,8 @@ class Prefetcher:
 
     def __iter__(self) -> Iterator[Sample | Skipped]:
         try:
-            while True:
-                try:
-                    entry = self._queue.get(timeout=POLL_SECONDS)
-                except queue.Empty:
-                    if self._cancelled.is_set():
-                        raise Cancelled("the job was cancelled") from None
-                    continue
-                if isinstance(entry, _End):
-                    return
-                if isinstance(entry, _Failure):
-                    if self._cancelled.is_set():
-                        raise Cancelled("the job was cancelled") from None
-                    raise entry.error
-                yield from entry.result()
+            for future in self._entries():
+                yield from future.result()
         finally:
             self.close()
 
@@ -379,7 +396,7 @@ class Prefetcher:
         return self._feeder.is_alive()
 
 
-class RunAhead:
+class RunAhead(_Handoff):
     """Iterate ``source`` on a helper thread, at most ``depth`` entries ahead of the consumer.
 
     Exceptions from the source are raised in the consumer; ``close`` (or leaving the iteration)
@@ -393,15 +410,6 @@ class RunAhead:
         self._cancelled = cancelled or threading.Event()
         self._thread = threading.Thread(target=self._run, name="convscope-batch", daemon=True)
         self._thread.start()
-
-    def _put(self, entry: object) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(entry, timeout=POLL_SECONDS)
-                return True
-            except queue.Full:
-                continue
-        return False
 
     def _run(self) -> None:
         try:
@@ -419,18 +427,7 @@ class RunAhead:
 
     def __iter__(self) -> Iterator[Any]:
         try:
-            while True:
-                try:
-                    entry = self._queue.get(timeout=POLL_SECONDS)
-                except queue.Empty:
-                    if self._cancelled.is_set():
-                        raise Cancelled("the job was cancelled") from None
-                    continue
-                if isinstance(entry, _End):
-                    return
-                if isinstance(entry, _Failure):
-                    raise entry.error
-                yield entry
+            yield from self._entries()
         finally:
             self.close()
 
