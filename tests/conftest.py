@@ -15,8 +15,8 @@ BUNDLED_MODEL = REPO / "models" / "efficientnet_lite0" / "efficientnet_lite0.onn
 CAT_PHOTO = REPO / "models" / "chelsea.png"
 
 
-def start_server(store: Path, **options: int) -> RunningServer:
-    return create_server(ServerConfig(store=store, port=0, **options))
+def start_server(store: Path, **options: object) -> RunningServer:
+    return create_server(ServerConfig(store=store, port=0, **options))  # type: ignore[arg-type]
 
 
 @pytest.fixture(scope="session")

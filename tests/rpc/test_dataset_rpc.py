@@ -19,8 +19,9 @@ from convscope_client import cli as client_cli
 from sklearn.neighbors import KNeighborsClassifier
 
 from convscope.graph.expose import expose
-from convscope.rpc.server import RunningServer, ServerConfig, create_server
+from convscope.rpc.server import RunningServer
 from tests import digits
+from tests.conftest import start_server
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +34,7 @@ def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def job_server(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> Iterator[RunningServer]:
-    running = create_server(ServerConfig(store=tmp_path_factory.mktemp("store"), port=0, data_roots=(data_root,)))
+    running = start_server(tmp_path_factory.mktemp("store"), data_roots=(data_root,))
     yield running
     running.stop(grace=1)
 

@@ -49,51 +49,51 @@ def _fill(text: str) -> float | str:
         return text
 
 
-class ProgressBar:
+class _StderrBar:
+    """One status line on stderr, redrawn in place; ``close`` ends it with a newline."""
+
+    def __init__(self, width: int, stream: TextIO | None = None) -> None:
+        self.width = width
+        self.stream = stream or sys.stderr
+        self.drawn = False
+
+    def _bar(self, done: int, total: int) -> str:
+        filled = self.width * min(done, total) // max(1, total)
+        return f"[{'#' * filled}{'.' * (self.width - filled)}] {done}/{total}"
+
+    def _draw(self, text: str) -> None:
+        self.stream.write(f"\r{text}")
+        self.stream.flush()
+        self.drawn = True
+
+    def close(self) -> None:
+        if self.drawn:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+class ProgressBar(_StderrBar):
     """A one-line text bar on stderr: ``progress(done, total)`` callbacks redraw it."""
 
     def __init__(self, width: int = 40, stream: TextIO | None = None) -> None:
-        self.width = width
-        self.stream = stream or sys.stderr
-        self.drawn = False
+        super().__init__(width, stream)
 
     def __call__(self, done: int, total: int) -> None:
-        filled = self.width * done // max(1, total)
-        self.stream.write(f"\r[{'#' * filled}{'.' * (self.width - filled)}] {done}/{total} positions")
-        self.stream.flush()
-        self.drawn = True
-
-    def close(self) -> None:
-        if self.drawn:
-            self.stream.write("\n")
-            self.stream.flush()
+        self._draw(f"{self._bar(done, total)} positions")
 
 
-class JobProgressBar:
+class JobProgressBar(_StderrBar):
     """A one-line text bar on stderr for dataset jobs: images done, rate and ETA."""
 
     def __init__(self, width: int = 30, stream: TextIO | None = None) -> None:
-        self.width = width
-        self.stream = stream or sys.stderr
-        self.drawn = False
+        super().__init__(width, stream)
 
     def __call__(self, progress: Progress) -> None:
         seen = progress.done + progress.skipped
-        if progress.total:
-            filled = self.width * min(seen, progress.total) // progress.total
-            bar = f"[{'#' * filled}{'.' * (self.width - filled)}] {seen}/{progress.total}"
-        else:
-            bar = f"{seen} images"
+        bar = self._bar(seen, progress.total) if progress.total else f"{seen} images"
         eta = f", ETA {progress.eta:.0f} s" if progress.eta is not None else ""
         skipped = f", {progress.skipped} skipped" if progress.skipped else ""
-        self.stream.write(f"\r{bar} {progress.rate:.1f} img/s{eta}{skipped}   ")
-        self.stream.flush()
-        self.drawn = True
-
-    def close(self) -> None:
-        if self.drawn:
-            self.stream.write("\n")
-            self.stream.flush()
+        self._draw(f"{bar} {progress.rate:.1f} img/s{eta}{skipped}   ")
 
 
 def _dataset(args: argparse.Namespace) -> Dataset:
