@@ -1,13 +1,21 @@
-"""Timing helpers shared by the benchmarks (torch-free): median of repeats, interleaved peers, JSON output next to the script."""
+"""Timing helpers shared by the benchmarks (torch-free): median of repeats, interleaved peers,
+onnxruntime's per-op profile, JSON output next to the script."""
 
 from __future__ import annotations
 
 import json
 import platform
 import statistics
+import tempfile
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Sequence
 from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from convscope.runtime.providers import provider_settings, session_options, usable_providers
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -60,3 +68,25 @@ def interleaved(works: dict[str, Callable[[], object]], *, repeats: int,
 def interleaved_medians(works: dict[str, Callable[[], object]], *, repeats: int, warmup: int = 1) -> dict[str, float]:
     """Median seconds of each work, timed as :func:`interleaved` does."""
     return {name: t["median"] for name, t in interleaved(works, repeats=repeats, warmup=warmup).items()}
+
+
+def op_profile(
+    session_bytes: bytes, feeds: dict[str, np.ndarray], *, runs: int = 5, providers: Sequence[object] | None = None
+) -> dict[str, float]:
+    """Milliseconds per run spent in each op type (onnxruntime's profiler), largest first;
+    ``providers`` as onnxruntime takes them (default: ours, with our options)."""
+    options = session_options()
+    with tempfile.TemporaryDirectory() as tmp:
+        options.enable_profiling = True
+        options.profile_file_prefix = str(Path(tmp) / "profile")
+        chosen = list(providers) if providers is not None else provider_settings(usable_providers())
+        session = ort.InferenceSession(session_bytes, options, providers=chosen)
+        session.run(None, feeds)
+        for _ in range(runs):
+            session.run(None, feeds)
+        events = json.loads(Path(session.end_profiling()).read_text())
+    per_op: Counter[str] = Counter()
+    for event in events:
+        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
+            per_op[event["args"]["op_name"]] += event["dur"]
+    return {op: round(us / (runs + 1) / 1e3, 2) for op, us in per_op.most_common(12)}

@@ -39,7 +39,7 @@ from benchmarks._common import write_results
 from convscope.methods.embedding import embed, snap_to_grid
 from convscope.methods.inputs import decode_image
 from convscope.rpc.server import ServerConfig, create_server
-from convscope.runtime.providers import session_options, usable_providers
+from convscope.runtime.providers import provider_settings, session_options, usable_providers
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = REPO / "models" / "efficientnet_lite0" / "efficientnet_lite0.onnx"
@@ -67,7 +67,7 @@ def make_images(folder: Path, count: int, seed: int = 0) -> list[Path]:
 
 
 def plain_inference(record, paths: list[Path]) -> dict[str, float]:
-    session = ort.InferenceSession(str(MODEL), session_options(), providers=list(usable_providers()))
+    session = ort.InferenceSession(str(MODEL), session_options(), providers=provider_settings(usable_providers()))
     name = session.get_inputs()[0].name
     session.run(None, {name: np.stack([decode_image(record, paths[0].read_bytes())[1]] * BATCH)})  # warm-up
     infer = decode = 0.0

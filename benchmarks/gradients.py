@@ -21,7 +21,6 @@ drift with other people's load, ratios much less.  Writes benchmarks/results/gra
 
 from __future__ import annotations
 
-import json
 import tempfile
 import time
 from collections import Counter
@@ -35,11 +34,11 @@ from captum.attr import IntegratedGradients
 from torch import nn
 
 from benchmarks import _twins
-from benchmarks._common import interleaved_medians, write_results
+from benchmarks._common import interleaved_medians, op_profile, write_results
 from convscope.core import Convscope
 from convscope.graph.backward import build_backward, grad_output_name, seed_input_name
 from convscope.methods.attribution import AttributionOptions
-from convscope.runtime.providers import session_options, usable_providers
+from convscope.runtime.providers import provider_settings, session_options, usable_providers
 
 REPO = Path(__file__).resolve().parents[1]
 EFFICIENTNET = REPO / "models" / "efficientnet_lite0" / "efficientnet_lite0.onnx"
@@ -47,24 +46,6 @@ GOALS = {"efficientnet_lite0": 0.5, "resnet18": 0.8}  # our time / torch's, batc
 IG_GOAL = 4.0  # Captum's time / ours
 IG_STEPS = 50
 BATCHES = (1, 8)
-
-
-def op_profile(session_bytes: bytes, feeds: dict[str, np.ndarray], runs: int = 5) -> dict[str, float]:
-    """Milliseconds per run spent in each op type (onnxruntime's profiler), largest first."""
-    options = session_options()
-    with tempfile.TemporaryDirectory() as tmp:
-        options.enable_profiling = True
-        options.profile_file_prefix = str(Path(tmp) / "profile")
-        session = ort.InferenceSession(session_bytes, options, providers=list(usable_providers()))
-        session.run(None, feeds)
-        for _ in range(runs):
-            session.run(None, feeds)
-        events = json.loads(Path(session.end_profiling()).read_text())
-    per_op: Counter[str] = Counter()
-    for event in events:
-        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
-            per_op[event["args"]["op_name"]] += event["dur"]
-    return {op: round(us / (runs + 1) / 1e3, 2) for op, us in per_op.most_common(12)}
 
 
 # -- the models: torch twin and ONNX bytes --------------------------------------------------
@@ -121,7 +102,7 @@ def bare_backward(model_bytes: bytes, output: str) -> tuple[bytes, ort.Inference
     """The backward graph in its own session, outside the service (build time included)."""
     start = time.perf_counter()
     backward = build_backward(onnx.load_from_string(model_bytes), seeds=[output]).SerializeToString()
-    session = ort.InferenceSession(backward, session_options(), providers=list(usable_providers()))
+    session = ort.InferenceSession(backward, session_options(), providers=provider_settings(usable_providers()))
     return backward, session, time.perf_counter() - start
 
 
@@ -131,7 +112,7 @@ def bench_model(core: Convscope, name: str, net: nn.Module, model_bytes: bytes) 
     upload_s = time.perf_counter() - start
     output, input_name = record.outputs[0].name, record.input.name
     rng = np.random.default_rng(0)
-    plain = ort.InferenceSession(model_bytes, session_options(), providers=list(usable_providers()))
+    plain = ort.InferenceSession(model_bytes, session_options(), providers=provider_settings(usable_providers()))
     backward_bytes, bare, bare_build_s = bare_backward(model_bytes, output)
     result: dict[str, object] = {
         "upload_seconds": upload_s,

@@ -36,10 +36,13 @@ class Convscope:
         max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
         session_budget_bytes: int = DEFAULT_SESSION_BUDGET_BYTES,
         data_roots: Sequence[Path] = (),
+        providers: Sequence[str] | None = None,
     ) -> None:
+        """``providers``: onnxruntime execution providers in preference order (default: CUDA when
+        it really loads, then CPU)."""
         self.data_roots = DataRoots(data_roots)
         self.store = ModelStore(store_dir, max_upload_bytes=max_upload_bytes)
-        self.runtime = Runtime(self.store.load, budget_bytes=session_budget_bytes)
+        self.runtime = Runtime(self.store.load, budget_bytes=session_budget_bytes, providers=providers)
         self.context = MethodContext(self.runtime)
 
     def close(self) -> None:

@@ -16,7 +16,7 @@ DEFAULT_BATCH_BUDGET_BYTES = 512 << 20
 
 def batch_size_for(record: ModelRecord, tensors: Sequence[str], budget_bytes: int) -> int:
     """How many samples fit the output budget, from the layer table's per-sample sizes."""
-    per_sample = sum(int(np.prod(record.layer(name).shape)) * np.dtype(record.layer(name).dtype).itemsize for name in tensors)
+    per_sample = sum(record.layer(name).sample_bytes for name in tensors)
     return max(1, budget_bytes // max(1, per_sample))
 
 

@@ -231,7 +231,7 @@ def batch_size_for(context: MethodContext, record: ModelRecord, requested: int) 
     """Occluded copies per run: what the memory budget allows, capped at ``requested`` (or MAX_BATCH)."""
     if not record.dynamic_batch:
         return 1
-    largest = max((math.prod(layer.shape) * np.dtype(layer.dtype).itemsize for layer in record.layers), default=0)
+    largest = max((layer.sample_bytes for layer in record.layers), default=0)
     inputs = math.prod(abs(d) for d in record.input.shape[1:]) * np.dtype(record.input.dtype).itemsize
     per_sample = max(1, inputs + PEAK_TENSORS * largest)
     fits = max(1, context.batch_budget_bytes // per_sample)

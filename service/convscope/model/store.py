@@ -100,7 +100,8 @@ class ModelStore:
         self._incoming = self.root / "incoming"
         self._models.mkdir(parents=True, exist_ok=True)
         self._incoming.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entrant: _find takes it, also inside the insert's critical section
+        self._records: dict[str, ModelRecord] = {}
         self._db = sqlite3.connect(self.root / "index.sqlite", check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(
@@ -157,6 +158,7 @@ class ModelStore:
                     "INSERT INTO models (id, name, record) VALUES (?, ?, ?)",
                     (model_id, record.name, json.dumps(record.to_json())),
                 )
+                self._records[model_id] = record
             log.info("stored model %s (%s, %d layers)", model_id[:12], record.name, len(record.layers))
             return record
         finally:
@@ -165,8 +167,19 @@ class ModelStore:
     # -- queries
 
     def _find(self, model_id: str) -> ModelRecord | None:
+        # Every request looks its model up: records are immutable values, so keep them decoded
+        # (this process is the store's only writer; update and delete refresh the cache).
+        with self._lock:
+            cached = self._records.get(model_id)
+        if cached is not None:
+            return cached
         row = self._db.execute("SELECT record FROM models WHERE id = ?", (model_id,)).fetchone()
-        return ModelRecord.from_json(json.loads(row[0])) if row else None
+        if row is None:
+            return None
+        record = ModelRecord.from_json(json.loads(row[0]))
+        with self._lock:
+            self._records[model_id] = record
+        return record
 
     def get(self, model_id: str) -> ModelRecord:
         record = self._find(model_id) if model_id else None
@@ -186,12 +199,14 @@ class ModelStore:
                 "UPDATE models SET name = ?, record = ? WHERE id = ?",
                 (updated.name, json.dumps(updated.to_json()), record.id),
             )
+            self._records[record.id] = updated
         return updated
 
     def delete(self, model_id: str) -> None:
         self.get(model_id)
         with self._lock:
             self._db.execute("DELETE FROM models WHERE id = ?", (model_id,))
+            self._records.pop(model_id, None)
         # After the row is gone the folder is garbage; a crash here is swept at the next start.
         shutil.rmtree(self._models / model_id, ignore_errors=True)
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+import numpy as np
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,11 @@ class LayerInfo:
     shape: tuple[int, ...]  # at batch 1
     dtype: str
     receptive_field: ReceptiveField | None = None
+
+    @functools.cached_property
+    def sample_bytes(self) -> int:
+        """Bytes of this tensor for one sample (its shape is taken at batch 1)."""
+        return math.prod(self.shape) * np.dtype(self.dtype).itemsize
 
 
 @dataclass(frozen=True)
@@ -113,12 +122,16 @@ class ModelRecord:
     def input(self) -> TensorSpec:
         return self.inputs[0]
 
+    @functools.cached_property
+    def _layers_by_tensor(self) -> dict[str, LayerInfo]:
+        return {layer.tensor: layer for layer in self.layers}
+
     def layer(self, tensor: str) -> LayerInfo:
         from convscope.errors import NotFound
 
-        for layer in self.layers:
-            if layer.tensor == tensor:
-                return layer
+        found = self._layers_by_tensor.get(tensor)
+        if found is not None:
+            return found
         raise NotFound(
             f"model {self.id[:12]} has no tensor {tensor!r}; GetModel lists the {len(self.layers)} tensors it has"
         )
