@@ -76,12 +76,14 @@ def main() -> None:
                     repeats=40,
                 )
                 all_bytes = sum(v.nbytes for v in client.activations(info.id, batch).values())
-                with raw_transfer(all_bytes) as transfer:
+                one_bytes = sum(v.nbytes for v in client.activations(info.id, batch, layers=one_layer).values())
+                with raw_transfer(one_bytes) as transfer_one, raw_transfer(all_bytes) as transfer_all:
                     remote = interleaved(
                         {
                             "one_layer_grpc": lambda: client.activations(info.id, batch, layers=one_layer),
                             "all_layers_grpc": lambda: client.activations(info.id, batch),
-                            "raw_grpc_transfer_of_all_layer_bytes": transfer,
+                            "raw_grpc_transfer_one_layer": transfer_one,
+                            "raw_grpc_transfer_all_layers": transfer_all,
                         },
                         repeats=9,
                     )
@@ -97,19 +99,22 @@ def main() -> None:
         "grpc_vs_in_process_one_layer": median["one_layer_grpc"] / median["one_layer_in_process"],
         "grpc_vs_in_process_all_layers": median["all_layers_grpc"] / median["all_layers_in_process"],
         "all_layers_with_statistics_vs_plain": median["all_layers_with_statistics_in_process"] / base,
-        # What gRPC adds beyond moving the bytes, which a bare transfer of the same size measures.
-        "grpc_minus_raw_transfer_vs_in_process_all_layers": (
-            median["all_layers_grpc"] - median["raw_grpc_transfer_of_all_layer_bytes"]
-        ) / median["all_layers_in_process"],
+        # gRPC against in-process plus the bytes on the wire, which a bare transfer of the
+        # same size measures (the goal: at most 1.2x).
+        **{
+            f"grpc_vs_in_process_plus_raw_transfer_{layers}": median[f"{layers}_grpc"]
+            / (median[f"{layers}_in_process"] + median[f"raw_grpc_transfer_{layers}"])
+            for layers in ("one_layer", "all_layers")
+        },
     }
     for name, t in timings.items():
         print(f"{name:40s} median {t['median'] * 1e3:8.2f} ms   min {t['min'] * 1e3:8.2f} ms")
     for name, ratio in ratios.items():
         print(f"{name:48s} {ratio:6.2f}x")
-    print(f"all layers on the wire: {all_bytes / 2**20:.1f} MiB")
+    print(f"on the wire: one layer {one_bytes / 2**20:.1f} MiB, all layers {all_bytes / 2**20:.1f} MiB")
     write_results(
         "activations",
-        {"model": "efficientnet_lite0", "seconds": timings, "ratios": ratios, "all_layers_bytes": all_bytes, "providers": list(usable_providers())},
+        {"model": "efficientnet_lite0", "seconds": timings, "ratios": ratios, "one_layer_bytes": one_bytes, "all_layers_bytes": all_bytes, "providers": list(usable_providers())},
     )
 
 

@@ -16,6 +16,7 @@ from convscope_client import jobs
 from convscope_client.errors import ConvscopeError
 from convscope_client.jobs import Dataset, ProgressCallback
 from convscope_client.inputs import Inputs, fill_tensor, from_tensor, to_input, to_tensor
+from convscope_client.wire import decode_activation
 from convscope_client.types import (
     Activation,
     Attribution,
@@ -35,6 +36,7 @@ from convscope_client.types import (
 # Under 1 MiB with framing, so a server whose request limit is 1 MiB still accepts uploads.
 CHUNK_BYTES = (1 << 20) - 1024
 MAX_MESSAGE_BYTES = 2**31 - 1
+ACTIVATIONS_METHOD = f"/{pb.DESCRIPTOR.services_by_name['Convscope'].full_name}/Activations"
 PREPROCESSING_FIELDS = ("resize", "size", "scale", "mean", "std", "layout", "channel_order", "interpolation", "grayscale")
 
 Result = TypeVar("Result")
@@ -99,6 +101,10 @@ class Client:
             ],
         )
         self._stub = pb_grpc.ConvscopeStub(self._channel)
+        # The stub's Activations, decoded with the tensor bytes copied once (see wire.py).
+        self._activations = self._channel.unary_stream(
+            ACTIVATIONS_METHOD, request_serializer=pb.ActivationsRequest.SerializeToString, response_deserializer=decode_activation
+        )
 
     def __enter__(self) -> Client:
         return self
@@ -188,17 +194,17 @@ class Client:
             omit_values=not values,
             omit_statistics=not statistics,
         )
-        response = self._call(lambda *args, **kwargs: list(self._stub.Activations(*args, **kwargs)), request, timeout)
+        response = self._call(lambda *args, **kwargs: list(self._activations(*args, **kwargs)), request, timeout)
         return [
             Activation(
                 tensor=a.tensor,
-                value=from_tensor(a.value) if a.HasField("value") else None,
+                value=value,
                 stats=ChannelStats(_array(a.stats.mean), _array(a.stats.max), _array(a.stats.zero_fraction))
                 if a.HasField("stats")
                 else None,
                 png=a.png,
             )
-            for a in response
+            for a, value in response
         ]
 
     def activations(

@@ -19,7 +19,7 @@ Inputs = Union[np.ndarray, ImageLike, Sequence[ImageLike]]
 def fill_tensor(message: pb.Tensor, array: np.ndarray) -> pb.Tensor:
     """Write ``array`` into ``message`` in place: building a Tensor and then assigning it to a
     field would copy the bytes once more, which shows on responses of tens of MB."""
-    array = np.ascontiguousarray(array)
+    array = np.asarray(array, order="C")  # not ascontiguousarray: it makes 0-d arrays 1-d
     message.dtype = str(array.dtype)
     message.shape[:] = array.shape
     message.data = array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()

@@ -10,6 +10,7 @@ from pathlib import Path
 import grpc
 from convscope_client._proto import convscope_pb2 as pb
 from convscope_client._proto import convscope_pb2_grpc as pb_grpc
+from convscope_client.wire import encode_activation
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -51,6 +52,34 @@ class RunningServer:
         self.core.close()
 
 
+class _HandlerCapture:
+    """Stands in for a grpc.Server to receive the generated code's method handlers."""
+
+    def __init__(self) -> None:
+        self.handlers: dict[str, grpc.RpcMethodHandler] = {}
+
+    def add_generic_rpc_handlers(self, handlers: object) -> None:
+        pass
+
+    def add_registered_method_handlers(self, service: str, handlers: dict[str, grpc.RpcMethodHandler]) -> None:
+        self.handlers = dict(handlers)
+
+
+def add_servicer(servicer: ConvscopeServicer, server: grpc.Server) -> None:
+    """The generated registration, with Activations serialized by wire.encode_activation
+    (tensor bytes copied once; the messages on the wire are the same)."""
+    capture = _HandlerCapture()
+    pb_grpc.add_ConvscopeServicer_to_server(servicer, capture)
+    handlers = capture.handlers
+    handlers["Activations"] = grpc.unary_stream_rpc_method_handler(
+        servicer.Activations,
+        request_deserializer=pb.ActivationsRequest.FromString,
+        response_serializer=encode_activation,
+    )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+    server.add_registered_method_handlers(SERVICE_NAME, handlers)
+
+
 def create_server(config: ServerConfig) -> RunningServer:
     core = Convscope(config.store, max_upload_bytes=config.max_upload_bytes, data_roots=config.data_roots)
     server = grpc.server(
@@ -60,7 +89,7 @@ def create_server(config: ServerConfig) -> RunningServer:
             ("grpc.max_send_message_length", MAX_RESPONSE_BYTES),
         ],
     )
-    pb_grpc.add_ConvscopeServicer_to_server(ConvscopeServicer(core), server)
+    add_servicer(ConvscopeServicer(core), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)

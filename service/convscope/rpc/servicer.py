@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import grpc
 from convscope_client._proto import convscope_pb2 as pb
 from convscope_client._proto import convscope_pb2_grpc as pb_grpc
-from convscope_client.inputs import fill_tensor
+from convscope_client.wire import ActivationFrame
 
 from convscope.core import Convscope
 from convscope.errors import Cancelled, InvalidArgument
@@ -81,7 +81,7 @@ class ConvscopeServicer(pb_grpc.ConvscopeServicer):
         return pb.DeleteModelResponse(deleted=True)
 
     @translate_errors
-    def Activations(self, request: pb.ActivationsRequest, context: grpc.ServicerContext) -> Iterator[pb.Activation]:
+    def Activations(self, request: pb.ActivationsRequest, context: grpc.ServicerContext) -> Iterator[ActivationFrame]:
         record = self.core.model(request.model_id)
         model_input = self._input(record, request.input)
         results = self.core.activations(
@@ -89,13 +89,12 @@ class ConvscopeServicer(pb_grpc.ConvscopeServicer):
         )
         for result in results:
             item = pb.Activation(tensor=result.tensor, png=result.png)
-            if not request.omit_values:
-                fill_tensor(item.value, result.value)
             if result.stats is not None:
                 item.stats.mean[:] = floats(result.stats.mean)
                 item.stats.max[:] = floats(result.stats.max)
                 item.stats.zero_fraction[:] = floats(result.stats.zero_fraction)
-            yield item
+            # Serialized by wire.encode_activation (see server.py): the tensor is copied once.
+            yield ActivationFrame(item, None if request.omit_values else result.value)
 
     @translate_errors
     def DeadFilters(self, request: pb.DeadFiltersRequest, context: grpc.ServicerContext) -> pb.DeadFiltersResponse:

@@ -1,0 +1,134 @@
+"""Activation messages whose tensor bytes are copied once on each side, not three or four times.
+
+An all-layers Activations response carries tens of MB.  Through the generated protobuf code the
+server copies each tensor to ``bytes``, into the message and again when serializing; the client
+copies on parsing, on reading ``value.data`` and on converting to numpy — on a 50 MiB response
+that was most of the call.  Both ends here speak standard protobuf wire format (any other client
+parses these messages with its generated code); they only move the one large field,
+``Activation.value.data``, as a raw buffer: written after the rest of the message, read as a
+slice of the received bytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from convscope_client._proto import convscope_pb2 as pb
+from convscope_client.inputs import from_tensor
+
+ACTIVATION_VALUE = 2  # field number of Activation.value
+TENSOR_DTYPE, TENSOR_SHAPE, TENSOR_DATA = 1, 2, 3  # field numbers in Tensor
+VARINT, FIXED64, LENGTH_DELIMITED, FIXED32 = 0, 1, 2, 5  # protobuf wire types
+
+
+@dataclass(frozen=True)
+class ActivationFrame:
+    """One streamed Activation: every field in ``message`` but the tensor, which is ``value``."""
+
+    message: pb.Activation
+    value: np.ndarray | None
+
+
+def _varint(number: int) -> bytes:
+    out = bytearray()
+    while True:
+        low, number = number & 0x7F, number >> 7
+        out.append(low | (0x80 if number else 0))
+        if not number:
+            return bytes(out)
+
+
+def _key(field: int, wire_type: int) -> bytes:
+    return _varint(field << 3 | wire_type)
+
+
+def _read_varint(buffer: memoryview, position: int) -> tuple[int, int]:
+    number, shift = 0, 0
+    while True:
+        if position >= len(buffer):
+            raise ValueError("truncated varint in an Activation message")
+        byte = buffer[position]
+        number |= (byte & 0x7F) << shift
+        position += 1
+        if not byte & 0x80:
+            return number, position
+        shift += 7
+
+
+def _field_end(buffer: memoryview, wire_type: int, position: int) -> tuple[int, int]:
+    """(start of the field's payload, end of the field) for a field whose key ends at ``position``."""
+    if wire_type == VARINT:
+        return position, _read_varint(buffer, position)[1]
+    if wire_type == FIXED64:
+        return position, position + 8
+    if wire_type == FIXED32:
+        return position, position + 4
+    if wire_type == LENGTH_DELIMITED:
+        length, start = _read_varint(buffer, position)
+        return start, start + length
+    raise ValueError(f"unsupported protobuf wire type {wire_type} in an Activation message")
+
+
+def encode_activation(frame: ActivationFrame) -> bytes:
+    """The serialized Activation, with the tensor's bytes copied once (into the result)."""
+    head = frame.message.SerializeToString()
+    if frame.value is None:
+        return head
+    array = np.asarray(frame.value, order="C")  # keeps 0-d arrays 0-d, unlike ascontiguousarray
+    little_endian = array.astype(array.dtype.newbyteorder("<"), copy=False)
+    meta = pb.Tensor(dtype=str(array.dtype), shape=array.shape).SerializeToString()
+    data_header = _key(TENSOR_DATA, LENGTH_DELIMITED) + _varint(array.nbytes)
+    tensor_length = len(meta) + len(data_header) + array.nbytes
+    value_header = _key(ACTIVATION_VALUE, LENGTH_DELIMITED) + _varint(tensor_length)
+    return b"".join([head, value_header, meta, data_header, little_endian.reshape(-1).view(np.uint8)])
+
+
+def decode_activation(wire: bytes) -> tuple[pb.Activation, np.ndarray | None]:
+    """The Activation without its tensor, and the tensor as a writable array (one copy)."""
+    buffer = memoryview(wire)
+    others: list[memoryview] = []
+    value: tuple[int, int] | None = None
+    position = 0
+    while position < len(buffer):
+        key, after_key = _read_varint(buffer, position)
+        start, end = _field_end(buffer, key & 7, after_key)
+        if end > len(buffer):
+            raise ValueError("truncated field in an Activation message")
+        if key >> 3 == ACTIVATION_VALUE and key & 7 == LENGTH_DELIMITED and value is None:
+            value = (start, end)
+        elif key >> 3 == ACTIVATION_VALUE:  # a split value: let protobuf merge it
+            message = pb.Activation.FromString(wire)
+            array = from_tensor(message.value)
+            message.ClearField("value")
+            return message, array
+        else:
+            others.append(buffer[position:end])
+        position = end
+    message = pb.Activation.FromString(b"".join(others))
+    return message, _tensor(buffer, *value) if value is not None else None
+
+
+def _tensor(buffer: memoryview, start: int, end: int) -> np.ndarray:
+    meta: list[memoryview] = []
+    data: tuple[int, int] | None = None
+    position = start
+    while position < end:
+        key, after_key = _read_varint(buffer, position)
+        field_start, field_end = _field_end(buffer, key & 7, after_key)
+        if key >> 3 == TENSOR_DATA and key & 7 == LENGTH_DELIMITED and data is None:
+            data = (field_start, field_end)
+        else:
+            meta.append(buffer[position:field_end])
+        position = field_end
+    if position != end:
+        raise ValueError("a Tensor field runs past the end of its Activation.value")
+    tensor = pb.Tensor.FromString(b"".join(meta))
+    if data is None:
+        return from_tensor(tensor)
+    dtype = np.dtype(tensor.dtype)
+    count = (data[1] - data[0]) // max(dtype.itemsize, 1)
+    flat = np.frombuffer(buffer, dtype=dtype.newbyteorder("<"), count=count, offset=data[0])
+    return flat.astype(dtype).reshape(tuple(tensor.shape))
+

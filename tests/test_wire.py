@@ -1,0 +1,89 @@
+"""convscope_client.wire: Activation messages written and read with one copy of the tensor bytes
+must be the same protobuf messages the generated code writes and reads."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from convscope_client._proto import convscope_pb2 as pb
+from convscope_client.inputs import fill_tensor, from_tensor
+from convscope_client.wire import ActivationFrame, decode_activation, encode_activation
+
+ARRAYS = {
+    "float32 map": np.random.default_rng(0).standard_normal((2, 3, 5, 7)).astype(np.float32),
+    "big-endian float64": np.arange(12, dtype=">f8").reshape(3, 4),
+    "int64 vector": np.arange(-5, 5, dtype=np.int64),
+    "bool": np.array([[True, False], [False, True]]),
+    "uint8 image": np.arange(48, dtype=np.uint8).reshape(4, 4, 3),
+    "float16": np.linspace(-2, 2, 9, dtype=np.float16),
+    "scalar": np.array(3.5, np.float32),
+    "empty": np.zeros((0, 4), np.float32),
+    "non-contiguous": np.arange(60, dtype=np.float32).reshape(6, 10)[:, ::3],
+    "large": np.random.default_rng(1).standard_normal((1, 16, 128, 128)).astype(np.float32),
+}
+
+
+def header(with_extras: bool) -> pb.Activation:
+    message = pb.Activation(tensor="/features/conv0/Conv_output_0")
+    if with_extras:
+        message.stats.mean[:] = [0.5, -1.0]
+        message.stats.max[:] = [2.0, 3.0]
+        message.stats.zero_fraction[:] = [0.25, 0.0]
+        message.png = b"\x89PNG\r\n\x1a\n" + bytes(range(256))
+    return message
+
+
+def reference(message: pb.Activation, array: np.ndarray | None) -> pb.Activation:
+    """What the generated code would send for the same content."""
+    full = pb.Activation()
+    full.CopyFrom(message)
+    if array is not None:
+        fill_tensor(full.value, array)
+    return full
+
+
+@pytest.mark.parametrize("with_extras", [False, True], ids=["bare", "stats+png"])
+@pytest.mark.parametrize("name", list(ARRAYS))
+def test_encoded_message_is_the_generated_message(name: str, with_extras: bool) -> None:
+    array = ARRAYS[name]
+    wire = encode_activation(ActivationFrame(header(with_extras), array))
+    parsed = pb.Activation.FromString(wire)
+    assert parsed == reference(header(with_extras), array)
+    assert np.array_equal(from_tensor(parsed.value), array)
+
+
+@pytest.mark.parametrize("with_extras", [False, True], ids=["bare", "stats+png"])
+@pytest.mark.parametrize("name", list(ARRAYS))
+def test_decoding_generated_messages(name: str, with_extras: bool) -> None:
+    array = ARRAYS[name]
+    for wire in (
+        reference(header(with_extras), array).SerializeToString(),  # any server's bytes
+        encode_activation(ActivationFrame(header(with_extras), array)),  # ours
+    ):
+        message, value = decode_activation(wire)
+        assert message == header(with_extras)
+        assert value is not None
+        assert value.dtype == array.dtype and value.shape == array.shape
+        assert np.array_equal(value, array)
+        assert value.flags.writeable  # a copy the caller owns, not a view of the wire bytes
+
+
+def test_message_without_a_value() -> None:
+    wire = encode_activation(ActivationFrame(header(True), None))
+    assert wire == header(True).SerializeToString()
+    assert decode_activation(wire) == (header(True), None)
+
+
+def test_a_value_split_over_two_fields_is_merged_as_protobuf_does() -> None:
+    array = ARRAYS["float32 map"]
+    meta = pb.Activation(value=pb.Tensor(dtype="float32", shape=array.shape)).SerializeToString()
+    data = pb.Activation(value=pb.Tensor(data=array.tobytes())).SerializeToString()
+    message, value = decode_activation(header(True).SerializeToString() + meta + data)
+    assert message == header(True)
+    assert np.array_equal(value, array)
+
+
+def test_truncated_messages_are_refused() -> None:
+    wire = encode_activation(ActivationFrame(header(False), ARRAYS["float32 map"]))
+    with pytest.raises(ValueError, match="truncated"):
+        decode_activation(wire[:-3])
