@@ -28,10 +28,11 @@ PHOTO = REPO / "models" / "chelsea.png"
 
 
 @contextlib.contextmanager
-def raw_transfer(size: int) -> Iterator[Callable[[], object]]:
-    """A bare gRPC server-to-client transfer of ``size`` bytes (no protobuf, no numpy): the
-    wire's own cost on this machine, as a call to time beside ours."""
-    payload = bytes(size)
+def raw_transfer(request_size: int, response_size: int) -> Iterator[Callable[[], object]]:
+    """A bare gRPC call sending ``request_size`` bytes and receiving ``response_size`` (no
+    protobuf, no numpy): the wire's own cost on this machine, as a call to time beside ours."""
+    payload = bytes(response_size)
+    request = bytes(request_size)
     handler = grpc.method_handlers_generic_handler(
         "bench.Echo", {"Send": grpc.unary_unary_rpc_method_handler(lambda request, context: payload)}
     )
@@ -43,7 +44,7 @@ def raw_transfer(size: int) -> Iterator[Callable[[], object]]:
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}", options=options) as channel:
             send = channel.unary_unary("/bench.Echo/Send", request_serializer=None, response_deserializer=None)
-            yield lambda: send(b"")
+            yield lambda: send(request)
     finally:
         server.stop(0)
 
@@ -77,7 +78,9 @@ def main() -> None:
                 )
                 all_bytes = sum(v.nbytes for v in client.activations(info.id, batch).values())
                 one_bytes = sum(v.nbytes for v in client.activations(info.id, batch, layers=one_layer).values())
-                with raw_transfer(one_bytes) as transfer_one, raw_transfer(all_bytes) as transfer_all:
+                # The request carries the image tensor: its bytes are on the wire too.
+                request_bytes = batch.nbytes
+                with raw_transfer(request_bytes, one_bytes) as transfer_one, raw_transfer(request_bytes, all_bytes) as transfer_all:
                     remote = interleaved(
                         {
                             "one_layer_grpc": lambda: client.activations(info.id, batch, layers=one_layer),
