@@ -214,6 +214,27 @@ def test_job_events_come_in_order_and_cancel_between_batches(core):
         next(job)
 
 
+def test_images_and_tensors_mix_in_one_job_with_the_numbers_of_either_alone(core):
+    """Images (preprocessed by the server) and tensors (used as given) can share a stream: the
+    same samples give the same top activations whichever way they came."""
+    data, _ = digits.trained_model()
+    record = core.upload([("", data)], name="digits", preprocessing=Preprocessing.from_dict(digits.PREPROCESSING))
+    pictures = digits.digits()[2][:40]
+    images = [EncodedItem(digits.png(image)) for image in pictures]
+    tensors = [TensorItem(sample) for sample in digits.tensors(pictures)]
+    mixed = [item for pair in zip(images[:20], tensors[20:]) for item in pair]
+    layer = code_layer(core.runtime.base_graph(record.id, dynamic_batch=record.dynamic_batch), record)
+    job = dataset_jobs.TopActivationsJob(layer=layer, k=3, render=False)
+
+    def top_values(items):
+        *_, progress, result = core.dataset_job(record.id, job, items=iter(items))
+        assert progress.done == 40 and progress.skipped == 0
+        return [sorted(hit.value for hit in row.hits) for row in result.rows]
+
+    together = top_values(mixed)
+    assert together == top_values(images[:20] + tensors[20:]) == top_values(tensors)
+
+
 @pytest.mark.parametrize(
     "spec",
     [
