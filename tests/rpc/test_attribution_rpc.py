@@ -82,6 +82,26 @@ def test_each_method_end_to_end(client, model_id: str, batch: np.ndarray, method
         assert got.layer_map is None
 
 
+@pytest.mark.parametrize("method", ["gradient", "guided_grad_cam"])
+def test_the_default_target_found_in_the_backward_run_is_the_explicit_top_target(client, model_id: str, batch: np.ndarray, method: str) -> None:  # type: ignore[no-untyped-def]
+    """Single-run methods pick the top entry inside the backward graph (ArgMax + OneHot, no
+    forward pass of their own): the same target and the same map as asking for it by name."""
+    for sample in batch:
+        x = sample[None]
+        default = client.attribution(model_id, x, method=method, render=False)
+        top = int(_logits(client, model_id, x)[0].argmax())
+        explicit = client.attribution(model_id, x, method=method, target=top, render=False)
+        assert default.target == explicit.target == top  # one sample: a plain int
+        assert np.array_equal(default.map, explicit.map) and default.score == explicit.score
+
+    # A hidden layer's top unit too (neuron-level maps).
+    layer = next(l.tensor for l in client.get_model(model_id).layers if l.name == LAYER1_NODE)
+    values = client.activations(model_id, batch[:1], layers=[layer])[layer].reshape(-1)
+    hidden = client.attribution(model_id, batch[:1], method=method, output=layer, render=False)
+    assert hidden.target == int(values.argmax())
+    assert_forward_close(np.asarray(hidden.score), values[[int(values.argmax())]], what="top hidden unit")
+
+
 def test_explicit_target_and_layer(client, model_id: str, batch: np.ndarray) -> None:  # type: ignore[no-untyped-def]
     """An explicit class and an explicit Grad-CAM layer are used as given; the gradient for
     that class equals torch's."""

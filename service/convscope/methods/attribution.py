@@ -27,7 +27,7 @@ from PIL import Image
 
 from convscope.errors import InvalidArgument
 from convscope.methods.context import MethodContext
-from convscope.methods.gradients import Score, backward_batch_size, gradients, resolve_score
+from convscope.methods.gradients import Gradients, Score, backward_batch_size, gradients, resolve_score
 from convscope.model.types import ModelRecord
 
 INTEGRATION_RULES = ("gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid")
@@ -73,27 +73,27 @@ def _plain(context, record, batch, score, options, rectifier="plain"):  # type: 
 
 def gradient(context: MethodContext, record: ModelRecord, batch: np.ndarray, score: Score, options: AttributionOptions) -> AttributionResult:
     result = _plain(context, record, batch, score, options)
-    return AttributionResult("gradient", result.input, score, result.scores)
+    return AttributionResult("gradient", result.input, result.score, result.scores)
 
 
 def saliency(context: MethodContext, record: ModelRecord, batch: np.ndarray, score: Score, options: AttributionOptions) -> AttributionResult:
     result = _plain(context, record, batch, score, options)
-    return AttributionResult("saliency", np.abs(result.input).max(axis=channel_axis(record)), score, result.scores)
+    return AttributionResult("saliency", np.abs(result.input).max(axis=channel_axis(record)), result.score, result.scores)
 
 
 def input_x_gradient(context: MethodContext, record: ModelRecord, batch: np.ndarray, score: Score, options: AttributionOptions) -> AttributionResult:
     result = _plain(context, record, batch, score, options)
-    return AttributionResult("input_x_gradient", batch * result.input, score, result.scores)
+    return AttributionResult("input_x_gradient", batch * result.input, result.score, result.scores)
 
 
 def deconvnet(context: MethodContext, record: ModelRecord, batch: np.ndarray, score: Score, options: AttributionOptions) -> AttributionResult:
     result = _plain(context, record, batch, score, options, "deconvnet")
-    return AttributionResult("deconvnet", result.input, score, result.scores)
+    return AttributionResult("deconvnet", result.input, result.score, result.scores)
 
 
 def guided_backprop(context: MethodContext, record: ModelRecord, batch: np.ndarray, score: Score, options: AttributionOptions) -> AttributionResult:
     result = _plain(context, record, batch, score, options, "guided")
-    return AttributionResult("guided_backprop", result.input, score, result.scores)
+    return AttributionResult("guided_backprop", result.input, result.score, result.scores)
 
 
 def default_cam_layer(record: ModelRecord) -> str:
@@ -106,7 +106,7 @@ def default_cam_layer(record: ModelRecord) -> str:
     raise InvalidArgument("the model has no 4-D feature map for Grad-CAM; name one with `layer`")
 
 
-def _cam(context: MethodContext, record: ModelRecord, batch: np.ndarray, score: Score, layer: str) -> tuple[np.ndarray, np.ndarray]:
+def _cam(context: MethodContext, record: ModelRecord, batch: np.ndarray, score: Score, layer: str) -> tuple[np.ndarray, Gradients]:
     shape = record.layer(layer).shape
     if len(shape) != 4:
         raise InvalidArgument(f"Grad-CAM needs a 4-D feature map; {layer!r} has shape {list(shape)}")
@@ -115,7 +115,7 @@ def _cam(context: MethodContext, record: ModelRecord, batch: np.ndarray, score: 
     if channel_axis(record) == -1:
         activation, grad = activation.transpose(0, 3, 1, 2), grad.transpose(0, 3, 1, 2)
     weights = grad.mean(axis=(2, 3), keepdims=True)
-    return np.maximum((weights * activation).sum(axis=1), 0), result.scores
+    return np.maximum((weights * activation).sum(axis=1), 0), result
 
 
 def resize_maps(maps: np.ndarray, size: tuple[int, int], *, mode: str) -> np.ndarray:
@@ -131,18 +131,18 @@ def resize_maps(maps: np.ndarray, size: tuple[int, int], *, mode: str) -> np.nda
 
 def grad_cam(context: MethodContext, record: ModelRecord, batch: np.ndarray, score: Score, options: AttributionOptions) -> AttributionResult:
     layer = options.layer or default_cam_layer(record)
-    cam, scores = _cam(context, record, batch, score, layer)
+    cam, result = _cam(context, record, batch, score, layer)
     upsampled = resize_maps(cam, spatial_size(record, batch), mode="bilinear")
-    return AttributionResult("grad_cam", upsampled, score, scores, layer_map=cam, layer=layer)
+    return AttributionResult("grad_cam", upsampled, result.score, result.scores, layer_map=cam, layer=layer)
 
 
 def guided_grad_cam(context: MethodContext, record: ModelRecord, batch: np.ndarray, score: Score, options: AttributionOptions) -> AttributionResult:
     layer = options.layer or default_cam_layer(record)
-    cam, scores = _cam(context, record, batch, score, layer)
-    guided = _plain(context, record, batch, score, options, "guided").input
+    cam, result = _cam(context, record, batch, score, layer)
+    guided = _plain(context, record, batch, result.score, options, "guided").input  # the same targets
     upsampled = resize_maps(cam, spatial_size(record, batch), mode="nearest")
     upsampled = upsampled[:, None] if channel_axis(record) == 1 else upsampled[..., None]
-    return AttributionResult("guided_grad_cam", guided * upsampled, score, scores, layer_map=cam, layer=layer)
+    return AttributionResult("guided_grad_cam", guided * upsampled, result.score, result.scores, layer_map=cam, layer=layer)
 
 
 def integration_rule(rule: str, steps: int) -> tuple[np.ndarray, np.ndarray]:
@@ -267,5 +267,8 @@ def attribution(
         raise InvalidArgument(f"rectifiers must be 'all' or 'relu', not {options.rectifiers!r}")
     if options.integration not in INTEGRATION_RULES:
         raise InvalidArgument(f"integration must be one of {INTEGRATION_RULES}, not {options.integration!r}")
-    score = resolve_score(context, record, batch, output=options.output, target=options.target)
+    # Methods of one backward run find a default target inside it; integrated gradients and
+    # SmoothGrad need it first (it is the input's top entry, not each path point's or sample's).
+    one_run = method not in ("integrated_gradients", "smoothgrad")
+    score = resolve_score(context, record, batch, output=options.output, target=options.target, top_in_backward=one_run)
     return METHODS[method](context, record, batch, score, options)

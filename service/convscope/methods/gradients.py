@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from convscope.errors import InvalidArgument
-from convscope.graph.backward import grad_output_name, seed_input_name
+from convscope.graph.backward import grad_output_name, seed_input_name, top_target_name
 from convscope.methods.context import MethodContext
 from convscope.model.types import ModelRecord
 from convscope.runtime.graphs import BackwardGraph
@@ -27,33 +27,46 @@ BACKWARD_MEMORY_FACTOR = 3
 
 @dataclass(frozen=True)
 class Score:
-    """What is differentiated: ``tensor`` at flat index ``targets[n]`` for sample n."""
+    """What is differentiated: ``tensor`` at flat index ``targets[n]`` for sample n, or, with
+    ``targets`` None, at each sample's top-scoring entry, found inside the backward run."""
 
     tensor: str
-    targets: np.ndarray  # int64 [N]
+    targets: np.ndarray | None  # int64 [N]
 
     def tiled(self, times: int) -> Score:
         """The same targets for ``times`` stacked copies of the batch (IG steps, noise samples)."""
+        if self.targets is None:
+            raise ValueError("resolve the top targets before repeating a score")
         return Score(self.tensor, np.tile(self.targets, times))
 
 
 @dataclass(frozen=True)
 class Gradients:
     input: np.ndarray  # d score / d input, input-shaped
+    score: Score  # what was differentiated, targets resolved
     scores: np.ndarray  # [N] the score values
     wrt: dict[str, np.ndarray]  # gradients at intermediate tensors
     kept: dict[str, np.ndarray]  # forward values of intermediate tensors
 
 
 def resolve_score(
-    context: MethodContext, record: ModelRecord, batch: np.ndarray, *, output: str | None, target: int | Sequence[int] | None
+    context: MethodContext,
+    record: ModelRecord,
+    batch: np.ndarray,
+    *,
+    output: str | None,
+    target: int | Sequence[int] | None,
+    top_in_backward: bool = False,
 ) -> Score:
     """The tensor to score (default: the first model output) and a checked target per sample
-    (default: the top-scoring entry of each sample, found by a forward pass)."""
+    (default: the top-scoring entry of each sample, found by a forward pass — or, with
+    ``top_in_backward``, left for the one backward run to find)."""
     tensor = output or record.outputs[0].name
     size = int(np.prod(record.layer(tensor).shape[1:], dtype=np.int64))
     if size == 0 or not np.issubdtype(np.dtype(record.layer(tensor).dtype), np.floating):
         raise InvalidArgument(f"tensor {tensor!r} is not a float tensor with entries to score")
+    if target is None and top_in_backward:
+        return Score(tensor, None)
     if target is None:
         values = context.forward(record, batch, [tensor])[tensor]
         targets = values.reshape(len(batch), -1).argmax(axis=1)
@@ -97,22 +110,30 @@ def gradients(
         raise InvalidArgument(f"rectifiers must be one of {RECTIFIER_SCOPES}, not {rectifiers!r}")
     for name in (*wrt, *keep):
         record.layer(name)
+    top = score.targets is None
     spec = BackwardGraph(
         seeds=(score.tensor,),
         wrt=tuple(wrt),
         keep=tuple(dict.fromkeys((score.tensor, *keep))),
         rectifier=rectifier,
         rectifiers=rectifiers,
+        top_target=top,
     )
     input_name = record.input.name
     outputs = [grad_output_name(input_name), *spec.keep, *(grad_output_name(t) for t in wrt)]
-    feeds = {input_name: batch, seed_input_name(score.tensor): one_hot_seed(record, score, len(batch))}
+    feeds = {input_name: batch}
+    if top:
+        outputs.append(top_target_name(score.tensor))
+    else:
+        feeds[seed_input_name(score.tensor)] = one_hot_seed(record, score, len(batch))
     values = context.runtime.run_batched(
         record.id, spec, feeds, outputs, dynamic_batch=record.dynamic_batch, batch_size=backward_batch_size(context, record)
     )
-    scored = values[score.tensor].reshape(len(batch), -1)[np.arange(len(batch)), score.targets]
+    resolved = Score(score.tensor, values[top_target_name(score.tensor)].astype(np.int64)) if top else score
+    scored = values[score.tensor].reshape(len(batch), -1)[np.arange(len(batch)), resolved.targets]
     return Gradients(
         input=values[grad_output_name(input_name)],
+        score=resolved,
         scores=scored,
         wrt={t: values[grad_output_name(t)] for t in wrt},
         kept={t: values[t] for t in keep},

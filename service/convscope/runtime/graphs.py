@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import onnx
 
-from convscope.graph.backward import build_backward
+from convscope.graph.backward import build_backward, seed_top_entry
 from convscope.graph.expose import expose
 from convscope.graph.patch import stage_model, tail_model
 from convscope.graph.regions import StagePlan
@@ -43,11 +43,16 @@ class BackwardGraph:
     keep: tuple[str, ...] = ()
     rectifier: str = "plain"
     rectifiers: str = "all"
+    top_target: bool = False  # seed the (one) seed tensor's top entry in the graph itself
 
     def build(self, base: onnx.ModelProto) -> onnx.ModelProto:
-        return build_backward(
+        model = build_backward(
             base, self.seeds, wrt=self.wrt, keep=self.keep, rectifier=self.rectifier, rectifiers=self.rectifiers  # type: ignore[arg-type]
         )
+        if self.top_target:
+            (seed,) = self.seeds
+            model = seed_top_entry(model, seed)
+        return model
 
 
 @dataclass(frozen=True)

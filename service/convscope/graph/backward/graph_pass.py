@@ -429,3 +429,54 @@ def _prune(graph: onnx.GraphProto) -> None:
     value_info = [vi for vi in graph.value_info if vi.name in needed]
     del graph.value_info[:]
     graph.value_info.extend(value_info)
+
+
+def top_target_name(tensor: str) -> str:
+    """Name of the graph output holding, per sample, the flat index of ``tensor``'s top entry."""
+    return f"{tensor}__top"
+
+
+def seed_top_entry(model: onnx.ModelProto, tensor: str) -> onnx.ModelProto:
+    """``model`` (a backward graph seeded at ``tensor``) with the seed made in the graph: one-hot
+    at each sample's top-scoring entry of ``tensor`` (the first, on ties, as numpy's argmax), which
+    is also returned as ``top_target_name(tensor)`` (int64 [N]).
+
+    The default target then costs no forward pass of its own before the backward run."""
+    seed = seed_input_name(tensor)
+    graph = model.graph
+    declared = next((value for value in graph.input if value.name == seed), None)
+    if declared is None:
+        raise ValueError(f"{tensor!r} has no seed input in this backward graph")
+    elem_type = declared.type.tensor_type.elem_type
+
+    def name(suffix: str) -> str:
+        return f"{tensor}__top/{suffix}"
+
+    def const(suffix: str, value: np.ndarray) -> str:
+        graph.initializer.append(numpy_helper.from_array(value, name(suffix)))
+        return name(suffix)
+
+    flat_shape = const("flat_shape", np.array([0, -1], np.int64))
+    dtype = helper.tensor_dtype_to_np_dtype(elem_type)
+    nodes = [
+        helper.make_node("Reshape", [tensor, flat_shape], [name("flat")], name=name("flat")),
+        helper.make_node("ArgMax", [name("flat")], [top_target_name(tensor)], name=name("argmax"), axis=1, keepdims=0),
+        helper.make_node("Shape", [name("flat")], [name("flat_size")], name=name("flat_size"), start=1, end=2),
+        helper.make_node(
+            "OneHot", [top_target_name(tensor), name("flat_size"), const("off_on", np.array([0, 1], dtype))],
+            [name("one_hot")], name=name("one_hot"), axis=-1,
+        ),
+        helper.make_node("Shape", [tensor], [name("shape")], name=name("shape")),
+        helper.make_node("Reshape", [name("one_hot"), name("shape")], [seed], name=name("seed")),
+    ]
+    kept = [value for value in graph.input if value.name != seed]
+    del graph.input[:]
+    graph.input.extend(kept)
+    # Topological order: the seed's nodes after the forward node that makes ``tensor``, before
+    # the backward nodes that read the seed.
+    made_at = next(index for index, node in enumerate(graph.node) if tensor in node.output)
+    ordered = [*graph.node[: made_at + 1], *nodes, *graph.node[made_at + 1 :]]
+    del graph.node[:]
+    graph.node.extend(ordered)
+    graph.output.append(helper.make_tensor_value_info(top_target_name(tensor), onnx.TensorProto.INT64, ["batch"]))
+    return model
