@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -212,6 +213,49 @@ def test_job_events_come_in_order_and_cancel_between_batches(core):
     cancelled.set()
     with pytest.raises(Cancelled):
         next(job)
+
+
+class _SlowOddBatches:
+    """A context whose forward finishes batches out of order (odd ones take longer)."""
+
+    batch_budget_bytes = 1 << 30
+
+    def forward(self, record, batch, tensors, **options):  # type: ignore[no-untyped-def]
+        if int(batch[0, 0]) // 4 % 2:
+            time.sleep(0.05)
+        return {"t": batch.copy()}
+
+
+class _Layer:
+    sample_bytes = 4
+
+
+class _Record:
+    def layer(self, name):  # type: ignore[no-untyped-def]
+        return _Layer()
+
+
+class _Arrivals:
+    tensors = ("t",)
+    needs_pictures = False
+
+    def __init__(self) -> None:
+        self.order: list[int] = []
+
+    def add(self, samples, values):  # type: ignore[no-untyped-def]
+        assert [s.index for s in samples] == [int(v[0]) for v in values["t"]]
+        self.order.extend(s.index for s in samples)
+
+    def result(self):  # type: ignore[no-untyped-def]
+        return self.order
+
+
+def test_batches_run_side_by_side_but_reach_the_accumulator_in_stream_order():
+    stream = [Sample(i, i, np.full(1, i, np.float32), None) for i in range(40)]
+    arrivals = _Arrivals()
+    *events, order = dataset_jobs.run_job(_SlowOddBatches(), _Record(), arrivals, iter(stream), total=40, batch_size=4)
+    assert order == list(range(40))
+    assert events[-1].done == 40
 
 
 def test_images_and_tensors_mix_in_one_job_with_the_numbers_of_either_alone(core):

@@ -25,8 +25,12 @@ class MethodContext:
     runtime: Runtime
     batch_budget_bytes: int = DEFAULT_BATCH_BUDGET_BYTES
 
-    def forward(self, record: ModelRecord, batch: np.ndarray, tensors: Sequence[str]) -> dict[str, np.ndarray]:
-        """The named tensors for ``batch``, from the cheapest graph that has them, in memory-sized batches."""
+    def forward(
+        self, record: ModelRecord, batch: np.ndarray, tensors: Sequence[str], *, threads: int = 0, budget_share: int = 1
+    ) -> dict[str, np.ndarray]:
+        """The named tensors for ``batch``, from the cheapest graph that has them, in memory-sized
+        batches (``budget_share``: how many such calls run at once and share the budget);
+        ``threads``: onnxruntime's intra-op threads (0: one per core)."""
         spec = graph_for(set(tensors), {output.name for output in record.outputs})
         return self.runtime.run_batched(
             record.id,
@@ -34,5 +38,6 @@ class MethodContext:
             {record.input.name: batch},
             list(tensors),
             dynamic_batch=record.dynamic_batch,
-            batch_size=batch_size_for(record, tensors, self.batch_budget_bytes),
+            batch_size=batch_size_for(record, tensors, self.batch_budget_bytes // max(1, budget_share)),
+            threads=threads,
         )

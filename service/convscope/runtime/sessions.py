@@ -40,10 +40,10 @@ class Runtime:
         self._load_model = load_model
         self.budget_bytes = budget_bytes
         self.providers = tuple(providers) if providers else usable_providers()
-        self._sessions: OrderedDict[tuple[str, GraphSpec], tuple[ort.InferenceSession, int]] = OrderedDict()
+        self._sessions: OrderedDict[tuple[str, GraphSpec, int], tuple[ort.InferenceSession, int]] = OrderedDict()
         self._bases: OrderedDict[str, onnx.ModelProto] = OrderedDict()
         self._lock = threading.Lock()
-        self._building: dict[tuple[str, GraphSpec], threading.Lock] = {}
+        self._building: dict[tuple[str, GraphSpec, int], threading.Lock] = {}
 
     def base_graph(self, model_id: str, *, dynamic_batch: bool) -> onnx.ModelProto:
         """The stored model, with a symbolic batch when the store verified that it is safe."""
@@ -59,8 +59,9 @@ class Runtime:
                 self._bases.popitem(last=False)
         return base
 
-    def session(self, model_id: str, spec: GraphSpec, *, dynamic_batch: bool) -> ort.InferenceSession:
-        key = (model_id, spec)
+    def session(self, model_id: str, spec: GraphSpec, *, dynamic_batch: bool, threads: int = 0) -> ort.InferenceSession:
+        """The cached session for ``spec``; ``threads``: onnxruntime's intra-op threads (0: one per core)."""
+        key = (model_id, spec, threads)
         with self._lock:
             if key in self._sessions:
                 self._sessions.move_to_end(key)
@@ -78,7 +79,7 @@ class Runtime:
                     f"this graph needs about {cost / 2**20:.0f} MiB of session memory, over the server's "
                     f"budget of {self.budget_bytes / 2**20:.0f} MiB"
                 )
-            session = ort.InferenceSession(serialized, session_options(), providers=provider_settings(self.providers))
+            session = ort.InferenceSession(serialized, session_options(threads=threads), providers=provider_settings(self.providers))
             log.debug("session for %s %s built", model_id[:12], spec)
             with self._lock:
                 self._sessions[key] = (session, cost)
@@ -89,7 +90,7 @@ class Runtime:
     def _evict(self) -> None:
         total = sum(cost for _, cost in self._sessions.values())
         while total > self.budget_bytes and len(self._sessions) > 1:
-            (model_id, spec), (_, cost) = self._sessions.popitem(last=False)
+            (model_id, spec, _), (_, cost) = self._sessions.popitem(last=False)
             total -= cost
             log.debug("evicted session %s %s", model_id[:12], spec)
 
@@ -108,8 +109,9 @@ class Runtime:
         outputs: Sequence[str],
         *,
         dynamic_batch: bool,
+        threads: int = 0,
     ) -> dict[str, np.ndarray]:
-        session = self.session(model_id, spec, dynamic_batch=dynamic_batch)
+        session = self.session(model_id, spec, dynamic_batch=dynamic_batch, threads=threads)
         try:
             values = session.run(list(outputs), dict(feeds))
         except (ort.capi.onnxruntime_pybind11_state.InvalidArgument, ort.capi.onnxruntime_pybind11_state.Fail) as error:
@@ -126,11 +128,12 @@ class Runtime:
         *,
         dynamic_batch: bool,
         batch_size: int,
+        threads: int = 0,
     ) -> dict[str, np.ndarray]:
         """``run`` over slices of the batch axis of every feed, concatenated back."""
         parts: dict[str, list[np.ndarray]] = {name: [] for name in outputs}
         for chunk in iter_batches(feeds, batch_size if dynamic_batch else 1):
-            for name, value in self.run(model_id, spec, chunk, outputs, dynamic_batch=dynamic_batch).items():
+            for name, value in self.run(model_id, spec, chunk, outputs, dynamic_batch=dynamic_batch, threads=threads).items():
                 parts[name].append(value)
         return {name: np.concatenate(values) if len(values) > 1 else values[0] for name, values in parts.items()}
 
