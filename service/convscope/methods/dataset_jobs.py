@@ -10,7 +10,6 @@ reports each skipped item, checks for cancellation between batches, and ends wit
 from __future__ import annotations
 
 import functools
-import os
 import threading
 import time
 from collections import deque
@@ -25,7 +24,7 @@ import onnx
 from convscope.errors import Cancelled, InvalidArgument
 from convscope.graph.receptive_field import FieldMap, receptive_fields
 from convscope.methods.activations import all_zero_per_sample, resolve_layers
-from convscope.methods.context import MethodContext, batch_size_for
+from convscope.methods.context import INFERENCE_WORKERS, MethodContext, batch_size_for, worker_threads
 from convscope.methods.datasets import RunAhead, Sample, Skipped
 from convscope.methods.embedding import Embedding, EmbeddingResult, code_layer
 from convscope.methods.top_activations import TopActivations, TopActivationsResult
@@ -35,11 +34,6 @@ from convscope.runtime.inspect import probe_shape
 # Samples per inference call (fewer when the tensors a job needs would exceed the batch budget).
 JOB_BATCH = 32
 BATCHES_AHEAD = 2
-# Batches in flight at once, each on its own share of the cores.  One batch on all cores
-# stalls whenever a decoding thread preempts one of its intra-op threads (the others wait at
-# the op's barrier); two single-threaded runs on two cores do not, and decoding then fills the
-# gaps: a top-activations job went from 0.80x to 0.85x of plain inference (2 cores).
-INFERENCE_WORKERS = 2
 PROGRESS_SECONDS = 0.5
 
 
@@ -193,7 +187,7 @@ def run_job(
     cancelled = cancelled or threading.Event()
     tensors = accumulator.tensors
     batch_size = max(1, min(batch_size, batch_size_for(record, tensors, context.batch_budget_bytes // INFERENCE_WORKERS)))
-    threads = max(1, available_cores() // INFERENCE_WORKERS)
+    threads = worker_threads()
     start = time.monotonic()
     last_report = start
     done = skipped = 0
@@ -242,10 +236,6 @@ def run_job(
         raise InvalidArgument(f"the dataset gave no usable image ({skipped} skipped)")
     yield progress()
     yield accumulator.result()
-
-
-def available_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _batches(stream: Iterable[Sample | Skipped], size: int) -> Iterator[Skipped | tuple[list[Sample], np.ndarray]]:

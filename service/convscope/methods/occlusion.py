@@ -32,13 +32,15 @@ import enum
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
 from convscope.errors import InvalidArgument
-from convscope.methods.context import MethodContext
+from convscope.methods.context import INFERENCE_WORKERS, MethodContext, worker_threads
 from convscope.methods.inputs import ModelInput
 from convscope.model.types import ModelRecord
 from convscope.render import encode_png
@@ -208,33 +210,35 @@ class PlainEngine:
         self.spec = graph_for({output}, {o.name for o in record.outputs})
         self.nhwc = record.preprocessing.layout == "NHWC"
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
+    def run(self, batch: np.ndarray, *, threads: int = 0) -> np.ndarray:
         if self.nhwc:
             batch = np.ascontiguousarray(batch.transpose(0, 2, 3, 1))
         runtime = self.context.runtime
-        return runtime.run(self.record.id, self.spec, {self.record.input.name: batch}, [self.output], dynamic_batch=self.record.dynamic_batch)[self.output]
+        feeds = {self.record.input.name: batch}
+        return runtime.run(self.record.id, self.spec, feeds, [self.output], dynamic_batch=self.record.dynamic_batch, threads=threads)[self.output]
 
-    def __call__(self, positions: np.ndarray) -> np.ndarray:
+    def __call__(self, positions: np.ndarray, *, threads: int = 0) -> np.ndarray:
         _, grid_x = self.boxes.grid
         gy, gx = positions // grid_x, positions % grid_x
         rows, cols = np.arange(self.image.shape[1]), np.arange(self.image.shape[2])
         in_y = (rows[None, :] >= self.boxes.y0[gy][:, None]) & (rows[None, :] < self.boxes.y1[gy][:, None])
         in_x = (cols[None, :] >= self.boxes.x0[gx][:, None]) & (cols[None, :] < self.boxes.x1[gx][:, None])
         inside = (in_y[:, :, None] & in_x[:, None, :])[:, None]
-        return self.run(np.where(inside, self.fill[None], self.image[None]))
+        return self.run(np.where(inside, self.fill[None], self.image[None]), threads=threads)
 
 
 Evaluator = Callable[[np.ndarray], np.ndarray]
 
 
 def batch_size_for(context: MethodContext, record: ModelRecord, requested: int) -> int:
-    """Occluded copies per run: what the memory budget allows, capped at ``requested`` (or MAX_BATCH)."""
+    """Occluded copies per run: what the memory budget allows the ``INFERENCE_WORKERS`` runs in
+    flight, capped at ``requested`` (or MAX_BATCH)."""
     if not record.dynamic_batch:
         return 1
     largest = max((layer.sample_bytes for layer in record.layers), default=0)
     inputs = math.prod(abs(d) for d in record.input.shape[1:]) * np.dtype(record.input.dtype).itemsize
     per_sample = max(1, inputs + PEAK_TENSORS * largest)
-    fits = max(1, context.batch_budget_bytes // per_sample)
+    fits = max(1, context.batch_budget_bytes // INFERENCE_WORKERS // per_sample)
     return int(min(fits, requested or MAX_BATCH))
 
 
@@ -355,11 +359,26 @@ def occlusion(
     scores = np.empty((total, len(targets)), np.float64)
     started = time.perf_counter()
     yield OcclusionProgress(0, total)
-    for start in range(0, total, step):
-        positions = np.arange(start, min(start + step, total), dtype=np.int64)
-        scores[positions] = _scores(evaluate(positions), targets, softmax)
+    # INFERENCE_WORKERS batches at once: one runs onnxruntime while the other's numpy work
+    # (occluded copies, crops, splices) fills the gaps.  Closing this generator (a cancelled
+    # call) lets the running batches finish and starts no more.
+    running: deque[tuple[np.ndarray, Future[np.ndarray]]] = deque()
+
+    def finish_oldest() -> OcclusionProgress:
+        positions, future = running.popleft()
+        scores[positions] = _scores(future.result(), targets, softmax)
         log.debug("occlusion on %s: %d/%d positions (%s)", record.id[:12], positions[-1] + 1, total, engine_name)
-        yield OcclusionProgress(int(positions[-1]) + 1, total)
+        return OcclusionProgress(int(positions[-1]) + 1, total)
+
+    threads = worker_threads()
+    with ThreadPoolExecutor(INFERENCE_WORKERS, thread_name_prefix="convscope-occlusion") as pool:
+        for start in range(0, total, step):
+            positions = np.arange(start, min(start + step, total), dtype=np.int64)
+            running.append((positions, pool.submit(evaluate, positions, threads=threads)))
+            if len(running) == INFERENCE_WORKERS:
+                yield finish_oldest()
+        while running:
+            yield finish_oldest()
     log.info(
         "occlusion on %s: %d positions in %.2f s (%s engine, batches of %d)",
         record.id[:12], total, time.perf_counter() - started, engine_name, step,

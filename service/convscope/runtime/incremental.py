@@ -225,8 +225,9 @@ class IncrementalEngine:
     def mark_verified(self) -> None:
         self.geometry.verified = True
 
-    def __call__(self, positions: np.ndarray) -> np.ndarray:
-        """The model's ``output`` for the occluder at each flat grid position, [B, *output]."""
+    def __call__(self, positions: np.ndarray, *, threads: int = 0) -> np.ndarray:
+        """The model's ``output`` for the occluder at each flat grid position, [B, *output];
+        ``threads``: onnxruntime's intra-op threads (0: one per core)."""
         _, grid_x = self.boxes.grid
         gy, gx = positions // grid_x, positions % grid_x
         window: np.ndarray | None = None
@@ -244,7 +245,7 @@ class IncrementalEngine:
                 crops = np.where((in_y[:, :, None] & in_x[:, None, :])[:, None], fill, crops)
             else:
                 crops = _paste(crops, (top, left), window, anchors)
-            out = self.runtime.run(self.record.id, stage.spec, {plan.source: crops}, [plan.target], dynamic_batch=True)[plan.target]
+            out = self.runtime.run(self.record.id, stage.spec, {plan.source: crops}, [plan.target], dynamic_batch=True, threads=threads)[plan.target]
             if out.shape[2:] != plan.target_size:
                 raise RuntimeError(f"stage {plan.target!r} gave crops of {out.shape[2:]}, planned {plan.target_size}")
             anchors = (stage.windows[0][gy], stage.windows[1][gx])
@@ -255,4 +256,4 @@ class IncrementalEngine:
         full[:] = self.splice
         view = sliding_window_view(full, window.shape[2:], axis=(2, 3), writeable=True)
         view[np.arange(len(positions)), :, anchors[0], anchors[1]] = window
-        return self.runtime.run(self.record.id, self.tail, {self.tail.start: full}, [self.output], dynamic_batch=True)[self.output]
+        return self.runtime.run(self.record.id, self.tail, {self.tail.start: full}, [self.output], dynamic_batch=True, threads=threads)[self.output]
