@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
 from convscope.model.types import ModelRecord
 from convscope.runtime.graphs import graph_for
 from convscope.runtime.sessions import Runtime
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
 
 DEFAULT_BATCH_BUDGET_BYTES = 512 << 20
 # Batches in flight at once in long runs (dataset jobs, occlusion), each on its own share of the
@@ -30,6 +36,24 @@ def worker_threads() -> int:
     return max(1, available_cores() // INFERENCE_WORKERS)
 
 
+def in_flight(work: Callable[[Item], Result], items: Iterable[Item]) -> Iterator[tuple[Item, Result]]:
+    """``(item, work(item))`` for each item in order, ``INFERENCE_WORKERS`` items worked on at a
+    time on threads.  Closing the iterator lets the running items finish and starts no more."""
+    running: deque[tuple[Item, Future[Result]]] = deque()
+
+    def oldest() -> tuple[Item, Result]:
+        item, future = running.popleft()
+        return item, future.result()
+
+    with ThreadPoolExecutor(INFERENCE_WORKERS, thread_name_prefix="convscope-infer") as pool:
+        for item in items:
+            running.append((item, pool.submit(work, item)))
+            if len(running) == INFERENCE_WORKERS:
+                yield oldest()
+        while running:
+            yield oldest()
+
+
 def batch_size_for(record: ModelRecord, tensors: Sequence[str], budget_bytes: int) -> int:
     """How many samples fit the output budget, from the layer table's per-sample sizes."""
     per_sample = sum(record.layer(name).sample_bytes for name in tensors)
@@ -41,12 +65,9 @@ class MethodContext:
     runtime: Runtime
     batch_budget_bytes: int = DEFAULT_BATCH_BUDGET_BYTES
 
-    def forward(
-        self, record: ModelRecord, batch: np.ndarray, tensors: Sequence[str], *, threads: int = 0, budget_share: int = 1
-    ) -> dict[str, np.ndarray]:
+    def forward(self, record: ModelRecord, batch: np.ndarray, tensors: Sequence[str], *, threads: int = 0) -> dict[str, np.ndarray]:
         """The named tensors for ``batch``, from the cheapest graph that has them, in memory-sized
-        batches (``budget_share``: how many such calls run at once and share the budget);
-        ``threads``: onnxruntime's intra-op threads (0: one per core)."""
+        batches; ``threads``: onnxruntime's intra-op threads (0: one per core)."""
         spec = graph_for(set(tensors), {output.name for output in record.outputs})
         return self.runtime.run_batched(
             record.id,
@@ -54,6 +75,6 @@ class MethodContext:
             {record.input.name: batch},
             list(tensors),
             dynamic_batch=record.dynamic_batch,
-            batch_size=batch_size_for(record, tensors, self.batch_budget_bytes // max(1, budget_share)),
+            batch_size=batch_size_for(record, tensors, self.batch_budget_bytes),
             threads=threads,
         )

@@ -9,12 +9,10 @@ reports each skipped item, checks for cancellation between batches, and ends wit
 
 from __future__ import annotations
 
-import functools
+import contextlib
 import threading
 import time
-from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -24,7 +22,7 @@ import onnx
 from convscope.errors import Cancelled, InvalidArgument
 from convscope.graph.receptive_field import FieldMap, receptive_fields
 from convscope.methods.activations import all_zero_per_sample, resolve_layers
-from convscope.methods.context import INFERENCE_WORKERS, MethodContext, batch_size_for, worker_threads
+from convscope.methods.context import INFERENCE_WORKERS, MethodContext, batch_size_for, in_flight, worker_threads
 from convscope.methods.datasets import RunAhead, Sample, Skipped
 from convscope.methods.embedding import Embedding, EmbeddingResult, code_layer
 from convscope.methods.top_activations import TopActivations, TopActivationsResult
@@ -191,7 +189,6 @@ def run_job(
     start = time.monotonic()
     last_report = start
     done = skipped = 0
-    running: deque[tuple[list[Sample], Future[dict[str, np.ndarray]]]] = deque()
 
     def progress() -> Progress:
         seconds = time.monotonic() - start
@@ -200,36 +197,28 @@ def run_job(
         eta = None if left is None or rate <= 0 else left / rate
         return Progress(done, skipped, total, seconds, rate, eta)
 
-    def collect(keep: int) -> Iterator[Progress]:
-        """Hand finished batches to the accumulator in stream order, leaving ``keep`` running."""
-        nonlocal done, last_report
-        while len(running) > keep:
-            samples, future = running.popleft()
-            accumulator.add(samples, future.result())
-            done += len(samples)
-            now = time.monotonic()
-            if done <= len(samples) or now - last_report >= PROGRESS_SECONDS:  # the first batch, then twice a second
-                last_report = now
-                yield progress()
+    def infer(entry: Skipped | tuple[list[Sample], np.ndarray]) -> dict[str, np.ndarray] | None:
+        return None if isinstance(entry, Skipped) else context.forward(record, entry[1], tensors, threads=threads)
 
     ahead = RunAhead(_batches(stream, batch_size), depth=BATCHES_AHEAD, cancelled=cancelled)
-    pool = ThreadPoolExecutor(INFERENCE_WORKERS, thread_name_prefix="convscope-infer")
     try:
-        for entry in ahead:
-            if cancelled.is_set():
-                raise Cancelled("the job was cancelled")
-            if isinstance(entry, Skipped):
-                skipped += 1
-                yield entry
-                continue
-            samples, batch = entry
-            work = functools.partial(context.forward, threads=threads, budget_share=INFERENCE_WORKERS)
-            running.append((samples, pool.submit(work, record, batch, tensors)))
-            yield from collect(INFERENCE_WORKERS - 1)
-        yield from collect(0)
+        with contextlib.closing(in_flight(infer, ahead)) as results:
+            for entry, values in results:
+                if cancelled.is_set():
+                    raise Cancelled("the job was cancelled")
+                if isinstance(entry, Skipped):
+                    skipped += 1
+                    yield entry
+                    continue
+                samples = entry[0]
+                accumulator.add(samples, values)
+                done += len(samples)
+                now = time.monotonic()
+                if done <= len(samples) or now - last_report >= PROGRESS_SECONDS:  # the first batch, then twice a second
+                    last_report = now
+                    yield progress()
     finally:
         ahead.close()
-        pool.shutdown(wait=True, cancel_futures=True)
     if cancelled.is_set():
         raise Cancelled("the job was cancelled")
     if done == 0:

@@ -28,19 +28,18 @@ for, so a caller cancels by no longer asking (and closing the generator frees th
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
 import math
 import time
-from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
 from convscope.errors import InvalidArgument
-from convscope.methods.context import INFERENCE_WORKERS, MethodContext, worker_threads
+from convscope.methods.context import INFERENCE_WORKERS, MethodContext, in_flight, worker_threads
 from convscope.methods.inputs import ModelInput
 from convscope.model.types import ModelRecord
 from convscope.render import encode_png
@@ -362,23 +361,13 @@ def occlusion(
     # INFERENCE_WORKERS batches at once: one runs onnxruntime while the other's numpy work
     # (occluded copies, crops, splices) fills the gaps.  Closing this generator (a cancelled
     # call) lets the running batches finish and starts no more.
-    running: deque[tuple[np.ndarray, Future[np.ndarray]]] = deque()
-
-    def finish_oldest() -> OcclusionProgress:
-        positions, future = running.popleft()
-        scores[positions] = _scores(future.result(), targets, softmax)
-        log.debug("occlusion on %s: %d/%d positions (%s)", record.id[:12], positions[-1] + 1, total, engine_name)
-        return OcclusionProgress(int(positions[-1]) + 1, total)
-
     threads = worker_threads()
-    with ThreadPoolExecutor(INFERENCE_WORKERS, thread_name_prefix="convscope-occlusion") as pool:
-        for start in range(0, total, step):
-            positions = np.arange(start, min(start + step, total), dtype=np.int64)
-            running.append((positions, pool.submit(evaluate, positions, threads=threads)))
-            if len(running) == INFERENCE_WORKERS:
-                yield finish_oldest()
-        while running:
-            yield finish_oldest()
+    batches = (np.arange(start, min(start + step, total), dtype=np.int64) for start in range(0, total, step))
+    with contextlib.closing(in_flight(lambda positions: evaluate(positions, threads=threads), batches)) as results:
+        for positions, raw in results:
+            scores[positions] = _scores(raw, targets, softmax)
+            log.debug("occlusion on %s: %d/%d positions (%s)", record.id[:12], positions[-1] + 1, total, engine_name)
+            yield OcclusionProgress(int(positions[-1]) + 1, total)
     log.info(
         "occlusion on %s: %d positions in %.2f s (%s engine, batches of %d)",
         record.id[:12], total, time.perf_counter() - started, engine_name, step,
