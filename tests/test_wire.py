@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from convscope_client._proto import convscope_pb2 as pb
 from convscope_client.inputs import fill_tensor, from_tensor
-from convscope_client.wire import ActivationFrame, decode_activation, encode_activation
+from convscope_client.wire import ACTIVATION_VALUE, ActivationFrame, _varint, decode_activation, encode_activation
 
 ARRAYS = {
     "float32 map": np.random.default_rng(0).standard_normal((2, 3, 5, 7)).astype(np.float32),
@@ -81,6 +81,18 @@ def test_a_value_split_over_two_fields_is_merged_as_protobuf_does() -> None:
     message, value = decode_activation(header(True).SerializeToString() + meta + data)
     assert message == header(True)
     assert np.array_equal(value, array)
+
+
+def test_a_repeated_data_field_keeps_the_last_as_protobuf_does() -> None:
+    array = ARRAYS["float32 map"]
+    stale = pb.Tensor(dtype="float32", shape=array.shape, data=bytes(array.nbytes)).SerializeToString()
+    tensor = stale + pb.Tensor(data=array.tobytes()).SerializeToString()  # one Tensor, data twice
+    value = bytes([ACTIVATION_VALUE << 3 | 2]) + _varint(len(tensor)) + tensor
+    wire = header(False).SerializeToString() + value
+    assert np.array_equal(from_tensor(pb.Activation.FromString(wire).value), array)
+    message, decoded = decode_activation(wire)
+    assert message == header(False)
+    assert np.array_equal(decoded, array)
 
 
 def test_truncated_messages_are_refused() -> None:

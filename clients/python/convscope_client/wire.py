@@ -88,47 +88,42 @@ def encode_activation(frame: ActivationFrame) -> bytes:
 def decode_activation(wire: bytes) -> tuple[pb.Activation, np.ndarray | None]:
     """The Activation without its tensor, and the tensor as a writable array (one copy)."""
     buffer = memoryview(wire)
-    others: list[memoryview] = []
-    value: tuple[int, int] | None = None
-    position = 0
-    while position < len(buffer):
-        key, after_key = _read_varint(buffer, position)
-        start, end = _field_end(buffer, key & 7, after_key)
-        if end > len(buffer):
-            raise ValueError("truncated field in an Activation message")
-        if key >> 3 == ACTIVATION_VALUE and key & 7 == LENGTH_DELIMITED and value is None:
-            value = (start, end)
-        elif key >> 3 == ACTIVATION_VALUE:  # a split value: let protobuf merge it
-            message = pb.Activation.FromString(wire)
-            array = from_tensor(message.value)
-            message.ClearField("value")
-            return message, array
-        else:
-            others.append(buffer[position:end])
-        position = end
-    message = pb.Activation.FromString(b"".join(others))
-    return message, _tensor(buffer, *value) if value is not None else None
-
-
-def _tensor(buffer: memoryview, start: int, end: int) -> np.ndarray:
-    meta: list[memoryview] = []
-    data: tuple[int, int] | None = None
-    position = start
-    while position < end:
-        key, after_key = _read_varint(buffer, position)
-        field_start, field_end = _field_end(buffer, key & 7, after_key)
-        if key >> 3 == TENSOR_DATA and key & 7 == LENGTH_DELIMITED and data is None:
-            data = (field_start, field_end)
-        else:
-            meta.append(buffer[position:field_end])
-        position = field_end
-    if position != end:
-        raise ValueError("a Tensor field runs past the end of its Activation.value")
-    tensor = pb.Tensor.FromString(b"".join(meta))
+    value, rest, merged = _split(buffer, 0, len(buffer), ACTIVATION_VALUE)
+    data, meta, merged_data = _split(buffer, *value, TENSOR_DATA) if value else (None, b"", False)
+    if merged or merged_data:  # a field sent in parts: protobuf merges them
+        message = pb.Activation.FromString(wire)
+        array = from_tensor(message.value)
+        message.ClearField("value")
+        return message, array
+    message = pb.Activation.FromString(rest)
+    if value is None:
+        return message, None
+    tensor = pb.Tensor.FromString(meta)
     if data is None:
-        return from_tensor(tensor)
+        return message, from_tensor(tensor)
     dtype = np.dtype(tensor.dtype)
     count = (data[1] - data[0]) // max(dtype.itemsize, 1)
     flat = np.frombuffer(buffer, dtype=dtype.newbyteorder("<"), count=count, offset=data[0])
-    return flat.astype(dtype).reshape(tuple(tensor.shape))
+    return message, flat.astype(dtype).reshape(tuple(tensor.shape))
 
+
+def _split(buffer: memoryview, start: int, end: int, field: int) -> tuple[tuple[int, int] | None, bytes, bool]:
+    """For the message in ``buffer[start:end]``: where the payload of length-delimited ``field``
+    lies, the bytes of every other field, and whether ``field`` comes more than once (or in
+    another wire type), when only protobuf's own parsing gives the merged value."""
+    span: tuple[int, int] | None = None
+    others: list[memoryview] = []
+    merged = False
+    position = start
+    while position < end:
+        key, after_key = _read_varint(buffer, position)
+        payload_start, field_end = _field_end(buffer, key & 7, after_key)
+        if field_end > end:
+            raise ValueError("truncated field in an Activation message")
+        if key >> 3 == field:
+            merged = merged or span is not None or key & 7 != LENGTH_DELIMITED
+            span = (payload_start, field_end)
+        else:
+            others.append(buffer[position:field_end])
+        position = field_end
+    return span, b"".join(others), merged
