@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from convscope.methods.context import available_cores
 from convscope.runtime.providers import provider_settings, session_options, usable_providers
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -34,16 +35,11 @@ def median_seconds(work: Callable[[], object], *, repeats: int = 7, warmup: int 
 def write_results(name: str, results: dict[str, object]) -> Path:
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{name}.json"
-    payload = {"machine": {"python": platform.python_version(), "processor": platform.processor(), "cpus": _cpus()}, **results}
+    payload = {"machine": {"python": platform.python_version(), "processor": platform.processor(), "cpus": available_cores()}, **results}
     path.write_text(json.dumps(payload, indent=2))
     print(f"wrote {path}")
     return path
 
-
-def _cpus() -> int:
-    import os
-
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def interleaved(works: dict[str, Callable[[], object]], *, repeats: int,

@@ -42,6 +42,7 @@ from torch import nn
 
 from benchmarks import _twins
 from benchmarks._common import interleaved_medians, median_seconds, op_profile, write_results
+from benchmarks.gradients import torch_gradient
 from convscope.core import Convscope
 from convscope.graph.backward import build_backward, grad_output_name, seed_input_name
 from convscope.methods.attribution import AttributionOptions
@@ -63,15 +64,6 @@ torch.backends.cuda.matmul.allow_tf32 = False
 def relative_l2(got: np.ndarray, want: np.ndarray) -> float:
     got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
     return float(np.linalg.norm(got - want) / max(np.linalg.norm(want), 1e-30))
-
-
-def torch_gradient(net: nn.Module, x: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    inp = torch.from_numpy(x).to(DEVICE).requires_grad_(True)
-    out = net(inp)
-    seed = torch.zeros_like(out)
-    seed[torch.arange(len(x)), torch.from_numpy(targets).to(DEVICE)] = 1
-    out.backward(seed)
-    return inp.grad.cpu().numpy()  # the copy back synchronizes, as ours returns host arrays
 
 
 def occlusion_positions(core: Convscope, model_id: str, model_input, engine: str) -> OcclusionResult:
@@ -124,7 +116,7 @@ def check_model(
             "layers_compared": len(layer_errors),
             "activations_cuda_vs_cpu_worst_rel_l2": max(layer_errors),
             "gradient_cuda_vs_cpu_rel_l2": relative_l2(gradient, attribution(cpu, on_cpu, cpu_input, "gradient")),
-            "gradient_vs_torch_rel_l2": relative_l2(gradient, torch_gradient(net, batch, targets)),
+            "gradient_vs_torch_rel_l2": relative_l2(gradient, torch_gradient(net, batch, targets, DEVICE)),
             "guided_backprop_vs_captum_rel_l2": relative_l2(guided, captum_guided),
             "integrated_gradients_vs_captum_rel_l2": relative_l2(ig, captum_ig),
             "occlusion_cuda_vs_cpu_rel_l2": relative_l2(cuda_positions, occlusion_positions(cpu, on_cpu.id, cpu_input, "batched").positions),
@@ -148,9 +140,9 @@ def check_model(
                 "activations_one_layer": lambda: gpu.activations(on_gpu.id, gpu_input, one_layer, statistics=False),
                 "activations_all_layers": lambda: gpu.activations(on_gpu.id, gpu_input, None, statistics=False),
                 "gradient_batch1": lambda: attribution(gpu, on_gpu, gpu_input, "gradient"),
-                "torch_autograd_batch1": lambda: torch_gradient(net, batch, targets),
+                "torch_autograd_batch1": lambda: torch_gradient(net, batch, targets, DEVICE),
                 "gradient_batch8": lambda: gpu.attribution(on_gpu.id, input8, "gradient", options8, render=False),
-                "torch_autograd_batch8": lambda: torch_gradient(net, batch8, targets8),
+                "torch_autograd_batch8": lambda: torch_gradient(net, batch8, targets8, DEVICE),
                 "integrated_gradients_50": lambda: gpu.attribution(on_gpu.id, gpu_input, "integrated_gradients", ig_options, render=False),
                 "captum_integrated_gradients_50": lambda: IntegratedGradients(net).attribute(
                     x, target=target, n_steps=IG_STEPS, internal_batch_size=IG_STEPS

@@ -64,14 +64,16 @@ def efficientnet_lite0() -> tuple[nn.Module, bytes]:
 # -- the peers ------------------------------------------------------------------------------
 
 
-def torch_gradient(net: nn.Module, x: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    inp = torch.from_numpy(x).requires_grad_(True)
+def torch_gradient(net: nn.Module, x: np.ndarray, targets: np.ndarray, device: torch.device | str = "cpu") -> np.ndarray:
+    """d logits[n, targets[n]] / d x by torch autograd, ``net`` and the work on ``device``; the
+    result comes back to the host (on a GPU the copy synchronizes, as ours returns host arrays)."""
+    inp = torch.from_numpy(x).to(device).requires_grad_(True)
     out = net(inp)
     seed = torch.zeros_like(out)
-    seed[torch.arange(len(x)), torch.from_numpy(targets)] = 1
+    seed[torch.arange(len(x)), torch.from_numpy(targets).to(device)] = 1
     out.backward(seed)
     assert inp.grad is not None
-    return inp.grad.numpy()
+    return inp.grad.cpu().numpy()
 
 
 def captum_ig(net: nn.Module, x: np.ndarray, targets: np.ndarray) -> np.ndarray:

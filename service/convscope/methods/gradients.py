@@ -88,7 +88,7 @@ def one_hot_seed(record: ModelRecord, score: Score, count: int) -> np.ndarray:
 
 
 def backward_batch_size(context: MethodContext, record: ModelRecord) -> int:
-    per_sample = sum(int(np.prod(layer.shape)) * np.dtype(layer.dtype).itemsize for layer in record.layers)
+    per_sample = sum(layer.sample_bytes for layer in record.layers)
     return max(1, context.batch_budget_bytes // max(1, per_sample * BACKWARD_MEMORY_FACTOR))
 
 
