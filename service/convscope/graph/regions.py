@@ -25,7 +25,7 @@ builds the stage and tail models from the plans; ``runtime/incremental.py`` runs
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -394,32 +394,35 @@ def _stage_nodes(path: EarlyPath, source: str, target: str) -> list[int]:
     return sorted(path.ancestors[target] - path.ancestors[source])
 
 
-def _stride(path: EarlyPath, nodes: Sequence[int], source: str, target: str, axis: int) -> int:
-    strides = {source: 1}
+def _along(
+    path: EarlyPath, nodes: Sequence[int], source: str, start: int, window: Callable[[LocalNode, int], int], disagree: str
+) -> dict[str, int]:
+    """A per-tensor number carried from ``source`` (``start``) through the stage's ``nodes``:
+    mapped by ``window(node, number)`` at sliding-window ops, unchanged elsewhere; branches that
+    meet must agree (``disagree`` says how they differed)."""
+    values = {source: start}
     for index in nodes:
         item = path.nodes[index]
-        found = {strides[name] for _, name in item.data_inputs}
+        found = {values[name] for _, name in item.data_inputs}
         if len(found) != 1:
-            raise PlanError(f"branches meeting at {item.label!r} move with different strides")
-        step = found.pop()
-        strides[item.output] = step * item.axes[axis].stride if item.axes is not None else step
-    return strides[target]
+            raise PlanError(f"branches meeting at {item.label!r} {disagree}")
+        value = found.pop()
+        values[item.output] = window(item, value) if item.axes is not None else value
+    return values
+
+
+def _stride(path: EarlyPath, nodes: Sequence[int], source: str, target: str, axis: int) -> int:
+    return _along(path, nodes, source, 1, lambda item, step: step * item.axes[axis].stride, "move with different strides")[target]
 
 
 def _crop_sizes(path: EarlyPath, nodes: Sequence[int], source: str, axis: int, length: int) -> dict[str, int]:
-    sizes = {source: length}
-    for index in nodes:
-        item = path.nodes[index]
-        found = {sizes[name] for _, name in item.data_inputs}
-        if len(found) != 1:
-            raise PlanError(f"crops meeting at {item.label!r} differ in size")
-        size = found.pop()
-        if item.axes is not None:
-            size = item.axes[axis].output_size(size)
+    def window(item: LocalNode, size: int) -> int:
+        size = item.axes[axis].output_size(size)
         if size < 1:
             raise PlanError(f"a crop of {length} is too small for {item.label!r}")
-        sizes[item.output] = size
-    return sizes
+        return size
+
+    return _along(path, nodes, source, length, window, "differ in crop size")
 
 
 def _exact(
