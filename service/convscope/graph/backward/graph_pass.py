@@ -439,7 +439,8 @@ def top_target_name(tensor: str) -> str:
 def seed_top_entry(model: onnx.ModelProto, tensor: str) -> onnx.ModelProto:
     """``model`` (a backward graph seeded at ``tensor``) with the seed made in the graph: one-hot
     at each sample's top-scoring entry of ``tensor`` (the first, on ties, as numpy's argmax), which
-    is also returned as ``top_target_name(tensor)`` (int64 [N]).
+    is also returned as ``top_target_name(tensor)`` (int64 [N]).  Unlike the other passes it
+    changes ``model`` in place: it gets build_backward's fresh copy, not worth copying again.
 
     The default target then costs no forward pass of its own before the backward run."""
     seed = seed_input_name(tensor)
