@@ -81,7 +81,7 @@ def main() -> None:
                             "one_layer_grpc": lambda: client.activations(info.id, batch, layers=one_layer),
                             "raw_grpc_transfer_one_layer": transfer_one,
                         },
-                        repeats=40,
+                        repeats=150,
                     )
                     every = interleaved(
                         {
@@ -91,7 +91,7 @@ def main() -> None:
                             "all_layers_grpc": lambda: client.activations(info.id, batch),
                             "raw_grpc_transfer_all_layers": transfer_all,
                         },
-                        repeats=12,
+                        repeats=30,
                     )
         finally:
             running.stop(grace=1)

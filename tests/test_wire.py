@@ -1,5 +1,5 @@
-"""convscope_client.wire: Activation messages written and read with one copy of the tensor bytes
-must be the same protobuf messages the generated code writes and reads."""
+"""convscope_client.wire: Activations requests and responses written and read with one copy of
+the tensor bytes must be the same protobuf messages the generated code writes and reads."""
 
 from __future__ import annotations
 
@@ -7,7 +7,20 @@ import numpy as np
 import pytest
 from convscope_client._proto import convscope_pb2 as pb
 from convscope_client.inputs import fill_tensor, from_tensor
-from convscope_client.wire import ACTIVATION_VALUE, ActivationFrame, _varint, decode_activation, encode_activation
+from convscope_client.wire import (
+    ACTIVATION_VALUE,
+    INPUT_TENSOR,
+    REQUEST_INPUT,
+    TENSOR_DATA,
+    TENSOR_DTYPE,
+    TENSOR_SHAPE,
+    ActivationFrame,
+    ActivationsRequestFrame,
+    _varint,
+    decode_activation,
+    encode_activation,
+    encode_activations_request,
+)
 
 ARRAYS = {
     "float32 map": np.random.default_rng(0).standard_normal((2, 3, 5, 7)).astype(np.float32),
@@ -99,3 +112,35 @@ def test_truncated_messages_are_refused() -> None:
     wire = encode_activation(ActivationFrame(header(False), ARRAYS["float32 map"]))
     with pytest.raises(ValueError, match="truncated"):
         decode_activation(wire[:-3])
+
+
+def test_field_numbers_are_the_protos() -> None:
+    fields = {
+        (pb.Activation, "value"): ACTIVATION_VALUE,
+        (pb.ActivationsRequest, "input"): REQUEST_INPUT,
+        (pb.Input, "tensor"): INPUT_TENSOR,
+        (pb.Tensor, "dtype"): TENSOR_DTYPE,
+        (pb.Tensor, "shape"): TENSOR_SHAPE,
+        (pb.Tensor, "data"): TENSOR_DATA,
+    }
+    for (message, name), number in fields.items():
+        assert message.DESCRIPTOR.fields_by_name[name].number == number
+
+
+def request_head() -> pb.ActivationsRequest:
+    return pb.ActivationsRequest(model_id="0" * 64, layers=["a", "b/c"], render=True, omit_statistics=True)
+
+
+@pytest.mark.parametrize("name", list(ARRAYS))
+def test_encoded_request_is_the_generated_request(name: str) -> None:
+    array = ARRAYS[name]
+    expected = request_head()
+    fill_tensor(expected.input.tensor, array)
+    wire = encode_activations_request(ActivationsRequestFrame(request_head(), array))
+    assert pb.ActivationsRequest.FromString(wire) == expected
+
+
+def test_a_request_of_images_is_serialized_as_it_is() -> None:
+    request = request_head()
+    request.input.images.images[:] = [b"\x89PNG one", b"\xff\xd8 two"]
+    assert encode_activations_request(ActivationsRequestFrame(request, None)) == request.SerializeToString()

@@ -15,8 +15,8 @@ from convscope_client._proto import convscope_pb2_grpc as pb_grpc
 from convscope_client import jobs
 from convscope_client.errors import ConvscopeError
 from convscope_client.jobs import Dataset, ProgressCallback
-from convscope_client.inputs import Inputs, fill_tensor, from_tensor, to_input, to_tensor
-from convscope_client.wire import decode_activation
+from convscope_client.inputs import Inputs, fill_input, fill_tensor, from_tensor, input_array
+from convscope_client.wire import ActivationsRequestFrame, decode_activation, encode_activations_request
 from convscope_client.types import (
     Activation,
     Attribution,
@@ -101,9 +101,9 @@ class Client:
             ],
         )
         self._stub = pb_grpc.ConvscopeStub(self._channel)
-        # The stub's Activations, decoded with the tensor bytes copied once (see wire.py).
+        # The stub's Activations, with the tensor bytes copied once each way (see wire.py).
         self._activations = self._channel.unary_stream(
-            ACTIVATIONS_METHOD, request_serializer=pb.ActivationsRequest.SerializeToString, response_deserializer=decode_activation
+            ACTIVATIONS_METHOD, request_serializer=encode_activations_request, response_deserializer=decode_activation
         )
 
     def __enter__(self) -> Client:
@@ -188,13 +188,16 @@ class Client:
         """Activations with per-channel statistics and (``render=True``) PNG grids of the channel maps."""
         request = pb.ActivationsRequest(
             model_id=model_id,
-            input=to_input(inputs),
             layers=list(layers or ()),
             render=render,
             omit_values=not values,
             omit_statistics=not statistics,
         )
-        response = self._call(lambda *args, **kwargs: list(self._activations(*args, **kwargs)), request, timeout)
+        array = input_array(inputs)
+        if array is None:
+            fill_input(request.input, inputs)
+        frame = ActivationsRequestFrame(request, array)
+        response = self._call(lambda *args, **kwargs: list(self._activations(*args, **kwargs)), frame, timeout)
         return [
             Activation(
                 tensor=a.tensor,
@@ -375,14 +378,12 @@ class Client:
             raise ValueError(f"rectifiers must be 'all' or 'relu', not {rectifiers!r}")
         request = pb.AttributionRequest(
             model_id=model_id,
-            input=to_input(inputs),
             method=method,
             has_target=target is not None,
             target=target or 0,
             output=output or "",
             layer=layer or "",
             steps=steps,
-            baseline=to_tensor(np.asarray(baseline, dtype=np.float32) if np.isscalar(baseline) else np.asarray(baseline)),
             samples=samples,
             noise=noise,
             seed=seed,
@@ -390,6 +391,8 @@ class Client:
             integration=integration,
             render=render,
         )
+        fill_input(request.input, inputs)
+        fill_tensor(request.baseline, np.asarray(baseline, dtype=np.float32) if np.isscalar(baseline) else np.asarray(baseline))
         response = self._call(self._stub.Attribution, request, timeout)
         return Attribution(
             method=method,
@@ -430,7 +433,6 @@ class Client:
         """
         request = pb.OcclusionRequest(
             model_id=model_id,
-            input=to_input(inputs),
             targets=[] if target is None else [int(t) for t in np.atleast_1d(target)],
             output=output or "",
             window=list(window),
@@ -439,6 +441,7 @@ class Client:
             engine=engine,
             batch_size=batch_size,
         )
+        fill_input(request.input, inputs)
         if isinstance(fill, str):
             request.fill_mode = fill
         else:

@@ -47,11 +47,20 @@ def _image_bytes(item: ImageLike) -> bytes:
     raise TypeError(f"cannot send {type(item).__name__} as an image: pass a path, bytes, a PIL image or a numpy array")
 
 
-def to_input(inputs: Inputs) -> pb.Input:
-    """numpy arrays go as raw tensors (used exactly as given, .npy paths too); images as encoded bytes."""
-    if isinstance(inputs, np.ndarray):
-        return pb.Input(tensor=to_tensor(inputs))
+def input_array(inputs: Inputs) -> np.ndarray | None:
+    """The array when ``inputs`` go as a raw tensor (a numpy array, or a .npy path), else None."""
     if isinstance(inputs, (str, os.PathLike)) and str(inputs).endswith(".npy"):
-        return pb.Input(tensor=to_tensor(np.load(inputs)))
+        return np.load(inputs)
+    return inputs if isinstance(inputs, np.ndarray) else None
+
+
+def fill_input(message: pb.Input, inputs: Inputs) -> None:
+    """Write ``inputs`` into a request's Input in place (a built Input assigned to the request
+    would be copied whole once more): arrays go as raw tensors, used exactly as given; images
+    as encoded bytes."""
+    array = input_array(inputs)
+    if array is not None:
+        fill_tensor(message.tensor, array)
+        return
     items = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
-    return pb.Input(images=pb.ImageBatch(images=[_image_bytes(item) for item in items]))
+    message.images.images[:] = [_image_bytes(item) for item in items]

@@ -1,4 +1,5 @@
-"""Activation messages whose tensor bytes are copied once on each side, not three or four times.
+"""Activations requests and responses whose tensor bytes are copied once on each side, not three
+or four times.
 
 An all-layers Activations response carries tens of MB.  Through the generated protobuf code the
 server copies each tensor to ``bytes``, into the message and again when serializing; the client
@@ -6,7 +7,8 @@ copies on parsing, on reading ``value.data`` and on converting to numpy — on a
 that was most of the call.  Both ends here speak standard protobuf wire format (any other client
 parses these messages with its generated code); they only move the one large field,
 ``Activation.value.data``, as a raw buffer: written after the rest of the message, read as a
-slice of the received bytes.
+slice of the received bytes.  The request's input tensor is written the same way: on a one-layer
+call the request's own copies cost as much as the response's.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from convscope_client._proto import convscope_pb2 as pb
 from convscope_client.inputs import from_tensor
 
 ACTIVATION_VALUE = 2  # field number of Activation.value
+REQUEST_INPUT, INPUT_TENSOR = 2, 1  # field numbers of ActivationsRequest.input and Input.tensor
 TENSOR_DTYPE, TENSOR_SHAPE, TENSOR_DATA = 1, 2, 3  # field numbers in Tensor
 VARINT, FIXED64, LENGTH_DELIMITED, FIXED32 = 0, 1, 2, 5  # protobuf wire types
 
@@ -29,6 +32,15 @@ class ActivationFrame:
 
     message: pb.Activation
     value: np.ndarray | None
+
+
+@dataclass(frozen=True)
+class ActivationsRequestFrame:
+    """An ActivationsRequest whose input is ``input_tensor`` when that is set (``message``
+    leaves its input unset then), or the images in ``message``."""
+
+    message: pb.ActivationsRequest
+    input_tensor: np.ndarray | None
 
 
 def _varint(number: int) -> bytes:
@@ -71,18 +83,37 @@ def _field_end(buffer: memoryview, wire_type: int, position: int) -> tuple[int, 
     raise ValueError(f"unsupported protobuf wire type {wire_type} in an Activation message")
 
 
+def _tensor_field(path: tuple[int, ...], array: np.ndarray) -> list[bytes | np.ndarray]:
+    """The parts of a serialized field at ``path`` (field numbers, outermost first) holding
+    ``array`` as a Tensor; joined after the rest of its message, the array's bytes are copied
+    once, into the result."""
+    array = np.asarray(array, order="C")  # keeps 0-d arrays 0-d, unlike ascontiguousarray
+    little_endian = array.astype(array.dtype.newbyteorder("<"), copy=False)
+    meta = pb.Tensor(dtype=str(array.dtype), shape=array.shape).SerializeToString()
+    data_header = _key(TENSOR_DATA, LENGTH_DELIMITED) + _varint(array.nbytes)
+    length = len(meta) + len(data_header) + array.nbytes
+    headers: list[bytes] = []
+    for field in reversed(path):
+        header = _key(field, LENGTH_DELIMITED) + _varint(length)
+        headers.insert(0, header)
+        length += len(header)
+    return [*headers, meta, data_header, little_endian.reshape(-1).view(np.uint8)]
+
+
 def encode_activation(frame: ActivationFrame) -> bytes:
     """The serialized Activation, with the tensor's bytes copied once (into the result)."""
     head = frame.message.SerializeToString()
     if frame.value is None:
         return head
-    array = np.asarray(frame.value, order="C")  # keeps 0-d arrays 0-d, unlike ascontiguousarray
-    little_endian = array.astype(array.dtype.newbyteorder("<"), copy=False)
-    meta = pb.Tensor(dtype=str(array.dtype), shape=array.shape).SerializeToString()
-    data_header = _key(TENSOR_DATA, LENGTH_DELIMITED) + _varint(array.nbytes)
-    tensor_length = len(meta) + len(data_header) + array.nbytes
-    value_header = _key(ACTIVATION_VALUE, LENGTH_DELIMITED) + _varint(tensor_length)
-    return b"".join([head, value_header, meta, data_header, little_endian.reshape(-1).view(np.uint8)])
+    return b"".join([head, *_tensor_field((ACTIVATION_VALUE,), frame.value)])
+
+
+def encode_activations_request(frame: ActivationsRequestFrame) -> bytes:
+    """The serialized ActivationsRequest, with the input tensor's bytes copied once."""
+    head = frame.message.SerializeToString()
+    if frame.input_tensor is None:
+        return head
+    return b"".join([head, *_tensor_field((REQUEST_INPUT, INPUT_TENSOR), frame.input_tensor)])
 
 
 def decode_activation(wire: bytes) -> tuple[pb.Activation, np.ndarray | None]:
