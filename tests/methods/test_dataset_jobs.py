@@ -289,11 +289,18 @@ def test_images_and_tensors_mix_in_one_job_with_the_numbers_of_either_alone(core
         {"grayscale": True, "mean": (0.5,), "std": (0.25,)},
     ],
 )
-def test_table_lookup_normalization_is_bit_identical(spec):
-    from convscope.methods.inputs import _normalize, normalize_lookup
+def test_in_place_normalization_is_the_plain_float32_formula(spec):
+    from convscope.methods.inputs import normalize
 
     picture = np.random.default_rng(0).integers(0, 256, (17, 23, 3), dtype=np.uint8)
     preprocessing = Preprocessing.from_dict(spec)
-    expected = _normalize(picture, preprocessing)
-    got = normalize_lookup(picture, preprocessing)
-    assert got.dtype == expected.dtype and np.array_equal(got, expected) and got.flags.c_contiguous
+    pixels = picture[..., :1] if preprocessing.grayscale else picture
+    pixels = pixels[..., ::-1] if preprocessing.channel_order == "BGR" else pixels
+    values = pixels.astype(np.float32) * np.float32(preprocessing.scale)
+    if preprocessing.mean:
+        values = values - np.asarray(preprocessing.mean, np.float32)
+    if preprocessing.std:
+        values = values / np.asarray(preprocessing.std, np.float32)
+    expected = values.transpose(2, 0, 1) if preprocessing.layout == "NCHW" else values
+    got = normalize(picture, preprocessing)
+    assert got.dtype == np.float32 and np.array_equal(got, expected) and got.flags.c_contiguous

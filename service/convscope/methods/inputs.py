@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 import io
 import warnings
 from collections.abc import Sequence
@@ -56,7 +54,7 @@ def from_images(record: ModelRecord, images: Sequence[bytes]) -> ModelInput:
     spec = record.preprocessing
     height, width = spec.size or _spatial_size(record)
     pictures = [_decode(data, index, spec, (height, width)) for index, data in enumerate(images)]
-    batch = np.stack([_normalize(picture, spec) for picture in pictures])
+    batch = np.stack([normalize(picture, spec) for picture in pictures])
     dtype = np.dtype(record.input.dtype)
     if not np.issubdtype(dtype, np.floating):
         raise InvalidArgument(f"the model's input takes {dtype}; send a raw tensor instead of images")
@@ -73,35 +71,7 @@ def decode_image(record: ModelRecord, data: bytes, index: int = 0) -> tuple[np.n
     if not np.issubdtype(dtype, np.floating):
         raise InvalidArgument(f"the model's input takes {dtype}; send a raw tensor instead of images")
     picture = _decode(data, index, spec, spec.size or _spatial_size(record))
-    return picture, normalize_lookup(picture, spec).astype(dtype, copy=False)
-
-
-def normalize_lookup(picture: np.ndarray, spec: Preprocessing) -> np.ndarray:
-    """``_normalize`` by table lookup: per channel, the 256 possible values computed with the
-    same float32 operations (bit-identical), written straight into a contiguous array. Dataset
-    jobs decode thousands of images beside inference; this is about 3× faster."""
-    table = _lookup_table(spec)
-    pixels = picture[..., :1] if spec.grayscale else picture
-    if spec.channel_order == "BGR":
-        pixels = pixels[..., ::-1]
-    channels = pixels.shape[2]
-    if spec.layout == "NCHW":
-        out = np.empty((channels, *pixels.shape[:2]), np.float32)
-        for channel in range(channels):
-            np.take(table[:, channel], pixels[..., channel], out=out[channel])
-        return out
-    out = np.empty(pixels.shape, np.float32)
-    for channel in range(channels):
-        np.take(table[:, channel], pixels[..., channel], out=out[..., channel])
-    return out
-
-
-@functools.lru_cache(maxsize=32)
-def _lookup_table(spec: Preprocessing) -> np.ndarray:
-    """[256, channels] float32: ``_normalize`` of every pixel value, per channel."""
-    channels = 1 if spec.grayscale else 3
-    levels = np.repeat(np.arange(256, dtype=np.uint8)[:, None, None], channels, axis=2)  # a 256×1 "picture"
-    return _normalize(levels, dataclasses.replace(spec, layout="NHWC", channel_order="RGB"))[:, 0, :]
+    return picture, normalize(picture, spec).astype(dtype, copy=False)
 
 
 def _spatial_size(record: ModelRecord) -> tuple[int, int]:
@@ -138,13 +108,20 @@ def _decode(data: bytes, index: int, spec: Preprocessing, size: tuple[int, int])
     return np.repeat(picture[..., None], 3, axis=2) if picture.ndim == 2 else picture
 
 
-def _normalize(picture: np.ndarray, spec: Preprocessing) -> np.ndarray:
+def normalize(picture: np.ndarray, spec: Preprocessing) -> np.ndarray:
+    """H×W×3 uint8 → the model's float32 sample (its layout, contiguous): pixel · scale − mean,
+    then ÷ std, in float32.  Each step writes into the result in place: dataset jobs normalize
+    thousands of images beside inference, and temporaries made this 3× slower."""
     pixels = picture[..., :1] if spec.grayscale else picture
     if spec.channel_order == "BGR":
         pixels = pixels[..., ::-1]
-    values = pixels.astype(np.float32) * np.float32(spec.scale)
+    per_channel: tuple[int, ...] = (-1,)
+    if spec.layout == "NCHW":
+        pixels, per_channel = pixels.transpose(2, 0, 1), (-1, 1, 1)
+    out = np.empty(pixels.shape, np.float32)
+    np.multiply(pixels, np.float32(spec.scale), out=out, dtype=np.float32)
     if spec.mean:
-        values = values - np.asarray(spec.mean, np.float32)
+        np.subtract(out, np.asarray(spec.mean, np.float32).reshape(per_channel), out=out)
     if spec.std:
-        values = values / np.asarray(spec.std, np.float32)
-    return values.transpose(2, 0, 1) if spec.layout == "NCHW" else values
+        np.divide(out, np.asarray(spec.std, np.float32).reshape(per_channel), out=out)
+    return out
