@@ -24,6 +24,7 @@ from convscope.graph.receptive_field import FieldMap, receptive_fields
 from convscope.methods.activations import all_zero_per_sample, resolve_layers
 from convscope.methods.context import INFERENCE_WORKERS, MethodContext, batch_size_for, in_flight, worker_threads
 from convscope.methods.datasets import RunAhead, Sample, Skipped
+from convscope.methods.inputs import ImageSample
 from convscope.methods.embedding import Embedding, EmbeddingResult, code_layer
 from convscope.methods.top_activations import TopActivations, TopActivationsResult
 from convscope.model.types import ModelRecord
@@ -228,7 +229,7 @@ def run_job(
 
 
 def _batches(stream: Iterable[Sample | Skipped], size: int) -> Iterator[Skipped | tuple[list[Sample], np.ndarray]]:
-    """Skipped entries as they come, samples stacked in batches of ``size``; a sample shaped
+    """Skipped entries as they come, samples written into batches of ``size``; a sample shaped
     unlike the first one is skipped (a batch holds one shape)."""
     first_shape: tuple[int, ...] | None = None
     pending: list[Sample] = []
@@ -243,7 +244,18 @@ def _batches(stream: Iterable[Sample | Skipped], size: int) -> Iterator[Skipped 
             continue
         pending.append(entry)
         if len(pending) >= size:
-            yield pending, np.stack([sample.value for sample in pending])
+            yield pending, _batch_of(pending)
             pending = []
     if pending:
-        yield pending, np.stack([sample.value for sample in pending])
+        yield pending, _batch_of(pending)
+
+
+def _batch_of(samples: list[Sample]) -> np.ndarray:
+    first = samples[0].value
+    batch = np.empty((len(samples), *first.shape), first.dtype)
+    for row, sample in zip(batch, samples):
+        if isinstance(sample.value, ImageSample):
+            sample.value.write(row)
+        else:
+            row[...] = sample.value
+    return batch

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from convscope.errors import Cancelled, ConvscopeError, NotFound, PermissionDenied
-from convscope.methods.inputs import decode_image, from_tensor
+from convscope.methods.inputs import ImageSample, decode_sample, from_tensor
 from convscope.model.types import ModelRecord
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ Item = EncodedItem | PathItem | TensorItem | UnreadableItem
 class Sample:
     index: int  # position in the stream, counting every sample of a batched tensor item
     ref: Ref
-    value: np.ndarray  # the model input for this sample, without the batch axis
+    value: np.ndarray | ImageSample  # the model input for this sample, without the batch axis
     picture: np.ndarray | None  # what the model saw, H×W×3 uint8 (None unless asked for)
 
 
@@ -174,15 +174,14 @@ class Decoder:
         ref = _ref(item, index)
         try:
             data = self._read(item)
-            picture, value = decode_image(self.record, data, index)
+            image = decode_sample(self.record, data, index)
         except PermissionDenied:
             raise
         except ConvscopeError as error:
             return [Skipped(index, ref, str(error))]
         except OSError as error:
             return [Skipped(index, ref, f"cannot be read ({error.strerror or type(error).__name__})")]
-        # contiguous here, in the decode thread: stacking a batch is then a plain copy
-        return [Sample(index, ref, np.ascontiguousarray(value), picture if self.pictures else None)]
+        return [Sample(index, ref, image, image.picture if self.pictures else None)]
 
     def _read(self, item: Item) -> bytes:
         if isinstance(item, EncodedItem):
