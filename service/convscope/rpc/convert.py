@@ -7,7 +7,6 @@ from collections.abc import Sequence
 
 import numpy as np
 from convscope_client._proto import convscope_pb2 as pb
-from convscope_client.inputs import from_tensor
 from convscope_client.inputs import to_tensor as numpy_to_tensor
 
 from convscope.errors import InvalidArgument
@@ -24,12 +23,14 @@ def tensor_to_numpy(message: pb.Tensor) -> np.ndarray:
         raise InvalidArgument(f"unknown tensor dtype {message.dtype!r}; use a numpy dtype name such as 'float32'") from None
     if dtype.kind not in "biuf" or len(message.shape) > MAX_TENSOR_DIMS or any(d < 0 for d in message.shape):
         raise InvalidArgument(f"tensor of dtype {dtype} and shape {list(message.shape)} is not supported")
+    data = message.data  # a copy out of the message: read it once
     expected = math.prod(message.shape) * dtype.itemsize
-    if expected != len(message.data):
-        raise InvalidArgument(
-            f"tensor data holds {len(message.data)} bytes, but shape {list(message.shape)} of {dtype} needs {expected}"
-        )
-    return from_tensor(message)
+    if expected != len(data):
+        raise InvalidArgument(f"tensor data holds {len(data)} bytes, but shape {list(message.shape)} of {dtype} needs {expected}")
+    # A read-only view of those bytes (byte-swapped into a copy only on big-endian hosts):
+    # inputs are never written in place, and one more copy cost 0.1-0.3 ms of a one-layer call.
+    little_endian = np.frombuffer(data, dtype=dtype.newbyteorder("<"))
+    return little_endian.astype(dtype, copy=False).reshape(tuple(message.shape))
 
 
 def preprocessing_from_proto(message: pb.Preprocessing) -> Preprocessing:
