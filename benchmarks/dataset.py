@@ -37,7 +37,7 @@ from sklearn.datasets import load_sample_images
 
 from benchmarks._common import write_results
 from convscope.methods.embedding import embed, snap_to_grid
-from convscope.methods.inputs import decode_image
+from convscope.methods.inputs import decode_sample
 from convscope.rpc.server import ServerConfig, create_server
 from convscope.runtime.providers import provider_settings, session_options, usable_providers
 
@@ -69,11 +69,11 @@ def make_images(folder: Path, count: int, seed: int = 0) -> list[Path]:
 def plain_inference(record, paths: list[Path]) -> dict[str, float]:
     session = ort.InferenceSession(str(MODEL), session_options(), providers=provider_settings(usable_providers()))
     name = session.get_inputs()[0].name
-    session.run(None, {name: np.stack([decode_image(record, paths[0].read_bytes())[1]] * BATCH)})  # warm-up
+    session.run(None, {name: np.stack([decode_sample(record, paths[0].read_bytes()).value()] * BATCH)})  # warm-up
     infer = decode = 0.0
     for start in range(0, len(paths), BATCH):
         began = time.perf_counter()
-        batch = np.stack([decode_image(record, path.read_bytes())[1] for path in paths[start : start + BATCH]])
+        batch = np.stack([decode_sample(record, path.read_bytes()).value() for path in paths[start : start + BATCH]])
         decoded = time.perf_counter()
         session.run(None, {name: batch})
         infer += time.perf_counter() - decoded

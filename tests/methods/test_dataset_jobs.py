@@ -309,14 +309,12 @@ def test_in_place_normalization_is_the_plain_float32_formula(spec):
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
 @pytest.mark.parametrize("spec", [{"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}, {"layout": "NHWC"}, {"grayscale": True}])
 def test_a_sample_written_into_its_batch_is_the_sample_normalized_ahead(spec, dtype):
-    from convscope.methods.dataset_jobs import _batch_of
-    from convscope.methods.inputs import ImageSample
+    from convscope.methods.inputs import ImageSample, batch_of
 
     rng = np.random.default_rng(1)
     images = [ImageSample(rng.integers(0, 256, (9, 11, 3), dtype=np.uint8), Preprocessing.from_dict(spec), np.dtype(dtype)) for _ in range(3)]
     tensor = images[2].value() + 1  # a raw tensor item in the same batch is copied as it is
-    samples = [Sample(0, 0, images[0], None), Sample(1, 1, images[1], None), Sample(2, 2, tensor, None)]
-    batch = _batch_of(samples)
+    batch = batch_of([images[0], images[1], tensor])
     assert batch.dtype == dtype and batch.shape == (3, *images[0].shape) == (3, *images[0].value().shape)
     assert np.array_equal(batch[0], images[0].value()) and np.array_equal(batch[1], images[1].value())
     assert np.array_equal(batch[2], tensor)

@@ -24,7 +24,7 @@ from convscope.graph.receptive_field import FieldMap, receptive_fields
 from convscope.methods.activations import all_zero_per_sample, resolve_layers
 from convscope.methods.context import INFERENCE_WORKERS, MethodContext, batch_size_for, in_flight, worker_threads
 from convscope.methods.datasets import RunAhead, Sample, Skipped
-from convscope.methods.inputs import ImageSample
+from convscope.methods.inputs import batch_of
 from convscope.methods.embedding import Embedding, EmbeddingResult, code_layer
 from convscope.methods.top_activations import TopActivations, TopActivationsResult
 from convscope.model.types import ModelRecord
@@ -244,18 +244,8 @@ def _batches(stream: Iterable[Sample | Skipped], size: int) -> Iterator[Skipped 
             continue
         pending.append(entry)
         if len(pending) >= size:
-            yield pending, _batch_of(pending)
+            yield pending, batch_of([sample.value for sample in pending])
             pending = []
     if pending:
-        yield pending, _batch_of(pending)
+        yield pending, batch_of([sample.value for sample in pending])
 
-
-def _batch_of(samples: list[Sample]) -> np.ndarray:
-    first = samples[0].value
-    batch = np.empty((len(samples), *first.shape), first.dtype)
-    for row, sample in zip(batch, samples):
-        if isinstance(sample.value, ImageSample):
-            sample.value.write(row)
-        else:
-            row[...] = sample.value
-    return batch

@@ -51,27 +51,15 @@ def from_tensor(record: ModelRecord, array: np.ndarray) -> ModelInput:
 def from_images(record: ModelRecord, images: Sequence[bytes]) -> ModelInput:
     if not images:
         raise InvalidArgument("no images were sent")
-    spec = record.preprocessing
-    height, width = spec.size or _spatial_size(record)
-    pictures = [_decode(data, index, spec, (height, width)) for index, data in enumerate(images)]
-    batch = np.stack([normalize(picture, spec) for picture in pictures])
-    dtype = np.dtype(record.input.dtype)
-    if not np.issubdtype(dtype, np.floating):
-        raise InvalidArgument(f"the model's input takes {dtype}; send a raw tensor instead of images")
-    return ModelInput(batch.astype(dtype), tuple(pictures))
-
-
-def decode_image(record: ModelRecord, data: bytes, index: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """One encoded image → (what the model sees, H×W×3 uint8; its input sample, no batch axis).
-
-    Raises InvalidArgument (not an image) or ResourceExhausted (too many pixels), naming ``index``.
-    """
-    sample = decode_sample(record, data, index)
-    return sample.picture, sample.value()
+    samples = [decode_sample(record, data, index) for index, data in enumerate(images)]
+    return ModelInput(batch_of(samples), tuple(sample.picture for sample in samples))
 
 
 def decode_sample(record: ModelRecord, data: bytes, index: int = 0) -> ImageSample:
-    """``decode_image`` with the normalization left for where the sample is written (see ImageSample)."""
+    """One encoded image → its ImageSample (the picture the model sees, normalized when written).
+
+    Raises InvalidArgument (not an image) or ResourceExhausted (too many pixels), naming ``index``.
+    """
     spec = record.preprocessing
     dtype = np.dtype(record.input.dtype)
     if not np.issubdtype(dtype, np.floating):
@@ -79,11 +67,24 @@ def decode_sample(record: ModelRecord, data: bytes, index: int = 0) -> ImageSamp
     return ImageSample(_decode(data, index, spec, spec.size or _spatial_size(record)), spec, dtype)
 
 
+def batch_of(values: Sequence[np.ndarray | ImageSample]) -> np.ndarray:
+    """Samples (arrays, or images normalized straight into their row) stacked into one batch."""
+    first = values[0]
+    batch = np.empty((len(values), *first.shape), first.dtype)
+    for row, value in zip(batch, values):
+        if isinstance(value, ImageSample):
+            value.write(row)
+        else:
+            row[...] = value
+    return batch
+
+
 @dataclass(frozen=True)
 class ImageSample:
-    """A decoded image and how it becomes its model input sample, normalized only when written:
-    a dataset job writes each sample straight into its batch, one pass over its floats instead of
-    normalizing ahead and stacking (measured: jobs 2.6 % faster, on cores shared with inference)."""
+    """A decoded image and how it becomes its model input sample, normalized only when written
+    (``batch_of``): each sample goes straight into its batch, one pass over its floats instead of
+    normalizing ahead and stacking (measured: dataset jobs 2.6 % faster, on cores shared with
+    inference)."""
 
     picture: np.ndarray  # H×W×3 uint8, what the model sees
     spec: Preprocessing
