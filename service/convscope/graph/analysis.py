@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 import onnx
+from onnx import helper
 
 # Ops whose output depends only on the *shape* of their input, never its values.
 SHAPE_ONLY_OPS = frozenset({"Shape", "Size"})
@@ -54,6 +57,36 @@ def data_tensors(graph: onnx.GraphProto) -> list[str]:
                     carrying.add(name)
                     ordered.append(name)
     return ordered
+
+
+def node_attributes(node: onnx.NodeProto) -> dict[str, object]:
+    """A node's attributes by name, as Python values."""
+    return {attribute.name: helper.get_attribute_value(attribute) for attribute in node.attribute}
+
+
+def auto_pad_mode(attrs: Mapping[str, object]) -> str:
+    mode = attrs.get("auto_pad", "NOTSET")
+    return mode.decode() if isinstance(mode, bytes) else str(mode)
+
+
+def window_pads(
+    attrs: Mapping[str, object], extents: Sequence[int], strides: Sequence[int], sizes: Sequence[int | None]
+) -> list[tuple[int, int]]:
+    """Per spatial axis, the (begin, end) padding of a Conv / pooling window (``extents``:
+    dilation·(kernel−1)+1) with ``auto_pad`` resolved: SAME pads to an output of ceil(size /
+    stride), which needs the input ``sizes`` unless the stride is 1."""
+    mode, rank = auto_pad_mode(attrs), len(extents)
+    if mode in ("SAME_UPPER", "SAME_LOWER"):
+        pads = []
+        for extent, stride, size in zip(extents, strides, sizes, strict=True):
+            total = extent - 1 if size is None else max((-(-size // stride) - 1) * stride + extent - size, 0)
+            small, large = total // 2, total - total // 2
+            pads.append((small, large) if mode == "SAME_UPPER" else (large, small))
+        return pads
+    if mode == "VALID":
+        return [(0, 0)] * rank
+    explicit = [int(p) for p in attrs.get("pads", [0] * (2 * rank))]  # type: ignore[attr-defined]
+    return [(explicit[i], explicit[i + rank]) for i in range(rank)]
 
 
 def producers(graph: onnx.GraphProto) -> dict[str, tuple[int, onnx.NodeProto]]:

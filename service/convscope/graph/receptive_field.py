@@ -30,13 +30,23 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
-from convscope.graph.analysis import ai_onnx_opset, constant_tensors, data_tensors, producers, runtime_inputs
+from convscope.graph.analysis import (
+    ai_onnx_opset,
+    auto_pad_mode,
+    constant_tensors,
+    data_tensors,
+    node_attributes,
+    producers,
+    runtime_inputs,
+    window_pads,
+)
 from convscope.model.types import ReceptiveField
 
 # A unit that reads no input pixel (a constant-padded border): its interval is empty.
@@ -146,10 +156,6 @@ def receptive_fields(
     return fields
 
 
-def summaries(fields: Mapping[str, FieldMap | None]) -> dict[str, ReceptiveField | None]:
-    return {name: field.summary() if field is not None else None for name, field in fields.items()}
-
-
 # -------------------------------------------------------------------------------- machinery
 
 
@@ -164,10 +170,17 @@ class _Context:
     def shape(self, name: str) -> tuple[int, ...]:
         return tuple(int(d) for d in self.shapes[name])
 
+    @cached_property
+    def initializers(self) -> dict[str, onnx.TensorProto]:
+        return {init.name: init for init in self.graph.initializer}
+
+    @cached_property
+    def made_by(self) -> dict[str, tuple[int, onnx.NodeProto]]:
+        return producers(self.graph)
+
     def weight_shape(self, name: str) -> tuple[int, ...]:
-        for init in self.graph.initializer:
-            if init.name == name:
-                return tuple(int(d) for d in init.dims)
+        if name in self.initializers:
+            return tuple(int(d) for d in self.initializers[name].dims)
         value = self.constant(name)
         if value is None:
             raise ValueError(f"no constant {name!r}")
@@ -179,10 +192,9 @@ class _Context:
         evaluated with onnx's reference implementation."""
         if not name or name not in self.constants:
             return None
-        initializers = {init.name: init for init in self.graph.initializer}
+        initializers, made_by = self.initializers, self.made_by
         if name in initializers:
             return numpy_helper.to_array(initializers[name])
-        made_by = producers(self.graph)
         needed: list[onnx.NodeProto] = []
         pending, seen = [name], set()
         while pending:
@@ -212,10 +224,6 @@ class _Context:
 def _identity(size: int) -> AxisMap:
     lo = np.arange(size, dtype=np.int64)
     return AxisMap(lo, lo + 1, (1, 1, 0))
-
-
-def _attributes(node: onnx.NodeProto) -> dict[str, object]:
-    return {attribute.name: helper.get_attribute_value(attribute) for attribute in node.attribute}
 
 
 def _through(axis: AxisMap, taps: np.ndarray, virtual: np.ndarray | None, nominal_stride: int) -> AxisMap:
@@ -275,7 +283,7 @@ def _node_fields(node: onnx.NodeProto, fields: Mapping[str, FieldMap | None], co
     if op == "ConvTranspose":
         return [_conv_transpose(node, data, context)]
     if op in GLOBAL_POOL_OPS:
-        return [_pool_all(node, data, context, data.y_axis, data.x_axis, keep=True)]
+        return [_pool_all(data, keep=True)]
     if op in REDUCE_OPS:
         return [_reduce(node, data, context)]
     if op == "Pad":
@@ -291,7 +299,7 @@ def _node_fields(node: onnx.NodeProto, fields: Mapping[str, FieldMap | None], co
     if op == "Concat":
         return [_concat(node, fields, context)]
     if op == "Split":
-        axis = int(_attributes(node).get("axis", 0)) % len(context.shape(node.input[0]))
+        axis = int(node_attributes(node).get("axis", 0)) % len(context.shape(node.input[0]))
         return [None if axis in (data.y_axis, data.x_axis) else data for _ in node.output]
     return unknown
 
@@ -358,7 +366,7 @@ def _softmax(node: onnx.NodeProto, fields: Mapping[str, FieldMap | None], contex
     rank = len(context.shape(node.input[0]))
     if data is None or context.opset < 13:
         return None  # before opset 13 the op flattens every axis from `axis` on
-    axis = int(_attributes(node).get("axis", -1)) % rank
+    axis = int(node_attributes(node).get("axis", -1)) % rank
     return None if axis in (data.y_axis, data.x_axis) else data
 
 
@@ -367,21 +375,11 @@ def _layer_norm(node: onnx.NodeProto, fields: Mapping[str, FieldMap | None], con
     if data is None:
         return None
     rank = len(context.shape(node.input[0]))
-    axis = int(_attributes(node).get("axis", -1)) % rank
+    axis = int(node_attributes(node).get("axis", -1)) % rank
     normalized = range(axis, rank)
     if data.y_axis in normalized or data.x_axis in normalized:
         return _with_context(data)
     return data
-
-
-def _spatial_pads(attributes: Mapping[str, object], rank: int) -> list[tuple[int, int]]:
-    pads = list(attributes.get("pads", [0] * (2 * rank)))  # type: ignore[call-overload]
-    return [(int(pads[i]), int(pads[i + rank])) for i in range(rank)]
-
-
-def _auto_pad_begin(mode: str, size: int, out: int, stride: int, extent: int) -> int:
-    total = max(0, (out - 1) * stride + extent - size)
-    return total // 2 if mode == "SAME_UPPER" else total - total // 2
 
 
 def _window(node: onnx.NodeProto, data: FieldMap, context: _Context) -> FieldMap | None:
@@ -389,30 +387,22 @@ def _window(node: onnx.NodeProto, data: FieldMap, context: _Context) -> FieldMap
     in_shape, out_shape = context.shape(node.input[0]), context.shape(node.output[0])
     if len(in_shape) != 4 or {data.y_axis, data.x_axis} != {2, 3}:
         return None
-    attributes = _attributes(node)
+    attributes = node_attributes(node)
     if node.op_type == "Conv":
         if node.input[1] in context.data:
             return None  # weights computed from the input: not a fixed window
         kernel = list(attributes.get("kernel_shape") or context.weight_shape(node.input[1])[2:])  # type: ignore[arg-type]
     else:
         kernel = list(attributes["kernel_shape"])  # type: ignore[call-overload]
-    strides = list(attributes.get("strides", [1, 1]))  # type: ignore[call-overload]
-    dilations = list(attributes.get("dilations", [1, 1]))  # type: ignore[call-overload]
-    auto_pad = attributes.get("auto_pad", b"NOTSET")
-    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else str(auto_pad)
-    pads = _spatial_pads(attributes, 2)
+    strides = [int(s) for s in attributes.get("strides", [1, 1])]  # type: ignore[attr-defined]
+    dilations = [int(d) for d in attributes.get("dilations", [1, 1])]  # type: ignore[attr-defined]
+    extents = [d * (int(k) - 1) + 1 for k, d in zip(kernel, dilations)]
+    pads = window_pads(attributes, extents, strides, in_shape[2:])
     maps: dict[int, AxisMap] = {}
     for i, axis in enumerate((2, 3)):
         size, out = in_shape[axis], out_shape[axis]
-        k, s, d = int(kernel[i]), int(strides[i]), int(dilations[i])
-        extent = d * (k - 1) + 1
-        if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
-            begin = _auto_pad_begin(auto_pad, size, out, s, extent)
-        elif auto_pad == "VALID":
-            begin = 0
-        else:
-            begin = pads[i][0]
-        virtual = (np.arange(out)[:, None] * s - begin + np.arange(k)[None, :] * d).astype(np.float64)
+        k, s, d = int(kernel[i]), strides[i], dilations[i]
+        virtual = (np.arange(out)[:, None] * s - pads[i][0] + np.arange(k)[None, :] * d).astype(np.float64)
         source = data.axis(axis)
         if source is None:
             return None
@@ -427,15 +417,13 @@ def _conv_transpose(node: onnx.NodeProto, data: FieldMap, context: _Context) -> 
         return None
     if node.input[1] in context.data:
         return None
-    attributes = _attributes(node)
-    auto_pad = attributes.get("auto_pad", b"NOTSET")
-    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else str(auto_pad)
-    if "output_shape" in attributes or auto_pad not in ("NOTSET", "VALID"):
+    attributes = node_attributes(node)
+    if "output_shape" in attributes or auto_pad_mode(attributes) not in ("NOTSET", "VALID"):
         return None  # implicit pads: onnxruntime and the spec disagree on where they go
     kernel = list(attributes.get("kernel_shape") or context.weight_shape(node.input[1])[2:])  # type: ignore[arg-type]
     strides = list(attributes.get("strides", [1, 1]))  # type: ignore[call-overload]
     dilations = list(attributes.get("dilations", [1, 1]))  # type: ignore[call-overload]
-    pads = _spatial_pads(attributes, 2) if auto_pad == "NOTSET" else [(0, 0), (0, 0)]
+    pads = window_pads(attributes, [1, 1], strides, in_shape[2:])  # explicit or VALID: no extents needed
     maps: dict[int, AxisMap] = {}
     for i, axis in enumerate((2, 3)):
         size, out = in_shape[axis], out_shape[axis]
@@ -449,9 +437,7 @@ def _conv_transpose(node: onnx.NodeProto, data: FieldMap, context: _Context) -> 
     return FieldMap(data.y_axis, data.x_axis, maps[data.y_axis], maps[data.x_axis], data.global_context)
 
 
-def _pool_all(
-    node: onnx.NodeProto, data: FieldMap, context: _Context, y_axis: int, x_axis: int, *, keep: bool
-) -> FieldMap | None:
+def _pool_all(data: FieldMap, *, keep: bool) -> FieldMap | None:
     """Every input unit feeds the single output unit (global pooling, spatial reductions)."""
     if not keep:
         return None
@@ -467,7 +453,7 @@ def _pool_all(
 
 def _axes_argument(node: onnx.NodeProto, context: _Context, attribute_until: int, input_index: int = 1) -> list[int] | None:
     """``axes`` as an attribute (older opsets) or a constant input; None if given but not constant."""
-    attributes = _attributes(node)
+    attributes = node_attributes(node)
     if "axes" in attributes:
         return [int(a) for a in attributes["axes"]]  # type: ignore[attr-defined]
     if context.opset >= attribute_until and len(node.input) > input_index and node.input[input_index]:
@@ -478,7 +464,7 @@ def _axes_argument(node: onnx.NodeProto, context: _Context, attribute_until: int
 
 def _reduce(node: onnx.NodeProto, data: FieldMap, context: _Context) -> FieldMap | None:
     rank = len(context.shape(node.input[0]))
-    attributes = _attributes(node)
+    attributes = node_attributes(node)
     axes = _axes_argument(node, context, 13 if node.op_type == "ReduceSum" else 18)
     if axes is None:
         return None
@@ -492,7 +478,7 @@ def _reduce(node: onnx.NodeProto, data: FieldMap, context: _Context) -> FieldMap
     if spatial and len(spatial) != 2:
         return None
     if spatial:
-        return _pool_all(node, data, context, data.y_axis, data.x_axis, keep=keep)
+        return _pool_all(data, keep=keep)
     if keep:
         return data
     shift = lambda a: a - sum(1 for r in axes if r < a)  # noqa: E731
@@ -502,7 +488,7 @@ def _reduce(node: onnx.NodeProto, data: FieldMap, context: _Context) -> FieldMap
 def _pad(node: onnx.NodeProto, data: FieldMap, context: _Context) -> FieldMap | None:
     in_shape, out_shape = context.shape(node.input[0]), context.shape(node.output[0])
     rank = len(in_shape)
-    attributes = _attributes(node)
+    attributes = node_attributes(node)
     mode = attributes.get("mode", b"constant")
     mode = mode.decode() if isinstance(mode, bytes) else str(mode)
     if context.opset < 11:
@@ -548,7 +534,7 @@ def _pad(node: onnx.NodeProto, data: FieldMap, context: _Context) -> FieldMap | 
 def _resize(node: onnx.NodeProto, data: FieldMap, context: _Context) -> FieldMap | None:
     in_shape, out_shape = context.shape(node.input[0]), context.shape(node.output[0])
     rank = len(in_shape)
-    attributes = _attributes(node)
+    attributes = node_attributes(node)
 
     def text(name: str, default: str) -> str:
         value = attributes.get(name, default)
@@ -639,7 +625,7 @@ def _slice(node: onnx.NodeProto, data: FieldMap, context: _Context) -> FieldMap 
     in_shape, out_shape = context.shape(node.input[0]), context.shape(node.output[0])
     rank = len(in_shape)
     if context.opset < 10:
-        attributes = _attributes(node)
+        attributes = node_attributes(node)
         starts, ends = list(attributes["starts"]), list(attributes["ends"])  # type: ignore[call-overload]
         axes = list(attributes.get("axes", range(len(starts))))  # type: ignore[call-overload]
         steps = [1] * len(starts)
@@ -670,7 +656,7 @@ def _slice(node: onnx.NodeProto, data: FieldMap, context: _Context) -> FieldMap 
 
 def _transpose(node: onnx.NodeProto, data: FieldMap, context: _Context) -> FieldMap | None:
     rank = len(context.shape(node.input[0]))
-    perm = [int(p) for p in _attributes(node).get("perm", list(range(rank))[::-1])]  # type: ignore[attr-defined]
+    perm = [int(p) for p in node_attributes(node).get("perm", list(range(rank))[::-1])]  # type: ignore[attr-defined]
     return FieldMap(perm.index(data.y_axis), perm.index(data.x_axis), data.y, data.x, data.global_context)
 
 
@@ -694,7 +680,7 @@ def _squeeze(node: onnx.NodeProto, data: FieldMap, context: _Context) -> FieldMa
 
 def _concat(node: onnx.NodeProto, fields: Mapping[str, FieldMap | None], context: _Context) -> FieldMap | None:
     out_shape = context.shape(node.output[0])
-    axis = int(_attributes(node).get("axis", 0)) % len(out_shape)
+    axis = int(node_attributes(node).get("axis", 0)) % len(out_shape)
     parts = []
     for name in node.input:
         if not name or name not in context.data:

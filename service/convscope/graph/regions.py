@@ -32,7 +32,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from convscope.graph.analysis import constant_tensors, node_label
+from convscope.graph.analysis import constant_tensors, node_attributes, node_label, window_pads
 
 # Elementwise ops of one data input (plus constant parameters that do not vary over space).
 UNARY_OPS = frozenset({
@@ -108,10 +108,6 @@ class EarlyPath:
     stop: str  # why the local part ends where it does
 
 
-def _attrs(node: onnx.NodeProto) -> dict[str, object]:
-    return {attr.name: helper.get_attribute_value(attr) for attr in node.attribute}
-
-
 def _constant_shapes(graph: onnx.GraphProto) -> dict[str, tuple[int, ...]]:
     """Shapes of initializers, Constant outputs and what Identity passes on (shared weights)."""
     shapes: dict[str, tuple[int, ...]] = {init.name: tuple(init.dims) for init in graph.initializer}
@@ -157,22 +153,11 @@ def _window_axes(
 ) -> tuple[Axis, Axis]:
     strides = list(attrs.get("strides", [1, 1]))  # type: ignore[call-overload]
     dilations = list(attrs.get("dilations", [1, 1]))  # type: ignore[call-overload]
-    pads = list(attrs.get("pads", [0, 0, 0, 0]))  # type: ignore[call-overload]
-    auto_pad = attrs.get("auto_pad", b"NOTSET")
-    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else str(auto_pad)
+    extents = [d * (k - 1) + 1 for k, d in zip(kernel, dilations)]
+    pads = window_pads(attrs, extents, strides, size)
     ceil_mode = bool(attrs.get("ceil_mode", 0))
-    axes = []
-    for axis in range(2):
-        extent = dilations[axis] * (kernel[axis] - 1) + 1
-        begin, end = pads[axis], pads[axis + 2]
-        if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
-            total = max((-(-size[axis] // strides[axis]) - 1) * strides[axis] + extent - size[axis], 0)
-            small, large = total // 2, total - total // 2
-            begin, end = (small, large) if auto_pad == "SAME_UPPER" else (large, small)
-        elif auto_pad == "VALID":
-            begin = end = 0
-        axes.append(Axis(extent, strides[axis], begin, end, ceil_mode))
-    return axes[0], axes[1]
+    y, x = (Axis(extents[axis], strides[axis], *pads[axis], ceil_mode) for axis in range(2))
+    return y, x
 
 
 def _spatially_constant(shape: tuple[int, ...] | None) -> bool:
@@ -208,7 +193,7 @@ def _classify(
         shape = shapes.get(name)
         if shape is None or len(shape) != 4 or shape[2:] != shapes[data[0][1]][2:]:
             return f"{why} combines maps of different sizes"
-    attrs = _attrs(node)
+    attrs = node_attributes(node)
     in_size = tuple(shapes[data[0][1]][2:])
     out_size = tuple(out_shape[2:])
     local = LocalNode(index, op, label, output, tuple(data))

@@ -172,6 +172,14 @@ class Emitter:
         dims = [d if isinstance(d, int) else -1 for d in shape]
         return dims if dims.count(-1) <= 1 else None
 
+    def static_spatial(self, name: str) -> tuple[int, ...] | None:
+        """The spatial sizes (axes 2…) of ``name`` if shape inference pinned every one down."""
+        shape = self.info(name).shape
+        if shape is None or len(shape) < 3:
+            return None
+        sizes = tuple(d for d in shape[2:] if isinstance(d, int) and d > 0)
+        return sizes if len(sizes) == len(shape) - 2 else None
+
     def reshape_like(self, g: str, like: str) -> str:
         """``g`` (with as many elements as ``like``) in ``like``'s shape."""
         dims = self.static_shape(like)

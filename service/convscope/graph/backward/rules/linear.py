@@ -35,6 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from convscope.errors import InvalidArgument
+from convscope.graph.analysis import node_attributes, window_pads
 
 from ._registry import Vjp, rule
 
@@ -95,18 +96,9 @@ class _Geometry:
                      zip(self.size, self.begin, self.end, self.reach, self.strides, strict=True))
 
 
-def _static_sizes(v: Vjp, name: str) -> tuple[int, ...] | None:
-    """The spatial sizes (axes 2…) of ``name`` if shape inference pinned every one down."""
-    shape = v.e.info(name).shape
-    if shape is None or len(shape) < 3:
-        return None
-    sizes = tuple(d for d in shape[2:] if isinstance(d, int) and d > 0)
-    return sizes if len(sizes) == len(shape) - 2 else None
-
-
 def _static_kernel(v: Vjp) -> tuple[int, ...] | None:
     kernel = v.attr("kernel_shape")
-    return tuple(kernel) if kernel else _static_sizes(v, v.x(1))
+    return tuple(kernel) if kernel else v.e.static_spatial(v.x(1))
 
 
 def _geometry(v: Vjp) -> _Geometry | None:
@@ -117,25 +109,14 @@ def _geometry(v: Vjp) -> _Geometry | None:
     n = len(kernel)
     strides = tuple(v.attr("strides") or [1] * n)
     dilations = tuple(v.attr("dilations") or [1] * n)
-    size = _static_sizes(v, v.x(0))
+    size = v.e.static_spatial(v.x(0))
     if size is not None and len(size) != n:
         size = None
     if size is None and any(s > 1 for s in strides):
         return None  # output_padding and the zero lattice depend on the size
-    auto_pad = v.attr("auto_pad", "NOTSET")
-    if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
-        # Output ceil(H/s); at stride 1 the total is d(k−1) whatever H is.
-        totals = [d * (k - 1) if size is None else
-                  max((-(-size[i] // s) - 1) * s + d * (k - 1) + 1 - size[i], 0)
-                  for i, (k, s, d) in enumerate(zip(kernel, strides, dilations, strict=True))]
-        ends = [t // 2 if auto_pad == "SAME_LOWER" else t - t // 2 for t in totals]
-        begin = tuple(t - e for t, e in zip(totals, ends, strict=True))
-        end = tuple(ends)
-    elif auto_pad == "VALID":
-        begin = end = (0,) * n
-    else:
-        pads = v.attr("pads") or [0] * 2 * n
-        begin, end = tuple(pads[:n]), tuple(pads[n:])
+    extents = [d * (k - 1) + 1 for k, d in zip(kernel, dilations, strict=True)]
+    pads = window_pads(node_attributes(v.node), extents, strides, size or (None,) * n)
+    begin, end = tuple(p[0] for p in pads), tuple(p[1] for p in pads)
     geometry = _Geometry(kernel, strides, dilations, begin, end, size)
     if size is not None and min(geometry.out()) < 1:
         return None  # an empty output: leave it to the general formulation

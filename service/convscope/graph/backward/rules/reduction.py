@@ -50,10 +50,8 @@ def _reduce(v: Vjp) -> dict[int, str]:
 @rule("GlobalAveragePool")
 def _global_average_pool(v: Vjp) -> dict[int, str]:
     e, x = v.e, v.x(0)
-    shape = e.info(x).shape
-    spatial = [] if shape is None else shape[2:]
-    sizes = [d for d in spatial if isinstance(d, int) and d > 0]
-    if spatial and len(sizes) == len(spatial):
+    sizes = e.static_spatial(x)
+    if sizes is not None:
         # Known map size: a constant count, and N, C come from dY by broadcasting.
         count = e.scalar(float(math.prod(sizes)), x)
         return {0: e.op("Expand", e.op("Div", v.dy(), count), e.ints([1, 1, *sizes]))}
