@@ -115,7 +115,7 @@ class Convscope:
 
     def dead_filters(
         self, model_id: str, batches: Sequence[np.ndarray], layers: Sequence[str] | None, *, threshold: float = 1.0
-    ) -> tuple[list[activation_methods.DeadFilterReport], int]:
+    ) -> activation_methods.DeadFiltersResult:
         record = self.model(model_id)
         return activation_methods.dead_filters(self.context, record, batches, layers, threshold=threshold)
 

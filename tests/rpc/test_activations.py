@@ -67,6 +67,29 @@ def test_dead_filters_fraction_over_inputs(client, uploaded):
     assert reports.samples == 6
 
 
+def test_the_unary_dead_filters_rpc_counts_the_same_with_a_threshold(client, uploaded):
+    import grpc
+    from convscope_client._proto import convscope_pb2 as pb
+    from convscope_client._proto import convscope_pb2_grpc as pb_grpc
+    from convscope_client.inputs import fill_tensor
+
+    model, info = uploaded["ResNetStyle"]
+    relus = [layer.tensor for layer in info.layers if layer.op_type == "Relu"]
+    batches = [np.random.default_rng(i).standard_normal((3, *NETS["ResNetStyle"].input_shape)).astype(np.float32) for i in range(2)]
+    request = pb.DeadFiltersRequest(model_id=info.id, layers=relus, threshold=0.5)
+    for batch in batches:
+        fill_tensor(request.inputs.add().tensor, batch)
+    with grpc.insecure_channel(client.address) as channel:
+        response = pb_grpc.ConvscopeStub(channel).DeadFilters(request, timeout=60)
+    values = [reference_tensors(model, {"input": b}, relus) for b in batches]
+    assert response.samples == 6 and [layer.tensor for layer in response.layers] == relus
+    for layer in response.layers:
+        stacked = np.concatenate([v[layer.tensor] for v in values])
+        expected = (~stacked.reshape(6, stacked.shape[1], -1).any(axis=2)).mean(axis=0)
+        np.testing.assert_allclose(layer.zero_fraction, expected, atol=1e-6)
+        assert list(layer.dead) == np.flatnonzero(expected >= 0.5).tolist()
+
+
 def test_bundled_model_predicts_a_cat(client, bundled_model_id):
     from tests.conftest import CAT_PHOTO
 

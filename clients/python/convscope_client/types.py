@@ -72,13 +72,6 @@ class Filters:
 
 
 @dataclass(frozen=True)
-class DeadFilters:
-    tensor: str
-    zero_fraction: np.ndarray
-    dead: tuple[int, ...]
-
-
-@dataclass(frozen=True)
 class Attribution:
     method: str
     map: np.ndarray  # input-shaped; [N, H, W] for saliency and grad_cam

@@ -3,7 +3,7 @@ Yosinski et al. 2015 for the per-layer channel grids)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Sequence, Sized
 from dataclasses import dataclass
 
 import numpy as np
@@ -91,6 +91,43 @@ class DeadFilterReport:
     dead: np.ndarray  # channel indices at or over the threshold
 
 
+@dataclass(frozen=True)
+class DeadFiltersResult:
+    reports: list[DeadFilterReport]
+    samples: int
+
+
+class DeadFilterCounts:
+    """Per channel of each layer with a channel axis, on how many samples it is zero everywhere
+    (dead ReLUs), fed batch by batch: by ``dead_filters`` and, as an accumulator, by dataset jobs."""
+
+    needs_pictures = False
+
+    def __init__(self, record: ModelRecord, layers: Sequence[str] | None, *, threshold: float = 1.0) -> None:
+        if not 0 < threshold <= 1:
+            raise InvalidArgument(f"threshold must be in (0, 1], got {threshold}")
+        names = [name for name in resolve_layers(record, layers) if len(record.layer(name).shape) >= 2]
+        self.counts = {name: np.zeros(record.layer(name).shape[1], np.int64) for name in names}
+        self.threshold = threshold
+        self.samples = 0
+
+    @property
+    def tensors(self) -> list[str]:
+        return list(self.counts)
+
+    def add(self, samples: Sized, values: dict[str, np.ndarray]) -> None:
+        for name, count in self.counts.items():
+            count += all_zero_per_sample(values[name]).sum(axis=0)
+        self.samples += len(samples)
+
+    def result(self) -> DeadFiltersResult:
+        reports = []
+        for name, count in self.counts.items():
+            fraction = count / max(1, self.samples)
+            reports.append(DeadFilterReport(name, fraction, np.flatnonzero(fraction >= self.threshold - 1e-9)))
+        return DeadFiltersResult(reports, self.samples)
+
+
 def dead_filters(
     context: MethodContext,
     record: ModelRecord,
@@ -98,20 +135,9 @@ def dead_filters(
     layers: Sequence[str] | None,
     *,
     threshold: float = 1.0,
-) -> tuple[list[DeadFilterReport], int]:
+) -> DeadFiltersResult:
     """Per channel, the fraction of inputs on which it is entirely zero (dead ReLUs)."""
-    if not 0 < threshold <= 1:
-        raise InvalidArgument(f"threshold must be in (0, 1], got {threshold}")
-    names = [name for name in resolve_layers(record, layers) if len(record.layer(name).shape) >= 2]
-    counts = {name: np.zeros(record.layer(name).shape[1], np.int64) for name in names}
-    samples = 0
+    counts = DeadFilterCounts(record, layers, threshold=threshold)
     for batch in batches:
-        values = context.forward(record, batch, names)
-        for name in names:
-            counts[name] += all_zero_per_sample(values[name]).sum(axis=0)
-        samples += len(batch)
-    reports = []
-    for name in names:
-        fraction = counts[name] / max(1, samples)
-        reports.append(DeadFilterReport(name, fraction, np.flatnonzero(fraction >= threshold - 1e-9)))
-    return reports, samples
+        counts.add(batch, context.forward(record, batch, counts.tensors))
+    return counts.result()

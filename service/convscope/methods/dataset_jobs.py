@@ -13,7 +13,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -21,7 +21,7 @@ import onnx
 
 from convscope.errors import Cancelled, InvalidArgument
 from convscope.graph.receptive_field import FieldMap, receptive_fields
-from convscope.methods.activations import all_zero_per_sample, resolve_layers
+from convscope.methods.activations import DeadFilterCounts, DeadFiltersResult
 from convscope.methods.context import INFERENCE_WORKERS, MethodContext, batch_size_for, in_flight, worker_threads
 from convscope.methods.datasets import RunAhead, Sample, Skipped
 from convscope.methods.inputs import batch_of
@@ -78,12 +78,6 @@ class Progress:
     eta: float | None  # seconds left, when the total is known
 
 
-@dataclass(frozen=True)
-class DeadFiltersResult:
-    fractions: dict[str, np.ndarray]  # per layer and channel: share of images where it is zero everywhere
-    samples: int
-
-
 JobResult = TopActivationsResult | EmbeddingResult | DeadFiltersResult
 JobEvent = Progress | Skipped | JobResult
 
@@ -100,40 +94,6 @@ class Accumulator(Protocol):
     def result(self) -> JobResult: ...
 
 
-@dataclass
-class DeadFilterCounts:
-    """Dead filters over a dataset (the foundation's per-batch statistic, summed over batches)."""
-
-    record: ModelRecord
-    layers: Sequence[str] = ()
-    counts: dict[str, np.ndarray] = field(default_factory=dict)
-    samples: int = 0
-
-    def __post_init__(self) -> None:
-        names = [n for n in resolve_layers(self.record, list(self.layers)) if len(self.record.layer(n).shape) >= 2]
-        if not names:
-            raise InvalidArgument("none of the requested layers has a channel axis")
-        self.counts = {name: np.zeros(self.record.layer(name).shape[1], np.int64) for name in names}
-
-    @property
-    def tensors(self) -> list[str]:
-        return list(self.counts)
-
-    @property
-    def needs_pictures(self) -> bool:
-        return False
-
-    def add(self, samples: Sequence[Sample], values: dict[str, np.ndarray]) -> None:
-        for name in self.counts:
-            self.counts[name] += all_zero_per_sample(values[name]).sum(axis=0)
-        self.samples += len(samples)
-
-    def result(self) -> DeadFiltersResult:
-        return DeadFiltersResult(
-            {name: (count / max(1, self.samples)).astype(np.float32) for name, count in self.counts.items()}, self.samples
-        )
-
-
 def accumulator_for(job: DatasetJob, record: ModelRecord, base: onnx.ModelProto) -> Accumulator:
     """Check the job's parameters against the model (before any data is read) and set it up."""
     if isinstance(job, TopActivationsJob):
@@ -148,7 +108,10 @@ def accumulator_for(job: DatasetJob, record: ModelRecord, base: onnx.ModelProto)
         layer = job.layer or code_layer(base, record)
         return Embedding(record, layer, method=job.method, perplexity=job.perplexity, seed=job.seed, render=job.render)
     if isinstance(job, DeadFiltersJob):
-        return DeadFilterCounts(record, job.layers)
+        counts = DeadFilterCounts(record, job.layers)
+        if not counts.tensors:
+            raise InvalidArgument("none of the requested layers has a channel axis")
+        return counts
     raise InvalidArgument("the job names no method: top activations, embedding or dead filters")
 
 

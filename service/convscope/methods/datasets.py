@@ -217,9 +217,6 @@ class Decoder:
             except ConvscopeError as error:
                 entries.append(Skipped(index + offset, ref, str(error)))
                 continue
-            if value.shape[0] != 1:
-                entries.append(Skipped(index + offset, ref, "an item holds samples along the batch axis, not an empty batch"))
-                continue
             picture = picture_from_sample(self.record, value[0]) if self.pictures else None
             entries.append(Sample(index + offset, ref, value[0], picture))
         return entries
@@ -389,10 +386,6 @@ class Prefetcher(_Handoff):
             if isinstance(entry, Future):
                 entry.cancel()
         self._pool.shutdown(wait=False, cancel_futures=True)
-
-    @property
-    def feeder_alive(self) -> bool:
-        return self._feeder.is_alive()
 
 
 class RunAhead(_Handoff):

@@ -105,13 +105,12 @@ class Embedding:
             raise InvalidArgument(f"embedding method must be one of {METHODS}, not {method!r}")
         if not perplexity > 0:
             raise InvalidArgument(f"perplexity must be positive, got {perplexity}")
-        info = record.layer(layer)
+        record.layer(layer)  # an unknown layer: NOT_FOUND before any data is read
         self.layer = layer
         self.method = method
         self.perplexity = float(perplexity)
         self.seed = int(seed)
         self.render = render
-        self.width = int(info.shape[1]) if len(info.shape) >= 2 else 1
         self._codes: list[np.ndarray] = []
         self._refs: list[Ref] = []
         self._indices: list[int] = []

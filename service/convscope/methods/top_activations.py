@@ -238,7 +238,7 @@ class TopActivations:
             y0, x0, y1, x1 = (round(v * shrunk) for v in hit.box)
             crops.append(crop(picture, (y0, x0, max(y1, y0 + 1), max(x1, x0 + 1)), TILE))
             boxes.append((round(top + y0 * scale), round(left + x0 * scale), round(top + y1 * scale), round(left + x1 * scale)))
-        figure = hits_figure(pictures, boxes, [h.value for h in drawable], size=TILE, crops=crops)
+        figure = hits_figure(pictures, boxes, [h.value for h in drawable], crops, size=TILE)
         return encode_png_fast(figure)
 
 

@@ -103,19 +103,16 @@ def hits_figure(
     pictures: Sequence[np.ndarray],
     boxes: Sequence[tuple[int, int, int, int] | None],
     values: Sequence[float],
+    crops: Sequence[np.ndarray],
     *,
     size: int = 96,
-    crops: Sequence[np.ndarray] | None = None,
 ) -> np.ndarray:
-    """Left: the receptive-field crops with their values; right: the full images with the box.
-
-    ``crops`` may be given ready-made (tiles of ``size``), so callers can keep a crop at full
-    resolution while holding only a thumbnail of the whole image.
-    """
+    """Left: the receptive-field ``crops`` (tiles of ``size``, cut by the caller, which may keep
+    them at full resolution while holding only a thumbnail of the whole image) with their
+    values; right: the full images with the box."""
     count = len(values)
     columns = math.ceil(math.sqrt(count))
-    crop_tiles = list(crops) if crops is not None else [crop(p, b, size) for p, b in zip(pictures, boxes)]
-    left = tile([labelled(t, f"{v:.4g}") for t, v in zip(crop_tiles, values)], columns, background=BACKGROUND)
+    left = tile([labelled(t, f"{v:.4g}") for t, v in zip(crops, values)], columns, background=BACKGROUND)
     right = tile([labelled(with_box(p, b, size), "") for p, b in zip(pictures, boxes)], columns, background=BACKGROUND)
     height = max(left.shape[0], right.shape[0])
     gap = np.full((height, 4 * TILE_GAP + 6, 3), 0, np.uint8)

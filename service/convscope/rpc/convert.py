@@ -10,6 +10,7 @@ from convscope_client._proto import convscope_pb2 as pb
 from convscope_client.inputs import to_tensor as numpy_to_tensor
 
 from convscope.errors import InvalidArgument
+from convscope.methods.activations import DeadFilterReport
 from convscope.methods.occlusion import OcclusionResult
 from convscope.model.types import LayerInfo, ModelRecord, Preprocessing, TensorSpec
 
@@ -31,6 +32,10 @@ def tensor_to_numpy(message: pb.Tensor) -> np.ndarray:
     # inputs are never written in place, and one more copy cost 0.1-0.3 ms of a one-layer call.
     little_endian = np.frombuffer(data, dtype=dtype.newbyteorder("<"))
     return little_endian.astype(dtype, copy=False).reshape(tuple(message.shape))
+
+
+def layer_dead_filters(report: DeadFilterReport) -> pb.LayerDeadFilters:
+    return pb.LayerDeadFilters(tensor=report.tensor, zero_fraction=floats(report.zero_fraction), dead=[int(c) for c in report.dead])
 
 
 def preprocessing_from_proto(message: pb.Preprocessing) -> Preprocessing:

@@ -11,7 +11,7 @@ from convscope.methods import dataset_jobs
 from convscope.methods.datasets import EncodedItem, Item, PathItem, Ref, Skipped, TensorItem, UnreadableItem
 from convscope.methods.embedding import EmbeddingResult
 from convscope.methods.top_activations import TopActivationsResult
-from convscope.rpc.convert import floats, numpy_to_tensor, tensor_to_numpy
+from convscope.rpc.convert import layer_dead_filters, numpy_to_tensor, tensor_to_numpy
 
 
 def job_from_proto(start: pb.DatasetJobStart) -> dataset_jobs.DatasetJob:
@@ -108,11 +108,5 @@ def events_to_proto(event: dataset_jobs.JobEvent) -> Iterator[pb.DatasetJobEvent
         )
     elif isinstance(event, dataset_jobs.DeadFiltersResult):
         yield pb.DatasetJobEvent(
-            dead_filters=pb.DeadFiltersResult(
-                layers=[
-                    pb.LayerDeadFilters(tensor=name, zero_fraction=floats(fraction), dead=[int(c) for c in (fraction >= 1).nonzero()[0]])
-                    for name, fraction in event.fractions.items()
-                ],
-                samples=event.samples,
-            )
+            dead_filters=pb.DeadFiltersResult(layers=[layer_dead_filters(r) for r in event.reports], samples=event.samples)
         )

@@ -18,7 +18,7 @@ from convscope.methods.dataset_jobs import Progress
 from convscope.methods.inputs import ModelInput
 from convscope.methods.occlusion import OcclusionOptions, OcclusionProgress
 from convscope.model.types import ModelRecord
-from convscope.rpc.convert import floats, model_info, numpy_to_tensor, preprocessing_from_proto, tensor_to_numpy
+from convscope.rpc.convert import floats, layer_dead_filters, model_info, numpy_to_tensor, preprocessing_from_proto, tensor_to_numpy
 from convscope.rpc.convert import occlusion_result
 from convscope.rpc import dataset as dataset_rpc
 from convscope.rpc.errors import translate_errors
@@ -102,16 +102,8 @@ class ConvscopeServicer(pb_grpc.ConvscopeServicer):
         batches = [self._input(record, message).batch for message in request.inputs]
         if not batches:
             raise InvalidArgument("send at least one input batch")
-        reports, samples = self.core.dead_filters(
-            record.id, batches, list(request.layers), threshold=request.threshold or 1.0
-        )
-        return pb.DeadFiltersResponse(
-            layers=[
-                pb.LayerDeadFilters(tensor=r.tensor, zero_fraction=floats(r.zero_fraction), dead=[int(c) for c in r.dead])
-                for r in reports
-            ],
-            samples=samples,
-        )
+        result = self.core.dead_filters(record.id, batches, list(request.layers), threshold=request.threshold or 1.0)
+        return pb.DeadFiltersResponse(layers=[layer_dead_filters(r) for r in result.reports], samples=result.samples)
 
     @translate_errors
     def Filters(self, request: pb.FiltersRequest, context: grpc.ServicerContext) -> pb.FiltersResponse:
