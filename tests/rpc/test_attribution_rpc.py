@@ -286,3 +286,12 @@ def test_export_backward_runs_in_plain_onnxruntime(client, model_id: str, batch:
     (guided_grad,) = guided.run(["input__grad"], {"input": batch, "output__seed": one_hot(target, logits.shape[1])})
     via_service = client.attribution(model_id, batch, method="guided_backprop", render=False).map
     assert_gradients_close(guided_grad, via_service, what="exported guided backward vs guided_backprop")
+
+
+@pytest.mark.parametrize("call", ["attribution", "export_backward"])
+def test_an_unknown_rectifiers_scope_is_refused_before_the_call(client, model_id: str, batch: np.ndarray, call: str) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ValueError, match="rectifiers must be 'all' or 'relu'"):
+        if call == "attribution":
+            client.attribution(model_id, batch, method="guided_backprop", rectifiers="everything")
+        else:
+            client.export_backward(model_id, rectifiers="everything")

@@ -103,8 +103,6 @@ def _dataset(args: argparse.Namespace) -> Dataset:
         return ServerFolder(args.server_folder)
     if not args.dataset:
         raise SystemExit("no dataset: give local images or folders, or --server-folder")
-    if len(args.dataset) == 1 and Path(args.dataset[0]).is_dir():
-        return args.dataset[0]
     paths: list[str] = []
     for entry in args.dataset:
         if Path(entry).is_dir():

@@ -13,7 +13,7 @@ import numpy as np
 from convscope_client._proto import convscope_pb2 as pb
 from convscope_client._proto import convscope_pb2_grpc as pb_grpc
 from convscope_client import jobs
-from convscope_client.errors import ConvscopeError
+from convscope_client.errors import ConvscopeError, streaming
 from convscope_client.jobs import Dataset, ProgressCallback
 from convscope_client.inputs import Inputs, fill_input, fill_tensor, from_tensor, input_array
 from convscope_client.wire import ActivationsRequestFrame, decode_activation, encode_activations_request
@@ -115,9 +115,12 @@ class Client:
     def close(self) -> None:
         self._channel.close()
 
+    def _timeout(self, timeout: float | None) -> float | None:
+        return timeout if timeout is not None else self.timeout
+
     def _call(self, method: Callable[..., Result], request: Any, timeout: float | None) -> Result:
         try:
-            return method(request, timeout=timeout if timeout is not None else self.timeout, metadata=self.metadata)
+            return method(request, timeout=self._timeout(timeout), metadata=self.metadata)
         except grpc.RpcError as error:
             raise ConvscopeError.from_rpc_error(error) from None
 
@@ -226,8 +229,7 @@ class Client:
     def _dataset_job(
         self, start: pb.DatasetJobStart, dataset: Dataset, progress: ProgressCallback | None, timeout: float | None
     ) -> jobs.JobEvents:
-        timeout = timeout if timeout is not None else self.timeout
-        return jobs.run(self._stub.RunDatasetJob, start, dataset, progress=progress, timeout=timeout, metadata=self.metadata)
+        return jobs.run(self._stub.RunDatasetJob, start, dataset, progress=progress, timeout=self._timeout(timeout), metadata=self.metadata)
 
     def top_activations(
         self,
@@ -374,8 +376,6 @@ class Client:
         guided_grad_cam, integrated_gradients, smoothgrad. ``rectifiers="relu"`` applies the
         guided/deconvnet rule to Relu only (Captum's convention); "all" also to ReLU6.
         """
-        if rectifiers not in ("all", "relu"):
-            raise ValueError(f"rectifiers must be 'all' or 'relu', not {rectifiers!r}")
         request = pb.AttributionRequest(
             model_id=model_id,
             method=method,
@@ -387,7 +387,7 @@ class Client:
             samples=samples,
             noise=noise,
             seed=seed,
-            rectifiers=pb.RECTIFIERS_RELU if rectifiers == "relu" else pb.RECTIFIERS_ALL,
+            rectifiers=_rectifiers(rectifiers),
             integration=integration,
             render=render,
         )
@@ -446,20 +446,14 @@ class Client:
             request.fill_mode = fill
         else:
             request.fill_value = float(fill)
-        call = self._stub.Occlusion(request, timeout=timeout if timeout is not None else self.timeout, metadata=self.metadata)
         result: pb.OcclusionResult | None = None
-        try:
+        with streaming(self._stub.Occlusion(request, timeout=self._timeout(timeout), metadata=self.metadata)) as call:
             for event in call:
                 if event.HasField("progress"):
                     if progress is not None:
                         progress(event.progress.done, event.progress.total)
                 else:
                     result = event.result
-        except grpc.RpcError as error:
-            raise ConvscopeError.from_rpc_error(error) from None
-        except BaseException:
-            call.cancel()
-            raise
         if result is None:
             raise ConvscopeError(grpc.StatusCode.INTERNAL, "the server ended the occlusion stream without a result")
 
@@ -496,13 +490,15 @@ class Client:
             seeds=list(seeds),
             wrt=list(wrt),
             rectifier=rectifier,
-            rectifiers=pb.RECTIFIERS_RELU if rectifiers == "relu" else pb.RECTIFIERS_ALL,
+            rectifiers=_rectifiers(rectifiers),
         )
-        try:
-            timeout = timeout if timeout is not None else self.timeout
-            return b"".join(c.data for c in self._stub.ExportBackward(request, timeout=timeout, metadata=self.metadata))
-        except grpc.RpcError as error:
-            raise ConvscopeError.from_rpc_error(error) from None
+        return self._call(lambda *args, **kwargs: b"".join(c.data for c in self._stub.ExportBackward(*args, **kwargs)), request, timeout)
+
+
+def _rectifiers(name: str) -> pb.Rectifiers:
+    if name not in ("all", "relu"):
+        raise ValueError(f"rectifiers must be 'all' or 'relu', not {name!r}")
+    return pb.RECTIFIERS_RELU if name == "relu" else pb.RECTIFIERS_ALL
 
 
 def _single_or_list(values: list[Result]) -> Result | list[Result]:

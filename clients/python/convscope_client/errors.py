@@ -1,6 +1,12 @@
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from typing import TypeVar
+
 import grpc
+
+Call = TypeVar("Call", bound=grpc.Future)
 
 
 class ConvscopeError(Exception):
@@ -16,3 +22,17 @@ class ConvscopeError(Exception):
         code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
         details = error.details() if hasattr(error, "details") else str(error)
         return cls(code or grpc.StatusCode.UNKNOWN, details or "")
+
+
+@contextlib.contextmanager
+def streaming(call: Call) -> Iterator[Call]:
+    """Read a server-streaming ``call`` inside this block: a failed call raises ConvscopeError,
+    and any other exception there (Ctrl-C, a failing callback) cancels the call, so the server
+    stops working on it too."""
+    try:
+        yield call
+    except grpc.RpcError as error:
+        raise ConvscopeError.from_rpc_error(error) from None
+    except BaseException:
+        call.cancel()
+        raise

@@ -26,10 +26,6 @@ def fill_tensor(message: pb.Tensor, array: np.ndarray) -> pb.Tensor:
     return message
 
 
-def to_tensor(array: np.ndarray) -> pb.Tensor:
-    return fill_tensor(pb.Tensor(), array)
-
-
 def from_tensor(message: pb.Tensor) -> np.ndarray:
     dtype = np.dtype(message.dtype)
     return np.frombuffer(message.data, dtype=dtype.newbyteorder("<")).astype(dtype).reshape(tuple(message.shape))

@@ -25,8 +25,8 @@ import grpc
 import numpy as np
 
 from convscope_client._proto import convscope_pb2 as pb
-from convscope_client.errors import ConvscopeError
-from convscope_client.inputs import _image_bytes, fill_tensor
+from convscope_client.errors import ConvscopeError, streaming
+from convscope_client.inputs import _image_bytes, fill_tensor, input_array
 from convscope_client.types import Progress, SkippedItem
 
 # Items per request message, and bytes: well under the server's request limit.
@@ -59,10 +59,16 @@ def local_files(folder: Path) -> Iterator[Path]:
             yield Path(current) / name
 
 
+def _tensor_item(array: np.ndarray, name: str = "") -> pb.DatasetItem:
+    item = pb.DatasetItem(name=name)
+    fill_tensor(item.tensor, array)  # in place: a built Tensor would be copied into the item
+    return item
+
+
 def _items(dataset: Any) -> Iterator[pb.DatasetItem]:
     if isinstance(dataset, np.ndarray):
         for sample in dataset:
-            yield pb.DatasetItem(tensor=fill_tensor(pb.Tensor(), np.asarray(sample)))
+            yield _tensor_item(sample)
         return
     if isinstance(dataset, (str, os.PathLike)) and Path(dataset).is_dir():
         for path in local_files(Path(dataset)):
@@ -73,12 +79,10 @@ def _items(dataset: Any) -> Iterator[pb.DatasetItem]:
     for item in dataset:
         if isinstance(item, (list, tuple)):
             yield from _items(item)
-        elif isinstance(item, np.ndarray):
-            yield pb.DatasetItem(tensor=fill_tensor(pb.Tensor(), item))
         elif isinstance(item, ServerPath):
             yield pb.DatasetItem(path=item.path)
-        elif isinstance(item, (str, os.PathLike)) and str(item).endswith(".npy"):
-            yield pb.DatasetItem(tensor=fill_tensor(pb.Tensor(), np.load(item)), name=str(item))
+        elif (array := input_array(item)) is not None:
+            yield _tensor_item(array, "" if item is array else str(item))  # a .npy file is named
         elif isinstance(item, (str, os.PathLike)):
             yield pb.DatasetItem(encoded=Path(item).read_bytes(), name=str(item))
         else:
@@ -151,23 +155,16 @@ def run(
     metadata: tuple[tuple[str, str], ...],
 ) -> JobEvents:
     """Run one job; ``progress`` gets each Progress and may return False to cancel the job."""
-    call = method(requests(start, dataset), timeout=timeout, metadata=metadata)
     events = JobEvents([], [], None)
-    try:
+    with streaming(method(requests(start, dataset), timeout=timeout, metadata=metadata)) as call:
         for event in call:
             kind = event.WhichOneof("event")
             if kind in ("progress", "done"):
                 events.progress = progress_of(getattr(event, kind))
                 if progress is not None and progress(events.progress) is False:
-                    call.cancel()
                     raise ConvscopeError(grpc.StatusCode.CANCELLED, "the job was cancelled by the progress callback")
             elif kind == "skipped":
                 events.skipped.append(SkippedItem(image_ref(event.skipped.item), event.skipped.reason))
             else:
                 events.results.append(event)
-    except grpc.RpcError as error:
-        raise ConvscopeError.from_rpc_error(error) from None
-    except BaseException:
-        call.cancel()  # Ctrl-C or an exception in the callback: the server stops too
-        raise
     return events

@@ -378,14 +378,13 @@ def occlusion(
     attribution = np.broadcast_to(maps[:, None], (len(targets), image.shape[0], *size)).astype(np.float32)
     if nhwc:
         attribution = np.ascontiguousarray(attribution.transpose(0, 2, 3, 1))
-    labels = record.labels if output == record.outputs[0].name else ()
     yield OcclusionResult(
         positions=positions_map.astype(np.float32),
         attribution=attribution,
         targets=tuple(int(t) for t in targets),
         baseline_scores=baseline.astype(np.float32),
         output=output,
-        labels=tuple(labels[t] if t < len(labels) else "" for t in targets),
+        labels=record.target_labels(output, [int(t) for t in targets]),
         engine=engine_name,
         window=options.window,
         stride=options.stride,

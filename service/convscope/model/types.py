@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -135,6 +136,12 @@ class ModelRecord:
         raise NotFound(
             f"model {self.id[:12]} has no tensor {tensor!r}; GetModel lists the {len(self.layers)} tensors it has"
         )
+
+    def target_labels(self, output: str, targets: Sequence[int]) -> tuple[str, ...]:
+        """The class names of ``targets`` of ``output`` ("" where unknown: labels name the entries
+        of the first output only)."""
+        labels = self.labels if output == self.outputs[0].name else ()
+        return tuple(labels[t] if 0 <= t < len(labels) else "" for t in targets)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

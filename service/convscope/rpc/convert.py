@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 from convscope_client._proto import convscope_pb2 as pb
-from convscope_client.inputs import to_tensor as numpy_to_tensor
+from convscope_client.inputs import fill_tensor
 
 from convscope.errors import InvalidArgument
 from convscope.methods.activations import DeadFilterReport
@@ -32,6 +32,16 @@ def tensor_to_numpy(message: pb.Tensor) -> np.ndarray:
     # inputs are never written in place, and one more copy cost 0.1-0.3 ms of a one-layer call.
     little_endian = np.frombuffer(data, dtype=dtype.newbyteorder("<"))
     return little_endian.astype(dtype, copy=False).reshape(tuple(message.shape))
+
+
+def given(**values: object) -> dict[str, object]:
+    """The request fields that were set: proto3 leaves an unset number 0 and an unset string
+    empty, and those fields keep the domain type's own default."""
+    return {name: value for name, value in values.items() if value}
+
+
+def rectifiers_name(value: int) -> str:
+    return "relu" if value == pb.RECTIFIERS_RELU else "all"
 
 
 def layer_dead_filters(report: DeadFilterReport) -> pb.LayerDeadFilters:
@@ -105,9 +115,7 @@ def floats(values: Sequence[float] | np.ndarray) -> list[float]:
 
 
 def occlusion_result(result: OcclusionResult) -> pb.OcclusionResult:
-    return pb.OcclusionResult(
-        positions=numpy_to_tensor(result.positions),
-        attribution=numpy_to_tensor(result.attribution),
+    message = pb.OcclusionResult(
         png=result.png,
         targets=list(result.targets),
         baseline_scores=floats(result.baseline_scores),
@@ -117,3 +125,6 @@ def occlusion_result(result: OcclusionResult) -> pb.OcclusionResult:
         window=list(result.window),
         stride=list(result.stride),
     )
+    fill_tensor(message.positions, result.positions)
+    fill_tensor(message.attribution, result.attribution)
+    return message

@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 
 from convscope_client._proto import convscope_pb2 as pb
+from convscope_client.inputs import fill_tensor
 
 from convscope.errors import ConvscopeError, InvalidArgument
 from convscope.methods import dataset_jobs
 from convscope.methods.datasets import EncodedItem, Item, PathItem, Ref, Skipped, TensorItem, UnreadableItem
 from convscope.methods.embedding import EmbeddingResult
 from convscope.methods.top_activations import TopActivationsResult
-from convscope.rpc.convert import layer_dead_filters, numpy_to_tensor, tensor_to_numpy
+from convscope.rpc.convert import given, layer_dead_filters, tensor_to_numpy
 
 
 def job_from_proto(start: pb.DatasetJobStart) -> dataset_jobs.DatasetJob:
@@ -20,12 +21,12 @@ def job_from_proto(start: pb.DatasetJobStart) -> dataset_jobs.DatasetJob:
         job = start.top_activations
         directions = tensor_to_numpy(job.directions) if job.HasField("directions") and job.directions.shape else None
         return dataset_jobs.TopActivationsJob(
-            layer=job.layer, channels=tuple(job.channels), k=job.k or 9, directions=directions, render=job.render
+            layer=job.layer, channels=tuple(job.channels), directions=directions, render=job.render, **given(k=job.k)
         )
     if kind == "embedding":
         job = start.embedding
         return dataset_jobs.EmbeddingJob(
-            layer=job.layer, method=job.method or "tsne", perplexity=job.perplexity or 30.0, seed=job.seed, render=job.render
+            layer=job.layer, seed=job.seed, render=job.render, **given(method=job.method, perplexity=job.perplexity)
         )
     if kind == "dead_filters":
         return dataset_jobs.DeadFiltersJob(layers=tuple(start.dead_filters.layers))
@@ -95,17 +96,18 @@ def events_to_proto(event: dataset_jobs.JobEvent) -> Iterator[pb.DatasetJobEvent
                 )
             )
     elif isinstance(event, EmbeddingResult):
-        yield pb.DatasetJobEvent(
+        message = pb.DatasetJobEvent(
             embedding=pb.EmbeddingResult(
                 layer=event.layer,
                 method=event.method,
-                coords=numpy_to_tensor(event.coords),
                 images=[item_ref(int(index), ref) for index, ref in zip(event.indices, event.images)],
                 perplexity=event.perplexity,
                 png=event.png,
                 scatter_png=event.scatter_png,
             )
         )
+        fill_tensor(message.embedding.coords, event.coords)
+        yield message
     elif isinstance(event, dataset_jobs.DeadFiltersResult):
         yield pb.DatasetJobEvent(
             dead_filters=pb.DeadFiltersResult(layers=[layer_dead_filters(r) for r in event.reports], samples=event.samples)

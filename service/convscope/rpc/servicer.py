@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import grpc
 from convscope_client._proto import convscope_pb2 as pb
 from convscope_client._proto import convscope_pb2_grpc as pb_grpc
+from convscope_client.inputs import fill_tensor
 from convscope_client.wire import ActivationFrame
 
 from convscope.core import Convscope
@@ -18,7 +19,15 @@ from convscope.methods.dataset_jobs import Progress
 from convscope.methods.inputs import ModelInput
 from convscope.methods.occlusion import OcclusionOptions, OcclusionProgress
 from convscope.model.types import ModelRecord
-from convscope.rpc.convert import floats, layer_dead_filters, model_info, numpy_to_tensor, preprocessing_from_proto, tensor_to_numpy
+from convscope.rpc.convert import (
+    floats,
+    given,
+    layer_dead_filters,
+    model_info,
+    preprocessing_from_proto,
+    rectifiers_name,
+    tensor_to_numpy,
+)
 from convscope.rpc.convert import occlusion_result
 from convscope.rpc import dataset as dataset_rpc
 from convscope.rpc.errors import translate_errors
@@ -108,13 +117,11 @@ class ConvscopeServicer(pb_grpc.ConvscopeServicer):
     @translate_errors
     def Filters(self, request: pb.FiltersRequest, context: grpc.ServicerContext) -> pb.FiltersResponse:
         result = self.core.filters(request.model_id, request.layer, render=request.render)
-        return pb.FiltersResponse(
-            node=result.node,
-            weights=numpy_to_tensor(result.weights),
-            png=result.png,
-            smoothness=floats(result.smoothness),
-            mean_smoothness=result.mean_smoothness,
+        response = pb.FiltersResponse(
+            node=result.node, png=result.png, smoothness=floats(result.smoothness), mean_smoothness=result.mean_smoothness
         )
+        fill_tensor(response.weights, result.weights)
+        return response
 
 
 
@@ -190,27 +197,25 @@ class ConvscopeServicer(pb_grpc.ConvscopeServicer):
             output=request.output or None,
             target=request.target if request.has_target else None,
             layer=request.layer or None,
-            steps=request.steps or 50,
-            baseline=tensor_to_numpy(request.baseline) if request.HasField("baseline") else 0.0,
-            integration=request.integration or "gausslegendre",
-            samples=request.samples or 25,
-            noise=request.noise if request.HasField("noise") else 0.15,
             seed=request.seed,
-            rectifiers="relu" if request.rectifiers == pb.RECTIFIERS_RELU else "all",
+            rectifiers=rectifiers_name(request.rectifiers),
+            **given(steps=request.steps, integration=request.integration, samples=request.samples),
+            **({"baseline": tensor_to_numpy(request.baseline)} if request.HasField("baseline") else {}),
+            **({"noise": request.noise} if request.HasField("noise") else {}),
         )
         result, png = self.core.attribution(record.id, model_input, request.method, options, render=request.render)
-        labels = record.labels if result.score.tensor == record.outputs[0].name else ()
+        targets = [int(t) for t in result.score.targets]
         response = pb.AttributionResponse(
-            map=numpy_to_tensor(result.map),
             png=png,
-            target=[int(t) for t in result.score.targets],
+            target=targets,
             score=floats(result.scores),
             output=result.score.tensor,
-            target_label=[labels[t] if t < len(labels) else "" for t in result.score.targets],
+            target_label=record.target_labels(result.score.tensor, targets),
             layer=result.layer or "",
         )
+        fill_tensor(response.map, result.map)
         if result.layer_map is not None:
-            response.layer_map.CopyFrom(numpy_to_tensor(result.layer_map))
+            fill_tensor(response.layer_map, result.layer_map)
         return response
 
     @translate_errors
@@ -220,7 +225,7 @@ class ConvscopeServicer(pb_grpc.ConvscopeServicer):
             seeds=list(request.seeds),
             wrt=list(request.wrt),
             rectifier=request.rectifier or "plain",
-            rectifiers="relu" if request.rectifiers == pb.RECTIFIERS_RELU else "all",
+            rectifiers=rectifiers_name(request.rectifiers),
         )
         for start in range(0, len(data), EXPORT_CHUNK_BYTES):
             yield pb.FileChunk(file="", data=data[start : start + EXPORT_CHUNK_BYTES])
