@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 
 from convscope.errors import InvalidArgument
-from convscope.graph.backward import build_backward
 from convscope.methods import activations as activation_methods
 from convscope.methods import attribution as attribution_methods
 from convscope.methods import dataset_jobs
@@ -22,6 +21,7 @@ from convscope.methods.inputs import ModelInput, from_images, from_tensor
 from convscope.model.store import DEFAULT_MAX_UPLOAD_BYTES, ModelStore, Upload
 from convscope.model.types import ModelRecord, Preprocessing
 from convscope.render import encode_png, heatmap, overlay
+from convscope.runtime.graphs import BackwardGraph
 from convscope.runtime.inspect import describe_upload
 from convscope.runtime.sessions import DEFAULT_SESSION_BUDGET_BYTES, Runtime
 
@@ -189,9 +189,6 @@ class Convscope:
         record = self.model(model_id)
         for name in (*seeds, *wrt):
             record.layer(name)
-        base = self.runtime.base_graph(record.id, dynamic_batch=record.dynamic_batch)
-        model = build_backward(
-            base, list(seeds) or [record.outputs[0].name], wrt=wrt, keep=list(seeds) or [record.outputs[0].name],
-            rectifier=rectifier, rectifiers=rectifiers,  # type: ignore[arg-type]
-        )
-        return model.SerializeToString()
+        seeds = tuple(seeds) or (record.outputs[0].name,)
+        spec = BackwardGraph(seeds, wrt=tuple(wrt), keep=seeds, rectifier=rectifier, rectifiers=rectifiers)
+        return spec.build(self.runtime.base_graph(record.id, dynamic_batch=record.dynamic_batch)).SerializeToString()

@@ -26,14 +26,16 @@ from typing import Any
 import numpy as np
 
 from convscope.errors import Cancelled, ConvscopeError, NotFound, PermissionDenied
+from convscope.methods.context import available_cores
 from convscope.methods.inputs import ImageSample, decode_sample, from_tensor
 from convscope.model.types import ModelRecord
+from convscope.render.images import to_unit
 
 log = logging.getLogger(__name__)
 
 # A file larger than this is skipped, not read: no image a vision model needs is this big.
 MAX_FILE_BYTES = 64 << 20
-DEFAULT_DECODE_WORKERS = max(1, min(4, os.cpu_count() or 1))
+DEFAULT_DECODE_WORKERS = max(1, min(4, available_cores()))
 # Items decoded ahead of inference, per decode worker.
 PREFETCH_PER_WORKER = 16
 # Scheduling priority of decode threads (nice value, Linux): below inference.
@@ -253,8 +255,7 @@ def picture_from_sample(record: ModelRecord, value: np.ndarray) -> np.ndarray | 
         pixels = pixels[..., ::-1]
     finite = np.nan_to_num(pixels)
     if finite.min() < -1 or finite.max() > 256:
-        low, high = float(finite.min()), float(finite.max())
-        finite = (finite - low) / (high - low) * 255 if high > low else np.zeros_like(finite)
+        finite = to_unit(finite) * 255
     picture = finite.round().clip(0, 255).astype(np.uint8)
     return np.repeat(picture, 3, axis=2) if picture.shape[2] == 1 else np.ascontiguousarray(picture)
 

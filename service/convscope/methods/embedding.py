@@ -15,7 +15,6 @@ per image) and thumbnails of a seeded reservoir sample of at most ``MAX_GRID_IMA
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -27,15 +26,17 @@ from threadpoolctl import threadpool_limits
 
 from convscope.errors import InvalidArgument
 from convscope.graph.analysis import data_tensors, producers
+from convscope.methods.context import available_cores
 from convscope.methods.datasets import Ref, Sample
 from convscope.model.types import ModelRecord
+from convscope.render.images import to_unit_square
 from convscope.render.montage import encode_png_fast, fit, grid, scatter
 
 METHODS = ("tsne", "pca")
 PCA_DIMENSIONS = 50  # before t-SNE (van der Maaten & Hinton 2008, §4)
 MAX_GRID_IMAGES = 1024  # the grid and scatter draw a random sample of at most this many images
 THUMBNAIL = 32
-TSNE_THREADS = max(1, (os.cpu_count() or 2) // 2)
+TSNE_THREADS = max(1, available_cores() // 2)
 MAX_CODE_FLOATS = 1 << 28  # 1 GiB of float32 codes: refuse before running out of memory
 
 CLASSIFIER_OPS = frozenset({"Gemm", "MatMul", "Conv"})
@@ -200,8 +201,7 @@ def _two_columns(coords: np.ndarray) -> np.ndarray:
 def snap_to_grid(coords: np.ndarray, side: int) -> np.ndarray:
     """Grid cell (row-major index into side × side) of each point: the assignment with least total
     squared distance between the points (scaled to the unit square) and the cell centres."""
-    low, high = coords.min(axis=0), coords.max(axis=0)
-    unit = (coords - low) / np.where(high > low, high - low, 1)
+    unit = to_unit_square(coords)
     ticks = (np.arange(side) + 0.5) / side
     rows, columns = np.meshgrid(ticks, ticks, indexing="ij")
     # Cell (r, c) is drawn at row r (top to bottom) and column c: x → column, y → row, y up.

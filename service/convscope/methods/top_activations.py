@@ -18,7 +18,6 @@ together stay within ``PICTURE_BUDGET_BYTES``; crops are cut when the figures ar
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from PIL import Image
 from convscope.errors import InvalidArgument
 from convscope.graph.receptive_field import FieldMap
 from convscope.methods.activations import channel_view
+from convscope.methods.context import available_cores
 from convscope.methods.datasets import Ref, Sample
 from convscope.model.types import ModelRecord
 from convscope.render.montage import crop, encode_png_fast, fit, hits_figure
@@ -39,7 +39,7 @@ TILE = 96  # pixels per crop / thumbnail in the figure
 # with its longer side at most sqrt(budget / (3 · slots)) (full size for a few channels).
 PICTURE_BUDGET_BYTES = 256 << 20
 MIN_PICTURE_SIDE = 48
-FIGURE_THREADS = max(1, min(8, os.cpu_count() or 1))
+FIGURE_THREADS = max(1, min(8, available_cores()))
 _EMPTY = np.iinfo(np.int64).max  # index of an unfilled heap slot: loses every tie
 
 
@@ -162,18 +162,16 @@ class TopActivations:
         self.values = np.take_along_axis(values_all, order, axis=1)
         self.indices = np.take_along_axis(indices_all, order, axis=1)
         self.positions = np.take_along_axis(positions_all, order, axis=1)
-        by_index = {s.index: s for s in samples}
         for sample in samples:
             self.refs[sample.index] = sample.ref
+        alive = set(self.indices[self.indices != _EMPTY].tolist())
         if self.render:
-            self._keep_pictures(by_index)
-        live = set(self.indices[self.indices != _EMPTY].tolist())
-        self.refs = {index: ref for index, ref in self.refs.items() if index in live}
+            self._keep_pictures({s.index: s for s in samples}, alive)
+        self.refs = {index: ref for index, ref in self.refs.items() if index in alive}
 
-    def _keep_pictures(self, batch: dict[int, Sample]) -> None:
+    def _keep_pictures(self, batch: dict[int, Sample], alive: set[int]) -> None:
         """Keep the picture of every image that just entered a heap (once per image, however many
         heaps), downscaled to the budget; drop the pictures of images that left every heap."""
-        alive = set(self.indices[self.indices != _EMPTY].tolist())
         for index in alive.intersection(batch):
             picture = batch[index].picture
             if picture is not None and index not in self._pictures:
@@ -238,7 +236,7 @@ class TopActivations:
             y0, x0, y1, x1 = (round(v * shrunk) for v in hit.box)
             crops.append(crop(picture, (y0, x0, max(y1, y0 + 1), max(x1, x0 + 1)), TILE))
             boxes.append((round(top + y0 * scale), round(left + x0 * scale), round(top + y1 * scale), round(left + x1 * scale)))
-        figure = hits_figure(pictures, boxes, [h.value for h in drawable], crops, size=TILE)
+        figure = hits_figure(pictures, boxes, [h.value for h in drawable], crops)
         return encode_png_fast(figure)
 
 

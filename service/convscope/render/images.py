@@ -42,6 +42,12 @@ def to_unit(values: np.ndarray, *, symmetric: bool = False) -> np.ndarray:
     return (values - low) / (high - low) if high > low else np.zeros_like(values)
 
 
+def to_unit_square(points: np.ndarray) -> np.ndarray:
+    """Points [N, D] with each coordinate min–max scaled to [0, 1] (a constant one: 0)."""
+    low, high = points.min(axis=0), points.max(axis=0)
+    return (points - low) / np.where(high > low, high - low, 1)
+
+
 def tile(tiles: list[np.ndarray], columns: int | None = None, *, background: int = 40) -> np.ndarray:
     """Lay equal-sized H×W×3 uint8 tiles out in a grid with one-pixel gaps."""
     count = len(tiles)

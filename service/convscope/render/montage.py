@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from convscope.render.images import TILE_GAP, tile
+from convscope.render.images import TILE_GAP, tile, to_unit_square
 
 BACKGROUND = 40
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -78,16 +78,13 @@ def crop(picture: np.ndarray, box: tuple[int, int, int, int] | None, size: int) 
     return fit(picture, size)[0]
 
 
-def with_box(picture: np.ndarray, box: tuple[int, int, int, int] | None, size: int) -> np.ndarray:
-    """The whole picture fitted to a ``size`` tile, with the box outlined."""
-    tile_pixels, scale, (top, left) = fit(picture, size)
+def outlined(tile_pixels: np.ndarray, box: tuple[int, int, int, int] | None) -> np.ndarray:
+    """A tile with ``box`` (in the tile's pixels) outlined."""
     if box is None:
         return tile_pixels
     y0, x0, y1, x1 = box
     image = Image.fromarray(tile_pixels)
-    draw = ImageDraw.Draw(image)
-    corners = (left + x0 * scale, top + y0 * scale, left + x1 * scale - 1, top + y1 * scale - 1)
-    draw.rectangle(corners, outline=BOX_COLOUR, width=max(1, size // 48))
+    ImageDraw.Draw(image).rectangle((x0, y0, x1 - 1, y1 - 1), outline=BOX_COLOUR, width=max(1, tile_pixels.shape[0] // 48))
     return np.asarray(image)
 
 
@@ -104,16 +101,14 @@ def hits_figure(
     boxes: Sequence[tuple[int, int, int, int] | None],
     values: Sequence[float],
     crops: Sequence[np.ndarray],
-    *,
-    size: int = 96,
 ) -> np.ndarray:
-    """Left: the receptive-field ``crops`` (tiles of ``size``, cut by the caller, which may keep
-    them at full resolution while holding only a thumbnail of the whole image) with their
-    values; right: the full images with the box."""
+    """Left: the receptive-field ``crops`` with their values; right: the whole images with their
+    boxes. Every picture and crop is a tile of one size, boxes are in the tiles' pixels: the
+    caller fits each image once, however many figures show it."""
     count = len(values)
     columns = math.ceil(math.sqrt(count))
     left = tile([labelled(t, f"{v:.4g}") for t, v in zip(crops, values)], columns, background=BACKGROUND)
-    right = tile([labelled(with_box(p, b, size), "") for p, b in zip(pictures, boxes)], columns, background=BACKGROUND)
+    right = tile([labelled(outlined(p, b), "") for p, b in zip(pictures, boxes)], columns, background=BACKGROUND)
     height = max(left.shape[0], right.shape[0])
     gap = np.full((height, 4 * TILE_GAP + 6, 3), 0, np.uint8)
     return np.concatenate([_pad_to(left, height), gap, _pad_to(right, height)], axis=1)
@@ -141,9 +136,7 @@ def scatter(thumbnails: Sequence[np.ndarray], coords: np.ndarray, *, canvas_size
     size = thumbnails[0].shape[0]
     canvas = np.full((canvas_size, canvas_size, 3), BACKGROUND, np.uint8)
     span = canvas_size - size
-    low, high = coords.min(axis=0), coords.max(axis=0)
-    unit = (coords - low) / np.where(high > low, high - low, 1)
-    for thumbnail, (x, y) in zip(thumbnails, unit):
+    for thumbnail, (x, y) in zip(thumbnails, to_unit_square(coords)):
         left, top = int(round(x * span)), int(round((1 - y) * span))
         canvas[top : top + size, left : left + size] = thumbnail
     return canvas

@@ -183,6 +183,10 @@ def _tensor_infos(model: onnx.ModelProto) -> dict[str, TensorInfo]:
     where inference from the ops stops, with their sizes dropped.
     """
     derived = _inferred(model, annotations=False)
+    graph = model.graph
+    described = [name for node in graph.node for name in node.output if name] + [vi.name for vi in (*graph.value_info, *graph.output)]
+    if all(name in derived and derived[name].shape is not None for name in described):
+        return derived  # nothing left for the annotations to tell (the usual case): skip that pass
     for name, info in _inferred(model, annotations=True).items():
         known = derived.get(name)
         if known is None or known.shape is None:
