@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import onnx
 
-from convscope.graph.backward import build_backward, seed_top_entry
+from convscope.graph.backward import build_backward
 from convscope.graph.expose import expose
 from convscope.graph.patch import stage_model, tail_model
 from convscope.graph.regions import StagePlan
@@ -46,13 +46,10 @@ class BackwardGraph:
     top_target: bool = False  # seed the (one) seed tensor's top entry in the graph itself
 
     def build(self, base: onnx.ModelProto) -> onnx.ModelProto:
-        model = build_backward(
-            base, self.seeds, wrt=self.wrt, keep=self.keep, rectifier=self.rectifier, rectifiers=self.rectifiers  # type: ignore[arg-type]
+        return build_backward(
+            base, self.seeds, wrt=self.wrt, keep=self.keep, rectifier=self.rectifier,
+            rectifiers=self.rectifiers, top_target=self.top_target,  # type: ignore[arg-type]
         )
-        if self.top_target:
-            (seed,) = self.seeds
-            model = seed_top_entry(model, seed)
-        return model
 
 
 @dataclass(frozen=True)

@@ -57,6 +57,7 @@ def build_backward(
     keep: Sequence[str] = (),
     rectifier: Rectifier = "plain",
     rectifiers: RectifierScope = "all",
+    top_target: bool = False,
 ) -> onnx.ModelProto:
     """Add a backward graph to (a copy of) ``model``.
 
@@ -71,11 +72,15 @@ def build_backward(
             2014: ``relu(dY)``).
         rectifiers: which units the rectifier applies to: ``"all"`` ReLU and
             Clip with min 0 (ReLU6), or ``"relu"`` ReLU only (Captum's convention).
+        top_target: seed the (one) seed tensor in the graph itself, one-hot at each
+            sample's top entry (the first on ties, as numpy's argmax), which is also
+            returned as ``top_target_name(seed)`` (int64 [N]): the default target then
+            costs no forward pass of its own.
 
     Returns:
         A new model whose inputs are the forward inputs (initializers excluded) and
-        the seeds, and whose outputs are ``keep`` and ``grad_output_name(t)`` for every
-        float input and every ``wrt`` tensor.
+        the seeds (none with ``top_target``), and whose outputs are ``keep`` and
+        ``grad_output_name(t)`` for every float input and every ``wrt`` tensor.
     """
     if rectifier not in ("plain", "guided", "deconvnet"):
         raise InvalidArgument(f"unknown rectifier {rectifier!r}")
@@ -84,6 +89,8 @@ def build_backward(
     if not seeds:
         raise InvalidArgument("the backward graph needs at least one seed tensor")
     seeds, wrt, keep = _unique(seeds), _unique(wrt), _unique(keep)
+    if top_target and len(seeds) != 1:
+        raise InvalidArgument("a top-entry target seeds exactly one tensor")
 
     work = _prepared(model)
     graph = work.graph
@@ -98,13 +105,13 @@ def build_backward(
 
     taken = _all_names(graph)
     grad_of = [*float_inputs, *(t for t in wrt if t not in inputs)]
-    reserved = {seed_input_name(s) for s in seeds} | {grad_output_name(t) for t in grad_of}
+    reserved = {top_target_name(s) if top_target else seed_input_name(s) for s in seeds} | {grad_output_name(t) for t in grad_of}
     if reserved & taken:
         raise InvalidArgument(f"the model already has tensors named {sorted(reserved & taken)}")
     emitter = Emitter(infos, taken | reserved)
     grads = _Gradients(emitter)
     for s in seeds:
-        grads.add(s, seed_input_name(s))
+        grads.add(s, _top_entry_seed(emitter, s) if top_target else seed_input_name(s))
     options, constants = Options(rectifier, rectifiers), _Constants(graph)
     for node, rule in reversed(rules):
         _differentiate(node, rule, grads, active, emitter, options, constants)
@@ -114,7 +121,9 @@ def build_backward(
     for t in grad_of:
         declared = inputs[t].type if t in inputs else _batch_free(t, _info(infos, t)).type
         outputs.append(_export(emitter, grads, t, declared))
-    seed_inputs = [_batch_free(seed_input_name(s), _info(infos, s)) for s in seeds]
+    if top_target:
+        outputs.extend(helper.make_tensor_value_info(top_target_name(s), onnx.TensorProto.INT64, ["batch"]) for s in seeds)
+    seed_inputs = [] if top_target else [_batch_free(seed_input_name(s), _info(infos, s)) for s in seeds]
     graph.initializer.extend(emitter.initializers)
     _rewire(graph, emitter.nodes, [*inputs.values(), *seed_inputs], outputs)
     min_ir = helper.find_min_ir_version_for(list(work.opset_import), ignore_unknown=True)
@@ -440,48 +449,11 @@ def top_target_name(tensor: str) -> str:
     return f"{tensor}__top"
 
 
-def seed_top_entry(model: onnx.ModelProto, tensor: str) -> onnx.ModelProto:
-    """``model`` (a backward graph seeded at ``tensor``) with the seed made in the graph: one-hot
-    at each sample's top-scoring entry of ``tensor`` (the first, on ties, as numpy's argmax), which
-    is also returned as ``top_target_name(tensor)`` (int64 [N]).  Unlike the other passes it
-    changes ``model`` in place: it gets build_backward's fresh copy, not worth copying again.
-
-    The default target then costs no forward pass of its own before the backward run."""
-    seed = seed_input_name(tensor)
-    graph = model.graph
-    declared = next((value for value in graph.input if value.name == seed), None)
-    if declared is None:
-        raise ValueError(f"{tensor!r} has no seed input in this backward graph")
-    elem_type = declared.type.tensor_type.elem_type
-
-    def name(suffix: str) -> str:
-        return f"{tensor}__top/{suffix}"
-
-    def const(suffix: str, value: np.ndarray) -> str:
-        graph.initializer.append(numpy_helper.from_array(value, name(suffix)))
-        return name(suffix)
-
-    flat_shape = const("flat_shape", np.array([0, -1], np.int64))
-    dtype = helper.tensor_dtype_to_np_dtype(elem_type)
-    nodes = [
-        helper.make_node("Reshape", [tensor, flat_shape], [name("flat")], name=name("flat")),
-        helper.make_node("ArgMax", [name("flat")], [top_target_name(tensor)], name=name("argmax"), axis=1, keepdims=0),
-        helper.make_node("Shape", [name("flat")], [name("flat_size")], name=name("flat_size"), start=1, end=2),
-        helper.make_node(
-            "OneHot", [top_target_name(tensor), name("flat_size"), const("off_on", np.array([0, 1], dtype))],
-            [name("one_hot")], name=name("one_hot"), axis=-1,
-        ),
-        helper.make_node("Shape", [tensor], [name("shape")], name=name("shape")),
-        helper.make_node("Reshape", [name("one_hot"), name("shape")], [seed], name=name("seed")),
-    ]
-    kept = [value for value in graph.input if value.name != seed]
-    del graph.input[:]
-    graph.input.extend(kept)
-    # Topological order: the seed's nodes after the forward node that makes ``tensor``, before
-    # the backward nodes that read the seed.
-    made_at = next(index for index, node in enumerate(graph.node) if tensor in node.output)
-    ordered = [*graph.node[: made_at + 1], *nodes, *graph.node[made_at + 1 :]]
-    del graph.node[:]
-    graph.node.extend(ordered)
-    graph.output.append(helper.make_tensor_value_info(top_target_name(tensor), onnx.TensorProto.INT64, ["batch"]))
-    return model
+def _top_entry_seed(e: Emitter, tensor: str) -> str:
+    """One-hot at each sample's top entry of ``tensor``; the entry's flat index is also written
+    to the graph output ``top_target_name(tensor)``."""
+    flat = e.op("Reshape", tensor, e.ints([0, -1]))
+    top = top_target_name(tensor)
+    e.nodes.append(helper.make_node("ArgMax", [flat], [top], name=e.fresh("ArgMax"), axis=1, keepdims=0))
+    one_hot = e.op("OneHot", top, e.shape(flat, 1, 2), e.scalar([0, 1], tensor), axis=-1)
+    return e.reshape_like(one_hot, tensor)
