@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -34,7 +33,7 @@ import torch
 from torch import nn
 
 from benchmarks._common import interleaved, write_results
-from benchmarks.gradients import GOALS, agreement, efficientnet_lite0, resnet18, torch_gradient
+from benchmarks.gradients import GOALS, agreement, efficientnet_lite0, graph_stats, resnet18, torch_gradient
 from convscope.graph.backward import build_backward, grad_output_name, seed_input_name
 from convscope.graph.backward.rules import RULES, Rule, Vjp
 from convscope.graph.backward.rules.linear import _conv_general
@@ -73,9 +72,8 @@ def bench_model(net: nn.Module, model_bytes: bytes, batches: list[int], repeats:
     grad = grad_output_name(graph_input)
     result: dict[str, object] = {
         "build_seconds": build_s,
-        "forward_nodes": len(model.graph.node),
-        "backward_graph_nodes": {"ours": len(ours.graph.node), "general_conv": len(general.graph.node)},
-        "backward_graph_ops": dict(Counter(n.op_type for n in ours.graph.node).most_common()),
+        **graph_stats(model, ours),
+        "general_conv_backward_graph_nodes": len(general.graph.node),
         "batches": {},
     }
     rng = np.random.default_rng(0)
@@ -120,9 +118,8 @@ def main() -> None:
         net, model_bytes = MODELS[name]()
         row = bench_model(net, model_bytes, args.batches, args.repeats)
         results["models"][name] = row  # type: ignore[index]
-        nodes = row["backward_graph_nodes"]
-        print(f"== {name}: backward graph {nodes['ours']} nodes "  # type: ignore[index]
-              f"(general Conv path {nodes['general_conv']}), forward {row['forward_nodes']}")
+        print(f"== {name}: backward graph {row['backward_graph_nodes']} nodes "
+              f"(general Conv path {row['general_conv_backward_graph_nodes']}), forward {row['forward_nodes']}")
         for batch, b in row["batches"].items():  # type: ignore[attr-defined]
             s = b["seconds"]
             for stat in ("min", "median"):

@@ -90,9 +90,7 @@ def agreement(got: np.ndarray, want: np.ndarray) -> dict[str, float]:
     return {"max_rel_l2": float(rel.max()), "min_cosine": float(cos.min())}
 
 
-def graph_stats(model_bytes: bytes, output: str) -> dict[str, object]:
-    forward = onnx.load_from_string(model_bytes)
-    backward = build_backward(forward, seeds=[output])
+def graph_stats(forward: onnx.ModelProto, backward: onnx.ModelProto) -> dict[str, object]:
     return {
         "forward_nodes": len(forward.graph.node),
         "backward_graph_nodes": len(backward.graph.node),
@@ -100,12 +98,13 @@ def graph_stats(model_bytes: bytes, output: str) -> dict[str, object]:
     }
 
 
-def bare_backward(model_bytes: bytes, output: str) -> tuple[bytes, ort.InferenceSession, float]:
+def bare_backward(model_bytes: bytes, output: str) -> tuple[onnx.ModelProto, bytes, ort.InferenceSession, float]:
     """The backward graph in its own session, outside the service (build time included)."""
     start = time.perf_counter()
-    backward = build_backward(onnx.load_from_string(model_bytes), seeds=[output]).SerializeToString()
-    session = ort.InferenceSession(backward, session_options(), providers=provider_settings(usable_providers()))
-    return backward, session, time.perf_counter() - start
+    backward = build_backward(onnx.load_from_string(model_bytes), seeds=[output])
+    serialized = backward.SerializeToString()
+    session = ort.InferenceSession(serialized, session_options(), providers=provider_settings(usable_providers()))
+    return backward, serialized, session, time.perf_counter() - start
 
 
 def bench_model(core: Convscope, name: str, net: nn.Module, model_bytes: bytes) -> dict[str, object]:
@@ -115,11 +114,11 @@ def bench_model(core: Convscope, name: str, net: nn.Module, model_bytes: bytes) 
     output, input_name = record.outputs[0].name, record.input.name
     rng = np.random.default_rng(0)
     plain = ort.InferenceSession(model_bytes, session_options(), providers=provider_settings(usable_providers()))
-    backward_bytes, bare, bare_build_s = bare_backward(model_bytes, output)
+    backward, backward_bytes, bare, bare_build_s = bare_backward(model_bytes, output)
     result: dict[str, object] = {
         "upload_seconds": upload_s,
         "bare_backward_build_seconds": bare_build_s,
-        "graph": graph_stats(model_bytes, output),
+        "graph": graph_stats(onnx.load_from_string(model_bytes), backward),
         "batches": {},
     }
 
