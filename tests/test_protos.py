@@ -59,7 +59,7 @@ def test_reflection_lists_the_service(server: RunningServer) -> None:
         # The descriptors come through too: the service's methods are resolvable by name.
         descriptor = database.FindFileContainingSymbol(SERVICE)
         methods = {m.name for s in descriptor.service if s.name == "Convscope" for m in s.method}
-        assert {"UploadModel", "ListModels", "GetModel", "DeleteModel", "Activations", "Filters"} <= methods
+        assert {"UploadModel", "ListModels", "GetModel", "DeleteModel", "Activations", "StreamActivations", "Filters"} <= methods
 
 
 @pytest.mark.parametrize("service", ["", SERVICE])

@@ -11,6 +11,7 @@ from convscope_client.wire import (
     ACTIVATION_VALUE,
     INPUT_TENSOR,
     REQUEST_INPUT,
+    RESPONSE_ACTIVATIONS,
     TENSOR_DATA,
     TENSOR_DTYPE,
     TENSOR_SHAPE,
@@ -18,8 +19,11 @@ from convscope_client.wire import (
     ActivationsRequestFrame,
     _varint,
     decode_activation,
+    decode_activations_request,
+    decode_activations_response,
     encode_activation,
     encode_activations_request,
+    encode_activations_response,
 )
 
 ARRAYS = {
@@ -114,9 +118,51 @@ def test_truncated_messages_are_refused() -> None:
         decode_activation(wire[:-3])
 
 
+def response_frames() -> list[ActivationFrame]:
+    """Every kind of array, with and without statistics, plus an element without a value."""
+    frames = [ActivationFrame(header(index % 2 == 1), array) for index, array in enumerate(ARRAYS.values())]
+    return [*frames, ActivationFrame(header(True), None)]
+
+
+def test_encoded_response_is_the_generated_response() -> None:
+    frames = response_frames()
+    expected = pb.ActivationsResponse(activations=[reference(frame.message, frame.value) for frame in frames])
+    assert pb.ActivationsResponse.FromString(encode_activations_response(frames)) == expected
+    assert encode_activations_response([]) == b""
+
+
+def test_decoding_generated_responses() -> None:
+    frames = response_frames()
+    generated = pb.ActivationsResponse(activations=[reference(frame.message, frame.value) for frame in frames])
+    for wire in (generated.SerializeToString(), encode_activations_response(frames)):
+        decoded = decode_activations_response(wire)
+        assert [message for message, _ in decoded] == [frame.message for frame in frames]
+        for (_, value), frame in zip(decoded, frames):
+            if frame.value is None:
+                assert value is None
+            else:
+                assert value is not None and value.dtype == frame.value.dtype and np.array_equal(value, frame.value)
+                assert value.flags.writeable
+
+
+def test_a_response_with_an_unknown_field_decodes_its_activations() -> None:
+    """A newer server may add fields to ActivationsResponse; an older client skips them."""
+    frames = response_frames()[:2]
+    unknown = _varint(15 << 3 | 2) + _varint(3) + b"new" + _varint(16 << 3) + _varint(300)
+    decoded = decode_activations_response(unknown + encode_activations_response(frames) + unknown)
+    assert [message for message, _ in decoded] == [frame.message for frame in frames]
+
+
+def test_truncated_responses_are_refused() -> None:
+    wire = encode_activations_response(response_frames()[:1])
+    with pytest.raises(ValueError, match="truncated"):
+        decode_activations_response(wire[:-3])
+
+
 def test_field_numbers_are_the_protos() -> None:
     fields = {
         (pb.Activation, "value"): ACTIVATION_VALUE,
+        (pb.ActivationsResponse, "activations"): RESPONSE_ACTIVATIONS,
         (pb.ActivationsRequest, "input"): REQUEST_INPUT,
         (pb.Input, "tensor"): INPUT_TENSOR,
         (pb.Tensor, "dtype"): TENSOR_DTYPE,
@@ -144,3 +190,44 @@ def test_a_request_of_images_is_serialized_as_it_is() -> None:
     request = request_head()
     request.input.images.images[:] = [b"\x89PNG one", b"\xff\xd8 two"]
     assert encode_activations_request(ActivationsRequestFrame(request, None)) == request.SerializeToString()
+
+
+def whole(received) -> pb.ActivationsRequest:
+    """The request a server decoding with the generated code would see."""
+    message = pb.ActivationsRequest()
+    message.CopyFrom(received.message)
+    if received.tensor_data is not None:
+        message.input.tensor.data = bytes(received.tensor_data)
+    return message
+
+
+@pytest.mark.parametrize("name", list(ARRAYS))
+def test_a_tensor_request_is_read_with_its_data_as_a_view(name: str) -> None:
+    array = ARRAYS[name]
+    expected = request_head()
+    fill_tensor(expected.input.tensor, array)
+    for wire in (expected.SerializeToString(), encode_activations_request(ActivationsRequestFrame(request_head(), array))):
+        received = decode_activations_request(wire)
+        assert received.tensor_data is not None and received.tensor_data.readonly
+        assert received.message.input.WhichOneof("kind") == "tensor"
+        assert received.message.input.tensor.data == b""  # not copied into the message
+        assert whole(received) == expected
+
+
+def test_requests_only_protobuf_merges_are_parsed_whole() -> None:
+    array = ARRAYS["float32 map"]
+    tensor_request = request_head()
+    fill_tensor(tensor_request.input.tensor, array)
+    images = request_head()
+    images.input.images.images[:] = [b"\x89PNG one"]
+    data_twice = pb.ActivationsRequest(input=pb.Input(tensor=pb.Tensor(data=b"stale")))
+    cases = {
+        "images": images.SerializeToString(),
+        "no input": request_head().SerializeToString(),
+        "tensor, then images (the oneof keeps the last)": tensor_request.SerializeToString() + images.SerializeToString(),
+        "images, then tensor": images.SerializeToString() + tensor_request.SerializeToString(),
+        "data sent twice": data_twice.SerializeToString() + tensor_request.SerializeToString(),
+    }
+    for case, wire in cases.items():
+        received = decode_activations_request(wire)
+        assert whole(received) == pb.ActivationsRequest.FromString(wire), case

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from convscope_client import cli as client_cli
 
-from convscope.rpc.server import DEFAULT_MAX_REQUEST_BYTES, ServerConfig, create_server
+from convscope.rpc.server import DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_RESPONSE_BYTES, ServerConfig, create_server
 
 
 def serve(argv: list[str]) -> int:
@@ -21,6 +21,9 @@ def serve(argv: list[str]) -> int:
     parser.add_argument("--store", type=Path, default=Path("convscope-store"), help="model store folder")
     parser.add_argument("--max-upload-mb", type=int, default=2048)
     parser.add_argument("--max-request-mb", type=int, default=DEFAULT_MAX_REQUEST_BYTES >> 20)
+    parser.add_argument(
+        "--max-response-mb", type=int, default=DEFAULT_MAX_RESPONSE_BYTES >> 20, help="largest response message (MiB)"
+    )
     parser.add_argument("--port-file", type=Path, help="write the bound port here once serving")
     parser.add_argument(
         "--data-root", type=Path, action="append", default=[], dest="data_roots", metavar="DIR",
@@ -36,6 +39,7 @@ def serve(argv: list[str]) -> int:
             port=args.port,
             max_upload_bytes=args.max_upload_mb << 20,
             max_request_bytes=args.max_request_mb << 20,
+            max_response_bytes=min(args.max_response_mb << 20, DEFAULT_MAX_RESPONSE_BYTES),
             data_roots=tuple(args.data_roots),
         )
     )

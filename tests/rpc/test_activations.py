@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import grpc
 import numpy as np
 import pytest
+from convscope_client._proto import convscope_pb2 as pb
+from convscope_client._proto import convscope_pb2_grpc as pb_grpc
+from convscope_client.inputs import fill_tensor, from_tensor
 
 from tests.forward_oracle import assert_same_activation, reference_tensors
 from tests.nets import NETS, exported
@@ -21,13 +25,16 @@ def uploaded(client, tmp_path_factory):
     return models
 
 
+@pytest.mark.parametrize("named", [False, True], ids=["every-layer-streamed", "all-named-in-one-response"])
 @pytest.mark.parametrize("batch", [1, 4])
 @pytest.mark.parametrize("name", NET_NAMES)
-def test_every_activation_equals_onnxruntime_on_the_unmodified_model(client, uploaded, name, batch):
+def test_every_activation_equals_onnxruntime_on_the_unmodified_model(client, uploaded, name, batch, named):
     model, info = uploaded[name]
     assert info.dynamic_batch, "the dynamic_batch pass should make every one of these nets batchable"
     x = np.random.default_rng(batch).standard_normal((batch, *NETS[name].input_shape)).astype(np.float32)
-    got = client.activations(info.id, x)
+    # The client streams every layer (StreamActivations) and asks for named ones in one
+    # response (Activations): both must give the same tensors.
+    got = client.activations(info.id, x, layers=[layer.tensor for layer in info.layers] if named else None)
     assert set(got) == {layer.tensor for layer in info.layers} and "output" in got
     tensors = sorted(got)
     # The unmodified model may bake batch 1 (HardcodedReshapeNet): feed it one sample at a time.
@@ -54,6 +61,27 @@ def test_one_layer_and_statistics(client, uploaded):
     assert detail.png.startswith(b"\x89PNG")
 
 
+def test_both_activations_methods_speak_plain_protobuf(client, uploaded):
+    """What any other gRPC client gets from its generated code: the same Activation messages
+    from the unary method and the stream, values equal to onnxruntime's."""
+    model, info = uploaded["DepthwiseReLU6Net"]
+    layers = [layer.tensor for layer in info.layers if layer.op_type in ("Clip", "Conv")][:3] + ["output"]
+    x = np.random.default_rng(3).standard_normal((2, *NETS["DepthwiseReLU6Net"].input_shape)).astype(np.float32)
+    request = pb.ActivationsRequest(model_id=info.id, layers=layers, render=True)
+    fill_tensor(request.input.tensor, x)
+    with grpc.insecure_channel(client.address) as channel:
+        stub = pb_grpc.ConvscopeStub(channel)
+        unary = list(stub.Activations(request, timeout=60).activations)
+        streamed = list(stub.StreamActivations(request, timeout=60))
+    assert unary == streamed
+    assert [a.tensor for a in unary] == layers
+    expected = reference_tensors(model, {"input": x}, layers)
+    for activation in unary:
+        assert_same_activation(from_tensor(activation.value), expected[activation.tensor])
+        assert len(activation.stats.mean) == expected[activation.tensor].shape[1]
+        assert activation.png.startswith(b"\x89PNG")
+
+
 def test_dead_filters_fraction_over_inputs(client, uploaded):
     model, info = uploaded["ResNetStyle"]
     relus = [layer.tensor for layer in info.layers if layer.op_type == "Relu"]
@@ -68,11 +96,6 @@ def test_dead_filters_fraction_over_inputs(client, uploaded):
 
 
 def test_the_unary_dead_filters_rpc_counts_the_same_with_a_threshold(client, uploaded):
-    import grpc
-    from convscope_client._proto import convscope_pb2 as pb
-    from convscope_client._proto import convscope_pb2_grpc as pb_grpc
-    from convscope_client.inputs import fill_tensor
-
     model, info = uploaded["ResNetStyle"]
     relus = [layer.tensor for layer in info.layers if layer.op_type == "Relu"]
     batches = [np.random.default_rng(i).standard_normal((3, *NETS["ResNetStyle"].input_shape)).astype(np.float32) for i in range(2)]

@@ -427,6 +427,36 @@ def test_request_over_the_request_limit(small_server: tuple[RunningServer, Clien
     )
 
 
+@pytest.mark.parametrize("small_server", [{"max_response_bytes": 1 << 20}], indirect=True)
+def test_response_over_the_response_limit(small_server: tuple[RunningServer, Client]) -> None:
+    """Named layers come in one message: over the limit it is refused with its size and the
+    remedy, and the stream (a message per tensor) still carries them; a single tensor over the
+    limit is refused in the stream too."""
+    running, client = small_server
+    model_id = client.upload_model(tiny_conv_model("response_limit").SerializeToString()).id
+    together = RNG.random((600, 3, 8, 8), dtype=np.float32)  # conv and y: 600 KiB each
+    alone = RNG.random((1200, 3, 8, 8), dtype=np.float32)  # y alone: 1.2 MiB
+
+    def still_runs() -> None:
+        streamed = client.activations(model_id, together)
+        assert {name: value.shape for name, value in streamed.items()} == {"conv": (600, 4, 8, 8), "y": (600, 4, 8, 8)}
+
+    for call, remedy in (
+        (lambda: client.activations(model_id, together, layers=["conv", "y"]), "StreamActivations"),
+        (lambda: client.activations(model_id, alone), "smaller batch"),
+    ):
+        assert_fails(
+            client,
+            call,
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            "1.0 MiB per message",
+            "--max-response-mb",
+            remedy,
+            store_root=running.core.store.root,
+            still_runs=still_runs,
+        )
+
+
 @pytest.mark.parametrize("small_server", [{"max_upload_bytes": 1 << 20}], indirect=True)
 def test_upload_over_the_upload_limit(small_server: tuple[RunningServer, Client]) -> None:
     running, client = small_server

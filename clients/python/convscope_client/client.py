@@ -16,7 +16,12 @@ from convscope_client import jobs
 from convscope_client.errors import ConvscopeError, streaming
 from convscope_client.jobs import Dataset, ProgressCallback
 from convscope_client.inputs import Inputs, fill_input, fill_tensor, from_tensor, input_array
-from convscope_client.wire import ActivationsRequestFrame, decode_activation, encode_activations_request
+from convscope_client.wire import (
+    ActivationsRequestFrame,
+    decode_activation,
+    decode_activations_response,
+    encode_activations_request,
+)
 from convscope_client.types import (
     Activation,
     Attribution,
@@ -36,7 +41,7 @@ from convscope_client.types import (
 # Under 1 MiB with framing, so a server whose request limit is 1 MiB still accepts uploads.
 CHUNK_BYTES = (1 << 20) - 1024
 MAX_MESSAGE_BYTES = 2**31 - 1
-ACTIVATIONS_METHOD = f"/{pb.DESCRIPTOR.services_by_name['Convscope'].full_name}/Activations"
+SERVICE_PATH = f"/{pb.DESCRIPTOR.services_by_name['Convscope'].full_name}"
 PREPROCESSING_FIELDS = ("resize", "size", "scale", "mean", "std", "layout", "channel_order", "interpolation", "grayscale")
 
 Result = TypeVar("Result")
@@ -101,9 +106,16 @@ class Client:
             ],
         )
         self._stub = pb_grpc.ConvscopeStub(self._channel)
-        # The stub's Activations, with the tensor bytes copied once each way (see wire.py).
-        self._activations = self._channel.unary_stream(
-            ACTIVATIONS_METHOD, request_serializer=encode_activations_request, response_deserializer=decode_activation
+        # The stub's Activations methods, with the tensor bytes copied once each way (see wire.py).
+        self._activations = self._channel.unary_unary(
+            f"{SERVICE_PATH}/Activations",
+            request_serializer=encode_activations_request,
+            response_deserializer=decode_activations_response,
+        )
+        self._stream_activations = self._channel.unary_stream(
+            f"{SERVICE_PATH}/StreamActivations",
+            request_serializer=encode_activations_request,
+            response_deserializer=decode_activation,
         )
 
     def __enter__(self) -> Client:
@@ -188,7 +200,10 @@ class Client:
         statistics: bool = True,
         timeout: float | None = None,
     ) -> list[Activation]:
-        """Activations with per-channel statistics and (``render=True``) PNG grids of the channel maps."""
+        """Activations with per-channel statistics and (``render=True``) PNG grids of the channel maps.
+
+        Named ``layers`` come in one response; every layer (None) is streamed a tensor per message.
+        """
         request = pb.ActivationsRequest(
             model_id=model_id,
             layers=list(layers or ()),
@@ -200,7 +215,10 @@ class Client:
         if array is None:
             fill_input(request.input, inputs)
         frame = ActivationsRequestFrame(request, array)
-        response = self._call(lambda *args, **kwargs: list(self._activations(*args, **kwargs)), frame, timeout)
+        if layers:
+            response = self._call(self._activations, frame, timeout)
+        else:
+            response = self._call(lambda *args, **kwargs: list(self._stream_activations(*args, **kwargs)), frame, timeout)
         return [
             Activation(
                 tensor=a.tensor,

@@ -8,11 +8,14 @@ that was most of the call.  Both ends here speak standard protobuf wire format (
 parses these messages with its generated code); they only move the one large field,
 ``Activation.value.data``, as a raw buffer: written after the rest of the message, read as a
 slice of the received bytes.  The request's input tensor is written the same way: on a one-layer
-call the request's own copies cost as much as the response's.
+call the request's own copies cost as much as the response's, and the server reads it as a view of
+the received bytes.  A unary ActivationsResponse is the same Activation messages, each framed as
+one element of its repeated field.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +24,7 @@ from convscope_client._proto import convscope_pb2 as pb
 from convscope_client.inputs import from_tensor
 
 ACTIVATION_VALUE = 2  # field number of Activation.value
+RESPONSE_ACTIVATIONS = 1  # field number of ActivationsResponse.activations
 REQUEST_INPUT, INPUT_TENSOR = 2, 1  # field numbers of ActivationsRequest.input and Input.tensor
 TENSOR_DTYPE, TENSOR_SHAPE, TENSOR_DATA = 1, 2, 3  # field numbers in Tensor
 VARINT, FIXED64, LENGTH_DELIMITED, FIXED32 = 0, 1, 2, 5  # protobuf wire types
@@ -41,6 +45,17 @@ class ActivationsRequestFrame:
 
     message: pb.ActivationsRequest
     input_tensor: np.ndarray | None
+
+
+@dataclass(frozen=True)
+class ReceivedActivationsRequest:
+    """An ActivationsRequest as the server reads it: ``message`` without its input tensor's
+    bytes, which are ``tensor_data`` (a read-only view of the received bytes) when the input is
+    a tensor.  None for images, and for a message only protobuf's own parser merges (fields sent
+    in parts): ``message`` is whole then."""
+
+    message: pb.ActivationsRequest
+    tensor_data: memoryview | None
 
 
 def _varint(number: int) -> bytes:
@@ -100,12 +115,26 @@ def _tensor_field(path: tuple[int, ...], array: np.ndarray) -> list[bytes | np.n
     return [*headers, meta, data_header, little_endian.reshape(-1).view(np.uint8)]
 
 
-def encode_activation(frame: ActivationFrame) -> bytes:
-    """The serialized Activation, with the tensor's bytes copied once (into the result)."""
+def _activation_parts(frame: ActivationFrame) -> list[bytes | np.ndarray]:
     head = frame.message.SerializeToString()
     if frame.value is None:
-        return head
-    return b"".join([head, *_tensor_field((ACTIVATION_VALUE,), frame.value)])
+        return [head]
+    return [head, *_tensor_field((ACTIVATION_VALUE,), frame.value)]
+
+
+def encode_activation(frame: ActivationFrame) -> bytes:
+    """The serialized Activation, with the tensor's bytes copied once (into the result)."""
+    return b"".join(_activation_parts(frame))
+
+
+def encode_activations_response(frames: Sequence[ActivationFrame]) -> bytes:
+    """The serialized ActivationsResponse of ``frames``, each tensor's bytes copied once."""
+    parts: list[bytes | np.ndarray] = []
+    for frame in frames:
+        activation = _activation_parts(frame)
+        length = sum(part.nbytes if isinstance(part, np.ndarray) else len(part) for part in activation)
+        parts += [_key(RESPONSE_ACTIVATIONS, LENGTH_DELIMITED) + _varint(length), *activation]
+    return b"".join(parts)
 
 
 def encode_activations_request(frame: ActivationsRequestFrame) -> bytes:
@@ -118,24 +147,76 @@ def encode_activations_request(frame: ActivationsRequestFrame) -> bytes:
 
 def decode_activation(wire: bytes) -> tuple[pb.Activation, np.ndarray | None]:
     """The Activation without its tensor, and the tensor as a writable array (one copy)."""
+    return _decode_activation(memoryview(wire), 0, len(wire))
+
+
+def decode_activations_response(wire: bytes) -> list[tuple[pb.Activation, np.ndarray | None]]:
+    """Each Activation of a serialized ActivationsResponse, as :func:`decode_activation` gives it."""
     buffer = memoryview(wire)
-    value, rest, merged = _split(buffer, 0, len(buffer), ACTIVATION_VALUE)
-    data, meta, merged_data = _split(buffer, *value, TENSOR_DATA) if value else (None, b"", False)
-    if merged or merged_data:  # a field sent in parts: protobuf merges them
-        message = pb.Activation.FromString(wire)
+    activations = []
+    position = 0
+    while position < len(buffer):
+        key, after_key = _read_varint(buffer, position)
+        start, position = _field_end(buffer, key & 7, after_key)
+        if position > len(buffer):
+            raise ValueError("truncated field in an ActivationsResponse message")
+        if key == RESPONSE_ACTIVATIONS << 3 | LENGTH_DELIMITED:
+            activations.append(_decode_activation(buffer, start, position))
+    return activations
+
+
+def decode_activations_request(wire: bytes) -> ReceivedActivationsRequest:
+    """The request without copying its input tensor's bytes (see ReceivedActivationsRequest)."""
+    buffer = memoryview(wire)
+    lifted = _lift(buffer, 0, len(buffer), (REQUEST_INPUT, INPUT_TENSOR, TENSOR_DATA))
+    # Anything but one tensor input (images, no input, both kinds of the oneof, repeated fields).
+    if lifted is None or len(lifted[0]) < 3 or lifted[0][1]:
+        return ReceivedActivationsRequest(pb.ActivationsRequest.FromString(wire), None)
+    (rest, _, tensor_meta), data = lifted
+    message = pb.ActivationsRequest.FromString(rest)
+    message.input.tensor.SetInParent()
+    message.input.tensor.MergeFromString(tensor_meta)
+    return ReceivedActivationsRequest(message, buffer[slice(*data)] if data else buffer[:0])
+
+
+def _decode_activation(buffer: memoryview, start: int, end: int) -> tuple[pb.Activation, np.ndarray | None]:
+    lifted = _lift(buffer, start, end, (ACTIVATION_VALUE, TENSOR_DATA))
+    if lifted is None:  # a field sent in parts: protobuf merges them
+        message = pb.Activation.FromString(bytes(buffer[start:end]))
         array = from_tensor(message.value)
         message.ClearField("value")
         return message, array
-    message = pb.Activation.FromString(rest)
-    if value is None:
+    others, data = lifted
+    message = pb.Activation.FromString(others[0])
+    if len(others) == 1:
         return message, None
-    tensor = pb.Tensor.FromString(meta)
+    tensor = pb.Tensor.FromString(others[1])
     if data is None:
         return message, from_tensor(tensor)
     dtype = np.dtype(tensor.dtype)
     count = (data[1] - data[0]) // max(dtype.itemsize, 1)
     flat = np.frombuffer(buffer, dtype=dtype.newbyteorder("<"), count=count, offset=data[0])
     return message, flat.astype(dtype).reshape(tuple(tensor.shape))
+
+
+def _lift(
+    buffer: memoryview, start: int, end: int, path: tuple[int, ...]
+) -> tuple[list[bytes], tuple[int, int] | None] | None:
+    """Follow ``path`` (field numbers of nested messages, outermost first) into the message in
+    ``buffer[start:end]``: at each level reached, the bytes of the fields off the path; and where
+    the last field's payload lies (None when the path stops short).  None when a field on the
+    path comes more than once or in another wire type: only protobuf's own parser merges those."""
+    others: list[bytes] = []
+    span = (start, end)
+    for field in path:
+        found, rest, merged = _split(buffer, *span, field)
+        if merged:
+            return None
+        others.append(rest)
+        if found is None:
+            return others, None
+        span = found
+    return others, span
 
 
 def _split(buffer: memoryview, start: int, end: int, field: int) -> tuple[tuple[int, int] | None, bytes, bool]:

@@ -17,14 +17,16 @@ from convscope.model.types import LayerInfo, ModelRecord, Preprocessing, TensorS
 MAX_TENSOR_DIMS = 8
 
 
-def tensor_to_numpy(message: pb.Tensor) -> np.ndarray:
+def tensor_to_numpy(message: pb.Tensor, data: bytes | memoryview | None = None) -> np.ndarray:
+    """``message`` as a read-only array; ``data``: its bytes when they were kept out of it."""
     try:
         dtype = np.dtype(message.dtype)
     except TypeError:
         raise InvalidArgument(f"unknown tensor dtype {message.dtype!r}; use a numpy dtype name such as 'float32'") from None
     if dtype.kind not in "biuf" or len(message.shape) > MAX_TENSOR_DIMS or any(d < 0 for d in message.shape):
         raise InvalidArgument(f"tensor of dtype {dtype} and shape {list(message.shape)} is not supported")
-    data = message.data  # a copy out of the message: read it once
+    if data is None:
+        data = message.data  # a copy out of the message: read it once
     expected = math.prod(message.shape) * dtype.itemsize
     if expected != len(data):
         raise InvalidArgument(f"tensor data holds {len(data)} bytes, but shape {list(message.shape)} of {dtype} needs {expected}")

@@ -10,21 +10,19 @@ from pathlib import Path
 import grpc
 from convscope_client._proto import convscope_pb2 as pb
 from convscope_client._proto import convscope_pb2_grpc as pb_grpc
-from convscope_client.wire import encode_activation
+from convscope_client.wire import decode_activations_request
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from convscope.core import Convscope
 from convscope.model.store import DEFAULT_MAX_UPLOAD_BYTES
-from convscope.rpc.servicer import ConvscopeServicer
+from convscope.rpc.servicer import DEFAULT_MAX_RESPONSE_BYTES, ConvscopeServicer
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Convscope"].full_name
 # Requests carry images or tensors, never models (those are chunked): 64 MiB is generous.
 DEFAULT_MAX_REQUEST_BYTES = 64 << 20
-# Responses carry activations of every layer at once; the client raises its limit to match.
-MAX_RESPONSE_BYTES = 2**31 - 1
 
 
 @dataclass
@@ -34,6 +32,7 @@ class ServerConfig:
     port: int = 0
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
     workers: int = 8
     data_roots: tuple[Path, ...] = ()  # folders dataset jobs may read (--data-root)
 
@@ -66,15 +65,17 @@ class _HandlerCapture:
 
 
 def add_servicer(servicer: ConvscopeServicer, server: grpc.Server) -> None:
-    """The generated registration, with Activations serialized by wire.encode_activation
-    (tensor bytes copied once; the messages on the wire are the same)."""
+    """The generated registration, except that the Activations methods read their requests with
+    wire.decode_activations_request and return their responses serialized already (by wire.py:
+    tensor bytes copied once; the messages are the same)."""
     capture = _HandlerCapture()
     pb_grpc.add_ConvscopeServicer_to_server(servicer, capture)
     handlers = capture.handlers
-    handlers["Activations"] = grpc.unary_stream_rpc_method_handler(
-        servicer.Activations,
-        request_deserializer=pb.ActivationsRequest.FromString,
-        response_serializer=encode_activation,
+    handlers["Activations"] = grpc.unary_unary_rpc_method_handler(
+        servicer.Activations, request_deserializer=decode_activations_request
+    )
+    handlers["StreamActivations"] = grpc.unary_stream_rpc_method_handler(
+        servicer.StreamActivations, request_deserializer=decode_activations_request
     )
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
     server.add_registered_method_handlers(SERVICE_NAME, handlers)
@@ -86,10 +87,10 @@ def create_server(config: ServerConfig) -> RunningServer:
         futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="convscope-rpc"),
         options=[
             ("grpc.max_receive_message_length", config.max_request_bytes),
-            ("grpc.max_send_message_length", MAX_RESPONSE_BYTES),
+            ("grpc.max_send_message_length", config.max_response_bytes),
         ],
     )
-    add_servicer(ConvscopeServicer(core), server)
+    add_servicer(ConvscopeServicer(core, max_response_bytes=config.max_response_bytes), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)

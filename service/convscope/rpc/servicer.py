@@ -10,10 +10,15 @@ import grpc
 from convscope_client._proto import convscope_pb2 as pb
 from convscope_client._proto import convscope_pb2_grpc as pb_grpc
 from convscope_client.inputs import fill_tensor
-from convscope_client.wire import ActivationFrame
+from convscope_client.wire import (
+    ActivationFrame,
+    ReceivedActivationsRequest,
+    encode_activation,
+    encode_activations_response,
+)
 
 from convscope.core import Convscope
-from convscope.errors import Cancelled, InvalidArgument
+from convscope.errors import Cancelled, InvalidArgument, ResourceExhausted
 from convscope.methods.attribution import AttributionOptions
 from convscope.methods.dataset_jobs import Progress
 from convscope.methods.inputs import ModelInput
@@ -36,16 +41,27 @@ log = logging.getLogger(__name__)
 
 
 EXPORT_CHUNK_BYTES = 1 << 20
+# gRPC's own cap on one message; most protobuf parsers refuse larger ones anyway.
+DEFAULT_MAX_RESPONSE_BYTES = 2**31 - 1
 
 
 class ConvscopeServicer(pb_grpc.ConvscopeServicer):
-    def __init__(self, core: Convscope) -> None:
+    def __init__(self, core: Convscope, *, max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES) -> None:
         self.core = core
+        self.max_response_bytes = max_response_bytes
 
-    def _input(self, record: ModelRecord, message: pb.Input) -> ModelInput:
+    def _within_response_limit(self, message: bytes, remedy: str) -> bytes:
+        if len(message) > self.max_response_bytes:
+            raise ResourceExhausted(
+                f"the response message would be {len(message) / 2**20:.1f} MiB, over the server's limit of "
+                f"{self.max_response_bytes / 2**20:.1f} MiB per message (--max-response-mb): {remedy}"
+            )
+        return message
+
+    def _input(self, record: ModelRecord, message: pb.Input, tensor_data: memoryview | None = None) -> ModelInput:
         kind = message.WhichOneof("kind")
         if kind == "tensor":
-            return self.core.prepare(record, tensor=tensor_to_numpy(message.tensor))
+            return self.core.prepare(record, tensor=tensor_to_numpy(message.tensor, tensor_data))
         if kind == "images":
             return self.core.prepare(record, images=list(message.images.images))
         raise InvalidArgument("the request has no input: set input.tensor or input.images")
@@ -89,21 +105,40 @@ class ConvscopeServicer(pb_grpc.ConvscopeServicer):
         self.core.delete(request.model_id)
         return pb.DeleteModelResponse(deleted=True)
 
-    @translate_errors
-    def Activations(self, request: pb.ActivationsRequest, context: grpc.ServicerContext) -> Iterator[ActivationFrame]:
+    def _activation_frames(self, received: ReceivedActivationsRequest) -> list[ActivationFrame]:
+        request = received.message
         record = self.core.model(request.model_id)
-        model_input = self._input(record, request.input)
+        model_input = self._input(record, request.input, received.tensor_data)
         results = self.core.activations(
             record.id, model_input, list(request.layers), render=request.render, statistics=not request.omit_statistics
         )
+        frames = []
         for result in results:
             item = pb.Activation(tensor=result.tensor, png=result.png)
             if result.stats is not None:
                 item.stats.mean[:] = floats(result.stats.mean)
                 item.stats.max[:] = floats(result.stats.max)
                 item.stats.zero_fraction[:] = floats(result.stats.zero_fraction)
-            # Serialized by wire.encode_activation (see server.py): the tensor is copied once.
-            yield ActivationFrame(item, None if request.omit_values else result.value)
+            frames.append(ActivationFrame(item, None if request.omit_values else result.value))
+        return frames
+
+    # Both Activations methods take their requests from wire.decode_activations_request (the
+    # input tensor a view of the received bytes) and serialize their responses here (each tensor
+    # copied once), handing gRPC the bytes: a message over the limit is refused with its size.
+
+    @translate_errors
+    def Activations(self, request: ReceivedActivationsRequest, context: grpc.ServicerContext) -> bytes:
+        return self._within_response_limit(
+            encode_activations_response(self._activation_frames(request)),
+            "request fewer tensors or a smaller batch per call, or stream them (StreamActivations: one message per tensor)",
+        )
+
+    @translate_errors
+    def StreamActivations(self, request: ReceivedActivationsRequest, context: grpc.ServicerContext) -> Iterator[bytes]:
+        for frame in self._activation_frames(request):
+            yield self._within_response_limit(
+                encode_activation(frame), f"{frame.message.tensor!r} alone is too large; send a smaller batch"
+            )
 
     @translate_errors
     def DeadFilters(self, request: pb.DeadFiltersRequest, context: grpc.ServicerContext) -> pb.DeadFiltersResponse:

@@ -220,6 +220,12 @@ class Activation(_message.Message):
     png: bytes
     def __init__(self, tensor: _Optional[str] = ..., value: _Optional[_Union[Tensor, _Mapping]] = ..., stats: _Optional[_Union[ChannelStats, _Mapping]] = ..., png: _Optional[bytes] = ...) -> None: ...
 
+class ActivationsResponse(_message.Message):
+    __slots__ = ("activations",)
+    ACTIVATIONS_FIELD_NUMBER: _ClassVar[int]
+    activations: _containers.RepeatedCompositeFieldContainer[Activation]
+    def __init__(self, activations: _Optional[_Iterable[_Union[Activation, _Mapping]]] = ...) -> None: ...
+
 class DeadFiltersRequest(_message.Message):
     __slots__ = ("model_id", "inputs", "layers", "threshold")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
