@@ -440,6 +440,10 @@ def test_response_over_the_response_limit(small_server: tuple[RunningServer, Cli
     def still_runs() -> None:
         streamed = client.activations(model_id, together)
         assert {name: value.shape for name, value in streamed.items()} == {"conv": (600, 4, 8, 8), "y": (600, 4, 8, 8)}
+        named = client.activation_details(model_id, together, layers=["y", "conv"], stream=True)
+        assert [a.tensor for a in named] == ["y", "conv"]
+        for activation in named:
+            np.testing.assert_array_equal(activation.value, streamed[activation.tensor])
 
     for call, remedy in (
         (lambda: client.activations(model_id, together, layers=["conv", "y"]), "StreamActivations"),

@@ -198,11 +198,14 @@ class Client:
         render: bool = False,
         values: bool = True,
         statistics: bool = True,
+        stream: bool | None = None,
         timeout: float | None = None,
     ) -> list[Activation]:
         """Activations with per-channel statistics and (``render=True``) PNG grids of the channel maps.
 
-        Named ``layers`` come in one response; every layer (None) is streamed a tensor per message.
+        ``stream``: one message per tensor (StreamActivations) rather than one response
+        (Activations), e.g. for named tensors that together exceed the server's response limit;
+        None streams every layer (``layers=None``) and asks for named ones in one response.
         """
         request = pb.ActivationsRequest(
             model_id=model_id,
@@ -215,10 +218,10 @@ class Client:
         if array is None:
             fill_input(request.input, inputs)
         frame = ActivationsRequestFrame(request, array)
-        if layers:
-            response = self._call(self._activations, frame, timeout)
-        else:
+        if stream if stream is not None else not layers:
             response = self._call(lambda *args, **kwargs: list(self._stream_activations(*args, **kwargs)), frame, timeout)
+        else:
+            response = self._call(self._activations, frame, timeout)
         return [
             Activation(
                 tensor=a.tensor,
