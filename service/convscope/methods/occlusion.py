@@ -255,6 +255,7 @@ def _choose_engine(
     fill: np.ndarray,
     boxes: Boxes,
     plain: PlainEngine,
+    threads: int,
 ) -> Evaluator:
     if options.engine is Engine.BATCHED:
         return plain
@@ -274,7 +275,7 @@ def _choose_engine(
     total = len(boxes.y0) * len(boxes.x0)
     probe = np.unique(np.array([0, total // 2, total - 1], np.int64))
     try:
-        error = _relative_l2(engine(probe), plain(probe))
+        error = _relative_l2(engine(probe, threads=threads), plain(probe, threads=threads))
     except Exception:
         log.exception("occlusion on %s: the incremental engine failed its self-check; using the batched engine", record.id[:12])
         return plain
@@ -342,8 +343,11 @@ def occlusion(
         record.layer(output)  # NotFound with the list of what exists
     fill = fill_values(image, options.fill, options.window)
     plain = PlainEngine(context, record, output, image, fill, boxes)
+    # Sessions are cached per thread count: every run below uses the loop's, so each graph is
+    # built once, not once for the reference and self-check and again for the loop.
+    threads = worker_threads()
 
-    reference = plain.run(image[None])
+    reference = plain.run(image[None], threads=threads)
     flat = reference.reshape(-1)
     softmax = options.score is Score.PROBABILITY and not _is_normalized(flat)
     targets = options.targets or (int(np.argmax(flat)),)
@@ -352,7 +356,7 @@ def occlusion(
         raise InvalidArgument(f"target(s) {bad} out of range: output {output!r} has {flat.size} values per sample")
     baseline = _scores(reference, targets, softmax)[0]
 
-    evaluate = _choose_engine(context, record, options, output, image, fill, boxes, plain)
+    evaluate = _choose_engine(context, record, options, output, image, fill, boxes, plain, threads)
     engine_name = getattr(evaluate, "name", "batched")
     step = batch_size_for(context, record, options.batch_size)
     scores = np.empty((total, len(targets)), np.float64)
@@ -361,7 +365,6 @@ def occlusion(
     # INFERENCE_WORKERS batches at once: one runs onnxruntime while the other's numpy work
     # (occluded copies, crops, splices) fills the gaps.  Closing this generator (a cancelled
     # call) lets the running batches finish and starts no more.
-    threads = worker_threads()
     batches = (np.arange(start, min(start + step, total), dtype=np.int64) for start in range(0, total, step))
     with contextlib.closing(in_flight(lambda positions: evaluate(positions, threads=threads), batches)) as results:
         for positions, raw in results:
