@@ -112,6 +112,15 @@ def test_a_repeated_data_field_keeps_the_last_as_protobuf_does() -> None:
     assert np.array_equal(decoded, array)
 
 
+def test_data_that_does_not_fit_its_shape_is_refused_as_the_generated_path_refuses_it() -> None:
+    tensor = pb.Tensor(dtype="float32", shape=[2], data=bytes(9))  # 2 floats need 8 bytes
+    wire = pb.Activation(tensor="t", value=tensor).SerializeToString()
+    with pytest.raises(ValueError):
+        from_tensor(tensor)
+    with pytest.raises(ValueError):
+        decode_activation(wire)
+
+
 def test_truncated_messages_are_refused() -> None:
     wire = encode_activation(ActivationFrame(header(False), ARRAYS["float32 map"]))
     with pytest.raises(ValueError, match="truncated"):

@@ -39,7 +39,7 @@ def serve(argv: list[str]) -> int:
             port=args.port,
             max_upload_bytes=args.max_upload_mb << 20,
             max_request_bytes=args.max_request_mb << 20,
-            max_response_bytes=min(args.max_response_mb << 20, DEFAULT_MAX_RESPONSE_BYTES),
+            max_response_bytes=args.max_response_mb << 20,
             data_roots=tuple(args.data_roots),
         )
     )

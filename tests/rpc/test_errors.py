@@ -461,6 +461,14 @@ def test_response_over_the_response_limit(small_server: tuple[RunningServer, Cli
         )
 
 
+@pytest.mark.parametrize("small_server", [{"max_response_bytes": 4 << 30}], indirect=True)
+def test_a_response_limit_over_grpcs_cap_is_capped(small_server: tuple[RunningServer, Client]) -> None:
+    """gRPC refuses a send limit over 2 GiB - 1 (OverflowError at start): the server caps it."""
+    _, client = small_server
+    model_id = client.upload_model(tiny_conv_model("response_cap").SerializeToString()).id
+    assert client.activations(model_id, RNG.random((2, 3, 8, 8), dtype=np.float32), layers=["y"])["y"].shape == (2, 4, 8, 8)
+
+
 @pytest.mark.parametrize("small_server", [{"max_upload_bytes": 1 << 20}], indirect=True)
 def test_upload_over_the_upload_limit(small_server: tuple[RunningServer, Client]) -> None:
     running, client = small_server

@@ -218,7 +218,8 @@ class Client:
         if array is None:
             fill_input(request.input, inputs)
         frame = ActivationsRequestFrame(request, array)
-        if stream if stream is not None else not layers:
+        streamed = not layers if stream is None else stream
+        if streamed:
             response = self._call(lambda *args, **kwargs: list(self._stream_activations(*args, **kwargs)), frame, timeout)
         else:
             response = self._call(self._activations, frame, timeout)

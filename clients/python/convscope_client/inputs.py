@@ -16,19 +16,29 @@ ImageLike = Union[str, os.PathLike, bytes, Any]  # Any: a PIL image
 Inputs = Union[np.ndarray, ImageLike, Sequence[ImageLike]]
 
 
+def tensor_data(array: np.ndarray) -> np.ndarray:
+    """What a Tensor's ``data`` holds for ``array``: its elements in C order, little-endian, as a
+    flat uint8 array (a view where the array is laid out so already)."""
+    array = np.asarray(array, order="C")  # not ascontiguousarray: it makes 0-d arrays 1-d
+    return array.astype(array.dtype.newbyteorder("<"), copy=False).reshape(-1).view(np.uint8)
+
+
 def fill_tensor(message: pb.Tensor, array: np.ndarray) -> pb.Tensor:
     """Write ``array`` into ``message`` in place: building a Tensor and then assigning it to a
     field would copy the bytes once more, which shows on responses of tens of MB."""
-    array = np.asarray(array, order="C")  # not ascontiguousarray: it makes 0-d arrays 1-d
+    array = np.asarray(array)
     message.dtype = str(array.dtype)
     message.shape[:] = array.shape
-    message.data = array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
+    message.data = tensor_data(array).tobytes()
     return message
 
 
-def from_tensor(message: pb.Tensor) -> np.ndarray:
+def from_tensor(message: pb.Tensor, data: bytes | memoryview | None = None, *, copy: bool = True) -> np.ndarray:
+    """The Tensor's array: a writable copy, or (``copy=False``) a read-only view of the bytes
+    where they are little-endian already.  ``data``: its bytes, when kept out of ``message``."""
     dtype = np.dtype(message.dtype)
-    return np.frombuffer(message.data, dtype=dtype.newbyteorder("<")).astype(dtype).reshape(tuple(message.shape))
+    little_endian = np.frombuffer(message.data if data is None else data, dtype=dtype.newbyteorder("<"))
+    return little_endian.astype(dtype, copy=copy).reshape(tuple(message.shape))
 
 
 def _image_bytes(item: ImageLike) -> bytes:

@@ -15,13 +15,13 @@ one element of its repeated field.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from convscope_client._proto import convscope_pb2 as pb
-from convscope_client.inputs import from_tensor
+from convscope_client.inputs import from_tensor, tensor_data
 
 ACTIVATION_VALUE = 2  # field number of Activation.value
 RESPONSE_ACTIVATIONS = 1  # field number of ActivationsResponse.activations
@@ -75,7 +75,7 @@ def _read_varint(buffer: memoryview, position: int) -> tuple[int, int]:
     number, shift = 0, 0
     while True:
         if position >= len(buffer):
-            raise ValueError("truncated varint in an Activation message")
+            raise ValueError("truncated varint in a protobuf message")
         byte = buffer[position]
         number |= (byte & 0x7F) << shift
         position += 1
@@ -95,24 +95,23 @@ def _field_end(buffer: memoryview, wire_type: int, position: int) -> tuple[int, 
     if wire_type == LENGTH_DELIMITED:
         length, start = _read_varint(buffer, position)
         return start, start + length
-    raise ValueError(f"unsupported protobuf wire type {wire_type} in an Activation message")
+    raise ValueError(f"unsupported protobuf wire type {wire_type}")
 
 
 def _tensor_field(path: tuple[int, ...], array: np.ndarray) -> list[bytes | np.ndarray]:
     """The parts of a serialized field at ``path`` (field numbers, outermost first) holding
     ``array`` as a Tensor; joined after the rest of its message, the array's bytes are copied
     once, into the result."""
-    array = np.asarray(array, order="C")  # keeps 0-d arrays 0-d, unlike ascontiguousarray
-    little_endian = array.astype(array.dtype.newbyteorder("<"), copy=False)
+    data = tensor_data(array)
     meta = pb.Tensor(dtype=str(array.dtype), shape=array.shape).SerializeToString()
-    data_header = _key(TENSOR_DATA, LENGTH_DELIMITED) + _varint(array.nbytes)
-    length = len(meta) + len(data_header) + array.nbytes
+    data_header = _key(TENSOR_DATA, LENGTH_DELIMITED) + _varint(data.nbytes)
+    length = len(meta) + len(data_header) + data.nbytes
     headers: list[bytes] = []
     for field in reversed(path):
         header = _key(field, LENGTH_DELIMITED) + _varint(length)
         headers.insert(0, header)
         length += len(header)
-    return [*headers, meta, data_header, little_endian.reshape(-1).view(np.uint8)]
+    return [*headers, meta, data_header, data]
 
 
 def _activation_parts(frame: ActivationFrame) -> list[bytes | np.ndarray]:
@@ -131,9 +130,8 @@ def encode_activations_response(frames: Sequence[ActivationFrame]) -> bytes:
     """The serialized ActivationsResponse of ``frames``, each tensor's bytes copied once."""
     parts: list[bytes | np.ndarray] = []
     for frame in frames:
-        activation = _activation_parts(frame)
-        length = sum(part.nbytes if isinstance(part, np.ndarray) else len(part) for part in activation)
-        parts += [_key(RESPONSE_ACTIVATIONS, LENGTH_DELIMITED) + _varint(length), *activation]
+        activation = _activation_parts(frame)  # bytes, and the tensor as a flat uint8 array
+        parts += [_key(RESPONSE_ACTIVATIONS, LENGTH_DELIMITED) + _varint(sum(map(len, activation))), *activation]
     return b"".join(parts)
 
 
@@ -153,16 +151,11 @@ def decode_activation(wire: bytes) -> tuple[pb.Activation, np.ndarray | None]:
 def decode_activations_response(wire: bytes) -> list[tuple[pb.Activation, np.ndarray | None]]:
     """Each Activation of a serialized ActivationsResponse, as :func:`decode_activation` gives it."""
     buffer = memoryview(wire)
-    activations = []
-    position = 0
-    while position < len(buffer):
-        key, after_key = _read_varint(buffer, position)
-        start, position = _field_end(buffer, key & 7, after_key)
-        if position > len(buffer):
-            raise ValueError("truncated field in an ActivationsResponse message")
-        if key == RESPONSE_ACTIVATIONS << 3 | LENGTH_DELIMITED:
-            activations.append(_decode_activation(buffer, start, position))
-    return activations
+    return [
+        _decode_activation(buffer, payload_start, field_end)
+        for key, _, payload_start, field_end in _fields(buffer, 0, len(buffer))
+        if key == RESPONSE_ACTIVATIONS << 3 | LENGTH_DELIMITED
+    ]
 
 
 def decode_activations_request(wire: bytes) -> ReceivedActivationsRequest:
@@ -173,9 +166,9 @@ def decode_activations_request(wire: bytes) -> ReceivedActivationsRequest:
     if lifted is None or len(lifted[0]) < 3 or lifted[0][1]:
         return ReceivedActivationsRequest(pb.ActivationsRequest.FromString(wire), None)
     (rest, _, tensor_meta), data = lifted
-    message = pb.ActivationsRequest.FromString(rest)
+    message = pb.ActivationsRequest.FromString(b"".join(rest))
     message.input.tensor.SetInParent()
-    message.input.tensor.MergeFromString(tensor_meta)
+    message.input.tensor.MergeFromString(b"".join(tensor_meta))
     return ReceivedActivationsRequest(message, buffer[slice(*data)] if data else buffer[:0])
 
 
@@ -187,26 +180,22 @@ def _decode_activation(buffer: memoryview, start: int, end: int) -> tuple[pb.Act
         message.ClearField("value")
         return message, array
     others, data = lifted
-    message = pb.Activation.FromString(others[0])
+    message = pb.Activation.FromString(b"".join(others[0]))
     if len(others) == 1:
         return message, None
-    tensor = pb.Tensor.FromString(others[1])
-    if data is None:
-        return message, from_tensor(tensor)
-    dtype = np.dtype(tensor.dtype)
-    count = (data[1] - data[0]) // max(dtype.itemsize, 1)
-    flat = np.frombuffer(buffer, dtype=dtype.newbyteorder("<"), count=count, offset=data[0])
-    return message, flat.astype(dtype).reshape(tuple(tensor.shape))
+    tensor = pb.Tensor.FromString(b"".join(others[1]))
+    return message, from_tensor(tensor, buffer[slice(*data)] if data else None)
 
 
 def _lift(
     buffer: memoryview, start: int, end: int, path: tuple[int, ...]
-) -> tuple[list[bytes], tuple[int, int] | None] | None:
+) -> tuple[list[list[memoryview]], tuple[int, int] | None] | None:
     """Follow ``path`` (field numbers of nested messages, outermost first) into the message in
-    ``buffer[start:end]``: at each level reached, the bytes of the fields off the path; and where
-    the last field's payload lies (None when the path stops short).  None when a field on the
-    path comes more than once or in another wire type: only protobuf's own parser merges those."""
-    others: list[bytes] = []
+    ``buffer[start:end]``: at each level reached, the fields off the path (views, joined only
+    where parsed); and where the last field's payload lies (None when the path stops short).
+    None when a field on the path comes more than once or in another wire type: only
+    protobuf's own parser merges those."""
+    others: list[list[memoryview]] = []
     span = (start, end)
     for field in path:
         found, rest, merged = _split(buffer, *span, field)
@@ -219,23 +208,30 @@ def _lift(
     return others, span
 
 
-def _split(buffer: memoryview, start: int, end: int, field: int) -> tuple[tuple[int, int] | None, bytes, bool]:
+def _split(buffer: memoryview, start: int, end: int, field: int) -> tuple[tuple[int, int] | None, list[memoryview], bool]:
     """For the message in ``buffer[start:end]``: where the payload of length-delimited ``field``
-    lies, the bytes of every other field, and whether ``field`` comes more than once (or in
-    another wire type), when only protobuf's own parsing gives the merged value."""
+    lies, every other field, and whether ``field`` comes more than once (or in another wire
+    type), when only protobuf's own parsing gives the merged value."""
     span: tuple[int, int] | None = None
     others: list[memoryview] = []
     merged = False
+    for key, field_start, payload_start, field_end in _fields(buffer, start, end):
+        if key >> 3 == field:
+            merged = merged or span is not None or key & 7 != LENGTH_DELIMITED
+            span = (payload_start, field_end)
+        else:
+            others.append(buffer[field_start:field_end])
+    return span, others, merged
+
+
+def _fields(buffer: memoryview, start: int, end: int) -> Iterator[tuple[int, int, int, int]]:
+    """(key, where the field starts, where its payload starts, where it ends) for each field of
+    the message in ``buffer[start:end]``."""
     position = start
     while position < end:
         key, after_key = _read_varint(buffer, position)
         payload_start, field_end = _field_end(buffer, key & 7, after_key)
         if field_end > end:
-            raise ValueError("truncated field in an Activation message")
-        if key >> 3 == field:
-            merged = merged or span is not None or key & 7 != LENGTH_DELIMITED
-            span = (payload_start, field_end)
-        else:
-            others.append(buffer[position:field_end])
+            raise ValueError("truncated field in a protobuf message")
+        yield key, position, payload_start, field_end
         position = field_end
-    return span, b"".join(others), merged

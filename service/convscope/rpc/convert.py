@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 from convscope_client._proto import convscope_pb2 as pb
-from convscope_client.inputs import fill_tensor
+from convscope_client.inputs import fill_tensor, from_tensor
 
 from convscope.errors import InvalidArgument
 from convscope.methods.activations import DeadFilterReport
@@ -32,8 +32,7 @@ def tensor_to_numpy(message: pb.Tensor, data: bytes | memoryview | None = None) 
         raise InvalidArgument(f"tensor data holds {len(data)} bytes, but shape {list(message.shape)} of {dtype} needs {expected}")
     # A read-only view of those bytes (byte-swapped into a copy only on big-endian hosts):
     # inputs are never written in place, and one more copy cost 0.1-0.3 ms of a one-layer call.
-    little_endian = np.frombuffer(data, dtype=dtype.newbyteorder("<"))
-    return little_endian.astype(dtype, copy=False).reshape(tuple(message.shape))
+    return from_tensor(message, data, copy=False)
 
 
 def given(**values: object) -> dict[str, object]:

@@ -83,14 +83,15 @@ def add_servicer(servicer: ConvscopeServicer, server: grpc.Server) -> None:
 
 def create_server(config: ServerConfig) -> RunningServer:
     core = Convscope(config.store, max_upload_bytes=config.max_upload_bytes, data_roots=config.data_roots)
+    max_response_bytes = min(config.max_response_bytes, DEFAULT_MAX_RESPONSE_BYTES)  # gRPC takes no more
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="convscope-rpc"),
         options=[
             ("grpc.max_receive_message_length", config.max_request_bytes),
-            ("grpc.max_send_message_length", config.max_response_bytes),
+            ("grpc.max_send_message_length", max_response_bytes),
         ],
     )
-    add_servicer(ConvscopeServicer(core, max_response_bytes=config.max_response_bytes), server)
+    add_servicer(ConvscopeServicer(core, max_response_bytes=max_response_bytes), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)

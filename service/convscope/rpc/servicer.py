@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import grpc
 from convscope_client._proto import convscope_pb2 as pb
 from convscope_client._proto import convscope_pb2_grpc as pb_grpc
+from convscope_client.client import MAX_MESSAGE_BYTES
 from convscope_client.inputs import fill_tensor
 from convscope_client.wire import (
     ActivationFrame,
@@ -41,8 +42,7 @@ log = logging.getLogger(__name__)
 
 
 EXPORT_CHUNK_BYTES = 1 << 20
-# gRPC's own cap on one message; most protobuf parsers refuse larger ones anyway.
-DEFAULT_MAX_RESPONSE_BYTES = 2**31 - 1
+DEFAULT_MAX_RESPONSE_BYTES = MAX_MESSAGE_BYTES  # gRPC's own cap on one message
 
 
 class ConvscopeServicer(pb_grpc.ConvscopeServicer):
