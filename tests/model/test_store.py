@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+import types
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,6 +21,7 @@ from convscope_client._proto import convscope_pb2_grpc as pb_grpc
 from onnx import TensorProto, helper, numpy_helper
 
 from convscope.core import Convscope
+from convscope.errors import NotFound
 from convscope.model.store import ModelStore
 from convscope.rpc.server import RunningServer
 from tests.conftest import BUNDLED_MODEL, start_server
@@ -326,6 +328,42 @@ def test_delete_removes_row_and_folder(client: Client, server: RunningServer) ->
     for name, value in before.items():
         np.testing.assert_array_equal(again[name], value)
     client.delete_model(model_id)
+
+
+def test_a_delete_during_a_lookup_leaves_no_stale_record(tmp_server: Callable[[], tuple[RunningServer, Client]]) -> None:
+    """A lookup that misses the record cache reads the index; a delete arriving meanwhile must
+    not let that read put the deleted record back into the cache."""
+    running, client = tmp_server()
+    model_id = client.upload_model(conv_model("delete_race")[0].SerializeToString()).id
+    client.close()
+    running.stop(grace=1)
+    store = ModelStore(running.core.store.root)  # a fresh cache: the next lookup reads the index
+    index = store._db
+    deleter = threading.Thread(target=store.delete, args=(model_id,))
+
+    class DeleteAfterRead:
+        """The index, with a delete started (and given time to finish) right after the first
+        read of a record: between the lookup's read and its caching."""
+
+        def execute(self, sql: str, *args: object) -> object:
+            result = index.execute(sql, *args)
+            if not sql.startswith("SELECT record") or deleter.ident is not None:
+                return result
+            row = result.fetchone()
+            deleter.start()
+            deleter.join(timeout=0.5)
+            return types.SimpleNamespace(fetchone=lambda: row)
+
+    store._db = DeleteAfterRead()  # type: ignore[assignment]
+    try:
+        store._find(model_id)
+        deleter.join(timeout=30)
+        assert not deleter.is_alive()
+        with pytest.raises(NotFound):
+            store.get(model_id)
+    finally:
+        store._db = index
+        store.close()
 
 
 # ------------------------------------------------------------------------------ (f) how exporters hold weights

@@ -168,18 +168,18 @@ class ModelStore:
 
     def _find(self, model_id: str) -> ModelRecord | None:
         # Every request looks its model up: records are immutable values, so keep them decoded
-        # (this process is the store's only writer; update and delete refresh the cache).
+        # (this process is the store's only writer; update and delete refresh the cache).  The
+        # read stays under the lock: a delete or update between it and the caching would
+        # otherwise leave the old record cached for good.
         with self._lock:
             cached = self._records.get(model_id)
-        if cached is not None:
-            return cached
-        row = self._db.execute("SELECT record FROM models WHERE id = ?", (model_id,)).fetchone()
-        if row is None:
-            return None
-        record = ModelRecord.from_json(json.loads(row[0]))
-        with self._lock:
-            self._records[model_id] = record
-        return record
+            if cached is not None:
+                return cached
+            row = self._db.execute("SELECT record FROM models WHERE id = ?", (model_id,)).fetchone()
+            if row is None:
+                return None
+            record = self._records[model_id] = ModelRecord.from_json(json.loads(row[0]))
+            return record
 
     def get(self, model_id: str) -> ModelRecord:
         record = self._find(model_id) if model_id else None
