@@ -208,14 +208,17 @@ def integrated_gradients(context: MethodContext, record: ModelRecord, batch: np.
         baseline[None] + alphas[start : start + step].astype(batch.dtype).reshape(-1, *[1] * batch.ndim) * delta[None]
         for start in range(0, len(alphas), step)
     )
+    score, scores = scored_at_input(context, record, batch, score)
     integral = weighted_gradient_sum(context, record, batch, score, path, weights)
-    scores = scores_at_input(context, record, batch, score)
     return AttributionResult("integrated_gradients", (delta * integral).astype(batch.dtype), score, scores)
 
 
-def scores_at_input(context: MethodContext, record: ModelRecord, batch: np.ndarray, score: Score) -> np.ndarray:
+def scored_at_input(context: MethodContext, record: ModelRecord, batch: np.ndarray, score: Score) -> tuple[Score, np.ndarray]:
+    """``score`` with its default targets found (each sample's top entry at the input, not at
+    each path point or noisy copy), and the scores at the input: one forward pass for both."""
     values = context.forward(record, batch, [score.tensor])[score.tensor].reshape(len(batch), -1)
-    return values[np.arange(len(batch)), score.targets]
+    targets = values.argmax(axis=1) if score.targets is None else score.targets
+    return Score(score.tensor, targets.astype(np.int64)), values[np.arange(len(batch)), targets]
 
 
 def smoothgrad_noise(batch: np.ndarray, samples: int, noise: float, seed: int, *, chunk: int | None = None) -> Iterator[np.ndarray]:
@@ -240,8 +243,9 @@ def smoothgrad(context: MethodContext, record: ModelRecord, batch: np.ndarray, s
     chunk = copies_per_chunk(context, record, batch, options.samples)
     noisy = (batch[None] + noise for noise in smoothgrad_noise(batch, options.samples, options.noise, options.seed, chunk=chunk))
     weights = np.full(options.samples, 1 / options.samples)
+    score, scores = scored_at_input(context, record, batch, score)
     mean = weighted_gradient_sum(context, record, batch, score, noisy, weights)
-    return AttributionResult("smoothgrad", mean.astype(batch.dtype), score, scores_at_input(context, record, batch, score))
+    return AttributionResult("smoothgrad", mean.astype(batch.dtype), score, scores)
 
 
 Method = Callable[[MethodContext, ModelRecord, np.ndarray, Score, AttributionOptions], AttributionResult]
@@ -267,8 +271,7 @@ def attribution(
         raise InvalidArgument(f"rectifiers must be 'all' or 'relu', not {options.rectifiers!r}")
     if options.integration not in INTEGRATION_RULES:
         raise InvalidArgument(f"integration must be one of {INTEGRATION_RULES}, not {options.integration!r}")
-    # Methods of one backward run find a default target inside it; integrated gradients and
-    # SmoothGrad need it first (it is the input's top entry, not each path point's or sample's).
-    one_run = method not in ("integrated_gradients", "smoothgrad")
-    score = resolve_score(context, record, batch, output=options.output, target=options.target, top_in_backward=one_run)
+    # A default target (None) is found where the method scores: inside the one backward run,
+    # or by integrated gradients and SmoothGrad at the input (scored_at_input).
+    score = resolve_score(record, len(batch), output=options.output, target=options.target)
     return METHODS[method](context, record, batch, score, options)

@@ -49,35 +49,22 @@ class Gradients:
     kept: dict[str, np.ndarray]  # forward values of intermediate tensors
 
 
-def resolve_score(
-    context: MethodContext,
-    record: ModelRecord,
-    batch: np.ndarray,
-    *,
-    output: str | None,
-    target: int | Sequence[int] | None,
-    top_in_backward: bool = False,
-) -> Score:
-    """The tensor to score (default: the first model output) and a checked target per sample
-    (default: the top-scoring entry of each sample, found by a forward pass — or, with
-    ``top_in_backward``, left for the one backward run to find)."""
+def resolve_score(record: ModelRecord, samples: int, *, output: str | None, target: int | Sequence[int] | None) -> Score:
+    """The tensor to score (default: the first model output) and a checked target for each of
+    ``samples`` (default None: each sample's top-scoring entry, found where the scores are)."""
     tensor = output or record.outputs[0].name
     size = int(np.prod(record.layer(tensor).shape[1:], dtype=np.int64))
     if size == 0 or not np.issubdtype(np.dtype(record.layer(tensor).dtype), np.floating):
         raise InvalidArgument(f"tensor {tensor!r} is not a float tensor with entries to score")
-    if target is None and top_in_backward:
-        return Score(tensor, None)
     if target is None:
-        values = context.forward(record, batch, [tensor])[tensor]
-        targets = values.reshape(len(batch), -1).argmax(axis=1)
-    else:
-        targets = np.broadcast_to(np.asarray(target, dtype=np.int64).reshape(-1), (len(batch),)).copy()
-        bad = targets[(targets < 0) | (targets >= size)]
-        if bad.size:
-            raise InvalidArgument(
-                f"target {int(bad[0])} is out of range: {tensor!r} has {size} entries per sample (flat indices 0..{size - 1})"
-            )
-    return Score(tensor, targets.astype(np.int64))
+        return Score(tensor, None)
+    targets = np.broadcast_to(np.asarray(target, dtype=np.int64).reshape(-1), (samples,)).copy()
+    bad = targets[(targets < 0) | (targets >= size)]
+    if bad.size:
+        raise InvalidArgument(
+            f"target {int(bad[0])} is out of range: {tensor!r} has {size} entries per sample (flat indices 0..{size - 1})"
+        )
+    return Score(tensor, targets)
 
 
 def one_hot_seed(record: ModelRecord, score: Score, count: int) -> np.ndarray:
