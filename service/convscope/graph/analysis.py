@@ -60,13 +60,9 @@ def data_tensors(graph: onnx.GraphProto) -> list[str]:
 
 
 def node_attributes(node: onnx.NodeProto) -> dict[str, object]:
-    """A node's attributes by name, as Python values."""
-    return {attribute.name: helper.get_attribute_value(attribute) for attribute in node.attribute}
-
-
-def auto_pad_mode(attrs: Mapping[str, object]) -> str:
-    mode = attrs.get("auto_pad", "NOTSET")
-    return mode.decode() if isinstance(mode, bytes) else str(mode)
+    """A node's attributes by name, as Python values (a string attribute as ``str``)."""
+    values = {attribute.name: helper.get_attribute_value(attribute) for attribute in node.attribute}
+    return {name: value.decode() if isinstance(value, bytes) else value for name, value in values.items()}
 
 
 def window_pads(
@@ -75,7 +71,7 @@ def window_pads(
     """Per spatial axis, the (begin, end) padding of a Conv / pooling window (``extents``:
     dilation·(kernel−1)+1) with ``auto_pad`` resolved: SAME pads to an output of ceil(size /
     stride), which needs the input ``sizes`` unless the stride is 1."""
-    mode, rank = auto_pad_mode(attrs), len(extents)
+    mode, rank = attrs.get("auto_pad", "NOTSET"), len(extents)
     if mode in ("SAME_UPPER", "SAME_LOWER"):
         pads = []
         for extent, stride, size in zip(extents, strides, sizes, strict=True):

@@ -39,7 +39,6 @@ from onnx.reference import ReferenceEvaluator
 
 from convscope.graph.analysis import (
     ai_onnx_opset,
-    auto_pad_mode,
     constant_tensors,
     data_tensors,
     node_attributes,
@@ -211,7 +210,7 @@ class _Context:
         used = {i for node in nodes for i in node.input}
         graph = helper.make_graph(
             nodes, "constant", [], [onnx.ValueInfoProto(name=name)],
-            initializer=[init for init in self.graph.initializer if init.name in used],
+            initializer=[initializers[name] for name in used if name in initializers],
         )
         folded = helper.make_model(graph, opset_imports=[helper.make_opsetid("", self.opset)])
         try:
@@ -418,7 +417,7 @@ def _conv_transpose(node: onnx.NodeProto, data: FieldMap, context: _Context) -> 
     if node.input[1] in context.data:
         return None
     attributes = node_attributes(node)
-    if "output_shape" in attributes or auto_pad_mode(attributes) not in ("NOTSET", "VALID"):
+    if "output_shape" in attributes or attributes.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
         return None  # implicit pads: onnxruntime and the spec disagree on where they go
     kernel = list(attributes.get("kernel_shape") or context.weight_shape(node.input[1])[2:])  # type: ignore[arg-type]
     strides = list(attributes.get("strides", [1, 1]))  # type: ignore[call-overload]
@@ -489,8 +488,7 @@ def _pad(node: onnx.NodeProto, data: FieldMap, context: _Context) -> FieldMap | 
     in_shape, out_shape = context.shape(node.input[0]), context.shape(node.output[0])
     rank = len(in_shape)
     attributes = node_attributes(node)
-    mode = attributes.get("mode", b"constant")
-    mode = mode.decode() if isinstance(mode, bytes) else str(mode)
+    mode = attributes.get("mode", "constant")
     if context.opset < 11:
         raw = list(attributes.get("pads", []))  # type: ignore[call-overload]
         axes = list(range(rank))
@@ -535,12 +533,7 @@ def _resize(node: onnx.NodeProto, data: FieldMap, context: _Context) -> FieldMap
     in_shape, out_shape = context.shape(node.input[0]), context.shape(node.output[0])
     rank = len(in_shape)
     attributes = node_attributes(node)
-
-    def text(name: str, default: str) -> str:
-        value = attributes.get(name, default)
-        return value.decode() if isinstance(value, bytes) else str(value)
-
-    mode = text("mode", "nearest")
+    mode = attributes.get("mode", "nearest")
     if node.op_type == "Upsample" or context.opset < 11:
         # Upsample and opset-10 Resize: asymmetric coordinates, nearest rounds down when upsampling
         transform, nearest_mode = "asymmetric", "floor"
@@ -551,8 +544,8 @@ def _resize(node: onnx.NodeProto, data: FieldMap, context: _Context) -> FieldMap
         if scales is None or scales.size != rank or (mode == "nearest" and (scales < 1).any()):
             return None
     else:
-        transform = text("coordinate_transformation_mode", "half_pixel")
-        nearest_mode = text("nearest_mode", "round_prefer_floor")
+        transform = attributes.get("coordinate_transformation_mode", "half_pixel")
+        nearest_mode = attributes.get("nearest_mode", "round_prefer_floor")
         scales = context.constant(node.input[2]) if len(node.input) > 2 and node.input[2] else None
         if attributes.get("antialias", 0) or "axes" in attributes:
             return None

@@ -148,9 +148,7 @@ def consumers(graph: onnx.GraphProto) -> dict[str, set[int]]:
     return readers
 
 
-def _window_axes(
-    node: onnx.NodeProto, attrs: Mapping[str, object], kernel: Sequence[int], size: tuple[int, int]
-) -> tuple[Axis, Axis]:
+def _window_axes(attrs: Mapping[str, object], kernel: Sequence[int], size: tuple[int, int]) -> tuple[Axis, Axis]:
     strides = list(attrs.get("strides", [1, 1]))  # type: ignore[call-overload]
     dilations = list(attrs.get("dilations", [1, 1]))  # type: ignore[call-overload]
     extents = [d * (k - 1) + 1 for k, d in zip(kernel, dilations)]
@@ -211,7 +209,7 @@ def _classify(
             if len(kernel) != 2:
                 return f"{why} is not a 2-D pooling"
             macs = int(kernel[0] * kernel[1])
-        axes = _window_axes(node, attrs, kernel, (int(in_size[0]), int(in_size[1])))
+        axes = _window_axes(attrs, kernel, (int(in_size[0]), int(in_size[1])))
         expected = tuple(axis.output_size(int(size)) for axis, size in zip(axes, in_size))
         if expected != out_size:
             return f"{why}: its output size {list(out_size)} differs from the expected {list(expected)}"

@@ -15,9 +15,9 @@ from typing import Any, Literal
 
 import numpy as np
 import onnx
-from onnx import helper
 
 from convscope.errors import UnsupportedOp
+from convscope.graph.analysis import node_attributes
 
 from ..emitter import Emitter
 
@@ -60,11 +60,7 @@ class Vjp:
         return i < len(self.needs) and self.needs[i]
 
     def attr(self, name: str, default: Any = None) -> Any:
-        for a in self.node.attribute:
-            if a.name == name:
-                value = helper.get_attribute_value(a)
-                return value.decode() if isinstance(value, bytes) else value
-        return default
+        return node_attributes(self.node).get(name, default)
 
     def const_value(self, name: str) -> np.ndarray | None:
         """The value of an input known when the graph is built (initializer or Constant)."""
