@@ -16,12 +16,11 @@ from pathlib import Path
 
 import grpc
 import numpy as np
-import onnxruntime as ort
 from convscope_client import Client
 
 from benchmarks._common import interleaved, write_results
 from convscope.rpc.server import ServerConfig, create_server
-from convscope.runtime.providers import provider_settings, session_options, usable_providers
+from convscope.runtime.providers import new_session, usable_providers
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = REPO / "models" / "efficientnet_lite0" / "efficientnet_lite0.onnx"
@@ -62,7 +61,7 @@ def main() -> None:
                 info = client.upload_model(MODEL)
                 record = core.model(info.id)
                 batch = core.prepare(record, images=[PHOTO.read_bytes()]).batch
-                plain = ort.InferenceSession(str(MODEL), session_options(), providers=provider_settings(usable_providers()))
+                plain = new_session(str(MODEL))
                 feeds = {record.input.name: batch}
                 one_layer = [next(layer.tensor for layer in record.layers if layer.op_type == "Clip")]
 

@@ -37,7 +37,7 @@ from benchmarks.gradients import GOALS, agreement, efficientnet_lite0, graph_sta
 from convscope.graph.backward import build_backward, grad_output_name, seed_input_name
 from convscope.graph.backward.rules import RULES, Rule, Vjp
 from convscope.graph.backward.rules.linear import _conv_general
-from convscope.runtime.providers import session_options
+from convscope.runtime.providers import new_session
 
 MODELS: dict[str, Callable[[], tuple[nn.Module, bytes]]] = {
     "efficientnet_lite0": efficientnet_lite0, "resnet18": resnet18}
@@ -67,7 +67,7 @@ def bench_model(net: nn.Module, model_bytes: bytes, batches: list[int], repeats:
     build_s = time.perf_counter() - start
     with general_conv_rule():
         general = build_backward(model, seeds=[output])
-    sessions = {name: ort.InferenceSession(m.SerializeToString(), session_options(), providers=["CPUExecutionProvider"])
+    sessions = {name: new_session(m.SerializeToString(), providers=["CPUExecutionProvider"])
                 for name, m in (("ours", ours), ("general_conv", general))}
     grad = grad_output_name(graph_input)
     result: dict[str, object] = {

@@ -30,7 +30,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 from convscope_client import Client, Progress, ServerFolder
 from PIL import Image
 from sklearn.datasets import load_sample_images
@@ -39,7 +38,7 @@ from benchmarks._common import write_results
 from convscope.methods.embedding import embed, snap_to_grid
 from convscope.methods.inputs import decode_sample
 from convscope.rpc.server import ServerConfig, create_server
-from convscope.runtime.providers import provider_settings, session_options, usable_providers
+from convscope.runtime.providers import new_session, usable_providers
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = REPO / "models" / "efficientnet_lite0" / "efficientnet_lite0.onnx"
@@ -67,7 +66,7 @@ def make_images(folder: Path, count: int, seed: int = 0) -> list[Path]:
 
 
 def plain_inference(record, paths: list[Path]) -> dict[str, float]:
-    session = ort.InferenceSession(str(MODEL), session_options(), providers=provider_settings(usable_providers()))
+    session = new_session(str(MODEL))
     name = session.get_inputs()[0].name
     session.run(None, {name: np.stack([decode_sample(record, paths[0].read_bytes()).value()] * BATCH)})  # warm-up
     infer = decode = 0.0

@@ -46,8 +46,9 @@ from benchmarks.gradients import torch_gradient
 from convscope.core import Convscope
 from convscope.graph.backward import build_backward, grad_output_name, seed_input_name
 from convscope.methods.attribution import AttributionOptions
+from convscope.methods.gradients import Score, one_hot_seed
 from convscope.methods.occlusion import OcclusionOptions, OcclusionResult
-from convscope.runtime.providers import CUDA_OPTIONS, provider_settings, session_options, usable_providers
+from convscope.runtime.providers import CUDA_OPTIONS, new_session, session_options, usable_providers
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLED = REPO / "models" / "efficientnet_lite0" / "efficientnet_lite0.onnx"
@@ -126,7 +127,7 @@ def check_model(
         }
 
     def timings() -> dict[str, object]:
-        plain = ort.InferenceSession(model_bytes, session_options(), providers=provider_settings(gpu.runtime.providers))
+        plain = new_session(model_bytes, providers=gpu.runtime.providers)
         one_layer = [next(layer.tensor for layer in on_gpu.layers if layer.op_type in ("Clip", "Relu"))]
         batch8 = np.repeat(batch, 8, axis=0)
         input8 = gpu.prepare(on_gpu, tensor=batch8)
@@ -174,18 +175,16 @@ def check_model(
         output = on_gpu.outputs[0].name
         backward = build_backward(onnx.load_from_string(model_bytes), seeds=[output]).SerializeToString()
         grad = grad_output_name(input_name)
-        classes = int(np.prod(on_gpu.outputs[0].shape[1:]))
 
         def feeds(x: np.ndarray) -> dict[str, np.ndarray]:
-            seed = np.zeros((len(x), classes), np.float32)
-            seed[:, target] = 1
+            seed = one_hot_seed(on_gpu, Score(output, np.full(len(x), target, np.int64)), len(x))
             return {input_name: x, seed_input_name(output): seed}
 
         def cuda(**options: str) -> list[object]:
             return [("CUDAExecutionProvider", {**CUDA_OPTIONS, **options}), "CPUExecutionProvider"]
 
         one, eight = feeds(batch), feeds(np.repeat(batch, 8, axis=0))
-        want = ort.InferenceSession(backward, session_options(), providers=CPU).run([grad], one)[0]
+        want = new_session(backward, providers=CPU).run([grad], one)[0]
         found: dict[str, object] = {}
         for tf32 in ("0", "1"):
             session = ort.InferenceSession(backward, session_options(), providers=cuda(use_tf32=tf32))

@@ -38,7 +38,7 @@ from benchmarks._common import interleaved_medians, op_profile, write_results
 from convscope.core import Convscope
 from convscope.graph.backward import build_backward, grad_output_name, seed_input_name
 from convscope.methods.attribution import AttributionOptions
-from convscope.runtime.providers import provider_settings, session_options, usable_providers
+from convscope.runtime.providers import new_session, session_options, usable_providers
 
 REPO = Path(__file__).resolve().parents[1]
 EFFICIENTNET = REPO / "models" / "efficientnet_lite0" / "efficientnet_lite0.onnx"
@@ -103,7 +103,7 @@ def bare_backward(model_bytes: bytes, output: str) -> tuple[onnx.ModelProto, byt
     start = time.perf_counter()
     backward = build_backward(onnx.load_from_string(model_bytes), seeds=[output])
     serialized = backward.SerializeToString()
-    session = ort.InferenceSession(serialized, session_options(), providers=provider_settings(usable_providers()))
+    session = new_session(serialized)
     return backward, serialized, session, time.perf_counter() - start
 
 
@@ -113,7 +113,7 @@ def bench_model(core: Convscope, name: str, net: nn.Module, model_bytes: bytes) 
     upload_s = time.perf_counter() - start
     output, input_name = record.outputs[0].name, record.input.name
     rng = np.random.default_rng(0)
-    plain = ort.InferenceSession(model_bytes, session_options(), providers=provider_settings(usable_providers()))
+    plain = new_session(model_bytes)
     backward, backward_bytes, bare, bare_build_s = bare_backward(model_bytes, output)
     result: dict[str, object] = {
         "upload_seconds": upload_s,

@@ -47,7 +47,7 @@ from benchmarks._common import median_seconds, write_results
 from convscope.core import Convscope
 from convscope.graph.dynamic_batch import make_batch_dynamic
 from convscope.methods.occlusion import OcclusionOptions, OcclusionResult
-from convscope.runtime.providers import session_options
+from convscope.runtime.providers import new_session
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLED = REPO / "models" / "efficientnet_lite0" / "efficientnet_lite0.onnx"
@@ -83,8 +83,8 @@ def _captum(net: nn.Module, batch: np.ndarray, window, stride, target: int, per_
 
 def _floors(model_bytes: bytes, batch: np.ndarray) -> tuple[float, float]:
     """Seconds per sample: onnxruntime batch-1 (median of 20) and at batch 32 (median of 3)."""
-    session = ort.InferenceSession(make_batch_dynamic(onnx.load_from_string(model_bytes)).SerializeToString(),
-                                   session_options(), providers=["CPUExecutionProvider"])
+    session = new_session(make_batch_dynamic(onnx.load_from_string(model_bytes)).SerializeToString(),
+                          providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     single = median_seconds(lambda: session.run(None, {name: batch}), repeats=20, warmup=3)
     many = np.repeat(batch, 32, axis=0)

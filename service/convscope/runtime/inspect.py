@@ -25,7 +25,7 @@ from convscope.graph.receptive_field import receptive_fields
 from convscope.model.store import Upload
 from convscope.model.types import LayerInfo, ModelRecord, Preprocessing, TensorSpec
 from convscope.model.validate import bind_external_data, check_model, parse_model
-from convscope.runtime.providers import session_options
+from convscope.runtime.providers import new_session
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ def describe_upload(
 
 def _session(model: bytes | str) -> ort.InferenceSession:
     try:
-        return ort.InferenceSession(model, session_options(), providers=["CPUExecutionProvider"])
+        return new_session(model, providers=["CPUExecutionProvider"])
     except Exception as error:
         first = str(error).strip().splitlines()[0][:500] if str(error).strip() else type(error).__name__
         if isinstance(model, str):  # onnxruntime names the upload's folder on the server: keep it internal

@@ -79,6 +79,13 @@ def _probe_model() -> bytes:
     return model.SerializeToString()
 
 
+def new_session(model: str | bytes, *, providers: Sequence[str] | None = None, threads: int = 0) -> ort.InferenceSession:
+    """An onnxruntime session with our options, on ``providers`` (default: those that load)
+    with the settings we run them with."""
+    chosen = usable_providers() if providers is None else providers
+    return ort.InferenceSession(model, session_options(threads=threads), providers=provider_settings(chosen))
+
+
 def session_options(*, threads: int = 0) -> ort.SessionOptions:
     options = ort.SessionOptions()
     options.log_severity_level = ORT_LOG_SEVERITY_ERROR

@@ -18,7 +18,7 @@ import onnxruntime as ort
 from convscope.errors import InvalidArgument, ResourceExhausted
 from convscope.graph.base import base_graph as build_base_graph
 from convscope.runtime.graphs import GraphSpec
-from convscope.runtime.providers import provider_settings, session_options, usable_providers
+from convscope.runtime.providers import new_session, usable_providers
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ class Runtime:
                     f"this graph needs about {cost / 2**20:.0f} MiB of session memory, over the server's "
                     f"budget of {self.budget_bytes / 2**20:.0f} MiB"
                 )
-            session = ort.InferenceSession(serialized, session_options(threads=threads), providers=provider_settings(self.providers))
+            session = new_session(serialized, providers=self.providers, threads=threads)
             log.debug("session for %s %s built", model_id[:12], spec)
             with self._lock:
                 self._sessions[key] = (session, cost)
