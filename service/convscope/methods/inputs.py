@@ -92,9 +92,7 @@ class ImageSample:
 
     @property
     def shape(self) -> tuple[int, ...]:
-        height, width = self.picture.shape[:2]
-        channels = 1 if self.spec.grayscale else 3
-        return (channels, height, width) if self.spec.layout == "NCHW" else (height, width, channels)
+        return laid_out(self.picture, self.spec).shape
 
     def value(self) -> np.ndarray:
         return normalize(self.picture, self.spec).astype(self.dtype, copy=False)
@@ -140,17 +138,21 @@ def _decode(data: bytes, index: int, spec: Preprocessing, size: tuple[int, int])
     return np.repeat(picture[..., None], 3, axis=2) if picture.ndim == 2 else picture
 
 
+def laid_out(picture: np.ndarray, spec: Preprocessing) -> np.ndarray:
+    """H×W×3 pixels as the model takes its channels and layout (a view, not yet scaled)."""
+    pixels = picture[..., :1] if spec.grayscale else picture
+    if spec.channel_order == "BGR":
+        pixels = pixels[..., ::-1]
+    return pixels.transpose(2, 0, 1) if spec.layout == "NCHW" else pixels
+
+
 def normalize(picture: np.ndarray, spec: Preprocessing, out: np.ndarray | None = None) -> np.ndarray:
     """H×W×3 uint8 → the model's float32 sample (its layout; into ``out`` when given, else a new
     contiguous array): pixel · scale − mean, then ÷ std, in float32.  Each step writes in place:
     dataset jobs normalize thousands of images beside inference, and temporaries made this 3×
     slower."""
-    pixels = picture[..., :1] if spec.grayscale else picture
-    if spec.channel_order == "BGR":
-        pixels = pixels[..., ::-1]
-    per_channel: tuple[int, ...] = (-1,)
-    if spec.layout == "NCHW":
-        pixels, per_channel = pixels.transpose(2, 0, 1), (-1, 1, 1)
+    pixels = laid_out(picture, spec)
+    per_channel = (-1, 1, 1) if spec.layout == "NCHW" else (-1,)
     out = np.empty(pixels.shape, np.float32) if out is None else out
     np.multiply(pixels, np.float32(spec.scale), out=out, dtype=np.float32)
     if spec.mean:
