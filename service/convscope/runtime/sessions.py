@@ -61,6 +61,9 @@ class Runtime:
 
     def session(self, model_id: str, spec: GraphSpec, *, dynamic_batch: bool, threads: int = 0) -> ort.InferenceSession:
         """The cached session for ``spec``; ``threads``: onnxruntime's intra-op threads (0: one per core)."""
+        # onnxruntime fixes the thread count when it builds a session, so it is part of the key:
+        # a graph that one-shot calls (0) and concurrent batches (worker_threads()) both run holds
+        # two sessions in the budget.  Callers keep one count per task for that reason.
         key = (model_id, spec, threads)
         with self._lock:
             if key in self._sessions:
