@@ -85,6 +85,7 @@ class Convscope:
         return self.store.list()
 
     def delete(self, model_id: str) -> None:
+        model_id = self.store.get(model_id).id  # a prefix names it too
         self.store.delete(model_id)
         self.runtime.forget(model_id)
 
@@ -187,8 +188,7 @@ class Convscope:
         """The forward+backward graph as a standalone ONNX model (inputs: the model input and one
         ``<tensor>__seed`` per seed; outputs: ``<tensor>__grad`` for the input and each ``wrt``)."""
         record = self.model(model_id)
-        for name in (*seeds, *wrt):
-            record.layer(name)
-        seeds = tuple(seeds) or (record.outputs[0].name,)
-        spec = BackwardGraph(seeds, wrt=tuple(wrt), keep=seeds, rectifier=rectifier, rectifiers=rectifiers)
+        seeds = tuple(map(record.tensor, seeds)) or (record.outputs[0].name,)
+        wrt = tuple(map(record.tensor, wrt))
+        spec = BackwardGraph(seeds, wrt=wrt, keep=seeds, rectifier=rectifier, rectifiers=rectifiers)
         return spec.build(self.runtime.base_graph(record.id, dynamic_batch=record.dynamic_batch)).SerializeToString()

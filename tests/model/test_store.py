@@ -3,6 +3,7 @@ and the ways exporters hold weights."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import types
@@ -401,3 +402,33 @@ def test_reupload_with_new_metadata_updates_the_record(client):
     assert client.get_model(first.id).labels[0] == "class 0"
     restored = client.upload_model(BUNDLED_MODEL, name="first", labels=list(first.labels))
     assert restored.labels == first.labels
+
+
+# ------------------------------------------------------------------------------ (g) ids by prefix
+
+
+def test_a_unique_prefix_names_a_model_and_an_ambiguous_one_names_the_candidates(
+    tmp_server: Callable[[], tuple[RunningServer, Client]],
+) -> None:
+    running, client = tmp_server()
+    model_id = client.upload_model(conv_model("prefix")[0].SerializeToString()).id
+    assert client.get_model(model_id[:12]).id == model_id
+    client.delete_model(model_id[:8])
+    assert model_id not in [info.id for info in client.list_models()]
+
+    # Two ids sharing their first 8 characters (sha256 makes that rare, not impossible): rows
+    # copied under crafted ids, as a second upload would write them.
+    model_id = client.upload_model(conv_model("prefix")[0].SerializeToString()).id
+    store = running.core.store
+    record = store.get(model_id).to_json()
+    twins = ["abcdef01" + "1" * 56, "abcdef01" + "2" * 56]
+    for twin in twins:
+        store._db.execute("INSERT INTO models (id, name, record) VALUES (?, ?, ?)", (twin, "twin", json.dumps({**record, "id": twin})))
+    with pytest.raises(ConvscopeError) as caught:
+        client.get_model("abcdef01")
+    assert caught.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "ambiguous" in caught.value.message and twins[0][:16] in caught.value.message and twins[1][:16] in caught.value.message
+    assert client.get_model("abcdef012").id == twins[1]
+    with pytest.raises(ConvscopeError) as caught:
+        client.get_model(model_id[:7])  # under 8 characters: no prefix match
+    assert caught.value.code == grpc.StatusCode.NOT_FOUND

@@ -45,6 +45,7 @@ class ModelInfo:
     preprocessing: dict[str, object] = field(default_factory=dict)
     dynamic_batch: bool = True
     size_bytes: int = 0
+    layer_count: int = 0  # ``layers`` is empty in list_models; this is not
 
 
 @dataclass(frozen=True)

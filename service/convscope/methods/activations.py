@@ -33,9 +33,7 @@ def resolve_layers(record: ModelRecord, layers: Sequence[str] | None) -> list[st
     """Requested tensor names, checked against the layer table; None means all of them."""
     if not layers:
         return [layer.tensor for layer in record.layers]
-    for name in layers:
-        record.layer(name)
-    return list(dict.fromkeys(layers))
+    return list(dict.fromkeys(record.tensor(name) for name in layers))
 
 
 def channel_view(value: np.ndarray) -> np.ndarray:

@@ -130,14 +130,14 @@ def resize_maps(maps: np.ndarray, size: tuple[int, int], *, mode: str) -> np.nda
 
 
 def grad_cam(context: MethodContext, record: ModelRecord, batch: np.ndarray, score: Score, options: AttributionOptions) -> AttributionResult:
-    layer = options.layer or default_cam_layer(record)
+    layer = record.tensor(options.layer) if options.layer else default_cam_layer(record)
     cam, result = _cam(context, record, batch, score, layer)
     upsampled = resize_maps(cam, spatial_size(record, batch), mode="bilinear")
     return AttributionResult("grad_cam", upsampled, result.score, result.scores, layer_map=cam, layer=layer)
 
 
 def guided_grad_cam(context: MethodContext, record: ModelRecord, batch: np.ndarray, score: Score, options: AttributionOptions) -> AttributionResult:
-    layer = options.layer or default_cam_layer(record)
+    layer = record.tensor(options.layer) if options.layer else default_cam_layer(record)
     cam, result = _cam(context, record, batch, score, layer)
     guided = _plain(context, record, batch, result.score, options, "guided").input  # the same targets
     upsampled = resize_maps(cam, spatial_size(record, batch), mode="nearest")

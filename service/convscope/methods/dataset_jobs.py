@@ -99,13 +99,13 @@ def accumulator_for(job: DatasetJob, record: ModelRecord, base: onnx.ModelProto)
     if isinstance(job, TopActivationsJob):
         if not job.layer:
             raise InvalidArgument("top activations need a layer (a tensor name from the layer table)")
-        record.layer(job.layer)
+        layer = record.tensor(job.layer)
         return TopActivations(
-            record, job.layer, channels=job.channels, k=job.k, directions=job.directions,
-            field=fields_of(base, record).get(job.layer), render=job.render,
+            record, layer, channels=job.channels, k=job.k, directions=job.directions,
+            field=fields_of(base, record).get(layer), render=job.render,
         )
     if isinstance(job, EmbeddingJob):
-        layer = job.layer or code_layer(base, record)
+        layer = record.tensor(job.layer) if job.layer else code_layer(base, record)
         return Embedding(record, layer, method=job.method, perplexity=job.perplexity, seed=job.seed, render=job.render)
     if isinstance(job, DeadFiltersJob):
         counts = DeadFilterCounts(record, job.layers)

@@ -52,7 +52,7 @@ class Gradients:
 def resolve_score(record: ModelRecord, samples: int, *, output: str | None, target: int | Sequence[int] | None) -> Score:
     """The tensor to score (default: the first model output) and a checked target for each of
     ``samples`` (default None: each sample's top-scoring entry, found where the scores are)."""
-    tensor = output or record.outputs[0].name
+    tensor = record.tensor(output) if output else record.outputs[0].name
     size = int(np.prod(record.layer(tensor).shape[1:], dtype=np.int64))
     if size == 0 or not np.issubdtype(np.dtype(record.layer(tensor).dtype), np.floating):
         raise InvalidArgument(f"tensor {tensor!r} is not a float tensor with entries to score")

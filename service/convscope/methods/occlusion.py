@@ -338,9 +338,7 @@ def occlusion(
     total = grid[0] * grid[1]
     if total > MAX_POSITIONS:
         raise InvalidArgument(f"{total} occluder positions is over the limit of {MAX_POSITIONS}; use a larger stride")
-    output = options.output or record.outputs[0].name
-    if output not in {o.name for o in record.outputs}:
-        record.layer(output)  # NotFound with the list of what exists
+    output = record.tensor(options.output) if options.output else record.outputs[0].name
     fill = fill_values(image, options.fill, options.window)
     plain = PlainEngine(context, record, output, image, fill, boxes)
     # Sessions are cached per thread count: every run below uses the loop's, so each graph is

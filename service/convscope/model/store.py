@@ -35,6 +35,7 @@ from convscope.model.validate import MODEL_FILE
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_UPLOAD_BYTES = 2 << 30
+MIN_ID_PREFIX = 8  # shorter prefixes of a sha256 id collide too easily to name a model by
 # Side-file names are chosen by us; the uploaded names only select which reference they satisfy.
 SIDE_FILE_PATTERN = "data-{index}.bin"
 
@@ -182,9 +183,20 @@ class ModelStore:
             return record
 
     def get(self, model_id: str) -> ModelRecord:
+        """The model with id ``model_id``, or with a unique prefix of it (8 characters or more,
+        e.g. the 12 the log shows)."""
         record = self._find(model_id) if model_id else None
+        if record is None and len(model_id) >= MIN_ID_PREFIX:
+            with self._lock:
+                rows = self._db.execute(
+                    "SELECT id FROM models WHERE substr(id, 1, ?) = ? ORDER BY id LIMIT 5", (len(model_id), model_id)
+                ).fetchall()
+            if len(rows) > 1:
+                candidates = ", ".join(row[0][:16] for row in rows)
+                raise InvalidArgument(f"model id prefix {model_id!r} is ambiguous: it starts {candidates}; give more characters")
+            record = self._find(rows[0][0]) if rows else None
         if record is None:
-            raise NotFound(f"no model with id {model_id!r}; ListModels shows the stored ones")
+            raise NotFound(f"no model with id {model_id!r}; `convscope models` (list_models) shows the stored ones")
         return record
 
     def list(self) -> list[ModelRecord]:
@@ -203,7 +215,7 @@ class ModelStore:
         return updated
 
     def delete(self, model_id: str) -> None:
-        self.get(model_id)
+        model_id = self.get(model_id).id
         with self._lock:
             self._db.execute("DELETE FROM models WHERE id = ?", (model_id,))
             self._records.pop(model_id, None)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import collections
+import difflib
 import functools
 import math
 from collections.abc import Sequence
@@ -127,15 +129,29 @@ class ModelRecord:
     def _layers_by_tensor(self) -> dict[str, LayerInfo]:
         return {layer.tensor: layer for layer in self.layers}
 
-    def layer(self, tensor: str) -> LayerInfo:
+    @functools.cached_property
+    def _layers_by_node(self) -> dict[str, LayerInfo]:
+        # A node with several outputs names none of them.
+        counts = collections.Counter(layer.name for layer in self.layers)
+        return {layer.name: layer for layer in self.layers if layer.name and counts[layer.name] == 1}
+
+    def layer(self, name: str) -> LayerInfo:
+        """The layer of a tensor name, or of the name of the node that produces it."""
         from convscope.errors import NotFound
 
-        found = self._layers_by_tensor.get(tensor)
+        found = self._layers_by_tensor.get(name) or self._layers_by_node.get(name)
         if found is not None:
             return found
+        close = difflib.get_close_matches(name, [*self._layers_by_tensor, *self._layers_by_node], n=3, cutoff=0.5)
+        suggestion = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
         raise NotFound(
-            f"model {self.id[:12]} has no tensor {tensor!r}; GetModel lists the {len(self.layers)} tensors it has"
+            f"model {self.id[:12]} has no tensor or node {name!r}{suggestion} "
+            f"(`convscope model {self.id[:12]}` / get_model lists its {len(self.layers)} tensors)"
         )
+
+    def tensor(self, name: str) -> str:
+        """The tensor a request means by ``name``: a tensor name, or its producing node's name."""
+        return self.layer(name).tensor
 
     def target_labels(self, output: str, targets: Sequence[int]) -> tuple[str, ...]:
         """The class names of ``targets`` of ``output`` ("" where unknown: labels name the entries

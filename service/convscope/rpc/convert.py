@@ -108,6 +108,7 @@ def model_info(record: ModelRecord, *, with_layers: bool = True) -> pb.ModelInfo
         dynamic_batch=record.dynamic_batch,
         opset=record.opset,
         created=record.created,
+        layer_count=len(record.layers),
     )
 
 
