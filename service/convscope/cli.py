@@ -1,4 +1,7 @@
-"""`convscope serve` runs the server; every other subcommand is the client CLI."""
+"""`convscope serve` runs the server; every other subcommand is the client CLI.
+
+The server (onnxruntime and all) is imported for `serve` only, so client commands start fast.
+"""
 
 from __future__ import annotations
 
@@ -11,16 +14,21 @@ from pathlib import Path
 
 from convscope_client import cli as client_cli
 
-from convscope.rpc.server import DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_RESPONSE_BYTES, ServerConfig, create_server
-
 
 def serve(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="convscope serve", description="Run the convscope gRPC server.")
-    parser.add_argument("--host", default="127.0.0.1")
+    from convscope.rpc.server import DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_RESPONSE_BYTES, PortInUse, ServerConfig, create_server
+
+    parser = argparse.ArgumentParser(
+        prog="convscope serve", description="Run the convscope gRPC server.", formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0: every one)")
     parser.add_argument("--port", type=int, default=50051, help="0 picks a free port")
     parser.add_argument("--store", type=Path, default=Path("convscope-store"), help="model store folder")
-    parser.add_argument("--max-upload-mb", type=int, default=2048)
-    parser.add_argument("--max-request-mb", type=int, default=DEFAULT_MAX_REQUEST_BYTES >> 20)
+    parser.add_argument("--max-upload-mb", type=int, default=2048, help="largest model upload, side files included (MiB)")
+    parser.add_argument(
+        "--max-request-mb", type=int, default=DEFAULT_MAX_REQUEST_BYTES >> 20,
+        help="largest request message, e.g. an image batch (MiB); uploads are chunked and not bound by it",
+    )
     parser.add_argument(
         "--max-response-mb", type=int, default=DEFAULT_MAX_RESPONSE_BYTES >> 20, help="largest response message (MiB)"
     )
@@ -29,20 +37,24 @@ def serve(argv: list[str]) -> int:
         "--data-root", type=Path, action="append", default=[], dest="data_roots", metavar="DIR",
         help="a folder dataset jobs may read (repeatable); paths outside every data root are refused",
     )
-    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    running = create_server(
-        ServerConfig(
-            store=args.store,
-            host=args.host,
-            port=args.port,
-            max_upload_bytes=args.max_upload_mb << 20,
-            max_request_bytes=args.max_request_mb << 20,
-            max_response_bytes=args.max_response_mb << 20,
-            data_roots=tuple(args.data_roots),
+    try:
+        running = create_server(
+            ServerConfig(
+                store=args.store,
+                host=args.host,
+                port=args.port,
+                max_upload_bytes=args.max_upload_mb << 20,
+                max_request_bytes=args.max_request_mb << 20,
+                max_response_bytes=args.max_response_mb << 20,
+                data_roots=tuple(args.data_roots),
+            )
         )
-    )
+    except PortInUse as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     if args.port_file:
         args.port_file.write_text(f"{running.port}\n")
     stopping = threading.Event()

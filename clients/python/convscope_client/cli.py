@@ -1,20 +1,38 @@
-"""Command-line client: each subcommand calls one Client method and writes .npy/.png files."""
+"""Command-line client: each subcommand calls one Client method and writes .npy/.png files.
+
+Every subcommand is a pair of functions registered in ``COMMANDS``: one adds its arguments to
+its parser, the other runs it with a connected client and returns what is printed as JSON.
+A new subcommand is two functions and one table row.  Local paths are checked before anything
+is sent; every failure is one ``error: ...`` line on stderr (exit 1: the server refused, 2: the
+command line is wrong, 130: cancelled with Ctrl-C).
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import re
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TextIO
+from typing import Any, NamedTuple, TextIO
 
 import numpy as np
 
-from convscope_client.client import Client
+from convscope_client.client import ATTRIBUTION_METHODS, INTEGRATION_RULES, Client
 from convscope_client.errors import ConvscopeError
 from convscope_client.jobs import Dataset, ServerFolder, local_files
-from convscope_client.types import Progress
+from convscope_client.types import ModelInfo, Progress
+
+DEFAULT_ADDRESS = "localhost:50051"
+DEFAULT_OUT = Path("convscope-out")
+EXIT_REFUSED, EXIT_USAGE, EXIT_CANCELLED = 1, 2, 130
+
+
+class UsageError(Exception):
+    """A command line the client can reject before calling the server (exit 2)."""
 
 
 def safe_name(tensor: str) -> str:
@@ -22,21 +40,32 @@ def safe_name(tensor: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", tensor).strip("_") or "tensor"
 
 
-def _write(out: Path, stem: str, array: np.ndarray | None = None, png: bytes = b"") -> None:
+def existing(path: str | Path) -> Path:
+    """``path`` if it exists; else the one-line error a user needs."""
+    if not Path(path).exists():
+        raise UsageError(f"no such file: {path}")
+    return Path(path)
+
+
+def _write(out: Path, stem: str, array: np.ndarray | None = None, png: bytes = b"") -> list[str]:
     out.mkdir(parents=True, exist_ok=True)
+    files = []
     if array is not None:
         np.save(out / f"{stem}.npy", array)
+        files.append(str(out / f"{stem}.npy"))
     if png:
         (out / f"{stem}.png").write_bytes(png)
+        files.append(str(out / f"{stem}.png"))
+    return files
 
 
-def _model_summary(info: object) -> dict[str, object]:
+def _model_summary(info: ModelInfo) -> dict[str, object]:
     return {
-        "id": info.id,  # type: ignore[attr-defined]
-        "name": info.name,  # type: ignore[attr-defined]
-        "inputs": [vars(i) for i in info.inputs],  # type: ignore[attr-defined]
-        "outputs": [vars(o) for o in info.outputs],  # type: ignore[attr-defined]
-        "layers": len(info.layers),  # type: ignore[attr-defined]
+        "id": info.id,
+        "name": info.name,
+        "inputs": [dataclasses.asdict(i) for i in info.inputs],
+        "outputs": [dataclasses.asdict(o) for o in info.outputs],
+        "layers": info.layer_count,
     }
 
 
@@ -49,20 +78,32 @@ def _fill(text: str) -> float | str:
         return text
 
 
-class _StderrBar:
-    """One status line on stderr, redrawn in place; ``close`` ends it with a newline."""
+def _baseline(text: str) -> float | np.ndarray:
+    try:
+        return float(text)
+    except ValueError:
+        return np.load(existing(text))  # read when the command runs: a missing file is one line
 
-    def __init__(self, width: int, stream: TextIO | None = None) -> None:
+
+class _StderrBar:
+    """One status line on stderr, redrawn in place, with the rate and the time left;
+    ``close`` ends it with a newline."""
+
+    def __init__(self, width: int, unit: str, rate_unit: str, stream: TextIO | None = None) -> None:
         self.width = width
+        self.unit = unit
+        self.rate_unit = rate_unit
         self.stream = stream or sys.stderr
         self.drawn = False
 
-    def _bar(self, done: int, total: int) -> str:
-        filled = self.width * min(done, total) // max(1, total)
-        return f"[{'#' * filled}{'.' * (self.width - filled)}] {done}/{total}"
-
-    def _draw(self, text: str) -> None:
-        self.stream.write(f"\r{text}")
+    def _draw(self, done: int, total: int | None, rate: float, eta: float | None, extra: str = "") -> None:
+        if total:
+            filled = self.width * min(done, total) // total
+            bar = f"[{'#' * filled}{'.' * (self.width - filled)}] {done}/{total}"
+        else:
+            bar = f"{done}"
+        eta_text = f", ETA {eta:.0f} s" if eta is not None else ""
+        self.stream.write(f"\r{bar} {self.unit}, {rate:.1f} {self.rate_unit}{eta_text}{extra}   ")
         self.stream.flush()
         self.drawn = True
 
@@ -73,253 +114,354 @@ class _StderrBar:
 
 
 class ProgressBar(_StderrBar):
-    """A one-line text bar on stderr: ``progress(done, total)`` callbacks redraw it."""
+    """``progress(done, total)`` callbacks (occlusion positions) redraw the bar; the rate and
+    ETA are measured from the first callback."""
 
-    def __init__(self, width: int = 40, stream: TextIO | None = None) -> None:
-        super().__init__(width, stream)
+    def __init__(self, width: int = 40, stream: TextIO | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(width, "positions", "positions/s", stream)
+        self.clock = clock
+        self.started: float | None = None
 
     def __call__(self, done: int, total: int) -> None:
-        self._draw(f"{self._bar(done, total)} positions")
+        now = self.clock()
+        if self.started is None:
+            self.started = now
+        elapsed = now - self.started
+        rate = done / elapsed if elapsed > 0 else 0.0
+        eta = (total - done) / rate if rate > 0 else None
+        self._draw(done, total, rate, eta)
 
 
 class JobProgressBar(_StderrBar):
     """A one-line text bar on stderr for dataset jobs: images done, rate and ETA."""
 
     def __init__(self, width: int = 30, stream: TextIO | None = None) -> None:
-        super().__init__(width, stream)
+        super().__init__(width, "images", "img/s", stream)
 
     def __call__(self, progress: Progress) -> None:
-        seen = progress.done + progress.skipped
-        bar = self._bar(seen, progress.total) if progress.total else f"{seen} images"
-        eta = f", ETA {progress.eta:.0f} s" if progress.eta is not None else ""
         skipped = f", {progress.skipped} skipped" if progress.skipped else ""
-        self._draw(f"{bar} {progress.rate:.1f} img/s{eta}{skipped}   ")
+        self._draw(progress.done + progress.skipped, progress.total, progress.rate, progress.eta, skipped)
+
+
+# -- subcommands: (add arguments, run) pairs
+
+
+def _model_id(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model_id", help="a model id from `upload` or `models` (any unique prefix of 8+ characters)")
+
+
+def _out(parser: argparse.ArgumentParser, default: Path | None = DEFAULT_OUT, what: str = "output folder") -> None:
+    parser.add_argument("--out", type=Path, default=default, help=what)
+
+
+LAYER_HELP = "a tensor name or the name of the node that produces it (see `convscope model ID`)"
+
+
+def upload_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="an .onnx file (a neighbouring <file>.data is sent along)")
+    parser.add_argument("--name", help="default: the file name without .onnx")
+    parser.add_argument("--preprocessing", type=json.loads, help='JSON, e.g. \'{"size": [224, 224]}\'')
+    parser.add_argument("--labels", help="text file, one class name per line")
+
+
+def upload(args: argparse.Namespace, client: Client) -> object:
+    model = existing(args.model)
+    labels = existing(args.labels).read_text().splitlines() if args.labels else None
+    info = client.upload_model(model, name=args.name, preprocessing=args.preprocessing, labels=labels)
+    return _model_summary(info)
+
+
+def list_models(args: argparse.Namespace, client: Client) -> object:
+    return [_model_summary(info) for info in client.list_models()]
+
+
+def show_model(args: argparse.Namespace, client: Client) -> object:
+    info = client.get_model(args.model_id)
+    return {**_model_summary(info), "layers": [dataclasses.asdict(layer) for layer in info.layers]}
+
+
+def delete_model(args: argparse.Namespace, client: Client) -> object:
+    client.delete_model(args.model_id)
+    return {"deleted": args.model_id}
+
+
+def activations_arguments(parser: argparse.ArgumentParser) -> None:
+    _model_id(parser)
+    parser.add_argument("input", nargs="+", help="image files, or one .npy array used as given")
+    parser.add_argument("--layer", action="append", dest="layers", help=f"{LAYER_HELP} (repeat); default: all")
+    _out(parser)
+
+
+def activations(args: argparse.Namespace, client: Client) -> object:
+    inputs = [existing(path) for path in args.input]
+    details = client.activation_details(args.model_id, inputs[0] if len(inputs) == 1 else inputs, layers=args.layers, render=True)
+    for item in details:
+        _write(args.out, safe_name(item.tensor), item.value, item.png)
+    return {"out": str(args.out), "tensors": {d.tensor: list(d.value.shape) for d in details if d.value is not None}}
+
+
+def filters_arguments(parser: argparse.ArgumentParser) -> None:
+    _model_id(parser)
+    parser.add_argument("layer", help=f"a Conv layer: {LAYER_HELP}")
+    _out(parser)
+
+
+def filters(args: argparse.Namespace, client: Client) -> object:
+    result = client.filters(args.model_id, args.layer)
+    files = _write(args.out, f"filters_{safe_name(result.node)}", result.weights, result.png)
+    return {"node": result.node, "shape": list(result.weights.shape), "mean_smoothness": result.mean_smoothness, "files": files}
+
+
+DATASET_HELP = "local images, folders or .npy arrays (streamed); or use --server-folder"
+
+
+def _dataset_arguments(parser: argparse.ArgumentParser) -> None:
+    _model_id(parser)
+    parser.add_argument("dataset", nargs="*", help=DATASET_HELP)
+    parser.add_argument("--server-folder", help="a folder under one of the server's --data-root folders")
 
 
 def _dataset(args: argparse.Namespace) -> Dataset:
     if args.server_folder:
         if args.dataset:
-            raise SystemExit("give local images or --server-folder, not both")
+            raise UsageError("give local images or --server-folder, not both")
         return ServerFolder(args.server_folder)
     if not args.dataset:
-        raise SystemExit("no dataset: give local images or folders, or --server-folder")
+        raise UsageError("no dataset: give local images or folders, or --server-folder")
     paths: list[str] = []
-    for entry in args.dataset:
-        if Path(entry).is_dir():
-            paths.extend(str(p) for p in local_files(Path(entry)))
-        else:
-            paths.append(entry)
+    for entry in map(existing, args.dataset):
+        paths += [str(p) for p in local_files(entry)] if entry.is_dir() else [str(entry)]
     return paths
 
 
-def _dataset_command(args: argparse.Namespace, client: Client) -> object:
-    """top-activations / embedding / dead-filters: run with a progress bar, write PNGs and a JSON."""
-    dataset = _dataset(args)
-    if args.out is not None:
-        args.out.mkdir(parents=True, exist_ok=True)
+def _with_bar(job: Callable[[JobProgressBar], Any]) -> Any:
     bar = JobProgressBar()
     try:
-        if args.command == "top-activations":
-            direction = np.load(args.direction) if args.direction else None
-            result = client.top_activations(
-                args.model_id, dataset, layer=args.layer, channels=args.channels, k=args.k, direction=direction, progress=bar
-            )
-            files = []
-            for key, png in result.pngs.items():
-                stem = f"top_{safe_name(args.layer)}_{'d' if direction is not None else 'c'}{key}"
-                _write(args.out, stem, png=png)
-                files.append(str(args.out / f"{stem}.png"))
-            numbers = {"layer": args.layer, "images": result.images, "by_direction": direction is not None,
-                       "hits": {str(key): [vars(hit) for hit in hits] for key, hits in result.items()},
-                       "skipped": [vars(item) for item in result.skipped]}
-            summary = {"channels": len(result), "images": result.images, "skipped": len(result.skipped)}
-        elif args.command == "embedding":
-            embedding = client.embedding(
-                args.model_id, dataset, layer=args.layer, method=args.method, perplexity=args.perplexity, seed=args.seed,
-                progress=bar,
-            )
-            _write(args.out, f"{args.method}_grid", png=embedding.png)
-            _write(args.out, f"{args.method}_scatter", png=embedding.scatter_png)
-            files = [str(args.out / f"{args.method}_{kind}.png") for kind in ("grid", "scatter")]
-            numbers = {"layer": embedding.layer, "method": embedding.method, "perplexity": embedding.perplexity,
-                       "images": embedding.images, "coords": embedding.coords.tolist(),
-                       "skipped": [vars(item) for item in embedding.skipped]}
-            summary = {"layer": embedding.layer, "images": len(embedding.images), "skipped": len(embedding.skipped)}
-        else:
-            fractions = client.dead_filters(args.model_id, dataset, layers=args.layers, progress=bar)
-            dead = {tensor: [int(c) for c in np.flatnonzero(f >= args.threshold)] for tensor, f in fractions.items()}
-            files = []
-            numbers = {"samples": fractions.samples, "threshold": args.threshold,
-                       "zero_fraction": {tensor: f.tolist() for tensor, f in fractions.items()},
-                       "dead": dead, "skipped": [vars(item) for item in fractions.skipped]}
-            summary = {tensor: channels for tensor, channels in dead.items() if channels}  # as before: tensor → dead
+        return job(bar)
     finally:
         bar.close()
-    if args.out is None:
-        return summary
-    path = args.out / f"{args.command.replace('-', '_')}.json"
+
+
+def _write_json(out: Path, name: str, numbers: dict[str, object]) -> str:
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{name}.json"
     path.write_text(json.dumps(numbers, indent=1, default=str))
-    return summary if args.command == "dead-filters" else {**summary, "files": [*files, str(path)]}
+    return str(path)
+
+
+def top_activations_arguments(parser: argparse.ArgumentParser) -> None:
+    _dataset_arguments(parser)
+    parser.add_argument("--layer", required=True, help=LAYER_HELP)
+    parser.add_argument("--channel", type=int, action="append", dest="channels", help="repeat; default: every channel")
+    parser.add_argument("-k", type=int, default=9, help="images per channel")
+    parser.add_argument("--direction", help=".npy of shape [C] or [D, C]: rank by projection onto it")
+    _out(parser)
+
+
+def top_activations(args: argparse.Namespace, client: Client) -> object:
+    dataset = _dataset(args)
+    direction = np.load(existing(args.direction)) if args.direction else None
+    result = _with_bar(lambda bar: client.top_activations(
+        args.model_id, dataset, layer=args.layer, channels=args.channels, k=args.k, direction=direction, progress=bar
+    ))
+    files = []
+    for key, png in result.pngs.items():
+        files += _write(args.out, f"top_{safe_name(result.layer)}_{'d' if direction is not None else 'c'}{key}", png=png)
+    numbers = {"layer": result.layer, "images": result.images, "by_direction": direction is not None,
+               "hits": {str(key): [dataclasses.asdict(hit) for hit in hits] for key, hits in result.items()},
+               "skipped": [dataclasses.asdict(item) for item in result.skipped]}
+    files.append(_write_json(args.out, "top_activations", numbers))
+    return {"channels": len(result), "images": result.images, "skipped": len(result.skipped), "files": files}
+
+
+def embedding_arguments(parser: argparse.ArgumentParser) -> None:
+    _dataset_arguments(parser)
+    parser.add_argument("--layer", help=f"{LAYER_HELP}; default: the tensor feeding the final classifier")
+    parser.add_argument("--method", choices=("tsne", "pca"), default="tsne")
+    parser.add_argument("--perplexity", type=float, default=30.0, help="t-SNE perplexity (lowered for small datasets)")
+    parser.add_argument("--seed", type=int, default=0, help="t-SNE random seed")
+    _out(parser)
+
+
+def embedding(args: argparse.Namespace, client: Client) -> object:
+    dataset = _dataset(args)
+    result = _with_bar(lambda bar: client.embedding(
+        args.model_id, dataset, layer=args.layer, method=args.method, perplexity=args.perplexity, seed=args.seed, progress=bar
+    ))
+    files = _write(args.out, f"{args.method}_grid", png=result.png) + _write(args.out, f"{args.method}_scatter", png=result.scatter_png)
+    numbers = {"layer": result.layer, "method": result.method, "perplexity": result.perplexity, "images": result.images,
+               "coords": result.coords.tolist(), "skipped": [dataclasses.asdict(item) for item in result.skipped]}
+    files.append(_write_json(args.out, "embedding", numbers))
+    return {"layer": result.layer, "images": len(result.images), "skipped": len(result.skipped), "files": files}
+
+
+def dead_filters_arguments(parser: argparse.ArgumentParser) -> None:
+    _dataset_arguments(parser)
+    parser.add_argument("--layer", action="append", dest="layers", help=f"{LAYER_HELP} (repeat); default: every layer")
+    parser.add_argument("--threshold", type=float, default=1.0, help="list channels zero on at least this share of images")
+    _out(parser, None, "also write dead_filters.json (every fraction) here")
+
+
+def dead_filters(args: argparse.Namespace, client: Client) -> object:
+    dataset = _dataset(args)
+    fractions = _with_bar(lambda bar: client.dead_filters(args.model_id, dataset, layers=args.layers, progress=bar))
+    dead = {tensor: [int(c) for c in np.flatnonzero(f >= args.threshold)] for tensor, f in fractions.items()}
+    if args.out is not None:
+        _write_json(args.out, "dead_filters", {
+            "samples": fractions.samples, "threshold": args.threshold, "dead": dead,
+            "zero_fraction": {tensor: f.tolist() for tensor, f in fractions.items()},
+            "skipped": [dataclasses.asdict(item) for item in fractions.skipped]})
+    return {tensor: channels for tensor, channels in dead.items() if channels}  # tensor → its dead channels
+
+
+def _target_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("input", help="an image file, or a .npy array used as given")
+    parser.add_argument("--output", help="tensor to score (default: the first model output)")
+
+
+def occlusion_arguments(parser: argparse.ArgumentParser) -> None:
+    _model_id(parser)
+    _target_arguments(parser)
+    parser.add_argument("--target", type=int, action="append", dest="targets", help="flat output index (repeat; default: top-1)")
+    parser.add_argument("--window", type=int, nargs=2, default=(32, 32), metavar=("H", "W"), help="occluding box, input pixels")
+    parser.add_argument("--stride", type=int, nargs=2, default=(16, 16), metavar=("Y", "X"), help="step between boxes")
+    parser.add_argument("--fill", type=_fill, default=0.0, help="a number in the model's input space, 'mean' or 'blur'")
+    parser.add_argument("--score", choices=["probability", "raw"], default="probability", help="softmax probability or the raw output")
+    parser.add_argument("--engine", choices=["auto", "batched", "incremental"], default="auto",
+                        help="incremental recomputes only what a box changes")
+    parser.add_argument("--batch-size", type=int, default=0, help="occluded copies per run (0: sized to memory)")
+    _out(parser)
+
+
+def occlusion(args: argparse.Namespace, client: Client) -> object:
+    bar = ProgressBar()
+    try:
+        result = client.occlusion(
+            args.model_id, existing(args.input), target=args.targets, output=args.output, window=tuple(args.window),
+            stride=tuple(args.stride), fill=args.fill, score=args.score, engine=args.engine, batch_size=args.batch_size,
+            progress=bar,
+        )
+    finally:
+        bar.close()
+    files = _write(args.out, "occlusion", png=result.png)
+    for name in ("positions", "attribution"):
+        files += _write(args.out, f"occlusion_{name}", getattr(result, name))
+    return {"target": result.target, "label": result.target_label, "baseline_score": result.baseline_score,
+            "positions": list(result.positions.shape), "engine": result.engine, "files": files}
+
+
+def attribution_arguments(parser: argparse.ArgumentParser) -> None:
+    _model_id(parser)
+    _target_arguments(parser)
+    methods = "; ".join(f"{name}: {text}" for name, text in ATTRIBUTION_METHODS.items())
+    parser.add_argument("--method", required=True, choices=list(ATTRIBUTION_METHODS), metavar="METHOD", help=methods)
+    parser.add_argument("--target", type=int, help="flat index into one sample's output (default: top entry)")
+    parser.add_argument("--layer", help=f"grad_cam layer: {LAYER_HELP} (default: the last feature map)")
+    parser.add_argument("--steps", type=int, default=50, help="integrated_gradients: points on the path")
+    parser.add_argument("--integration", choices=INTEGRATION_RULES, default=INTEGRATION_RULES[0],
+                        help="integrated_gradients: quadrature rule")
+    parser.add_argument("--baseline", default="0",
+                        help="integrated_gradients: the path's start, a number in the model's input space or an .npy")
+    parser.add_argument("--samples", type=int, default=25, help="smoothgrad: noisy copies averaged")
+    parser.add_argument("--noise", type=float, default=0.15, help="smoothgrad: noise σ as a share of the input's range")
+    parser.add_argument("--seed", type=int, default=0, help="smoothgrad: noise seed")
+    parser.add_argument("--rectifiers", choices=["all", "relu"], default="all",
+                        help="guided/deconvnet rule on every rectifier (ReLU6 too) or on Relu only (Captum's)")
+    _out(parser)
+
+
+def attribution(args: argparse.Namespace, client: Client) -> object:
+    result = client.attribution(
+        args.model_id, existing(args.input), method=args.method, target=args.target, output=args.output, layer=args.layer,
+        steps=args.steps, baseline=_baseline(args.baseline), integration=args.integration, samples=args.samples, noise=args.noise,
+        seed=args.seed, rectifiers=args.rectifiers,
+    )
+    files = _write(args.out, args.method, result.map, result.png)
+    described = {"method": args.method, "target": result.target, "label": result.target_label, "score": result.score}
+    return {**described, **({"layer": result.layer} if result.layer else {}), "files": files}
+
+
+def export_backward_arguments(parser: argparse.ArgumentParser) -> None:
+    _model_id(parser)
+    parser.add_argument("--seed", action="append", dest="seeds", help="tensor to seed (repeat; default: first output)")
+    parser.add_argument("--wrt", action="append", help="intermediate tensor whose gradient is also an output (repeat)")
+    parser.add_argument("--rectifier", choices=["plain", "guided", "deconvnet"], default="plain", help="the ReLU backward rule")
+    parser.add_argument("--rectifiers", choices=["all", "relu"], default="all", help="which rectifiers the rule applies to")
+    _out(parser, what="output folder; the graph is written there as backward.onnx")
+
+
+def export_backward(args: argparse.Namespace, client: Client) -> object:
+    data = client.export_backward(
+        args.model_id, seeds=args.seeds or (), wrt=args.wrt or (), rectifier=args.rectifier, rectifiers=args.rectifiers
+    )
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "backward.onnx").write_bytes(data)
+    return {"files": [str(args.out / "backward.onnx")], "bytes": len(data)}
+
+
+class Command(NamedTuple):
+    help: str
+    arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace, Client], object]
+
+
+COMMANDS: dict[str, Command] = {
+    "upload": Command("upload a model; prints its id and tensors", upload_arguments, upload),
+    "models": Command("list stored models", lambda parser: None, list_models),
+    "model": Command("show one model with its layer table (tensor and node names)", _model_id, show_model),
+    "delete": Command("delete a model", _model_id, delete_model),
+    "activations": Command("activations of layers for an image or .npy tensor", activations_arguments, activations),
+    "filters": Command("weights of a Conv layer as .npy and a PNG grid", filters_arguments, filters),
+    "top-activations": Command("the images that most excite each channel, with receptive-field boxes",
+                               top_activations_arguments, top_activations),
+    "embedding": Command("t-SNE / PCA of CNN codes, drawn as an image grid", embedding_arguments, embedding),
+    "dead-filters": Command("per channel, the share of images on which it is zero everywhere", dead_filters_arguments, dead_filters),
+    "occlusion": Command("occlusion sensitivity map (with a progress bar)", occlusion_arguments, occlusion),
+    "attribution": Command("a gradient map: " + ", ".join(ATTRIBUTION_METHODS), attribution_arguments, attribution),
+    "export-backward": Command("write the forward+backward ONNX graph", export_backward_arguments, export_backward),
+}
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, except where there is none to show."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default in (None, False) or action.default is argparse.SUPPRESS:
+            return action.help or ""
+        return super()._get_help_string(action) or ""
 
 
 def build_parser(prog: str, extra_commands: dict[str, str]) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description="Inspect ONNX vision models through a convscope server.")
-    parser.add_argument("--address", default="localhost:50051", help="server host:port")
-    parser.add_argument("--timeout", type=float, default=None, help="seconds per call")
+    parser = argparse.ArgumentParser(prog=prog, description="Inspect ONNX vision models through a convscope server.",
+                                     formatter_class=_HelpFormatter)
+    parser.add_argument("--address", default=DEFAULT_ADDRESS, help="server host:port")
+    parser.add_argument("--timeout", type=float, default=None, help="seconds per call (default: no limit)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, help_text in extra_commands.items():
         commands.add_parser(name, help=help_text)
-
-    upload = commands.add_parser("upload", help="upload a model; prints its id")
-    upload.add_argument("model", type=Path)
-    upload.add_argument("--name")
-    upload.add_argument("--preprocessing", type=json.loads, help='JSON, e.g. \'{"size": [224, 224]}\'')
-    upload.add_argument("--labels", type=Path, help="text file, one class name per line")
-
-    commands.add_parser("models", help="list stored models")
-    get = commands.add_parser("model", help="show one model with its layer table")
-    get.add_argument("model_id")
-    delete = commands.add_parser("delete", help="delete a model")
-    delete.add_argument("model_id")
-
-    activations = commands.add_parser("activations", help="activations of layers for an image or .npy tensor")
-    activations.add_argument("model_id")
-    activations.add_argument("input", nargs="+", help="image files, or one .npy array used as given")
-    activations.add_argument("--layer", action="append", dest="layers", help="tensor name (repeat); default: all")
-    activations.add_argument("--out", type=Path, default=Path("convscope-out"))
-
-    filters = commands.add_parser("filters", help="weights of a Conv layer as .npy and a PNG grid")
-    filters.add_argument("model_id")
-    filters.add_argument("layer")
-    filters.add_argument("--out", type=Path, default=Path("convscope-out"))
-
-    dataset_help = "local images, folders or .npy arrays (streamed); or use --server-folder"
-    top = commands.add_parser("top-activations", help="the images that most excite each channel, with receptive-field boxes")
-    top.add_argument("model_id")
-    top.add_argument("dataset", nargs="*", help=dataset_help)
-    top.add_argument("--server-folder", help="a folder under one of the server's --data-root folders")
-    top.add_argument("--layer", required=True, help="tensor name from the layer table")
-    top.add_argument("--channel", type=int, action="append", dest="channels", help="repeat; default: every channel")
-    top.add_argument("-k", type=int, default=9, help="images per channel")
-    top.add_argument("--direction", type=Path, help=".npy of shape [C] or [D, C]: rank by projection onto it")
-    top.add_argument("--out", type=Path, default=Path("convscope-out"))
-    embed = commands.add_parser("embedding", help="t-SNE / PCA of CNN codes, drawn as an image grid")
-    embed.add_argument("model_id")
-    embed.add_argument("dataset", nargs="*", help=dataset_help)
-    embed.add_argument("--server-folder", help="a folder under one of the server's --data-root folders")
-    embed.add_argument("--layer", help="default: the tensor feeding the final classifier")
-    embed.add_argument("--method", choices=("tsne", "pca"), default="tsne")
-    embed.add_argument("--perplexity", type=float, default=30.0)
-    embed.add_argument("--seed", type=int, default=0)
-    embed.add_argument("--out", type=Path, default=Path("convscope-out"))
-    dead = commands.add_parser("dead-filters", help="per channel, the share of images on which it is zero everywhere")
-    dead.add_argument("model_id")
-    dead.add_argument("dataset", nargs="*", help=dataset_help)
-    dead.add_argument("--server-folder", help="a folder under one of the server's --data-root folders")
-    dead.add_argument("--layer", action="append", dest="layers")
-    dead.add_argument("--threshold", type=float, default=1.0, help="list channels zero on at least this share")
-    dead.add_argument("--out", type=Path, help="also write dead_filters.json (every fraction) here")
-    occlusion = commands.add_parser("occlusion", help="occlusion sensitivity map (with a progress bar)")
-    occlusion.add_argument("model_id")
-    occlusion.add_argument("input", help="an image file, or a .npy array used as given")
-    occlusion.add_argument("--target", type=int, action="append", dest="targets", help="flat output index (repeat; default: top-1)")
-    occlusion.add_argument("--output", help="tensor to score (default: the first model output)")
-    occlusion.add_argument("--window", type=int, nargs=2, default=(32, 32), metavar=("H", "W"))
-    occlusion.add_argument("--stride", type=int, nargs=2, default=(16, 16), metavar=("Y", "X"))
-    occlusion.add_argument("--fill", type=_fill, default=0.0, help="a number in the model's input space, 'mean' or 'blur'")
-    occlusion.add_argument("--score", choices=["probability", "raw"], default="probability")
-    occlusion.add_argument("--engine", choices=["auto", "batched", "incremental"], default="auto")
-    occlusion.add_argument("--out", type=Path, default=Path("convscope-out"))
-    attribution = commands.add_parser("attribution", help="a gradient map (saliency, guided_backprop, grad_cam, ...)")
-    attribution.add_argument("model_id")
-    attribution.add_argument("input", help="an image file, or a .npy array used as given")
-    attribution.add_argument("--method", required=True)
-    attribution.add_argument("--target", type=int, help="flat index into one sample's output (default: top entry)")
-    attribution.add_argument("--output", help="tensor to score (default: the first model output)")
-    attribution.add_argument("--layer", help="grad_cam layer (default: the last feature map)")
-    attribution.add_argument("--steps", type=int, default=50)
-    attribution.add_argument("--samples", type=int, default=25)
-    attribution.add_argument("--noise", type=float, default=0.15)
-    attribution.add_argument("--rectifiers", choices=["all", "relu"], default="all")
-    attribution.add_argument("--out", type=Path, default=Path("convscope-out"))
-
-    export = commands.add_parser("export-backward", help="write the forward+backward ONNX graph")
-    export.add_argument("model_id")
-    export.add_argument("--seed", action="append", dest="seeds", help="tensor to seed (repeat; default: first output)")
-    export.add_argument("--wrt", action="append", help="intermediate tensor whose gradient is also an output")
-    export.add_argument("--rectifier", choices=["plain", "guided", "deconvnet"], default="plain")
-    export.add_argument("--rectifiers", choices=["all", "relu"], default="all")
-    export.add_argument("--out", type=Path, default=Path("backward.onnx"))
+    for name, command in COMMANDS.items():
+        command.arguments(commands.add_parser(name, help=command.help, description=command.help, formatter_class=_HelpFormatter))
     return parser
-
-
-def run(args: argparse.Namespace, client: Client) -> object:
-    if args.command == "upload":
-        labels = args.labels.read_text().splitlines() if args.labels else None
-        info = client.upload_model(args.model, name=args.name, preprocessing=args.preprocessing, labels=labels)
-        return _model_summary(info)
-    if args.command == "models":
-        return [_model_summary(info) for info in client.list_models()]
-    if args.command == "model":
-        info = client.get_model(args.model_id)
-        return {**_model_summary(info), "layers": [vars(layer) for layer in info.layers]}
-    if args.command == "delete":
-        client.delete_model(args.model_id)
-        return {"deleted": args.model_id}
-    if args.command == "activations":
-        source = args.input[0] if len(args.input) == 1 else args.input
-        details = client.activation_details(args.model_id, source, layers=args.layers, render=True)
-        for item in details:
-            _write(args.out, safe_name(item.tensor), item.value, item.png)
-        return {"out": str(args.out), "tensors": {d.tensor: list(d.value.shape) for d in details if d.value is not None}}
-    if args.command == "filters":
-        result = client.filters(args.model_id, args.layer)
-        stem = f"filters_{safe_name(result.node)}"
-        _write(args.out, stem, result.weights, result.png)
-        return {"node": result.node, "shape": list(result.weights.shape), "mean_smoothness": result.mean_smoothness,
-                "files": [str(args.out / f"{stem}.npy"), str(args.out / f"{stem}.png")]}
-    if args.command in ("top-activations", "embedding", "dead-filters"):
-        return _dataset_command(args, client)
-    if args.command == "occlusion":
-        bar = ProgressBar()
-        try:
-            result = client.occlusion(
-                args.model_id, args.input, target=args.targets, output=args.output, window=tuple(args.window),
-                stride=tuple(args.stride), fill=args.fill, score=args.score, engine=args.engine, progress=bar,
-            )
-        finally:
-            bar.close()
-        _write(args.out, "occlusion", png=result.png)
-        np.save(args.out / "occlusion_positions.npy", result.positions)
-        np.save(args.out / "occlusion_attribution.npy", result.attribution)
-        return {"target": result.target, "label": result.target_label, "baseline_score": result.baseline_score,
-                "positions": list(result.positions.shape), "engine": result.engine,
-                "files": [str(args.out / name) for name in ("occlusion.png", "occlusion_positions.npy", "occlusion_attribution.npy")]}
-    if args.command == "attribution":
-        result = client.attribution(
-            args.model_id, args.input, method=args.method, target=args.target, output=args.output, layer=args.layer,
-            steps=args.steps, samples=args.samples, noise=args.noise, rectifiers=args.rectifiers,
-        )
-        _write(args.out, args.method, result.map, result.png)
-        return {"method": args.method, "target": result.target, "label": result.target_label, "score": result.score,
-                "files": [str(args.out / f"{args.method}.npy"), str(args.out / f"{args.method}.png")]}
-    if args.command == "export-backward":
-        data = client.export_backward(
-            args.model_id, seeds=args.seeds or (), wrt=args.wrt or (), rectifier=args.rectifier, rectifiers=args.rectifiers
-        )
-        args.out.write_bytes(data)
-        return {"out": str(args.out), "bytes": len(data)}
-    raise SystemExit(f"unknown command {args.command}")
 
 
 def main(argv: list[str] | None = None, *, prog: str = "convscope-client", extra_commands: dict[str, str] | None = None) -> int:
     args = build_parser(prog, extra_commands or {}).parse_args(argv)
     try:
         with Client(args.address, timeout=args.timeout) as client:
-            print(json.dumps(run(args, client), indent=2, default=str))
+            result = COMMANDS[args.command].run(args, client)
     except ConvscopeError as error:
         print(f"error: {error}", file=sys.stderr)
-        return 1
+        return EXIT_REFUSED
+    except (UsageError, ValueError) as error:  # ValueError: what the client refuses to send
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as error:  # writing the results
+        print(f"error: {error.strerror or error}: {error.filename or ''}".rstrip(": "), file=sys.stderr)
+        return EXIT_REFUSED
+    except KeyboardInterrupt:
+        print("\ncancelled: the server stops working on the call", file=sys.stderr)
+        return EXIT_CANCELLED
+    print(json.dumps(result, indent=2, default=str))
     return 0
 
 

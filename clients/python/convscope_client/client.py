@@ -42,6 +42,19 @@ from convscope_client.types import (
 CHUNK_BYTES = (1 << 20) - 1024
 MAX_MESSAGE_BYTES = 2**31 - 1
 SERVICE_PATH = f"/{pb.DESCRIPTOR.services_by_name['Convscope'].full_name}"
+# The server's methods (a test keeps the lists equal), with what each draws.
+ATTRIBUTION_METHODS = {
+    "gradient": "d score / d input",
+    "saliency": "max |gradient| over channels (Simonyan et al.)",
+    "input_x_gradient": "input times gradient",
+    "deconvnet": "backward pass through the ReLU's deconvnet rule (Zeiler & Fergus)",
+    "guided_backprop": "backward pass keeping positive gradients of positive units (Springenberg et al.)",
+    "grad_cam": "class activation map at --layer (Selvaraju et al.)",
+    "guided_grad_cam": "guided backprop times Grad-CAM",
+    "integrated_gradients": "gradients integrated from --baseline to the input (Sundararajan et al.)",
+    "smoothgrad": "gradient averaged over noisy copies (Smilkov et al.)",
+}
+INTEGRATION_RULES = ("gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid")
 PREPROCESSING_FIELDS = ("resize", "size", "scale", "mean", "std", "layout", "channel_order", "interpolation", "grayscale")
 
 Result = TypeVar("Result")
@@ -69,6 +82,7 @@ def _model_info(message: pb.ModelInfo) -> ModelInfo:
         },
         dynamic_batch=message.dynamic_batch,
         size_bytes=message.size_bytes,
+        layer_count=message.layer_count,
     )
 
 
@@ -394,8 +408,7 @@ class Client:
     ) -> Attribution:
         """A gradient map of ``output[target]`` (default: the first output's top entry).
 
-        ``method``: gradient, saliency, input_x_gradient, deconvnet, guided_backprop, grad_cam,
-        guided_grad_cam, integrated_gradients, smoothgrad. ``rectifiers="relu"`` applies the
+        ``method``: one of ``ATTRIBUTION_METHODS``. ``rectifiers="relu"`` applies the
         guided/deconvnet rule to Relu only (Captum's convention); "all" also to ReLU6.
         """
         request = pb.AttributionRequest(

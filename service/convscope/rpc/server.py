@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import logging
+import socket
 from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +25,10 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Convscope"].full_name
 # Requests carry images or tensors, never models (those are chunked): 64 MiB is generous.
 DEFAULT_MAX_REQUEST_BYTES = 64 << 20
+
+
+class PortInUse(OSError):
+    """Another process listens on the port asked for."""
 
 
 @dataclass
@@ -81,6 +87,14 @@ def add_servicer(servicer: ConvscopeServicer, server: grpc.Server) -> None:
     server.add_registered_method_handlers(SERVICE_NAME, handlers)
 
 
+def _in_use(host: str, port: int) -> bool:
+    try:
+        with socket.create_server((host, port)):
+            return False
+    except OSError as error:
+        return error.errno == errno.EADDRINUSE
+
+
 def create_server(config: ServerConfig) -> RunningServer:
     core = Convscope(config.store, max_upload_bytes=config.max_upload_bytes, data_roots=config.data_roots)
     max_response_bytes = min(config.max_response_bytes, DEFAULT_MAX_RESPONSE_BYTES)  # gRPC takes no more
@@ -89,6 +103,8 @@ def create_server(config: ServerConfig) -> RunningServer:
         options=[
             ("grpc.max_receive_message_length", config.max_request_bytes),
             ("grpc.max_send_message_length", max_response_bytes),
+            # gRPC's default lets a second server share the port and take half the calls.
+            ("grpc.so_reuseport", 0),
         ],
     )
     add_servicer(ConvscopeServicer(core, max_response_bytes=max_response_bytes), server)
@@ -99,8 +115,14 @@ def create_server(config: ServerConfig) -> RunningServer:
     reflection.enable_server_reflection(
         (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server
     )
-    port = server.add_insecure_port(f"{config.host}:{config.port}")
+    try:
+        port = server.add_insecure_port(f"{config.host}:{config.port}")
+    except RuntimeError:  # what grpcio raises when it cannot bind
+        port = 0
     if port == 0:
+        core.close()
+        if _in_use(config.host, config.port):
+            raise PortInUse(f"port {config.port} is already in use (pick another with --port, or 0 for a free one)")
         raise OSError(f"could not bind {config.host}:{config.port}")
     server.start()
     log.info("convscope serving on %s:%d (store %s)", config.host, port, config.store)
