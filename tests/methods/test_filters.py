@@ -66,6 +66,9 @@ def test_filter_grid_layouts():
     assert (grey[..., 0] == grey[..., 1]).all()
     tile_edge = grey.shape[0] // 4
     assert abs(grey.shape[1] / 6 - tile_edge) <= 1
+    # Depthwise (one input channel per filter): a square grid, not one column of 32 tiles.
+    depthwise = filter_grid(RNG.standard_normal((32, 1, 3, 3)))
+    assert 0.7 < depthwise.shape[0] / depthwise.shape[1] < 1.5
 
 
 def test_filters_over_rpc_match_the_initializer(client):

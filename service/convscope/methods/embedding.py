@@ -35,7 +35,7 @@ from convscope.render.montage import encode_png_fast, fit, grid, scatter
 METHODS = ("tsne", "pca")
 PCA_DIMENSIONS = 50  # before t-SNE (van der Maaten & Hinton 2008, §4)
 MAX_GRID_IMAGES = 1024  # the grid and scatter draw a random sample of at most this many images
-THUMBNAIL = 32
+THUMBNAIL = 48  # grid cells: large enough to tell what a photo shows at the figure's own size
 TSNE_THREADS = max(1, available_cores() // 2)
 MAX_CODE_FLOATS = 1 << 28  # 1 GiB of float32 codes: refuse before running out of memory
 

@@ -95,13 +95,16 @@ def filter_grid(weights: np.ndarray, *, max_filters: int = 256, max_inputs: int 
     """Conv weights [out, in, kh, kw] drawn as the seed's filter figures.
 
     Three input channels (a first layer) become one colour tile per filter; deeper layers get
-    one grey tile per (filter, input channel), a row per filter. Weights are signed, so grey
-    0.5 is zero and each filter is scaled by its own largest magnitude.
+    one grey tile per (filter, input channel), a row per filter; one input channel each (a
+    depthwise layer) makes a square grid of grey tiles. Weights are signed, so grey 0.5 is zero
+    and each filter is scaled by its own largest magnitude.
     """
     weights = np.asarray(weights, np.float32)[:max_filters]
     if weights.shape[1] == 3:
         tiles = [_enlarge((to_unit(w, symmetric=True).transpose(1, 2, 0) * 255).round().astype(np.uint8), 48) for w in weights]
         return tile(tiles)
+    if weights.shape[1] == 1:
+        return tile([_enlarge(grey(to_unit(w[0], symmetric=True)), 16) for w in weights])
     inputs = min(weights.shape[1], max_inputs)
     tiles = [_enlarge(grey(kernel), 16) for w in weights for kernel in to_unit(w, symmetric=True)[:inputs]]
     return tile(tiles, columns=inputs)

@@ -33,8 +33,9 @@ def _font() -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
 def encode_png_fast(pixels: np.ndarray) -> bytes:
     """H×W×3 uint8 → PNG with one fixed filter (Sub) and zlib's fastest level.
 
-    Figures are drawn by the thousand (one per channel of a layer); Pillow's encoder tries
-    every filter on every row and takes ~3× longer for files of about the same size.
+    Figures are drawn by the thousand (one per channel of a layer); Pillow's encoder, even at
+    compress_level=1, took 2–2.3× longer for files 5–7 % smaller: 7 s more for the 1,280
+    figures of a top-activations job (benchmarks/png.py).
     """
     height, width, channels = pixels.shape
     rows = np.ascontiguousarray(pixels, np.uint8).reshape(height, width * channels)
@@ -121,13 +122,19 @@ def _pad_to(picture: np.ndarray, height: int) -> np.ndarray:
     return np.concatenate([picture, extra], axis=0)
 
 
-def grid(thumbnails: Sequence[np.ndarray], cells: Sequence[int], side: int) -> np.ndarray:
-    """Thumbnails (equal squares) placed at grid ``cells`` (row-major indices into side×side)."""
+GRID_GAP = 3  # between t-SNE grid cells: touching photos read as stripes, not as images
+
+
+def grid(thumbnails: Sequence[np.ndarray], cells: Sequence[int], side: int, *, gap: int = GRID_GAP) -> np.ndarray:
+    """Thumbnails (equal squares) placed at grid ``cells`` (row-major indices into side×side),
+    ``gap`` pixels apart; empty cells stay background."""
     size = thumbnails[0].shape[0]
-    canvas = np.full((side * size, side * size, 3), BACKGROUND, np.uint8)
+    pitch = size + gap
+    canvas = np.full((side * pitch + gap, side * pitch + gap, 3), BACKGROUND, np.uint8)
     for thumbnail, cell in zip(thumbnails, cells):
         row, column = divmod(int(cell), side)
-        canvas[row * size : (row + 1) * size, column * size : (column + 1) * size] = thumbnail
+        top, left = gap + row * pitch, gap + column * pitch
+        canvas[top : top + size, left : left + size] = thumbnail
     return canvas
 
 
