@@ -1,25 +1,50 @@
-"""The README's client snippet runs against a live server, and the README keeps two set-up commands."""
+"""The README's client snippet runs exactly as written against a server on the default address,
+its links stay inside the repository, and it keeps two set-up commands."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from pathlib import Path
 
-from tests.conftest import REPO
+import pytest
+from convscope_client.cli import DEFAULT_ADDRESS
+
+from convscope.rpc.server import PortInUse, RunningServer
+from tests.conftest import REPO, start_server
 
 
 def readme() -> str:
     return (REPO / "README.md").read_text()
 
 
-def test_readme_snippet_runs(server, tmp_path, monkeypatch, capsys):
+@pytest.fixture
+def default_address_server(tmp_path: Path) -> Iterator[RunningServer]:
+    host, port = DEFAULT_ADDRESS.split(":")
+    try:
+        running = start_server(tmp_path / "store", host="127.0.0.1" if host == "localhost" else host, port=int(port))
+    except PortInUse:
+        pytest.skip(f"another process listens on {DEFAULT_ADDRESS}, where the README's snippet connects")
+    yield running
+    running.stop(grace=1)
+
+
+def test_readme_snippet_runs_as_written(default_address_server: RunningServer, tmp_path: Path, monkeypatch, capsys) -> None:
     snippet = re.search(r"<!-- readme-snippet -->\s*```python\n(.*?)```", readme(), re.S).group(1)
     monkeypatch.chdir(REPO)
-    namespace = {"address": f"127.0.0.1:{server.port}"}
     monkeypatch.setattr("builtins.open", _redirect_writes(tmp_path))
-    exec(compile(snippet, "README.md", "exec"), namespace)
+    exec(compile(snippet, "README.md", "exec"), {})
     printed = capsys.readouterr().out
     assert "cat" in printed
     assert (tmp_path / "grad_cam.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_readme_links_stay_in_the_repository() -> None:
+    text = readme()
+    assert "../" not in text
+    for target in re.findall(r"\]\(([^)#]+)\)", text):
+        if not target.startswith("http"):
+            assert (REPO / target).exists(), target
 
 
 def test_ci_runs_the_readme_test_command():
@@ -29,6 +54,7 @@ def test_ci_runs_the_readme_test_command():
 
 
 def _redirect_writes(folder):
+    """``open`` with files written into ``folder``: the snippet saves a picture in the current folder."""
     real_open = open
 
     def fake_open(path, mode="r", *args, **kwargs):

@@ -20,7 +20,7 @@ from convscope.methods.datasets import DataRoots, Decoder, Item, Prefetcher, sam
 from convscope.methods.inputs import ModelInput, from_images, from_tensor
 from convscope.model.store import DEFAULT_MAX_UPLOAD_BYTES, ModelStore, Upload
 from convscope.model.types import ModelRecord, Preprocessing
-from convscope.render import encode_png, heatmap, overlay
+from convscope.render import attribution_figure, encode_png
 from convscope.runtime.graphs import BackwardGraph
 from convscope.runtime.inspect import describe_upload
 from convscope.runtime.sessions import DEFAULT_SESSION_BUDGET_BYTES, Runtime
@@ -176,10 +176,11 @@ class Convscope:
         png = b""
         if render:
             first = result.map[0]
-            if first.ndim == 3:  # input-shaped: strongest channel magnitude per pixel
-                first = np.abs(first).max(axis=0 if attribution_methods.channel_axis(record) == 1 else -1)
+            if first.ndim == 3:  # input-shaped: channels last, in RGB order
+                first = np.moveaxis(first, 0, -1) if attribution_methods.channel_axis(record) == 1 else first
+                first = first[..., ::-1] if record.preprocessing.channel_order == "BGR" else first
             picture = model_input.pictures[0] if model_input.pictures else None
-            png = encode_png(overlay(picture, first) if picture is not None else heatmap(first))
+            png = encode_png(attribution_figure(method, first, picture))
         return result, png
 
     def export_backward(

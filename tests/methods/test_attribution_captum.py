@@ -14,7 +14,7 @@ ours                            Captum
 ``guided_backprop``             ``GuidedBackprop``   (ours with ``rectifiers="relu"``)
 ``deconvnet``                   ``Deconvolution``    (ours with ``rectifiers="relu"``)
 ``grad_cam`` ``.layer_map``     ``LayerGradCam(relu_attributions=True)``, same layer
-``grad_cam`` ``.map``           the same, ``LayerAttribution.interpolate(..., "bilinear")``
+``grad_cam`` ``.map``           the same, ``LayerAttribution.interpolate(..., "bilinear")``, then min–max scaled as pytorch-grad-cam does
 ``guided_grad_cam``             ``GuidedGradCam``    (ours with ``rectifiers="relu"``)
 ``integrated_gradients``        ``IntegratedGradients``, same rule, steps and baseline
 ``smoothgrad``                  ``NoiseTunnel(Saliency)``, ``nt_type="smoothgrad"``,
@@ -120,6 +120,12 @@ def _ig(method: str, baseline: float | np.ndarray) -> Captum:
     return run
 
 
+def _min_max_scaled(maps: np.ndarray) -> np.ndarray:
+    """pytorch-grad-cam's scale_cam_image on bilinearly upsampled maps: x − min, / (1e-7 + max)."""
+    shifted = maps - maps.min(axis=(1, 2), keepdims=True)
+    return shifted / (1e-7 + shifted.max(axis=(1, 2), keepdims=True))
+
+
 def _smoothgrad(net: nn.Module, _name: str, x: torch.Tensor, targets: list[int]) -> np.ndarray:
     """Captum's NoiseTunnel(Saliency) with ``torch.normal`` returning our own draw."""
     ours = np.concatenate(list(smoothgrad_noise(x.numpy(), SAMPLES, NOISE, NOISE_SEED)))  # [samples, N, ...]
@@ -162,17 +168,13 @@ CASES = [
         lambda net, n, x, t: _numpy(LayerGradCam(net, _cam_module(net, n)).attribute(x, target=t, relu_attributions=True))[:, 0],
         compare="layer_map",
     ),
-    Case(
-        "grad_cam-upsampled",
-        "grad_cam",
-        lambda net, n, x, t: _numpy(
-            LayerAttribution.interpolate(
-                LayerGradCam(net, _cam_module(net, n)).attribute(x, target=t, relu_attributions=True),
-                tuple(x.shape[2:]),
-                interpolate_mode="bilinear",
-            )
-        )[:, 0],
-    ),
+    Case("grad_cam-upsampled-scaled", "grad_cam", lambda net, n, x, t: _min_max_scaled(_numpy(
+        LayerAttribution.interpolate(
+            LayerGradCam(net, _cam_module(net, n)).attribute(x, target=t, relu_attributions=True),
+            tuple(x.shape[2:]),
+            interpolate_mode="bilinear",
+        )
+    )[:, 0])),
     Case(
         "guided_grad_cam",
         "guided_grad_cam",

@@ -8,9 +8,10 @@ Methods (each a function of the gradient engine in methods/gradients.py):
 - ``deconvnet`` (Zeiler & Fergus 2013) and ``guided_backprop`` (Springenberg et al. 2014):
   the backward pass with the ReLU rule swapped (see graph/backward).
 - ``grad_cam`` (Selvaraju et al. 2016) at ``layer``: channel weights = spatial mean of the
-  layer gradient; ReLU of the weighted sum of the layer's maps; bilinearly upsampled to the
-  input. ``guided_grad_cam``: guided backprop × Grad-CAM upsampled by nearest neighbour (as
-  Captum's GuidedGradCam).
+  layer gradient; ReLU of the weighted sum of the layer's maps (``layer_map``); bilinearly
+  upsampled to the input and min–max scaled to [0, 1] (as pytorch-grad-cam).
+  ``guided_grad_cam``: guided backprop × Grad-CAM upsampled by nearest neighbour (as Captum's
+  GuidedGradCam).
 - ``integrated_gradients`` (Sundararajan et al. 2017): (x − baseline) · ∫ gradient along the
   straight path, by Gauss–Legendre quadrature (default, as Captum) or Riemann rules.
 - ``smoothgrad`` (Smilkov et al. 2017): the mean gradient over ``samples`` noisy copies, noise
@@ -32,6 +33,7 @@ from convscope.model.types import ModelRecord
 
 INTEGRATION_RULES = ("gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid")
 MAX_STEPS = 1024
+CAM_EPSILON = 1e-7
 MAX_SAMPLES = 1024
 
 
@@ -133,6 +135,9 @@ def grad_cam(context: MethodContext, record: ModelRecord, batch: np.ndarray, sco
     layer = record.tensor(options.layer) if options.layer else default_cam_layer(record)
     cam, result = _cam(context, record, batch, score, layer)
     upsampled = resize_maps(cam, spatial_size(record, batch), mode="bilinear")
+    # As pytorch-grad-cam's scale_cam_image: each map min–max scaled to [0, 1], same epsilon.
+    upsampled -= upsampled.min(axis=(1, 2), keepdims=True)
+    upsampled /= CAM_EPSILON + upsampled.max(axis=(1, 2), keepdims=True)
     return AttributionResult("grad_cam", upsampled, result.score, result.scores, layer_map=cam, layer=layer)
 
 

@@ -42,8 +42,7 @@ from convscope.errors import InvalidArgument
 from convscope.methods.context import INFERENCE_WORKERS, MethodContext, in_flight, worker_threads
 from convscope.methods.inputs import ModelInput
 from convscope.model.types import ModelRecord
-from convscope.render import encode_png
-from convscope.render.images import heatmap, overlay, tile
+from convscope.render import encode_png, occlusion_figure
 from convscope.runtime.graphs import graph_for
 from convscope.runtime.incremental import MIN_SAVING, Boxes, IncrementalEngine, NotIncremental
 
@@ -314,9 +313,10 @@ def attribution_from_positions(positions: np.ndarray, baseline: np.ndarray, boxe
     return total / np.maximum(count, 1)[None]
 
 
-def _render(maps: np.ndarray, model_input: ModelInput) -> bytes:
-    pictures = [overlay(model_input.pictures[0], m) if model_input.pictures else heatmap(m) for m in maps]
-    return encode_png(pictures[0] if len(pictures) == 1 else tile(pictures, columns=len(pictures)))
+def _render(maps: np.ndarray, model_input: ModelInput, score: Score, targets: Sequence[str]) -> bytes:
+    picture = model_input.pictures[0] if model_input.pictures else None
+    quantity = "probability" if score is Score.PROBABILITY else "score"
+    return encode_png(occlusion_figure(maps, picture, [f"drop in {quantity} of {target}" for target in targets]))
 
 
 def occlusion(
@@ -379,15 +379,16 @@ def occlusion(
     attribution = np.broadcast_to(maps[:, None], (len(targets), image.shape[0], *size)).astype(np.float32)
     if nhwc:
         attribution = np.ascontiguousarray(attribution.transpose(0, 2, 3, 1))
+    labels = record.target_labels(output, [int(t) for t in targets])
     yield OcclusionResult(
         positions=positions_map.astype(np.float32),
         attribution=attribution,
         targets=tuple(int(t) for t in targets),
         baseline_scores=baseline.astype(np.float32),
         output=output,
-        labels=record.target_labels(output, [int(t) for t in targets]),
+        labels=labels,
         engine=engine_name,
         window=options.window,
         stride=options.stride,
-        png=_render(maps, model_input),
+        png=_render(maps, model_input, options.score, [label or f"entry {t}" for t, label in zip(targets, labels)]),
     )

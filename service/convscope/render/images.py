@@ -110,28 +110,8 @@ def filter_grid(weights: np.ndarray, *, max_filters: int = 256, max_inputs: int 
     return tile(tiles, columns=inputs)
 
 
-def robust_unit(values: np.ndarray, *, percentile: float = 99.5) -> np.ndarray:
-    """Scale to [0, 1] from the minimum to a high percentile: gradient maps have a few extreme
-    pixels that would otherwise leave everything else black."""
-    values = np.nan_to_num(values.astype(np.float32))
+def robust_bounds(values: np.ndarray, *, percentile: float = 99.5) -> tuple[float, float]:
+    """(minimum, a high percentile): gradient maps have a few extreme pixels that would otherwise
+    leave everything else black."""
     low, high = float(values.min()), float(np.percentile(values, percentile))
-    if high <= low:
-        high = float(values.max())
-    return np.clip((values - low) / (high - low), 0, 1) if high > low else np.zeros_like(values)
-
-
-def heatmap(values: np.ndarray) -> np.ndarray:
-    """H×W values → H×W×3 colours (inferno)."""
-    return INFERNO[(robust_unit(values) * 255).round().astype(np.uint8)]
-
-
-def overlay(picture: np.ndarray, values: np.ndarray, *, opacity: float = 0.85) -> np.ndarray:
-    """Blend a heat map over the image the model saw; strong values cover the image, weak ones
-    let it show through. The map is resized to the image."""
-    unit = robust_unit(values)
-    if unit.shape != picture.shape[:2]:
-        unit = np.asarray(Image.fromarray(unit, mode="F").resize((picture.shape[1], picture.shape[0]), Image.Resampling.BILINEAR))
-    colours = INFERNO[(np.clip(unit, 0, 1) * 255).round().astype(np.uint8)].astype(np.float32)
-    alpha = (opacity * np.clip(unit, 0, 1))[..., None]
-    blended = (1 - alpha) * picture.astype(np.float32) + alpha * colours
-    return blended.round().clip(0, 255).astype(np.uint8)
+    return low, high if high > low else float(values.max())

@@ -22,10 +22,10 @@ LABEL_HEIGHT = 14
 FONT_SIZE = 11
 
 
-@functools.lru_cache(maxsize=1)
-def _font() -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+@functools.lru_cache(maxsize=4)
+def font(size: int = FONT_SIZE) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
     try:
-        return ImageFont.load_default(size=FONT_SIZE)
+        return ImageFont.load_default(size=size)
     except (TypeError, OSError):  # Pillow without FreeType: the fixed bitmap font
         return ImageFont.load_default()
 
@@ -93,7 +93,7 @@ def labelled(picture: np.ndarray, text: str) -> np.ndarray:
     """A tile with a strip of text under it."""
     height, width = picture.shape[:2]
     strip = Image.new("RGB", (width, LABEL_HEIGHT), (BACKGROUND,) * 3)
-    ImageDraw.Draw(strip).text((2, 1), text, fill=(235, 235, 235), font=_font())
+    ImageDraw.Draw(strip).text((2, 1), text, fill=(235, 235, 235), font=font())
     return np.concatenate([picture, np.asarray(strip)], axis=0)
 
 
