@@ -16,6 +16,7 @@ import numpy as np
 import onnx
 import pytest
 from convscope_client import Client
+from convscope_client.cli import safe_name
 from convscope_client.client import ATTRIBUTION_METHODS, INTEGRATION_RULES
 
 from convscope.methods.attribution import INTEGRATION_RULES as SERVER_INTEGRATION_RULES
@@ -114,14 +115,15 @@ def test_ctrl_c_cancels_occlusion_and_exits_130(address: str, bundled_model_id: 
             stderr=stderr, stdout=subprocess.PIPE, text=True, cwd=REPO,
         )
         deadline = time.monotonic() + CALL_SECONDS
-        while "positions" not in log.read_text() and process.poll() is None and time.monotonic() < deadline:
+        # Interrupted once the bar shows a rate and the time left (item 12): the call is under way.
+        while "ETA" not in log.read_text() and process.poll() is None and time.monotonic() < deadline:
             time.sleep(0.2)
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=CALL_SECONDS) == 130
     text = log.read_text()
     assert "Traceback" not in text
     assert text.rstrip().splitlines()[-1] == "cancelled: the server stops working on the call"
-    assert "positions/s" in text and "ETA" in text  # the bar's rate and time left (item 12)
+    assert "positions/s" in text and "ETA" in text
     assert not (tmp_path / "occlusion.png").exists()
 
 
@@ -232,3 +234,28 @@ def test_attribution_options_reach_the_client_and_name_the_layer(
     expected = client.attribution(model_id, x, method="integrated_gradients", target=5, baseline=0.25, integration="riemann_middle", steps=4)
     np.testing.assert_array_equal(np.load(tmp_path / "integrated_gradients.npy"), expected.map)
     assert os.path.getsize(tmp_path / "integrated_gradients.npy") > 0
+
+
+# -- 8. which channels an activation grid draws
+
+
+def test_activation_grid_says_which_channels_it_draws(address: str, client: Client, bundled_model_id: str, tmp_path: Path) -> None:
+    deep = "/_swish_1/Clip_output_0"  # 1280 channels of 7×7
+    default = client.activation_details(bundled_model_id, CAT_PHOTO, layers=[deep], render=True)[0]
+    assert default.shown_channels == tuple(range(256))
+
+    done = convscope("activations", bundled_model_id, str(CAT_PHOTO), "--layer", deep, "--top-channels", "16",
+                     "--out", str(tmp_path), address=address)
+    assert done.returncode == 0
+    value = np.load(tmp_path / f"{safe_name(deep)}.npy")[0]
+    means = value.reshape(value.shape[0], -1).mean(axis=1)
+    drawn = json.loads(done.stdout)["drawn_channels"][deep]
+    assert drawn == list(np.argsort(-means, kind="stable")[:16])
+
+    done = convscope("activations", bundled_model_id, str(CAT_PHOTO), "--layer", deep, "--channel", "5", "--channel", "900",
+                     "--out", str(tmp_path), address=address)
+    assert done.returncode == 0 and json.loads(done.stdout)["drawn_channels"][deep] == [5, 900]
+
+    done = convscope("activations", bundled_model_id, str(CAT_PHOTO), "--layer", deep, "--channel", "1280", address=address)
+    assert done.returncode == 1
+    assert "INVALID_ARGUMENT" in one_line_error(done) and "1280 channels" in done.stderr

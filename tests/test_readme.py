@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from convscope_client.cli import DEFAULT_ADDRESS
 
-from convscope.rpc.server import PortInUse, RunningServer
-from tests.conftest import REPO, start_server
+from convscope.rpc.server import PortInUse, RunningServer, ServerConfig, create_server
+from tests.conftest import REPO
 
 
 def readme() -> str:
@@ -22,7 +22,7 @@ def readme() -> str:
 def default_address_server(tmp_path: Path) -> Iterator[RunningServer]:
     host, port = DEFAULT_ADDRESS.split(":")
     try:
-        running = start_server(tmp_path / "store", host="127.0.0.1" if host == "localhost" else host, port=int(port))
+        running = create_server(ServerConfig(tmp_path / "store", host="127.0.0.1" if host == "localhost" else host, port=int(port)))
     except PortInUse:
         pytest.skip(f"another process listens on {DEFAULT_ADDRESS}, where the README's snippet connects")
     yield running

@@ -108,10 +108,13 @@ class Convscope:
         *,
         render: bool = False,
         statistics: bool = True,
+        channels: Sequence[int] = (),
+        top_channels: int = 0,
     ) -> list[activation_methods.ActivationResult]:
         record = self.model(model_id)
         return activation_methods.activations(
-            self.context, record, model_input.batch, layers, render=render, statistics=statistics
+            self.context, record, model_input.batch, layers, render=render, statistics=statistics,
+            channels=channels, top_channels=top_channels,
         )
 
     def dead_filters(

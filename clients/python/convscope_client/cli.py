@@ -189,15 +189,22 @@ def activations_arguments(parser: argparse.ArgumentParser) -> None:
     _model_id(parser)
     parser.add_argument("input", nargs="+", help="image files, or one .npy array used as given")
     parser.add_argument("--layer", action="append", dest="layers", help=f"{LAYER_HELP} (repeat); default: all")
+    parser.add_argument("--channel", type=int, action="append", dest="channels",
+                        help="a channel the PNG draws (repeat); default: the first 256")
+    parser.add_argument("--top-channels", type=int, default=0, metavar="K",
+                        help="draw the K channels of highest mean activation instead")
     _out(parser)
 
 
 def activations(args: argparse.Namespace, client: Client) -> object:
     inputs = [existing(path) for path in args.input]
-    details = client.activation_details(args.model_id, inputs[0] if len(inputs) == 1 else inputs, layers=args.layers, render=True)
+    details = client.activation_details(args.model_id, inputs[0] if len(inputs) == 1 else inputs, layers=args.layers,
+                                        render=True, channels=args.channels or (), top_channels=args.top_channels)
     for item in details:
         _write(args.out, safe_name(item.tensor), item.value, item.png)
-    return {"out": str(args.out), "tensors": {d.tensor: list(d.value.shape) for d in details if d.value is not None}}
+    shown = {d.tensor: list(d.shown_channels) for d in details if args.channels or args.top_channels}
+    return {"out": str(args.out), "tensors": {d.tensor: list(d.value.shape) for d in details if d.value is not None},
+            **({"drawn_channels": shown} if shown else {})}
 
 
 def filters_arguments(parser: argparse.ArgumentParser) -> None:

@@ -213,9 +213,14 @@ class Client:
         values: bool = True,
         statistics: bool = True,
         stream: bool | None = None,
+        channels: Sequence[int] = (),
+        top_channels: int = 0,
         timeout: float | None = None,
     ) -> list[Activation]:
         """Activations with per-channel statistics and (``render=True``) PNG grids of the channel maps.
+
+        The grids draw ``channels`` (default: the first 256), or the ``top_channels`` of highest
+        mean activation on the first sample; each result's ``shown_channels`` says which.
 
         ``stream``: one message per tensor (StreamActivations) rather than one response
         (Activations), e.g. for named tensors that together exceed the server's response limit;
@@ -227,6 +232,8 @@ class Client:
             render=render,
             omit_values=not values,
             omit_statistics=not statistics,
+            channels=list(channels),
+            top_channels=top_channels,
         )
         array = input_array(inputs)
         if array is None:
@@ -245,6 +252,7 @@ class Client:
                 if a.HasField("stats")
                 else None,
                 png=a.png,
+                shown_channels=tuple(a.shown_channels),
             )
             for a, value in response
         ]

@@ -61,6 +61,7 @@ class Activation:
     value: np.ndarray | None
     stats: ChannelStats | None  # None when statistics=False
     png: bytes
+    shown_channels: tuple[int, ...] = ()  # the channels the PNG draws, in its order
 
 
 @dataclass(frozen=True)

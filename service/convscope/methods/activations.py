@@ -27,6 +27,10 @@ class ActivationResult:
     value: np.ndarray
     stats: ChannelStats | None
     png: bytes = b""
+    shown_channels: tuple[int, ...] = ()  # what the PNG draws
+
+
+MAX_DRAWN_CHANNELS = 256  # a grid of more is too small to read
 
 
 def resolve_layers(record: ModelRecord, layers: Sequence[str] | None) -> list[str]:
@@ -71,15 +75,48 @@ def activations(
     *,
     render: bool = False,
     statistics: bool = True,
+    channels: Sequence[int] = (),
+    top_channels: int = 0,
 ) -> list[ActivationResult]:
+    """``channels`` / ``top_channels``: which channel maps the PNG draws (see :func:`drawn_channels`)."""
     names = resolve_layers(record, layers)
     values = context.forward(record, batch, names)
     results = []
     for name in names:
         value = values[name]
-        png = encode_png(channel_grid(value[0])) if render and value.ndim >= 2 else b""
-        results.append(ActivationResult(name, value, channel_stats(value) if statistics else None, png))
+        png, shown = b"", ()
+        if render and value.ndim >= 2:
+            shown = drawn_channels(value[0], channels, top_channels)
+            png = encode_png(channel_grid(value[0], shown, caption=_caption(shown, value.shape[1], channels, top_channels)))
+        results.append(ActivationResult(name, value, channel_stats(value) if statistics else None, png, shown))
     return results
+
+
+def drawn_channels(sample: np.ndarray, channels: Sequence[int], top: int) -> tuple[int, ...]:
+    """The channels a grid draws: those asked for, else the ``top`` of highest mean activation
+    on ``sample`` (best first), else the first ``MAX_DRAWN_CHANNELS``."""
+    count = sample.shape[0]
+    if channels and top:
+        raise InvalidArgument("name the channels to draw or ask for the top ones, not both")
+    if channels:
+        bad = [c for c in channels if not 0 <= c < count]
+        if bad:
+            raise InvalidArgument(f"channel {bad[0]} is out of range: the tensor has {count} channels (0..{count - 1})")
+        return tuple(int(c) for c in channels[:MAX_DRAWN_CHANNELS])
+    if top < 0:
+        raise InvalidArgument(f"top_channels must be positive, got {top}")
+    if top:
+        means = sample.reshape(count, -1).mean(axis=1)
+        return tuple(int(c) for c in np.argsort(-means, kind="stable")[: min(top, MAX_DRAWN_CHANNELS)])
+    return tuple(range(min(count, MAX_DRAWN_CHANNELS)))
+
+
+def _caption(shown: tuple[int, ...], count: int, channels: Sequence[int], top: int) -> str:
+    if top:
+        return f"top {len(shown)} of {count} channels by mean activation, best first"
+    if channels:
+        return f"{len(shown)} chosen of {count} channels"
+    return f"all {count} channels" if len(shown) == count else f"channels 0-{len(shown) - 1} of {count}"
 
 
 @dataclass(frozen=True)

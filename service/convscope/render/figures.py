@@ -11,11 +11,13 @@ over the image, with a colour bar (and its values) beside every heat map.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 from PIL import Image, ImageDraw
 
-from convscope.render.images import INFERNO, robust_bounds
-from convscope.render.montage import font
+from convscope.render.images import INFERNO, enlarge, grey, robust_bounds, tile, to_unit
+from convscope.render.montage import font, labelled, text_strip
 
 BACKGROUND = 255
 TEXT = (20, 20, 20)
@@ -164,3 +166,21 @@ def occlusion_figure(maps: np.ndarray, picture: np.ndarray | None, titles: list[
             panels.append(titled(over_image(_enlarged(picture), np.maximum(values, 0)), "over the image (drops only)"))
         rows.append(side_by_side(panels))
     return stacked(rows)
+
+
+def channel_grid(maps: np.ndarray, channels: Sequence[int], *, caption: str) -> np.ndarray:
+    """One sample's ``channels`` of C×H×W activations as grey tiles, each scaled on its own and
+    labelled with its index, under a ``caption`` that says which channels these are.
+
+    Per-channel scaling shows each map's pattern (the seed's activation figures); dead
+    channels come out black.
+    """
+    maps = np.asarray(maps)
+    if maps.ndim == 1:
+        maps = maps[:, None, None]
+    elif maps.ndim == 2:
+        maps = maps[None]
+    elif maps.ndim > 3:
+        maps = maps.reshape(maps.shape[0], maps.shape[-2], maps.shape[-1])
+    grid = tile([labelled(enlarge(grey(to_unit(maps[c]))), str(c)) for c in channels])
+    return np.concatenate([text_strip(grid.shape[1], caption), grid], axis=0)

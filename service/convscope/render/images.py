@@ -64,7 +64,7 @@ def tile(tiles: list[np.ndarray], columns: int | None = None, *, background: int
     return canvas
 
 
-def _enlarge(picture: np.ndarray, minimum: int = MIN_TILE) -> np.ndarray:
+def enlarge(picture: np.ndarray, minimum: int = MIN_TILE) -> np.ndarray:
     factor = max(1, math.ceil(minimum / max(1, min(picture.shape[:2]))))
     return picture.repeat(factor, axis=0).repeat(factor, axis=1) if factor > 1 else picture
 
@@ -72,23 +72,6 @@ def _enlarge(picture: np.ndarray, minimum: int = MIN_TILE) -> np.ndarray:
 def grey(unit: np.ndarray) -> np.ndarray:
     level = (unit * 255).round().astype(np.uint8)
     return np.repeat(level[..., None], 3, axis=2)
-
-
-def channel_grid(maps: np.ndarray, *, limit: int = 256) -> np.ndarray:
-    """One sample's C×H×W activations as grey tiles, each channel scaled on its own.
-
-    Per-channel scaling shows each map's pattern (the seed's activation figures); dead
-    channels come out black.
-    """
-    maps = np.asarray(maps)
-    if maps.ndim == 1:
-        maps = maps[:, None, None]
-    elif maps.ndim == 2:
-        maps = maps[None]
-    elif maps.ndim > 3:
-        maps = maps.reshape(maps.shape[0], maps.shape[-2], maps.shape[-1])
-    tiles = [_enlarge(grey(to_unit(channel))) for channel in maps[:limit]]
-    return tile(tiles)
 
 
 def filter_grid(weights: np.ndarray, *, max_filters: int = 256, max_inputs: int = 32) -> np.ndarray:
@@ -101,12 +84,12 @@ def filter_grid(weights: np.ndarray, *, max_filters: int = 256, max_inputs: int 
     """
     weights = np.asarray(weights, np.float32)[:max_filters]
     if weights.shape[1] == 3:
-        tiles = [_enlarge((to_unit(w, symmetric=True).transpose(1, 2, 0) * 255).round().astype(np.uint8), 48) for w in weights]
+        tiles = [enlarge((to_unit(w, symmetric=True).transpose(1, 2, 0) * 255).round().astype(np.uint8), 48) for w in weights]
         return tile(tiles)
     if weights.shape[1] == 1:
-        return tile([_enlarge(grey(to_unit(w[0], symmetric=True)), 16) for w in weights])
+        return tile([enlarge(grey(to_unit(w[0], symmetric=True)), 16) for w in weights])
     inputs = min(weights.shape[1], max_inputs)
-    tiles = [_enlarge(grey(kernel), 16) for w in weights for kernel in to_unit(w, symmetric=True)[:inputs]]
+    tiles = [enlarge(grey(kernel), 16) for w in weights for kernel in to_unit(w, symmetric=True)[:inputs]]
     return tile(tiles, columns=inputs)
 
 

@@ -89,12 +89,16 @@ def outlined(tile_pixels: np.ndarray, box: tuple[int, int, int, int] | None) -> 
     return np.asarray(image)
 
 
-def labelled(picture: np.ndarray, text: str) -> np.ndarray:
-    """A tile with a strip of text under it."""
-    height, width = picture.shape[:2]
+def text_strip(width: int, text: str) -> np.ndarray:
+    """Light text on a dark strip ``width`` pixels wide."""
     strip = Image.new("RGB", (width, LABEL_HEIGHT), (BACKGROUND,) * 3)
     ImageDraw.Draw(strip).text((2, 1), text, fill=(235, 235, 235), font=font())
-    return np.concatenate([picture, np.asarray(strip)], axis=0)
+    return np.asarray(strip)
+
+
+def labelled(picture: np.ndarray, text: str) -> np.ndarray:
+    """A tile with a strip of text under it."""
+    return np.concatenate([picture, text_strip(picture.shape[1], text)], axis=0)
 
 
 def hits_figure(

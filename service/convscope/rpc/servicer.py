@@ -110,11 +110,12 @@ class ConvscopeServicer(pb_grpc.ConvscopeServicer):
         record = self.core.model(request.model_id)
         model_input = self._input(record, request.input, received.tensor_data)
         results = self.core.activations(
-            record.id, model_input, list(request.layers), render=request.render, statistics=not request.omit_statistics
+            record.id, model_input, list(request.layers), render=request.render, statistics=not request.omit_statistics,
+            channels=list(request.channels), top_channels=request.top_channels,
         )
         frames = []
         for result in results:
-            item = pb.Activation(tensor=result.tensor, png=result.png)
+            item = pb.Activation(tensor=result.tensor, png=result.png, shown_channels=list(result.shown_channels))
             if result.stats is not None:
                 item.stats.mean[:] = floats(result.stats.mean)
                 item.stats.max[:] = floats(result.stats.max)

@@ -185,20 +185,24 @@ class DeleteModelResponse(_message.Message):
     def __init__(self, deleted: _Optional[bool] = ...) -> None: ...
 
 class ActivationsRequest(_message.Message):
-    __slots__ = ("model_id", "input", "layers", "render", "omit_values", "omit_statistics")
+    __slots__ = ("model_id", "input", "layers", "render", "omit_values", "omit_statistics", "channels", "top_channels")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     INPUT_FIELD_NUMBER: _ClassVar[int]
     LAYERS_FIELD_NUMBER: _ClassVar[int]
     RENDER_FIELD_NUMBER: _ClassVar[int]
     OMIT_VALUES_FIELD_NUMBER: _ClassVar[int]
     OMIT_STATISTICS_FIELD_NUMBER: _ClassVar[int]
+    CHANNELS_FIELD_NUMBER: _ClassVar[int]
+    TOP_CHANNELS_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     input: Input
     layers: _containers.RepeatedScalarFieldContainer[str]
     render: bool
     omit_values: bool
     omit_statistics: bool
-    def __init__(self, model_id: _Optional[str] = ..., input: _Optional[_Union[Input, _Mapping]] = ..., layers: _Optional[_Iterable[str]] = ..., render: _Optional[bool] = ..., omit_values: _Optional[bool] = ..., omit_statistics: _Optional[bool] = ...) -> None: ...
+    channels: _containers.RepeatedScalarFieldContainer[int]
+    top_channels: int
+    def __init__(self, model_id: _Optional[str] = ..., input: _Optional[_Union[Input, _Mapping]] = ..., layers: _Optional[_Iterable[str]] = ..., render: _Optional[bool] = ..., omit_values: _Optional[bool] = ..., omit_statistics: _Optional[bool] = ..., channels: _Optional[_Iterable[int]] = ..., top_channels: _Optional[int] = ...) -> None: ...
 
 class ChannelStats(_message.Message):
     __slots__ = ("mean", "max", "zero_fraction")
@@ -211,16 +215,18 @@ class ChannelStats(_message.Message):
     def __init__(self, mean: _Optional[_Iterable[float]] = ..., max: _Optional[_Iterable[float]] = ..., zero_fraction: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class Activation(_message.Message):
-    __slots__ = ("tensor", "value", "stats", "png")
+    __slots__ = ("tensor", "value", "stats", "png", "shown_channels")
     TENSOR_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
     STATS_FIELD_NUMBER: _ClassVar[int]
     PNG_FIELD_NUMBER: _ClassVar[int]
+    SHOWN_CHANNELS_FIELD_NUMBER: _ClassVar[int]
     tensor: str
     value: Tensor
     stats: ChannelStats
     png: bytes
-    def __init__(self, tensor: _Optional[str] = ..., value: _Optional[_Union[Tensor, _Mapping]] = ..., stats: _Optional[_Union[ChannelStats, _Mapping]] = ..., png: _Optional[bytes] = ...) -> None: ...
+    shown_channels: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, tensor: _Optional[str] = ..., value: _Optional[_Union[Tensor, _Mapping]] = ..., stats: _Optional[_Union[ChannelStats, _Mapping]] = ..., png: _Optional[bytes] = ..., shown_channels: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class ActivationsResponse(_message.Message):
     __slots__ = ("activations",)
