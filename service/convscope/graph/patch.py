@@ -9,117 +9,74 @@ Both take a model and return a new one; neither runs anything.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable
 
+import numpy as np
 import onnx
-from onnx import TensorProto, helper
+import onnx_graphsurgeon as gs
+from onnx import helper
 
-from convscope.graph.analysis import initializer_names, producers, runtime_inputs
+from convscope.graph.analysis import runtime_inputs
 from convscope.graph.regions import WINDOW_OPS, StagePlan
 
 BATCH_DIM = "batch"
 
 
-def _subgraph_names(node: onnx.NodeProto) -> set[str]:
-    """Outer-scope names that subgraphs of ``node`` (If, Loop, Scan) read."""
-    names: set[str] = set()
-    for attr in node.attribute:
-        for graph in [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs):
-            for inner in graph.node:
-                names.update(name for name in inner.input if name)
-                names |= _subgraph_names(inner)
-    return names
+Shape = list[int | str]
 
 
-def _support(graph: onnx.GraphProto, names: Iterable[str], stop: set[str]) -> tuple[list[int], set[str]]:
-    """Indices of the nodes that compute ``names`` (walking back, not past ``stop``) and the
-    initializers they read."""
-    made_by = producers(graph)
-    initializers = initializer_names(graph)
-    nodes: set[int] = set()
-    used: set[str] = set()
-    pending = list(names)
-    seen: set[str] = set()
-    while pending:
-        name = pending.pop()
-        if not name or name in seen or name in stop:
-            continue
-        seen.add(name)
-        if name in initializers:
-            used.add(name)
-            continue
-        if name not in made_by:
-            continue
-        index, node = made_by[name]
-        if index not in nodes:
-            nodes.add(index)
-            pending.extend(node.input)
-            pending.extend(_subgraph_names(node))
-    return sorted(nodes), used
-
-
-def _new_model(
+def _cut(
     model: onnx.ModelProto,
-    nodes: list[onnx.NodeProto],
-    inputs: list[onnx.ValueInfoProto],
-    outputs: list[onnx.ValueInfoProto],
-    initializers: set[str],
-    name: str,
+    source: tuple[str, Shape],
+    output: tuple[str, Shape | None],
+    edit: Callable[[gs.Graph], None] | None = None,
 ) -> onnx.ModelProto:
-    graph = model.graph
-    kept = [init for init in graph.initializer if init.name in initializers]
-    sparse = [init for init in graph.sparse_initializer if init.values.name in initializers]
-    new_graph = helper.make_graph(nodes, name, inputs, outputs, initializer=kept)
-    new_graph.sparse_initializer.extend(sparse)
-    new = helper.make_model(new_graph, opset_imports=list(model.opset_import))
-    new.ir_version = model.ir_version
-    new.functions.extend(model.functions)
-    return new
+    """The part of ``model`` that computes the ``output`` (name, shape or None to keep the
+    model's) from the tensor ``source`` (name, shape): graphsurgeon drops every node the output
+    does not need, subgraphs included. ``edit(graph)`` may change nodes first (they are in the
+    model's order)."""
+    graph = gs.import_onnx(model)
+    if edit is not None:
+        edit(graph)
+    tensors = graph.tensors()
+    start, end = tensors[source[0]], tensors[output[0]]
+    start.inputs.clear()
+    start.to_variable(dtype=_elem_dtype(model), shape=source[1])
+    end.to_variable(dtype=end.dtype or _elem_dtype(model), shape=output[1] if output[1] is not None else end.shape)
+    graph.inputs, graph.outputs = [start], [end]
+    graph.cleanup()
+    unfed = {t.name for t in graph.tensors().values() if isinstance(t, gs.Variable) and t.name and not t.inputs and t is not start}
+    if unfed:
+        raise ValueError(f"{output[0]!r} depends on {sorted(unfed)[:3]} other than through {source[0]!r}")
+    cut = gs.export_onnx(graph)
+    cut.ir_version = model.ir_version  # graphsurgeon stamps the newest, which onnxruntime may refuse
+    return cut
 
 
-def _elem_type(model: onnx.ModelProto) -> int:
+def _elem_dtype(model: onnx.ModelProto) -> np.dtype:
     inputs = runtime_inputs(model.graph)
-    return inputs[0].type.tensor_type.elem_type if inputs else TensorProto.FLOAT
+    return helper.tensor_dtype_to_np_dtype(inputs[0].type.tensor_type.elem_type if inputs else onnx.TensorProto.FLOAT)
 
 
 def stage_model(model: onnx.ModelProto, plan: StagePlan) -> onnx.ModelProto:
     """The nodes from ``plan.source`` to ``plan.target``, unchanged but for explicit pads (auto_pad
     resolved for the whole map, so that crops pad as the map does), taking crops of the source."""
-    graph = model.graph
-    elem = _elem_type(model)
-    pads = dict(plan.pads)
-    nodes: list[onnx.NodeProto] = []
-    for index in plan.nodes:
-        node = onnx.NodeProto()
-        node.CopyFrom(graph.node[index])
-        if node.op_type in WINDOW_OPS:
-            kept = [attr for attr in node.attribute if attr.name not in ("pads", "auto_pad")]
-            del node.attribute[:]
-            node.attribute.extend(kept)
-            node.attribute.append(helper.make_attribute("pads", list(pads[index])))
-        nodes.append(node)
-    support, initializers = _support(graph, [name for index in plan.nodes for name in graph.node[index].input], {plan.source})
-    own = set(plan.nodes)
-    prefix = [graph.node[index] for index in support if index not in own]
-    inputs = [helper.make_tensor_value_info(plan.source, elem, [BATCH_DIM, plan.source_channels, *plan.source_size])]
-    outputs = [helper.make_tensor_value_info(plan.target, elem, [BATCH_DIM, plan.target_channels, *plan.target_size])]
-    return _new_model(model, prefix + nodes, inputs, outputs, initializers, "occlusion_stage")
+
+    def explicit_pads(graph: gs.Graph) -> None:
+        for index, pads in plan.pads:
+            node = graph.nodes[index]
+            if node.op in WINDOW_OPS:
+                node.attrs.pop("auto_pad", None)
+                node.attrs["pads"] = list(pads)
+
+    return _cut(
+        model,
+        (plan.source, [BATCH_DIM, plan.source_channels, *plan.source_size]),
+        (plan.target, [BATCH_DIM, plan.target_channels, *plan.target_size]),
+        explicit_pads,
+    )
 
 
 def tail_model(model: onnx.ModelProto, start: str, output: str, shape: tuple[int, int, int]) -> onnx.ModelProto:
     """The part of ``model`` that computes ``output`` from the tensor ``start`` ([N, *shape])."""
-    graph = model.graph
-    elem = _elem_type(model)
-    support, initializers = _support(graph, [output], {start})
-    inputs_needed = {value.name for value in runtime_inputs(graph)}
-    for index in support:
-        if inputs_needed & set(graph.node[index].input):
-            raise ValueError(f"{output!r} depends on the model input other than through {start!r}")
-    declared = {value.name: value for value in graph.output}
-    out = onnx.ValueInfoProto()
-    if output in declared:
-        out.CopyFrom(declared[output])
-    else:
-        out.name = output
-    inputs = [helper.make_tensor_value_info(start, elem, [BATCH_DIM, *shape])]
-    return _new_model(model, [graph.node[index] for index in support], inputs, [out], initializers, "occlusion_tail")
+    return _cut(model, (start, [BATCH_DIM, *shape]), (output, None))
