@@ -1,8 +1,9 @@
 """The README's main job: a real server, the bundled ImageNet model and a real photo → pictures and numbers.
 
 Starts `convscope serve` as a separate process on a free port, uploads
-models/efficientnet_lite0, runs every method on models/chelsea.png, writes PNG and .npy
-files to the output folder, prints a summary, and stops the server.
+models/efficientnet_lite0, runs the methods on models/chelsea.png and the dataset jobs on
+crops of packaged photographs, writes PNG and .npy files and summary.json to the output
+folder (what each picture shows: README.md), and stops the server.
 """
 
 from __future__ import annotations
@@ -15,15 +16,18 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
-from convscope_client import Client
+from convscope_client import Client, ModelInfo
 from convscope_client.cli import safe_name
+from demo_photos import crop_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = REPO / "models" / "efficientnet_lite0" / "efficientnet_lite0.onnx"
 PHOTO = REPO / "models" / "chelsea.png"
+SPREAD = 0.05  # a unit whose nine best responses are within 5 % of each other shows no preference
 
 
 def start_server(store: Path, port_file: Path) -> subprocess.Popen[bytes]:
@@ -38,6 +42,12 @@ def start_server(store: Path, port_file: Path) -> subprocess.Popen[bytes]:
     return process
 
 
+def _save(out: Path, stem: str, png: bytes, array: np.ndarray | None = None) -> None:
+    if array is not None:
+        np.save(out / f"{stem}.npy", array)
+    (out / f"{stem}.png").write_bytes(png)
+
+
 def run(client: Client, out: Path) -> dict[str, object]:
     summary: dict[str, object] = {}
     info = client.upload_model(MODEL)
@@ -49,28 +59,28 @@ def run(client: Client, out: Path) -> dict[str, object]:
     top5 = np.argsort(-probabilities)[:5]
     summary["top5"] = [{"class": int(i), "label": info.labels[i], "probability": round(float(probabilities[i]), 4)} for i in top5]
 
-    first_conv = next(layer for layer in info.layers if layer.op_type == "Conv")
     first_relu = next(layer for layer in info.layers if layer.op_type in ("Relu", "Clip"))
     deep = [layer for layer in info.layers if len(layer.shape) == 4 and layer.shape[-1] > 1][-1]
-    activations = client.activation_details(info.id, PHOTO, layers=[first_relu.tensor, deep.tensor], render=True)
-    for item in activations:
-        stem = f"activations_{safe_name(item.tensor)}"
-        np.save(out / f"{stem}.npy", item.value)
-        (out / f"{stem}.png").write_bytes(item.png)
-    summary["activations"] = {
-        item.tensor: {"shape": list(item.value.shape), "zero_fraction": round(float(item.stats.zero_fraction.mean()), 3)}
-        for item in activations
-        if item.value is not None
-    }
+    summary["activations"] = {}
+    for stem, layer, options in (("activations_first_layer", first_relu, {}), ("activations_deep_top64", deep, {"top_channels": 64})):
+        item = client.activation_details(info.id, PHOTO, layers=[layer.tensor], render=True, **options)[0]
+        _save(out, stem, item.png, item.value)
+        summary["activations"][stem] = {
+            "tensor": item.tensor, "shape": list(item.value.shape), "channels_drawn": len(item.shown_channels),
+            "zero_fraction": round(float(item.stats.zero_fraction.mean()), 3),
+        }
 
-    filters = client.filters(info.id, first_conv.name)
-    np.save(out / "filters_first_conv.npy", filters.weights)
-    (out / "filters_first_conv.png").write_bytes(filters.png)
-    summary["filters"] = {"node": filters.node, "shape": list(filters.weights.shape), "mean_smoothness": round(filters.mean_smoothness, 3)}
+    first_conv = next(layer for layer in info.layers if layer.op_type == "Conv")
+    depthwise = next(layer for layer in info.layers if "depthwise" in layer.name)
+    summary["filters"] = {}
+    for stem, layer in (("filters_first_conv", first_conv), ("filters_depthwise", depthwise)):
+        filters = client.filters(info.id, layer.name)
+        _save(out, stem, filters.png, filters.weights)
+        summary["filters"][stem] = {"node": filters.node, "shape": list(filters.weights.shape),
+                                    "mean_smoothness": round(filters.mean_smoothness, 3)}
 
     occlusion = client.occlusion(info.id, PHOTO, window=(32, 32), stride=(16, 16))  # grey box (0 after normalization)
-    np.save(out / "occlusion_positions.npy", occlusion.positions)
-    (out / "occlusion.png").write_bytes(occlusion.png)
+    _save(out, "occlusion", occlusion.png, occlusion.positions)
     summary["occlusion"] = {
         "target": occlusion.target,
         "label": occlusion.target_label,
@@ -80,51 +90,57 @@ def run(client: Client, out: Path) -> dict[str, object]:
         "engine": occlusion.engine,
     }
 
-    for method in ("guided_backprop", "grad_cam", "integrated_gradients"):
+    for method in ("saliency", "guided_backprop", "grad_cam", "integrated_gradients", "smoothgrad"):
         result = client.attribution(info.id, PHOTO, method=method)
-        np.save(out / f"{method}.npy", result.map)
-        (out / f"{method}.png").write_bytes(result.png)
+        _save(out, method, result.png, result.map)
         summary[method] = {"target": result.target, "label": result.target_label, "score": round(float(result.score), 3), "layer": result.layer or None}
 
     summary["dataset_jobs"] = dataset_jobs(client, info, out)
     return summary
 
 
-def dataset_jobs(client: Client, info: object, out: Path, count: int = 400) -> dict[str, object]:
-    """Top activations (with receptive-field boxes) and a t-SNE grid over scikit-learn's digits,
-    streamed to the server as PNGs; the model is the ImageNet one, so the codes are generic."""
-    import io
-
-    from PIL import Image
-    from sklearn.datasets import load_digits
+def dataset_jobs(client: Client, info: ModelInfo, out: Path, shown_channels: int = 6) -> dict[str, object]:
+    """Top activations (with receptive-field boxes) and a t-SNE grid over a few hundred crops of
+    packaged photographs (scripts/demo_photos.py), streamed to the server as PNGs."""
     from sklearn.neighbors import KNeighborsClassifier
 
-    digits = load_digits()
-    pngs = []
-    for image in digits.images[:count]:
-        buffer = io.BytesIO()
-        Image.fromarray(np.clip(image * 16, 0, 255).astype(np.uint8)).resize((32, 32), Image.Resampling.NEAREST).save(buffer, format="PNG")
-        pngs.append(buffer.getvalue())
-    labels = digits.target[:count]
-    layers = info.layers  # type: ignore[attr-defined]
-    layer = [l for l in layers if l.op_type in ("Relu", "Clip") and len(l.shape) == 4 and l.shape[-1] >= 14][-1]
-    hits = client.top_activations(info.id, pngs, layer=layer.tensor, channels=list(range(6)), k=9)  # type: ignore[attr-defined]
-    for channel, png in hits.pngs.items():
-        (out / f"top_activations_{safe_name(layer.tensor)}_c{channel}.png").write_bytes(png)
-    embedding = client.embedding(info.id, pngs, seed=0)  # type: ignore[attr-defined]
+    pngs, sources = crop_dataset()
+    # A layer whose units see a patch (at most half the input), so the top patches show what
+    # drives them; a Conv output, before ReLU6 clips the strongest responses to one value.
+    layer = [l for l in info.layers if l.op_type == "Conv" and l.receptive_field
+             and max(l.receptive_field.size) <= info.inputs[0].shape[-1] // 2][-1]
+    hits = client.top_activations(info.id, pngs, layer=layer.tensor, k=9)
+    # Units with a clear preference: responses that differ (a constant unit ranks by ties), best
+    # patches inside the image (not on the zero padding at its border), from one photo.
+    size = layer.receptive_field.size
+
+    def preference(channel: int) -> tuple[bool, int, int, float]:
+        best = hits[channel]
+        inside = sum(h.box is not None and (h.box[2] - h.box[0], h.box[3] - h.box[1]) == size for h in best)
+        agreement = max(Counter(sources[h.image] for h in best).values())
+        varies = best[0].value - best[-1].value > SPREAD * abs(best[0].value)
+        return varies, inside, agreement, best[0].value
+
+    chosen = sorted(hits, key=preference, reverse=True)[:shown_channels]
+    for channel in chosen:
+        (out / f"top_activations_{safe_name(layer.tensor)}_c{channel}.png").write_bytes(hits.pngs[channel])
+    embedding = client.embedding(info.id, pngs, seed=0)
     (out / "tsne_grid.png").write_bytes(embedding.png)
     (out / "tsne_scatter.png").write_bytes(embedding.scatter_png)
-    half = count // 2
-    knn = KNeighborsClassifier(5).fit(embedding.coords[:half], labels[:half])
+    order = np.random.default_rng(0).permutation(len(pngs))
+    half = len(order) // 2
+    labels = np.array(sources)
+    knn = KNeighborsClassifier(5).fit(embedding.coords[order[:half]], labels[order[:half]])
     return {
-        "images": count,
+        "images": len(pngs),
+        "photos": len(set(sources)),
         "top_activations": {
             "layer": layer.tensor,
-            "receptive_field": vars(layer.receptive_field) if layer.receptive_field else None,
-            "top_labels": {channel: [int(labels[h.image]) for h in channel_hits] for channel, channel_hits in hits.items()},
+            "receptive_field": vars(layer.receptive_field),
+            "channels_shown": {channel: [(sources[h.image], round(h.value, 3)) for h in hits[channel]] for channel in chosen},
         },
         "tsne": {"layer": embedding.layer, "perplexity": embedding.perplexity,
-                 "knn_accuracy_held_out": round(float(knn.score(embedding.coords[half:], labels[half:])), 3)},
+                 "same_photo_knn_accuracy_held_out": round(float(knn.score(embedding.coords[order[half:]], labels[order[half:]])), 3)},
     }
 
 
