@@ -131,7 +131,8 @@ class ConvscopeServicer(pb_grpc.ConvscopeServicer):
     def Activations(self, request: ReceivedActivationsRequest, context: grpc.ServicerContext) -> bytes:
         return self._within_response_limit(
             encode_activations_response(self._activation_frames(request)),
-            "request fewer tensors or a smaller batch per call, or stream them (StreamActivations: one message per tensor)",
+            "request fewer tensors or a smaller batch per call, or stream them one message per tensor "
+            "(StreamActivations; in Python activation_details(..., stream=True); the CLI streams when no --layer is named)",
         )
 
     @translate_errors
