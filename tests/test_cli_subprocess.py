@@ -259,3 +259,15 @@ def test_activation_grid_says_which_channels_it_draws(address: str, client: Clie
     done = convscope("activations", bundled_model_id, str(CAT_PHOTO), "--layer", deep, "--channel", "1280", address=address)
     assert done.returncode == 1
     assert "INVALID_ARGUMENT" in one_line_error(done) and "1280 channels" in done.stderr
+
+
+def test_the_python_client_checks_local_paths_before_calling(client: Client, bundled_model_id: str, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.ERROR)
+    for call, missing in (
+        (lambda: client.upload_model(f"{MISSING}.onnx"), f"{MISSING}.onnx"),
+        (lambda: client.embedding(bundled_model_id, f"{MISSING}/folder/"), f"{MISSING}/folder/"),
+        (lambda: client.dead_filters(bundled_model_id, [str(CAT_PHOTO), f"{MISSING}.png"]), f"{MISSING}.png"),
+    ):
+        with pytest.raises(FileNotFoundError, match=f"no such file: {missing}"):
+            call()
+    assert not caplog.records, "a bad local path reached the server"

@@ -175,6 +175,7 @@ class Client:
                 files[neighbour.name] = neighbour
             name = name if name is not None else Path(model).stem
         files.update(side_files or {})
+        jobs.check_local_paths([source for source in files.values() if not isinstance(source, bytes)])
         header = pb.UploadHeader(name=name or "", labels=list(labels or ()))
         if preprocessing is not None:
             unknown = set(preprocessing) - set(PREPROCESSING_FIELDS)

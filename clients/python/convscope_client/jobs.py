@@ -102,6 +102,17 @@ def expected_count(dataset: Any) -> int:
     return 0
 
 
+def check_local_paths(dataset: Any) -> None:
+    """Raise FileNotFoundError for a local path in ``dataset`` (a path, or a list of them) that
+    does not exist: found once the request stream runs, it would abort the call with UNKNOWN."""
+    if isinstance(dataset, (str, os.PathLike)):
+        if not Path(dataset).exists():
+            raise FileNotFoundError(f"no such file: {os.fspath(dataset)}")
+    elif isinstance(dataset, (list, tuple)):
+        for item in dataset:
+            check_local_paths(item)
+
+
 def requests(start: pb.DatasetJobStart, dataset: Any) -> Iterator[pb.DatasetJobRequest]:
     if isinstance(dataset, ServerFolder):
         start.folder = dataset.path
@@ -155,6 +166,7 @@ def run(
     metadata: tuple[tuple[str, str], ...],
 ) -> JobEvents:
     """Run one job; ``progress`` gets each Progress and may return False to cancel the job."""
+    check_local_paths(dataset)
     events = JobEvents([], [], None)
     with streaming(method(requests(start, dataset), timeout=timeout, metadata=metadata)) as call:
         for event in call:
