@@ -130,17 +130,12 @@ MAGNITUDE_PERCENTILE = 99.0
 MIN_PANEL = 320  # small inputs are enlarged (nearest: no invented detail) so titles and maps read
 
 
-def _enlarged(picture: np.ndarray) -> np.ndarray:
-    factor = -(-MIN_PANEL // max(1, min(picture.shape[:2])))
-    return picture.repeat(factor, axis=0).repeat(factor, axis=1) if factor > 1 else picture
-
-
 def attribution_figure(method: str, values: np.ndarray, picture: np.ndarray | None) -> np.ndarray:
     """One sample's map as ``method``'s paper draws it, then over ``picture`` (when there is one).
 
     ``values``: H×W for saliency and Grad-CAM, else H×W×C (channels last, in RGB order).
     """
-    values = _enlarged(np.asarray(values, np.float32))
+    values = enlarge(np.asarray(values, np.float32), MIN_PANEL)
     percentile = MAGNITUDE_PERCENTILE
     if method == "grad_cam":  # scaled to [0, 1] already
         scalar, percentile = values, 100.0
@@ -153,17 +148,17 @@ def attribution_figure(method: str, values: np.ndarray, picture: np.ndarray | No
         first = titled(heat_panel(scalar, colours=GREYS, percentile=percentile), MAGNITUDE_METHODS.get(method, method))
     if picture is None:
         return first
-    return side_by_side([first, titled(over_image(_enlarged(picture), scalar, percentile=percentile), "over the image")])
+    return side_by_side([first, titled(over_image(enlarge(picture, MIN_PANEL), scalar, percentile=percentile), "over the image")])
 
 
 def occlusion_figure(maps: np.ndarray, picture: np.ndarray | None, titles: list[str]) -> np.ndarray:
     """Per target, the score's drop under the box at each pixel, with its colour bar and over the image."""
     rows = []
     for values, title in zip(maps, titles):
-        values = _enlarged(values)
+        values = enlarge(values, MIN_PANEL)
         panels = [titled(heat_panel(values), title)]
         if picture is not None:
-            panels.append(titled(over_image(_enlarged(picture), np.maximum(values, 0)), "over the image (drops only)"))
+            panels.append(titled(over_image(enlarge(picture, MIN_PANEL), np.maximum(values, 0)), "over the image (drops only)"))
         rows.append(side_by_side(panels))
     return stacked(rows)
 
