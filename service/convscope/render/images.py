@@ -87,7 +87,7 @@ def filter_grid(weights: np.ndarray, *, max_filters: int = 256, max_inputs: int 
         tiles = [enlarge((to_unit(w, symmetric=True).transpose(1, 2, 0) * 255).round().astype(np.uint8), 48) for w in weights]
         return tile(tiles)
     if weights.shape[1] == 1:
-        return tile([enlarge(grey(to_unit(w[0], symmetric=True)), 16) for w in weights])
+        return tile([enlarge(grey(to_unit(w[0], symmetric=True)), 32) for w in weights])
     inputs = min(weights.shape[1], max_inputs)
     tiles = [enlarge(grey(kernel), 16) for w in weights for kernel in to_unit(w, symmetric=True)[:inputs]]
     return tile(tiles, columns=inputs)
