@@ -70,7 +70,14 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["serve"]:
         return serve(argv[1:])
-    return client_cli.main(argv, prog="convscope", extra_commands={"serve": "run the server (convscope serve --help)"})
+    if argv[:1] == ["audit"]:
+        from convscope.audit.cli import main as audit
+
+        return audit(argv[1:])
+    return client_cli.main(argv, prog="convscope", extra_commands={
+        "serve": "run the server (convscope serve --help)",
+        "audit": "check a model on labelled data for CI: report.json, junit.xml, report.html (convscope audit --help)",
+    })
 
 
 if __name__ == "__main__":

@@ -1,0 +1,79 @@
+"""The audit's thresholds: documented defaults, overridden by a TOML file, every check switchable.
+
+A key the audit does not know is a configuration error (exit 2), not silently ignored: a typo in
+a threshold would otherwise turn a check into one that always passes.
+"""
+
+from __future__ import annotations
+
+import copy
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from convscope.errors import InvalidArgument
+
+# Each check: ``enabled``; ``allow_error`` (an error inside the check counts as passed, with the
+# error reported); and its thresholds.  Error rates and shares are fractions in [0, 1].
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "accuracy": {
+        "enabled": True,
+        "allow_error": False,
+        "max_top1_error": 0.10,  # fails when the top-1 error exceeds this
+        "max_top5_error": 0.05,  # fails when the top-5 error exceeds this (models with ≥ 5 classes)
+        "confidence": 0.95,  # Wilson score intervals at this level
+        "confused_pairs": 10,  # how many (true, predicted) pairs the report lists
+    },
+    "attributes": {
+        "enabled": True,
+        "allow_error": False,
+        "bins": 4,  # quantile bins per numeric attribute
+        "min_slice": 20,  # slices with fewer images are reported but never fail
+        "max_excess_error": 0.10,  # a slice fails when its error exceeds the whole set's by more…
+        "fdr": 0.05,  # …and Benjamini–Hochberg over every slice rejects "chance" at this rate
+    },
+    "dead_filters": {
+        "enabled": True,
+        "allow_error": False,
+        "max_dead_share": 0.5,  # fails when a layer has more than this share of channels dead
+        "zero_share": 1.0,  # a channel is dead when it is zero on at least this share of images
+    },
+    "filter_smoothness": {
+        "enabled": True,
+        "allow_error": False,
+        "min_mean_smoothness": 0.2,  # first convolution: mean spectral smoothness (white-noise 7×7 filters ≈ 0.2)
+    },
+}
+
+
+class ConfigError(InvalidArgument):
+    """A configuration the audit refuses (exit 2)."""
+
+
+def resolve(overrides: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+    """The defaults with ``overrides`` (parsed TOML) applied, each value checked against its default's type."""
+    config = copy.deepcopy(DEFAULTS)
+    for check, values in (overrides or {}).items():
+        if check not in config:
+            raise ConfigError(f"unknown check [{check}] in the audit config; known: {', '.join(config)}")
+        if not isinstance(values, dict):
+            raise ConfigError(f"[{check}] must be a table of settings, not {values!r}")
+        for key, value in values.items():
+            if key not in config[check]:
+                raise ConfigError(f"unknown setting {check}.{key}; known: {', '.join(config[check])}")
+            default = config[check][key]
+            if isinstance(default, bool) != isinstance(value, bool) or not isinstance(value, (type(default), int)):
+                raise ConfigError(f"{check}.{key} must be a {type(default).__name__}, not {value!r}")
+            config[check][key] = type(default)(value)
+    return config
+
+
+def load(path: Path | None) -> dict[str, dict[str, Any]]:
+    if path is None:
+        return resolve()
+    try:
+        return resolve(tomllib.loads(path.read_text()))
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path} is not valid TOML: {error}") from None
+    except OSError as error:
+        raise ConfigError(f"cannot read the audit config {path}: {error.strerror}") from None

@@ -1,0 +1,301 @@
+"""The audit: one forward pass over the labelled data feeds accuracy, attribute slices and dead
+filters together; then each enabled check turns those numbers into figures and a verdict.
+
+A check that raises is recorded as an error (never as passed) unless its ``allow_error`` is set.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from convscope.audit import attributes as image_attributes
+from convscope.audit.dataset import AuditItem, rows_message, encoded_items
+from convscope.audit.stats import benjamini_hochberg, excess_error_p_value, wilson_interval
+from convscope.core import Convscope
+from convscope.errors import InvalidArgument
+from convscope.methods.activations import DeadFilterCounts
+from convscope.methods.dataset_jobs import Progress
+from convscope.methods.datasets import Sample, Skipped
+from convscope.model.types import ModelRecord
+
+TOP_K = 5
+RECTIFIERS = {"Relu", "Clip", "LeakyRelu", "PRelu"}
+# Thumbnails the report shows per list (misclassified images, a worst slice).
+THUMBNAILS = 12
+
+
+@dataclass
+class CheckOutcome:
+    name: str
+    status: str  # "passed", "failed", "error" (the check raised), "disabled"
+    message: str
+    figures: dict[str, Any] = field(default_factory=dict)
+    thumbnails: dict[str, list[int]] = field(default_factory=dict)  # caption → item indices
+    pictures: dict[str, bytes] = field(default_factory=dict)  # caption → PNG made by the method
+    crashed: bool = False  # the check raised (its status is "error", or "passed" where allowed)
+    seconds: float = 0.0
+
+
+@dataclass
+class AuditResult:
+    record: ModelRecord
+    items: Sequence[AuditItem]
+    config: dict[str, dict[str, Any]]
+    checks: list[CheckOutcome]
+    predictions: np.ndarray  # [N, TOP_K] class indices, best first
+    seconds: float
+
+    @property
+    def passed(self) -> bool:
+        return all(check.status in ("passed", "disabled") for check in self.checks)
+
+    @property
+    def errored(self) -> bool:
+        return any(check.status == "error" for check in self.checks)
+
+
+class AuditPass:
+    """The shared pass's accumulator: top-k predictions, computed attributes and, when the dead
+    filters check is on, per-channel zero counts of every rectifier output."""
+
+    needs_pictures = True
+
+    def __init__(self, record: ModelRecord, count: int, config: dict[str, dict[str, Any]]) -> None:
+        self.output = record.outputs[0].name
+        self.classes = int(np.prod(record.outputs[0].shape[1:]))
+        self.top = np.full((count, min(TOP_K, self.classes)), -1, np.int64)
+        self.measured: dict[str, np.ndarray] = {}
+        if config["attributes"]["enabled"]:
+            self.measured = {name: np.full(count, np.nan) for name in image_attributes.COMPUTED}
+        self.dead: DeadFilterCounts | None = None
+        if config["dead_filters"]["enabled"]:
+            layers = [layer.tensor for layer in record.layers if layer.op_type in RECTIFIERS] or None
+            self.dead = DeadFilterCounts(record, layers, threshold=config["dead_filters"]["zero_share"])
+
+    @property
+    def tensors(self) -> list[str]:
+        return list(dict.fromkeys([self.output, *(self.dead.tensors if self.dead else [])]))
+
+    def add(self, samples: Sequence[Sample], values: dict[str, np.ndarray]) -> None:
+        scores = values[self.output].reshape(len(samples), -1)
+        top = np.argsort(-scores, axis=1, kind="stable")[:, : self.top.shape[1]]
+        for sample, best in zip(samples, top):
+            self.top[sample.index] = best
+            if self.measured and sample.picture is not None:
+                for name, value in image_attributes.measure(sample.picture).items():
+                    self.measured[name][sample.index] = value
+        if self.dead is not None:
+            self.dead.add(samples, values)
+
+    def result(self) -> AuditPass:
+        return self
+
+
+def run_audit(
+    core: Convscope,
+    model_id: str,
+    items: Sequence[AuditItem],
+    config: dict[str, dict[str, Any]],
+    *,
+    cancelled: threading.Event | None = None,
+) -> Iterator[Progress | AuditResult]:
+    """Progress of the shared pass, then the result with every check's outcome.  An unreadable
+    image is an input error naming its rows (an audit over fewer images than given would pass
+    on data nobody chose)."""
+    start = time.monotonic()
+    record = core.model(model_id)
+    shared = AuditPass(record, len(items), config)
+    sizes: dict[int, tuple[int, int]] = {}
+    skipped: list[Skipped] = []
+    for event in core.data_pass(record, shared, encoded_items(items, sizes), expected=len(items), cancelled=cancelled):
+        if isinstance(event, Skipped):
+            skipped.append(event)
+        elif isinstance(event, Progress):
+            yield event
+    if skipped:
+        rows = [(items[entry.index].row, f"{items[entry.index].path}: {entry.reason}") for entry in skipped]
+        raise InvalidArgument(rows_message("images could not be read", rows))
+    labels = np.array([item.label for item in items])
+    checks = [
+        _run_check("accuracy", config, lambda c: accuracy(shared.top, labels, record.labels, c)),
+        _run_check("attributes", config, lambda c: attribute_slices(shared.top[:, 0] != labels, _attributes(shared, items, sizes), c)),
+        _run_check("dead_filters", config, lambda c: dead_filters(shared.dead, c)),
+        _run_check("filter_smoothness", config, lambda c: filter_smoothness(core, record, c)),
+    ]
+    yield AuditResult(record, items, config, checks, shared.top, time.monotonic() - start)
+
+
+def _run_check(name: str, config: dict[str, dict[str, Any]], check: Callable[[dict[str, Any]], CheckOutcome]) -> CheckOutcome:
+    settings = config[name]
+    if not settings["enabled"]:
+        return CheckOutcome(name, "disabled", "turned off in the config")
+    start = time.monotonic()
+    try:
+        outcome = check(settings)
+    except Exception as error:  # noqa: BLE001 - a crashing check is reported, never counted as passed
+        allowed = settings["allow_error"]
+        outcome = CheckOutcome(
+            name, "passed" if allowed else "error",
+            f"the check raised {type(error).__name__}: {error}" + (" (allowed by allow_error)" if allowed else ""),
+            {"traceback": traceback.format_exc(limit=4)}, crashed=True,
+        )
+    outcome.seconds = time.monotonic() - start
+    return outcome
+
+
+def _verdict(name: str, failures: list[str], passed_message: str, figures: dict[str, Any], **extra: Any) -> CheckOutcome:
+    if failures:
+        return CheckOutcome(name, "failed", "; ".join(failures), figures, **extra)
+    return CheckOutcome(name, "passed", passed_message, figures, **extra)
+
+
+# ---------------------------------------------------------------------------------- accuracy
+
+
+def accuracy(top: np.ndarray, labels: np.ndarray, names: Sequence[str], settings: dict[str, Any]) -> CheckOutcome:
+    """Top-1/top-5 error with Wilson intervals, per-class error, the most confused pairs."""
+    total = len(labels)
+    level = settings["confidence"]
+    figures: dict[str, Any] = {"images": total, "confidence": level}
+    failures = []
+    for k, key in ((1, "top1"), (TOP_K, "top5")):
+        if top.shape[1] < k:
+            continue
+        errors = int((top[:, :k] != labels[:, None]).all(axis=1).sum())
+        rate = errors / total
+        figures[f"{key}_error"] = rate
+        figures[f"{key}_errors"] = errors
+        figures[f"{key}_interval"] = list(wilson_interval(errors, total, level))
+        threshold = settings[f"max_{key}_error"]
+        if rate > threshold:
+            failures.append(f"{key}_error {rate:.4f} > max_{key}_error {threshold}")
+    predicted = top[:, 0]
+    classes = max(int(labels.max()) + 1, int(predicted.max()) + 1, len(names))
+    confusion = np.zeros((classes, classes), np.int64)
+    np.add.at(confusion, (labels, predicted), 1)
+    name = (lambda c: names[c] if c < len(names) else str(c))
+    per_class = []
+    for c in range(classes):
+        count = int(confusion[c].sum())
+        if count:
+            wrong = count - int(confusion[c, c])
+            per_class.append({"class": c, "label": name(c), "images": count, "error": wrong / count,
+                              "interval": list(wilson_interval(wrong, count, level))})
+    figures["per_class"] = per_class
+    off = confusion.copy()
+    np.fill_diagonal(off, 0)
+    pairs = np.argsort(-off, axis=None, kind="stable")[: settings["confused_pairs"]]
+    figures["confused_pairs"] = [
+        {"true": name(int(t)), "predicted": name(int(p)), "count": int(off[t, p])}
+        for t, p in zip(*np.unravel_index(pairs, off.shape)) if off[t, p]
+    ]
+    wrong = np.flatnonzero(predicted != labels)[:THUMBNAILS].tolist()
+    return _verdict("accuracy", failures, f"top-1 error {figures['top1_error']:.4f}", figures,
+                    thumbnails={"misclassified": wrong})
+
+
+# ---------------------------------------------------------------------------------- attributes
+
+
+def _attributes(shared: AuditPass, items: Sequence[AuditItem], sizes: dict[int, tuple[int, int]]) -> dict[str, np.ndarray]:
+    """Every attribute per image: computed ones, the stored size, and the CSV's extra columns
+    (numbers where every value parses as one, else categories)."""
+    values = dict(shared.measured)
+    for name in image_attributes.FROM_FILE:
+        values[name] = np.full(len(items), np.nan)
+    for index, (width, height) in sizes.items():
+        for name, value in image_attributes.from_size(width, height).items():
+            values[name][index] = value
+    for column in dict.fromkeys(key for item in items for key in item.attributes):
+        raw = [item.attributes.get(column, "") for item in items]
+        try:
+            values[column] = np.array([float(text) if text else np.nan for text in raw])
+        except ValueError:
+            values[column] = np.array(raw, dtype=object)
+    return values
+
+
+def slices_of(values: np.ndarray, bins: int) -> list[tuple[str, np.ndarray]]:
+    """(description, member mask) per slice: quantile bins of a numeric attribute (edges that
+    coincide are merged), one slice per value of a categorical one."""
+    if values.dtype == object:
+        return [(f"= {value}", values == value) for value in sorted(set(values.tolist()))]
+    known = ~np.isnan(values)
+    if not known.any() or np.ptp(values[known]) == 0:
+        return []
+    edges = np.unique(np.quantile(values[known], np.linspace(0, 1, bins + 1)))
+    # Right-closed bins [e_i, e_i+1), the last one closed: np.digitize on the inner edges.
+    which = np.digitize(values, edges[1:-1], right=False)
+    return [(f"[{edges[i]:.4g}, {edges[i + 1]:.4g}{']' if i == len(edges) - 2 else ')'}", known & (which == i))
+            for i in range(len(edges) - 1)]
+
+
+def attribute_slices(wrong: np.ndarray, attributes: dict[str, np.ndarray], settings: dict[str, Any]) -> CheckOutcome:
+    """Error per slice of each attribute; a slice fails when it is large enough, its error exceeds
+    the whole set's by more than ``max_excess_error`` and Benjamini–Hochberg over all slices
+    rejects chance."""
+    overall = float(wrong.mean())
+    rows = []
+    for attribute, values in attributes.items():
+        for description, members in slices_of(values, settings["bins"]):
+            count = int(members.sum())
+            errors = int(wrong[members].sum())
+            rows.append({"attribute": attribute, "slice": description, "images": count, "errors": errors,
+                         "error": errors / count if count else 0.0,
+                         "p_value": excess_error_p_value(errors, count, overall), "members": members})
+    rejected = benjamini_hochberg(np.array([row["p_value"] for row in rows]), settings["fdr"])
+    failures = []
+    for row, reject in zip(rows, rejected):
+        row["significant"] = bool(reject)
+        row["failed"] = bool(reject and row["images"] >= settings["min_slice"]
+                             and row["error"] - overall > settings["max_excess_error"])
+        if row["failed"]:
+            failures.append(f"{row['attribute']} {row['slice']}: error {row['error']:.4f} exceeds the overall "
+                            f"{overall:.4f} by more than max_excess_error {settings['max_excess_error']}")
+    worst = max(rows, key=lambda row: (row["images"] >= settings["min_slice"], row["error"]), default=None)
+    thumbnails = {}
+    if worst is not None:
+        members = np.flatnonzero(worst["members"] & wrong)[:THUMBNAILS]
+        thumbnails[f"worst slice: {worst['attribute']} {worst['slice']} (misclassified)"] = members.tolist()
+    for row in rows:
+        del row["members"]
+    figures = {"overall_error": overall, "slices": rows, "attributes": list(attributes)}
+    return _verdict("attributes", failures, f"no slice errs significantly more than {overall:.4f}", figures,
+                    thumbnails=thumbnails)
+
+
+# ---------------------------------------------------------------------------------- filters
+
+
+def dead_filters(counts: DeadFilterCounts | None, settings: dict[str, Any]) -> CheckOutcome:
+    if counts is None or not counts.tensors:
+        return CheckOutcome("dead_filters", "passed", "the model has no rectifier layer", {"layers": []})
+    result = counts.result()
+    layers, failures = [], []
+    for report in result.reports:
+        share = len(report.dead) / max(1, len(report.zero_fraction))
+        layers.append({"layer": report.tensor, "channels": len(report.zero_fraction), "dead": report.dead.tolist(), "dead_share": share})
+        if share > settings["max_dead_share"]:
+            failures.append(f"{report.tensor}: dead_share {share:.3f} > max_dead_share {settings['max_dead_share']}")
+    return _verdict("dead_filters", failures, f"no layer over {settings['max_dead_share']} dead",
+                    {"images": result.samples, "layers": layers})
+
+
+def filter_smoothness(core: Convscope, record: ModelRecord, settings: dict[str, Any]) -> CheckOutcome:
+    first = next((layer for layer in record.layers if layer.op_type == "Conv"), None)
+    if first is None:
+        return CheckOutcome("filter_smoothness", "passed", "the model has no convolution", {})
+    result = core.filters(record.id, first.name, render=True)
+    mean = result.mean_smoothness
+    figures = {"layer": result.node, "mean_smoothness": mean, "smoothness": np.nan_to_num(result.smoothness).tolist()}
+    failures = [] if mean >= settings["min_mean_smoothness"] else [
+        f"{result.node}: mean_smoothness {mean:.3f} < min_mean_smoothness {settings['min_mean_smoothness']}"]
+    return _verdict("filter_smoothness", failures, f"mean smoothness {mean:.3f}", figures,
+                    pictures={f"filters of {result.node}": result.png})

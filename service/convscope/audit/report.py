@@ -1,0 +1,239 @@
+"""The audit's three outputs: report.json (every figure, schema-versioned), junit.xml (one
+testcase per check) and report.html (one self-contained page: inline SVG plots and downsampled
+PNG thumbnails, no external URL, readable offline)."""
+
+from __future__ import annotations
+
+import base64
+import html
+import importlib.metadata
+import io
+import json
+import platform
+import xml.etree.ElementTree as ElementTree
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from convscope.audit.engine import AuditResult, CheckOutcome
+
+SCHEMA = "convscope.audit/1"
+PACKAGES = ("convscope", "onnx", "onnxruntime-gpu", "onnxruntime", "numpy", "scipy", "pillow", "grpcio", "protobuf")
+THUMBNAIL_PIXELS = 64
+
+
+def versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for package in PACKAGES:
+        try:
+            found[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def report_dict(result: AuditResult, *, source: str, model_path: str = "") -> dict[str, Any]:
+    record = result.record
+    return {
+        "schema": SCHEMA,
+        "passed": result.passed,
+        "model": {"id": record.id, "sha256": record.id, "name": record.name, "path": model_path,
+                  "classes": int(np.prod(record.outputs[0].shape[1:])), "labels": list(record.labels)},
+        "dataset": {"source": source, "images": len(result.items)},
+        "config": result.config,
+        "versions": versions(),
+        # Nothing in these checks draws random numbers; checks that do record their seed in the config.
+        "seeds": {check: settings["seed"] for check, settings in result.config.items() if "seed" in settings},
+        "seconds": result.seconds,
+        "checks": {check.name: {"status": check.status, "message": check.message, "seconds": check.seconds,
+                                "figures": check.figures,
+                                "thumbnails": {caption: [_row_ref(result, i) for i in indices]
+                                               for caption, indices in check.thumbnails.items()}}
+                   for check in result.checks},
+    }
+
+
+def _row_ref(result: AuditResult, index: int) -> dict[str, Any]:
+    item = result.items[index]
+    labels = result.record.labels
+    name = (lambda c: labels[c] if 0 <= c < len(labels) else str(c))
+    return {"row": item.row, "path": str(item.path), "label": name(item.label), "predicted": name(int(result.predictions[index, 0]))}
+
+
+def junit_xml(result: AuditResult) -> bytes:
+    """One testcase per check: a failure names the figure and its threshold, a crashed check is an error."""
+    failures = sum(check.status == "failed" for check in result.checks)
+    errors = sum(check.status == "error" for check in result.checks)
+    skipped = sum(check.status == "disabled" for check in result.checks)
+    suite = ElementTree.Element("testsuite", name="convscope.audit", tests=str(len(result.checks)), failures=str(failures),
+                                errors=str(errors), skipped=str(skipped), time=f"{result.seconds:.3f}")
+    for check in result.checks:
+        case = ElementTree.SubElement(suite, "testcase", classname="convscope.audit", name=check.name, time=f"{check.seconds:.3f}")
+        if check.status == "failed":
+            ElementTree.SubElement(case, "failure", message=check.message, type="threshold").text = check.message
+        elif check.status == "error":
+            ElementTree.SubElement(case, "error", message=check.message, type="check_error").text = check.figures.get("traceback", "")
+        elif check.status == "disabled":
+            ElementTree.SubElement(case, "skipped", message=check.message)
+        else:
+            ElementTree.SubElement(case, "system-out").text = check.message
+    suites = ElementTree.Element("testsuites", name="convscope audit")
+    suites.append(suite)
+    return ElementTree.tostring(suites, encoding="utf-8", xml_declaration=True)
+
+
+# ---------------------------------------------------------------------------------- HTML
+
+
+def thumbnail(path: Path) -> str:
+    """A data: URL of the image shrunk to at most THUMBNAIL_PIXELS a side (nearest: small digits stay crisp)."""
+    with Image.open(path) as image:
+        picture = image.convert("RGB")
+    scale = THUMBNAIL_PIXELS / max(picture.size)
+    resample = Image.Resampling.NEAREST if scale >= 1 else Image.Resampling.LANCZOS
+    picture = picture.resize((max(1, round(picture.width * scale)), max(1, round(picture.height * scale))), resample)
+    return png_url(picture)
+
+
+def png_url(picture: Image.Image | bytes) -> str:
+    if isinstance(picture, Image.Image):
+        buffer = io.BytesIO()
+        picture.save(buffer, format="PNG", optimize=True)
+        picture = buffer.getvalue()
+    return "data:image/png;base64," + base64.b64encode(picture).decode("ascii")
+
+
+def bar_chart(title: str, names: Sequence[str], values: Sequence[float], *, lines: Sequence[tuple[str, float]] = (),
+              intervals: Sequence[Sequence[float]] | None = None, highlight: Sequence[bool] = ()) -> str:
+    """An inline SVG bar chart of error rates, with labelled horizontal reference lines."""
+    width, height, left, bottom, top = max(360, 60 + 46 * len(values)), 230, 48, 60, 28
+    ceiling = max([*values, *(value for _, value in lines), *((high for _, high in intervals) if intervals else []), 0.05]) * 1.15
+    y = (lambda value: top + (height - top - bottom) * (1 - value / ceiling))
+    step = (width - left - 10) / max(1, len(values))
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img">',
+             f'<title>{html.escape(title)}</title><text x="{left}" y="16" class="t">{html.escape(title)}</text>',
+             f'<line x1="{left}" y1="{y(0)}" x2="{width - 10}" y2="{y(0)}" stroke="#333"/>']
+    for tick in np.linspace(0, ceiling, 5):
+        parts.append(f'<text x="{left - 4}" y="{y(tick) + 4}" text-anchor="end" class="a">{tick:.0%}</text>')
+    for i, (name, value) in enumerate(zip(names, values)):
+        x = left + i * step + step * 0.15
+        colour = "#c0392b" if i < len(highlight) and highlight[i] else "#4a78b5"
+        parts.append(f'<rect x="{x:.1f}" y="{y(value):.1f}" width="{step * 0.7:.1f}" height="{y(0) - y(value):.1f}" fill="{colour}">'
+                     f'<title>{html.escape(name)}: {value:.2%}</title></rect>')
+        if intervals:
+            low, high = intervals[i]
+            centre = x + step * 0.35
+            parts.append(f'<line x1="{centre:.1f}" y1="{y(low):.1f}" x2="{centre:.1f}" y2="{y(high):.1f}" stroke="#111"/>')
+        parts.append(f'<text transform="translate({x + step * 0.35:.1f},{y(0) + 10}) rotate(35)" class="a">{html.escape(name)}</text>')
+    for label, value in lines:
+        parts.append(f'<line x1="{left}" y1="{y(value):.1f}" x2="{width - 10}" y2="{y(value):.1f}" stroke="#e67e22" stroke-dasharray="5,3"/>'
+                     f'<text x="{width - 12}" y="{y(value) - 3:.1f}" text-anchor="end" class="a">{html.escape(label)} {value:.1%}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(_cell(v))}</td>" for v in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _cell(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def _thumbnails(result: AuditResult, check: CheckOutcome) -> str:
+    parts = []
+    for caption, indices in check.thumbnails.items():
+        if not indices:
+            continue
+        figures = "".join(
+            f'<figure><img src="{thumbnail(result.items[i].path)}" alt="row {ref["row"]}">'
+            f'<figcaption>row {ref["row"]}<br>{html.escape(ref["label"])} → {html.escape(ref["predicted"])}</figcaption></figure>'
+            for i, ref in ((i, _row_ref(result, i)) for i in indices)
+        )
+        parts.append(f"<h3>{html.escape(caption)}</h3><div class=thumbs>{figures}</div>")
+    parts += [f'<h3>{html.escape(caption)}</h3><img class=plot src="{png_url(png)}" alt="{html.escape(caption)}">'
+              for caption, png in check.pictures.items() if png]
+    return "".join(parts)
+
+
+def _accuracy_body(figures: dict[str, Any]) -> str:
+    rows = [[key, figures[f"{key}_error"], f"{figures[f'{key}_interval'][0]:.4f} – {figures[f'{key}_interval'][1]:.4f}"]
+            for key in ("top1", "top5") if f"{key}_error" in figures]
+    per_class = figures["per_class"]
+    chart = bar_chart("error per class (bars: Wilson interval)", [c["label"] for c in per_class], [c["error"] for c in per_class],
+                      intervals=[c["interval"] for c in per_class], lines=[("overall top-1", figures["top1_error"])])
+    confused = _table(["true", "predicted", "images"], [[p["true"], p["predicted"], p["count"]] for p in figures["confused_pairs"]])
+    level = f"{figures['confidence']:.0%}"
+    return (_table(["error", "rate", f"{level} interval"], rows) + chart + "<h3>most confused pairs</h3>" + confused)
+
+
+def _attributes_body(figures: dict[str, Any]) -> str:
+    parts = []
+    for attribute in figures["attributes"]:
+        rows = [row for row in figures["slices"] if row["attribute"] == attribute]
+        if not rows:
+            continue
+        parts.append(bar_chart(f"error by {attribute}", [f"{r['slice']} n={r['images']}" for r in rows], [r["error"] for r in rows],
+                               lines=[("whole set", figures["overall_error"])], highlight=[r["failed"] for r in rows]))
+    flagged = [[r["attribute"], r["slice"], r["images"], r["error"], r["p_value"]] for r in figures["slices"] if r["significant"]]
+    table = _table(["attribute", "slice", "images", "error", "p"], flagged) if flagged else "<p>No slice errs significantly more than the whole set.</p>"
+    return "<div class=plots>" + "".join(parts) + "</div><h3>slices Benjamini–Hochberg flags</h3>" + table
+
+
+def _dead_body(figures: dict[str, Any]) -> str:
+    return _table(["layer", "channels", "dead share", "dead channels"],
+                  [[l["layer"], l["channels"], l["dead_share"], ", ".join(map(str, l["dead"])) or "—"] for l in figures["layers"]])
+
+
+def _smoothness_body(figures: dict[str, Any]) -> str:
+    return f"<p>{html.escape(figures.get('layer', ''))}: mean smoothness {figures.get('mean_smoothness', float('nan')):.3f}</p>" if figures else ""
+
+
+BODIES = {"accuracy": _accuracy_body, "attributes": _attributes_body, "dead_filters": _dead_body, "filter_smoothness": _smoothness_body}
+TITLES = {"accuracy": "Accuracy", "attributes": "Error by image attribute", "dead_filters": "Dead filters",
+          "filter_smoothness": "First-layer filter smoothness"}
+STYLE = """body{font:14px system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}
+table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:2px 8px;text-align:left}
+.passed{color:#1e8449}.failed,.error{color:#c0392b;font-weight:bold}.disabled{color:#888}
+.thumbs{display:flex;flex-wrap:wrap;gap:6px}figure{margin:0;text-align:center;font-size:11px}
+svg .t{font-size:13px;font-weight:bold}svg .a{font-size:10px}.plots{display:flex;flex-wrap:wrap;gap:12px}
+img{image-rendering:pixelated}img.plot{max-width:100%}"""
+
+
+def report_html(result: AuditResult, report: dict[str, Any]) -> str:
+    verdict = "PASSED" if result.passed else "FAILED"
+    summary = _table(["check", "status", "message", "seconds"],
+                     [[c.name, c.status, c.message, round(c.seconds, 2)] for c in result.checks])
+    sections = []
+    for check in result.checks:
+        body = "" if check.crashed or check.status == "disabled" else BODIES[check.name](check.figures)
+        sections.append(f'<section id="{check.name}"><h2>{TITLES[check.name]} <span class="{check.status}">{check.status}</span></h2>'
+                        f"<p>{html.escape(check.message)}</p>{body}{_thumbnails(result, check)}</section>")
+    model = report["model"]
+    return (f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>convscope audit: {html.escape(model['name'])}</title>"
+            f"<style>{STYLE}</style></head><body><h1>convscope audit: {html.escape(model['name'])} — "
+            f'<span class="{"passed" if result.passed else "failed"}">{verdict}</span></h1>'
+            f"<p>model sha256 <code>{model['sha256']}</code>; {report['dataset']['images']} images from "
+            f"<code>{html.escape(report['dataset']['source'])}</code>; {result.seconds:.1f} s</p>"
+            f"<section id=summary><h2>Summary</h2>{summary}</section>{''.join(sections)}</body></html>")
+
+
+def write(out: Path, result: AuditResult, *, source: str, model_path: str = "") -> dict[str, Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    report = report_dict(result, source=source, model_path=model_path)
+    paths = {"json": out / "report.json", "junit": out / "junit.xml", "html": out / "report.html"}
+    paths["json"].write_text(json.dumps(report, indent=1, default=_json_default))
+    paths["junit"].write_bytes(junit_xml(result))
+    paths["html"].write_text(report_html(result, report))
+    return paths
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON")

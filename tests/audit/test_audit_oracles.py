@@ -1,0 +1,132 @@
+"""Each audit figure against an independent computation: onnxruntime run directly, scipy's
+intervals and false-discovery control, numpy quantiles, and a brute-force dead-filter count."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from scipy import stats
+
+from convscope.audit import attributes, config, engine
+from convscope.audit.dataset import read_dataset
+from convscope.audit.stats import benjamini_hochberg, wilson_interval
+from convscope.cli import main
+from convscope.core import Convscope
+from tests.audit.conftest import DIGITS_MODEL
+from tests.digits import digits, tensors
+
+
+def run(tmp_path: Path, model: Path, data: Path, settings: dict[str, dict[str, object]] | None = None) -> engine.AuditResult:
+    core = Convscope(tmp_path / "store")
+    try:
+        record = core.upload([("", model.read_bytes())])
+        items = read_dataset(data, record.labels, 10)
+        events = list(engine.run_audit(core, record.id, items, config.resolve(settings)))
+    finally:
+        core.close()
+    assert isinstance(events[-1], engine.AuditResult)
+    return events[-1]
+
+
+def session_scores(model: bytes, batch: np.ndarray, outputs: list[str] | None = None) -> list[np.ndarray]:
+    session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    return session.run(outputs, {session.get_inputs()[0].name: batch})
+
+
+def test_accuracy_and_intervals_match_a_direct_computation(tmp_path: Path, digits_folder: Path) -> None:
+    result = run(tmp_path, DIGITS_MODEL, digits_folder)
+    figures = next(c for c in result.checks if c.name == "accuracy").figures
+    # The folder walk orders images by class, then file name: rebuild that order from the split.
+    _, _, test_x, test_y = digits()
+    order = np.concatenate([np.flatnonzero(test_y == c) for c in range(10)])
+    (logits,) = session_scores(DIGITS_MODEL.read_bytes(), tensors(test_x[order]))
+    labels = test_y[order]
+    top5 = np.argsort(-logits, axis=1)[:, :5]
+    top1_errors = int((top5[:, 0] != labels).sum())
+    top5_errors = int((top5 != labels[:, None]).all(axis=1).sum())
+    assert figures["top1_errors"] == top1_errors and figures["top5_errors"] == top5_errors
+    for key, errors in (("top1", top1_errors), ("top5", top5_errors)):
+        ci = stats.binomtest(errors, len(labels)).proportion_ci(confidence_level=0.95, method="wilson")
+        np.testing.assert_allclose(figures[f"{key}_interval"], [ci.low, ci.high], rtol=1e-9, atol=1e-12)
+    for row in figures["per_class"]:
+        members = labels == row["class"]
+        assert row["error"] == pytest.approx(float((top5[members, 0] != row["class"]).mean()))
+    confusion = np.zeros((10, 10), int)
+    np.add.at(confusion, (labels, top5[:, 0]), 1)
+    np.fill_diagonal(confusion, 0)
+    assert figures["confused_pairs"][0]["count"] == confusion.max()
+
+
+@pytest.mark.parametrize("errors,total", [(0, 50), (3, 600), (50, 100), (100, 100)])
+def test_wilson_interval_matches_scipy(errors: int, total: int) -> None:
+    ci = stats.binomtest(errors, total).proportion_ci(confidence_level=0.9, method="wilson")
+    np.testing.assert_allclose(wilson_interval(errors, total, 0.9), [ci.low, ci.high], atol=1e-12)
+
+
+def test_benjamini_hochberg_matches_scipy() -> None:
+    p = np.random.default_rng(0).uniform(0, 0.2, 40) ** 2
+    adjusted = stats.false_discovery_control(p, method="bh")
+    np.testing.assert_array_equal(benjamini_hochberg(p, 0.05), adjusted <= 0.05)
+
+
+def test_attribute_bins_match_numpy() -> None:
+    values = np.random.default_rng(1).normal(size=203)
+    values[5] = np.nan
+    slices = engine.slices_of(values, 4)
+    edges = np.quantile(values[~np.isnan(values)], [0, 0.25, 0.5, 0.75, 1])
+    expected = [((values >= lo) & (values < hi)) | ((values == hi) & (i == 3)) for i, (lo, hi) in enumerate(zip(edges, edges[1:]))]
+    assert len(slices) == 4
+    for (_, members), want in zip(slices, expected):
+        np.testing.assert_array_equal(members, want)
+    assert sum(members.sum() for _, members in slices) == 202
+
+
+def test_computed_attributes_match_numpy() -> None:
+    picture = np.random.default_rng(2).integers(0, 256, (12, 9, 3), dtype=np.uint8)
+    measured = attributes.measure(picture)
+    rgb = picture.astype(np.float64)
+    luma = (0.299 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2]) / 255
+    assert measured["brightness"] == pytest.approx(luma.mean(), rel=1e-5)
+    assert measured["contrast"] == pytest.approx(luma.std(), rel=1e-5)
+    from scipy import ndimage
+
+    laplacian = ndimage.laplace(luma)[1:-1, 1:-1]
+    assert measured["sharpness"] == pytest.approx(laplacian.var(), rel=1e-4)
+
+
+def test_a_slice_with_many_more_errors_fails_and_chance_does_not() -> None:
+    rng = np.random.default_rng(3)
+    wrong = rng.random(800) < 0.05
+    signal = rng.uniform(size=800)
+    wrong[signal > 0.75] = rng.random((signal > 0.75).sum()) < 0.5  # the top quartile errs at 50 %
+    noise = rng.uniform(size=800)
+    settings = config.resolve()["attributes"]
+    outcome = engine.attribute_slices(wrong, {"signal": signal, "noise": noise}, settings)
+    failed = [(row["attribute"], row["slice"]) for row in outcome.figures["slices"] if row["failed"]]
+    assert outcome.status == "failed" and len(failed) == 1 and failed[0][0] == "signal" and failed[0][1].endswith("]")
+
+
+def test_dead_filters_match_brute_force(tmp_path: Path, digits_folder: Path) -> None:
+    model = onnx.load(str(DIGITS_MODEL))
+    # Kill three channels of the first convolution: a bias far below any input's reach.
+    bias = next(init for init in model.graph.initializer if init.name == model.graph.node[0].input[2])
+    values = onnx.numpy_helper.to_array(bias).copy()
+    values[[1, 5, 9]] = -1e3
+    bias.CopyFrom(onnx.numpy_helper.from_array(values, bias.name))
+    relus = [node.output[0] for node in model.graph.node if node.op_type == "Relu"]
+    path = tmp_path / "dead.onnx"
+    onnx.save(model, str(path))
+    result = run(tmp_path, path, digits_folder)
+    layers = {row["layer"]: row["dead"] for row in next(c for c in result.checks if c.name == "dead_filters").figures["layers"]}
+    model.graph.output.extend(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None) for name in relus)
+    _, _, test_x, _ = digits()
+    exposed = session_scores(model.SerializeToString(), tensors(test_x), relus)
+    brute = {name: np.flatnonzero((value == 0).all(axis=(0, *range(2, value.ndim)))).tolist() for name, value in zip(relus, exposed)}
+    assert layers == brute
+    assert {1, 5, 9} <= set(brute[relus[0]])
+    json.dumps(result.checks[2].figures)  # the figures are what report.json holds
