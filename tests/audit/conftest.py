@@ -3,6 +3,8 @@ written as PNGs in one sub-folder per class."""
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,3 +22,24 @@ def digits_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for label in range(10):
         write_pngs(root / str(label), test_x[test_y == label])
     return root
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Iterator[object]:
+    """Headless Debian Chromium driven by playwright (which downloads no browser of its own here)."""
+    executable = shutil.which("chromium") or shutil.which("chromium-browser")
+    if executable is None:
+        pytest.skip("no chromium on PATH: scripts/test.sh installs Debian's package where apt-get can run")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is in the test extra")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
+        yield browser
+        browser.close()
+
+
+def offline_page(browser: object, requests: list[str]) -> object:
+    """A page that records every request it makes and lets none leave the machine."""
+    page = browser.new_page()  # type: ignore[attr-defined]
+    page.on("request", lambda request: requests.append(request.url))
+    page.route("http*://**", lambda route: route.abort())
+    return page

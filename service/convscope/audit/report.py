@@ -107,9 +107,12 @@ def png_url(picture: Image.Image | bytes) -> str:
 
 
 def bar_chart(title: str, names: Sequence[str], values: Sequence[float], *, lines: Sequence[tuple[str, float]] = (),
-              intervals: Sequence[Sequence[float]] | None = None, highlight: Sequence[bool] = ()) -> str:
-    """An inline SVG bar chart of error rates, with labelled horizontal reference lines."""
-    width, height, left, bottom, top = max(360, 60 + 46 * len(values)), 230, 48, 60, 28
+              intervals: Sequence[Sequence[float]] | None = None, highlight: Sequence[bool] = (),
+              notes: Sequence[str] = ()) -> str:
+    """An inline SVG bar chart of error rates, with labelled horizontal reference lines; ``notes``
+    go on a second line under each bar's name (slice sizes)."""
+    bar_width = 96 if notes else 46
+    width, height, left, bottom, top = max(360, 60 + bar_width * len(values)), 230, 48, 40, 28
     ceiling = max([*values, *(value for _, value in lines), *((high for _, high in intervals) if intervals else []), 0.05]) * 1.15
     y = (lambda value: top + (height - top - bottom) * (1 - value / ceiling))
     step = (width - left - 10) / max(1, len(values))
@@ -117,17 +120,19 @@ def bar_chart(title: str, names: Sequence[str], values: Sequence[float], *, line
              f'<title>{html.escape(title)}</title><text x="{left}" y="16" class="t">{html.escape(title)}</text>',
              f'<line x1="{left}" y1="{y(0)}" x2="{width - 10}" y2="{y(0)}" stroke="#333"/>']
     for tick in np.linspace(0, ceiling, 5):
-        parts.append(f'<text x="{left - 4}" y="{y(tick) + 4}" text-anchor="end" class="a">{tick:.0%}</text>')
+        parts.append(f'<text x="{left - 4}" y="{y(tick) + 4}" text-anchor="end" class="a">{tick:.1%}</text>')
     for i, (name, value) in enumerate(zip(names, values)):
         x = left + i * step + step * 0.15
         colour = "#c0392b" if i < len(highlight) and highlight[i] else "#4a78b5"
         parts.append(f'<rect x="{x:.1f}" y="{y(value):.1f}" width="{step * 0.7:.1f}" height="{y(0) - y(value):.1f}" fill="{colour}">'
                      f'<title>{html.escape(name)}: {value:.2%}</title></rect>')
+        centre = x + step * 0.35
         if intervals:
             low, high = intervals[i]
-            centre = x + step * 0.35
             parts.append(f'<line x1="{centre:.1f}" y1="{y(low):.1f}" x2="{centre:.1f}" y2="{y(high):.1f}" stroke="#111"/>')
-        parts.append(f'<text transform="translate({x + step * 0.35:.1f},{y(0) + 10}) rotate(35)" class="a">{html.escape(name)}</text>')
+        parts.append(f'<text x="{centre:.1f}" y="{y(0) + 13}" text-anchor="middle" class="a">{html.escape(name)}</text>')
+        if i < len(notes):
+            parts.append(f'<text x="{centre:.1f}" y="{y(0) + 25}" text-anchor="middle" class="a">{html.escape(notes[i])}</text>')
     for label, value in lines:
         parts.append(f'<line x1="{left}" y1="{y(value):.1f}" x2="{width - 10}" y2="{y(value):.1f}" stroke="#e67e22" stroke-dasharray="5,3"/>'
                      f'<text x="{width - 12}" y="{y(value) - 3:.1f}" text-anchor="end" class="a">{html.escape(label)} {value:.1%}</text>')
@@ -178,8 +183,9 @@ def _attributes_body(figures: dict[str, Any]) -> str:
         rows = [row for row in figures["slices"] if row["attribute"] == attribute]
         if not rows:
             continue
-        parts.append(bar_chart(f"error by {attribute}", [f"{r['slice']} n={r['images']}" for r in rows], [r["error"] for r in rows],
-                               lines=[("whole set", figures["overall_error"])], highlight=[r["failed"] for r in rows]))
+        parts.append(bar_chart(f"error by {attribute}", [r["slice"] for r in rows], [r["error"] for r in rows],
+                               lines=[("whole set", figures["overall_error"])], highlight=[r["failed"] for r in rows],
+                               notes=[f"n={r['images']}" for r in rows]))
     flagged = [[r["attribute"], r["slice"], r["images"], r["error"], r["p_value"]] for r in figures["slices"] if r["significant"]]
     table = _table(["attribute", "slice", "images", "error", "p"], flagged) if flagged else "<p>No slice errs significantly more than the whole set.</p>"
     return "<div class=plots>" + "".join(parts) + "</div><h3>slices Benjamini–Hochberg flags</h3>" + table
@@ -202,13 +208,13 @@ table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding
 .passed{color:#1e8449}.failed,.error{color:#c0392b;font-weight:bold}.disabled{color:#888}
 .thumbs{display:flex;flex-wrap:wrap;gap:6px}figure{margin:0;text-align:center;font-size:11px}
 svg .t{font-size:13px;font-weight:bold}svg .a{font-size:10px}.plots{display:flex;flex-wrap:wrap;gap:12px}
-img{image-rendering:pixelated}img.plot{max-width:100%}"""
+img{image-rendering:pixelated}img.plot{min-width:240px;max-width:100%}"""
 
 
 def report_html(result: AuditResult, report: dict[str, Any]) -> str:
     verdict = "PASSED" if result.passed else "FAILED"
-    summary = _table(["check", "status", "message", "seconds"],
-                     [[c.name, c.status, c.message, round(c.seconds, 2)] for c in result.checks])
+    summary = _table(["check", "status", "message", "time"],
+                     [[c.name, c.status, c.message, f"{c.seconds * 1000:.0f} ms"] for c in result.checks])
     sections = []
     for check in result.checks:
         body = "" if check.crashed or check.status == "disabled" else BODIES[check.name](check.figures)
