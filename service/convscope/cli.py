@@ -74,9 +74,14 @@ def main(argv: list[str] | None = None) -> int:
         from convscope.audit.cli import main as audit
 
         return audit(argv[1:])
+    if argv[:1] == ["label"]:
+        from convscope.audit.labelling import main as label
+
+        return label(argv[1:])
     return client_cli.main(argv, prog="convscope", extra_commands={
         "serve": "run the server (convscope serve --help)",
         "audit": "check a model on labelled data for CI: report.json, junit.xml, report.html (convscope audit --help)",
+        "label": "a local page for people to label images; writes the CSV audit --human reads (convscope label --help)",
     })
 
 

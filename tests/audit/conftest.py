@@ -37,9 +37,10 @@ def chromium() -> Iterator[object]:
         browser.close()
 
 
-def offline_page(browser: object, requests: list[str]) -> object:
-    """A page that records every request it makes and lets none leave the machine."""
+def offline_page(browser: object, requests: list[str], allow: str = "") -> object:
+    """A page that records every request it makes and refuses every one over the network,
+    except to ``allow`` (a local server's URL prefix)."""
     page = browser.new_page()  # type: ignore[attr-defined]
     page.on("request", lambda request: requests.append(request.url))
-    page.route("http*://**", lambda route: route.abort())
+    page.route("http*://**", lambda route: route.continue_() if allow and route.request.url.startswith(allow) else route.abort())
     return page

@@ -120,3 +120,23 @@ def test_a_disabled_check_is_skipped(tmp_path: Path, digits_folder: Path) -> Non
     code, out = audit(tmp_path, digits_folder, SENSIBLE + "[filter_smoothness]\nenabled = false\n")
     assert code == 0
     assert [type(r).__name__ for r in cases(out)["filter_smoothness"]] == ["Skipped"]
+
+
+def test_human_labels_are_compared_on_the_same_images(tmp_path: Path, digits_folder: Path) -> None:
+    files = sorted(digits_folder.rglob("*.png"))[::5]
+    rows = ["path,labeller,top1,top2,top3,top4,top5"]
+    wrong = set(range(0, len(files), 10))  # the person misses every tenth image, top-1 and top-5
+    for index, path in enumerate(files):
+        truth = int(path.parent.name)
+        guess = (truth + 1) % 10 if index in wrong else truth
+        rows.append(f"{path},ann,{guess},,,,")
+    (tmp_path / "human.csv").write_text("\n".join(rows) + "\n")
+    code, out = audit(tmp_path, digits_folder, SENSIBLE, "--human", str(tmp_path / "human.csv"))
+    assert code == 0
+    report = json.loads((out / "report.json").read_text())
+    (person,) = report["checks"]["accuracy"]["figures"]["human"]
+    assert person["images"] == len(files)
+    assert person["human_top5_error"] == pytest.approx(len(wrong) / len(files))
+    assert "one trained person, 1,500 ILSVRC images" in (out / "report.html").read_text()
+    (tmp_path / "human.csv").write_text(rows[0] + "\n/nowhere/x.png,ann,3,,,,\n")
+    assert audit(tmp_path, digits_folder, SENSIBLE, "--human", str(tmp_path / "human.csv"))[0] == 2

@@ -28,6 +28,7 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("model", type=Path, help="an .onnx file (preprocessing and labels from its convscope.* metadata)")
     parser.add_argument("--data", type=Path, required=True, help="a folder of class sub-folders, or a CSV path,label[,attributes…]")
     parser.add_argument("--labels", type=Path, help="a CSV path,label[,attributes…] labelling the images under --data")
+    parser.add_argument("--human", type=Path, help="a CSV path,labeller,top1…top5 of people's labels (`convscope label` writes it)")
     parser.add_argument("--config", type=Path, help="audit.toml with thresholds (default: the documented defaults)")
     parser.add_argument("--out", type=Path, default=Path("audit-out"), help="where the reports are written")
     return parser
@@ -46,13 +47,14 @@ def main(argv: list[str]) -> int:
     from convscope.audit import report
     from convscope.audit.dataset import read_dataset
     from convscope.audit.engine import AuditResult, run_audit
+    from convscope.audit.human import read_human
     from convscope.core import Convscope
     from convscope.errors import ConvscopeError, InvalidArgument
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         config = audit_config.load(args.config)
-        for path in (args.model, args.data, *([args.labels] if args.labels else [])):
+        for path in (args.model, args.data, *(path for path in (args.labels, args.human) if path)):
             if not path.exists():
                 raise InvalidArgument(f"no such file: {path}")
         with tempfile.TemporaryDirectory(prefix="convscope-audit-") as store:
@@ -61,9 +63,10 @@ def main(argv: list[str]) -> int:
                 record = core.upload(_chunks(args.model), name=args.model.stem)
                 classes = int(record.outputs[0].shape[-1])
                 items = read_dataset(args.data, record.labels, classes, args.labels)
+                human = read_human(args.human, items, record.labels, classes) if args.human else []
                 bar = JobProgressBar()
                 try:
-                    for event in run_audit(core, record.id, items, config):
+                    for event in run_audit(core, record.id, items, config, human=human):
                         if isinstance(event, AuditResult):
                             result = event
                         else:

@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 
 from convscope.audit import attributes as image_attributes
-from convscope.audit.dataset import AuditItem, rows_message, encoded_items
+from convscope.audit.dataset import AuditItem, encoded_items, rows_message
+from convscope.audit.human import HumanLabels, compare
 from convscope.audit.stats import benjamini_hochberg, excess_error_p_value, wilson_interval
 from convscope.core import Convscope
 from convscope.errors import InvalidArgument
@@ -104,6 +105,7 @@ def run_audit(
     items: Sequence[AuditItem],
     config: dict[str, dict[str, Any]],
     *,
+    human: Sequence[HumanLabels] = (),
     cancelled: threading.Event | None = None,
 ) -> Iterator[Progress | AuditResult]:
     """Progress of the shared pass, then the result with every check's outcome.  An unreadable
@@ -124,7 +126,7 @@ def run_audit(
         raise InvalidArgument(rows_message("images could not be read", rows))
     labels = np.array([item.label for item in items])
     checks = [
-        _run_check("accuracy", config, lambda c: accuracy(shared.top, labels, record.labels, c)),
+        _run_check("accuracy", config, lambda c: accuracy(shared.top, labels, record.labels, c, human)),
         _run_check("attributes", config, lambda c: attribute_slices(shared.top[:, 0] != labels, _attributes(shared, items, sizes), c)),
         _run_check("dead_filters", config, lambda c: dead_filters(shared.dead, c)),
         _run_check("filter_smoothness", config, lambda c: filter_smoothness(core, record, c)),
@@ -159,8 +161,11 @@ def _verdict(name: str, failures: list[str], passed_message: str, figures: dict[
 # ---------------------------------------------------------------------------------- accuracy
 
 
-def accuracy(top: np.ndarray, labels: np.ndarray, names: Sequence[str], settings: dict[str, Any]) -> CheckOutcome:
-    """Top-1/top-5 error with Wilson intervals, per-class error, the most confused pairs."""
+def accuracy(
+    top: np.ndarray, labels: np.ndarray, names: Sequence[str], settings: dict[str, Any], human: Sequence[HumanLabels] = ()
+) -> CheckOutcome:
+    """Top-1/top-5 error with Wilson intervals, per-class error, the most confused pairs; with
+    human labels, model and people compared on the same images."""
     total = len(labels)
     level = settings["confidence"]
     figures: dict[str, Any] = {"images": total, "confidence": level}
@@ -196,9 +201,12 @@ def accuracy(top: np.ndarray, labels: np.ndarray, names: Sequence[str], settings
         {"true": name(int(t)), "predicted": name(int(p)), "count": int(off[t, p])}
         for t, p in zip(*np.unravel_index(pairs, off.shape)) if off[t, p]
     ]
-    wrong = np.flatnonzero(predicted != labels)[:THUMBNAILS].tolist()
+    thumbnails = {"misclassified": np.flatnonzero(predicted != labels).tolist()}
+    if human:
+        figures["human"], against = compare(top, labels, human)
+        thumbnails.update(against)
     return _verdict("accuracy", failures, f"top-1 error {figures['top1_error']:.4f}", figures,
-                    thumbnails={"misclassified": wrong})
+                    thumbnails={caption: shown[:THUMBNAILS] for caption, shown in thumbnails.items()})
 
 
 # ---------------------------------------------------------------------------------- attributes

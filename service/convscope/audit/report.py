@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from convscope.audit.engine import AuditResult, CheckOutcome
+from convscope.audit.human import REFERENCE_NOTE, REFERENCE_TOP5_ERROR
 
 SCHEMA = "convscope.audit/1"
 PACKAGES = ("convscope", "onnx", "onnxruntime-gpu", "onnxruntime", "numpy", "scipy", "pillow", "grpcio", "protobuf")
@@ -174,7 +175,20 @@ def _accuracy_body(figures: dict[str, Any]) -> str:
                       intervals=[c["interval"] for c in per_class], lines=[("overall top-1", figures["top1_error"])])
     confused = _table(["true", "predicted", "images"], [[p["true"], p["predicted"], p["count"]] for p in figures["confused_pairs"]])
     level = f"{figures['confidence']:.0%}"
-    return (_table(["error", "rate", f"{level} interval"], rows) + chart + "<h3>most confused pairs</h3>" + confused)
+    return (_table(["error", "rate", f"{level} interval"], rows) + chart + "<h3>most confused pairs</h3>" + confused
+            + _human_body(figures.get("human", [])))
+
+
+def _human_body(people: Sequence[dict[str, Any]]) -> str:
+    if not people:
+        return ""
+    names = [name for person in people for name in (f"model vs {person['labeller']}", person["labeller"])]
+    errors = [error for person in people for error in (person["model_top5_error"], person["human_top5_error"])]
+    chart = bar_chart("top-5 error on the same images", names, errors, notes=[f"n={p['images']}" for p in people for _ in (0, 1)],
+                      lines=[(REFERENCE_NOTE, REFERENCE_TOP5_ERROR)])
+    keys = ["labeller", "images", "model_top1_error", "human_top1_error", "model_top5_error", "human_top5_error",
+            "top1_agreement", "only_model_right", "only_human_right"]
+    return "<h3>model and people on the same images</h3>" + _table(keys, [[p[k] for k in keys] for p in people]) + chart
 
 
 def _attributes_body(figures: dict[str, Any]) -> str:
