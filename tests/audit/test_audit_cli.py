@@ -20,6 +20,8 @@ max_top1_error = 0.10
 max_top5_error = 0.02
 [attributes]
 max_excess_error = 0.15
+[explanation_sanity]
+methods = ["gradient", "grad_cam", "smoothgrad"]  # guided backprop and IG fail it, as Adebayo et al. found
 """
 STRICT = """
 [accuracy]
@@ -45,7 +47,7 @@ def test_sensible_config_passes(tmp_path: Path, digits_folder: Path) -> None:
     code, out = audit(tmp_path, digits_folder, SENSIBLE)
     assert code == 0
     results = cases(out)
-    assert set(results) == {"accuracy", "attributes", "dead_filters", "filter_smoothness"}
+    assert set(results) == {"accuracy", "attributes", "dead_filters", "filter_smoothness", "explanation_sanity", "explanation_faithfulness"}
     assert all(result == [] for result in results.values())  # no failure, error or skip
     report = json.loads((out / "report.json").read_text())
     assert report["schema"] == "convscope.audit/1" and report["passed"] is True

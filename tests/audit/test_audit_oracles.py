@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from scipy import stats
+from scipy import ndimage, stats
 
 from convscope.audit import attributes, config, engine
 from convscope.audit.dataset import read_dataset
@@ -93,8 +93,6 @@ def test_computed_attributes_match_numpy() -> None:
     luma = (0.299 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2]) / 255
     assert measured["brightness"] == pytest.approx(luma.mean(), rel=1e-5)
     assert measured["contrast"] == pytest.approx(luma.std(), rel=1e-5)
-    from scipy import ndimage
-
     laplacian = ndimage.laplace(luma)[1:-1, 1:-1]
     assert measured["sharpness"] == pytest.approx(laplacian.var(), rel=1e-4)
 

@@ -13,6 +13,8 @@ from typing import Any
 
 from convscope.errors import InvalidArgument
 
+EXPLANATION_METHODS = ("gradient", "guided_backprop", "grad_cam", "integrated_gradients", "smoothgrad")
+
 # Each check: ``enabled``; ``allow_error`` (an error inside the check counts as passed, with the
 # error reported); and its thresholds.  Error rates and shares are fractions in [0, 1].
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -43,6 +45,31 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "allow_error": False,
         "min_mean_smoothness": 0.2,  # first convolution: mean spectral smoothness (white-noise 7×7 filters ≈ 0.2)
     },
+    "explanation_sanity": {
+        "enabled": True,
+        "allow_error": False,
+        "methods": list(EXPLANATION_METHODS),
+        "images": 8,  # evenly spaced over the dataset; each map explains the model's top-1 class
+        # A method passes when its maps change: the mean Spearman correlation of |maps| between the
+        # original and the cascade's randomized models, averaged over the cascade, stays below this.
+        "max_mean_rank_correlation": 0.5,
+        "ig_steps": 16,
+        "smoothgrad_samples": 10,
+        "seed": 0,
+    },
+    "explanation_faithfulness": {
+        "enabled": True,
+        "allow_error": False,
+        "methods": list(EXPLANATION_METHODS),
+        "images": 16,
+        "pixels_per_step": 0,  # 0: 1/64 of the image per step
+        "blur_sigma": 5.0,  # insertion starts from the image blurred with this σ (input pixels)
+        # A method fails when its insertion − deletion AUC does not beat a random map's by this margin.
+        "min_margin": 0.0,
+        "ig_steps": 16,
+        "smoothgrad_samples": 10,
+        "seed": 0,
+    },
 }
 
 
@@ -64,6 +91,9 @@ def resolve(overrides: dict[str, Any] | None = None) -> dict[str, dict[str, Any]
             default = config[check][key]
             if isinstance(default, bool) != isinstance(value, bool) or not isinstance(value, (type(default), int)):
                 raise ConfigError(f"{check}.{key} must be a {type(default).__name__}, not {value!r}")
+            if isinstance(default, list) and not set(value) <= set(EXPLANATION_METHODS):
+                raise ConfigError(f"{check}.{key}: unknown methods {sorted(set(value) - set(EXPLANATION_METHODS))}; "
+                                  f"choose from {list(EXPLANATION_METHODS)}")
             config[check][key] = type(default)(value)
     return config
 

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from convscope.audit import attributes as image_attributes
+from convscope.audit import sanity
 from convscope.audit.dataset import AuditItem, encoded_items, rows_message
 from convscope.audit.human import HumanLabels, compare
 from convscope.audit.stats import benjamini_hochberg, excess_error_p_value, wilson_interval
@@ -130,6 +131,8 @@ def run_audit(
         _run_check("attributes", config, lambda c: attribute_slices(shared.top[:, 0] != labels, _attributes(shared, items, sizes), c)),
         _run_check("dead_filters", config, lambda c: dead_filters(shared.dead, c)),
         _run_check("filter_smoothness", config, lambda c: filter_smoothness(core, record, c)),
+        _run_check("explanation_sanity", config, lambda c: explanation_sanity(core, record, items, shared.top[:, 0], c)),
+        _run_check("explanation_faithfulness", config, lambda c: explanation_faithfulness(core, record, items, shared.top[:, 0], c)),
     ]
     yield AuditResult(record, items, config, checks, shared.top, time.monotonic() - start)
 
@@ -307,3 +310,42 @@ def filter_smoothness(core: Convscope, record: ModelRecord, settings: dict[str, 
         f"{result.node}: mean_smoothness {mean:.3f} < min_mean_smoothness {settings['min_mean_smoothness']}"]
     return _verdict("filter_smoothness", failures, f"mean smoothness {mean:.3f}", figures,
                     pictures={f"filters of {result.node}": result.png})
+
+
+# ---------------------------------------------------------------------------------- explanations
+
+
+def explained_sample(core: Convscope, record: ModelRecord, items: Sequence[AuditItem], predicted: np.ndarray,
+                     count: int) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """``count`` images evenly spaced over the dataset, as one batch, with their top-1 classes."""
+    chosen = sorted(set(np.linspace(0, len(items) - 1, min(count, len(items))).round().astype(int).tolist()))
+    model_input = core.prepare(record, images=[items[i].path.read_bytes() for i in chosen])
+    return model_input.batch, predicted[chosen], chosen
+
+
+def explanation_sanity(core: Convscope, record: ModelRecord, items: Sequence[AuditItem], predicted: np.ndarray,
+                       settings: dict[str, Any]) -> CheckOutcome:
+    batch, targets, _ = explained_sample(core, record, items, predicted, settings["images"])
+    table = sanity.cascade(core, record, batch, targets, settings["methods"], settings)
+    limit = settings["max_mean_rank_correlation"]
+    summary, failures = {}, []
+    for method, steps in table.items():
+        mean = float(np.mean([step["spearman"] for step in steps])) if steps else float("nan")
+        summary[method] = mean
+        if not mean < limit:
+            failures.append(f"{method}: mean_rank_correlation {mean:.3f} >= max_mean_rank_correlation {limit} "
+                            "(its maps barely change when the weights are randomized)")
+    return _verdict("explanation_sanity", failures, "every method's maps change under randomization",
+                    {"images": len(batch), "mean_rank_correlation": summary, "max_mean_rank_correlation": limit, "cascade": table})
+
+
+def explanation_faithfulness(core: Convscope, record: ModelRecord, items: Sequence[AuditItem], predicted: np.ndarray,
+                             settings: dict[str, Any]) -> CheckOutcome:
+    batch, targets, _ = explained_sample(core, record, items, predicted, settings["images"])
+    table = sanity.faithfulness(core, record, batch, targets, settings["methods"], settings)
+    gap = {method: row["insertion_auc"] - row["deletion_auc"] for method, row in table.items()}
+    margin = settings["min_margin"]
+    failures = [f"{method}: insertion_auc - deletion_auc {gap[method]:.3f} does not beat a random map's "
+                f"{gap['random']:.3f} by min_margin {margin}" for method in settings["methods"] if not gap[method] > gap["random"] + margin]
+    return _verdict("explanation_faithfulness", failures, "every method ranks pixels better than a random map",
+                    {"images": len(batch), "auc": table, "insertion_minus_deletion": gap})

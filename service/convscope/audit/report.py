@@ -109,11 +109,12 @@ def png_url(picture: Image.Image | bytes) -> str:
 
 def bar_chart(title: str, names: Sequence[str], values: Sequence[float], *, lines: Sequence[tuple[str, float]] = (),
               intervals: Sequence[Sequence[float]] | None = None, highlight: Sequence[bool] = (),
-              notes: Sequence[str] = ()) -> str:
-    """An inline SVG bar chart of error rates, with labelled horizontal reference lines; ``notes``
-    go on a second line under each bar's name (slice sizes)."""
-    bar_width = 96 if notes else 46
-    width, height, left, bottom, top = max(360, 60 + bar_width * len(values)), 230, 48, 40, 28
+              notes: Sequence[str] = (), percent: bool = True) -> str:
+    """An inline SVG bar chart (of error rates, unless ``percent`` is off), with labelled
+    horizontal reference lines; ``notes`` go on a second line under each bar's name."""
+    fmt = (lambda value: f"{value:.1%}") if percent else (lambda value: f"{value:.2f}")
+    bar_width = 130 if notes or max(map(len, names), default=0) > 8 else 46
+    width, height, left, bottom, top = max(360, 7 * len(title) + 60, 60 + bar_width * len(values)), 230, 48, 40, 28
     ceiling = max([*values, *(value for _, value in lines), *((high for _, high in intervals) if intervals else []), 0.05]) * 1.15
     y = (lambda value: top + (height - top - bottom) * (1 - value / ceiling))
     step = (width - left - 10) / max(1, len(values))
@@ -121,12 +122,12 @@ def bar_chart(title: str, names: Sequence[str], values: Sequence[float], *, line
              f'<title>{html.escape(title)}</title><text x="{left}" y="16" class="t">{html.escape(title)}</text>',
              f'<line x1="{left}" y1="{y(0)}" x2="{width - 10}" y2="{y(0)}" stroke="#333"/>']
     for tick in np.linspace(0, ceiling, 5):
-        parts.append(f'<text x="{left - 4}" y="{y(tick) + 4}" text-anchor="end" class="a">{tick:.1%}</text>')
+        parts.append(f'<text x="{left - 4}" y="{y(tick) + 4}" text-anchor="end" class="a">{fmt(tick)}</text>')
     for i, (name, value) in enumerate(zip(names, values)):
         x = left + i * step + step * 0.15
         colour = "#c0392b" if i < len(highlight) and highlight[i] else "#4a78b5"
         parts.append(f'<rect x="{x:.1f}" y="{y(value):.1f}" width="{step * 0.7:.1f}" height="{y(0) - y(value):.1f}" fill="{colour}">'
-                     f'<title>{html.escape(name)}: {value:.2%}</title></rect>')
+                     f'<title>{html.escape(name)}: {fmt(value)}</title></rect>')
         centre = x + step * 0.35
         if intervals:
             low, high = intervals[i]
@@ -136,7 +137,7 @@ def bar_chart(title: str, names: Sequence[str], values: Sequence[float], *, line
             parts.append(f'<text x="{centre:.1f}" y="{y(0) + 25}" text-anchor="middle" class="a">{html.escape(notes[i])}</text>')
     for label, value in lines:
         parts.append(f'<line x1="{left}" y1="{y(value):.1f}" x2="{width - 10}" y2="{y(value):.1f}" stroke="#e67e22" stroke-dasharray="5,3"/>'
-                     f'<text x="{width - 12}" y="{y(value) - 3:.1f}" text-anchor="end" class="a">{html.escape(label)} {value:.1%}</text>')
+                     f'<text x="{width - 12}" y="{y(value) - 3:.1f}" text-anchor="end" class="a">{html.escape(label)} {fmt(value)}</text>')
     parts.append("</svg>")
     return "".join(parts)
 
@@ -214,9 +215,30 @@ def _smoothness_body(figures: dict[str, Any]) -> str:
     return f"<p>{html.escape(figures.get('layer', ''))}: mean smoothness {figures.get('mean_smoothness', float('nan')):.3f}</p>" if figures else ""
 
 
-BODIES = {"accuracy": _accuracy_body, "attributes": _attributes_body, "dead_filters": _dead_body, "filter_smoothness": _smoothness_body}
+def _sanity_body(figures: dict[str, Any]) -> str:
+    means = figures["mean_rank_correlation"]
+    limit = figures["max_mean_rank_correlation"]
+    chart = bar_chart("Spearman of |maps|, original vs randomized, mean over the cascade", list(means),
+                      [max(0.0, value) for value in means.values()], lines=[("pass below", limit)], percent=False)
+    rows = [[method, step["randomized_layers"], step["top_layer"], step["spearman"], step["ssim"]]
+            for method, steps in figures["cascade"].items() for step in steps]
+    return chart + "<h3>the cascade, layer by layer from the top</h3>" + _table(
+        ["method", "layers randomized", "last layer randomized", "Spearman", "SSIM"], rows)
+
+
+def _faithfulness_body(figures: dict[str, Any]) -> str:
+    gaps = figures["insertion_minus_deletion"]
+    methods = [method for method in gaps if method != "random"]
+    chart = bar_chart("insertion AUC − deletion AUC", methods, [max(0.0, gaps[m]) for m in methods], lines=[("random map", gaps["random"])], percent=False)
+    rows = [[method, row["deletion_auc"], row["insertion_auc"]] for method, row in figures["auc"].items()]
+    return chart + _table(["method", "deletion AUC (lower is better)", "insertion AUC (higher is better)"], rows)
+
+
+BODIES = {"accuracy": _accuracy_body, "attributes": _attributes_body, "dead_filters": _dead_body, "filter_smoothness": _smoothness_body,
+          "explanation_sanity": _sanity_body, "explanation_faithfulness": _faithfulness_body}
 TITLES = {"accuracy": "Accuracy", "attributes": "Error by image attribute", "dead_filters": "Dead filters",
-          "filter_smoothness": "First-layer filter smoothness"}
+          "filter_smoothness": "First-layer filter smoothness", "explanation_sanity": "Explanation sanity (cascading randomization)",
+          "explanation_faithfulness": "Explanation faithfulness (deletion and insertion)"}
 STYLE = """body{font:14px system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:2px 8px;text-align:left}
 .passed{color:#1e8449}.failed,.error{color:#c0392b;font-weight:bold}.disabled{color:#888}
