@@ -13,6 +13,7 @@ from convscope.errors import InvalidArgument
 from convscope.methods import activations as activation_methods
 from convscope.methods import attribution as attribution_methods
 from convscope.methods import dataset_jobs
+from convscope.methods import faithfulness as faithfulness_methods
 from convscope.methods import filters as filter_methods
 from convscope.methods import occlusion as occlusion_methods
 from convscope.methods.context import MethodContext
@@ -197,6 +198,16 @@ class Convscope:
             picture = model_input.pictures[0] if model_input.pictures else None
             png = encode_png(attribution_figure(method, first, picture))
         return result, png
+
+    def faithfulness(
+        self, model_id: str, model_input: ModelInput, result: attribution_methods.AttributionResult,
+        metrics: Sequence[str], *, pixels_per_step: int = 0,
+    ) -> list[faithfulness_methods.Curves]:
+        """Deletion/insertion curves of an attribution's map for the targets it explained."""
+        record = self.model(model_id)
+        targets = [int(t) for t in result.score.targets]
+        return faithfulness_methods.curves(self.context, record, model_input.batch, result.map, targets, metrics,
+                                           pixels_per_step=pixels_per_step)
 
     def export_backward(
         self, model_id: str, *, seeds: Sequence[str], wrt: Sequence[str] = (), rectifier: str = "plain", rectifiers: str = "all"

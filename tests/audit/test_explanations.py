@@ -8,6 +8,7 @@ import math
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -15,6 +16,7 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 from scipy import ndimage
+from convscope_client import Client, ConvscopeError
 from skimage.metrics import structural_similarity
 
 from convscope.audit import config, engine, sanity
@@ -119,3 +121,21 @@ def test_deletion_and_insertion_auc_match_a_direct_loop(digits_core: tuple[Convs
         assert found["deletion"].auc[n] == pytest.approx(deletion, abs=1e-5)
         assert found["insertion"].auc[n] == pytest.approx(insertion, abs=1e-5)
     assert found["deletion"].scores.shape == (3, 27)  # 256 pixels, 10 per step, both ends included
+
+
+def test_attribution_calls_return_deletion_and_insertion_curves(client: Client, digits_core: tuple[Convscope, str]) -> None:
+    _, _, test_x, _ = digits()
+    model_id = client.upload_model(DIGITS_MODEL).id
+    batch = tensors(test_x[:2])
+    result = client.attribution(model_id, batch, method="gradient", metrics=["deletion", "insertion"], pixels_per_step=16)
+    assert set(result.metrics) == {"deletion", "insertion"}
+    core, local_id = digits_core
+    record = core.model(local_id)
+    expected = curves(core.context, record, batch, result.map, result.target, pixels_per_step=16)
+    for curve in expected:
+        got = result.metrics[curve.metric]
+        np.testing.assert_allclose(got.auc, curve.auc, rtol=1e-5)
+        assert got.scores.shape == (2, 17) and got.fractions[-1] == 1.0
+    with pytest.raises(ConvscopeError) as refused:
+        client.attribution(model_id, batch, method="gradient", metrics=["deletion", "sufficiency"])
+    assert refused.value.code == grpc.StatusCode.INVALID_ARGUMENT and "sufficiency" in refused.value.message

@@ -28,6 +28,7 @@ from convscope_client.types import (
     ChannelStats,
     DeadFilterFractions,
     Embedding,
+    FaithfulnessCurve,
     Filters,
     Hit,
     LayerInfo,
@@ -413,12 +414,16 @@ class Client:
         rectifiers: str = "all",
         integration: str = "gausslegendre",
         render: bool = True,
+        metrics: Sequence[str] = (),
+        pixels_per_step: int = 0,
         timeout: float | None = None,
     ) -> Attribution:
         """A gradient map of ``output[target]`` (default: the first output's top entry).
 
         ``method``: one of ``ATTRIBUTION_METHODS``. ``rectifiers="relu"`` applies the
         guided/deconvnet rule to Relu only (Captum's convention); "all" also to ReLU6.
+        ``metrics``: "deletion" and/or "insertion" — the map's faithfulness curves and AUC
+        (Petsiuk et al.'s RISE protocol), in ``Attribution.metrics``.
         """
         request = pb.AttributionRequest(
             model_id=model_id,
@@ -434,6 +439,8 @@ class Client:
             rectifiers=_rectifiers(rectifiers),
             integration=integration,
             render=render,
+            metrics=list(metrics),
+            pixels_per_step=pixels_per_step,
         )
         fill_input(request.input, inputs)
         fill_tensor(request.baseline, np.asarray(baseline, dtype=np.float32) if np.isscalar(baseline) else np.asarray(baseline))
@@ -448,6 +455,8 @@ class Client:
             target_label=_single_or_list(list(response.target_label)),
             layer_map=from_tensor(response.layer_map) if response.HasField("layer_map") else None,
             layer=response.layer,
+            metrics={curve.metric: FaithfulnessCurve(np.array(curve.fractions), from_tensor(curve.scores), np.array(curve.auc))
+                     for curve in response.metrics},
         )
 
     def occlusion(

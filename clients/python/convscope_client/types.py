@@ -84,6 +84,17 @@ class Attribution:
     target_label: str | list[str] = ""
     layer_map: np.ndarray | None = None  # grad_cam at the layer, before upsampling
     layer: str = ""
+    metrics: dict[str, FaithfulnessCurve] = field(default_factory=dict)  # "deletion"/"insertion", when asked for
+
+
+@dataclass(frozen=True)
+class FaithfulnessCurve:
+    """A map's deletion or insertion curve (Petsiuk et al. 2018): the target's softmax probability
+    as the most important pixels are removed (or restored into a blurred copy)."""
+
+    fractions: np.ndarray  # [S] share of pixels changed
+    scores: np.ndarray  # [N, S]
+    auc: np.ndarray  # [N]
 
 
 @dataclass(frozen=True)

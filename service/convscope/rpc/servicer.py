@@ -7,6 +7,7 @@ import threading
 from collections.abc import Iterator
 
 import grpc
+import numpy as np
 from convscope_client._proto import convscope_pb2 as pb
 from convscope_client._proto import convscope_pb2_grpc as pb_grpc
 from convscope_client.client import MAX_MESSAGE_BYTES
@@ -253,6 +254,10 @@ class ConvscopeServicer(pb_grpc.ConvscopeServicer):
         fill_tensor(response.map, result.map)
         if result.layer_map is not None:
             fill_tensor(response.layer_map, result.layer_map)
+        if request.metrics:
+            for curve in self.core.faithfulness(record.id, model_input, result, request.metrics, pixels_per_step=request.pixels_per_step):
+                message = response.metrics.add(metric=curve.metric, fractions=floats(curve.fractions), auc=floats(curve.auc))
+                fill_tensor(message.scores, curve.scores.astype(np.float32))
         return response
 
     @translate_errors

@@ -289,7 +289,7 @@ class FiltersResponse(_message.Message):
     def __init__(self, node: _Optional[str] = ..., weights: _Optional[_Union[Tensor, _Mapping]] = ..., png: _Optional[bytes] = ..., smoothness: _Optional[_Iterable[float]] = ..., mean_smoothness: _Optional[float] = ...) -> None: ...
 
 class AttributionRequest(_message.Message):
-    __slots__ = ("model_id", "input", "method", "has_target", "target", "output", "layer", "steps", "baseline", "samples", "noise", "seed", "rectifiers", "integration", "render")
+    __slots__ = ("model_id", "input", "method", "has_target", "target", "output", "layer", "steps", "baseline", "samples", "noise", "seed", "rectifiers", "integration", "render", "metrics", "pixels_per_step")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     INPUT_FIELD_NUMBER: _ClassVar[int]
     METHOD_FIELD_NUMBER: _ClassVar[int]
@@ -305,6 +305,8 @@ class AttributionRequest(_message.Message):
     RECTIFIERS_FIELD_NUMBER: _ClassVar[int]
     INTEGRATION_FIELD_NUMBER: _ClassVar[int]
     RENDER_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    PIXELS_PER_STEP_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     input: Input
     method: str
@@ -320,10 +322,12 @@ class AttributionRequest(_message.Message):
     rectifiers: Rectifiers
     integration: str
     render: bool
-    def __init__(self, model_id: _Optional[str] = ..., input: _Optional[_Union[Input, _Mapping]] = ..., method: _Optional[str] = ..., has_target: _Optional[bool] = ..., target: _Optional[int] = ..., output: _Optional[str] = ..., layer: _Optional[str] = ..., steps: _Optional[int] = ..., baseline: _Optional[_Union[Tensor, _Mapping]] = ..., samples: _Optional[int] = ..., noise: _Optional[float] = ..., seed: _Optional[int] = ..., rectifiers: _Optional[_Union[Rectifiers, str]] = ..., integration: _Optional[str] = ..., render: _Optional[bool] = ...) -> None: ...
+    metrics: _containers.RepeatedScalarFieldContainer[str]
+    pixels_per_step: int
+    def __init__(self, model_id: _Optional[str] = ..., input: _Optional[_Union[Input, _Mapping]] = ..., method: _Optional[str] = ..., has_target: _Optional[bool] = ..., target: _Optional[int] = ..., output: _Optional[str] = ..., layer: _Optional[str] = ..., steps: _Optional[int] = ..., baseline: _Optional[_Union[Tensor, _Mapping]] = ..., samples: _Optional[int] = ..., noise: _Optional[float] = ..., seed: _Optional[int] = ..., rectifiers: _Optional[_Union[Rectifiers, str]] = ..., integration: _Optional[str] = ..., render: _Optional[bool] = ..., metrics: _Optional[_Iterable[str]] = ..., pixels_per_step: _Optional[int] = ...) -> None: ...
 
 class AttributionResponse(_message.Message):
-    __slots__ = ("map", "png", "target", "score", "output", "target_label", "layer_map", "layer")
+    __slots__ = ("map", "png", "target", "score", "output", "target_label", "layer_map", "layer", "metrics")
     MAP_FIELD_NUMBER: _ClassVar[int]
     PNG_FIELD_NUMBER: _ClassVar[int]
     TARGET_FIELD_NUMBER: _ClassVar[int]
@@ -332,6 +336,7 @@ class AttributionResponse(_message.Message):
     TARGET_LABEL_FIELD_NUMBER: _ClassVar[int]
     LAYER_MAP_FIELD_NUMBER: _ClassVar[int]
     LAYER_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
     map: Tensor
     png: bytes
     target: _containers.RepeatedScalarFieldContainer[int]
@@ -340,7 +345,8 @@ class AttributionResponse(_message.Message):
     target_label: _containers.RepeatedScalarFieldContainer[str]
     layer_map: Tensor
     layer: str
-    def __init__(self, map: _Optional[_Union[Tensor, _Mapping]] = ..., png: _Optional[bytes] = ..., target: _Optional[_Iterable[int]] = ..., score: _Optional[_Iterable[float]] = ..., output: _Optional[str] = ..., target_label: _Optional[_Iterable[str]] = ..., layer_map: _Optional[_Union[Tensor, _Mapping]] = ..., layer: _Optional[str] = ...) -> None: ...
+    metrics: _containers.RepeatedCompositeFieldContainer[FaithfulnessCurve]
+    def __init__(self, map: _Optional[_Union[Tensor, _Mapping]] = ..., png: _Optional[bytes] = ..., target: _Optional[_Iterable[int]] = ..., score: _Optional[_Iterable[float]] = ..., output: _Optional[str] = ..., target_label: _Optional[_Iterable[str]] = ..., layer_map: _Optional[_Union[Tensor, _Mapping]] = ..., layer: _Optional[str] = ..., metrics: _Optional[_Iterable[_Union[FaithfulnessCurve, _Mapping]]] = ...) -> None: ...
 
 class ExportBackwardRequest(_message.Message):
     __slots__ = ("model_id", "seeds", "wrt", "rectifier", "rectifiers")
@@ -597,3 +603,15 @@ class DatasetJobEvent(_message.Message):
     dead_filters: DeadFiltersResult
     done: JobProgress
     def __init__(self, progress: _Optional[_Union[JobProgress, _Mapping]] = ..., skipped: _Optional[_Union[SkippedItem, _Mapping]] = ..., channel_hits: _Optional[_Union[ChannelHits, _Mapping]] = ..., embedding: _Optional[_Union[EmbeddingResult, _Mapping]] = ..., dead_filters: _Optional[_Union[DeadFiltersResult, _Mapping]] = ..., done: _Optional[_Union[JobProgress, _Mapping]] = ...) -> None: ...
+
+class FaithfulnessCurve(_message.Message):
+    __slots__ = ("metric", "fractions", "scores", "auc")
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    FRACTIONS_FIELD_NUMBER: _ClassVar[int]
+    SCORES_FIELD_NUMBER: _ClassVar[int]
+    AUC_FIELD_NUMBER: _ClassVar[int]
+    metric: str
+    fractions: _containers.RepeatedScalarFieldContainer[float]
+    scores: Tensor
+    auc: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, metric: _Optional[str] = ..., fractions: _Optional[_Iterable[float]] = ..., scores: _Optional[_Union[Tensor, _Mapping]] = ..., auc: _Optional[_Iterable[float]] = ...) -> None: ...
