@@ -20,6 +20,8 @@ max_top1_error = 0.10
 max_top5_error = 0.02
 [attributes]
 max_excess_error = 0.15
+[robustness]
+max_mean_relative_drop = 0.6  # white-on-black digits lose most of their accuracy under strong brightness and contrast changes
 [explanation_sanity]
 methods = ["gradient", "grad_cam", "smoothgrad"]  # guided backprop and IG fail it, as Adebayo et al. found
 """
@@ -47,7 +49,8 @@ def test_sensible_config_passes(tmp_path: Path, digits_folder: Path) -> None:
     code, out = audit(tmp_path, digits_folder, SENSIBLE)
     assert code == 0
     results = cases(out)
-    assert set(results) == {"accuracy", "attributes", "dead_filters", "filter_smoothness", "explanation_sanity", "explanation_faithfulness"}
+    assert set(results) == {"accuracy", "attributes", "dead_filters", "filter_smoothness", "robustness", "explanation_sanity",
+                            "explanation_faithfulness"}
     assert all(result == [] for result in results.values())  # no failure, error or skip
     report = json.loads((out / "report.json").read_text())
     assert report["schema"] == "convscope.audit/1" and report["passed"] is True

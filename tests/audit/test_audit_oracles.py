@@ -3,6 +3,7 @@ intervals and false-discovery control, numpy quantiles, and a brute-force dead-f
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from PIL import Image
 from scipy import ndimage, stats
 
 from convscope.audit import attributes, config, engine
@@ -128,3 +130,33 @@ def test_dead_filters_match_brute_force(tmp_path: Path, digits_folder: Path) -> 
     assert layers == brute
     assert {1, 5, 9} <= set(brute[relus[0]])
     json.dumps(result.checks[2].figures)  # the figures are what report.json holds
+
+
+def test_corruption_accuracies_match_a_direct_computation(tmp_path: Path, digits_folder: Path) -> None:
+    only = {check: {"enabled": False} for check in config.DEFAULTS if check != "robustness"}
+    result = run(tmp_path, DIGITS_MODEL, digits_folder, {**only, "robustness": {"images": 150}})
+    figures = next(c for c in result.checks if c.name == "robustness").figures
+    chosen = engine.evenly_spaced(150, len(result.items))
+    pictures = []
+    for index in chosen:
+        with Image.open(result.items[index].path) as image:
+            pictures.append(np.asarray(image.convert("RGB").resize((16, 16), Image.Resampling.NEAREST)))
+    truth = np.array([result.items[i].label for i in chosen])
+
+    def direct_accuracy(changed: list[np.ndarray]) -> float:
+        batch = np.stack([picture[..., 0] for picture in changed])[:, None].astype(np.float32) / 255
+        (logits,) = session_scores(DIGITS_MODEL.read_bytes(), batch)
+        return float((logits.argmax(1) == truth).mean())
+
+    def jpeg(picture: np.ndarray, quality: int) -> np.ndarray:
+        buffer = io.BytesIO()
+        Image.fromarray(picture).save(buffer, format="JPEG", quality=quality)
+        return np.asarray(Image.open(buffer).convert("RGB"))
+
+    clean = direct_accuracy(pictures)
+    assert figures["clean_accuracy"] == pytest.approx(clean)
+    brighter = [np.clip(p.astype(np.float64) + 0.3 * 255, 0, 255).round().astype(np.uint8) for p in pictures]
+    assert figures["corruptions"]["brightness"]["accuracy"][1] == pytest.approx(direct_accuracy(brighter))
+    assert figures["corruptions"]["jpeg"]["accuracy"][2] == pytest.approx(direct_accuracy([jpeg(p, 8) for p in pictures]))
+    drop = (clean - figures["corruptions"]["jpeg"]["accuracy"][2]) / clean
+    assert figures["corruptions"]["jpeg"]["relative_drop"][2] == pytest.approx(drop)

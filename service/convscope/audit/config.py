@@ -45,6 +45,15 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "allow_error": False,
         "min_mean_smoothness": 0.2,  # first convolution: mean spectral smoothness (white-noise 7×7 filters ≈ 0.2)
     },
+    "robustness": {
+        "enabled": True,
+        "allow_error": False,
+        "images": 1000,  # evenly spaced over the dataset (all of it when smaller)
+        # Relative accuracy drop (clean − corrupted) / clean, averaged over the three severities:
+        # a corruption fails when it exceeds this.
+        "max_mean_relative_drop": 0.25,
+        "seed": 0,
+    },
     "explanation_sanity": {
         "enabled": True,
         "allow_error": False,

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from convscope.audit import attributes as image_attributes
-from convscope.audit import sanity
+from convscope.audit import corruptions, sanity
 from convscope.audit.dataset import AuditItem, encoded_items, rows_message
 from convscope.audit.human import HumanLabels, compare
 from convscope.audit.stats import benjamini_hochberg, excess_error_p_value, wilson_interval
@@ -25,6 +25,7 @@ from convscope.errors import InvalidArgument
 from convscope.methods.activations import DeadFilterCounts
 from convscope.methods.dataset_jobs import Progress
 from convscope.methods.datasets import Sample, Skipped
+from convscope.methods.inputs import ImageSample, batch_of
 from convscope.model.types import ModelRecord
 
 TOP_K = 5
@@ -131,6 +132,7 @@ def run_audit(
         _run_check("attributes", config, lambda c: attribute_slices(shared.top[:, 0] != labels, _attributes(shared, items, sizes), c)),
         _run_check("dead_filters", config, lambda c: dead_filters(shared.dead, c)),
         _run_check("filter_smoothness", config, lambda c: filter_smoothness(core, record, c)),
+        _run_check("robustness", config, lambda c: robustness(core, record, items, labels, c)),
         _run_check("explanation_sanity", config, lambda c: explanation_sanity(core, record, items, shared.top[:, 0], c)),
         _run_check("explanation_faithfulness", config, lambda c: explanation_faithfulness(core, record, items, shared.top[:, 0], c)),
     ]
@@ -312,13 +314,49 @@ def filter_smoothness(core: Convscope, record: ModelRecord, settings: dict[str, 
                     pictures={f"filters of {result.node}": result.png})
 
 
+# ---------------------------------------------------------------------------------- robustness
+
+
+def evenly_spaced(count: int, total: int) -> list[int]:
+    return sorted(set(np.linspace(0, total - 1, min(count, total)).round().astype(int).tolist()))
+
+
+def robustness(core: Convscope, record: ModelRecord, items: Sequence[AuditItem], labels: np.ndarray,
+               settings: dict[str, Any]) -> CheckOutcome:
+    """Accuracy under each common corruption and severity, relative to clean accuracy on the same images."""
+    chosen = evenly_spaced(settings["images"], len(items))
+    pictures = core.prepare(record, images=[items[i].path.read_bytes() for i in chosen]).pictures
+    truth = labels[chosen]
+    output = record.outputs[0].name
+    dtype = np.dtype(record.input.dtype)
+
+    def accuracy_on(batch_pictures: Sequence[np.ndarray]) -> float:
+        batch = batch_of([ImageSample(picture, record.preprocessing, dtype) for picture in batch_pictures])
+        scores = core.context.forward(record, batch, [output])[output].reshape(len(batch), -1)
+        return float((scores.argmax(1) == truth).mean())
+
+    clean = accuracy_on(pictures)
+    rng = np.random.default_rng(settings["seed"])
+    table, failures = {}, []
+    for name in corruptions.CORRUPTIONS:
+        accuracies = [accuracy_on([corruptions.corrupt(p, name, severity, rng) for p in pictures]) for severity in (1, 2, 3)]
+        drops = [(clean - accuracy) / clean if clean else 0.0 for accuracy in accuracies]
+        table[name] = {"accuracy": accuracies, "relative_drop": drops, "mean_relative_drop": float(np.mean(drops))}
+        if table[name]["mean_relative_drop"] > settings["max_mean_relative_drop"]:
+            failures.append(f"{name}: mean_relative_drop {table[name]['mean_relative_drop']:.3f} > "
+                            f"max_mean_relative_drop {settings['max_mean_relative_drop']}")
+    figures = {"images": len(chosen), "clean_accuracy": clean, "severities": corruptions.SEVERITIES, "corruptions": table,
+               "adversarial": "FGSM/PGD not run: they wait for the adversarial method (issue 15) to land"}
+    return _verdict("robustness", failures, f"clean accuracy {clean:.4f}; no corruption over the limit", figures)
+
+
 # ---------------------------------------------------------------------------------- explanations
 
 
 def explained_sample(core: Convscope, record: ModelRecord, items: Sequence[AuditItem], predicted: np.ndarray,
                      count: int) -> tuple[np.ndarray, np.ndarray, list[int]]:
     """``count`` images evenly spaced over the dataset, as one batch, with their top-1 classes."""
-    chosen = sorted(set(np.linspace(0, len(items) - 1, min(count, len(items))).round().astype(int).tolist()))
+    chosen = evenly_spaced(count, len(items))
     model_input = core.prepare(record, images=[items[i].path.read_bytes() for i in chosen])
     return model_input.batch, predicted[chosen], chosen
 

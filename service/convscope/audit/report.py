@@ -109,11 +109,11 @@ def png_url(picture: Image.Image | bytes) -> str:
 
 def bar_chart(title: str, names: Sequence[str], values: Sequence[float], *, lines: Sequence[tuple[str, float]] = (),
               intervals: Sequence[Sequence[float]] | None = None, highlight: Sequence[bool] = (),
-              notes: Sequence[str] = (), percent: bool = True) -> str:
+              notes: Sequence[str] = (), percent: bool = True, bar_width: int = 0) -> str:
     """An inline SVG bar chart (of error rates, unless ``percent`` is off), with labelled
     horizontal reference lines; ``notes`` go on a second line under each bar's name."""
     fmt = (lambda value: f"{value:.1%}") if percent else (lambda value: f"{value:.2f}")
-    bar_width = 130 if notes or max(map(len, names), default=0) > 8 else 46
+    bar_width = bar_width or (130 if notes or max(map(len, names), default=0) > 8 else 46)
     width, height, left, bottom, top = max(360, 7 * len(title) + 60, 60 + bar_width * len(values)), 230, 48, 40, 28
     ceiling = max([*values, *(value for _, value in lines), *((high for _, high in intervals) if intervals else []), 0.05]) * 1.15
     y = (lambda value: top + (height - top - bottom) * (1 - value / ceiling))
@@ -234,10 +234,22 @@ def _faithfulness_body(figures: dict[str, Any]) -> str:
     return chart + _table(["method", "deletion AUC (lower is better)", "insertion AUC (higher is better)"], rows)
 
 
+def _robustness_body(figures: dict[str, Any]) -> str:
+    table = figures["corruptions"]
+    severities = [str(severity) for _ in table for severity in (1, 2, 3)]
+    under = [name if severity == 2 else "" for name in table for severity in (1, 2, 3)]
+    accuracies = [accuracy for row in table.values() for accuracy in row["accuracy"]]
+    chart = bar_chart("accuracy under corruption, severities 1–3", severities, accuracies, notes=under, bar_width=44,
+                      lines=[("clean", figures["clean_accuracy"])])
+    rows = [[name, *row["accuracy"], row["mean_relative_drop"]] for name, row in table.items()]
+    return (chart + _table(["corruption", "severity 1", "severity 2", "severity 3", "mean relative drop"], rows)
+            + f"<p>{html.escape(figures['adversarial'])}</p>")
+
+
 BODIES = {"accuracy": _accuracy_body, "attributes": _attributes_body, "dead_filters": _dead_body, "filter_smoothness": _smoothness_body,
-          "explanation_sanity": _sanity_body, "explanation_faithfulness": _faithfulness_body}
+          "explanation_sanity": _sanity_body, "explanation_faithfulness": _faithfulness_body, "robustness": _robustness_body}
 TITLES = {"accuracy": "Accuracy", "attributes": "Error by image attribute", "dead_filters": "Dead filters",
-          "filter_smoothness": "First-layer filter smoothness", "explanation_sanity": "Explanation sanity (cascading randomization)",
+          "filter_smoothness": "First-layer filter smoothness", "robustness": "Robustness to common corruptions", "explanation_sanity": "Explanation sanity (cascading randomization)",
           "explanation_faithfulness": "Explanation faithfulness (deletion and insertion)"}
 STYLE = """body{font:14px system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:2px 8px;text-align:left}
