@@ -23,7 +23,12 @@ from tests.audit.conftest import DIGITS_MODEL
 from tests.digits import digits, tensors
 
 
+# The checks that sample images for extra runs, off unless a test is about them.
+SAMPLED = ("robustness", "explanation_sanity", "explanation_faithfulness")
+
+
 def run(tmp_path: Path, model: Path, data: Path, settings: dict[str, dict[str, object]] | None = None) -> engine.AuditResult:
+    settings = {**{check: {"enabled": False} for check in SAMPLED}, **(settings or {})}
     core = Convscope(tmp_path / "store")
     try:
         record = core.upload([("", model.read_bytes())])
@@ -133,8 +138,7 @@ def test_dead_filters_match_brute_force(tmp_path: Path, digits_folder: Path) -> 
 
 
 def test_corruption_accuracies_match_a_direct_computation(tmp_path: Path, digits_folder: Path) -> None:
-    only = {check: {"enabled": False} for check in config.DEFAULTS if check != "robustness"}
-    result = run(tmp_path, DIGITS_MODEL, digits_folder, {**only, "robustness": {"images": 150}})
+    result = run(tmp_path, DIGITS_MODEL, digits_folder, {"robustness": {"enabled": True, "images": 150}})
     figures = next(c for c in result.checks if c.name == "robustness").figures
     chosen = engine.evenly_spaced(150, len(result.items))
     pictures = []
