@@ -24,6 +24,8 @@ from convscope_client.wire import (
 )
 from convscope_client.types import (
     Activation,
+    AuditCheck,
+    AuditReport,
     Attribution,
     ChannelStats,
     DeadFilterFractions,
@@ -546,6 +548,38 @@ class Client:
             rectifiers=_rectifiers(rectifiers),
         )
         return self._call(lambda *args, **kwargs: b"".join(c.data for c in self._stub.ExportBackward(*args, **kwargs)), request, timeout)
+
+    def audit(
+        self,
+        model_id: str,
+        data: str,
+        *,
+        labels: str = "",
+        human: str = "",
+        config_toml: str = "",
+        progress: ProgressCallback | None = None,
+        on_check: Callable[[AuditCheck], None] | None = None,
+        timeout: float | None = None,
+    ) -> AuditReport:
+        """Audit a model on a labelled dataset under one of the server's data roots (``data``: a
+        folder of class sub-folders or a CSV; ``labels``/``human``: CSVs there too). ``progress``
+        follows the shared pass, ``on_check`` each finished check; Ctrl-C cancels the audit."""
+        request = pb.AuditRequest(model_id=model_id, data=data, labels=labels, human=human, config_toml=config_toml)
+        checks: list[AuditCheck] = []
+        with streaming(self._stub.Audit(request, timeout=self._timeout(timeout), metadata=self.metadata)) as call:
+            for event in call:
+                kind = event.WhichOneof("event")
+                if kind == "progress" and progress is not None:
+                    progress(jobs.progress_of(event.progress))
+                elif kind == "check":
+                    checks.append(AuditCheck(event.check.name, event.check.status, event.check.message, event.check.seconds))
+                    if on_check is not None:
+                        on_check(checks[-1])
+                elif kind == "report":
+                    report = event.report
+                    files = {"report.json": report.report_json, "junit.xml": report.junit_xml, "report.html": report.report_html}
+                    return AuditReport(report.passed, report.errored, checks, files)
+        raise ConvscopeError(grpc.StatusCode.INTERNAL, "the server ended the audit stream without a report")
 
 
 def _rectifiers(name: str) -> pb.Rectifiers:

@@ -178,3 +178,21 @@ class DeadFilterFractions(dict[str, np.ndarray]):
         super().__init__(fractions)
         self.samples = samples
         self.skipped = skipped
+
+
+@dataclass(frozen=True)
+class AuditCheck:
+    name: str
+    status: str  # "passed", "failed", "error", "disabled"
+    message: str
+    seconds: float
+
+
+@dataclass(frozen=True)
+class AuditReport:
+    """An audit's verdict and its three files, by name: report.json, junit.xml, report.html."""
+
+    passed: bool
+    errored: bool  # a check raised and its config did not allow it
+    checks: list[AuditCheck]
+    files: dict[str, bytes]

@@ -1,96 +1,125 @@
-"""`convscope audit MODEL --data DATASET --out DIR`: run the audit on an embedded data plane over a
-temporary store and write report.json, junit.xml and report.html.
+"""`convscope audit MODEL --data DATASET --out DIR`: run the audit through the ``Audit`` RPC — on
+the server at ``--address``, else on an embedded server over a temporary store — and write
+report.json, junit.xml and report.html.
 
 Exit codes, for CI: 0 every check passed, 1 a threshold failed, 2 bad configuration or input
 (the message names the rows), 3 internal error (a crashed check counts here unless its config
-allows it).
+allows it), 130 cancelled with Ctrl-C.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
 import tempfile
-import traceback
+from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
+from convscope_client import Client, ConvscopeError
 from convscope_client.cli import JobProgressBar
 
-EXIT_PASSED, EXIT_FAILED, EXIT_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
-UPLOAD_CHUNK = 1 << 20
+EXIT_PASSED, EXIT_FAILED, EXIT_INPUT, EXIT_INTERNAL, EXIT_CANCELLED = 0, 1, 2, 3, 130
+INPUT_ERRORS = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.PERMISSION_DENIED,
+                grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNIMPLEMENTED}
+
+
+class InputError(Exception):
+    """A command line the audit rejects before calling the server (exit 2)."""
 
 
 def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="convscope audit", description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("model", type=Path, help="an .onnx file (preprocessing and labels from its convscope.* metadata)")
-    parser.add_argument("--data", type=Path, required=True, help="a folder of class sub-folders, or a CSV path,label[,attributes…]")
-    parser.add_argument("--labels", type=Path, help="a CSV path,label[,attributes…] labelling the images under --data")
-    parser.add_argument("--human", type=Path, help="a CSV path,labeller,top1…top5 of people's labels (`convscope label` writes it)")
+    parser.add_argument("model", help="an .onnx file (preprocessing and labels from its convscope.* metadata), "
+                                      "or with --address an uploaded model's id")
+    parser.add_argument("--data", required=True, help="a folder of class sub-folders, or a CSV path,label[,attributes…]; "
+                                                      "with --address, a path under one of the server's data roots")
+    parser.add_argument("--labels", help="a CSV path,label[,attributes…] labelling the images under --data")
+    parser.add_argument("--human", help="a CSV path,labeller,top1…top5 of people's labels (`convscope label` writes it)")
     parser.add_argument("--config", type=Path, help="audit.toml with thresholds (default: the documented defaults)")
     parser.add_argument("--out", type=Path, default=Path("audit-out"), help="where the reports are written")
+    parser.add_argument("--address", help="a running server (host:port); default: an embedded one on a temporary store")
+    parser.add_argument("--timeout", type=float, help="seconds for the whole audit (default: no limit)")
     return parser
 
 
-def _chunks(path: Path):  # type: ignore[no-untyped-def]
-    with path.open("rb") as handle:
-        while chunk := handle.read(UPLOAD_CHUNK):
-            yield "", chunk
+@contextlib.contextmanager
+def _server(address: str | None) -> Iterator[str]:
+    """``address``, or an embedded server's: its data root is the whole file system, because it
+    reads only what this user's own command names, with this user's permissions."""
+    if address:
+        yield address
+        return
+    from convscope.rpc.server import ServerConfig, create_server
+
+    with tempfile.TemporaryDirectory(prefix="convscope-audit-") as store:
+        running = create_server(ServerConfig(store=Path(store), host="127.0.0.1", port=0, data_roots=(Path("/"),)))
+        try:
+            yield f"127.0.0.1:{running.port}"
+        finally:
+            running.stop(grace=1)
+
+
+def _local(path: str | None, embedded: bool) -> str:
+    """A dataset path as the server must see it: absolute for the embedded server, checked first."""
+    if not path:
+        return ""
+    if not embedded:
+        return path
+    if not Path(path).exists():
+        raise InputError(f"no such file: {path}")
+    return str(Path(path).resolve())
+
+
+def run(args: argparse.Namespace) -> int:
+    embedded = not args.address
+    config_toml = ""
+    if args.config is not None:
+        if not args.config.is_file():
+            raise InputError(f"no such file: {args.config}")
+        config_toml = args.config.read_text()
+    data, labels, human = (_local(path, embedded) for path in (args.data, args.labels, args.human))
+    model_file = Path(args.model)
+    if embedded and not model_file.is_file():
+        raise InputError(f"no such file: {args.model} (a model id needs --address)")
+    with _server(args.address) as address, Client(address, timeout=args.timeout) as client:
+        model_id = client.upload_model(model_file).id if model_file.is_file() else args.model
+        bar = JobProgressBar()
+        try:
+            report = client.audit(model_id, data, labels=labels, human=human, config_toml=config_toml, progress=bar)
+        finally:
+            bar.close()
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name, content in report.files.items():
+        (args.out / name).write_bytes(content)
+    print(json.dumps({"passed": report.passed, "checks": {c.name: c.status for c in report.checks},
+                      "files": [str(args.out / name) for name in report.files]}, indent=2))
+    for check in report.checks:
+        if check.status in ("failed", "error"):
+            print(f"{check.name} {check.status}: {check.message}", file=sys.stderr)
+    if report.errored:
+        return EXIT_INTERNAL
+    return EXIT_PASSED if report.passed else EXIT_FAILED
 
 
 def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
-    # The server stack is imported here, not at the CLI's start: client commands stay fast.
-    from convscope.audit import config as audit_config
-    from convscope.audit import report
-    from convscope.audit.dataset import read_dataset
-    from convscope.audit.engine import AuditResult, run_audit
-    from convscope.audit.human import read_human
-    from convscope.core import Convscope
-    from convscope.errors import ConvscopeError, InvalidArgument
-
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        config = audit_config.load(args.config)
-        for path in (args.model, args.data, *(path for path in (args.labels, args.human) if path)):
-            if not path.exists():
-                raise InvalidArgument(f"no such file: {path}")
-        with tempfile.TemporaryDirectory(prefix="convscope-audit-") as store:
-            core = Convscope(Path(store))
-            try:
-                record = core.upload(_chunks(args.model), name=args.model.stem)
-                classes = int(record.outputs[0].shape[-1])
-                items = read_dataset(args.data, record.labels, classes, args.labels)
-                human = read_human(args.human, items, record.labels, classes) if args.human else []
-                bar = JobProgressBar()
-                try:
-                    for event in run_audit(core, record.id, items, config, human=human):
-                        if isinstance(event, AuditResult):
-                            result = event
-                        else:
-                            bar(event)
-                finally:
-                    bar.close()
-                paths = report.write(args.out, result, source=str(args.data), model_path=str(args.model))
-            finally:
-                core.close()
-    except InvalidArgument as error:
+        return run(args)
+    except InputError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_INPUT
     except ConvscopeError as error:
         print(f"error: {error}", file=sys.stderr)
+        return EXIT_INPUT if error.code in INPUT_ERRORS else EXIT_INTERNAL
+    except KeyboardInterrupt:
+        print("\ncancelled: the server stops the audit", file=sys.stderr)
+        return EXIT_CANCELLED
+    except Exception as error:  # noqa: BLE001 - CI must see an internal failure as such, never as a pass
+        print(f"error: internal error in the audit: {type(error).__name__}: {error}", file=sys.stderr)
         return EXIT_INTERNAL
-    except Exception:  # noqa: BLE001 - CI must see an internal failure as such, never as a pass
-        traceback.print_exc()
-        print("error: internal error in the audit (traceback above)", file=sys.stderr)
-        return EXIT_INTERNAL
-    print(json.dumps({"passed": result.passed, "checks": {c.name: c.status for c in result.checks},
-                      "files": {key: str(path) for key, path in paths.items()}}, indent=2))
-    for check in result.checks:
-        if check.status in ("failed", "error"):
-            print(f"{check.name} {check.status}: {check.message}", file=sys.stderr)
-    if result.errored:
-        return EXIT_INTERNAL
-    return EXIT_PASSED if result.passed else EXIT_FAILED

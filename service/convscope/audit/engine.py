@@ -21,7 +21,7 @@ from convscope.audit.dataset import AuditItem, encoded_items, rows_message
 from convscope.audit.human import HumanLabels, compare
 from convscope.audit.stats import benjamini_hochberg, excess_error_p_value, wilson_interval
 from convscope.core import Convscope
-from convscope.errors import InvalidArgument
+from convscope.errors import Cancelled, InvalidArgument
 from convscope.methods.activations import DeadFilterCounts
 from convscope.methods.dataset_jobs import Progress
 from convscope.methods.datasets import Sample, Skipped
@@ -109,11 +109,12 @@ def run_audit(
     *,
     human: Sequence[HumanLabels] = (),
     cancelled: threading.Event | None = None,
-) -> Iterator[Progress | AuditResult]:
-    """Progress of the shared pass, then the result with every check's outcome.  An unreadable
-    image is an input error naming its rows (an audit over fewer images than given would pass
-    on data nobody chose)."""
+) -> Iterator[Progress | CheckOutcome | AuditResult]:
+    """Progress of the shared pass, each check's outcome as it finishes, then the result.  An
+    unreadable image is an input error naming its rows (an audit over fewer images than given
+    would pass on data nobody chose)."""
     start = time.monotonic()
+    cancelled = cancelled or threading.Event()
     record = core.model(model_id)
     shared = AuditPass(record, len(items), config)
     sizes: dict[int, tuple[int, int]] = {}
@@ -127,16 +128,22 @@ def run_audit(
         rows = [(items[entry.index].row, f"{items[entry.index].path}: {entry.reason}") for entry in skipped]
         raise InvalidArgument(rows_message("images could not be read", rows))
     labels = np.array([item.label for item in items])
-    checks = [
-        _run_check("accuracy", config, lambda c: accuracy(shared.top, labels, record.labels, c, human)),
-        _run_check("attributes", config, lambda c: attribute_slices(shared.top[:, 0] != labels, _attributes(shared, items, sizes), c)),
-        _run_check("dead_filters", config, lambda c: dead_filters(shared.dead, c)),
-        _run_check("filter_smoothness", config, lambda c: filter_smoothness(core, record, c)),
-        _run_check("robustness", config, lambda c: robustness(core, record, items, labels, c)),
-        _run_check("explanation_sanity", config, lambda c: explanation_sanity(core, record, items, shared.top[:, 0], c)),
-        _run_check("explanation_faithfulness", config, lambda c: explanation_faithfulness(core, record, items, shared.top[:, 0], c)),
-    ]
-    yield AuditResult(record, items, config, checks, shared.top, time.monotonic() - start)
+    checks: dict[str, Callable[[dict[str, Any]], CheckOutcome]] = {
+        "accuracy": lambda c: accuracy(shared.top, labels, record.labels, c, human),
+        "attributes": lambda c: attribute_slices(shared.top[:, 0] != labels, _attributes(shared, items, sizes), c),
+        "dead_filters": lambda c: dead_filters(shared.dead, c),
+        "filter_smoothness": lambda c: filter_smoothness(core, record, c),
+        "robustness": lambda c: robustness(core, record, items, labels, c),
+        "explanation_sanity": lambda c: explanation_sanity(core, record, items, shared.top[:, 0], c),
+        "explanation_faithfulness": lambda c: explanation_faithfulness(core, record, items, shared.top[:, 0], c),
+    }
+    outcomes = []
+    for name, check in checks.items():
+        if cancelled.is_set():
+            raise Cancelled("the audit was cancelled")
+        outcomes.append(_run_check(name, config, check))
+        yield outcomes[-1]
+    yield AuditResult(record, items, config, outcomes, shared.top, time.monotonic() - start)
 
 
 def _run_check(name: str, config: dict[str, dict[str, Any]], check: Callable[[dict[str, Any]], CheckOutcome]) -> CheckOutcome:

@@ -277,14 +277,14 @@ def report_html(result: AuditResult, report: dict[str, Any]) -> str:
             f"<section id=summary><h2>Summary</h2>{summary}</section>{''.join(sections)}</body></html>")
 
 
-def write(out: Path, result: AuditResult, *, source: str, model_path: str = "") -> dict[str, Path]:
-    out.mkdir(parents=True, exist_ok=True)
+def render(result: AuditResult, *, source: str, model_path: str = "") -> dict[str, bytes]:
+    """The three report files by name."""
     report = report_dict(result, source=source, model_path=model_path)
-    paths = {"json": out / "report.json", "junit": out / "junit.xml", "html": out / "report.html"}
-    paths["json"].write_text(json.dumps(report, indent=1, default=_json_default))
-    paths["junit"].write_bytes(junit_xml(result))
-    paths["html"].write_text(report_html(result, report))
-    return paths
+    return {
+        "report.json": json.dumps(report, indent=1, default=_json_default).encode(),
+        "junit.xml": junit_xml(result),
+        "report.html": report_html(result, report).encode(),
+    }
 
 
 def _json_default(value: Any) -> Any:

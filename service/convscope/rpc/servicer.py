@@ -19,6 +19,7 @@ from convscope_client.wire import (
     encode_activations_response,
 )
 
+from convscope.audit import service as audit_service
 from convscope.core import Convscope
 from convscope.errors import Cancelled, InvalidArgument, ResourceExhausted
 from convscope.methods.attribution import AttributionOptions
@@ -271,3 +272,23 @@ class ConvscopeServicer(pb_grpc.ConvscopeServicer):
         )
         for start in range(0, len(data), EXPORT_CHUNK_BYTES):
             yield pb.FileChunk(file="", data=data[start : start + EXPORT_CHUNK_BYTES])
+
+    @translate_errors
+    def Audit(self, request: pb.AuditRequest, context: grpc.ServicerContext) -> Iterator[pb.AuditEvent]:
+        cancelled = threading.Event()
+        context.add_callback(cancelled.set)
+        events = audit_service.audit(self.core, request.model_id, request.data, labels=request.labels, human=request.human,
+                                     config_toml=request.config_toml, cancelled=cancelled)
+        try:
+            for event in events:
+                if isinstance(event, Progress):
+                    yield pb.AuditEvent(progress=dataset_rpc.progress_to_proto(event))
+                elif isinstance(event, audit_service.AuditFiles):
+                    yield pb.AuditEvent(report=pb.AuditReport(
+                        passed=event.passed, errored=event.errored, report_json=event.files["report.json"],
+                        junit_xml=event.files["junit.xml"], report_html=event.files["report.html"]))
+                else:
+                    yield pb.AuditEvent(check=pb.AuditCheck(name=event.name, status=event.status, message=event.message,
+                                                            seconds=event.seconds))
+        finally:
+            events.close()

@@ -615,3 +615,53 @@ class FaithfulnessCurve(_message.Message):
     scores: Tensor
     auc: _containers.RepeatedScalarFieldContainer[float]
     def __init__(self, metric: _Optional[str] = ..., fractions: _Optional[_Iterable[float]] = ..., scores: _Optional[_Union[Tensor, _Mapping]] = ..., auc: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class AuditRequest(_message.Message):
+    __slots__ = ("model_id", "data", "labels", "human", "config_toml")
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    HUMAN_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_TOML_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    data: str
+    labels: str
+    human: str
+    config_toml: str
+    def __init__(self, model_id: _Optional[str] = ..., data: _Optional[str] = ..., labels: _Optional[str] = ..., human: _Optional[str] = ..., config_toml: _Optional[str] = ...) -> None: ...
+
+class AuditCheck(_message.Message):
+    __slots__ = ("name", "status", "message", "seconds")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    status: str
+    message: str
+    seconds: float
+    def __init__(self, name: _Optional[str] = ..., status: _Optional[str] = ..., message: _Optional[str] = ..., seconds: _Optional[float] = ...) -> None: ...
+
+class AuditReport(_message.Message):
+    __slots__ = ("passed", "errored", "report_json", "junit_xml", "report_html")
+    PASSED_FIELD_NUMBER: _ClassVar[int]
+    ERRORED_FIELD_NUMBER: _ClassVar[int]
+    REPORT_JSON_FIELD_NUMBER: _ClassVar[int]
+    JUNIT_XML_FIELD_NUMBER: _ClassVar[int]
+    REPORT_HTML_FIELD_NUMBER: _ClassVar[int]
+    passed: bool
+    errored: bool
+    report_json: bytes
+    junit_xml: bytes
+    report_html: bytes
+    def __init__(self, passed: _Optional[bool] = ..., errored: _Optional[bool] = ..., report_json: _Optional[bytes] = ..., junit_xml: _Optional[bytes] = ..., report_html: _Optional[bytes] = ...) -> None: ...
+
+class AuditEvent(_message.Message):
+    __slots__ = ("progress", "check", "report")
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    CHECK_FIELD_NUMBER: _ClassVar[int]
+    REPORT_FIELD_NUMBER: _ClassVar[int]
+    progress: JobProgress
+    check: AuditCheck
+    report: AuditReport
+    def __init__(self, progress: _Optional[_Union[JobProgress, _Mapping]] = ..., check: _Optional[_Union[AuditCheck, _Mapping]] = ..., report: _Optional[_Union[AuditReport, _Mapping]] = ...) -> None: ...

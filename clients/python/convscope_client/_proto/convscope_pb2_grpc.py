@@ -94,6 +94,11 @@ class ConvscopeStub:
                 request_serializer=convscope__pb2.DatasetJobRequest.SerializeToString,
                 response_deserializer=convscope__pb2.DatasetJobEvent.FromString,
                 _registered_method=True)
+        self.Audit = channel.unary_stream(
+                '/convscope.v1.Convscope/Audit',
+                request_serializer=convscope__pb2.AuditRequest.SerializeToString,
+                response_deserializer=convscope__pb2.AuditEvent.FromString,
+                _registered_method=True)
 
 
 class ConvscopeServicer:
@@ -198,6 +203,17 @@ class ConvscopeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Audit(self, request, context):
+        """A model check for CI over a labelled dataset under a data root: one shared
+        pass, then each check of the config. Events: progress of the pass, each
+        check as it finishes, then the report (report.json, junit.xml,
+        report.html). Bad config or data is INVALID_ARGUMENT naming the rows;
+        cancelling the call stops the audit between batches and between checks.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ConvscopeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -260,6 +276,11 @@ def add_ConvscopeServicer_to_server(servicer, server):
                     servicer.RunDatasetJob,
                     request_deserializer=convscope__pb2.DatasetJobRequest.FromString,
                     response_serializer=convscope__pb2.DatasetJobEvent.SerializeToString,
+            ),
+            'Audit': grpc.unary_stream_rpc_method_handler(
+                    servicer.Audit,
+                    request_deserializer=convscope__pb2.AuditRequest.FromString,
+                    response_serializer=convscope__pb2.AuditEvent.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -586,6 +607,33 @@ class Convscope:
             '/convscope.v1.Convscope/RunDatasetJob',
             convscope__pb2.DatasetJobRequest.SerializeToString,
             convscope__pb2.DatasetJobEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Audit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/convscope.v1.Convscope/Audit',
+            convscope__pb2.AuditRequest.SerializeToString,
+            convscope__pb2.AuditEvent.FromString,
             options,
             channel_credentials,
             insecure,
