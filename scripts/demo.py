@@ -144,6 +144,24 @@ def dataset_jobs(client: Client, info: ModelInfo, out: Path, shown_channels: int
     }
 
 
+def audit(out: Path) -> dict[str, object]:
+    """`convscope audit` of the digits CNN on its 600 held-out digits, as a CI job runs it (an
+    embedded server; exit code 0 when every check of models/digits_cnn/audit.toml passes)."""
+    sys.path.insert(0, str(REPO / "models" / "digits_cnn"))
+    import digits_data  # the shipped model's data module, beside its training script
+
+    with tempfile.TemporaryDirectory() as scratch:
+        _, _, test_x, test_y = digits_data.split()
+        data = digits_data.write_class_folders(Path(scratch) / "digits", test_x, test_y)
+        code = subprocess.run([sys.executable, "-m", "convscope", "audit", str(REPO / "models" / "digits_cnn" / "digits_cnn.onnx"),
+                               "--data", str(data), "--config", str(REPO / "models" / "digits_cnn" / "audit.toml"),
+                               "--out", str(out)], stdout=subprocess.DEVNULL).returncode
+    report = json.loads((out / "report.json").read_text())
+    return {"exit_code": code, "passed": report["passed"],
+            "checks": {name: check["status"] for name, check in report["checks"].items()},
+            "top1_error": report["checks"]["accuracy"]["figures"]["top1_error"]}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, default=REPO / "demo-output")
@@ -158,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             server.send_signal(signal.SIGTERM)
             server.wait(timeout=30)
+    summary["audit"] = audit(args.out / "audit")
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps(summary, indent=2))
     print(f"\npictures and arrays written to {os.path.relpath(args.out)}/")

@@ -11,30 +11,24 @@ from __future__ import annotations
 
 import functools
 import io
-from pathlib import Path
+import sys
 
 import numpy as np
 import torch
 from PIL import Image
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 from torch import nn
 
+from tests.conftest import REPO
 from tests.nets import export_onnx
 
+sys.path.insert(0, str(REPO / "models" / "digits_cnn"))
+import digits_data  # noqa: E402  (the shipped model's data module, beside its training script)
+
 PREPROCESSING = {"size": [16, 16], "grayscale": True, "interpolation": "nearest"}
-TEST_SIZE = 600
+TEST_SIZE = digits_data.TEST_SIZE
 
 
-@functools.cache
-def digits() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(8×8 uint8 images, labels) for training and held-out test, stratified, seeded."""
-    data = load_digits()
-    pixels = np.clip(data.images * 16, 0, 255).astype(np.uint8)
-    train_x, test_x, train_y, test_y = train_test_split(
-        pixels, data.target, test_size=TEST_SIZE, stratify=data.target, random_state=0
-    )
-    return train_x, train_y, test_x, test_y
+digits = digits_data.split  # (8×8 uint8 images, labels) for training and held-out test
 
 
 def tensors(pixels: np.ndarray) -> np.ndarray:
@@ -48,14 +42,7 @@ def png(image: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def write_pngs(folder: Path, images: np.ndarray) -> list[Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for index, image in enumerate(images):
-        path = folder / f"{index:04d}.png"
-        path.write_bytes(png(image))
-        paths.append(path)
-    return paths
+write_pngs = digits_data.write_pngs
 
 
 class DigitsCNN(nn.Module):

@@ -10,18 +10,15 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO
-from tests.digits import digits, write_pngs
+from tests.digits import digits, digits_data
 
 DIGITS_MODEL = REPO / "models" / "digits_cnn" / "digits_cnn.onnx"
 
 
 @pytest.fixture(scope="session")
 def digits_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("digits")
     _, _, test_x, test_y = digits()
-    for label in range(10):
-        write_pngs(root / str(label), test_x[test_y == label])
-    return root
+    return digits_data.write_class_folders(tmp_path_factory.mktemp("digits"), test_x, test_y)
 
 
 @pytest.fixture(scope="session")
