@@ -17,7 +17,6 @@ from scipy import ndimage, stats
 from convscope.audit import attributes, config, engine
 from convscope.audit.dataset import read_dataset
 from convscope.audit.stats import benjamini_hochberg, wilson_interval
-from convscope.cli import main
 from convscope.core import Convscope
 from tests.audit.conftest import DIGITS_MODEL
 from tests.digits import digits, tensors
@@ -94,8 +93,9 @@ def test_attribute_bins_match_numpy() -> None:
 
 
 def test_computed_attributes_match_numpy() -> None:
-    picture = np.random.default_rng(2).integers(0, 256, (12, 9, 3), dtype=np.uint8)
-    measured = attributes.measure(picture)
+    pictures = np.random.default_rng(2).integers(0, 256, (2, 12, 9, 3), dtype=np.uint8)
+    measured = {name: values[1] for name, values in attributes.measure(pictures).items()}
+    picture = pictures[1]
     rgb = picture.astype(np.float64)
     luma = (0.299 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2]) / 255
     assert measured["brightness"] == pytest.approx(luma.mean(), rel=1e-5)

@@ -10,25 +10,27 @@ COMPUTED = ("brightness", "contrast", "colourfulness", "sharpness")
 FROM_FILE = ("size", "aspect_ratio")
 
 
-def luminance(picture: np.ndarray) -> np.ndarray:
-    """Rec. 601 luma of an H×W×3 uint8 picture, in [0, 1]."""
-    return picture.astype(np.float32) @ np.float32([0.299, 0.587, 0.114]) / np.float32(255)
+def luminance(pictures: np.ndarray) -> np.ndarray:
+    """Rec. 601 luma of […, H, W, 3] uint8 pictures, in [0, 1]."""
+    return pictures.astype(np.float32) @ np.float32([0.299, 0.587, 0.114]) / np.float32(255)
 
 
-def measure(picture: np.ndarray) -> dict[str, float]:
-    """brightness: mean luma; contrast: its standard deviation; colourfulness: Hasler & Süsstrunk
+def measure(pictures: np.ndarray) -> dict[str, np.ndarray]:
+    """Per picture of an [N, H, W, 3] uint8 stack — a batch at once, beside inference:
+    brightness: mean luma; contrast: its standard deviation; colourfulness: Hasler & Süsstrunk
     (2003) on 0..255 values; sharpness: variance of the 4-neighbour Laplacian of the luma."""
-    luma = luminance(picture)
-    rgb = picture.astype(np.float32)
+    luma = luminance(pictures)
+    rgb = pictures.astype(np.float32)
     rg = rgb[..., 0] - rgb[..., 1]
     yb = (rgb[..., 0] + rgb[..., 1]) / 2 - rgb[..., 2]
-    colourfulness = np.hypot(rg.std(), yb.std()) + 0.3 * np.hypot(rg.mean(), yb.mean())
-    laplacian = luma[1:-1, :-2] + luma[1:-1, 2:] + luma[:-2, 1:-1] + luma[2:, 1:-1] - 4 * luma[1:-1, 1:-1]
+    spatial = (1, 2)
+    colourfulness = (np.hypot(rg.std(spatial), yb.std(spatial)) + 0.3 * np.hypot(rg.mean(spatial), yb.mean(spatial)))
+    laplacian = luma[:, 1:-1, :-2] + luma[:, 1:-1, 2:] + luma[:, :-2, 1:-1] + luma[:, 2:, 1:-1] - 4 * luma[:, 1:-1, 1:-1]
     return {
-        "brightness": float(luma.mean()),
-        "contrast": float(luma.std()),
-        "colourfulness": float(colourfulness),
-        "sharpness": float(laplacian.var()) if laplacian.size else 0.0,
+        "brightness": luma.mean(spatial),
+        "contrast": luma.std(spatial),
+        "colourfulness": colourfulness,
+        "sharpness": laplacian.var(spatial) if laplacian.size else np.zeros(len(pictures), np.float32),
     }
 
 

@@ -89,11 +89,12 @@ class AuditPass:
     def add(self, samples: Sequence[Sample], values: dict[str, np.ndarray]) -> None:
         scores = values[self.output].reshape(len(samples), -1)
         top = np.argsort(-scores, axis=1, kind="stable")[:, : self.top.shape[1]]
-        for sample, best in zip(samples, top):
-            self.top[sample.index] = best
-            if self.measured and sample.picture is not None:
-                for name, value in image_attributes.measure(sample.picture).items():
-                    self.measured[name][sample.index] = value
+        rows = np.array([sample.index for sample in samples])
+        self.top[rows] = top
+        if self.measured:
+            pictures = np.stack([sample.picture for sample in samples])  # a batch shares one shape
+            for name, measured in image_attributes.measure(pictures).items():
+                self.measured[name][rows] = measured
         if self.dead is not None:
             self.dead.add(samples, values)
 
