@@ -7,10 +7,13 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import pytest
+
 from convscope.audit.dataset import read_dataset
 from convscope.audit.human import read_human
-from convscope.audit.labelling import LabellingSession, images_of, serve
-from tests.audit.conftest import offline_page
+from convscope.audit.labelling import LabellingSession, images_of, label_names, serve
+from convscope.cli import main
+from tests.audit.conftest import DIGITS_MODEL, offline_page
 
 NAMES = [str(digit) for digit in range(10)]
 # What the person types for each image: search texts, each followed by Enter.
@@ -59,3 +62,9 @@ def test_label_five_images_reload_and_resume(tmp_path: Path, digits_folder: Path
     items = read_dataset(digits_folder, NAMES, 10)
     (person,) = read_human(out, items, NAMES, 10)
     assert person.labeller == "tester" and person.guesses[1, :2].tolist() == [7, 1]
+
+
+def test_label_needs_label_names(tmp_path: Path, digits_folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["label", str(digits_folder), "--out", str(tmp_path / "human.csv")]) == 2
+    assert "needs label names" in capsys.readouterr().err
+    assert label_names(DIGITS_MODEL, None) == NAMES  # from the model's convscope.labels metadata

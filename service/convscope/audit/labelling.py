@@ -33,7 +33,9 @@ MAX_BODY_BYTES = 1 << 16
 
 
 def images_of(dataset: Path) -> list[Path]:
-    """The images to label: every image under a folder (sorted), or the ``path`` column of a CSV."""
+    """The images to label, as absolute paths (the CSV must name them wherever it is read):
+    every image under a folder (sorted), or the ``path`` column of a CSV."""
+    dataset = dataset.resolve()
     if dataset.is_dir():
         return sorted(p for p in dataset.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     with dataset.open(newline="") as handle:
