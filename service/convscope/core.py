@@ -203,3 +203,13 @@ class Convscope:
         self, model_id: str, model_input: ModelInput, options: synthesis.AdversarialOptions
     ) -> Iterator[synthesis.StepProgress | synthesis.AdversarialResult]:
         return synthesis.adversarial(self.context, self.model(model_id), model_input, options, max_steps=self.max_steps)
+
+    def invert(
+        self, model_id: str, model_input: ModelInput, options: synthesis.InversionOptions
+    ) -> Iterator[synthesis.StepProgress | synthesis.InversionResult]:
+        return synthesis.invert(self.context, self.model(model_id), model_input, options, max_steps=self.max_steps)
+
+    def visualize(
+        self, model_id: str, options: synthesis.VisualizationOptions
+    ) -> Iterator[synthesis.StepProgress | synthesis.VisualizationResult]:
+        return synthesis.visualize(self.context, self.model(model_id), options, max_steps=self.max_steps)
