@@ -15,6 +15,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from convscope.core import Convscope
+from convscope.methods.optimize import DEFAULT_MAX_STEPS
 from convscope.model.store import DEFAULT_MAX_UPLOAD_BYTES
 from convscope.rpc.servicer import DEFAULT_MAX_RESPONSE_BYTES, ConvscopeServicer
 
@@ -35,6 +36,7 @@ class ServerConfig:
     max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
     workers: int = 8
     data_roots: tuple[Path, ...] = ()  # folders dataset jobs may read (--data-root)
+    max_steps: int = DEFAULT_MAX_STEPS  # optimization steps one call may ask for (--max-steps)
 
 
 @dataclass
@@ -82,7 +84,9 @@ def add_servicer(servicer: ConvscopeServicer, server: grpc.Server) -> None:
 
 
 def create_server(config: ServerConfig) -> RunningServer:
-    core = Convscope(config.store, max_upload_bytes=config.max_upload_bytes, data_roots=config.data_roots)
+    core = Convscope(
+        config.store, max_upload_bytes=config.max_upload_bytes, data_roots=config.data_roots, max_steps=config.max_steps
+    )
     max_response_bytes = min(config.max_response_bytes, DEFAULT_MAX_RESPONSE_BYTES)  # gRPC takes no more
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="convscope-rpc"),
