@@ -11,6 +11,7 @@ from typing import TextIO
 
 import numpy as np
 
+from convscope_client import synthesis_cli
 from convscope_client.client import Client
 from convscope_client.errors import ConvscopeError
 from convscope_client.jobs import Dataset, ServerFolder, local_files
@@ -80,6 +81,16 @@ class ProgressBar(_StderrBar):
 
     def __call__(self, done: int, total: int) -> None:
         self._draw(f"{self._bar(done, total)} positions")
+
+
+class StepBar(_StderrBar):
+    """A one-line text bar on stderr for optimization loops: ``progress(step, steps, loss)``."""
+
+    def __init__(self, width: int = 40, stream: TextIO | None = None) -> None:
+        super().__init__(width, stream)
+
+    def __call__(self, step: int, steps: int, loss: float) -> None:
+        self._draw(f"{self._bar(step, steps)} steps, loss {loss:.4g}   ")
 
 
 class JobProgressBar(_StderrBar):
@@ -243,6 +254,8 @@ def build_parser(prog: str, extra_commands: dict[str, str]) -> argparse.Argument
     attribution.add_argument("--rectifiers", choices=["all", "relu"], default="all")
     attribution.add_argument("--out", type=Path, default=Path("convscope-out"))
 
+    synthesis_cli.add_commands(commands)
+
     export = commands.add_parser("export-backward", help="write the forward+backward ONNX graph")
     export.add_argument("model_id")
     export.add_argument("--seed", action="append", dest="seeds", help="tensor to seed (repeat; default: first output)")
@@ -303,6 +316,12 @@ def run(args: argparse.Namespace, client: Client) -> object:
         _write(args.out, args.method, result.map, result.png)
         return {"method": args.method, "target": result.target, "label": result.target_label, "score": result.score,
                 "files": [str(args.out / f"{args.method}.npy"), str(args.out / f"{args.method}.png")]}
+    if args.command in synthesis_cli.COMMANDS:
+        bar = StepBar()
+        try:
+            return synthesis_cli.run_command(args, client, bar)
+        finally:
+            bar.close()
     if args.command == "export-backward":
         data = client.export_backward(
             args.model_id, seeds=args.seeds or (), wrt=args.wrt or (), rectifier=args.rectifier, rectifiers=args.rectifiers
