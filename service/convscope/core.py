@@ -12,6 +12,7 @@ import numpy as np
 from convscope.errors import InvalidArgument
 from convscope.methods import activations as activation_methods
 from convscope.methods import attribution as attribution_methods
+from convscope.methods import correspondence as correspondence_methods
 from convscope.methods import dataset_jobs
 from convscope.methods import filters as filter_methods
 from convscope.methods import occlusion as occlusion_methods
@@ -213,3 +214,18 @@ class Convscope:
         self, model_id: str, options: synthesis.VisualizationOptions
     ) -> Iterator[synthesis.StepProgress | synthesis.VisualizationResult]:
         return synthesis.visualize(self.context, self.model(model_id), options, max_steps=self.max_steps)
+
+    def correspondence(
+        self,
+        model_id: str,
+        images: Sequence[bytes] = (),
+        *,
+        arrays: np.ndarray | None = None,
+        layers: Sequence[str],
+        points: np.ndarray | None = None,
+    ) -> correspondence_methods.CorrespondenceResult:
+        """Matches in image B for points of image A: two encoded images, or an array batch of two."""
+        record = self.model(model_id)
+        model_input = self.prepare(record, tensor=arrays, images=images)
+        sources: Sequence[bytes | None] = images if arrays is None else (None, None)
+        return correspondence_methods.correspondence(self.context, record, model_input, sources, layers, points)
