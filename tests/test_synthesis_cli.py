@@ -36,3 +36,12 @@ def test_visualize_and_invert(cli: Cli, client: Client, tmp_path: Path) -> None:
     assert code == 0, out
     history = json.loads((tmp_path / "invert.json").read_text())["history"]
     assert len(history) == 3 and out["layer"] == layer
+
+
+def test_correspondence_writes_matches(cli: Cli, bundled_model_id: str, tmp_path: Path) -> None:  # noqa: F811
+    layer = "/_blocks.8/_swish_1/Clip_output_0"
+    code, out, _ = cli("correspondence", bundled_model_id, str(CAT_PHOTO), str(CAT_PHOTO), "--layer", layer, "--out", str(tmp_path))
+    assert code == 0 and out["layers"] == [layer]
+    pairs = np.load(tmp_path / "correspondence.npy")
+    assert pairs.shape == (144, 2, 2)
+    assert np.median(np.abs(pairs[:, 0] - pairs[:, 1])) < 16, "an image matches itself"

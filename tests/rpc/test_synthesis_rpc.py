@@ -138,3 +138,26 @@ def test_a_cancelled_call_stops_within_a_step(tmp_path, caplog: pytest.LogCaptur
             assert "visualization stopped after" in caplog.text, "the server kept optimizing a cancelled call"
     finally:
         running.stop(grace=1)
+
+
+def test_correspondence_finds_a_shifted_cat_and_draws_lines(client: Client, bundled_model_id: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    shifted = tmp_path / "shifted.png"
+    photo = np.asarray(Image.open(CAT_PHOTO).convert("RGB"))
+    Image.fromarray(np.roll(photo, 24, axis=1)).save(shifted)
+    width = photo.shape[1]
+    layers = ["/_blocks.5/_swish/Clip_output_0", "/_blocks.8/_swish_1/Clip_output_0"]
+    points = np.array([[100.0, 120.0], [200.0, 300.0]])
+    single = client.correspondence(bundled_model_id, CAT_PHOTO, shifted, layer=layers[1], points=points)
+    both = client.correspondence(bundled_model_id, CAT_PHOTO, shifted, layer=layers, hypercolumn=True)
+    assert single.matches.shape == (2, 2) and np.all((-1 <= single.similarity) & (single.similarity <= 1))
+    np.testing.assert_allclose(single.points, points)
+    assert both.points.shape == (144, 2) and both.layers == layers
+    truth = both.points + [0, 24]
+    assert np.median(np.linalg.norm(both.matches - truth, axis=1)) < 0.05 * width
+    assert picture(both.png).shape[1] > 2 * 224
+    with pytest.raises(ConvscopeError) as caught:
+        client.correspondence(bundled_model_id, CAT_PHOTO, shifted, layer=layers)
+    assert caught.value.code == grpc.StatusCode.INVALID_ARGUMENT and "hypercolumn" in caught.value.message
+    with pytest.raises(ConvscopeError) as caught:
+        client.correspondence(bundled_model_id, CAT_PHOTO, shifted, layer="logits")
+    assert caught.value.code == grpc.StatusCode.INVALID_ARGUMENT and "feature map" in caught.value.message

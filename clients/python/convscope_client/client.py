@@ -26,6 +26,7 @@ from convscope_client.wire import (
 from convscope_client.types import (
     Activation,
     Adversarial,
+    Correspondence,
     Inversion,
     Synthesis,
     Attribution,
@@ -618,6 +619,37 @@ class Client:
             request.target = target
         fill_input(request.input, image)
         return synthesis.adversarial(self._optimization(self._stub.Adversarial, request, progress, timeout, "adversarial attack"))
+
+    def correspondence(
+        self,
+        model_id: str,
+        image_a: Any,
+        image_b: Any,
+        *,
+        layer: str | Sequence[str],
+        points: np.ndarray | None = None,
+        hypercolumn: bool = False,
+        timeout: float | None = None,
+    ) -> Correspondence:
+        """For ``points`` of image A ([N, 2] (y, x) pixels; default: a grid over what the model
+        sees), the best match in image B: the cosine nearest neighbour of ``layer``'s feature
+        vectors, or with ``hypercolumn`` of several layers' vectors concatenated."""
+        layers = [layer] if isinstance(layer, str) else list(layer)
+        request = pb.CorrespondenceRequest(model_id=model_id, layers=layers, hypercolumn=hypercolumn)
+        if isinstance(image_a, np.ndarray) and isinstance(image_b, np.ndarray):
+            fill_input(request.input, np.concatenate([image_a.reshape(-1, *image_a.shape[-3:]), image_b.reshape(-1, *image_b.shape[-3:])]))
+        else:
+            fill_input(request.input, [image_a, image_b])
+        if points is not None:
+            fill_tensor(request.points, np.asarray(points, np.float32))
+        response = self._call(self._stub.Correspondence, request, timeout)
+        return Correspondence(
+            points=from_tensor(response.points),
+            matches=from_tensor(response.matches),
+            similarity=np.asarray(response.similarity, np.float32),
+            png=response.png,
+            layers=list(response.layers),
+        )
 
 def _rectifiers(name: str) -> pb.Rectifiers:
     if name not in ("all", "relu"):

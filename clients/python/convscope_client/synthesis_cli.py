@@ -1,7 +1,8 @@
-"""CLI subcommands of the optimization RPCs: invert, visualize, adversarial.
+"""CLI subcommands of images made by gradients: invert, visualize, adversarial, correspondence.
 
-Each writes ``<command>.png``, ``<command>.npy`` (the model input it found; the uint8 pictures
-as ``<command>_images.npy``) and ``<command>.json`` under ``--out``, and draws a step bar.
+Each writes ``<command>.png``, ``<command>.npy`` (the model input it found, or for
+correspondence [N, 2, 2]: each point of A and its match in B; the uint8 pictures as
+``<command>_images.npy``) and ``<command>.json`` under ``--out``; the loops draw a step bar.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 from convscope_client.client import Client
 from convscope_client.synthesis import StepCallback
 
-COMMANDS = ("invert", "visualize", "adversarial")
+COMMANDS = ("invert", "visualize", "adversarial", "correspondence")
 
 
 def add_commands(commands: Any) -> None:
@@ -60,6 +61,14 @@ def add_commands(commands: Any) -> None:
     attack.add_argument("--seed", type=int, default=0)
     attack.add_argument("--bounds", type=float, nargs=2, metavar=("LOW", "HIGH"), help="array inputs: the valid range")
     attack.add_argument("--out", type=Path, default=Path("convscope-out"))
+    matching = commands.add_parser("correspondence", help="matches in image B for a grid of points of image A")
+    matching.add_argument("model_id")
+    matching.add_argument("image_a")
+    matching.add_argument("image_b")
+    matching.add_argument("--layer", action="append", dest="layers", required=True, help="repeat with --hypercolumn")
+    matching.add_argument("--hypercolumn", action="store_true")
+    matching.add_argument("--points", type=Path, help="a .npy of [N, 2] (y, x) pixels of image A (default: a grid)")
+    matching.add_argument("--out", type=Path, default=Path("convscope-out"))
 
 
 def run_command(args: argparse.Namespace, client: Client, bar: StepCallback) -> dict[str, Any]:
@@ -79,6 +88,14 @@ def run_command(args: argparse.Namespace, client: Client, bar: StepCallback) -> 
         )
         summary = {name: getattr(result, name) for name in ("tensor", "targets", "target_labels", "scores", "probabilities")}
         return write_outputs(args.out, args.command, result.png, result.array, result.images, summary)
+    if args.command == "correspondence":
+        result = client.correspondence(
+            args.model_id, args.image_a, args.image_b, layer=args.layers, hypercolumn=args.hypercolumn,
+            points=np.load(args.points) if args.points else None,
+        )
+        summary = {"layers": result.layers, "points": result.points.tolist(), "matches": result.matches.tolist(),
+                   "similarity": result.similarity.tolist()}
+        return write_outputs(args.out, args.command, result.png, np.stack([result.points, result.matches], axis=1), None, summary)
     result = client.adversarial(
         args.model_id, args.input, method=args.method, epsilon=args.epsilon, step_size=args.step_size, steps=args.steps,
         target=args.target, norm=args.norm, random_start=args.random_start, seed=args.seed,

@@ -219,3 +219,14 @@ class Adversarial:
     linf: float | list[float]  # of the perturbation: pixels in [0, 1] for images, else input units
     l2: float | list[float]
     label: int | list[int]  # the class attacked away from, or the target
+
+
+@dataclass(frozen=True)
+class Correspondence:
+    """Matches in image B for points of image A (Long, Zhang & Darrell 2014)."""
+
+    points: np.ndarray  # [N, 2] (y, x) pixels of A as sent
+    matches: np.ndarray  # [N, 2] (y, x) pixels of B as sent
+    similarity: np.ndarray  # [N] cosine similarity of each match
+    png: bytes  # A | B with match lines
+    layers: list[str]

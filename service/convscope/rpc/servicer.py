@@ -293,3 +293,17 @@ class ConvscopeServicer(pb_grpc.ConvscopeServicer):
         yield from synthesis_rpc.stream_steps(
             "adversarial attack", events, context, pb.AdversarialEvent, lambda result: synthesis_rpc.adversarial_result(result, record)
         )
+
+    @translate_errors
+    def Correspondence(self, request: pb.CorrespondenceRequest, context: grpc.ServicerContext) -> pb.CorrespondenceResponse:
+        kind = request.input.WhichOneof("kind")
+        if kind not in ("tensor", "images"):
+            raise InvalidArgument("send two images (A, B) or an array batch of two")
+        result = self.core.correspondence(
+            request.model_id,
+            list(request.input.images.images) if kind == "images" else (),
+            arrays=tensor_to_numpy(request.input.tensor) if kind == "tensor" else None,
+            layers=synthesis_rpc.correspondence_layers(request),
+            points=tensor_to_numpy(request.points) if request.HasField("points") else None,
+        )
+        return synthesis_rpc.correspondence_response(result)

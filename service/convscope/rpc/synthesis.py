@@ -1,5 +1,5 @@
-"""Protobuf ↔ domain types of the optimization RPCs (Invert, Visualize, Adversarial), and the
-loop that streams their progress and stops when the call ends."""
+"""Protobuf ↔ domain types of the RPCs of images made by gradients (Invert, Visualize,
+Adversarial, Correspondence), and the loop that streams progress and stops when the call ends."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from convscope_client._proto import convscope_pb2 as pb
 from convscope_client.inputs import fill_tensor
 
 from convscope.errors import Cancelled, InvalidArgument
+from convscope.methods.correspondence import CorrespondenceResult
 from convscope.methods.inputs import ModelInput
 from convscope.methods.optimize import StepProgress, top_classes
 from convscope.methods.synthesis import (
@@ -25,7 +26,7 @@ from convscope.methods.synthesis import (
 )
 from convscope.model.types import ModelRecord
 from convscope.render import encode_png
-from convscope.render.synthesis import adversarial_panel, captioned_row, prediction_lines
+from convscope.render.synthesis import adversarial_panel, captioned_row, match_lines, prediction_lines
 from convscope.rpc.convert import floats, given
 
 log = logging.getLogger(__name__)
@@ -166,3 +167,23 @@ def adversarial_result(result: AdversarialResult, record: ModelRecord) -> pb.Adv
         fill_tensor(message.images, result.pictures)
     fill_tensor(message.array, result.array)
     return message
+
+
+def correspondence_response(result: CorrespondenceResult) -> pb.CorrespondenceResponse:
+    png = b""
+    if len(result.pictures) == 2:
+        first, second = result.geometries
+        png = encode_png(
+            match_lines(*result.pictures, first.to_picture(result.points), second.to_picture(result.matches), result.similarity)
+        )
+    message = pb.CorrespondenceResponse(png=png, similarity=floats(result.similarity), layers=list(result.layers))
+    fill_tensor(message.points, result.points.astype(np.float32))
+    fill_tensor(message.matches, result.matches.astype(np.float32))
+    return message
+
+
+def correspondence_layers(request: pb.CorrespondenceRequest) -> list[str]:
+    layers = list(request.layers)
+    if len(layers) > 1 and not request.hypercolumn:
+        raise InvalidArgument(f"{len(layers)} layers make a hypercolumn: set hypercolumn, or name one layer")
+    return layers

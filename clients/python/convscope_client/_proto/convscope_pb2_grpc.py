@@ -109,6 +109,11 @@ class ConvscopeStub:
                 request_serializer=convscope__pb2.AdversarialRequest.SerializeToString,
                 response_deserializer=convscope__pb2.AdversarialEvent.FromString,
                 _registered_method=True)
+        self.Correspondence = channel.unary_unary(
+                '/convscope.v1.Convscope/Correspondence',
+                request_serializer=convscope__pb2.CorrespondenceRequest.SerializeToString,
+                response_deserializer=convscope__pb2.CorrespondenceResponse.FromString,
+                _registered_method=True)
 
 
 class ConvscopeServicer:
@@ -242,6 +247,15 @@ class ConvscopeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Correspondence(self, request, context):
+        """Spatial correspondence (Long, Zhang & Darrell 2014): for points of image A,
+        the cosine nearest neighbour in image B of a layer's feature vectors (or
+        hypercolumns of several layers). One forward run of both images: unary.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ConvscopeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -319,6 +333,11 @@ def add_ConvscopeServicer_to_server(servicer, server):
                     servicer.Adversarial,
                     request_deserializer=convscope__pb2.AdversarialRequest.FromString,
                     response_serializer=convscope__pb2.AdversarialEvent.SerializeToString,
+            ),
+            'Correspondence': grpc.unary_unary_rpc_method_handler(
+                    servicer.Correspondence,
+                    request_deserializer=convscope__pb2.CorrespondenceRequest.FromString,
+                    response_serializer=convscope__pb2.CorrespondenceResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -726,6 +745,33 @@ class Convscope:
             '/convscope.v1.Convscope/Adversarial',
             convscope__pb2.AdversarialRequest.SerializeToString,
             convscope__pb2.AdversarialEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Correspondence(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/convscope.v1.Convscope/Correspondence',
+            convscope__pb2.CorrespondenceRequest.SerializeToString,
+            convscope__pb2.CorrespondenceResponse.FromString,
             options,
             channel_credentials,
             insecure,
