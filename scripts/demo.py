@@ -38,7 +38,7 @@ def start_server(store: Path, port_file: Path) -> subprocess.Popen[bytes]:
     return process
 
 
-def run(client: Client, out: Path) -> dict[str, object]:
+def run(client: Client, out: Path, *, fool_into: int = 107) -> dict[str, object]:
     summary: dict[str, object] = {}
     info = client.upload_model(MODEL)
     summary["model"] = {"id": info.id, "name": info.name, "layers": len(info.layers)}
@@ -87,6 +87,7 @@ def run(client: Client, out: Path) -> dict[str, object]:
         summary[method] = {"target": result.target, "label": result.target_label, "score": round(float(result.score), 3), "layer": result.layer or None}
 
     summary["dataset_jobs"] = dataset_jobs(client, info, out)
+    summary["made_by_gradients"] = made_by_gradients(client, info, out, fool_into)
     return summary
 
 
@@ -128,9 +129,49 @@ def dataset_jobs(client: Client, info: object, out: Path, count: int = 400) -> d
     }
 
 
+INVERTED_LAYERS = ("/_blocks.1/_swish_1/Clip_output_0", "/_blocks.8/_swish_1/Clip_output_0", "/_avg_pooling/GlobalAveragePool_output_0")
+VISUALIZED_CLASSES = (1, 309, 947)  # goldfish, bee, mushroom
+MATCHED_LAYER = "/_blocks.8/_swish_1/Clip_output_0"
+
+
+def made_by_gradients(client: Client, info: object, out: Path, fool_into: int) -> dict[str, object]:
+    """The cat inverted from three depths, class models of three ImageNet classes, the cat
+    fooled into ``fool_into`` (PGD, ε = 2/255), and matches with a turned, scaled, mirrored copy."""
+    from PIL import Image
+
+    model_id = info.id  # type: ignore[attr-defined]
+    found: dict[str, object] = {"inversion": {}}
+    for depth, layer in zip(("early", "middle", "last"), INVERTED_LAYERS):
+        inversion = client.invert(model_id, PHOTO, layer=layer)
+        (out / f"inversion_{depth}.png").write_bytes(inversion.png)
+        np.save(out / f"inversion_{depth}.npy", inversion.image)
+        found["inversion"][depth] = {"layer": layer, "code_error": round(float(inversion.code_error), 4)}  # type: ignore[index]
+    classes = client.visualize(model_id, target=list(VISUALIZED_CLASSES))
+    (out / "class_models.png").write_bytes(classes.png)
+    np.save(out / "class_models.npy", classes.images)
+    found["class_models"] = {label: round(p, 4) for label, p in zip(classes.target_labels, classes.probabilities)}
+    fooled = client.adversarial(model_id, PHOTO, method="pgd", epsilon=2 / 255, steps=10, target=fool_into)
+    (out / "adversarial.png").write_bytes(fooled.png)
+    np.save(out / "adversarial.npy", fooled.image)
+    found["adversarial"] = {
+        "target": fool_into, "success": fooled.success, "linf_pixels": round(float(fooled.linf) * 255, 2),
+        "before": fooled.prediction.labels[0], "after": fooled.adversarial_prediction.labels[0],
+        "after_probability": round(fooled.adversarial_prediction.probabilities[0], 4),
+    }
+    photo = Image.open(PHOTO).convert("RGB")
+    turned = photo.transpose(Image.Transpose.FLIP_LEFT_RIGHT).rotate(15, resample=Image.Resampling.BILINEAR)
+    turned = turned.resize((round(photo.width * 1.1), round(photo.height * 1.1)), Image.Resampling.BILINEAR)
+    turned.save(out / "cat_turned.png")
+    matches = client.correspondence(model_id, PHOTO, out / "cat_turned.png", layer=MATCHED_LAYER)
+    (out / "correspondence.png").write_bytes(matches.png)
+    found["correspondence"] = {"layer": MATCHED_LAYER, "points": len(matches.points), "mean_similarity": round(float(matches.similarity.mean()), 3)}
+    return found
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, default=REPO / "demo-output")
+    parser.add_argument("--fool-into", type=int, default=107, help="ImageNet class the cat is turned into (default: jellyfish)")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as scratch:
@@ -138,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             port = int((Path(scratch) / "port").read_text())
             with Client(f"127.0.0.1:{port}", timeout=600) as client:
-                summary = run(client, args.out)
+                summary = run(client, args.out, fool_into=args.fool_into)
         finally:
             server.send_signal(signal.SIGTERM)
             server.wait(timeout=30)
