@@ -14,8 +14,6 @@ two, 0.4 % after three, 5 % after four — so its PGD check runs two steps.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -38,13 +36,6 @@ pytestmark = [
 FLOAT_ERROR = 1e-5
 MAX_DIFFERING = 2e-3  # fraction of entries where a near-zero gradient's sign may differ
 BOUNDS = (-2.5, 2.5)
-
-
-@pytest.fixture(scope="module")
-def core(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Convscope]:
-    service = Convscope(Path(tmp_path_factory.mktemp("adversarial-store")))
-    yield service
-    service.close()
 
 
 def attack(core: Convscope, model_id: str, model_input, options: AdversarialOptions) -> AdversarialResult:  # type: ignore[no-untyped-def]

@@ -12,8 +12,6 @@ random 0.069.  Mirrored copies are much harder for features that are not mirror-
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -32,13 +30,6 @@ PHOTOS = ["chelsea", "astronaut", "coffee"]
 # (rotation °, scale, shift (x, y) px, mirrored)
 WARPS = [(15, 1.1, (10, -8), False), (-20, 0.85, (-12, 6), False)]
 MIRRORED = (10, 1.2, (6, 4), True)
-
-
-@pytest.fixture(scope="module")
-def core(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Convscope]:
-    service = Convscope(Path(tmp_path_factory.mktemp("correspondence-store")))
-    yield service
-    service.close()
 
 
 @pytest.fixture(scope="module")

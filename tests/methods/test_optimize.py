@@ -3,11 +3,8 @@ torch.autograd on the same weights, and the pixel space against the preprocessin
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 from torch import nn
 
@@ -18,13 +15,6 @@ from convscope.methods.optimize import Objective, PixelSpace, loss_gradient
 from tests.conftest import BUNDLED_MODEL, CAT_PHOTO
 from tests.nets import exported, reference_net
 from tests.oracles import assert_gradients_close, random_input
-
-
-@pytest.fixture(scope="module")
-def core(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Convscope]:
-    service = Convscope(Path(tmp_path_factory.mktemp("optimize-store")))
-    yield service
-    service.close()
 
 
 def torch_input_gradient(loss_of_logits, x: np.ndarray) -> np.ndarray:  # type: ignore[no-untyped-def]

@@ -4,7 +4,6 @@ default step budgets (the figures the issue asks for; each test runs in seconds 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,13 +24,6 @@ MIDDLE = "/_blocks.8/_swish_1/Clip_output_0"  # [480, 14, 14]
 # A residual sum, not a ReLU6 output: a ReLU6 channel's mean cannot exceed 6.
 UNIT_LAYER = "/_blocks.10/Add_output_0"  # [112, 14, 14]
 CLASSES = [1, 309, 947]  # goldfish, bee, mushroom
-
-
-@pytest.fixture(scope="module")
-def core(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Convscope]:
-    service = Convscope(Path(tmp_path_factory.mktemp("synthesis-store")))
-    yield service
-    service.close()
 
 
 @pytest.fixture(scope="module")
