@@ -161,3 +161,13 @@ def test_correspondence_finds_a_shifted_cat_and_draws_lines(client: Client, bund
     with pytest.raises(ConvscopeError) as caught:
         client.correspondence(bundled_model_id, CAT_PHOTO, shifted, layer="logits")
     assert caught.value.code == grpc.StatusCode.INVALID_ARGUMENT and "feature map" in caught.value.message
+
+
+def test_low_norm_pixels_are_clipped_to_grey(client: Client, resnet: str) -> None:
+    plain = client.visualize(resnet, target=1, steps=5)
+    clipped = client.visualize(resnet, target=1, steps=5, norm_percentile=50)
+
+    def grey_share(images: np.ndarray) -> float:
+        return float(np.mean(np.all(images == 128, axis=-1)))
+
+    assert grey_share(clipped.images) >= 0.45 and grey_share(plain.images) < 0.05

@@ -567,6 +567,7 @@ class Client:
         blur_every: int | None = None,
         blur_sigma: float | None = None,
         jitter: int | None = None,
+        norm_percentile: float | None = None,
         seed: int = 0,
         batch: int = 1,
         progress: StepCallback | None = None,
@@ -574,7 +575,8 @@ class Client:
     ) -> Synthesis:
         """A class model (the score of ``target`` before softmax; several targets: one image
         each) or, with ``layer`` and ``channel``, a unit's mean activation, maximized by gradient
-        ascent with Yosinski et al.'s regularizers. ``batch``: random starts per target."""
+        ascent with Yosinski et al.'s regularizers (``norm_percentile``: each step, the pixels of
+        smallest norm go grey). ``batch``: random starts per target."""
         request = pb.VisualizeRequest(
             model_id=model_id,
             targets=[] if target is None else [int(t) for t in np.atleast_1d(target)],
@@ -583,7 +585,8 @@ class Client:
             seed=seed,
             batch=batch,
         )
-        options = {"channel": channel, "lr": lr, "l2": l2, "blur_every": blur_every, "blur_sigma": blur_sigma, "jitter": jitter}
+        options = {"channel": channel, "lr": lr, "l2": l2, "blur_every": blur_every, "blur_sigma": blur_sigma, "jitter": jitter,
+                   "norm_percentile": norm_percentile}
         for name, value in options.items():
             if value is not None:
                 setattr(request, name, value)

@@ -45,6 +45,7 @@ def add_commands(commands: Any) -> None:
     visualize.add_argument("--blur-every", type=int)
     visualize.add_argument("--blur-sigma", type=float)
     visualize.add_argument("--jitter", type=int)
+    visualize.add_argument("--norm-percentile", type=float, help="each step, pixels of smaller norm go grey")
     visualize.add_argument("--seed", type=int, default=0)
     visualize.add_argument("--batch", type=int, default=1, help="random starts per target")
     visualize.add_argument("--out", type=Path, default=Path("convscope-out"))
@@ -83,7 +84,8 @@ def run_command(args: argparse.Namespace, client: Client, bar: StepCallback) -> 
     if args.command == "visualize":
         result = client.visualize(
             args.model_id, target=args.targets, layer=args.layer, channel=args.channel, steps=args.steps, lr=args.lr,
-            l2=args.l2, blur_every=args.blur_every, blur_sigma=args.blur_sigma, jitter=args.jitter, seed=args.seed,
+            l2=args.l2, blur_every=args.blur_every, blur_sigma=args.blur_sigma, jitter=args.jitter,
+            norm_percentile=args.norm_percentile, seed=args.seed,
             batch=args.batch, progress=bar,
         )
         summary = {name: getattr(result, name) for name in ("tensor", "targets", "target_labels", "scores", "probabilities")}

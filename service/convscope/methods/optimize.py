@@ -90,6 +90,10 @@ class PixelSpace:
         return cls(spec, (np.float32(255 * spec.scale) / std).reshape(shape), (-mean / std).reshape(shape))
 
     @property
+    def channel_axis(self) -> int:
+        return 1 if self.spec.layout == "NCHW" else -1
+
+    @property
     def spatial_axes(self) -> tuple[int, int]:
         return (-2, -1) if self.spec.layout == "NCHW" else (-3, -2)
 

@@ -4,7 +4,8 @@ A class model (Simonyan, Vedaldi & Zisserman 2014) maximizes the target's score 
 softmax; with ``layer`` and ``channel``, activation maximization raises the channel's mean
 activation.  The image lives in pixel space p ∈ [0, 1] (the model's normalization applied when
 it is fed) and is regularized as Yosinski et al. 2015 do: L2 decay towards grey, a Gaussian
-blur every few steps, random jitter of each step's view, and clipping to the valid range.
+blur every few steps, random jitter of each step's view, clipping the pixels of smallest norm
+(the lowest ``norm_percentile`` % of |p − ½| over channels) to grey, and clipping to [0, 1].
 Several samples (``batch`` seeds of one target, or one per target) are optimized in one batch.
 """
 
@@ -36,6 +37,7 @@ class VisualizationOptions:
     blur_every: int = 4
     blur_sigma: float = 1.0  # pixels
     jitter: int = 16  # the view is rolled by up to this many pixels each step
+    norm_percentile: float = 0.0  # each step, pixels below this percentile of norm become grey
     seed: int = 0
     batch: int = 1  # samples per target (different random starts)
 
@@ -83,6 +85,8 @@ def check(options: VisualizationOptions, max_steps: int) -> None:
         raise InvalidArgument(f"batch must be between 1 and {MAX_BATCH}, got {options.batch}")
     if options.lr <= 0 or options.l2 < 0 or options.blur_every < 0 or options.blur_sigma < 0 or options.jitter < 0:
         raise InvalidArgument("lr must be > 0, and l2, blur_every, blur_sigma and jitter ≥ 0")
+    if not 0 <= options.norm_percentile < 100:
+        raise InvalidArgument(f"norm_percentile must be in [0, 100), got {options.norm_percentile}")
 
 
 def visualize(
@@ -113,6 +117,8 @@ def visualize(
             for axis in axes:
                 sigma[axis] = options.blur_sigma
             pixels = gaussian_filter(pixels, sigma).astype(np.float32)
+        if options.norm_percentile:
+            pixels = grey_low_norm(pixels, options.norm_percentile, space.channel_axis)
         pixels = np.clip(pixels, 0, 1)
         score = (values.reshape(len(targets), -1) * seed.reshape(len(targets), -1)).sum(axis=1)
         history.append(score)
@@ -126,3 +132,10 @@ def visualize(
         exp = np.exp(flat - flat.max(axis=1, keepdims=True))
         probabilities = (exp / exp.sum(axis=1, keepdims=True))[np.arange(len(targets)), targets]
     yield VisualizationResult(array, space.pictures(pixels), np.array(history), scores, tensor, targets, probabilities)
+
+
+def grey_low_norm(pixels: np.ndarray, percentile: float, channel_axis: int) -> np.ndarray:
+    """Pixels whose norm of p − ½ over channels is below ``percentile`` (per sample) set to grey."""
+    norms = np.linalg.norm(pixels - 0.5, axis=channel_axis, keepdims=True)
+    cutoff = np.percentile(norms.reshape(len(norms), -1), percentile, axis=1).reshape(-1, *[1] * (pixels.ndim - 1))
+    return np.where(norms < cutoff, np.float32(0.5), pixels).astype(np.float32)

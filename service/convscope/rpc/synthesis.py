@@ -96,7 +96,7 @@ def visualization_options(request: pb.VisualizeRequest) -> VisualizationOptions:
         channel=request.channel if request.HasField("channel") else None,
         seed=request.seed,
         **given(steps=request.steps, batch=request.batch),
-        **{name: getattr(request, name) for name in ("lr", "l2", "blur_every", "blur_sigma", "jitter") if request.HasField(name)},
+        **{name: getattr(request, name) for name in ("lr", "l2", "blur_every", "blur_sigma", "jitter", "norm_percentile") if request.HasField(name)},
     )
 
 

@@ -649,7 +649,7 @@ class InvertEvent(_message.Message):
     def __init__(self, progress: _Optional[_Union[OptimizationProgress, _Mapping]] = ..., result: _Optional[_Union[InversionResult, _Mapping]] = ...) -> None: ...
 
 class VisualizeRequest(_message.Message):
-    __slots__ = ("model_id", "targets", "layer", "channel", "steps", "lr", "l2", "blur_every", "blur_sigma", "jitter", "seed", "batch")
+    __slots__ = ("model_id", "targets", "layer", "channel", "steps", "lr", "l2", "blur_every", "blur_sigma", "jitter", "seed", "batch", "norm_percentile")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     TARGETS_FIELD_NUMBER: _ClassVar[int]
     LAYER_FIELD_NUMBER: _ClassVar[int]
@@ -662,6 +662,7 @@ class VisualizeRequest(_message.Message):
     JITTER_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     BATCH_FIELD_NUMBER: _ClassVar[int]
+    NORM_PERCENTILE_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     targets: _containers.RepeatedScalarFieldContainer[int]
     layer: str
@@ -674,7 +675,8 @@ class VisualizeRequest(_message.Message):
     jitter: int
     seed: int
     batch: int
-    def __init__(self, model_id: _Optional[str] = ..., targets: _Optional[_Iterable[int]] = ..., layer: _Optional[str] = ..., channel: _Optional[int] = ..., steps: _Optional[int] = ..., lr: _Optional[float] = ..., l2: _Optional[float] = ..., blur_every: _Optional[int] = ..., blur_sigma: _Optional[float] = ..., jitter: _Optional[int] = ..., seed: _Optional[int] = ..., batch: _Optional[int] = ...) -> None: ...
+    norm_percentile: float
+    def __init__(self, model_id: _Optional[str] = ..., targets: _Optional[_Iterable[int]] = ..., layer: _Optional[str] = ..., channel: _Optional[int] = ..., steps: _Optional[int] = ..., lr: _Optional[float] = ..., l2: _Optional[float] = ..., blur_every: _Optional[int] = ..., blur_sigma: _Optional[float] = ..., jitter: _Optional[int] = ..., seed: _Optional[int] = ..., batch: _Optional[int] = ..., norm_percentile: _Optional[float] = ...) -> None: ...
 
 class VisualizationResult(_message.Message):
     __slots__ = ("images", "array", "png", "score_history", "scores", "probabilities", "targets", "target_labels", "tensor")
