@@ -107,7 +107,8 @@ def adversarial(
 
     logits = context.forward(record, batch, [logits_name])[logits_name]
     label = np.full(len(batch), options.target) if options.target is not None else logits.argmax(axis=1)
-    onehot = np.eye(classes, dtype=np.float32)[label]
+    onehot = np.zeros((len(batch), classes), np.float32)
+    onehot[np.arange(len(batch)), label] = 1
     objective = Objective(logits_name, "cross_entropy", {rule_input_names(logits_name, "cross_entropy")[0]: onehot})
     direction = -1.0 if options.target is not None else 1.0
     current = bound(original + random_start(original.shape, options)) if options.random_start else original

@@ -94,7 +94,7 @@ def invert(
         shift = tuple(rng.integers(-options.jitter, options.jitter + 1, 2)) if options.jitter else (0, 0)
         values, gradient = loss_gradient(context, record, space.to_input(np.roll(pixels, shift, axes)), objective)
         gradient = np.roll(space.input_gradient_to_pixels(gradient), (-shift[0], -shift[1]), axes)
-        error = ((values - np.roll(code, 0)).reshape(len(code), -1).astype(np.float64) ** 2).sum(axis=1) / energy
+        error = ((values - code).reshape(len(code), -1).astype(np.float64) ** 2).sum(axis=1) / energy
         centred = pixels - 0.5
         norm = (np.abs(centred) ** ALPHA).reshape(len(pixels), -1).sum(axis=1) / (area * NORM_SCALE**ALPHA)
         tv, tv_gradient = total_variation(centred, axes)

@@ -72,11 +72,15 @@ def _objective(record: ModelRecord, options: VisualizationOptions) -> tuple[str,
     shape = float_layer(record, tensor)
     size = int(np.prod(shape))
     wanted = np.atleast_1d(np.asarray(0 if options.target is None else options.target, np.int64))
+    if len(wanted) * options.batch > MAX_BATCH:
+        raise InvalidArgument(f"{len(wanted) * options.batch} samples (targets × batch) is over the limit of {MAX_BATCH}")
     bad = wanted[(wanted < 0) | (wanted >= size)]
     if bad.size:
         raise InvalidArgument(f"target {int(bad[0])} is out of range: {tensor!r} has {size} entries (0..{size - 1})")
     targets = np.repeat(wanted, options.batch)
-    return tensor, targets, np.eye(size, dtype=np.float32)[targets].reshape(len(targets), *shape)
+    seed = np.zeros((len(targets), size), np.float32)
+    seed[np.arange(len(targets)), targets] = 1
+    return tensor, targets, seed.reshape(len(targets), *shape)
 
 
 def check(options: VisualizationOptions, max_steps: int) -> None:
@@ -94,8 +98,6 @@ def visualize(
 ) -> Iterator[StepProgress | VisualizationResult]:
     check(options, max_steps)
     tensor, targets, seed = _objective(record, options)
-    if len(targets) > MAX_BATCH:
-        raise InvalidArgument(f"{len(targets)} samples (targets × batch) is over the limit of {MAX_BATCH}")
     space = PixelSpace.of(record)
     shape = tuple(record.input.shape[1:])
     if min(shape) <= 0:
