@@ -16,6 +16,7 @@ from convscope_client import cli as client_cli
 
 
 def serve(argv: list[str]) -> int:
+    from convscope.methods.optimize import DEFAULT_MAX_STEPS
     from convscope.rpc.server import DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_RESPONSE_BYTES, PortInUse, ServerConfig, create_server
 
     parser = argparse.ArgumentParser(
@@ -37,6 +38,9 @@ def serve(argv: list[str]) -> int:
         "--data-root", type=Path, action="append", default=[], dest="data_roots", metavar="DIR",
         help="a folder dataset jobs may read (repeatable); paths outside every data root are refused",
     )
+    parser.add_argument(
+        "--max-steps", type=int, default=DEFAULT_MAX_STEPS, help="most optimization steps one call may ask for (invert, visualize, adversarial)"
+    )
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -50,6 +54,7 @@ def serve(argv: list[str]) -> int:
                 max_request_bytes=args.max_request_mb << 20,
                 max_response_bytes=args.max_response_mb << 20,
                 data_roots=tuple(args.data_roots),
+                max_steps=args.max_steps,
             )
         )
     except PortInUse as error:

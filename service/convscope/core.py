@@ -12,10 +12,13 @@ import numpy as np
 from convscope.errors import InvalidArgument
 from convscope.methods import activations as activation_methods
 from convscope.methods import attribution as attribution_methods
+from convscope.methods import correspondence as correspondence_methods
 from convscope.methods import dataset_jobs
 from convscope.methods import filters as filter_methods
 from convscope.methods import occlusion as occlusion_methods
+from convscope.methods import synthesis
 from convscope.methods.context import MethodContext
+from convscope.methods.optimize import DEFAULT_MAX_STEPS
 from convscope.methods.datasets import DataRoots, Decoder, Item, Prefetcher, samples_in
 from convscope.methods.inputs import ModelInput, from_images, from_tensor
 from convscope.model.store import DEFAULT_MAX_UPLOAD_BYTES, ModelStore, Upload
@@ -37,9 +40,11 @@ class Convscope:
         session_budget_bytes: int = DEFAULT_SESSION_BUDGET_BYTES,
         data_roots: Sequence[Path] = (),
         providers: Sequence[str] | None = None,
+        max_steps: int = DEFAULT_MAX_STEPS,
     ) -> None:
         """``providers``: onnxruntime execution providers in preference order (default: CUDA when
-        it really loads, then CPU)."""
+        it really loads, then CPU); ``max_steps``: the most optimization steps one call may ask for."""
+        self.max_steps = max_steps
         self.data_roots = DataRoots(data_roots)
         self.store = ModelStore(store_dir, max_upload_bytes=max_upload_bytes)
         self.runtime = Runtime(self.store.load, budget_bytes=session_budget_bytes, providers=providers)
@@ -196,3 +201,35 @@ class Convscope:
         wrt = tuple(map(record.tensor, wrt))
         spec = BackwardGraph(seeds, wrt=wrt, keep=seeds, rectifier=rectifier, rectifiers=rectifiers)
         return spec.build(self.runtime.base_graph(record.id, dynamic_batch=record.dynamic_batch)).SerializeToString()
+
+    # -- images made by gradients (optimization loops: progress events, then the result)
+
+    def adversarial(
+        self, model_id: str, model_input: ModelInput, options: synthesis.AdversarialOptions
+    ) -> Iterator[synthesis.StepProgress | synthesis.AdversarialResult]:
+        return synthesis.adversarial(self.context, self.model(model_id), model_input, options, max_steps=self.max_steps)
+
+    def invert(
+        self, model_id: str, model_input: ModelInput, options: synthesis.InversionOptions
+    ) -> Iterator[synthesis.StepProgress | synthesis.InversionResult]:
+        return synthesis.invert(self.context, self.model(model_id), model_input, options, max_steps=self.max_steps)
+
+    def visualize(
+        self, model_id: str, options: synthesis.VisualizationOptions
+    ) -> Iterator[synthesis.StepProgress | synthesis.VisualizationResult]:
+        return synthesis.visualize(self.context, self.model(model_id), options, max_steps=self.max_steps)
+
+    def correspondence(
+        self,
+        model_id: str,
+        images: Sequence[bytes] = (),
+        *,
+        arrays: np.ndarray | None = None,
+        layers: Sequence[str],
+        points: np.ndarray | None = None,
+    ) -> correspondence_methods.CorrespondenceResult:
+        """Matches in image B for points of image A: two encoded images, or an array batch of two."""
+        record = self.model(model_id)
+        model_input = self.prepare(record, tensor=arrays, images=images)
+        sources: Sequence[bytes | None] = images if arrays is None else (None, None)
+        return correspondence_methods.correspondence(self.context, record, model_input, sources, layers, points)

@@ -14,17 +14,18 @@ import dataclasses
 import json
 import re
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NamedTuple, TextIO
+from typing import Any, NamedTuple
 
 import numpy as np
 
+from convscope_client import synthesis_cli
+from convscope_client.bars import JobProgressBar, ProgressBar, StepBar
 from convscope_client.client import ATTRIBUTION_METHODS, INTEGRATION_RULES, Client
 from convscope_client.errors import ConvscopeError
 from convscope_client.jobs import Dataset, ServerFolder, local_files
-from convscope_client.types import ModelInfo, Progress
+from convscope_client.types import ModelInfo
 
 DEFAULT_ADDRESS = "localhost:50051"
 DEFAULT_OUT = Path("convscope-out")
@@ -83,64 +84,6 @@ def _baseline(text: str) -> float | np.ndarray:
         return float(text)
     except ValueError:
         return np.load(existing(text))  # read when the command runs: a missing file is one line
-
-
-class _StderrBar:
-    """One status line on stderr, redrawn in place, with the rate and the time left;
-    ``close`` ends it with a newline."""
-
-    def __init__(self, width: int, unit: str, rate_unit: str, stream: TextIO | None = None) -> None:
-        self.width = width
-        self.unit = unit
-        self.rate_unit = rate_unit
-        self.stream = stream or sys.stderr
-        self.drawn = False
-
-    def _draw(self, done: int, total: int | None, rate: float, eta: float | None, extra: str = "") -> None:
-        if total:
-            filled = self.width * min(done, total) // total
-            bar = f"[{'#' * filled}{'.' * (self.width - filled)}] {done}/{total}"
-        else:
-            bar = f"{done}"
-        eta_text = f", ETA {eta:.0f} s" if eta is not None else ""
-        self.stream.write(f"\r{bar} {self.unit}, {rate:.1f} {self.rate_unit}{eta_text}{extra}   ")
-        self.stream.flush()
-        self.drawn = True
-
-    def close(self) -> None:
-        if self.drawn:
-            self.stream.write("\n")
-            self.stream.flush()
-
-
-class ProgressBar(_StderrBar):
-    """``progress(done, total)`` callbacks (occlusion positions) redraw the bar; the rate and
-    ETA are measured from the first callback."""
-
-    def __init__(self, width: int = 40, stream: TextIO | None = None, clock: Callable[[], float] = time.monotonic) -> None:
-        super().__init__(width, "positions", "positions/s", stream)
-        self.clock = clock
-        self.started: float | None = None
-
-    def __call__(self, done: int, total: int) -> None:
-        now = self.clock()
-        if self.started is None:
-            self.started = now
-        elapsed = now - self.started
-        rate = done / elapsed if elapsed > 0 else 0.0
-        eta = (total - done) / rate if rate > 0 else None
-        self._draw(done, total, rate, eta)
-
-
-class JobProgressBar(_StderrBar):
-    """A one-line text bar on stderr for dataset jobs: images done, rate and ETA."""
-
-    def __init__(self, width: int = 30, stream: TextIO | None = None) -> None:
-        super().__init__(width, "images", "img/s", stream)
-
-    def __call__(self, progress: Progress) -> None:
-        skipped = f", {progress.skipped} skipped" if progress.skipped else ""
-        self._draw(progress.done + progress.skipped, progress.total, progress.rate, progress.eta, skipped)
 
 
 # -- subcommands: (add arguments, run) pairs
@@ -406,6 +349,19 @@ def export_backward(args: argparse.Namespace, client: Client) -> object:
     return {"files": [str(args.out / "backward.onnx")], "bytes": len(data)}
 
 
+def _stepped(run: Callable[[argparse.Namespace, Client, StepBar], object]) -> Callable[[argparse.Namespace, Client], object]:
+    """An optimization loop's command, drawing its steps and loss on a bar."""
+
+    def command(args: argparse.Namespace, client: Client) -> object:
+        bar = StepBar()
+        try:
+            return run(args, client, bar)
+        finally:
+            bar.close()
+
+    return command
+
+
 class Command(NamedTuple):
     help: str
     arguments: Callable[[argparse.ArgumentParser], None]
@@ -426,6 +382,14 @@ COMMANDS: dict[str, Command] = {
     "occlusion": Command("occlusion sensitivity map (with a progress bar)", occlusion_arguments, occlusion),
     "attribution": Command("a gradient map: " + ", ".join(ATTRIBUTION_METHODS), attribution_arguments, attribution),
     "export-backward": Command("write the forward+backward ONNX graph", export_backward_arguments, export_backward),
+    "invert": Command("an image whose code at a layer matches the input's (Mahendran & Vedaldi)",
+                      synthesis_cli.invert_arguments, _stepped(synthesis_cli.invert)),
+    "visualize": Command("class models or a unit's visualization by gradient ascent (Simonyan et al.; Yosinski et al.)",
+                         synthesis_cli.visualize_arguments, _stepped(synthesis_cli.visualize)),
+    "adversarial": Command("an FGSM or PGD adversarial (fooling) image", synthesis_cli.adversarial_arguments,
+                           _stepped(synthesis_cli.adversarial)),
+    "correspondence": Command("matches in image B for points of image A (Long et al.)", synthesis_cli.correspondence_arguments,
+                              synthesis_cli.correspondence),
 }
 
 

@@ -12,9 +12,10 @@ import numpy as np
 
 from convscope_client._proto import convscope_pb2 as pb
 from convscope_client._proto import convscope_pb2_grpc as pb_grpc
-from convscope_client import jobs
+from convscope_client import jobs, synthesis
 from convscope_client.errors import ConvscopeError, streaming
 from convscope_client.jobs import Dataset, ProgressCallback
+from convscope_client.synthesis import StepCallback
 from convscope_client.inputs import Inputs, fill_input, fill_tensor, from_tensor, input_array
 from convscope_client.wire import (
     ActivationsRequestFrame,
@@ -24,6 +25,10 @@ from convscope_client.wire import (
 )
 from convscope_client.types import (
     Activation,
+    Adversarial,
+    Correspondence,
+    Inversion,
+    Synthesis,
     Attribution,
     ChannelStats,
     DeadFilterFractions,
@@ -538,6 +543,138 @@ class Client:
         )
         return self._call(lambda *args, **kwargs: b"".join(c.data for c in self._stub.ExportBackward(*args, **kwargs)), request, timeout)
 
+
+    # -- images made by gradients: optimization loops on the server, progress per step
+
+    def _optimization(self, method: Any, request: Any, progress: StepCallback | None, timeout: float | None, what: str) -> Any:
+        call = method(request, timeout=self._timeout(timeout), metadata=self.metadata)
+        return synthesis.final_result(call, progress, what)
+
+    def invert(
+        self,
+        model_id: str,
+        image: Inputs,
+        *,
+        layer: str,
+        steps: int = 200,
+        lr: float | None = None,
+        tv_weight: float | None = None,
+        norm_weight: float | None = None,
+        jitter: int = 0,
+        init: str = "noise",
+        seed: int = 0,
+        progress: StepCallback | None = None,
+        timeout: float | None = None,
+    ) -> Inversion:
+        """An image whose code at ``layer`` (any tensor of the layer table) matches ``image``'s:
+        ‖Φ(x) − Φ₀‖²/‖Φ₀‖² plus the α-norm (``norm_weight``) and TV (``tv_weight``) regularizers
+        of Mahendran & Vedaldi 2015, minimized in pixel space. ``progress(step, steps, loss)``."""
+        request = pb.InvertRequest(model_id=model_id, layer=layer, steps=steps, jitter=jitter, init=init, seed=seed)
+        for name, value in (("lr", lr), ("tv_weight", tv_weight), ("norm_weight", norm_weight)):
+            if value is not None:
+                setattr(request, name, value)
+        fill_input(request.input, image)
+        return synthesis.inversion(self._optimization(self._stub.Invert, request, progress, timeout, "inversion"))
+
+    def visualize(
+        self,
+        model_id: str,
+        *,
+        target: int | Sequence[int] | None = None,
+        layer: str | None = None,
+        channel: int | None = None,
+        steps: int = 200,
+        lr: float | None = None,
+        l2: float | None = None,
+        blur_every: int | None = None,
+        blur_sigma: float | None = None,
+        jitter: int | None = None,
+        norm_percentile: float | None = None,
+        seed: int = 0,
+        batch: int = 1,
+        progress: StepCallback | None = None,
+        timeout: float | None = None,
+    ) -> Synthesis:
+        """A class model (the score of ``target`` before softmax; several targets: one image
+        each) or, with ``layer`` and ``channel``, a unit's mean activation, maximized by gradient
+        ascent with Yosinski et al.'s regularizers (``norm_percentile``: each step, the pixels of
+        smallest norm go grey). ``batch``: random starts per target."""
+        request = pb.VisualizeRequest(
+            model_id=model_id,
+            targets=[] if target is None else [int(t) for t in np.atleast_1d(target)],
+            layer=layer or "",
+            steps=steps,
+            seed=seed,
+            batch=batch,
+        )
+        options = {"channel": channel, "lr": lr, "l2": l2, "blur_every": blur_every, "blur_sigma": blur_sigma, "jitter": jitter,
+                   "norm_percentile": norm_percentile}
+        for name, value in options.items():
+            if value is not None:
+                setattr(request, name, value)
+        return synthesis.synthesis(self._optimization(self._stub.Visualize, request, progress, timeout, "visualization"))
+
+    def adversarial(
+        self,
+        model_id: str,
+        image: Inputs,
+        *,
+        method: str = "fgsm",
+        epsilon: float = 2 / 255,
+        step_size: float | None = None,
+        steps: int = 10,
+        target: int | None = None,
+        norm: str = "linf",
+        random_start: bool = False,
+        seed: int = 0,
+        bounds: tuple[float, float] | None = None,
+        progress: StepCallback | None = None,
+        timeout: float | None = None,
+    ) -> Adversarial:
+        """An adversarial example: FGSM (one step) or PGD (``steps`` projected steps, L∞ or L2).
+        For images ε is in [0, 1] pixel units; for arrays in input units, clipped to ``bounds``.
+        Untargeted: away from the top class; ``target``: towards that class."""
+        request = pb.AdversarialRequest(
+            model_id=model_id, method=method, epsilon=epsilon, steps=steps, norm=norm, random_start=random_start, seed=seed,
+            bounds=list(bounds or ()),
+        )
+        if step_size is not None:
+            request.step_size = step_size
+        if target is not None:
+            request.target = target
+        fill_input(request.input, image)
+        return synthesis.adversarial(self._optimization(self._stub.Adversarial, request, progress, timeout, "adversarial attack"))
+
+    def correspondence(
+        self,
+        model_id: str,
+        image_a: Any,
+        image_b: Any,
+        *,
+        layer: str | Sequence[str],
+        points: np.ndarray | None = None,
+        hypercolumn: bool = False,
+        timeout: float | None = None,
+    ) -> Correspondence:
+        """For ``points`` of image A ([N, 2] (y, x) pixels; default: a grid over what the model
+        sees), the best match in image B: the cosine nearest neighbour of ``layer``'s feature
+        vectors, or with ``hypercolumn`` of several layers' vectors concatenated."""
+        layers = [layer] if isinstance(layer, str) else list(layer)
+        request = pb.CorrespondenceRequest(model_id=model_id, layers=layers, hypercolumn=hypercolumn)
+        if isinstance(image_a, np.ndarray) and isinstance(image_b, np.ndarray):
+            fill_input(request.input, np.concatenate([image_a.reshape(-1, *image_a.shape[-3:]), image_b.reshape(-1, *image_b.shape[-3:])]))
+        else:
+            fill_input(request.input, [image_a, image_b])
+        if points is not None:
+            fill_tensor(request.points, np.asarray(points, np.float32))
+        response = self._call(self._stub.Correspondence, request, timeout)
+        return Correspondence(
+            points=from_tensor(response.points),
+            matches=from_tensor(response.matches),
+            similarity=np.asarray(response.similarity, np.float32),
+            png=response.png,
+            layers=list(response.layers),
+        )
 
 def _rectifiers(name: str) -> pb.Rectifiers:
     if name not in ("all", "relu"):

@@ -167,3 +167,68 @@ class DeadFilterFractions(dict[str, np.ndarray]):
         super().__init__(fractions)
         self.samples = samples
         self.skipped = skipped
+
+
+# -- images made by gradients
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Top-5 classes of one sample, most probable first."""
+
+    classes: list[int]
+    probabilities: list[float]
+    labels: list[str]
+
+
+@dataclass(frozen=True)
+class Inversion:
+    """An image whose code at ``layer`` matches the input's (Mahendran & Vedaldi 2015)."""
+
+    image: np.ndarray  # uint8 H×W×3 (N×H×W×3 for a batch), the model's normalization undone
+    array: np.ndarray  # the model input
+    png: bytes  # original | inversion
+    code_error: float | list[float]  # ‖Φ(x) − Φ₀‖² / ‖Φ₀‖² at the result
+    history: np.ndarray  # [steps, 2]: loss, code error per step
+    layer: str
+
+
+@dataclass(frozen=True)
+class Synthesis:
+    """Class models or unit visualizations made by gradient ascent."""
+
+    images: np.ndarray  # uint8 [N, H, W, 3]
+    array: np.ndarray  # the model input
+    png: bytes  # one image, or a labelled grid
+    score_history: np.ndarray  # [steps, N]
+    scores: list[float]  # the objective at the result
+    probabilities: list[float]  # class models: the target's softmax probability
+    targets: list[int]  # class or channel per sample
+    target_labels: list[str]
+    tensor: str  # what was maximized
+
+
+@dataclass(frozen=True)
+class Adversarial:
+    """An adversarial example (FGSM or PGD) and what the model made of it."""
+
+    image: np.ndarray | None  # uint8 H×W×3 (N×H×W×3 for a batch); None for array inputs
+    array: np.ndarray  # the adversarial model input
+    png: bytes  # original | amplified perturbation | adversarial, top-5 under each
+    prediction: Prediction | list[Prediction]
+    adversarial_prediction: Prediction | list[Prediction]
+    success: bool | list[bool]
+    linf: float | list[float]  # of the perturbation: pixels in [0, 1] for images, else input units
+    l2: float | list[float]
+    label: int | list[int]  # the class attacked away from, or the target
+
+
+@dataclass(frozen=True)
+class Correspondence:
+    """Matches in image B for points of image A (Long, Zhang & Darrell 2014)."""
+
+    points: np.ndarray  # [N, 2] (y, x) pixels of A as sent
+    matches: np.ndarray  # [N, 2] (y, x) pixels of B as sent
+    similarity: np.ndarray  # [N] cosine similarity of each match
+    png: bytes  # A | B with match lines
+    layers: list[str]

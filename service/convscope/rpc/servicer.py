@@ -36,6 +36,7 @@ from convscope.rpc.convert import (
 )
 from convscope.rpc.convert import occlusion_result
 from convscope.rpc import dataset as dataset_rpc
+from convscope.rpc import synthesis as synthesis_rpc
 from convscope.rpc.errors import translate_errors
 
 log = logging.getLogger(__name__)
@@ -266,3 +267,45 @@ class ConvscopeServicer(pb_grpc.ConvscopeServicer):
         )
         for start in range(0, len(data), EXPORT_CHUNK_BYTES):
             yield pb.FileChunk(file="", data=data[start : start + EXPORT_CHUNK_BYTES])
+
+    # -- images made by gradients: progress per step, then the result (rpc/synthesis.py)
+
+    @translate_errors
+    def Invert(self, request: pb.InvertRequest, context: grpc.ServicerContext) -> Iterator[pb.InvertEvent]:
+        record = self.core.model(request.model_id)
+        model_input = self._input(record, request.input)
+        events = self.core.invert(record.id, model_input, synthesis_rpc.inversion_options(request))
+        yield from synthesis_rpc.stream_steps(
+            "inversion", events, context, pb.InvertEvent, lambda result: synthesis_rpc.inversion_result(result, model_input)
+        )
+
+    @translate_errors
+    def Visualize(self, request: pb.VisualizeRequest, context: grpc.ServicerContext) -> Iterator[pb.VisualizeEvent]:
+        record = self.core.model(request.model_id)
+        events = self.core.visualize(record.id, synthesis_rpc.visualization_options(request))
+        yield from synthesis_rpc.stream_steps(
+            "visualization", events, context, pb.VisualizeEvent, lambda result: synthesis_rpc.visualization_result(result, record)
+        )
+
+    @translate_errors
+    def Adversarial(self, request: pb.AdversarialRequest, context: grpc.ServicerContext) -> Iterator[pb.AdversarialEvent]:
+        record = self.core.model(request.model_id)
+        model_input = self._input(record, request.input)
+        events = self.core.adversarial(record.id, model_input, synthesis_rpc.adversarial_options(request))
+        yield from synthesis_rpc.stream_steps(
+            "adversarial attack", events, context, pb.AdversarialEvent, lambda result: synthesis_rpc.adversarial_result(result, record)
+        )
+
+    @translate_errors
+    def Correspondence(self, request: pb.CorrespondenceRequest, context: grpc.ServicerContext) -> pb.CorrespondenceResponse:
+        kind = request.input.WhichOneof("kind")
+        if kind not in ("tensor", "images"):
+            raise InvalidArgument("send two images (A, B) or an array batch of two")
+        result = self.core.correspondence(
+            request.model_id,
+            list(request.input.images.images) if kind == "images" else (),
+            arrays=tensor_to_numpy(request.input.tensor) if kind == "tensor" else None,
+            layers=synthesis_rpc.correspondence_layers(request),
+            points=tensor_to_numpy(request.points) if request.HasField("points") else None,
+        )
+        return synthesis_rpc.correspondence_response(result)

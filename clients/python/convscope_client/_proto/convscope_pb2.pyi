@@ -597,3 +597,215 @@ class DatasetJobEvent(_message.Message):
     dead_filters: DeadFiltersResult
     done: JobProgress
     def __init__(self, progress: _Optional[_Union[JobProgress, _Mapping]] = ..., skipped: _Optional[_Union[SkippedItem, _Mapping]] = ..., channel_hits: _Optional[_Union[ChannelHits, _Mapping]] = ..., embedding: _Optional[_Union[EmbeddingResult, _Mapping]] = ..., dead_filters: _Optional[_Union[DeadFiltersResult, _Mapping]] = ..., done: _Optional[_Union[JobProgress, _Mapping]] = ...) -> None: ...
+
+class OptimizationProgress(_message.Message):
+    __slots__ = ("step", "steps", "loss")
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    LOSS_FIELD_NUMBER: _ClassVar[int]
+    step: int
+    steps: int
+    loss: float
+    def __init__(self, step: _Optional[int] = ..., steps: _Optional[int] = ..., loss: _Optional[float] = ...) -> None: ...
+
+class InvertRequest(_message.Message):
+    __slots__ = ("model_id", "input", "layer", "steps", "lr", "tv_weight", "norm_weight", "jitter", "init", "seed")
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    INPUT_FIELD_NUMBER: _ClassVar[int]
+    LAYER_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    LR_FIELD_NUMBER: _ClassVar[int]
+    TV_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    NORM_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    JITTER_FIELD_NUMBER: _ClassVar[int]
+    INIT_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    input: Input
+    layer: str
+    steps: int
+    lr: float
+    tv_weight: float
+    norm_weight: float
+    jitter: int
+    init: str
+    seed: int
+    def __init__(self, model_id: _Optional[str] = ..., input: _Optional[_Union[Input, _Mapping]] = ..., layer: _Optional[str] = ..., steps: _Optional[int] = ..., lr: _Optional[float] = ..., tv_weight: _Optional[float] = ..., norm_weight: _Optional[float] = ..., jitter: _Optional[int] = ..., init: _Optional[str] = ..., seed: _Optional[int] = ...) -> None: ...
+
+class InversionResult(_message.Message):
+    __slots__ = ("images", "array", "png", "code_error", "history", "layer")
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
+    ARRAY_FIELD_NUMBER: _ClassVar[int]
+    PNG_FIELD_NUMBER: _ClassVar[int]
+    CODE_ERROR_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_FIELD_NUMBER: _ClassVar[int]
+    LAYER_FIELD_NUMBER: _ClassVar[int]
+    images: Tensor
+    array: Tensor
+    png: bytes
+    code_error: _containers.RepeatedScalarFieldContainer[float]
+    history: Tensor
+    layer: str
+    def __init__(self, images: _Optional[_Union[Tensor, _Mapping]] = ..., array: _Optional[_Union[Tensor, _Mapping]] = ..., png: _Optional[bytes] = ..., code_error: _Optional[_Iterable[float]] = ..., history: _Optional[_Union[Tensor, _Mapping]] = ..., layer: _Optional[str] = ...) -> None: ...
+
+class InvertEvent(_message.Message):
+    __slots__ = ("progress", "result")
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    progress: OptimizationProgress
+    result: InversionResult
+    def __init__(self, progress: _Optional[_Union[OptimizationProgress, _Mapping]] = ..., result: _Optional[_Union[InversionResult, _Mapping]] = ...) -> None: ...
+
+class VisualizeRequest(_message.Message):
+    __slots__ = ("model_id", "targets", "layer", "channel", "steps", "lr", "l2", "blur_every", "blur_sigma", "jitter", "seed", "batch", "norm_percentile")
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    TARGETS_FIELD_NUMBER: _ClassVar[int]
+    LAYER_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    LR_FIELD_NUMBER: _ClassVar[int]
+    L2_FIELD_NUMBER: _ClassVar[int]
+    BLUR_EVERY_FIELD_NUMBER: _ClassVar[int]
+    BLUR_SIGMA_FIELD_NUMBER: _ClassVar[int]
+    JITTER_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    BATCH_FIELD_NUMBER: _ClassVar[int]
+    NORM_PERCENTILE_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    targets: _containers.RepeatedScalarFieldContainer[int]
+    layer: str
+    channel: int
+    steps: int
+    lr: float
+    l2: float
+    blur_every: int
+    blur_sigma: float
+    jitter: int
+    seed: int
+    batch: int
+    norm_percentile: float
+    def __init__(self, model_id: _Optional[str] = ..., targets: _Optional[_Iterable[int]] = ..., layer: _Optional[str] = ..., channel: _Optional[int] = ..., steps: _Optional[int] = ..., lr: _Optional[float] = ..., l2: _Optional[float] = ..., blur_every: _Optional[int] = ..., blur_sigma: _Optional[float] = ..., jitter: _Optional[int] = ..., seed: _Optional[int] = ..., batch: _Optional[int] = ..., norm_percentile: _Optional[float] = ...) -> None: ...
+
+class VisualizationResult(_message.Message):
+    __slots__ = ("images", "array", "png", "score_history", "scores", "probabilities", "targets", "target_labels", "tensor")
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
+    ARRAY_FIELD_NUMBER: _ClassVar[int]
+    PNG_FIELD_NUMBER: _ClassVar[int]
+    SCORE_HISTORY_FIELD_NUMBER: _ClassVar[int]
+    SCORES_FIELD_NUMBER: _ClassVar[int]
+    PROBABILITIES_FIELD_NUMBER: _ClassVar[int]
+    TARGETS_FIELD_NUMBER: _ClassVar[int]
+    TARGET_LABELS_FIELD_NUMBER: _ClassVar[int]
+    TENSOR_FIELD_NUMBER: _ClassVar[int]
+    images: Tensor
+    array: Tensor
+    png: bytes
+    score_history: Tensor
+    scores: _containers.RepeatedScalarFieldContainer[float]
+    probabilities: _containers.RepeatedScalarFieldContainer[float]
+    targets: _containers.RepeatedScalarFieldContainer[int]
+    target_labels: _containers.RepeatedScalarFieldContainer[str]
+    tensor: str
+    def __init__(self, images: _Optional[_Union[Tensor, _Mapping]] = ..., array: _Optional[_Union[Tensor, _Mapping]] = ..., png: _Optional[bytes] = ..., score_history: _Optional[_Union[Tensor, _Mapping]] = ..., scores: _Optional[_Iterable[float]] = ..., probabilities: _Optional[_Iterable[float]] = ..., targets: _Optional[_Iterable[int]] = ..., target_labels: _Optional[_Iterable[str]] = ..., tensor: _Optional[str] = ...) -> None: ...
+
+class VisualizeEvent(_message.Message):
+    __slots__ = ("progress", "result")
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    progress: OptimizationProgress
+    result: VisualizationResult
+    def __init__(self, progress: _Optional[_Union[OptimizationProgress, _Mapping]] = ..., result: _Optional[_Union[VisualizationResult, _Mapping]] = ...) -> None: ...
+
+class AdversarialRequest(_message.Message):
+    __slots__ = ("model_id", "input", "method", "epsilon", "step_size", "steps", "target", "norm", "random_start", "seed", "bounds")
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    INPUT_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    EPSILON_FIELD_NUMBER: _ClassVar[int]
+    STEP_SIZE_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    NORM_FIELD_NUMBER: _ClassVar[int]
+    RANDOM_START_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    BOUNDS_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    input: Input
+    method: str
+    epsilon: float
+    step_size: float
+    steps: int
+    target: int
+    norm: str
+    random_start: bool
+    seed: int
+    bounds: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, model_id: _Optional[str] = ..., input: _Optional[_Union[Input, _Mapping]] = ..., method: _Optional[str] = ..., epsilon: _Optional[float] = ..., step_size: _Optional[float] = ..., steps: _Optional[int] = ..., target: _Optional[int] = ..., norm: _Optional[str] = ..., random_start: _Optional[bool] = ..., seed: _Optional[int] = ..., bounds: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class Prediction(_message.Message):
+    __slots__ = ("classes", "probabilities", "labels")
+    CLASSES_FIELD_NUMBER: _ClassVar[int]
+    PROBABILITIES_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    classes: _containers.RepeatedScalarFieldContainer[int]
+    probabilities: _containers.RepeatedScalarFieldContainer[float]
+    labels: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, classes: _Optional[_Iterable[int]] = ..., probabilities: _Optional[_Iterable[float]] = ..., labels: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class AdversarialResult(_message.Message):
+    __slots__ = ("images", "array", "png", "prediction", "adversarial_prediction", "success", "linf", "l2", "label")
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
+    ARRAY_FIELD_NUMBER: _ClassVar[int]
+    PNG_FIELD_NUMBER: _ClassVar[int]
+    PREDICTION_FIELD_NUMBER: _ClassVar[int]
+    ADVERSARIAL_PREDICTION_FIELD_NUMBER: _ClassVar[int]
+    SUCCESS_FIELD_NUMBER: _ClassVar[int]
+    LINF_FIELD_NUMBER: _ClassVar[int]
+    L2_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    images: Tensor
+    array: Tensor
+    png: bytes
+    prediction: _containers.RepeatedCompositeFieldContainer[Prediction]
+    adversarial_prediction: _containers.RepeatedCompositeFieldContainer[Prediction]
+    success: _containers.RepeatedScalarFieldContainer[bool]
+    linf: _containers.RepeatedScalarFieldContainer[float]
+    l2: _containers.RepeatedScalarFieldContainer[float]
+    label: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, images: _Optional[_Union[Tensor, _Mapping]] = ..., array: _Optional[_Union[Tensor, _Mapping]] = ..., png: _Optional[bytes] = ..., prediction: _Optional[_Iterable[_Union[Prediction, _Mapping]]] = ..., adversarial_prediction: _Optional[_Iterable[_Union[Prediction, _Mapping]]] = ..., success: _Optional[_Iterable[bool]] = ..., linf: _Optional[_Iterable[float]] = ..., l2: _Optional[_Iterable[float]] = ..., label: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class AdversarialEvent(_message.Message):
+    __slots__ = ("progress", "result")
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    progress: OptimizationProgress
+    result: AdversarialResult
+    def __init__(self, progress: _Optional[_Union[OptimizationProgress, _Mapping]] = ..., result: _Optional[_Union[AdversarialResult, _Mapping]] = ...) -> None: ...
+
+class CorrespondenceRequest(_message.Message):
+    __slots__ = ("model_id", "input", "layers", "points", "hypercolumn")
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    INPUT_FIELD_NUMBER: _ClassVar[int]
+    LAYERS_FIELD_NUMBER: _ClassVar[int]
+    POINTS_FIELD_NUMBER: _ClassVar[int]
+    HYPERCOLUMN_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    input: Input
+    layers: _containers.RepeatedScalarFieldContainer[str]
+    points: Tensor
+    hypercolumn: bool
+    def __init__(self, model_id: _Optional[str] = ..., input: _Optional[_Union[Input, _Mapping]] = ..., layers: _Optional[_Iterable[str]] = ..., points: _Optional[_Union[Tensor, _Mapping]] = ..., hypercolumn: _Optional[bool] = ...) -> None: ...
+
+class CorrespondenceResponse(_message.Message):
+    __slots__ = ("points", "matches", "similarity", "png", "layers")
+    POINTS_FIELD_NUMBER: _ClassVar[int]
+    MATCHES_FIELD_NUMBER: _ClassVar[int]
+    SIMILARITY_FIELD_NUMBER: _ClassVar[int]
+    PNG_FIELD_NUMBER: _ClassVar[int]
+    LAYERS_FIELD_NUMBER: _ClassVar[int]
+    points: Tensor
+    matches: Tensor
+    similarity: _containers.RepeatedScalarFieldContainer[float]
+    png: bytes
+    layers: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, points: _Optional[_Union[Tensor, _Mapping]] = ..., matches: _Optional[_Union[Tensor, _Mapping]] = ..., similarity: _Optional[_Iterable[float]] = ..., png: _Optional[bytes] = ..., layers: _Optional[_Iterable[str]] = ...) -> None: ...
