@@ -22,8 +22,9 @@ from convscope.model.store import DEFAULT_MAX_UPLOAD_BYTES, ModelStore, Upload
 from convscope.model.types import ModelRecord, Preprocessing
 from convscope.render import encode_png, heatmap, overlay
 from convscope.runtime.graphs import BackwardGraph
-from convscope.runtime.inspect import describe_upload
+from convscope.runtime.inspect import InputShape, describe_upload
 from convscope.runtime.sessions import DEFAULT_SESSION_BUDGET_BYTES, Runtime
+from convscope.runtime.shaped import ShapedRecords
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ class Convscope:
         self.store = ModelStore(store_dir, max_upload_bytes=max_upload_bytes)
         self.runtime = Runtime(self.store.load, budget_bytes=session_budget_bytes, providers=providers)
         self.context = MethodContext(self.runtime)
+        self.shaped = ShapedRecords(self.runtime)
 
     def close(self) -> None:
         self.store.close()
@@ -57,8 +59,10 @@ class Convscope:
         name: str = "",
         preprocessing: Preprocessing | None = None,
         labels: Sequence[str] = (),
+        input_shape: InputShape | None = None,
     ) -> ModelRecord:
-        """Store a model from (file, data) chunks; file "" is the model, others its side files."""
+        """Store a model from (file, data) chunks; file "" is the model, others its side files.
+        ``input_shape`` fills the model's symbolic sizes for the probe run (see describe_upload)."""
         upload: Upload = self.store.begin_upload()
         try:
             for file, data in chunks:
@@ -68,7 +72,9 @@ class Convscope:
             raise
         record = self.store.commit(
             upload,
-            lambda model_id, done: describe_upload(model_id, done, name=name, preprocessing=preprocessing, labels=labels),
+            lambda model_id, done: describe_upload(
+                model_id, done, name=name, preprocessing=preprocessing, labels=labels, input_shape=input_shape
+            ),
         )
         # The same bytes uploaded again with other metadata: the newer description wins.
         changes = {
@@ -81,12 +87,18 @@ class Convscope:
     def model(self, model_id: str) -> ModelRecord:
         return self.store.get(model_id)
 
+    def model_at(self, model_id: str, input_shape: Sequence[int]) -> ModelRecord:
+        """The record with its layer table at ``input_shape`` (a model with symbolic sizes
+        takes other sizes than the one it was probed at)."""
+        return self.shaped.at(self.model(model_id), input_shape)
+
     def models(self) -> list[ModelRecord]:
         return self.store.list()
 
     def delete(self, model_id: str) -> None:
         self.store.delete(model_id)
         self.runtime.forget(model_id)
+        self.shaped.forget(model_id)
 
     # -- inputs
 
@@ -108,7 +120,7 @@ class Convscope:
         render: bool = False,
         statistics: bool = True,
     ) -> list[activation_methods.ActivationResult]:
-        record = self.model(model_id)
+        record = self.model_at(model_id, model_input.batch.shape)
         return activation_methods.activations(
             self.context, record, model_input.batch, layers, render=render, statistics=statistics
         )
@@ -116,7 +128,7 @@ class Convscope:
     def dead_filters(
         self, model_id: str, batches: Sequence[np.ndarray], layers: Sequence[str] | None, *, threshold: float = 1.0
     ) -> activation_methods.DeadFiltersResult:
-        record = self.model(model_id)
+        record = self.model_at(model_id, batches[0].shape) if batches else self.model(model_id)
         return activation_methods.dead_filters(self.context, record, batches, layers, threshold=threshold)
 
     def dataset_job(
@@ -157,7 +169,7 @@ class Convscope:
     ) -> Iterator[occlusion_methods.OcclusionProgress | occlusion_methods.OcclusionResult]:
         """Occlusion sensitivity as a lazy stream: progress events, then the result.  Work happens
         only while the caller pulls; to cancel, stop pulling and close the iterator."""
-        record = self.model(model_id)
+        record = self.model_at(model_id, model_input.batch.shape)
         return occlusion_methods.occlusion(self.context, record, model_input, options)
 
     def attribution(
@@ -170,7 +182,7 @@ class Convscope:
         render: bool = True,
     ) -> tuple[attribution_methods.AttributionResult, bytes]:
         """A gradient map, and (``render``) a PNG of the first sample's map over its image."""
-        record = self.model(model_id)
+        record = self.model_at(model_id, model_input.batch.shape)
         result = attribution_methods.attribution(self.context, record, model_input.batch, method, options)
         png = b""
         if render:

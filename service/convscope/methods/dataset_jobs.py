@@ -28,7 +28,7 @@ from convscope.methods.inputs import batch_of
 from convscope.methods.embedding import Embedding, EmbeddingResult, code_layer
 from convscope.methods.top_activations import TopActivations, TopActivationsResult
 from convscope.model.types import ModelRecord
-from convscope.runtime.inspect import probe_shape
+from convscope.runtime.shaped import table_input_shape
 
 # Samples per inference call (fewer when the tensors a job needs would exceed the batch budget).
 JOB_BATCH = 32
@@ -120,11 +120,6 @@ def fields_of(base: onnx.ModelProto, record: ModelRecord) -> dict[str, FieldMap 
     shapes: dict[str, tuple[int, ...]] = {layer.tensor: layer.shape for layer in record.layers}
     shapes[record.input.name] = table_input_shape(record)
     return receptive_fields(base, shapes, layout=record.preprocessing.layout)
-
-
-def table_input_shape(record: ModelRecord) -> tuple[int, ...]:
-    """The input shape the layer table was probed with (symbolic sizes as the store filled them)."""
-    return probe_shape(record.input.shape, record.preprocessing)
 
 
 # ---------------------------------------------------------------------------------- the pass

@@ -105,13 +105,14 @@ class ImageSample:
 
 
 def _spatial_size(record: ModelRecord) -> tuple[int, int]:
-    shape = record.input.shape
-    dims = shape[2:4] if record.preprocessing.layout == "NCHW" else shape[1:3]
-    if len(dims) != 2 or min(dims) <= 0:
-        raise InvalidArgument(
-            "the model's input has no fixed height and width; upload it with preprocessing {'size': [H, W]}"
-        )
-    return int(dims[0]), int(dims[1])
+    """The model's fixed height and width, else the ones the store probed it at."""
+    for shape in (record.input.shape, record.probe_shape):
+        dims = shape[2:4] if record.preprocessing.layout == "NCHW" else shape[1:3]
+        if len(dims) == 2 and min(dims) > 0:
+            return int(dims[0]), int(dims[1])
+    raise InvalidArgument(
+        "the model's input has no fixed height and width; upload it with preprocessing {'size': [H, W]}"
+    )
 
 
 def _decode(data: bytes, index: int, spec: Preprocessing, size: tuple[int, int]) -> np.ndarray:

@@ -118,6 +118,9 @@ class ModelRecord:
     opset: int
     created: str
     files: tuple[str, ...] = field(default=("model.onnx",))
+    # The input shape the layer table was taken at (batch 1); () in records stored before it
+    # was kept: their probe filled symbolic sizes from the preprocessing.
+    probe_shape: tuple[int, ...] = ()
 
     @property
     def input(self) -> TensorSpec:
@@ -179,4 +182,5 @@ class ModelRecord:
             opset=raw["opset"],
             created=raw["created"],
             files=tuple(raw["files"]),
+            probe_shape=tuple(raw.get("probe_shape", ())),
         )

@@ -10,7 +10,7 @@ import datetime
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import onnx
@@ -32,6 +32,12 @@ log = logging.getLogger(__name__)
 PREPROCESSING_KEY = "convscope.preprocessing"
 LABELS_KEY = "convscope.labels"
 DEFAULT_SPATIAL = 224
+# Probe sizes tried after the preprocessing's when the model rejects it: detectors and
+# segmenters take multiples of their largest stride (32 for nearly all), recognizers with a
+# fixed height take text lines several times as wide as high.
+CANDIDATE_SQUARE_SIDES = tuple(range(224, 641, 32))
+CANDIDATE_LINE_ASPECTS = (2, 4, 6, 8, 10, 16)
+InputShape = Sequence[int] | Mapping[str, int]
 # Relative tolerance for "a batch of 2 equals two batches of 1" (batched kernels reorder sums).
 BATCH_CHECK_RTOL = 1e-4
 
@@ -43,7 +49,10 @@ def describe_upload(
     name: str,
     preprocessing: Preprocessing | None,
     labels: Sequence[str],
+    input_shape: InputShape | None = None,
 ) -> ModelRecord:
+    """``input_shape``: the probe's input shape (a full shape, or sizes by dim name such as
+    ``{"H": 48, "W": 320}``); None tries the preprocessing's size, then common candidates."""
     model = parse_model(upload.model_path.read_bytes())
     if upload.side_names:
         bind_external_data(model, upload.side_names)
@@ -61,11 +70,11 @@ def describe_upload(
     full = onnx.load(str(upload.model_path), load_external_data=True)
     preprocessing = preprocessing or _metadata_preprocessing(model) or Preprocessing()
     labels = tuple(labels) or _metadata_labels(model)
-    probe = _probe_input(inputs[0], preprocessing)
+    probe = _working_probe(original, inputs[0], preprocessing, input_shape)
 
     dynamic_ok = _check_dynamic_batch(original, base_graph(full, dynamic_batch=True), probe)
     base = base_graph(full, dynamic_batch=dynamic_ok)
-    layers = _layer_table(base, probe, layout=preprocessing.layout)
+    layers = layer_table(base, probe, layout=preprocessing.layout)
     input_spec = _tensor_spec(base.graph.input[[i.name for i in base.graph.input].index(inputs[0].name)])
     outputs = tuple(_tensor_spec(o) for o in base.graph.output)
     return ModelRecord(
@@ -78,6 +87,7 @@ def describe_upload(
         labels=labels,
         size_bytes=upload.received,
         dynamic_batch=dynamic_ok,
+        probe_shape=tuple(int(d) for d in probe.shape),
         opset=ai_onnx_opset(model),
         created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         files=tuple(sorted(p.name for p in upload.folder.iterdir())),
@@ -143,19 +153,96 @@ def probe_shape(dims: Sequence[int], preprocessing: Preprocessing) -> tuple[int,
     return tuple(shape)
 
 
-def _probe_input(value: onnx.ValueInfoProto, preprocessing: Preprocessing) -> np.ndarray:
-    """A deterministic batch-1 input of the model's shape; symbolic sizes from the preprocessing."""
-    elem = value.type.tensor_type.elem_type
-    if not value.type.HasField("tensor_type") or not elem:
+def _input_dims(value: onnx.ValueInfoProto) -> list[int]:
+    if not value.type.HasField("tensor_type") or not value.type.tensor_type.elem_type:
         raise InvalidModel(f"input {value.name!r} is not a typed tensor")
     dims = _dims(value)
     if not dims:
         raise InvalidModel(f"input {value.name!r} has no shape; convscope needs at least its rank")
-    shape = probe_shape(dims, preprocessing)
-    dtype = helper.tensor_dtype_to_np_dtype(elem)
+    return dims
+
+
+def probe_candidates(dims: Sequence[int], preprocessing: Preprocessing) -> list[tuple[int, ...]]:
+    """Shapes to probe in order: the preprocessing's, then sizes common strides accept."""
+    first = probe_shape(dims, preprocessing)
+    channels_axis = 1 if preprocessing.layout == "NCHW" else len(dims) - 1
+    spatial = [axis for axis in range(1, len(dims)) if axis != channels_axis]
+    free = [axis for axis in spatial if dims[axis] <= 0]
+    candidates = [first]
+    if len(spatial) == 2 and free:
+        fixed = [dims[axis] for axis in spatial if dims[axis] > 0]
+        if fixed:  # one fixed side (a text line's height): the other several times as long
+            sides = [fixed[0] * aspect for aspect in CANDIDATE_LINE_ASPECTS]
+        else:
+            sides = list(CANDIDATE_SQUARE_SIDES)
+        for side in sides:
+            shape = list(first)
+            for axis in free:
+                shape[axis] = side
+            candidates.append(tuple(shape))
+    return list(dict.fromkeys(candidates))
+
+
+def requested_probe_shape(dims: Sequence[int], names: Sequence[str], requested: InputShape) -> tuple[int, ...]:
+    """``requested`` (a full shape, or sizes by dim name) checked against the model's input."""
+    if isinstance(requested, Mapping):
+        unknown = set(requested) - {name for name in names if name}
+        if unknown:
+            raise InvalidArgument(
+                f"input_shape names dims {sorted(unknown)} the model's input does not have; its dims are "
+                f"{[name or size for name, size in zip(names, dims)]}"
+            )
+        shape = [requested.get(name, size) if name else size for name, size in zip(names, dims)]
+        shape[0] = 1
+        missing = [names[axis] or axis for axis, size in enumerate(shape) if size <= 0]
+        if missing:
+            raise InvalidArgument(f"input_shape leaves dims {missing} of the model's input without a size")
+    else:
+        shape = [int(size) for size in requested]
+        if len(shape) != len(dims) or any(size <= 0 for size in shape) or any(
+            want > 0 and want != got for want, got in zip(dims[1:], shape[1:])
+        ):
+            expected = ["N" if axis == 0 else (size if size > 0 else names[axis] or "?") for axis, size in enumerate(dims)]
+            raise InvalidArgument(f"input_shape {shape} does not fit the model's input {expected}")
+        shape[0] = 1
+    return tuple(int(size) for size in shape)
+
+
+def probe_array(shape: Sequence[int], dtype: np.dtype) -> np.ndarray:
+    """A deterministic batch-1 input: what every layer-table run feeds."""
     if np.issubdtype(dtype, np.floating):
-        return np.random.default_rng(0).random(shape).astype(dtype)
-    return np.zeros(shape, dtype)
+        return np.random.default_rng(0).random(tuple(shape)).astype(dtype)
+    return np.zeros(tuple(shape), dtype)
+
+
+def _working_probe(
+    original: ort.InferenceSession, value: onnx.ValueInfoProto, preprocessing: Preprocessing, requested: InputShape | None
+) -> np.ndarray:
+    """The first probe input the model runs on; INVALID_ARGUMENT naming what was tried if none."""
+    dims = _input_dims(value)
+    names = [d.dim_param for d in value.type.tensor_type.shape.dim]
+    dtype = helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type)
+    shapes = [requested_probe_shape(dims, names, requested)] if requested is not None else probe_candidates(dims, preprocessing)
+    first_error = ""
+    for shape in shapes:
+        probe = probe_array(shape, dtype)
+        try:
+            original.run(None, {value.name: probe})
+        except Exception as error:  # onnxruntime raises several types for a size the graph rejects
+            first_error = first_error or runtime_message(error)
+            continue
+        return probe
+    if requested is not None:
+        raise InvalidArgument(f"the model does not run at input_shape {list(shapes[0])}: onnxruntime: {first_error}")
+    raise InvalidArgument(
+        f"the model ran at none of the input shapes tried ({', '.join(str(list(s)) for s in shapes)}); "
+        f"onnxruntime at {list(shapes[0])}: {first_error}; pass input_shape (CLI --input-shape) with a size it takes"
+    )
+
+
+def runtime_message(error: Exception) -> str:
+    """The first line of onnxruntime's message, without its source-file prefix."""
+    return str(error).split("] ", 1)[-1].strip().splitlines()[0][:400] if str(error).strip() else type(error).__name__
 
 
 def _check_dynamic_batch(original: ort.InferenceSession, dynamic: onnx.ModelProto, probe: np.ndarray) -> bool:
@@ -185,14 +272,18 @@ def _close(a: np.ndarray, b: np.ndarray) -> bool:
     return bool(np.allclose(a, b, rtol=BATCH_CHECK_RTOL, atol=BATCH_CHECK_RTOL * scale, equal_nan=True))
 
 
-def _layer_table(model: onnx.ModelProto, probe: np.ndarray, *, layout: str = "NCHW") -> tuple[LayerInfo, ...]:
+def layer_table(model: onnx.ModelProto, probe: np.ndarray, *, layout: str = "NCHW") -> tuple[LayerInfo, ...]:
     """Every data tensor with its concrete batch-1 shape and dtype, learned by one run, and its
-    receptive field (stride, size, offset) where the graph pass can derive one."""
+    receptive field (stride, size, offset) where the graph pass can derive one.  A size the
+    model rejects is an INVALID_ARGUMENT quoting onnxruntime and the shape tried."""
     names = data_tensors(model.graph)
     outputs = [o.name for o in model.graph.output]
     wanted = list(dict.fromkeys(names + outputs))
     session = _session(expose(model, wanted).SerializeToString())
-    values = session.run(wanted, {session.get_inputs()[0].name: probe})
+    try:
+        values = session.run(wanted, {session.get_inputs()[0].name: probe})
+    except Exception as error:  # onnxruntime's types for a failed run differ by kind of failure
+        raise InvalidArgument(f"the model does not run at input shape {list(probe.shape)}: onnxruntime: {runtime_message(error)}") from None
     made_by = producers(model.graph)
     shapes = {tensor: np.shape(value) for tensor, value in zip(wanted, values)}
     shapes[session.get_inputs()[0].name] = probe.shape

@@ -1,0 +1,114 @@
+"""Models with symbolic height and width: one upload, requests at other sizes than the probe's.
+
+Oracles: onnxruntime on the unmodified model for activations, torch autograd on the same
+module for input gradients (rel. L2 ≤ 1e-2, cosine ≥ 0.999, as every whole-network test)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from convscope.core import Convscope
+from convscope.errors import InvalidArgument
+from convscope.methods.attribution import AttributionOptions
+from convscope.methods.inputs import from_tensor
+from tests.dynamic_nets import EXPORTERS, WidthSensitiveConcat, YoloStyleHead, export_dynamic, initialized
+from tests.oracles import COSINE_TOL, REL_L2_TOL, ort_run, random_input
+
+
+def every_tensor_run(model_bytes: bytes, x: np.ndarray) -> dict[str, np.ndarray]:
+    """onnxruntime on the unmodified model, every node output listed as a graph output."""
+    model = onnx.load_from_string(model_bytes)
+    declared = {o.name for o in model.graph.output}
+    model.graph.output.extend(
+        onnx.ValueInfoProto(name=name) for node in model.graph.node for name in node.output if name and name not in declared
+    )
+    return ort_run(model, {model.graph.input[0].name: x})
+
+
+def assert_gradient_matches(ours: np.ndarray, reference: np.ndarray) -> None:
+    ours, reference = ours.ravel().astype(np.float64), reference.ravel().astype(np.float64)
+    assert np.linalg.norm(reference) > 0
+    rel_l2 = np.linalg.norm(ours - reference) / np.linalg.norm(reference)
+    cosine = ours @ reference / (np.linalg.norm(ours) * np.linalg.norm(reference))
+    assert rel_l2 <= REL_L2_TOL and cosine >= COSINE_TOL, (rel_l2, cosine)
+
+
+def autograd_of_entry(module: torch.nn.Module, x: np.ndarray, target: int) -> np.ndarray:
+    inp = torch.from_numpy(x).requires_grad_(True)
+    module(inp).reshape(len(x), -1)[0, target].backward()
+    assert inp.grad is not None
+    return inp.grad.numpy()
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Convscope:
+    return Convscope(tmp_path / "store", providers=["CPUExecutionProvider"])
+
+
+def check_at_size(service: Convscope, model_id: str, model_bytes: bytes, module: torch.nn.Module, shape: tuple[int, ...]) -> None:
+    x = random_input(shape, seed=sum(shape))
+    model_input = from_tensor(service.model(model_id), x)
+    reference = every_tensor_run(model_bytes, x)
+    ours = {result.tensor: result.value for result in service.activations(model_id, model_input, None, statistics=False)}
+    output_name = service.model(model_id).outputs[0].name
+    assert output_name in ours and len(ours) >= 8  # every data tensor of the layer table
+    for name, value in ours.items():
+        np.testing.assert_allclose(value, reference[name], rtol=1e-5, atol=1e-5 * max(1.0, float(np.abs(reference[name]).max(initial=0))))
+    output = ours[output_name]
+    target = int(np.abs(output[0]).reshape(-1).argmax()) // 2  # an entry in the middle, not always the top
+    result, _ = service.attribution(model_id, model_input, "gradient", AttributionOptions(target=target), render=False)
+    assert result.map.shape == x.shape
+    assert_gradient_matches(result.map, autograd_of_entry(module, x, target))
+    for method in ("guided_backprop", "grad_cam"):
+        answered, png = service.attribution(model_id, model_input, method, AttributionOptions(target=target))
+        assert answered.map.shape[-2:] == shape[-2:] and np.isfinite(answered.map).all() and png
+
+
+@pytest.mark.parametrize("exporter", EXPORTERS)
+def test_anchor_grid_from_shape_at_two_sizes_after_one_upload(service: Convscope, exporter: str) -> None:
+    module = initialized(YoloStyleHead())
+    model_bytes = export_dynamic(module, torch.zeros(1, 3, 64, 96), exporter)  # type: ignore[arg-type]
+    record = service.upload([("", model_bytes)])
+    assert record.input.shape[2:] == (-1, -1) and record.probe_shape == (1, 3, 224, 224)
+    for shape in [(1, 3, 64, 96), (1, 3, 96, 160)]:
+        check_at_size(service, record.id, model_bytes, module, shape)
+
+
+@pytest.mark.parametrize("exporter", EXPORTERS)
+def test_concat_that_fits_some_widths_uploads_at_a_width_it_takes(service: Convscope, exporter: str) -> None:
+    module = initialized(WidthSensitiveConcat())
+    model_bytes = export_dynamic(module, torch.zeros(1, 3, 48, 96), exporter, fixed_height=True)  # type: ignore[arg-type]
+    record = service.upload([("", model_bytes)])
+    assert record.probe_shape == (1, 3, 48, 96)  # 224 wide failed; twice the height is the next candidate
+    for shape in [(1, 3, 48, 96), (1, 3, 48, 150)]:
+        check_at_size(service, record.id, model_bytes, module, shape)
+    x = random_input((1, 3, 48, 100))
+    with pytest.raises(InvalidArgument, match=r"\[1, 3, 48, 100\].*onnxruntime"):
+        service.attribution(record.id, from_tensor(record, x), "gradient", AttributionOptions(), render=False)
+
+
+def test_input_shape_fills_symbolic_dims_by_name_or_in_full(tmp_path: Path) -> None:
+    model_bytes = export_dynamic(initialized(WidthSensitiveConcat()), torch.zeros(1, 3, 48, 96), "torchscript", fixed_height=True)
+    by_name = Convscope(tmp_path / "a", providers=["CPUExecutionProvider"]).upload([("", model_bytes)], input_shape={"W": 144})
+    assert by_name.probe_shape == (1, 3, 48, 144)
+    in_full = Convscope(tmp_path / "b", providers=["CPUExecutionProvider"]).upload([("", model_bytes)], input_shape=[1, 3, 48, 300])
+    assert in_full.probe_shape == (1, 3, 48, 300)
+    with pytest.raises(InvalidArgument, match=r"does not run at input_shape \[1, 3, 48, 100\]: onnxruntime: .+"):
+        Convscope(tmp_path / "c", providers=["CPUExecutionProvider"]).upload([("", model_bytes)], input_shape={"W": 100})
+    with pytest.raises(InvalidArgument, match=r"names dims \['H'\]"):
+        Convscope(tmp_path / "d", providers=["CPUExecutionProvider"]).upload([("", model_bytes)], input_shape={"H": 64})
+
+
+def test_upload_that_runs_at_no_candidate_says_what_was_tried(service: Convscope) -> None:
+    model_bytes = export_dynamic(initialized(WidthSensitiveConcat(factor=11)), torch.zeros(1, 3, 48, 88), "torchscript", fixed_height=True)
+    with pytest.raises(InvalidArgument) as raised:
+        service.upload([("", model_bytes)])
+    message = str(raised.value)
+    assert "[1, 3, 48, 224]" in message and "[1, 3, 48, 96]" in message and "onnxruntime at [1, 3, 48, 224]:" in message
+    assert "pass input_shape" in message
+    assert service.models() == []
