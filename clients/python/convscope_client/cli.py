@@ -37,7 +37,26 @@ def _model_summary(info: object) -> dict[str, object]:
         "inputs": [vars(i) for i in info.inputs],  # type: ignore[attr-defined]
         "outputs": [vars(o) for o in info.outputs],  # type: ignore[attr-defined]
         "layers": len(info.layers),  # type: ignore[attr-defined]
+        "probe_shape": list(info.probe_shape),  # type: ignore[attr-defined]
     }
+
+
+def _input_shape(text: str) -> int | tuple[str, int]:
+    """One --input-shape word: a size (``320``) or a dim name and its size (``W=320``)."""
+    name, _, size = text.rpartition("=")
+    try:
+        return (name, int(size)) if name else int(size)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a size nor NAME=SIZE") from None
+
+
+def _probe_input_shape(words: list[int | tuple[str, int]] | None) -> list[int] | dict[str, int] | None:
+    if not words:
+        return None
+    named = [word for word in words if isinstance(word, tuple)]
+    if named and len(named) != len(words):
+        raise SystemExit("--input-shape takes either sizes (1 3 48 320) or NAME=SIZE words (W=320), not both")
+    return dict(named) if named else [word for word in words if isinstance(word, int)]
 
 
 def _fill(text: str) -> float | str:
@@ -175,6 +194,10 @@ def build_parser(prog: str, extra_commands: dict[str, str]) -> argparse.Argument
     upload.add_argument("--name")
     upload.add_argument("--preprocessing", type=json.loads, help='JSON, e.g. \'{"size": [224, 224]}\'')
     upload.add_argument("--labels", type=Path, help="text file, one class name per line")
+    upload.add_argument(
+        "--input-shape", type=_input_shape, nargs="+", metavar="SIZE",
+        help="the probe's input shape for symbolic sizes: 1 3 48 320, or by dim name: W=320",
+    )
 
     commands.add_parser("models", help="list stored models")
     get = commands.add_parser("model", help="show one model with its layer table")
@@ -256,7 +279,10 @@ def build_parser(prog: str, extra_commands: dict[str, str]) -> argparse.Argument
 def run(args: argparse.Namespace, client: Client) -> object:
     if args.command == "upload":
         labels = args.labels.read_text().splitlines() if args.labels else None
-        info = client.upload_model(args.model, name=args.name, preprocessing=args.preprocessing, labels=labels)
+        info = client.upload_model(
+            args.model, name=args.name, preprocessing=args.preprocessing, labels=labels,
+            input_shape=_probe_input_shape(args.input_shape),
+        )
         return _model_summary(info)
     if args.command == "models":
         return [_model_summary(info) for info in client.list_models()]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -69,6 +69,7 @@ def _model_info(message: pb.ModelInfo) -> ModelInfo:
         },
         dynamic_batch=message.dynamic_batch,
         size_bytes=message.size_bytes,
+        probe_shape=tuple(message.probe_shape),
     )
 
 
@@ -146,13 +147,16 @@ class Client:
         preprocessing: dict[str, Any] | None = None,
         labels: Sequence[str] | None = None,
         side_files: dict[str, bytes | str | os.PathLike[str]] | None = None,
+        input_shape: Sequence[int] | Mapping[str, int] | None = None,
         timeout: float | None = None,
     ) -> ModelInfo:
         """Stream a model (path or bytes) to the server in chunks.
 
         A path's ``<file>.data`` neighbour (what the dynamo exporter writes for external
         weights) is sent along; other side files go in ``side_files`` by the name the
-        model's external-data references use.
+        model's external-data references use.  ``input_shape`` (``[1, 3, 48, 320]``, or sizes
+        by dim name: ``{"W": 320}``) fills symbolic sizes for the server's probe run; without
+        it the server tries the preprocessing's size and common ones.
         """
         files: dict[str, bytes | str | os.PathLike[str]] = {"": model}
         if isinstance(model, (str, os.PathLike)):
@@ -162,6 +166,10 @@ class Client:
             name = name if name is not None else Path(model).stem
         files.update(side_files or {})
         header = pb.UploadHeader(name=name or "", labels=list(labels or ()))
+        if isinstance(input_shape, Mapping):
+            header.input_dims.update({str(dim): int(size) for dim, size in input_shape.items()})
+        elif input_shape is not None:
+            header.input_shape.extend(int(size) for size in input_shape)
         if preprocessing is not None:
             unknown = set(preprocessing) - set(PREPROCESSING_FIELDS)
             if unknown:

@@ -45,6 +45,7 @@ class ModelInfo:
     preprocessing: dict[str, object] = field(default_factory=dict)
     dynamic_batch: bool = True
     size_bytes: int = 0
+    probe_shape: tuple[int, ...] = ()  # the input shape the layer table was taken at
 
 
 @dataclass(frozen=True)

@@ -108,7 +108,16 @@ def model_info(record: ModelRecord, *, with_layers: bool = True) -> pb.ModelInfo
         dynamic_batch=record.dynamic_batch,
         opset=record.opset,
         created=record.created,
+        probe_shape=list(record.probe_shape),
     )
+
+
+def upload_input_shape(header: pb.UploadHeader) -> list[int] | dict[str, int] | None:
+    if header.input_shape and header.input_dims:
+        raise InvalidArgument("give the probe's input shape in full (input_shape) or by dim name (input_dims), not both")
+    if header.input_dims:
+        return dict(header.input_dims)
+    return list(header.input_shape) or None
 
 
 def floats(values: Sequence[float] | np.ndarray) -> list[float]:

@@ -33,6 +33,7 @@ from convscope.rpc.convert import (
     preprocessing_from_proto,
     rectifiers_name,
     tensor_to_numpy,
+    upload_input_shape,
 )
 from convscope.rpc.convert import occlusion_result
 from convscope.rpc import dataset as dataset_rpc
@@ -89,6 +90,7 @@ class ConvscopeServicer(pb_grpc.ConvscopeServicer):
             name=header.name,
             preprocessing=preprocessing_from_proto(header.preprocessing) if header.has_preprocessing else None,
             labels=list(header.labels),
+            input_shape=upload_input_shape(header),
         )
         return model_info(record)
 
