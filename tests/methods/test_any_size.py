@@ -8,7 +8,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
 import torch
 
@@ -17,25 +16,7 @@ from convscope.errors import InvalidArgument
 from convscope.methods.attribution import AttributionOptions
 from convscope.methods.inputs import from_tensor
 from tests.dynamic_nets import EXPORTERS, WidthSensitiveConcat, YoloStyleHead, export_dynamic, initialized
-from tests.oracles import COSINE_TOL, REL_L2_TOL, ort_run, random_input
-
-
-def every_tensor_run(model_bytes: bytes, x: np.ndarray) -> dict[str, np.ndarray]:
-    """onnxruntime on the unmodified model, every node output listed as a graph output."""
-    model = onnx.load_from_string(model_bytes)
-    declared = {o.name for o in model.graph.output}
-    model.graph.output.extend(
-        onnx.ValueInfoProto(name=name) for node in model.graph.node for name in node.output if name and name not in declared
-    )
-    return ort_run(model, {model.graph.input[0].name: x})
-
-
-def assert_gradient_matches(ours: np.ndarray, reference: np.ndarray) -> None:
-    ours, reference = ours.ravel().astype(np.float64), reference.ravel().astype(np.float64)
-    assert np.linalg.norm(reference) > 0
-    rel_l2 = np.linalg.norm(ours - reference) / np.linalg.norm(reference)
-    cosine = ours @ reference / (np.linalg.norm(ours) * np.linalg.norm(reference))
-    assert rel_l2 <= REL_L2_TOL and cosine >= COSINE_TOL, (rel_l2, cosine)
+from tests.oracles import assert_maps_agree, every_tensor_run, random_input
 
 
 def autograd_of_entry(module: torch.nn.Module, x: np.ndarray, target: int) -> np.ndarray:
@@ -53,7 +34,7 @@ def service(tmp_path: Path) -> Convscope:
 def check_at_size(service: Convscope, model_id: str, model_bytes: bytes, module: torch.nn.Module, shape: tuple[int, ...]) -> None:
     x = random_input(shape, seed=sum(shape))
     model_input = from_tensor(service.model(model_id), x)
-    reference = every_tensor_run(model_bytes, x)
+    reference = every_tensor_run(model_bytes, {"image": x})
     ours = {result.tensor: result.value for result in service.activations(model_id, model_input, None, statistics=False)}
     output_name = service.model(model_id).outputs[0].name
     assert output_name in ours and len(ours) >= 8  # every data tensor of the layer table
@@ -63,7 +44,7 @@ def check_at_size(service: Convscope, model_id: str, model_bytes: bytes, module:
     target = int(np.abs(output[0]).reshape(-1).argmax()) // 2  # an entry in the middle, not always the top
     result, _ = service.attribution(model_id, model_input, "gradient", AttributionOptions(target=target), render=False)
     assert result.map.shape == x.shape
-    assert_gradient_matches(result.map, autograd_of_entry(module, x, target))
+    assert_maps_agree(result.map, autograd_of_entry(module, x, target))
     for method in ("guided_backprop", "grad_cam"):
         answered, png = service.attribution(model_id, model_input, method, AttributionOptions(target=target))
         assert answered.map.shape[-2:] == shape[-2:] and np.isfinite(answered.map).all() and png

@@ -10,6 +10,7 @@ import datetime
 import json
 import logging
 import os
+import re
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -224,10 +225,12 @@ def _working_probe(
     dtype = helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type)
     shapes = [requested_probe_shape(dims, names, requested)] if requested is not None else probe_candidates(dims, preprocessing)
     first_error = ""
+    quiet = ort.RunOptions()
+    quiet.log_severity_level = 4  # a rejected candidate is expected: its error goes in our message only
     for shape in shapes:
         probe = probe_array(shape, dtype)
         try:
-            original.run(None, {value.name: probe})
+            original.run(None, {value.name: probe}, quiet)
         except Exception as error:  # onnxruntime raises several types for a size the graph rejects
             first_error = first_error or runtime_message(error)
             continue
@@ -241,8 +244,12 @@ def _working_probe(
 
 
 def runtime_message(error: Exception) -> str:
-    """The first line of onnxruntime's message, without its source-file prefix."""
-    return str(error).split("] ", 1)[-1].strip().splitlines()[0][:400] if str(error).strip() else type(error).__name__
+    """The first line of onnxruntime's message, without its "[ONNXRuntimeError] : 1 : FAIL :"
+    prefix."""
+    text = str(error).strip()
+    if not text:
+        return type(error).__name__
+    return re.sub(r"^(\[ONNXRuntimeError\])?\s*:\s*\d+\s*:\s*\w+\s*:\s*", "", text.splitlines()[0])[:400]
 
 
 def _check_dynamic_batch(original: ort.InferenceSession, dynamic: onnx.ModelProto, probe: np.ndarray) -> bool:
