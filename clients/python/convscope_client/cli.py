@@ -258,6 +258,10 @@ def build_parser(prog: str, extra_commands: dict[str, str]) -> argparse.Argument
     attribution.add_argument("input", help="an image file, or a .npy array used as given")
     attribution.add_argument("--method", required=True)
     attribution.add_argument("--target", type=int, help="flat index into one sample's output (default: top entry)")
+    attribution.add_argument(
+        "--target-weights", type=Path, metavar="NPY",
+        help="float weights of one sample's output instead of --target: the map of sum(weights * output)",
+    )
     attribution.add_argument("--output", help="tensor to score (default: the first model output)")
     attribution.add_argument("--layer", help="grad_cam layer (default: the last feature map)")
     attribution.add_argument("--steps", type=int, default=50)
@@ -322,12 +326,18 @@ def run(args: argparse.Namespace, client: Client) -> object:
                 "positions": list(result.positions.shape), "engine": result.engine,
                 "files": [str(args.out / name) for name in ("occlusion.png", "occlusion_positions.npy", "occlusion_attribution.npy")]}
     if args.command == "attribution":
+        if args.target_weights is not None and args.target is not None:
+            raise SystemExit("give --target or --target-weights, not both")
+        target = np.load(args.target_weights).astype(np.float32) if args.target_weights is not None else args.target
         result = client.attribution(
-            args.model_id, args.input, method=args.method, target=args.target, output=args.output, layer=args.layer,
+            args.model_id, args.input, method=args.method, target=target, output=args.output, layer=args.layer,
             steps=args.steps, samples=args.samples, noise=args.noise, rectifiers=args.rectifiers,
         )
+        for warning in result.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
         _write(args.out, args.method, result.map, result.png)
         return {"method": args.method, "target": result.target, "label": result.target_label, "score": result.score,
+                "warnings": list(result.warnings),
                 "files": [str(args.out / f"{args.method}.npy"), str(args.out / f"{args.method}.png")]}
     if args.command == "export-backward":
         data = client.export_backward(

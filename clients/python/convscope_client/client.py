@@ -387,7 +387,7 @@ class Client:
         inputs: Inputs,
         *,
         method: str,
-        target: int | None = None,
+        target: int | np.ndarray | None = None,
         output: str | None = None,
         layer: str | None = None,
         steps: int = 50,
@@ -404,13 +404,18 @@ class Client:
 
         ``method``: gradient, saliency, input_x_gradient, deconvnet, guided_backprop, grad_cam,
         guided_grad_cam, integrated_gradients, smoothgrad. ``rectifiers="relu"`` applies the
-        guided/deconvnet rule to Relu only (Captum's convention); "all" also to ReLU6.
+        guided/deconvnet rule to Relu only (Captum's convention); "all" also to ReLU6.  A float
+        array ``target`` of one sample's ``output`` shape weighs its entries: the map is the
+        gradient of Σ target·output (a segmentation mask, one box's entries).  ``warnings`` on
+        the result say why a map is all zero.
         """
+        weights = target if isinstance(target, np.ndarray) and np.issubdtype(target.dtype, np.floating) else None
+        entry = None if weights is not None else target
         request = pb.AttributionRequest(
             model_id=model_id,
             method=method,
-            has_target=target is not None,
-            target=target or 0,
+            has_target=entry is not None,
+            target=int(entry or 0),
             output=output or "",
             layer=layer or "",
             steps=steps,
@@ -423,6 +428,8 @@ class Client:
         )
         fill_input(request.input, inputs)
         fill_tensor(request.baseline, np.asarray(baseline, dtype=np.float32) if np.isscalar(baseline) else np.asarray(baseline))
+        if weights is not None:
+            fill_tensor(request.target_weights, weights)
         response = self._call(self._stub.Attribution, request, timeout)
         return Attribution(
             method=method,
@@ -434,6 +441,7 @@ class Client:
             target_label=_single_or_list(list(response.target_label)),
             layer_map=from_tensor(response.layer_map) if response.HasField("layer_map") else None,
             layer=response.layer,
+            warnings=tuple(response.warnings),
         )
 
     def occlusion(

@@ -83,6 +83,7 @@ class Attribution:
     target_label: str | list[str] = ""
     layer_map: np.ndarray | None = None  # grad_cam at the layer, before upsampling
     layer: str = ""
+    warnings: tuple[str, ...] = ()  # why the map is all zero, where it is
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ Methods (each a function of the gradient engine in methods/gradients.py):
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -26,6 +27,7 @@ import numpy as np
 from PIL import Image
 
 from convscope.errors import InvalidArgument
+from convscope.graph.backward.zero_paths import gradient_blockers
 from convscope.methods.context import MethodContext
 from convscope.methods.gradients import Gradients, Score, backward_batch_size, gradients, resolve_score
 from convscope.model.types import ModelRecord
@@ -38,7 +40,7 @@ MAX_SAMPLES = 1024
 @dataclass(frozen=True)
 class AttributionOptions:
     output: str | None = None
-    target: int | Sequence[int] | None = None
+    target: int | Sequence[int] | np.ndarray | None = None  # a float array: weights (gradients.Score)
     layer: str | None = None
     steps: int = 50
     baseline: float | np.ndarray = 0.0
@@ -57,6 +59,7 @@ class AttributionResult:
     scores: np.ndarray  # [N]
     layer_map: np.ndarray | None = None  # grad_cam before upsampling, [N, h, w]
     layer: str | None = None  # where grad_cam was taken
+    warnings: tuple[str, ...] = ()  # why a map is all zero (zero_map_warnings)
 
 
 def channel_axis(record: ModelRecord) -> int:
@@ -216,9 +219,10 @@ def integrated_gradients(context: MethodContext, record: ModelRecord, batch: np.
 def scored_at_input(context: MethodContext, record: ModelRecord, batch: np.ndarray, score: Score) -> tuple[Score, np.ndarray]:
     """``score`` with its default targets found (each sample's top entry at the input, not at
     each path point or noisy copy), and the scores at the input: one forward pass for both."""
-    values = context.forward(record, batch, [score.tensor])[score.tensor].reshape(len(batch), -1)
-    targets = values.argmax(axis=1) if score.targets is None else score.targets
-    return Score(score.tensor, targets.astype(np.int64)), values[np.arange(len(batch)), targets]
+    values = context.forward(record, batch, [score.tensor])[score.tensor]
+    if score.targets is None:
+        score = Score(score.tensor, values.reshape(len(batch), -1).argmax(axis=1).astype(np.int64))
+    return score, score.of(values)
 
 
 def smoothgrad_noise(batch: np.ndarray, samples: int, noise: float, seed: int, *, chunk: int | None = None) -> Iterator[np.ndarray]:
@@ -274,4 +278,27 @@ def attribution(
     # A default target (None) is found where the method scores: inside the one backward run,
     # or by integrated gradients and SmoothGrad at the input (scored_at_input).
     score = resolve_score(record, len(batch), output=options.output, target=options.target)
-    return METHODS[method](context, record, batch, score, options)
+    result = METHODS[method](context, record, batch, score, options)
+    return dataclasses.replace(result, warnings=zero_map_warnings(context, record, result))
+
+
+def zero_map_warnings(context: MethodContext, record: ModelRecord, result: AttributionResult) -> tuple[str, ...]:
+    """Say so where a sample's map is all zero, naming the nodes that stop every gradient path
+    from the input to the score when that is why (graph/backward/zero_paths.py)."""
+    zero = [n for n, sample in enumerate(result.map) if not np.any(sample)]
+    if not zero:
+        return ()
+    base = context.runtime.base_graph(record.id, dynamic_batch=record.dynamic_batch)
+    blockers = gradient_blockers(base, record.input.name, result.score.tensor)
+    which = "every sample's map is" if len(zero) == len(result.map) else f"the maps of samples {zero} are"
+    if blockers:
+        named = ", ".join(f"{node.op_type} {node.name!r}" for node in blockers[:8])
+        more = f" and {len(blockers) - 8} more" if len(blockers) > 8 else ""
+        return (
+            f"{which} all zero: every gradient path from {record.input.name!r} to {result.score.tensor!r} passes through "
+            f"{named}{more}, whose derivative is zero almost everywhere",
+        )
+    return (
+        f"{which} all zero, though {result.score.tensor!r} depends differentiably on the input: the score is flat "
+        "here (e.g. every unit on its path is switched off, or the target entry ignores this input)",
+    )

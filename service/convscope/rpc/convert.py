@@ -138,3 +138,12 @@ def occlusion_result(result: OcclusionResult) -> pb.OcclusionResult:
     fill_tensor(message.positions, result.positions)
     fill_tensor(message.attribution, result.attribution)
     return message
+
+
+def attribution_target(request: pb.AttributionRequest) -> int | np.ndarray | None:
+    """The target entry, or weights over one sample's output (``target_weights``)."""
+    if request.HasField("target_weights"):
+        if request.has_target:
+            raise InvalidArgument("give a target entry or target weights, not both")
+        return tensor_to_numpy(request.target_weights).astype(np.float32, copy=False)
+    return request.target if request.has_target else None

@@ -34,6 +34,7 @@ from convscope.rpc.convert import (
     rectifiers_name,
     tensor_to_numpy,
     upload_input_shape,
+    attribution_target,
 )
 from convscope.rpc.convert import occlusion_result
 from convscope.rpc import dataset as dataset_rpc
@@ -232,7 +233,7 @@ class ConvscopeServicer(pb_grpc.ConvscopeServicer):
         model_input = self._input(record, request.input)
         options = AttributionOptions(
             output=request.output or None,
-            target=request.target if request.has_target else None,
+            target=attribution_target(request),
             layer=request.layer or None,
             seed=request.seed,
             rectifiers=rectifiers_name(request.rectifiers),
@@ -249,6 +250,7 @@ class ConvscopeServicer(pb_grpc.ConvscopeServicer):
             output=result.score.tensor,
             target_label=record.target_labels(result.score.tensor, targets),
             layer=result.layer or "",
+            warnings=result.warnings,
         )
         fill_tensor(response.map, result.map)
         if result.layer_map is not None:

@@ -97,6 +97,11 @@ class Runtime:
             total -= cost
             log.debug("evicted session %s %s", model_id[:12], spec)
 
+    def cache_bytes(self) -> int:
+        """Estimated memory of the cached sessions: what the budget is checked against."""
+        with self._lock:
+            return sum(cost for _, cost in self._sessions.values())
+
     def forget(self, model_id: str) -> None:
         """Drop every session and cached graph of a model (after it was deleted)."""
         with self._lock:

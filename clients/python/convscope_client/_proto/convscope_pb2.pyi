@@ -294,7 +294,7 @@ class FiltersResponse(_message.Message):
     def __init__(self, node: _Optional[str] = ..., weights: _Optional[_Union[Tensor, _Mapping]] = ..., png: _Optional[bytes] = ..., smoothness: _Optional[_Iterable[float]] = ..., mean_smoothness: _Optional[float] = ...) -> None: ...
 
 class AttributionRequest(_message.Message):
-    __slots__ = ("model_id", "input", "method", "has_target", "target", "output", "layer", "steps", "baseline", "samples", "noise", "seed", "rectifiers", "integration", "render")
+    __slots__ = ("model_id", "input", "method", "has_target", "target", "output", "layer", "steps", "baseline", "samples", "noise", "seed", "rectifiers", "integration", "render", "target_weights")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     INPUT_FIELD_NUMBER: _ClassVar[int]
     METHOD_FIELD_NUMBER: _ClassVar[int]
@@ -310,6 +310,7 @@ class AttributionRequest(_message.Message):
     RECTIFIERS_FIELD_NUMBER: _ClassVar[int]
     INTEGRATION_FIELD_NUMBER: _ClassVar[int]
     RENDER_FIELD_NUMBER: _ClassVar[int]
+    TARGET_WEIGHTS_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     input: Input
     method: str
@@ -325,10 +326,11 @@ class AttributionRequest(_message.Message):
     rectifiers: Rectifiers
     integration: str
     render: bool
-    def __init__(self, model_id: _Optional[str] = ..., input: _Optional[_Union[Input, _Mapping]] = ..., method: _Optional[str] = ..., has_target: _Optional[bool] = ..., target: _Optional[int] = ..., output: _Optional[str] = ..., layer: _Optional[str] = ..., steps: _Optional[int] = ..., baseline: _Optional[_Union[Tensor, _Mapping]] = ..., samples: _Optional[int] = ..., noise: _Optional[float] = ..., seed: _Optional[int] = ..., rectifiers: _Optional[_Union[Rectifiers, str]] = ..., integration: _Optional[str] = ..., render: _Optional[bool] = ...) -> None: ...
+    target_weights: Tensor
+    def __init__(self, model_id: _Optional[str] = ..., input: _Optional[_Union[Input, _Mapping]] = ..., method: _Optional[str] = ..., has_target: _Optional[bool] = ..., target: _Optional[int] = ..., output: _Optional[str] = ..., layer: _Optional[str] = ..., steps: _Optional[int] = ..., baseline: _Optional[_Union[Tensor, _Mapping]] = ..., samples: _Optional[int] = ..., noise: _Optional[float] = ..., seed: _Optional[int] = ..., rectifiers: _Optional[_Union[Rectifiers, str]] = ..., integration: _Optional[str] = ..., render: _Optional[bool] = ..., target_weights: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
 
 class AttributionResponse(_message.Message):
-    __slots__ = ("map", "png", "target", "score", "output", "target_label", "layer_map", "layer")
+    __slots__ = ("map", "png", "target", "score", "output", "target_label", "layer_map", "layer", "warnings")
     MAP_FIELD_NUMBER: _ClassVar[int]
     PNG_FIELD_NUMBER: _ClassVar[int]
     TARGET_FIELD_NUMBER: _ClassVar[int]
@@ -337,6 +339,7 @@ class AttributionResponse(_message.Message):
     TARGET_LABEL_FIELD_NUMBER: _ClassVar[int]
     LAYER_MAP_FIELD_NUMBER: _ClassVar[int]
     LAYER_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
     map: Tensor
     png: bytes
     target: _containers.RepeatedScalarFieldContainer[int]
@@ -345,7 +348,8 @@ class AttributionResponse(_message.Message):
     target_label: _containers.RepeatedScalarFieldContainer[str]
     layer_map: Tensor
     layer: str
-    def __init__(self, map: _Optional[_Union[Tensor, _Mapping]] = ..., png: _Optional[bytes] = ..., target: _Optional[_Iterable[int]] = ..., score: _Optional[_Iterable[float]] = ..., output: _Optional[str] = ..., target_label: _Optional[_Iterable[str]] = ..., layer_map: _Optional[_Union[Tensor, _Mapping]] = ..., layer: _Optional[str] = ...) -> None: ...
+    warnings: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, map: _Optional[_Union[Tensor, _Mapping]] = ..., png: _Optional[bytes] = ..., target: _Optional[_Iterable[int]] = ..., score: _Optional[_Iterable[float]] = ..., output: _Optional[str] = ..., target_label: _Optional[_Iterable[str]] = ..., layer_map: _Optional[_Union[Tensor, _Mapping]] = ..., layer: _Optional[str] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ExportBackwardRequest(_message.Message):
     __slots__ = ("model_id", "seeds", "wrt", "rectifier", "rectifiers")
