@@ -56,6 +56,10 @@ def test_anchor_grid_from_shape_at_two_sizes_after_one_upload(service: Convscope
     model_bytes = export_dynamic(module, torch.zeros(1, 3, 64, 96), exporter)  # type: ignore[arg-type]
     record = service.upload([("", model_bytes)])
     assert record.input.shape[2:] == (-1, -1) and record.probe_shape == (1, 3, 224, 224)
+    boxes = record.layer(record.outputs[0].name)
+    assert boxes.shape == (1, 6, 56 * 56) and boxes.symbolic_shape == (1, 6, -1) and boxes.dim_names[2]
+    convs = [layer for layer in record.layers if layer.op_type == "Conv"]
+    assert [layer.symbolic_shape for layer in convs] == [(1, 8, -1, -1), (1, 6, -1, -1)]
     for shape in [(1, 3, 64, 96), (1, 3, 96, 160)]:
         check_at_size(service, record.id, model_bytes, module, shape)
 
@@ -66,6 +70,8 @@ def test_concat_that_fits_some_widths_uploads_at_a_width_it_takes(service: Convs
     model_bytes = export_dynamic(module, torch.zeros(1, 3, 48, 96), exporter, fixed_height=True)  # type: ignore[arg-type]
     record = service.upload([("", model_bytes)])
     assert record.probe_shape == (1, 3, 48, 96)  # 224 wide failed; twice the height is the next candidate
+    # The height is fixed, the width follows the input's.
+    assert {layer.symbolic_shape for layer in record.layers if layer.op_type == "Conv"} == {(1, 4, 48, -1), (1, 5, 48, -1)}
     for shape in [(1, 3, 48, 96), (1, 3, 48, 150)]:
         check_at_size(service, record.id, model_bytes, module, shape)
     x = random_input((1, 3, 48, 100))

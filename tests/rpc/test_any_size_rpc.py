@@ -24,6 +24,8 @@ def width_model(factor: int, seed: int) -> bytes:
 def test_input_shape_by_dim_name_and_requests_at_other_widths(client: Client) -> None:
     info = client.upload_model(width_model(3, seed=21), input_shape={"W": 144})
     assert info.probe_shape == (1, 3, 48, 144)
+    output = next(layer for layer in info.layers if layer.tensor == info.outputs[0].name)
+    assert output.shape == (1, 5, 144) and output.symbolic_shape == (1, 5, -1) and output.dim_names[:2] == ("", "")
     for width in (96, 210):
         x = np.random.default_rng(width).random((1, 3, 48, width), dtype=np.float32)
         result = client.attribution(info.id, x, method="gradient", target=width)

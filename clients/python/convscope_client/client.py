@@ -58,7 +58,10 @@ def _model_info(message: pb.ModelInfo) -> ModelInfo:
         inputs=tuple(info(s) for s in message.inputs),
         outputs=tuple(info(s) for s in message.outputs),
         layers=tuple(
-            LayerInfo(l.name, l.op_type, l.tensor, tuple(l.shape), l.dtype, _receptive_field(l.receptive_field))
+            LayerInfo(
+                l.name, l.op_type, l.tensor, tuple(l.shape), l.dtype, _receptive_field(l.receptive_field),
+                tuple(l.symbolic_shape), tuple(l.dim_names),
+            )
             for l in message.layers
         ),
         labels=tuple(message.labels),

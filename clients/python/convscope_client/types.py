@@ -32,6 +32,8 @@ class LayerInfo:
     shape: tuple[int, ...]  # at batch 1
     dtype: str
     receptive_field: ReceptiveField | None = None  # None: not derivable for this tensor
+    symbolic_shape: tuple[int, ...] = ()  # -1 where the size follows the input's symbolic sizes
+    dim_names: tuple[str, ...] = ()  # their names ("" where fixed)
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,14 @@ class LayerInfo:
     shape: tuple[int, ...]  # at batch 1
     dtype: str
     receptive_field: ReceptiveField | None = None
+    # Per axis: "" where the size is fixed, else the name of the symbolic size it follows from
+    # the input's (``shape`` holds its value at the probe shape); () where not known.
+    dim_names: tuple[str, ...] = ()
+
+    @property
+    def symbolic_shape(self) -> tuple[int, ...]:
+        """``shape`` with -1 where the size depends on the input's size."""
+        return tuple(-1 if name else size for size, name in zip(self.shape, self.dim_names or ("",) * len(self.shape)))
 
     @functools.cached_property
     def sample_bytes(self) -> int:
@@ -164,6 +172,7 @@ class ModelRecord:
                 )
                 if rf
                 else None,
+                dim_names=tuple(item.get("dim_names", ())),
             )
 
         def spec(item: dict[str, Any]) -> TensorSpec:

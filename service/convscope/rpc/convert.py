@@ -84,7 +84,10 @@ def _tensor_info(spec: TensorSpec) -> pb.TensorInfo:
 
 
 def _layer(layer: LayerInfo) -> pb.Layer:
-    message = pb.Layer(name=layer.name, op_type=layer.op_type, tensor=layer.tensor, shape=list(layer.shape), dtype=layer.dtype)
+    message = pb.Layer(
+        name=layer.name, op_type=layer.op_type, tensor=layer.tensor, shape=list(layer.shape), dtype=layer.dtype,
+        symbolic_shape=list(layer.symbolic_shape), dim_names=list(layer.dim_names),
+    )
     if layer.receptive_field is not None:
         rf = layer.receptive_field
         message.receptive_field.CopyFrom(

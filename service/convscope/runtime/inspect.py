@@ -6,6 +6,7 @@ plain data, so it can move into a sandboxed worker process unchanged.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import logging
@@ -75,7 +76,7 @@ def describe_upload(
 
     dynamic_ok = _check_dynamic_batch(original, base_graph(full, dynamic_batch=True), probe)
     base = base_graph(full, dynamic_batch=dynamic_ok)
-    layers = layer_table(base, probe, layout=preprocessing.layout)
+    layers = with_dim_names(layer_table(base, probe, layout=preprocessing.layout), base)
     input_spec = _tensor_spec(base.graph.input[[i.name for i in base.graph.input].index(inputs[0].name)])
     outputs = tuple(_tensor_spec(o) for o in base.graph.output)
     return ModelRecord(
@@ -277,6 +278,29 @@ def _close(a: np.ndarray, b: np.ndarray) -> bool:
         return bool(np.array_equal(a, b))
     scale = max(float(np.abs(b).max(initial=0.0)), 1e-6)
     return bool(np.allclose(a, b, rtol=BATCH_CHECK_RTOL, atol=BATCH_CHECK_RTOL * scale, equal_nan=True))
+
+
+def with_dim_names(layers: tuple[LayerInfo, ...], model: onnx.ModelProto) -> tuple[LayerInfo, ...]:
+    """The layers with the names of their sizes that follow the input's symbolic height, width
+    (or any other symbolic dim but the batch), from onnx's shape inference on the symbolic
+    graph; a dim it cannot tell is named "?"."""
+    inputs = runtime_inputs(model.graph)
+    if not any(not d.HasField("dim_value") for value in inputs for d in value.type.tensor_type.shape.dim[1:]):
+        return tuple(dataclasses.replace(layer, dim_names=("",) * len(layer.shape)) for layer in layers)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, data_prop=True).graph
+    except Exception:  # inference is a best effort here: the sizes themselves came from a run
+        log.info("shape inference failed: the layer table does not name symbolic sizes", exc_info=True)
+        return layers
+    names: dict[str, tuple[str, ...]] = {}
+    for value in (*inferred.value_info, *inferred.output):
+        if value.type.tensor_type.HasField("shape"):
+            dims = value.type.tensor_type.shape.dim
+            names[value.name] = ("",) + tuple("" if d.HasField("dim_value") else d.dim_param or "?" for d in dims[1:])
+    return tuple(
+        dataclasses.replace(layer, dim_names=names[layer.tensor]) if len(names.get(layer.tensor, ())) == len(layer.shape) else layer
+        for layer in layers
+    )
 
 
 def layer_table(model: onnx.ModelProto, probe: np.ndarray, *, layout: str = "NCHW") -> tuple[LayerInfo, ...]:

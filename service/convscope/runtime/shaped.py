@@ -56,7 +56,11 @@ class ShapedRecords:
         else:
             base = self._runtime.base_graph(record.id, dynamic_batch=record.dynamic_batch)
             probe = probe_array((1, *sample), np.dtype(record.input.dtype))
-            layers = layer_table(base, probe, layout=record.preprocessing.layout)
+            names = {layer.tensor: layer.dim_names for layer in record.layers}
+            layers = tuple(
+                dataclasses.replace(layer, dim_names=names.get(layer.tensor, ()))
+                for layer in layer_table(base, probe, layout=record.preprocessing.layout)
+            )
         shaped = dataclasses.replace(record, layers=layers, probe_shape=(1, *sample))
         with self._lock:
             self._tables[key] = (record, shaped)

@@ -124,20 +124,24 @@ class ReceptiveField(_message.Message):
     def __init__(self, known: _Optional[bool] = ..., stride: _Optional[_Iterable[int]] = ..., size: _Optional[_Iterable[int]] = ..., offset: _Optional[_Iterable[float]] = ..., global_context: _Optional[bool] = ...) -> None: ...
 
 class Layer(_message.Message):
-    __slots__ = ("name", "op_type", "tensor", "shape", "dtype", "receptive_field")
+    __slots__ = ("name", "op_type", "tensor", "shape", "dtype", "receptive_field", "symbolic_shape", "dim_names")
     NAME_FIELD_NUMBER: _ClassVar[int]
     OP_TYPE_FIELD_NUMBER: _ClassVar[int]
     TENSOR_FIELD_NUMBER: _ClassVar[int]
     SHAPE_FIELD_NUMBER: _ClassVar[int]
     DTYPE_FIELD_NUMBER: _ClassVar[int]
     RECEPTIVE_FIELD_FIELD_NUMBER: _ClassVar[int]
+    SYMBOLIC_SHAPE_FIELD_NUMBER: _ClassVar[int]
+    DIM_NAMES_FIELD_NUMBER: _ClassVar[int]
     name: str
     op_type: str
     tensor: str
     shape: _containers.RepeatedScalarFieldContainer[int]
     dtype: str
     receptive_field: ReceptiveField
-    def __init__(self, name: _Optional[str] = ..., op_type: _Optional[str] = ..., tensor: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., dtype: _Optional[str] = ..., receptive_field: _Optional[_Union[ReceptiveField, _Mapping]] = ...) -> None: ...
+    symbolic_shape: _containers.RepeatedScalarFieldContainer[int]
+    dim_names: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., op_type: _Optional[str] = ..., tensor: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., dtype: _Optional[str] = ..., receptive_field: _Optional[_Union[ReceptiveField, _Mapping]] = ..., symbolic_shape: _Optional[_Iterable[int]] = ..., dim_names: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
     __slots__ = ("id", "name", "inputs", "outputs", "layers", "preprocessing", "labels", "size_bytes", "dynamic_batch", "opset", "created", "probe_shape")
