@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections.abc import Iterable, Iterator, Sequence
@@ -181,15 +182,20 @@ class Convscope:
         *,
         render: bool = True,
     ) -> tuple[attribution_methods.AttributionResult, bytes]:
-        """A gradient map, and (``render``) a PNG of the first sample's map over its image."""
+        """A gradient map, and (``render``) a PNG of the first sample's map over its image.  For
+        images the first sample's map is also projected onto the image as sent
+        (``map_on_image``), which the PNG then shows whole."""
         record = self.model_at(model_id, model_input.batch.shape)
         result = attribution_methods.attribution(self.context, record, model_input.batch, method, options)
+        first = result.map[0]
+        if first.ndim == 3:  # input-shaped: strongest channel magnitude per pixel
+            first = np.abs(first).max(axis=0 if attribution_methods.channel_axis(record) == 1 else -1)
+        if model_input.originals:
+            first = model_input.placements[0].project(first)
+            result = dataclasses.replace(result, map_on_image=first)
         png = b""
         if render:
-            first = result.map[0]
-            if first.ndim == 3:  # input-shaped: strongest channel magnitude per pixel
-                first = np.abs(first).max(axis=0 if attribution_methods.channel_axis(record) == 1 else -1)
-            picture = model_input.pictures[0] if model_input.pictures else None
+            picture = model_input.originals[0] if model_input.originals else None
             png = encode_png(overlay(picture, first) if picture is not None else heatmap(first))
         return result, png
 

@@ -445,6 +445,7 @@ class Client:
             layer_map=from_tensor(response.layer_map) if response.HasField("layer_map") else None,
             layer=response.layer,
             warnings=tuple(response.warnings),
+            map_on_image=from_tensor(response.map_on_image) if response.HasField("map_on_image") else None,
         )
 
     def occlusion(

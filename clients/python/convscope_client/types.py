@@ -86,6 +86,7 @@ class Attribution:
     layer_map: np.ndarray | None = None  # grad_cam at the layer, before upsampling
     layer: str = ""
     warnings: tuple[str, ...] = ()  # why the map is all zero, where it is
+    map_on_image: np.ndarray | None = None  # images: the first map on the image as sent, H×W
 
 
 @dataclass(frozen=True)

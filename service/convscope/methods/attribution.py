@@ -60,6 +60,8 @@ class AttributionResult:
     layer_map: np.ndarray | None = None  # grad_cam before upsampling, [N, h, w]
     layer: str | None = None  # where grad_cam was taken
     warnings: tuple[str, ...] = ()  # why a map is all zero (zero_map_warnings)
+    # For image inputs: the first sample's map (channels reduced) on the image as sent, [H, W].
+    map_on_image: np.ndarray | None = None
 
 
 def channel_axis(record: ModelRecord) -> int:

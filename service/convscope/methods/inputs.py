@@ -31,6 +31,8 @@ class ModelInput:
 
     batch: np.ndarray
     pictures: tuple[np.ndarray, ...] = ()  # uint8 H×W×3 per sample, after resize/crop
+    originals: tuple[np.ndarray, ...] = ()  # uint8 H×W×3 per sample, the images as sent
+    placements: tuple[Placement, ...] = ()  # where each picture lies in its original
 
 
 def from_tensor(record: ModelRecord, array: np.ndarray) -> ModelInput:
@@ -51,8 +53,17 @@ def from_tensor(record: ModelRecord, array: np.ndarray) -> ModelInput:
 def from_images(record: ModelRecord, images: Sequence[bytes]) -> ModelInput:
     if not images:
         raise InvalidArgument("no images were sent")
-    samples = [decode_sample(record, data, index) for index, data in enumerate(images)]
-    return ModelInput(batch_of(samples), tuple(sample.picture for sample in samples))
+    spec = record.preprocessing
+    dtype = _image_dtype(record)
+    opened = [_open(data, index, spec) for index, data in enumerate(images)]
+    fitted = [_fit(image, spec, spec.size or _spatial_size(record)) for image in opened]
+    samples = [ImageSample(picture, spec, dtype) for picture, _ in fitted]
+    return ModelInput(
+        batch_of(samples),
+        tuple(sample.picture for sample in samples),
+        tuple(rgb(np.asarray(image)) for image in opened),
+        tuple(placement for _, placement in fitted),
+    )
 
 
 def decode_sample(record: ModelRecord, data: bytes, index: int = 0) -> ImageSample:
@@ -61,10 +72,15 @@ def decode_sample(record: ModelRecord, data: bytes, index: int = 0) -> ImageSamp
     Raises InvalidArgument (not an image) or ResourceExhausted (too many pixels), naming ``index``.
     """
     spec = record.preprocessing
+    picture, _ = _fit(_open(data, index, spec), spec, spec.size or _spatial_size(record))
+    return ImageSample(picture, spec, _image_dtype(record))
+
+
+def _image_dtype(record: ModelRecord) -> np.dtype:
     dtype = np.dtype(record.input.dtype)
     if not np.issubdtype(dtype, np.floating):
         raise InvalidArgument(f"the model's input takes {dtype}; send a raw tensor instead of images")
-    return ImageSample(_decode(data, index, spec, spec.size or _spatial_size(record)), spec, dtype)
+    return dtype
 
 
 def batch_of(values: Sequence[np.ndarray | ImageSample]) -> np.ndarray:
@@ -115,7 +131,30 @@ def _spatial_size(record: ModelRecord) -> tuple[int, int]:
     )
 
 
-def _decode(data: bytes, index: int, spec: Preprocessing, size: tuple[int, int]) -> np.ndarray:
+@dataclass(frozen=True)
+class Placement:
+    """Where the picture a model saw came from in the user's image: a box in its pixels."""
+
+    top: float
+    left: float
+    height: float
+    width: float
+    image_size: tuple[int, int]  # the user's image, [H, W]
+
+    def project(self, values: np.ndarray) -> np.ndarray:
+        """An H×W map over the model's picture, at the user's image's resolution and where the
+        picture came from in it (undoing the resize and crop); zero outside the crop."""
+        image_height, image_width = self.image_size
+        top, left = round(self.top), round(self.left)
+        height, width = max(1, round(self.height)), max(1, round(self.width))
+        resized = np.asarray(Image.fromarray(values.astype(np.float32), mode="F").resize((width, height), Image.Resampling.BILINEAR))
+        projected = np.zeros((image_height, image_width), np.float32)
+        rows, cols = slice(max(0, top), min(image_height, top + height)), slice(max(0, left), min(image_width, left + width))
+        projected[rows, cols] = resized[rows.start - top : rows.stop - top, cols.start - left : cols.stop - left]
+        return projected
+
+
+def _open(data: bytes, index: int, spec: Preprocessing) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -125,17 +164,27 @@ def _decode(data: bytes, index: int, spec: Preprocessing, size: tuple[int, int])
         raise ResourceExhausted(f"image {index} has more than {MAX_IMAGE_PIXELS} pixels") from None
     except Exception as error:
         raise InvalidArgument(f"image {index} could not be decoded ({type(error).__name__}); send PNG or JPEG bytes") from None
-    image = image.convert("L" if spec.grayscale else "RGB")
+    return image.convert("L" if spec.grayscale else "RGB")
+
+
+def _fit(image: Image.Image, spec: Preprocessing, size: tuple[int, int]) -> tuple[np.ndarray, Placement]:
+    """The picture the model sees (resized, center-cropped), and where it lies in ``image``."""
     height, width = size
     resample = RESAMPLING[spec.interpolation]
+    placement = Placement(0, 0, image.height, image.width, (image.height, image.width))
     if spec.resize:
         scale = spec.resize / min(image.size)
-        image = image.resize((max(width, round(image.width * scale)), max(height, round(image.height * scale))), resample)
-        left, top = (image.width - width) // 2, (image.height - height) // 2
-        image = image.crop((left, top, left + width, top + height))
+        resized = (max(width, round(image.width * scale)), max(height, round(image.height * scale)))
+        left, top = (resized[0] - width) // 2, (resized[1] - height) // 2
+        x_scale, y_scale = image.width / resized[0], image.height / resized[1]
+        placement = Placement(top * y_scale, left * x_scale, height * y_scale, width * x_scale, placement.image_size)
+        image = image.resize(resized, resample).crop((left, top, left + width, top + height))
     else:
         image = image.resize((width, height), resample)
-    picture = np.asarray(image)
+    return rgb(np.asarray(image)), placement
+
+
+def rgb(picture: np.ndarray) -> np.ndarray:
     return np.repeat(picture[..., None], 3, axis=2) if picture.ndim == 2 else picture
 
 

@@ -255,6 +255,8 @@ class ConvscopeServicer(pb_grpc.ConvscopeServicer):
         fill_tensor(response.map, result.map)
         if result.layer_map is not None:
             fill_tensor(response.layer_map, result.layer_map)
+        if result.map_on_image is not None:
+            fill_tensor(response.map_on_image, result.map_on_image)
         return response
 
     @translate_errors

@@ -334,7 +334,7 @@ class AttributionRequest(_message.Message):
     def __init__(self, model_id: _Optional[str] = ..., input: _Optional[_Union[Input, _Mapping]] = ..., method: _Optional[str] = ..., has_target: _Optional[bool] = ..., target: _Optional[int] = ..., output: _Optional[str] = ..., layer: _Optional[str] = ..., steps: _Optional[int] = ..., baseline: _Optional[_Union[Tensor, _Mapping]] = ..., samples: _Optional[int] = ..., noise: _Optional[float] = ..., seed: _Optional[int] = ..., rectifiers: _Optional[_Union[Rectifiers, str]] = ..., integration: _Optional[str] = ..., render: _Optional[bool] = ..., target_weights: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
 
 class AttributionResponse(_message.Message):
-    __slots__ = ("map", "png", "target", "score", "output", "target_label", "layer_map", "layer", "warnings")
+    __slots__ = ("map", "png", "target", "score", "output", "target_label", "layer_map", "layer", "warnings", "map_on_image")
     MAP_FIELD_NUMBER: _ClassVar[int]
     PNG_FIELD_NUMBER: _ClassVar[int]
     TARGET_FIELD_NUMBER: _ClassVar[int]
@@ -344,6 +344,7 @@ class AttributionResponse(_message.Message):
     LAYER_MAP_FIELD_NUMBER: _ClassVar[int]
     LAYER_FIELD_NUMBER: _ClassVar[int]
     WARNINGS_FIELD_NUMBER: _ClassVar[int]
+    MAP_ON_IMAGE_FIELD_NUMBER: _ClassVar[int]
     map: Tensor
     png: bytes
     target: _containers.RepeatedScalarFieldContainer[int]
@@ -353,7 +354,8 @@ class AttributionResponse(_message.Message):
     layer_map: Tensor
     layer: str
     warnings: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, map: _Optional[_Union[Tensor, _Mapping]] = ..., png: _Optional[bytes] = ..., target: _Optional[_Iterable[int]] = ..., score: _Optional[_Iterable[float]] = ..., output: _Optional[str] = ..., target_label: _Optional[_Iterable[str]] = ..., layer_map: _Optional[_Union[Tensor, _Mapping]] = ..., layer: _Optional[str] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...
+    map_on_image: Tensor
+    def __init__(self, map: _Optional[_Union[Tensor, _Mapping]] = ..., png: _Optional[bytes] = ..., target: _Optional[_Iterable[int]] = ..., score: _Optional[_Iterable[float]] = ..., output: _Optional[str] = ..., target_label: _Optional[_Iterable[str]] = ..., layer_map: _Optional[_Union[Tensor, _Mapping]] = ..., layer: _Optional[str] = ..., warnings: _Optional[_Iterable[str]] = ..., map_on_image: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
 
 class ExportBackwardRequest(_message.Message):
     __slots__ = ("model_id", "seeds", "wrt", "rectifier", "rectifiers")
