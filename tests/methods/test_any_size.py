@@ -99,3 +99,18 @@ def test_upload_that_runs_at_no_candidate_says_what_was_tried(service: Convscope
     assert "[1, 3, 48, 224]" in message and "[1, 3, 48, 96]" in message and "onnxruntime at [1, 3, 48, 224]:" in message
     assert "pass input_shape" in message
     assert service.models() == []
+
+
+def test_incremental_occlusion_plans_follow_the_request_size(service: Convscope) -> None:
+    from convscope.methods.occlusion import Engine, OcclusionOptions, OcclusionResult
+
+    record = service.upload([("", export_dynamic(initialized(YoloStyleHead()), torch.zeros(1, 3, 64, 96), "torchscript"))])
+    for shape in [(1, 3, 64, 96), (1, 3, 96, 128)]:
+        x = random_input(shape)
+        maps = {}
+        for engine in (Engine.BATCHED, Engine.INCREMENTAL):
+            options = OcclusionOptions(targets=(7,), window=(16, 16), stride=(8, 8), engine=engine)
+            (result,) = [e for e in service.occlusion(record.id, from_tensor(record, x), options) if isinstance(e, OcclusionResult)]
+            maps[engine] = result.attribution
+        assert maps[Engine.BATCHED].shape[-2:] == shape[-2:]
+        np.testing.assert_allclose(maps[Engine.INCREMENTAL], maps[Engine.BATCHED], rtol=1e-4, atol=1e-5)
