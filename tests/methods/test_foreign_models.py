@@ -69,7 +69,7 @@ def service(tmp_path: Path) -> Convscope:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("model", "input_shape", "shapes"), CASES, ids=[case[0].name for case in CASES])
+@pytest.mark.parametrize(("model", "input_shape", "shapes"), CASES, ids=[f"{case[0].name}-{case[0].exporter}" for case in CASES])
 def test_foreign_model_at_its_sizes(service: Convscope, model: ForeignModel, input_shape: list[int] | None, shapes: list[tuple[int, ...]]) -> None:
     data = model_bytes(model)
     record = service.upload([("", data)], input_shape=input_shape)

@@ -393,6 +393,7 @@ class Client:
         target: int | np.ndarray | None = None,
         output: str | None = None,
         layer: str | None = None,
+        wrt: str | None = None,
         steps: int = 50,
         baseline: float | np.ndarray = 0.0,
         samples: int = 25,
@@ -410,7 +411,8 @@ class Client:
         guided/deconvnet rule to Relu only (Captum's convention); "all" also to ReLU6.  A float
         array ``target`` of one sample's ``output`` shape weighs its entries: the map is the
         gradient of Σ target·output (a segmentation mask, one box's entries).  ``warnings`` on
-        the result say why a map is all zero.
+        the result say why a map is all zero.  ``inputs`` may be a dict naming every input of a
+        model with several; ``wrt`` names the one to differentiate (default: the image input).
         """
         weights = target if isinstance(target, np.ndarray) and np.issubdtype(target.dtype, np.floating) else None
         entry = None if weights is not None else target
@@ -421,6 +423,7 @@ class Client:
             target=int(entry or 0),
             output=output or "",
             layer=layer or "",
+            wrt=wrt or "",
             steps=steps,
             samples=samples,
             noise=noise,

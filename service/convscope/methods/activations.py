@@ -3,7 +3,7 @@ Yosinski et al. 2015 for the per-layer channel grids)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence, Sized
+from collections.abc import Mapping, Sequence, Sized
 from dataclasses import dataclass
 
 import numpy as np
@@ -73,9 +73,11 @@ def activations(
     *,
     render: bool = False,
     statistics: bool = True,
+    others: Mapping[str, np.ndarray] | None = None,
 ) -> list[ActivationResult]:
+    """``others``: the model's other inputs by name, fed as given."""
     names = resolve_layers(record, layers)
-    values = context.forward(record, batch, names)
+    values = context.forward(record, batch, names, others=others)
     results = []
     for name in names:
         value = values[name]

@@ -10,7 +10,7 @@ segmentation and detection targets).  Its gradient comes from the backward graph
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +18,7 @@ import numpy as np
 from convscope.errors import InvalidArgument
 from convscope.graph.backward import grad_output_name, seed_input_name, top_target_name
 from convscope.methods.context import MethodContext
+from convscope.methods.inputs import split_feeds
 from convscope.model.types import ModelRecord
 from convscope.runtime.graphs import BackwardGraph
 
@@ -128,8 +129,12 @@ def gradients(
     keep: Sequence[str] = (),
     rectifier: str = "plain",
     rectifiers: str = "all",
+    others: Mapping[str, np.ndarray] | None = None,
+    wrt_input: str | None = None,
 ) -> Gradients:
-    """One backward pass per sample of ``batch`` (run in memory-sized batches)."""
+    """One backward pass per sample of ``batch`` (run in memory-sized batches).  ``batch`` feeds
+    ``wrt_input`` (default: the image input), the input the gradient is taken with respect to;
+    ``others`` feed the model's other inputs as given."""
     if rectifier not in RECTIFIERS:
         raise InvalidArgument(f"rectifier must be one of {RECTIFIERS}, not {rectifier!r}")
     if rectifiers not in RECTIFIER_SCOPES:
@@ -145,15 +150,17 @@ def gradients(
         rectifiers=rectifiers,
         top_target=top,
     )
-    input_name = record.input.name
+    input_name = wrt_input or record.input.name
     outputs = [grad_output_name(input_name), *spec.keep, *(grad_output_name(t) for t in wrt)]
-    feeds = {input_name: batch}
+    batched, fixed = split_feeds(record, others or {})
+    feeds = {input_name: batch, **batched}
     if top:
         outputs.append(top_target_name(score.tensor))
     else:
         feeds[seed_input_name(score.tensor)] = score_seed(record, score, len(batch))
     values = context.runtime.run_batched(
-        record.id, spec, feeds, outputs, dynamic_batch=record.dynamic_batch, batch_size=backward_batch_size(context, record)
+        record.id, spec, feeds, outputs, dynamic_batch=record.dynamic_batch, batch_size=backward_batch_size(context, record),
+        fixed=fixed,
     )
     resolved = Score(score.tensor, values[top_target_name(score.tensor)].astype(np.int64)) if top else score
     scored = resolved.of(values[score.tensor])

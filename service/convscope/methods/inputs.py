@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import warnings
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image
@@ -33,6 +34,42 @@ class ModelInput:
     pictures: tuple[np.ndarray, ...] = ()  # uint8 H×W×3 per sample, after resize/crop
     originals: tuple[np.ndarray, ...] = ()  # uint8 H×W×3 per sample, the images as sent
     placements: tuple[Placement, ...] = ()  # where each picture lies in its original
+    # The model's other inputs by name (a scale factor, an image size, a mask), fed as given.
+    others: Mapping[str, np.ndarray] = field(default_factory=dict)
+
+
+def with_others(record: ModelRecord, model_input: ModelInput, others: Mapping[str, np.ndarray]) -> ModelInput:
+    """``model_input`` with the model's other inputs, checked: every one present, by its name,
+    dtype and rank, batched ones (symbolic first axis) with the image's batch size."""
+    expected = {spec.name: spec for spec in record.inputs[1:]}
+    unknown, missing = set(others) - set(expected), set(expected) - set(others)
+    if unknown or missing:
+        raise InvalidArgument(
+            f"the model's inputs besides {record.input.name!r} are {sorted(expected)}; "
+            + (f"send {sorted(missing)} too" if missing else f"it has no input(s) {sorted(unknown)}")
+        )
+    checked = {}
+    for name, value in others.items():
+        spec = expected[name]
+        if str(value.dtype) != spec.dtype or value.ndim != len(spec.shape):
+            raise InvalidArgument(f"input {name!r} takes {spec.dtype} of rank {len(spec.shape)}, got {value.dtype} of shape {list(value.shape)}")
+        if spec.shape and spec.shape[0] == -1 and len(value) != len(model_input.batch):
+            raise InvalidArgument(f"input {name!r} has {len(value)} samples, the image batch {len(model_input.batch)}")
+        checked[name] = np.ascontiguousarray(value)
+    return dataclasses.replace(model_input, others=checked)
+
+
+def split_feeds(record: ModelRecord, others: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(batched, fixed): other inputs with a symbolic first axis go with the batch's slices;
+    the rest are fed whole to every run."""
+    batched = {spec.name: others[spec.name] for spec in record.inputs if spec.name in others and spec.shape[:1] == (-1,)}
+    return batched, {name: value for name, value in others.items() if name not in batched}
+
+
+def tiled_others(record: ModelRecord, others: Mapping[str, np.ndarray], times: int) -> dict[str, np.ndarray]:
+    """The other inputs for ``times`` stacked copies of the batch (IG steps, noise samples)."""
+    batched, fixed = split_feeds(record, others)
+    return {**{name: np.concatenate([value] * times) for name, value in batched.items()}, **fixed}
 
 
 def from_tensor(record: ModelRecord, array: np.ndarray) -> ModelInput:

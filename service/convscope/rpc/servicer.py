@@ -61,11 +61,16 @@ class ConvscopeServicer(pb_grpc.ConvscopeServicer):
         return message
 
     def _input(self, record: ModelRecord, message: pb.Input, tensor_data: memoryview | None = None) -> ModelInput:
+        if message.name and message.name != record.input.name:
+            raise InvalidArgument(
+                f"{message.name!r} is not the model's image input {record.input.name!r}: send it among input.others"
+            )
+        others = {name: tensor_to_numpy(tensor) for name, tensor in message.others.items()}
         kind = message.WhichOneof("kind")
         if kind == "tensor":
-            return self.core.prepare(record, tensor=tensor_to_numpy(message.tensor, tensor_data))
+            return self.core.prepare(record, tensor=tensor_to_numpy(message.tensor, tensor_data), others=others)
         if kind == "images":
-            return self.core.prepare(record, images=list(message.images.images))
+            return self.core.prepare(record, images=list(message.images.images), others=others)
         raise InvalidArgument("the request has no input: set input.tensor or input.images")
 
     @translate_errors
@@ -234,6 +239,7 @@ class ConvscopeServicer(pb_grpc.ConvscopeServicer):
         options = AttributionOptions(
             output=request.output or None,
             target=attribution_target(request),
+            wrt=request.wrt or None,
             layer=request.layer or None,
             seed=request.seed,
             rectifiers=rectifiers_name(request.rectifiers),

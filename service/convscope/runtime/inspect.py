@@ -21,6 +21,7 @@ from onnx import helper
 
 from convscope.errors import InvalidArgument, InvalidModel
 from convscope.graph.analysis import ai_onnx_opset, data_tensors, node_label, producers, runtime_inputs
+from convscope.graph.backward.emitter import FLOAT_TYPES as FLOAT_ELEMENT_TYPES
 from convscope.graph.base import base_graph
 from convscope.graph.expose import expose
 from convscope.graph.receptive_field import receptive_fields
@@ -62,27 +63,24 @@ def describe_upload(
     else:
         bind_external_data(model, {})
     check_model(upload.model_path)
-    inputs = runtime_inputs(model.graph)
-    if len(inputs) != 1:
-        raise InvalidModel(
-            f"the model has {len(inputs)} runtime inputs ({[i.name for i in inputs]}); "
-            "convscope feeds one image tensor, so it needs exactly one"
-        )
+    inputs = image_first(runtime_inputs(model.graph))
     original = _session(str(upload.model_path))
     full = onnx.load(str(upload.model_path), load_external_data=True)
     preprocessing = preprocessing or _metadata_preprocessing(model) or Preprocessing()
     labels = tuple(labels) or _metadata_labels(model)
-    probe = _working_probe(original, inputs[0], preprocessing, input_shape)
+    probe, others = _working_probe(original, inputs, preprocessing, input_shape)
 
-    dynamic_ok = _check_dynamic_batch(original, base_graph(full, dynamic_batch=True), probe)
+    # Other inputs (a scale factor, an image size) may have no batch axis: such models run one
+    # sample at a time rather than guess which inputs to stack.
+    dynamic_ok = not others and _check_dynamic_batch(original, base_graph(full, dynamic_batch=True), probe)
     base = base_graph(full, dynamic_batch=dynamic_ok)
-    layers = with_dim_names(layer_table(base, probe, layout=preprocessing.layout), base)
-    input_spec = _tensor_spec(base.graph.input[[i.name for i in base.graph.input].index(inputs[0].name)])
+    layers = with_dim_names(layer_table(base, probe, layout=preprocessing.layout, others=others), base)
+    declared = {value.name: value for value in base.graph.input}
     outputs = tuple(_tensor_spec(o) for o in base.graph.output)
     return ModelRecord(
         id=model_id,
         name=name or model.graph.name or model_id[:12],
-        inputs=(input_spec,),
+        inputs=tuple(_tensor_spec(declared[value.name]) for value in inputs),
         outputs=outputs,
         layers=layers,
         preprocessing=preprocessing,
@@ -217,10 +215,32 @@ def probe_array(shape: Sequence[int], dtype: np.dtype) -> np.ndarray:
     return np.zeros(tuple(shape), dtype)
 
 
+def image_first(inputs: Sequence[onnx.ValueInfoProto]) -> list[onnx.ValueInfoProto]:
+    """The inputs with the image first: the first float input of rank 4 (else the first input);
+    methods differentiate and decode images for it unless told otherwise."""
+    images = [v for v in inputs if len(v.type.tensor_type.shape.dim) == 4 and v.type.tensor_type.elem_type in FLOAT_ELEMENT_TYPES]
+    first = images[0] if images else inputs[0]
+    return [first, *(v for v in inputs if v is not first)]
+
+
+def other_probes(others: Sequence[onnx.ValueInfoProto], image: onnx.ValueInfoProto, image_shape: Sequence[int]) -> dict[str, np.ndarray]:
+    """Probe values of the model's other inputs: batch 1, a symbolic size shared by name with
+    the image's set as the image's, any other symbolic size 1."""
+    sizes = {d.dim_param: size for d, size in zip(image.type.tensor_type.shape.dim, image_shape) if d.dim_param}
+    feeds = {}
+    for value in others:
+        dims = value.type.tensor_type.shape.dim
+        shape = [1 if axis == 0 and not d.HasField("dim_value") else d.dim_value or sizes.get(d.dim_param, 1) for axis, d in enumerate(dims)]
+        feeds[value.name] = probe_array(shape, helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type))
+    return feeds
+
+
 def _working_probe(
-    original: ort.InferenceSession, value: onnx.ValueInfoProto, preprocessing: Preprocessing, requested: InputShape | None
-) -> np.ndarray:
-    """The first probe input the model runs on; INVALID_ARGUMENT naming what was tried if none."""
+    original: ort.InferenceSession, inputs: Sequence[onnx.ValueInfoProto], preprocessing: Preprocessing, requested: InputShape | None
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The first probe input (the image's, and the others') the model runs on; INVALID_ARGUMENT
+    naming what was tried if none."""
+    value = inputs[0]
     dims = _input_dims(value)
     names = [d.dim_param for d in value.type.tensor_type.shape.dim]
     dtype = helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type)
@@ -230,12 +250,13 @@ def _working_probe(
     quiet.log_severity_level = 4  # a rejected candidate is expected: its error goes in our message only
     for shape in shapes:
         probe = probe_array(shape, dtype)
+        others = other_probes(inputs[1:], value, shape)
         try:
-            original.run(None, {value.name: probe}, quiet)
+            original.run(None, {value.name: probe, **others}, quiet)
         except Exception as error:  # onnxruntime raises several types for a size the graph rejects
             first_error = first_error or runtime_message(error)
             continue
-        return probe
+        return probe, others
     if requested is not None:
         raise InvalidArgument(f"the model does not run at input_shape {list(shapes[0])}: onnxruntime: {first_error}")
     raise InvalidArgument(
@@ -303,21 +324,26 @@ def with_dim_names(layers: tuple[LayerInfo, ...], model: onnx.ModelProto) -> tup
     )
 
 
-def layer_table(model: onnx.ModelProto, probe: np.ndarray, *, layout: str = "NCHW") -> tuple[LayerInfo, ...]:
-    """Every data tensor with its concrete batch-1 shape and dtype, learned by one run, and its
-    receptive field (stride, size, offset) where the graph pass can derive one.  A size the
-    model rejects is an INVALID_ARGUMENT quoting onnxruntime and the shape tried."""
+def layer_table(
+    model: onnx.ModelProto, probe: np.ndarray, *, layout: str = "NCHW", others: Mapping[str, np.ndarray] | None = None
+) -> tuple[LayerInfo, ...]:
+    """Every data tensor with its concrete batch-1 shape and dtype, learned by one run (the image
+    input ``probe``, the model's ``others`` inputs by name), and its receptive field (stride,
+    size, offset) where the graph pass can derive one.  A size the model rejects is an
+    INVALID_ARGUMENT quoting onnxruntime and the shape tried."""
     names = data_tensors(model.graph)
     outputs = [o.name for o in model.graph.output]
     wanted = list(dict.fromkeys(names + outputs))
     session = _session(expose(model, wanted).SerializeToString())
+    others = dict(others or {})
+    image = next(value.name for value in session.get_inputs() if value.name not in others)
     try:
-        values = session.run(wanted, {session.get_inputs()[0].name: probe})
+        values = session.run(wanted, {image: probe, **others})
     except Exception as error:  # onnxruntime's types for a failed run differ by kind of failure
         raise InvalidArgument(f"the model does not run at input shape {list(probe.shape)}: onnxruntime: {runtime_message(error)}") from None
     made_by = producers(model.graph)
     shapes = {tensor: np.shape(value) for tensor, value in zip(wanted, values)}
-    shapes[session.get_inputs()[0].name] = probe.shape
+    shapes[image] = probe.shape
     fields = receptive_fields(model, shapes, layout=layout)
     layers = []
     for tensor, value in zip(wanted, values):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -37,14 +37,17 @@ class ShapedRecords:
     def __init__(self, runtime: Runtime, *, kept: int = TABLES_KEPT) -> None:
         self._runtime = runtime
         self._kept = kept
-        self._tables: OrderedDict[tuple[str, tuple[int, ...]], tuple[ModelRecord, ModelRecord]] = OrderedDict()
+        self._tables: OrderedDict[tuple[object, ...], tuple[ModelRecord, ModelRecord]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def at(self, record: ModelRecord, input_shape: Sequence[int]) -> ModelRecord:
+    def at(self, record: ModelRecord, input_shape: Sequence[int], others: Mapping[str, np.ndarray] | None = None) -> ModelRecord:
+        """``others``: the request's values of the model's other inputs (their first sample
+        feeds the table's run)."""
         sample = tuple(int(d) for d in input_shape[1:])
         if sample == table_input_shape(record)[1:]:
             return record
-        key = (record.id, sample)
+        firsts = {name: value[:1] if batched else value for name, value, batched in _other_feeds(record, others or {})}
+        key = (record.id, sample, tuple(sorted((name, value.shape) for name, value in firsts.items())))
         with self._lock:
             cached = self._tables.get(key)
             if cached is not None:
@@ -59,7 +62,7 @@ class ShapedRecords:
             names = {layer.tensor: layer.dim_names for layer in record.layers}
             layers = tuple(
                 dataclasses.replace(layer, dim_names=names.get(layer.tensor, ()))
-                for layer in layer_table(base, probe, layout=record.preprocessing.layout)
+                for layer in layer_table(base, probe, layout=record.preprocessing.layout, others=firsts)
             )
         shaped = dataclasses.replace(record, layers=layers, probe_shape=(1, *sample))
         with self._lock:
@@ -72,3 +75,10 @@ class ShapedRecords:
         with self._lock:
             for key in [k for k in self._tables if k[0] == model_id]:
                 del self._tables[key]
+
+
+def _other_feeds(record: ModelRecord, others: Mapping[str, np.ndarray]) -> Iterator[tuple[str, np.ndarray, bool]]:
+    """(name, value, has a batch axis) of each of the model's other inputs."""
+    for spec in record.inputs[1:]:
+        if spec.name in others:
+            yield spec.name, others[spec.name], spec.shape[:1] == (-1,)
