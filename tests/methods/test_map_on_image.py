@@ -55,3 +55,18 @@ def test_map_on_image_lands_where_the_crop_came_from(tmp_path: Path) -> None:
     assert abs(crop_row - ROW) <= 2 and abs(crop_col - COL) <= 2  # the unit's own window
     assert Image.open(io.BytesIO(png)).size == (300, 200)  # the whole photo, not the crop
     assert service.attribution(record.id, service.prepare(record, tensor=model_input.batch), "saliency", AttributionOptions(target=target))[0].map_on_image is None
+
+
+def test_a_large_photo_is_drawn_scaled_down(tmp_path: Path) -> None:
+    service = Convscope(tmp_path / "store", providers=["CPUExecutionProvider"])
+    record = service.upload([("", local_conv_model())], preprocessing=Preprocessing(resize=100, size=(CROP, CROP)))
+    encoded = io.BytesIO()
+    Image.fromarray(np.full((1500, 3000, 3), 128, np.uint8)).save(encoded, format="PNG")
+    model_input = service.prepare(record, images=[encoded.getvalue()])
+    result, png = service.attribution(record.id, model_input, "saliency", AttributionOptions(target=ROW * CROP + COL))
+    # 1500×3000 shown at 512×1024; the 96² crop of its 100×200 resize starts at (2, 52): at
+    # (10.24, 266.24) in the shown image, 5.12 shown pixels per crop pixel.
+    assert result.map_on_image is not None and result.map_on_image.shape == (512, 1024)
+    assert Image.open(io.BytesIO(png)).size == (1024, 512)
+    rows, cols = np.nonzero(result.map_on_image)
+    assert rows.min() >= 10 and rows.max() < 10 + 5.12 * CROP + 1 and cols.min() >= 266 and cols.max() < 266 + 5.12 * CROP + 1

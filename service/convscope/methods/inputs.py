@@ -19,6 +19,10 @@ from convscope.model.types import ModelRecord, Preprocessing
 MAX_IMAGE_PIXELS = 64_000_000
 Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
 
+# Maps drawn on the image as sent use it at most this large (long side): a 12-megapixel photo
+# would otherwise cost a 48 MB map in every response and a second to encode its PNG.
+MAX_SHOWN_SIDE = 1024
+
 RESAMPLING = {
     "bilinear": Image.Resampling.BILINEAR,
     "bicubic": Image.Resampling.BICUBIC,
@@ -32,7 +36,7 @@ class ModelInput:
 
     batch: np.ndarray
     pictures: tuple[np.ndarray, ...] = ()  # uint8 H×W×3 per sample, after resize/crop
-    originals: tuple[np.ndarray, ...] = ()  # uint8 H×W×3 per sample, the images as sent
+    originals: tuple[np.ndarray, ...] = ()  # uint8 H×W×3 per sample, the images as sent (≤ MAX_SHOWN_SIDE)
     placements: tuple[Placement, ...] = ()  # where each picture lies in its original
     # The model's other inputs by name (a scale factor, an image size, a mask), fed as given.
     others: Mapping[str, np.ndarray] = field(default_factory=dict)
@@ -95,12 +99,22 @@ def from_images(record: ModelRecord, images: Sequence[bytes]) -> ModelInput:
     opened = [_open(data, index, spec) for index, data in enumerate(images)]
     fitted = [_fit(image, spec, spec.size or _spatial_size(record)) for image in opened]
     samples = [ImageSample(picture, spec, dtype) for picture, _ in fitted]
+    shown = [_shown(image) for image in opened]
     return ModelInput(
         batch_of(samples),
         tuple(sample.picture for sample in samples),
-        tuple(rgb(np.asarray(image)) for image in opened),
-        tuple(placement for _, placement in fitted),
+        tuple(rgb(np.asarray(image)) for image in shown),
+        tuple(placement.resized((image.height, image.width)) for (_, placement), image in zip(fitted, shown)),
     )
+
+
+def _shown(image: Image.Image) -> Image.Image:
+    """``image`` scaled down to at most MAX_SHOWN_SIDE on its long side."""
+    if max(image.size) <= MAX_SHOWN_SIDE:
+        return image
+    shown = image.copy()
+    shown.thumbnail((MAX_SHOWN_SIDE, MAX_SHOWN_SIDE), Image.Resampling.BILINEAR)
+    return shown
 
 
 def decode_sample(record: ModelRecord, data: bytes, index: int = 0) -> ImageSample:
@@ -177,6 +191,11 @@ class Placement:
     height: float
     width: float
     image_size: tuple[int, int]  # the user's image, [H, W]
+
+    def resized(self, size: tuple[int, int]) -> Placement:
+        """The same box in the image resized to ``size`` [H, W]."""
+        y_scale, x_scale = size[0] / self.image_size[0], size[1] / self.image_size[1]
+        return Placement(self.top * y_scale, self.left * x_scale, self.height * y_scale, self.width * x_scale, size)
 
     def project(self, values: np.ndarray) -> np.ndarray:
         """An H×W map over the model's picture, at the user's image's resolution and where the
