@@ -21,7 +21,8 @@ from convscope.methods.datasets import DataRoots, Decoder, Item, Prefetcher, sam
 from convscope.methods.inputs import ModelInput, from_images, from_tensor, with_others
 from convscope.model.store import DEFAULT_MAX_UPLOAD_BYTES, ModelStore, Upload
 from convscope.model.types import ModelRecord, Preprocessing
-from convscope.render import encode_png, heatmap, overlay
+from convscope.render import heatmap, overlay
+from convscope.render.montage import encode_png_fast
 from convscope.runtime.graphs import BackwardGraph
 from convscope.runtime.inspect import InputShape, describe_upload
 from convscope.runtime.sessions import DEFAULT_SESSION_BUDGET_BYTES, Runtime
@@ -210,7 +211,9 @@ class Convscope:
         png = b""
         if render:
             picture = model_input.originals[0] if model_input.originals else None
-            png = encode_png(overlay(picture, first) if picture is not None else heatmap(first))
+            # The fast encoder: the whole photo has several times the crop's pixels, and Pillow's
+            # filter search made its PNG the largest cost of a warm Grad-CAM request.
+            png = encode_png_fast(overlay(picture, first) if picture is not None else heatmap(first))
         return result, png
 
     def export_backward(
