@@ -18,7 +18,7 @@ from convscope.methods import filters as filter_methods
 from convscope.methods import occlusion as occlusion_methods
 from convscope.methods.context import MethodContext
 from convscope.methods.datasets import DataRoots, Decoder, Item, Prefetcher, samples_in
-from convscope.methods.inputs import ModelInput, from_images, from_tensor, with_others
+from convscope.methods.inputs import ModelInput, constant_others, from_images, from_tensor, with_others
 from convscope.model.store import DEFAULT_MAX_UPLOAD_BYTES, ModelStore, Upload
 from convscope.model.types import ModelRecord, Preprocessing
 from convscope.render import heatmap, overlay
@@ -152,10 +152,13 @@ class Convscope:
         items: Iterable[Item] | None = None,
         expected: int | None = None,
         cancelled: threading.Event | None = None,
+        others: Mapping[str, np.ndarray] | None = None,
     ) -> Iterator[dataset_jobs.JobEvent]:
         """Run a dataset job over a folder under a data root, or over streamed ``items``; yields
-        progress, skipped items and, last, the result. Decoding runs ahead in a thread pool."""
+        progress, skipped items and, last, the result. Decoding runs ahead in a thread pool.
+        ``others``: the model's other inputs by name, one sample's values, fed with every batch."""
         record = self.model(model_id)
+        constants = constant_others(record, others or {})
         base = self.runtime.base_graph(record.id, dynamic_batch=record.dynamic_batch)
         accumulator = dataset_jobs.accumulator_for(job, record, base)
         if folder:
@@ -167,7 +170,9 @@ class Convscope:
         decoder = Decoder(record, self.data_roots, pictures=accumulator.needs_pictures)
         stream = Prefetcher(items, decoder, count=lambda item: samples_in(item, record), cancelled=cancelled)
         try:
-            yield from dataset_jobs.run_job(self.context, record, accumulator, stream, total=expected, cancelled=cancelled)
+            yield from dataset_jobs.run_job(
+                self.context, record, accumulator, stream, total=expected, cancelled=cancelled, others=constants
+            )
         finally:
             stream.close()
 
@@ -205,6 +210,8 @@ class Convscope:
         first = result.map[0]
         if first.ndim == 3:  # input-shaped: strongest channel magnitude per pixel
             first = np.abs(first).max(axis=0 if attribution_methods.channel_axis(record) == 1 else -1)
+        elif first.ndim != 2:  # the map of a non-image input (wrt): drawn as one row
+            first = first.reshape(1, -1)
         if model_input.originals:
             first = model_input.placements[0].project(first)
             result = dataclasses.replace(result, map_on_image=first)

@@ -99,3 +99,18 @@ def test_client_sends_a_dict_of_inputs_and_wrt(client: Client) -> None:
     with pytest.raises(ConvscopeError) as raised:
         client.activations(info.id, x)
     assert raised.value.code == grpc.StatusCode.INVALID_ARGUMENT and "'scale'" in raised.value.message
+
+
+def test_a_dataset_job_takes_the_other_inputs_once_as_constants(client: Client) -> None:
+    info = client.upload_model(exported(initialized(ScaledClassifier(), seed=6)))
+    scaled = next(layer.tensor for layer in info.layers if layer.op_type == "Mul")
+    relu = next(layer.tensor for layer in info.layers if layer.op_type == "Relu")
+    batches = [random_input((3, 3, 16, 16), seed=seed) for seed in range(2)]
+    zeroed = client.dead_filters(info.id, batches, layers=[scaled], others={"scale": np.zeros(1, np.float32)})
+    assert zeroed.samples == 6 and np.all(zeroed[scaled] == 1.0)  # × 0: every channel dead
+    kept = client.dead_filters(info.id, batches, layers=[scaled, relu], others={"scale": np.ones((1, 1), np.float32)})
+    np.testing.assert_array_equal(kept[scaled], kept[relu])
+    assert kept[relu].min() < 1.0
+    with pytest.raises(ConvscopeError) as raised:
+        client.dead_filters(info.id, batches, layers=[scaled])
+    assert raised.value.code == grpc.StatusCode.INVALID_ARGUMENT and "'scale'" in raised.value.message

@@ -260,8 +260,16 @@ class Client:
     # -- dataset jobs (see convscope_client.jobs for what a dataset can be)
 
     def _dataset_job(
-        self, start: pb.DatasetJobStart, dataset: Dataset, progress: ProgressCallback | None, timeout: float | None
+        self,
+        start: pb.DatasetJobStart,
+        dataset: Dataset,
+        progress: ProgressCallback | None,
+        timeout: float | None,
+        others: Mapping[str, np.ndarray] | None = None,
     ) -> jobs.JobEvents:
+        """``others``: the model's other inputs by name, one sample's values, fed with every batch."""
+        for name, value in (others or {}).items():
+            fill_tensor(start.others[name], np.asarray(value))
         return jobs.run(self._stub.RunDatasetJob, start, dataset, progress=progress, timeout=self._timeout(timeout), metadata=self.metadata)
 
     def top_activations(
@@ -274,6 +282,7 @@ class Client:
         k: int = 9,
         direction: np.ndarray | None = None,
         render: bool = True,
+        others: Mapping[str, np.ndarray] | None = None,
         progress: ProgressCallback | None = None,
         timeout: float | None = None,
     ) -> TopActivations:
@@ -294,7 +303,7 @@ class Client:
         )
         if direction is not None:
             fill_tensor(start.top_activations.directions, np.asarray(direction, np.float32))
-        events = self._dataset_job(start, dataset, progress, timeout)
+        events = self._dataset_job(start, dataset, progress, timeout, others)
         hits: dict[int, list[Hit]] = {}
         pngs: dict[int, bytes] = {}
         for event in events.results:
@@ -323,6 +332,7 @@ class Client:
         perplexity: float = 30.0,
         seed: int = 0,
         render: bool = True,
+        others: Mapping[str, np.ndarray] | None = None,
         progress: ProgressCallback | None = None,
         timeout: float | None = None,
     ) -> Embedding:
@@ -337,7 +347,7 @@ class Client:
             model_id=model_id,
             embedding=pb.EmbeddingJob(layer=layer or "", method=method, perplexity=perplexity, seed=seed, render=render),
         )
-        events = self._dataset_job(start, dataset, progress, timeout)
+        events = self._dataset_job(start, dataset, progress, timeout, others)
         if not events.results:
             raise ConvscopeError(grpc.StatusCode.INTERNAL, "the server ended the embedding job without a result")
         result = events.results[-1].embedding
@@ -358,6 +368,7 @@ class Client:
         dataset: Dataset,
         *,
         layers: list[str] | None = None,
+        others: Mapping[str, np.ndarray] | None = None,
         progress: ProgressCallback | None = None,
         timeout: float | None = None,
     ) -> DeadFilterFractions:
@@ -365,7 +376,7 @@ class Client:
         everywhere (1.0: dead on every image). ``layers``: default every tensor with a channel axis.
         A list of input batches (the older form) is a dataset too."""
         start = pb.DatasetJobStart(model_id=model_id, dead_filters=pb.DeadFiltersJob(layers=list(layers or ())))
-        events = self._dataset_job(start, dataset, progress, timeout)
+        events = self._dataset_job(start, dataset, progress, timeout, others)
         if not events.results:
             raise ConvscopeError(grpc.StatusCode.INTERNAL, "the server ended the dead-filters job without a result")
         result = events.results[-1].dead_filters

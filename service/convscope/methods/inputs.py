@@ -43,8 +43,13 @@ class ModelInput:
 
 
 def with_others(record: ModelRecord, model_input: ModelInput, others: Mapping[str, np.ndarray]) -> ModelInput:
-    """``model_input`` with the model's other inputs, checked: every one present, by its name,
-    dtype and rank, batched ones (symbolic first axis) with the image's batch size."""
+    """``model_input`` with the model's other inputs, checked (``checked_others``)."""
+    return dataclasses.replace(model_input, others=checked_others(record, others, len(model_input.batch)))
+
+
+def checked_others(record: ModelRecord, others: Mapping[str, np.ndarray], samples: int) -> dict[str, np.ndarray]:
+    """The model's other inputs, checked: every one present, by its name, dtype and rank,
+    batched ones (symbolic first axis) with ``samples`` samples."""
     expected = {spec.name: spec for spec in record.inputs[1:]}
     unknown, missing = set(others) - set(expected), set(expected) - set(others)
     if unknown or missing:
@@ -57,10 +62,21 @@ def with_others(record: ModelRecord, model_input: ModelInput, others: Mapping[st
         spec = expected[name]
         if str(value.dtype) != spec.dtype or value.ndim != len(spec.shape):
             raise InvalidArgument(f"input {name!r} takes {spec.dtype} of rank {len(spec.shape)}, got {value.dtype} of shape {list(value.shape)}")
-        if spec.shape and spec.shape[0] == -1 and len(value) != len(model_input.batch):
-            raise InvalidArgument(f"input {name!r} has {len(value)} samples, the image batch {len(model_input.batch)}")
+        if spec.shape and spec.shape[0] == -1 and len(value) != samples:
+            raise InvalidArgument(f"input {name!r} has {len(value)} samples; {samples} expected")
         checked[name] = np.ascontiguousarray(value)
-    return dataclasses.replace(model_input, others=checked)
+    return checked
+
+
+def constant_others(record: ModelRecord, others: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The model's other inputs for a dataset job: one sample's values each (with or without
+    the batch axis where the input has one), checked as ``with_others`` checks them."""
+    single = {
+        spec.name: others[spec.name][None] if spec.shape[:1] == (-1,) and others[spec.name].ndim == len(spec.shape) - 1 else others[spec.name]
+        for spec in record.inputs[1:]
+        if spec.name in others
+    }
+    return checked_others(record, {**others, **single}, 1)
 
 
 def split_feeds(record: ModelRecord, others: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:

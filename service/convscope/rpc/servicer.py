@@ -220,6 +220,7 @@ class ConvscopeServicer(pb_grpc.ConvscopeServicer):
             items=None if start.folder else dataset_rpc.items_from_requests(request_iterator),
             expected=start.expected or None,
             cancelled=cancelled,
+            others={name: tensor_to_numpy(tensor) for name, tensor in start.others.items()},
         )
         last = None
         try:

@@ -485,20 +485,29 @@ class DeadFiltersJob(_message.Message):
     def __init__(self, layers: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class DatasetJobStart(_message.Message):
-    __slots__ = ("model_id", "top_activations", "embedding", "dead_filters", "folder", "expected")
+    __slots__ = ("model_id", "top_activations", "embedding", "dead_filters", "folder", "expected", "others")
+    class OthersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Tensor
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     TOP_ACTIVATIONS_FIELD_NUMBER: _ClassVar[int]
     EMBEDDING_FIELD_NUMBER: _ClassVar[int]
     DEAD_FILTERS_FIELD_NUMBER: _ClassVar[int]
     FOLDER_FIELD_NUMBER: _ClassVar[int]
     EXPECTED_FIELD_NUMBER: _ClassVar[int]
+    OTHERS_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     top_activations: TopActivationsJob
     embedding: EmbeddingJob
     dead_filters: DeadFiltersJob
     folder: str
     expected: int
-    def __init__(self, model_id: _Optional[str] = ..., top_activations: _Optional[_Union[TopActivationsJob, _Mapping]] = ..., embedding: _Optional[_Union[EmbeddingJob, _Mapping]] = ..., dead_filters: _Optional[_Union[DeadFiltersJob, _Mapping]] = ..., folder: _Optional[str] = ..., expected: _Optional[int] = ...) -> None: ...
+    others: _containers.MessageMap[str, Tensor]
+    def __init__(self, model_id: _Optional[str] = ..., top_activations: _Optional[_Union[TopActivationsJob, _Mapping]] = ..., embedding: _Optional[_Union[EmbeddingJob, _Mapping]] = ..., dead_filters: _Optional[_Union[DeadFiltersJob, _Mapping]] = ..., folder: _Optional[str] = ..., expected: _Optional[int] = ..., others: _Optional[_Mapping[str, Tensor]] = ...) -> None: ...
 
 class DatasetItem(_message.Message):
     __slots__ = ("encoded", "path", "tensor", "name")
