@@ -67,7 +67,26 @@ def _model_summary(info: ModelInfo) -> dict[str, object]:
         "inputs": [dataclasses.asdict(i) for i in info.inputs],
         "outputs": [dataclasses.asdict(o) for o in info.outputs],
         "layers": info.layer_count,
+        "probe_shape": list(info.probe_shape),
     }
+
+
+def _input_shape(text: str) -> int | tuple[str, int]:
+    """One --input-shape word: a size (``320``) or a dim name and its size (``W=320``)."""
+    name, _, size = text.rpartition("=")
+    try:
+        return (name, int(size)) if name else int(size)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a size nor NAME=SIZE") from None
+
+
+def _probe_input_shape(words: list[int | tuple[str, int]] | None) -> list[int] | dict[str, int] | None:
+    if not words:
+        return None
+    named = [word for word in words if isinstance(word, tuple)]
+    if named and len(named) != len(words):
+        raise UsageError("--input-shape takes either sizes (1 3 48 320) or NAME=SIZE words (W=320), not both")
+    return dict(named) if named else [word for word in words if isinstance(word, int)]
 
 
 def _fill(text: str) -> float | str:
@@ -105,12 +124,18 @@ def upload_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", help="default: the file name without .onnx")
     parser.add_argument("--preprocessing", type=json.loads, help='JSON, e.g. \'{"size": [224, 224]}\'')
     parser.add_argument("--labels", help="text file, one class name per line")
+    parser.add_argument(
+        "--input-shape", type=_input_shape, nargs="+", metavar="SIZE",
+        help="the probe's input shape for symbolic sizes: 1 3 48 320, or by dim name: W=320",
+    )
 
 
 def upload(args: argparse.Namespace, client: Client) -> object:
     model = existing(args.model)
     labels = existing(args.labels).read_text().splitlines() if args.labels else None
-    info = client.upload_model(model, name=args.name, preprocessing=args.preprocessing, labels=labels)
+    info = client.upload_model(
+        model, name=args.name, preprocessing=args.preprocessing, labels=labels, input_shape=_probe_input_shape(args.input_shape)
+    )
     return _model_summary(info)
 
 
@@ -306,6 +331,10 @@ def attribution_arguments(parser: argparse.ArgumentParser) -> None:
     methods = "; ".join(f"{name}: {text}" for name, text in ATTRIBUTION_METHODS.items())
     parser.add_argument("--method", required=True, choices=list(ATTRIBUTION_METHODS), metavar="METHOD", help=methods)
     parser.add_argument("--target", type=int, help="flat index into one sample's output (default: top entry)")
+    parser.add_argument(
+        "--target-weights", metavar="NPY",
+        help="float weights of one sample's output instead of --target: the map of sum(weights * output)",
+    )
     parser.add_argument("--layer", help=f"grad_cam layer: {LAYER_HELP} (default: the last feature map)")
     parser.add_argument("--steps", type=int, default=50, help="integrated_gradients: points on the path")
     parser.add_argument("--integration", choices=INTEGRATION_RULES, default=INTEGRATION_RULES[0],
@@ -321,13 +350,19 @@ def attribution_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def attribution(args: argparse.Namespace, client: Client) -> object:
+    if args.target_weights is not None and args.target is not None:
+        raise UsageError("give --target or --target-weights, not both")
+    target = np.load(existing(args.target_weights)).astype(np.float32) if args.target_weights is not None else args.target
     result = client.attribution(
-        args.model_id, existing(args.input), method=args.method, target=args.target, output=args.output, layer=args.layer,
+        args.model_id, existing(args.input), method=args.method, target=target, output=args.output, layer=args.layer,
         steps=args.steps, baseline=_baseline(args.baseline), integration=args.integration, samples=args.samples, noise=args.noise,
         seed=args.seed, rectifiers=args.rectifiers,
     )
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     files = _write(args.out, args.method, result.map, result.png)
-    described = {"method": args.method, "target": result.target, "label": result.target_label, "score": result.score}
+    described = {"method": args.method, "target": result.target, "label": result.target_label, "score": result.score,
+                 "warnings": list(result.warnings)}
     return {**described, **({"layer": result.layer} if result.layer else {}), "files": files}
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -76,7 +76,10 @@ def _model_info(message: pb.ModelInfo) -> ModelInfo:
         inputs=tuple(info(s) for s in message.inputs),
         outputs=tuple(info(s) for s in message.outputs),
         layers=tuple(
-            LayerInfo(l.name, l.op_type, l.tensor, tuple(l.shape), l.dtype, _receptive_field(l.receptive_field))
+            LayerInfo(
+                l.name, l.op_type, l.tensor, tuple(l.shape), l.dtype, _receptive_field(l.receptive_field),
+                tuple(l.symbolic_shape), tuple(l.dim_names),
+            )
             for l in message.layers
         ),
         labels=tuple(message.labels),
@@ -88,6 +91,7 @@ def _model_info(message: pb.ModelInfo) -> ModelInfo:
         dynamic_batch=message.dynamic_batch,
         size_bytes=message.size_bytes,
         layer_count=message.layer_count,
+        probe_shape=tuple(message.probe_shape),
     )
 
 
@@ -165,13 +169,16 @@ class Client:
         preprocessing: dict[str, Any] | None = None,
         labels: Sequence[str] | None = None,
         side_files: dict[str, bytes | str | os.PathLike[str]] | None = None,
+        input_shape: Sequence[int] | Mapping[str, int] | None = None,
         timeout: float | None = None,
     ) -> ModelInfo:
         """Stream a model (path or bytes) to the server in chunks.
 
         A path's ``<file>.data`` neighbour (what the dynamo exporter writes for external
         weights) is sent along; other side files go in ``side_files`` by the name the
-        model's external-data references use.
+        model's external-data references use.  ``input_shape`` (``[1, 3, 48, 320]``, or sizes
+        by dim name: ``{"W": 320}``) fills symbolic sizes for the server's probe run; without
+        it the server tries the preprocessing's size and common ones.
         """
         files: dict[str, bytes | str | os.PathLike[str]] = {"": model}
         if isinstance(model, (str, os.PathLike)):
@@ -182,6 +189,10 @@ class Client:
         files.update(side_files or {})
         jobs.check_local_paths([source for source in files.values() if not isinstance(source, bytes)])
         header = pb.UploadHeader(name=name or "", labels=list(labels or ()))
+        if isinstance(input_shape, Mapping):
+            header.input_dims.update({str(dim): int(size) for dim, size in input_shape.items()})
+        elif input_shape is not None:
+            header.input_shape.extend(int(size) for size in input_shape)
         if preprocessing is not None:
             unknown = set(preprocessing) - set(PREPROCESSING_FIELDS)
             if unknown:
@@ -277,8 +288,16 @@ class Client:
     # -- dataset jobs (see convscope_client.jobs for what a dataset can be)
 
     def _dataset_job(
-        self, start: pb.DatasetJobStart, dataset: Dataset, progress: ProgressCallback | None, timeout: float | None
+        self,
+        start: pb.DatasetJobStart,
+        dataset: Dataset,
+        progress: ProgressCallback | None,
+        timeout: float | None,
+        others: Mapping[str, np.ndarray] | None = None,
     ) -> jobs.JobEvents:
+        """``others``: the model's other inputs by name, one sample's values, fed with every batch."""
+        for name, value in (others or {}).items():
+            fill_tensor(start.others[name], np.asarray(value))
         return jobs.run(self._stub.RunDatasetJob, start, dataset, progress=progress, timeout=self._timeout(timeout), metadata=self.metadata)
 
     def top_activations(
@@ -291,6 +310,7 @@ class Client:
         k: int = 9,
         direction: np.ndarray | None = None,
         render: bool = True,
+        others: Mapping[str, np.ndarray] | None = None,
         progress: ProgressCallback | None = None,
         timeout: float | None = None,
     ) -> TopActivations:
@@ -311,7 +331,7 @@ class Client:
         )
         if direction is not None:
             fill_tensor(start.top_activations.directions, np.asarray(direction, np.float32))
-        events = self._dataset_job(start, dataset, progress, timeout)
+        events = self._dataset_job(start, dataset, progress, timeout, others)
         hits: dict[int, list[Hit]] = {}
         pngs: dict[int, bytes] = {}
         for event in events.results:
@@ -340,6 +360,7 @@ class Client:
         perplexity: float = 30.0,
         seed: int = 0,
         render: bool = True,
+        others: Mapping[str, np.ndarray] | None = None,
         progress: ProgressCallback | None = None,
         timeout: float | None = None,
     ) -> Embedding:
@@ -354,7 +375,7 @@ class Client:
             model_id=model_id,
             embedding=pb.EmbeddingJob(layer=layer or "", method=method, perplexity=perplexity, seed=seed, render=render),
         )
-        events = self._dataset_job(start, dataset, progress, timeout)
+        events = self._dataset_job(start, dataset, progress, timeout, others)
         if not events.results:
             raise ConvscopeError(grpc.StatusCode.INTERNAL, "the server ended the embedding job without a result")
         result = events.results[-1].embedding
@@ -375,6 +396,7 @@ class Client:
         dataset: Dataset,
         *,
         layers: list[str] | None = None,
+        others: Mapping[str, np.ndarray] | None = None,
         progress: ProgressCallback | None = None,
         timeout: float | None = None,
     ) -> DeadFilterFractions:
@@ -382,7 +404,7 @@ class Client:
         everywhere (1.0: dead on every image). ``layers``: default every tensor with a channel axis.
         A list of input batches (the older form) is a dataset too."""
         start = pb.DatasetJobStart(model_id=model_id, dead_filters=pb.DeadFiltersJob(layers=list(layers or ())))
-        events = self._dataset_job(start, dataset, progress, timeout)
+        events = self._dataset_job(start, dataset, progress, timeout, others)
         if not events.results:
             raise ConvscopeError(grpc.StatusCode.INTERNAL, "the server ended the dead-filters job without a result")
         result = events.results[-1].dead_filters
@@ -407,9 +429,10 @@ class Client:
         inputs: Inputs,
         *,
         method: str,
-        target: int | None = None,
+        target: int | np.ndarray | None = None,
         output: str | None = None,
         layer: str | None = None,
+        wrt: str | None = None,
         steps: int = 50,
         baseline: float | np.ndarray = 0.0,
         samples: int = 25,
@@ -423,15 +446,22 @@ class Client:
         """A gradient map of ``output[target]`` (default: the first output's top entry).
 
         ``method``: one of ``ATTRIBUTION_METHODS``. ``rectifiers="relu"`` applies the
-        guided/deconvnet rule to Relu only (Captum's convention); "all" also to ReLU6.
+        guided/deconvnet rule to Relu only (Captum's convention); "all" also to ReLU6.  A float
+        array ``target`` of one sample's ``output`` shape weighs its entries: the map is the
+        gradient of Σ target·output (a segmentation mask, one box's entries).  ``warnings`` on
+        the result say why a map is all zero.  ``inputs`` may be a dict naming every input of a
+        model with several; ``wrt`` names the one to differentiate (default: the image input).
         """
+        weights = target if isinstance(target, np.ndarray) and np.issubdtype(target.dtype, np.floating) else None
+        entry = None if weights is not None else target
         request = pb.AttributionRequest(
             model_id=model_id,
             method=method,
-            has_target=target is not None,
-            target=target or 0,
+            has_target=entry is not None,
+            target=int(entry or 0),
             output=output or "",
             layer=layer or "",
+            wrt=wrt or "",
             steps=steps,
             samples=samples,
             noise=noise,
@@ -442,6 +472,8 @@ class Client:
         )
         fill_input(request.input, inputs)
         fill_tensor(request.baseline, np.asarray(baseline, dtype=np.float32) if np.isscalar(baseline) else np.asarray(baseline))
+        if weights is not None:
+            fill_tensor(request.target_weights, weights)
         response = self._call(self._stub.Attribution, request, timeout)
         return Attribution(
             method=method,
@@ -453,6 +485,8 @@ class Client:
             target_label=_single_or_list(list(response.target_label)),
             layer_map=from_tensor(response.layer_map) if response.HasField("layer_map") else None,
             layer=response.layer,
+            warnings=tuple(response.warnings),
+            map_on_image=from_tensor(response.map_on_image) if response.HasField("map_on_image") else None,
         )
 
     def occlusion(

@@ -32,6 +32,8 @@ class LayerInfo:
     shape: tuple[int, ...]  # at batch 1
     dtype: str
     receptive_field: ReceptiveField | None = None  # None: not derivable for this tensor
+    symbolic_shape: tuple[int, ...] = ()  # -1 where the size follows the input's symbolic sizes
+    dim_names: tuple[str, ...] = ()  # their names ("" where fixed)
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,7 @@ class ModelInfo:
     dynamic_batch: bool = True
     size_bytes: int = 0
     layer_count: int = 0  # ``layers`` is empty in list_models; this is not
+    probe_shape: tuple[int, ...] = ()  # the input shape the layer table was taken at
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,8 @@ class Attribution:
     target_label: str | list[str] = ""
     layer_map: np.ndarray | None = None  # grad_cam at the layer, before upsampling
     layer: str = ""
+    warnings: tuple[str, ...] = ()  # why the map is all zero, where it is
+    map_on_image: np.ndarray | None = None  # images: the first map on the image as sent, H×W
 
 
 @dataclass(frozen=True)

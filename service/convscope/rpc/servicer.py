@@ -33,6 +33,8 @@ from convscope.rpc.convert import (
     preprocessing_from_proto,
     rectifiers_name,
     tensor_to_numpy,
+    upload_input_shape,
+    attribution_target,
 )
 from convscope.rpc.convert import occlusion_result
 from convscope.rpc import dataset as dataset_rpc
@@ -60,11 +62,16 @@ class ConvscopeServicer(pb_grpc.ConvscopeServicer):
         return message
 
     def _input(self, record: ModelRecord, message: pb.Input, tensor_data: memoryview | None = None) -> ModelInput:
+        if message.name and message.name != record.input.name:
+            raise InvalidArgument(
+                f"{message.name!r} is not the model's image input {record.input.name!r}: send it among input.others"
+            )
+        others = {name: tensor_to_numpy(tensor) for name, tensor in message.others.items()}
         kind = message.WhichOneof("kind")
         if kind == "tensor":
-            return self.core.prepare(record, tensor=tensor_to_numpy(message.tensor, tensor_data))
+            return self.core.prepare(record, tensor=tensor_to_numpy(message.tensor, tensor_data), others=others)
         if kind == "images":
-            return self.core.prepare(record, images=list(message.images.images))
+            return self.core.prepare(record, images=list(message.images.images), others=others)
         raise InvalidArgument("the request has no input: set input.tensor or input.images")
 
     @translate_errors
@@ -90,6 +97,7 @@ class ConvscopeServicer(pb_grpc.ConvscopeServicer):
             name=header.name,
             preprocessing=preprocessing_from_proto(header.preprocessing) if header.has_preprocessing else None,
             labels=list(header.labels),
+            input_shape=upload_input_shape(header),
         )
         return model_info(record)
 
@@ -215,6 +223,7 @@ class ConvscopeServicer(pb_grpc.ConvscopeServicer):
             items=None if start.folder else dataset_rpc.items_from_requests(request_iterator),
             expected=start.expected or None,
             cancelled=cancelled,
+            others={name: tensor_to_numpy(tensor) for name, tensor in start.others.items()},
         )
         last = None
         try:
@@ -233,7 +242,8 @@ class ConvscopeServicer(pb_grpc.ConvscopeServicer):
         model_input = self._input(record, request.input)
         options = AttributionOptions(
             output=request.output or None,
-            target=request.target if request.has_target else None,
+            target=attribution_target(request),
+            wrt=request.wrt or None,
             layer=request.layer or None,
             seed=request.seed,
             rectifiers=rectifiers_name(request.rectifiers),
@@ -250,10 +260,13 @@ class ConvscopeServicer(pb_grpc.ConvscopeServicer):
             output=result.score.tensor,
             target_label=record.target_labels(result.score.tensor, targets),
             layer=result.layer or "",
+            warnings=result.warnings,
         )
         fill_tensor(response.map, result.map)
         if result.layer_map is not None:
             fill_tensor(response.layer_map, result.layer_map)
+        if result.map_on_image is not None:
+            fill_tensor(response.map_on_image, result.map_on_image)
         return response
 
     @translate_errors

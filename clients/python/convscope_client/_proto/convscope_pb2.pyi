@@ -31,12 +31,23 @@ class ImageBatch(_message.Message):
     def __init__(self, images: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class Input(_message.Message):
-    __slots__ = ("tensor", "images")
+    __slots__ = ("tensor", "images", "others", "name")
+    class OthersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Tensor
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
     TENSOR_FIELD_NUMBER: _ClassVar[int]
     IMAGES_FIELD_NUMBER: _ClassVar[int]
+    OTHERS_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
     tensor: Tensor
     images: ImageBatch
-    def __init__(self, tensor: _Optional[_Union[Tensor, _Mapping]] = ..., images: _Optional[_Union[ImageBatch, _Mapping]] = ...) -> None: ...
+    others: _containers.MessageMap[str, Tensor]
+    name: str
+    def __init__(self, tensor: _Optional[_Union[Tensor, _Mapping]] = ..., images: _Optional[_Union[ImageBatch, _Mapping]] = ..., others: _Optional[_Mapping[str, Tensor]] = ..., name: _Optional[str] = ...) -> None: ...
 
 class Preprocessing(_message.Message):
     __slots__ = ("resize", "size", "scale", "mean", "std", "layout", "channel_order", "interpolation", "grayscale")
@@ -61,16 +72,27 @@ class Preprocessing(_message.Message):
     def __init__(self, resize: _Optional[int] = ..., size: _Optional[_Iterable[int]] = ..., scale: _Optional[float] = ..., mean: _Optional[_Iterable[float]] = ..., std: _Optional[_Iterable[float]] = ..., layout: _Optional[str] = ..., channel_order: _Optional[str] = ..., interpolation: _Optional[str] = ..., grayscale: _Optional[bool] = ...) -> None: ...
 
 class UploadHeader(_message.Message):
-    __slots__ = ("name", "preprocessing", "has_preprocessing", "labels")
+    __slots__ = ("name", "preprocessing", "has_preprocessing", "labels", "input_shape", "input_dims")
+    class InputDimsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     NAME_FIELD_NUMBER: _ClassVar[int]
     PREPROCESSING_FIELD_NUMBER: _ClassVar[int]
     HAS_PREPROCESSING_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
+    INPUT_SHAPE_FIELD_NUMBER: _ClassVar[int]
+    INPUT_DIMS_FIELD_NUMBER: _ClassVar[int]
     name: str
     preprocessing: Preprocessing
     has_preprocessing: bool
     labels: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, name: _Optional[str] = ..., preprocessing: _Optional[_Union[Preprocessing, _Mapping]] = ..., has_preprocessing: _Optional[bool] = ..., labels: _Optional[_Iterable[str]] = ...) -> None: ...
+    input_shape: _containers.RepeatedScalarFieldContainer[int]
+    input_dims: _containers.ScalarMap[str, int]
+    def __init__(self, name: _Optional[str] = ..., preprocessing: _Optional[_Union[Preprocessing, _Mapping]] = ..., has_preprocessing: _Optional[bool] = ..., labels: _Optional[_Iterable[str]] = ..., input_shape: _Optional[_Iterable[int]] = ..., input_dims: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class FileChunk(_message.Message):
     __slots__ = ("file", "data")
@@ -113,23 +135,27 @@ class ReceptiveField(_message.Message):
     def __init__(self, known: _Optional[bool] = ..., stride: _Optional[_Iterable[int]] = ..., size: _Optional[_Iterable[int]] = ..., offset: _Optional[_Iterable[float]] = ..., global_context: _Optional[bool] = ...) -> None: ...
 
 class Layer(_message.Message):
-    __slots__ = ("name", "op_type", "tensor", "shape", "dtype", "receptive_field")
+    __slots__ = ("name", "op_type", "tensor", "shape", "dtype", "receptive_field", "symbolic_shape", "dim_names")
     NAME_FIELD_NUMBER: _ClassVar[int]
     OP_TYPE_FIELD_NUMBER: _ClassVar[int]
     TENSOR_FIELD_NUMBER: _ClassVar[int]
     SHAPE_FIELD_NUMBER: _ClassVar[int]
     DTYPE_FIELD_NUMBER: _ClassVar[int]
     RECEPTIVE_FIELD_FIELD_NUMBER: _ClassVar[int]
+    SYMBOLIC_SHAPE_FIELD_NUMBER: _ClassVar[int]
+    DIM_NAMES_FIELD_NUMBER: _ClassVar[int]
     name: str
     op_type: str
     tensor: str
     shape: _containers.RepeatedScalarFieldContainer[int]
     dtype: str
     receptive_field: ReceptiveField
-    def __init__(self, name: _Optional[str] = ..., op_type: _Optional[str] = ..., tensor: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., dtype: _Optional[str] = ..., receptive_field: _Optional[_Union[ReceptiveField, _Mapping]] = ...) -> None: ...
+    symbolic_shape: _containers.RepeatedScalarFieldContainer[int]
+    dim_names: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., op_type: _Optional[str] = ..., tensor: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., dtype: _Optional[str] = ..., receptive_field: _Optional[_Union[ReceptiveField, _Mapping]] = ..., symbolic_shape: _Optional[_Iterable[int]] = ..., dim_names: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("id", "name", "inputs", "outputs", "layers", "preprocessing", "labels", "size_bytes", "dynamic_batch", "opset", "created", "layer_count")
+    __slots__ = ("id", "name", "inputs", "outputs", "layers", "preprocessing", "labels", "size_bytes", "dynamic_batch", "opset", "created", "layer_count", "probe_shape")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     INPUTS_FIELD_NUMBER: _ClassVar[int]
@@ -142,6 +168,7 @@ class ModelInfo(_message.Message):
     OPSET_FIELD_NUMBER: _ClassVar[int]
     CREATED_FIELD_NUMBER: _ClassVar[int]
     LAYER_COUNT_FIELD_NUMBER: _ClassVar[int]
+    PROBE_SHAPE_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     inputs: _containers.RepeatedCompositeFieldContainer[TensorInfo]
@@ -154,7 +181,8 @@ class ModelInfo(_message.Message):
     opset: int
     created: str
     layer_count: int
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[TensorInfo, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[TensorInfo, _Mapping]]] = ..., layers: _Optional[_Iterable[_Union[Layer, _Mapping]]] = ..., preprocessing: _Optional[_Union[Preprocessing, _Mapping]] = ..., labels: _Optional[_Iterable[str]] = ..., size_bytes: _Optional[int] = ..., dynamic_batch: _Optional[bool] = ..., opset: _Optional[int] = ..., created: _Optional[str] = ..., layer_count: _Optional[int] = ...) -> None: ...
+    probe_shape: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[TensorInfo, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[TensorInfo, _Mapping]]] = ..., layers: _Optional[_Iterable[_Union[Layer, _Mapping]]] = ..., preprocessing: _Optional[_Union[Preprocessing, _Mapping]] = ..., labels: _Optional[_Iterable[str]] = ..., size_bytes: _Optional[int] = ..., dynamic_batch: _Optional[bool] = ..., opset: _Optional[int] = ..., created: _Optional[str] = ..., layer_count: _Optional[int] = ..., probe_shape: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()
@@ -289,7 +317,7 @@ class FiltersResponse(_message.Message):
     def __init__(self, node: _Optional[str] = ..., weights: _Optional[_Union[Tensor, _Mapping]] = ..., png: _Optional[bytes] = ..., smoothness: _Optional[_Iterable[float]] = ..., mean_smoothness: _Optional[float] = ...) -> None: ...
 
 class AttributionRequest(_message.Message):
-    __slots__ = ("model_id", "input", "method", "has_target", "target", "output", "layer", "steps", "baseline", "samples", "noise", "seed", "rectifiers", "integration", "render")
+    __slots__ = ("model_id", "input", "method", "has_target", "target", "output", "layer", "steps", "baseline", "samples", "noise", "seed", "rectifiers", "integration", "render", "target_weights", "wrt")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     INPUT_FIELD_NUMBER: _ClassVar[int]
     METHOD_FIELD_NUMBER: _ClassVar[int]
@@ -305,6 +333,8 @@ class AttributionRequest(_message.Message):
     RECTIFIERS_FIELD_NUMBER: _ClassVar[int]
     INTEGRATION_FIELD_NUMBER: _ClassVar[int]
     RENDER_FIELD_NUMBER: _ClassVar[int]
+    TARGET_WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    WRT_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     input: Input
     method: str
@@ -320,10 +350,12 @@ class AttributionRequest(_message.Message):
     rectifiers: Rectifiers
     integration: str
     render: bool
-    def __init__(self, model_id: _Optional[str] = ..., input: _Optional[_Union[Input, _Mapping]] = ..., method: _Optional[str] = ..., has_target: _Optional[bool] = ..., target: _Optional[int] = ..., output: _Optional[str] = ..., layer: _Optional[str] = ..., steps: _Optional[int] = ..., baseline: _Optional[_Union[Tensor, _Mapping]] = ..., samples: _Optional[int] = ..., noise: _Optional[float] = ..., seed: _Optional[int] = ..., rectifiers: _Optional[_Union[Rectifiers, str]] = ..., integration: _Optional[str] = ..., render: _Optional[bool] = ...) -> None: ...
+    target_weights: Tensor
+    wrt: str
+    def __init__(self, model_id: _Optional[str] = ..., input: _Optional[_Union[Input, _Mapping]] = ..., method: _Optional[str] = ..., has_target: _Optional[bool] = ..., target: _Optional[int] = ..., output: _Optional[str] = ..., layer: _Optional[str] = ..., steps: _Optional[int] = ..., baseline: _Optional[_Union[Tensor, _Mapping]] = ..., samples: _Optional[int] = ..., noise: _Optional[float] = ..., seed: _Optional[int] = ..., rectifiers: _Optional[_Union[Rectifiers, str]] = ..., integration: _Optional[str] = ..., render: _Optional[bool] = ..., target_weights: _Optional[_Union[Tensor, _Mapping]] = ..., wrt: _Optional[str] = ...) -> None: ...
 
 class AttributionResponse(_message.Message):
-    __slots__ = ("map", "png", "target", "score", "output", "target_label", "layer_map", "layer")
+    __slots__ = ("map", "png", "target", "score", "output", "target_label", "layer_map", "layer", "warnings", "map_on_image")
     MAP_FIELD_NUMBER: _ClassVar[int]
     PNG_FIELD_NUMBER: _ClassVar[int]
     TARGET_FIELD_NUMBER: _ClassVar[int]
@@ -332,6 +364,8 @@ class AttributionResponse(_message.Message):
     TARGET_LABEL_FIELD_NUMBER: _ClassVar[int]
     LAYER_MAP_FIELD_NUMBER: _ClassVar[int]
     LAYER_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
+    MAP_ON_IMAGE_FIELD_NUMBER: _ClassVar[int]
     map: Tensor
     png: bytes
     target: _containers.RepeatedScalarFieldContainer[int]
@@ -340,7 +374,9 @@ class AttributionResponse(_message.Message):
     target_label: _containers.RepeatedScalarFieldContainer[str]
     layer_map: Tensor
     layer: str
-    def __init__(self, map: _Optional[_Union[Tensor, _Mapping]] = ..., png: _Optional[bytes] = ..., target: _Optional[_Iterable[int]] = ..., score: _Optional[_Iterable[float]] = ..., output: _Optional[str] = ..., target_label: _Optional[_Iterable[str]] = ..., layer_map: _Optional[_Union[Tensor, _Mapping]] = ..., layer: _Optional[str] = ...) -> None: ...
+    warnings: _containers.RepeatedScalarFieldContainer[str]
+    map_on_image: Tensor
+    def __init__(self, map: _Optional[_Union[Tensor, _Mapping]] = ..., png: _Optional[bytes] = ..., target: _Optional[_Iterable[int]] = ..., score: _Optional[_Iterable[float]] = ..., output: _Optional[str] = ..., target_label: _Optional[_Iterable[str]] = ..., layer_map: _Optional[_Union[Tensor, _Mapping]] = ..., layer: _Optional[str] = ..., warnings: _Optional[_Iterable[str]] = ..., map_on_image: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
 
 class ExportBackwardRequest(_message.Message):
     __slots__ = ("model_id", "seeds", "wrt", "rectifier", "rectifiers")
@@ -457,20 +493,29 @@ class DeadFiltersJob(_message.Message):
     def __init__(self, layers: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class DatasetJobStart(_message.Message):
-    __slots__ = ("model_id", "top_activations", "embedding", "dead_filters", "folder", "expected")
+    __slots__ = ("model_id", "top_activations", "embedding", "dead_filters", "folder", "expected", "others")
+    class OthersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Tensor
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     TOP_ACTIVATIONS_FIELD_NUMBER: _ClassVar[int]
     EMBEDDING_FIELD_NUMBER: _ClassVar[int]
     DEAD_FILTERS_FIELD_NUMBER: _ClassVar[int]
     FOLDER_FIELD_NUMBER: _ClassVar[int]
     EXPECTED_FIELD_NUMBER: _ClassVar[int]
+    OTHERS_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     top_activations: TopActivationsJob
     embedding: EmbeddingJob
     dead_filters: DeadFiltersJob
     folder: str
     expected: int
-    def __init__(self, model_id: _Optional[str] = ..., top_activations: _Optional[_Union[TopActivationsJob, _Mapping]] = ..., embedding: _Optional[_Union[EmbeddingJob, _Mapping]] = ..., dead_filters: _Optional[_Union[DeadFiltersJob, _Mapping]] = ..., folder: _Optional[str] = ..., expected: _Optional[int] = ...) -> None: ...
+    others: _containers.MessageMap[str, Tensor]
+    def __init__(self, model_id: _Optional[str] = ..., top_activations: _Optional[_Union[TopActivationsJob, _Mapping]] = ..., embedding: _Optional[_Union[EmbeddingJob, _Mapping]] = ..., dead_filters: _Optional[_Union[DeadFiltersJob, _Mapping]] = ..., folder: _Optional[str] = ..., expected: _Optional[int] = ..., others: _Optional[_Mapping[str, Tensor]] = ...) -> None: ...
 
 class DatasetItem(_message.Message):
     __slots__ = ("encoded", "path", "tensor", "name")
