@@ -271,9 +271,13 @@ class Convscope:
         arrays: np.ndarray | None = None,
         layers: Sequence[str],
         points: np.ndarray | None = None,
+        reflections: bool = True,
     ) -> correspondence_methods.CorrespondenceResult:
-        """Matches in image B for points of image A: two encoded images, or an array batch of two."""
+        """Matches in image B (and, with ``reflections``, in B mirrored left-right) for points of
+        image A: two encoded images, or an array batch of two."""
         record = self.model(model_id)
         model_input = self.prepare(record, tensor=arrays, images=images)
         sources: Sequence[bytes | None] = images if arrays is None else (None, None)
-        return correspondence_methods.correspondence(self.context, record, model_input, sources, layers, points)
+        return correspondence_methods.correspondence(
+            self.context, record, model_input, sources, layers, points, reflections
+        )

@@ -688,13 +688,16 @@ class Client:
         layer: str | Sequence[str],
         points: np.ndarray | None = None,
         hypercolumn: bool = False,
+        reflections: bool = True,
         timeout: float | None = None,
     ) -> Correspondence:
         """For ``points`` of image A ([N, 2] (y, x) pixels; default: a grid over what the model
         sees), the best match in image B: the cosine nearest neighbour of ``layer``'s feature
-        vectors, or with ``hypercolumn`` of several layers' vectors concatenated."""
+        vectors, or with ``hypercolumn`` of several layers' vectors concatenated.  With
+        ``reflections`` B mirrored left-right is searched too (features are not mirror-invariant),
+        its matches mapped back to B's pixels and flagged in ``.mirrored``."""
         layers = [layer] if isinstance(layer, str) else list(layer)
-        request = pb.CorrespondenceRequest(model_id=model_id, layers=layers, hypercolumn=hypercolumn)
+        request = pb.CorrespondenceRequest(model_id=model_id, layers=layers, hypercolumn=hypercolumn, reflections=reflections)
         if isinstance(image_a, np.ndarray) and isinstance(image_b, np.ndarray):
             fill_input(request.input, np.concatenate([image_a.reshape(-1, *image_a.shape[-3:]), image_b.reshape(-1, *image_b.shape[-3:])]))
         else:
@@ -708,6 +711,7 @@ class Client:
             similarity=np.asarray(response.similarity, np.float32),
             png=response.png,
             layers=list(response.layers),
+            mirrored=np.asarray(response.mirrored, bool),
         )
 
 def _rectifiers(name: str) -> pb.Rectifiers:

@@ -106,15 +106,17 @@ def correspondence_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--layer", action="append", dest="layers", required=True, help="repeat with --hypercolumn")
     parser.add_argument("--hypercolumn", action="store_true", help="match on the layers' features stacked")
     parser.add_argument("--points", type=Path, help="a .npy of [N, 2] (y, x) pixels of image A (default: a grid)")
+    parser.add_argument("--no-reflections", dest="reflections", action="store_false",
+                        help="search image B only as it is, not also mirrored left-right")
 
 
 def correspondence(args: argparse.Namespace, client: Client) -> dict[str, Any]:
     result = client.correspondence(
         args.model_id, args.image_a, args.image_b, layer=args.layers, hypercolumn=args.hypercolumn,
-        points=np.load(args.points) if args.points else None,
+        reflections=args.reflections, points=np.load(args.points) if args.points else None,
     )
     summary = {"layers": result.layers, "points": result.points.tolist(), "matches": result.matches.tolist(),
-               "similarity": result.similarity.tolist()}
+               "similarity": result.similarity.tolist(), "mirrored": result.mirrored.tolist()}
     pairs = np.stack([result.points, result.matches], axis=1)
     return write_outputs(args.out, "correspondence", result.png, pairs, None, summary)
 

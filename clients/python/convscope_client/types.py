@@ -237,3 +237,4 @@ class Correspondence:
     similarity: np.ndarray  # [N] cosine similarity of each match
     png: bytes  # A | B with match lines
     layers: list[str]
+    mirrored: np.ndarray  # [N] bool: the match was found in B mirrored left-right

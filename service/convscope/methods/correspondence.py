@@ -6,6 +6,11 @@ several layers (hypercolumns), each layer's vectors are unit-normalized, sampled
 layer's grid and concatenated.  Points and matches are (y, x) pixels of the images as sent —
 the model's resize and crop undone — and units sit at their receptive-field centres (the layer
 table's stride and offset; an even grid where the field is unknown).
+
+Convnet channels are not mirror-invariant (a left edge becomes a right edge), so a mirrored copy's
+features under the mirrored point differ.  With ``reflections``, B mirrored left-right runs in the
+same batch; each point takes the better of its best match in B and in mirror(B), the latter
+mapped back to B's pixels by mirroring x, and records which one won.
 """
 
 from __future__ import annotations
@@ -64,6 +69,7 @@ class CorrespondenceResult:
     points: np.ndarray  # [N, 2] (y, x) in image A as sent
     matches: np.ndarray  # [N, 2] (y, x) in image B as sent
     similarity: np.ndarray  # [N] cosine similarity of the match
+    mirrored: np.ndarray  # [N] bool: the match was found in B mirrored left-right
     layers: tuple[str, ...]
     pictures: tuple[np.ndarray, ...]  # what the model saw of A and B (for drawing)
     geometries: tuple[Geometry, Geometry]
@@ -112,8 +118,10 @@ def correspondence(
     images: Sequence[bytes | None],
     layers: Sequence[str],
     points: np.ndarray | None = None,
+    reflections: bool = True,
 ) -> CorrespondenceResult:
-    """``model_input``: A and B as a batch of two; ``images``: their bytes (None for arrays)."""
+    """``model_input``: A and B as a batch of two; ``images``: their bytes (None for arrays);
+    ``reflections``: also search B mirrored left-right."""
     if len(model_input.batch) != 2:
         raise InvalidArgument(f"correspondence takes two images, A and B; got {len(model_input.batch)}")
     if not layers:
@@ -129,20 +137,28 @@ def correspondence(
     points = np.asarray(points, np.float64).reshape(-1, 2)
     if not 1 <= len(points) <= MAX_POINTS:
         raise InvalidArgument(f"send between 1 and {MAX_POINTS} points (y, x), got {len(points)}")
+    width_axis = 3 if record.preprocessing.layout == "NCHW" else 2
+    if reflections:  # one run: A, B and mirror(B)
+        batch = np.concatenate([batch, np.flip(batch[1:], axis=width_axis)])
     vectors, rows, cols = features(context, record, batch, layers)
     inside = geometries[0].to_picture(points)
     row_index = np.abs(inside[:, :1] - rows[None]).argmin(axis=1)
     col_index = np.abs(inside[:, 1:] - cols[None]).argmin(axis=1)
     queries = vectors[0][row_index, col_index]  # [N, C]
-    candidates = vectors[1].reshape(-1, vectors.shape[-1])  # [h·w, C]
-    scores = queries @ candidates.T
-    best = scores.argmax(axis=1)
-    match_rows, match_cols = np.divmod(best, vectors.shape[2])
-    matches = geometries[1].to_original(np.stack([rows[match_rows], cols[match_cols]], axis=1))
+    copies = len(vectors) - 1
+    scores = (queries @ vectors[1:].reshape(-1, vectors.shape[-1]).T).reshape(len(points), copies, -1)
+    best = scores.argmax(axis=2)  # [N, copies]
+    best_scores = np.take_along_axis(scores, best[:, :, None], axis=2)[:, :, 0]
+    mirrored = best_scores[:, -1] > best_scores[:, 0]  # ties stay with B as sent; never without reflections
+    chosen = best[np.arange(len(points)), mirrored.astype(int)]
+    match_rows, match_cols = np.divmod(chosen, vectors.shape[2])
+    match_x = np.where(mirrored, picture[1] - 1 - cols[match_cols], cols[match_cols])
+    matches = geometries[1].to_original(np.stack([rows[match_rows], match_x], axis=1))
     return CorrespondenceResult(
         points=points,
         matches=matches,
-        similarity=scores[np.arange(len(points)), best],
+        similarity=best_scores.max(axis=1),
+        mirrored=mirrored,
         layers=tuple(layers),
         pictures=model_input.pictures,
         geometries=geometries,

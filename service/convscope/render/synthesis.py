@@ -52,20 +52,27 @@ def captioned_row(pictures: Sequence[np.ndarray], captions: Sequence[str]) -> np
     return tile(tiles, columns=min(len(tiles), 6))
 
 
-def match_lines(first: np.ndarray, second: np.ndarray, points: np.ndarray, matches: np.ndarray, similarity: np.ndarray) -> np.ndarray:
+def match_lines(
+    first: np.ndarray, second: np.ndarray, points: np.ndarray, matches: np.ndarray, similarity: np.ndarray, mirrored: np.ndarray
+) -> np.ndarray:
     """Two pictures side by side, a line from each point of the first to its match in the
-    second, coloured from blue (least similar) to yellow (most)."""
+    second, coloured by similarity: blue to yellow for matches found in the second as it is,
+    purple to pink for matches found in its mirror image; a caption says which is which."""
     gap = 8
     canvas = Image.new("RGB", (first.shape[1] + gap + second.shape[1], max(first.shape[0], second.shape[0])), (BACKGROUND,) * 3)
     canvas.paste(Image.fromarray(first), (0, 0))
     canvas.paste(Image.fromarray(second), (first.shape[1] + gap, 0))
     draw = ImageDraw.Draw(canvas)
     low, high = float(similarity.min()), float(similarity.max())
-    for (y0, x0), (y1, x1), value in zip(points, matches, similarity):
+    for (y0, x0), (y1, x1), value, reflected in zip(points, matches, similarity, mirrored):
         t = (value - low) / (high - low) if high > low else 1.0
-        colour = (int(40 + 215 * t), int(90 + 150 * t), int(255 * (1 - t)))
+        if reflected:
+            colour = (int(120 + 135 * t), int(30 + 110 * t), int(150 + 80 * t))
+        else:
+            colour = (int(40 + 215 * t), int(90 + 150 * t), int(255 * (1 - t)))
         end = (x1 + first.shape[1] + gap, y1)
         draw.line([(x0, y0), end], fill=colour, width=1)
         for x, y in ((x0, y0), end):
             draw.ellipse([x - 2, y - 2, x + 2, y + 2], outline=colour)
-    return np.asarray(canvas)
+    caption = f"similarity low-high: blue-yellow in B, purple-pink in B mirrored ({int(np.sum(mirrored))} of {len(mirrored)})"
+    return captioned(np.asarray(canvas), [caption])

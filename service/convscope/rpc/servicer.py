@@ -320,5 +320,6 @@ class ConvscopeServicer(pb_grpc.ConvscopeServicer):
             arrays=tensor_to_numpy(request.input.tensor) if kind == "tensor" else None,
             layers=synthesis_rpc.correspondence_layers(request),
             points=tensor_to_numpy(request.points) if request.HasField("points") else None,
+            reflections=request.reflections if request.HasField("reflections") else True,
         )
         return synthesis_rpc.correspondence_response(result)

@@ -174,9 +174,13 @@ def correspondence_response(result: CorrespondenceResult) -> pb.CorrespondenceRe
     if len(result.pictures) == 2:
         first, second = result.geometries
         png = encode_png(
-            match_lines(*result.pictures, first.to_picture(result.points), second.to_picture(result.matches), result.similarity)
+            match_lines(
+                *result.pictures, first.to_picture(result.points), second.to_picture(result.matches), result.similarity, result.mirrored
+            )
         )
-    message = pb.CorrespondenceResponse(png=png, similarity=floats(result.similarity), layers=list(result.layers))
+    message = pb.CorrespondenceResponse(
+        png=png, similarity=floats(result.similarity), layers=list(result.layers), mirrored=[bool(m) for m in result.mirrored]
+    )
     fill_tensor(message.points, result.points.astype(np.float32))
     fill_tensor(message.matches, result.matches.astype(np.float32))
     return message

@@ -828,29 +828,33 @@ class AdversarialEvent(_message.Message):
     def __init__(self, progress: _Optional[_Union[OptimizationProgress, _Mapping]] = ..., result: _Optional[_Union[AdversarialResult, _Mapping]] = ...) -> None: ...
 
 class CorrespondenceRequest(_message.Message):
-    __slots__ = ("model_id", "input", "layers", "points", "hypercolumn")
+    __slots__ = ("model_id", "input", "layers", "points", "hypercolumn", "reflections")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     INPUT_FIELD_NUMBER: _ClassVar[int]
     LAYERS_FIELD_NUMBER: _ClassVar[int]
     POINTS_FIELD_NUMBER: _ClassVar[int]
     HYPERCOLUMN_FIELD_NUMBER: _ClassVar[int]
+    REFLECTIONS_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     input: Input
     layers: _containers.RepeatedScalarFieldContainer[str]
     points: Tensor
     hypercolumn: bool
-    def __init__(self, model_id: _Optional[str] = ..., input: _Optional[_Union[Input, _Mapping]] = ..., layers: _Optional[_Iterable[str]] = ..., points: _Optional[_Union[Tensor, _Mapping]] = ..., hypercolumn: _Optional[bool] = ...) -> None: ...
+    reflections: bool
+    def __init__(self, model_id: _Optional[str] = ..., input: _Optional[_Union[Input, _Mapping]] = ..., layers: _Optional[_Iterable[str]] = ..., points: _Optional[_Union[Tensor, _Mapping]] = ..., hypercolumn: _Optional[bool] = ..., reflections: _Optional[bool] = ...) -> None: ...
 
 class CorrespondenceResponse(_message.Message):
-    __slots__ = ("points", "matches", "similarity", "png", "layers")
+    __slots__ = ("points", "matches", "similarity", "png", "layers", "mirrored")
     POINTS_FIELD_NUMBER: _ClassVar[int]
     MATCHES_FIELD_NUMBER: _ClassVar[int]
     SIMILARITY_FIELD_NUMBER: _ClassVar[int]
     PNG_FIELD_NUMBER: _ClassVar[int]
     LAYERS_FIELD_NUMBER: _ClassVar[int]
+    MIRRORED_FIELD_NUMBER: _ClassVar[int]
     points: Tensor
     matches: Tensor
     similarity: _containers.RepeatedScalarFieldContainer[float]
     png: bytes
     layers: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, points: _Optional[_Union[Tensor, _Mapping]] = ..., matches: _Optional[_Union[Tensor, _Mapping]] = ..., similarity: _Optional[_Iterable[float]] = ..., png: _Optional[bytes] = ..., layers: _Optional[_Iterable[str]] = ...) -> None: ...
+    mirrored: _containers.RepeatedScalarFieldContainer[bool]
+    def __init__(self, points: _Optional[_Union[Tensor, _Mapping]] = ..., matches: _Optional[_Union[Tensor, _Mapping]] = ..., similarity: _Optional[_Iterable[float]] = ..., png: _Optional[bytes] = ..., layers: _Optional[_Iterable[str]] = ..., mirrored: _Optional[_Iterable[bool]] = ...) -> None: ...
