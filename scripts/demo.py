@@ -177,7 +177,10 @@ def made_by_gradients(client: Client, info: object, out: Path, fool_into: int) -
     turned.save(out / "cat_turned.png")
     matches = client.correspondence(model_id, PHOTO, out / "cat_turned.png", layer=MATCHED_LAYER)
     _save(out, "correspondence", matches.png)
-    found["correspondence"] = {"layer": MATCHED_LAYER, "points": len(matches.points), "mean_similarity": round(float(matches.similarity.mean()), 3)}
+    found["correspondence"] = {
+        "layer": MATCHED_LAYER, "points": len(matches.points), "mean_similarity": round(float(matches.similarity.mean()), 3),
+        "matched_in_mirror": int(matches.mirrored.sum()),
+    }
     return found
 
 
