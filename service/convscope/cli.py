@@ -14,6 +14,8 @@ from pathlib import Path
 
 from convscope_client import cli as client_cli
 
+SIGNAL_POLL_SECONDS = 0.2
+
 
 def serve(argv: list[str]) -> int:
     from convscope.methods.optimize import DEFAULT_MAX_STEPS
@@ -65,7 +67,10 @@ def serve(argv: list[str]) -> int:
     stopping = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopping.set())
-    stopping.wait()
+    # The kernel may deliver the signal to any thread (gRPC's, onnxruntime's); only a wait that
+    # wakes up lets the main thread run the Python handler. An untimed wait can sleep forever.
+    while not stopping.wait(timeout=SIGNAL_POLL_SECONDS):
+        pass
     logging.getLogger(__name__).info("shutting down")
     running.stop()
     return 0
