@@ -48,7 +48,7 @@ def _save(out: Path, stem: str, png: bytes, array: np.ndarray | None = None) -> 
     (out / f"{stem}.png").write_bytes(png)
 
 
-def run(client: Client, out: Path) -> dict[str, object]:
+def run(client: Client, out: Path, *, fool_into: int = 107) -> dict[str, object]:
     summary: dict[str, object] = {}
     info = client.upload_model(MODEL)
     summary["model"] = {"id": info.id, "name": info.name, "layers": len(info.layers)}
@@ -96,6 +96,7 @@ def run(client: Client, out: Path) -> dict[str, object]:
         summary[method] = {"target": result.target, "label": result.target_label, "score": round(float(result.score), 3), "layer": result.layer or None}
 
     summary["dataset_jobs"] = dataset_jobs(client, info, out)
+    summary["made_by_gradients"] = made_by_gradients(client, info, out, fool_into)
     return summary
 
 
@@ -144,6 +145,45 @@ def dataset_jobs(client: Client, info: ModelInfo, out: Path, shown_channels: int
     }
 
 
+INVERTED_LAYERS = ("/_blocks.1/_swish_1/Clip_output_0", "/_blocks.8/_swish_1/Clip_output_0", "/_avg_pooling/GlobalAveragePool_output_0")
+VISUALIZED_CLASSES = (1, 309, 947)  # goldfish, bee, mushroom
+MATCHED_LAYER = "/_blocks.8/_swish_1/Clip_output_0"
+
+
+def made_by_gradients(client: Client, info: object, out: Path, fool_into: int) -> dict[str, object]:
+    """The cat inverted from three depths, class models of three ImageNet classes, the cat
+    fooled into ``fool_into`` (PGD, ε = 2/255), and matches with a turned, scaled, mirrored copy."""
+    from PIL import Image
+
+    model_id = info.id  # type: ignore[attr-defined]
+    found: dict[str, object] = {"inversion": {}}
+    for depth, layer in zip(("early", "middle", "last"), INVERTED_LAYERS):
+        inversion = client.invert(model_id, PHOTO, layer=layer)
+        _save(out, f"inversion_{depth}", inversion.png, inversion.image)
+        found["inversion"][depth] = {"layer": layer, "code_error": round(float(inversion.code_error), 4)}  # type: ignore[index]
+    classes = client.visualize(model_id, target=list(VISUALIZED_CLASSES))
+    _save(out, "class_models", classes.png, classes.images)
+    found["class_models"] = {label: round(p, 4) for label, p in zip(classes.target_labels, classes.probabilities)}
+    fooled = client.adversarial(model_id, PHOTO, method="pgd", epsilon=2 / 255, steps=10, target=fool_into)
+    _save(out, "adversarial", fooled.png, fooled.image)
+    found["adversarial"] = {
+        "target": fool_into, "success": fooled.success, "linf_pixels": round(float(fooled.linf) * 255, 2),
+        "before": fooled.prediction.labels[0], "after": fooled.adversarial_prediction.labels[0],
+        "after_probability": round(fooled.adversarial_prediction.probabilities[0], 4),
+    }
+    photo = Image.open(PHOTO).convert("RGB")
+    turned = photo.transpose(Image.Transpose.FLIP_LEFT_RIGHT).rotate(15, resample=Image.Resampling.BILINEAR)
+    turned = turned.resize((round(photo.width * 1.1), round(photo.height * 1.1)), Image.Resampling.BILINEAR)
+    turned.save(out / "cat_turned.png")
+    matches = client.correspondence(model_id, PHOTO, out / "cat_turned.png", layer=MATCHED_LAYER)
+    _save(out, "correspondence", matches.png)
+    found["correspondence"] = {
+        "layer": MATCHED_LAYER, "points": len(matches.points), "mean_similarity": round(float(matches.similarity.mean()), 3),
+        "matched_in_mirror": int(matches.mirrored.sum()),
+    }
+    return found
+
+
 def audit(out: Path) -> dict[str, object]:
     """`convscope audit` of the digits CNN on its 600 held-out digits, as a CI job runs it (an
     embedded server; exit code 0 when every check of models/digits_cnn/audit.toml passes)."""
@@ -165,6 +205,7 @@ def audit(out: Path) -> dict[str, object]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, default=REPO / "demo-output")
+    parser.add_argument("--fool-into", type=int, default=107, help="ImageNet class the cat is turned into (default: jellyfish)")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as scratch:
@@ -172,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             port = int((Path(scratch) / "port").read_text())
             with Client(f"127.0.0.1:{port}", timeout=600) as client:
-                summary = run(client, args.out)
+                summary = run(client, args.out, fool_into=args.fool_into)
         finally:
             server.send_signal(signal.SIGTERM)
             server.wait(timeout=30)

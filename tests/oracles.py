@@ -206,3 +206,102 @@ def assert_forward_close(got: np.ndarray, want: np.ndarray, *, what: str, rel_at
     """Forward outputs agree to ``rel_atol`` of the largest reference magnitude."""
     atol = rel_atol * max(float(np.abs(want).max()), 1e-6)
     np.testing.assert_allclose(got, want, rtol=0, atol=atol, err_msg=what)
+
+
+def every_tensor_run(model_bytes: bytes, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """onnxruntime on the unmodified model, every node output listed as a graph output."""
+    model = onnx.load_from_string(model_bytes)
+    declared = {o.name for o in model.graph.output}
+    model.graph.output.extend(
+        onnx.ValueInfoProto(name=name) for node in model.graph.node for name in node.output if name and name not in declared
+    )
+    return ort_run(model, feeds)
+
+
+def assert_maps_agree(ours: np.ndarray, reference: np.ndarray) -> None:
+    """The whole-network gradient tolerance: rel. L2 ≤ REL_L2_TOL and cosine ≥ COSINE_TOL."""
+    ours, reference = ours.ravel().astype(np.float64), reference.ravel().astype(np.float64)
+    assert np.linalg.norm(reference) > 0, "the reference gradient is all zero: the comparison would prove nothing"
+    rel_l2 = np.linalg.norm(ours - reference) / np.linalg.norm(reference)
+    cosine = ours @ reference / (np.linalg.norm(ours) * np.linalg.norm(reference))
+    assert rel_l2 <= REL_L2_TOL and cosine >= COSINE_TOL, f"rel. L2 {rel_l2:.2e}, cosine {cosine:.6f}"
+
+
+def as_float64(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` computing in float64: float weights, constants, casts and I/O widened (Resize
+    scales stay float32, as the op requires).  For onnx's reference evaluator: onnxruntime has
+    no float64 Conv."""
+    from onnx import TensorProto, numpy_helper
+
+    wide = onnx.ModelProto()
+    wide.CopyFrom(model)
+    graph = wide.graph
+    scales = {n.input[2] for n in graph.node if n.op_type == "Resize" and len(n.input) > 2 and n.input[2]}
+
+    def widened(tensor: onnx.TensorProto) -> onnx.TensorProto:
+        return numpy_helper.from_array(numpy_helper.to_array(tensor).astype(np.float64), tensor.name)
+
+    for tensor in graph.initializer:
+        if tensor.data_type == TensorProto.FLOAT and tensor.name not in scales:
+            tensor.CopyFrom(widened(tensor))
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.TENSOR and attr.t.data_type == TensorProto.FLOAT and node.output[0] not in scales:
+                attr.t.CopyFrom(widened(attr.t))
+            if node.op_type == "Cast" and attr.name == "to" and attr.i == TensorProto.FLOAT:
+                attr.i = TensorProto.DOUBLE
+    for value in (*graph.input, *graph.output):
+        if value.type.tensor_type.elem_type == TensorProto.FLOAT:
+            value.type.tensor_type.elem_type = TensorProto.DOUBLE
+    del graph.value_info[:]
+    _fold_batch_norms(graph)
+    return wide
+
+
+def _fold_batch_norms(graph: onnx.GraphProto) -> None:
+    """Inference BatchNormalization as ``x·a + b`` per channel (of an N×C×H×W tensor).  onnx's
+    reference evaluator computes opset < 14 BatchNormalization (what paddle2onnx writes) with
+    the batch's own statistics, which is not what the model means nor what onnxruntime runs."""
+    from onnx import numpy_helper
+
+    weights = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    weights |= {n.output[0]: numpy_helper.to_array(n.attribute[0].t) for n in graph.node if n.op_type == "Constant" and n.attribute[0].name == "value"}
+    nodes = []
+    for node in graph.node:
+        if node.op_type != "BatchNormalization" or not all(name in weights for name in node.input[1:5]):
+            nodes.append(node)
+            continue
+        scale, bias, mean, var = (weights[name] for name in node.input[1:5])
+        epsilon = next((attr.f for attr in node.attribute if attr.name == "epsilon"), 1e-5)
+        slope = scale / np.sqrt(var + np.float64(epsilon))
+        a, b = f"{node.output[0]}__slope", f"{node.output[0]}__shift"
+        graph.initializer.extend([
+            numpy_helper.from_array(slope.reshape(-1, 1, 1), a),
+            numpy_helper.from_array((bias - mean * slope).reshape(-1, 1, 1), b),
+        ])
+        scaled = f"{node.output[0]}__scaled"
+        nodes += [onnx.helper.make_node("Mul", [node.input[0], a], [scaled]), onnx.helper.make_node("Add", [scaled, b], [node.output[0]])]
+    del graph.node[:]
+    graph.node.extend(nodes)
+
+
+def central_differences(
+    model: onnx.ModelProto, x: np.ndarray, output: str, target: int, elements: np.ndarray, step: float = 1e-5
+) -> np.ndarray:
+    """d output.flat[target] / d x.flat[e] for each of ``elements``, by float64 central
+    differences through onnx's reference evaluator (independent of onnxruntime)."""
+    from onnx.reference import ReferenceEvaluator
+
+    wide = as_float64(model)
+    if output not in {o.name for o in wide.graph.output}:
+        wide.graph.output.append(onnx.ValueInfoProto(name=output))
+    evaluator = ReferenceEvaluator(wide)
+    name = runtime_input_names(wide)[0]
+    base = x.astype(np.float64)
+
+    def score(delta: float, element: int) -> float:
+        moved = base.copy()
+        moved.flat[element] += delta
+        return float(evaluator.run([output], {name: moved})[0].flat[target])
+
+    return np.array([(score(step, e) - score(-step, e)) / (2 * step) for e in elements])

@@ -93,6 +93,7 @@ def test_upload_with_name_labels_and_preprocessing(cli: Cli, client: Client, tmp
         "inputs": [{"name": "x", "dtype": "float32", "shape": [-1, 3, 8, 8]}],
         "outputs": [{"name": "relu", "dtype": "float32", "shape": [-1, 4, 8, 8]}],
         "layers": 2,
+        "probe_shape": [1, 3, 8, 8],
     }
     assert info.name == "dead-net"
     assert info.labels == ("a", "b", "c", "d")

@@ -14,8 +14,13 @@ from pathlib import Path
 
 from convscope_client import cli as client_cli
 
+from convscope.audit import cli as audit_cli
+
+SIGNAL_POLL_SECONDS = 0.2
+
 
 def serve(argv: list[str]) -> int:
+    from convscope.methods.optimize import DEFAULT_MAX_STEPS
     from convscope.rpc.server import DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_RESPONSE_BYTES, PortInUse, ServerConfig, create_server
 
     parser = argparse.ArgumentParser(
@@ -37,6 +42,9 @@ def serve(argv: list[str]) -> int:
         "--data-root", type=Path, action="append", default=[], dest="data_roots", metavar="DIR",
         help="a folder dataset jobs may read (repeatable); paths outside every data root are refused",
     )
+    parser.add_argument(
+        "--max-steps", type=int, default=DEFAULT_MAX_STEPS, help="most optimization steps one call may ask for (invert, visualize, adversarial)"
+    )
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -50,6 +58,7 @@ def serve(argv: list[str]) -> int:
                 max_request_bytes=args.max_request_mb << 20,
                 max_response_bytes=args.max_response_mb << 20,
                 data_roots=tuple(args.data_roots),
+                max_steps=args.max_steps,
             )
         )
     except PortInUse as error:
@@ -60,7 +69,10 @@ def serve(argv: list[str]) -> int:
     stopping = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopping.set())
-    stopping.wait()
+    # The kernel may deliver the signal to any thread (gRPC's, onnxruntime's); only a wait that
+    # wakes up lets the main thread run the Python handler. An untimed wait can sleep forever.
+    while not stopping.wait(timeout=SIGNAL_POLL_SECONDS):
+        pass
     logging.getLogger(__name__).info("shutting down")
     running.stop()
     return 0
@@ -70,19 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["serve"]:
         return serve(argv[1:])
-    if argv[:1] == ["audit"]:
-        from convscope.audit.cli import main as audit
-
-        return audit(argv[1:])
-    if argv[:1] == ["label"]:
-        from convscope.audit.labelling import main as label
-
-        return label(argv[1:])
-    return client_cli.main(argv, prog="convscope", extra_commands={
-        "serve": "run the server (convscope serve --help)",
-        "audit": "check a model on labelled data for CI: report.json, junit.xml, report.html (convscope audit --help)",
-        "label": "a local page for people to label images; writes the CSV audit --human reads (convscope label --help)",
-    })
+    return client_cli.main(argv, prog="convscope", extra_commands={"serve": "run the server (convscope serve --help)"},
+                           local_commands=audit_cli.COMMANDS)
 
 
 if __name__ == "__main__":

@@ -2,29 +2,35 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from convscope.errors import InvalidArgument
+from convscope.errors import InvalidArgument, Unimplemented
 from convscope.methods import activations as activation_methods
 from convscope.methods import attribution as attribution_methods
+from convscope.methods import correspondence as correspondence_methods
 from convscope.methods import dataset_jobs
 from convscope.methods import faithfulness as faithfulness_methods
 from convscope.methods import filters as filter_methods
 from convscope.methods import occlusion as occlusion_methods
+from convscope.methods import synthesis
 from convscope.methods.context import MethodContext
+from convscope.methods.optimize import DEFAULT_MAX_STEPS
 from convscope.methods.datasets import DataRoots, Decoder, Item, Prefetcher, samples_in
-from convscope.methods.inputs import ModelInput, from_images, from_tensor
+from convscope.methods.inputs import ModelInput, constant_others, from_images, from_tensor, with_others
 from convscope.model.store import DEFAULT_MAX_UPLOAD_BYTES, ModelStore, Upload
 from convscope.model.types import ModelRecord, Preprocessing
-from convscope.render import attribution_figure, encode_png
+from convscope.render import attribution_figure
+from convscope.render.montage import encode_png_fast
 from convscope.runtime.graphs import BackwardGraph
-from convscope.runtime.inspect import describe_upload
+from convscope.runtime.inspect import InputShape, describe_upload
 from convscope.runtime.sessions import DEFAULT_SESSION_BUDGET_BYTES, Runtime
+from convscope.runtime.shaped import ShapedRecords
 
 log = logging.getLogger(__name__)
 
@@ -38,13 +44,16 @@ class Convscope:
         session_budget_bytes: int = DEFAULT_SESSION_BUDGET_BYTES,
         data_roots: Sequence[Path] = (),
         providers: Sequence[str] | None = None,
+        max_steps: int = DEFAULT_MAX_STEPS,
     ) -> None:
         """``providers``: onnxruntime execution providers in preference order (default: CUDA when
-        it really loads, then CPU)."""
+        it really loads, then CPU); ``max_steps``: the most optimization steps one call may ask for."""
+        self.max_steps = max_steps
         self.data_roots = DataRoots(data_roots)
         self.store = ModelStore(store_dir, max_upload_bytes=max_upload_bytes)
         self.runtime = Runtime(self.store.load, budget_bytes=session_budget_bytes, providers=providers)
         self.context = MethodContext(self.runtime)
+        self.shaped = ShapedRecords(self.runtime)
 
     def close(self) -> None:
         self.store.close()
@@ -58,8 +67,10 @@ class Convscope:
         name: str = "",
         preprocessing: Preprocessing | None = None,
         labels: Sequence[str] = (),
+        input_shape: InputShape | None = None,
     ) -> ModelRecord:
-        """Store a model from (file, data) chunks; file "" is the model, others its side files."""
+        """Store a model from (file, data) chunks; file "" is the model, others its side files.
+        ``input_shape`` fills the model's symbolic sizes for the probe run (see describe_upload)."""
         upload: Upload = self.store.begin_upload()
         try:
             for file, data in chunks:
@@ -69,7 +80,9 @@ class Convscope:
             raise
         record = self.store.commit(
             upload,
-            lambda model_id, done: describe_upload(model_id, done, name=name, preprocessing=preprocessing, labels=labels),
+            lambda model_id, done: describe_upload(
+                model_id, done, name=name, preprocessing=preprocessing, labels=labels, input_shape=input_shape
+            ),
         )
         # The same bytes uploaded again with other metadata: the newer description wins.
         changes = {
@@ -82,6 +95,11 @@ class Convscope:
     def model(self, model_id: str) -> ModelRecord:
         return self.store.get(model_id)
 
+    def model_at(self, model_id: str, model_input: ModelInput) -> ModelRecord:
+        """The record with its layer table at the input's shape (a model with symbolic sizes
+        takes other sizes than the one it was probed at)."""
+        return self.shaped.at(self.model(model_id), model_input.batch.shape, model_input.others)
+
     def models(self) -> list[ModelRecord]:
         return self.store.list()
 
@@ -89,15 +107,26 @@ class Convscope:
         model_id = self.store.get(model_id).id  # a prefix names it too
         self.store.delete(model_id)
         self.runtime.forget(model_id)
+        self.shaped.forget(model_id)
 
     # -- inputs
 
-    def prepare(self, record: ModelRecord, *, tensor: np.ndarray | None = None, images: Sequence[bytes] = ()) -> ModelInput:
+    def prepare(
+        self,
+        record: ModelRecord,
+        *,
+        tensor: np.ndarray | None = None,
+        images: Sequence[bytes] = (),
+        others: Mapping[str, np.ndarray] | None = None,
+    ) -> ModelInput:
+        """The image input from a tensor or images, and the model's ``others`` inputs by name."""
         if tensor is not None:
-            return from_tensor(record, tensor)
-        if images:
-            return from_images(record, images)
-        raise InvalidArgument("send an input: a raw tensor or at least one encoded image")
+            model_input = from_tensor(record, tensor)
+        elif images:
+            model_input = from_images(record, images)
+        else:
+            raise InvalidArgument("send an input: a raw tensor or at least one encoded image")
+        return with_others(record, model_input, others or {})
 
     # -- methods
 
@@ -112,16 +141,16 @@ class Convscope:
         channels: Sequence[int] = (),
         top_channels: int = 0,
     ) -> list[activation_methods.ActivationResult]:
-        record = self.model(model_id)
+        record = self.model_at(model_id, model_input)
         return activation_methods.activations(
             self.context, record, model_input.batch, layers, render=render, statistics=statistics,
-            channels=channels, top_channels=top_channels,
+            channels=channels, top_channels=top_channels, others=model_input.others,
         )
 
     def dead_filters(
         self, model_id: str, batches: Sequence[np.ndarray], layers: Sequence[str] | None, *, threshold: float = 1.0
     ) -> activation_methods.DeadFiltersResult:
-        record = self.model(model_id)
+        record = self.shaped.at(self.model(model_id), batches[0].shape) if batches else self.model(model_id)
         return activation_methods.dead_filters(self.context, record, batches, layers, threshold=threshold)
 
     def dataset_job(
@@ -133,10 +162,13 @@ class Convscope:
         items: Iterable[Item] | None = None,
         expected: int | None = None,
         cancelled: threading.Event | None = None,
+        others: Mapping[str, np.ndarray] | None = None,
     ) -> Iterator[dataset_jobs.JobEvent]:
         """Run a dataset job over a folder under a data root, or over streamed ``items``; yields
-        progress, skipped items and, last, the result. Decoding runs ahead in a thread pool."""
+        progress, skipped items and, last, the result. Decoding runs ahead in a thread pool.
+        ``others``: the model's other inputs by name, one sample's values, fed with every batch."""
         record = self.model(model_id)
+        constants = constant_others(record, others or {})
         base = self.runtime.base_graph(record.id, dynamic_batch=record.dynamic_batch)
         accumulator = dataset_jobs.accumulator_for(job, record, base)
         if folder:
@@ -145,7 +177,7 @@ class Convscope:
             expected, items = self.data_roots.folder(folder)
         elif items is None:
             raise InvalidArgument("a dataset job needs images: a folder under a data root, or items in the stream")
-        yield from self.data_pass(record, accumulator, items, expected=expected, cancelled=cancelled)
+        yield from self.data_pass(record, accumulator, items, expected=expected, cancelled=cancelled, constants=constants)
 
     def data_pass(
         self,
@@ -155,12 +187,16 @@ class Convscope:
         *,
         expected: int | None = None,
         cancelled: threading.Event | None = None,
+        constants: Mapping[str, np.ndarray] | None = None,
     ) -> Iterator[dataset_jobs.JobEvent]:
-        """One forward pass over ``items`` feeding ``accumulator`` (dataset jobs, the audit)."""
+        """One forward pass over ``items`` feeding ``accumulator`` (dataset jobs, the audit);
+        ``constants``: the model's other inputs, fed with every batch (see ``constant_others``)."""
         decoder = Decoder(record, self.data_roots, pictures=accumulator.needs_pictures)
         stream = Prefetcher(items, decoder, count=lambda item: samples_in(item, record), cancelled=cancelled)
         try:
-            yield from dataset_jobs.run_job(self.context, record, accumulator, stream, total=expected, cancelled=cancelled)
+            yield from dataset_jobs.run_job(
+                self.context, record, accumulator, stream, total=expected, cancelled=cancelled, others=constants or {}
+            )
         finally:
             stream.close()
 
@@ -174,7 +210,9 @@ class Convscope:
     ) -> Iterator[occlusion_methods.OcclusionProgress | occlusion_methods.OcclusionResult]:
         """Occlusion sensitivity as a lazy stream: progress events, then the result.  Work happens
         only while the caller pulls; to cancel, stop pulling and close the iterator."""
-        record = self.model(model_id)
+        if model_input.others:
+            raise Unimplemented("occlusion feeds the image input only; this model takes other inputs too")
+        record = self.model_at(model_id, model_input)
         return occlusion_methods.occlusion(self.context, record, model_input, options)
 
     def attribution(
@@ -186,17 +224,30 @@ class Convscope:
         *,
         render: bool = True,
     ) -> tuple[attribution_methods.AttributionResult, bytes]:
-        """A gradient map, and (``render``) a PNG of the first sample's map over its image."""
-        record = self.model(model_id)
+        """A gradient map, and (``render``) a PNG of the first sample's map over its image.  For
+        images the first sample's map is also projected onto the image as sent
+        (``map_on_image``), which the PNG then shows whole."""
+        record = self.model_at(model_id, model_input)
+        if model_input.others:
+            options = dataclasses.replace(options, others=model_input.others)
         result = attribution_methods.attribution(self.context, record, model_input.batch, method, options)
+        values = result.map[0]
+        if values.ndim == 3:  # input-shaped: channels last, in RGB order
+            values = np.moveaxis(values, 0, -1) if attribution_methods.channel_axis(record) == 1 else values
+            values = values[..., ::-1] if record.preprocessing.channel_order == "BGR" else values
+        elif values.ndim != 2:  # the map of a non-image input (wrt): drawn as one row
+            values = values.reshape(1, -1)
+        # Only a map of the image itself can be laid back onto the photo it was cut from.
+        on_photo = bool(model_input.originals) and values.shape[:2] == model_input.pictures[0].shape[:2]
+        if on_photo:
+            strongest = np.abs(values).max(axis=-1) if values.ndim == 3 else values
+            result = dataclasses.replace(result, map_on_image=model_input.placements[0].project(strongest))
         png = b""
         if render:
-            first = result.map[0]
-            if first.ndim == 3:  # input-shaped: channels last, in RGB order
-                first = np.moveaxis(first, 0, -1) if attribution_methods.channel_axis(record) == 1 else first
-                first = first[..., ::-1] if record.preprocessing.channel_order == "BGR" else first
-            picture = model_input.pictures[0] if model_input.pictures else None
-            png = encode_png(attribution_figure(method, first, picture))
+            picture = model_input.originals[0] if on_photo else None
+            # The fast encoder: the whole photo has several times the crop's pixels, and Pillow's
+            # filter search made its PNG the largest cost of a warm Grad-CAM request.
+            png = encode_png_fast(attribution_figure(method, values, picture, projected=result.map_on_image if on_photo else None))
         return result, png
 
     def faithfulness(
@@ -219,3 +270,39 @@ class Convscope:
         wrt = tuple(map(record.tensor, wrt))
         spec = BackwardGraph(seeds, wrt=wrt, keep=seeds, rectifier=rectifier, rectifiers=rectifiers)
         return spec.build(self.runtime.base_graph(record.id, dynamic_batch=record.dynamic_batch)).SerializeToString()
+
+    # -- images made by gradients (optimization loops: progress events, then the result)
+
+    def adversarial(
+        self, model_id: str, model_input: ModelInput, options: synthesis.AdversarialOptions
+    ) -> Iterator[synthesis.StepProgress | synthesis.AdversarialResult]:
+        return synthesis.adversarial(self.context, self.model(model_id), model_input, options, max_steps=self.max_steps)
+
+    def invert(
+        self, model_id: str, model_input: ModelInput, options: synthesis.InversionOptions
+    ) -> Iterator[synthesis.StepProgress | synthesis.InversionResult]:
+        return synthesis.invert(self.context, self.model(model_id), model_input, options, max_steps=self.max_steps)
+
+    def visualize(
+        self, model_id: str, options: synthesis.VisualizationOptions
+    ) -> Iterator[synthesis.StepProgress | synthesis.VisualizationResult]:
+        return synthesis.visualize(self.context, self.model(model_id), options, max_steps=self.max_steps)
+
+    def correspondence(
+        self,
+        model_id: str,
+        images: Sequence[bytes] = (),
+        *,
+        arrays: np.ndarray | None = None,
+        layers: Sequence[str],
+        points: np.ndarray | None = None,
+        reflections: bool = True,
+    ) -> correspondence_methods.CorrespondenceResult:
+        """Matches in image B (and, with ``reflections``, in B mirrored left-right) for points of
+        image A: two encoded images, or an array batch of two."""
+        record = self.model(model_id)
+        model_input = self.prepare(record, tensor=arrays, images=images)
+        sources: Sequence[bytes | None] = images if arrays is None else (None, None)
+        return correspondence_methods.correspondence(
+            self.context, record, model_input, sources, layers, points, reflections
+        )

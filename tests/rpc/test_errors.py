@@ -319,9 +319,20 @@ def test_side_file_name_must_be_plain(client: Client, expect: Callable[..., Conv
     )
 
 
-def test_two_runtime_inputs(client: Client, expect: Callable[..., ConvscopeError]) -> None:
-    data = two_input_model().SerializeToString()
-    expect(lambda: client.upload_model(data), grpc.StatusCode.INVALID_ARGUMENT, "2 runtime inputs", "'image'", "'mask'")
+def test_two_runtime_inputs_need_both(client: Client, expect: Callable[..., ConvscopeError]) -> None:
+    info = client.upload_model(two_input_model().SerializeToString())
+    image = PROBE[:, :, :8, :8].copy()
+    expect(lambda: client.activations(info.id, image), grpc.StatusCode.INVALID_ARGUMENT, "'mask'", "send")
+    expect(
+        lambda: client.activations(info.id, {"image": image, "mask": image, "depth": image}),
+        grpc.StatusCode.INVALID_ARGUMENT, "'depth'",
+    )
+    expect(
+        lambda: client.attribution(info.id, {"image": image, "mask": image}, method="gradient", wrt="depth"),
+        grpc.StatusCode.INVALID_ARGUMENT, "'depth'",
+    )
+    np.testing.assert_array_equal(client.activations(info.id, {"image": image, "mask": image})["y"], 2 * image)
+    client.delete_model(info.id)
 
 
 # ------------------------------------------------------------------------------ lookups and inputs

@@ -14,17 +14,18 @@ import dataclasses
 import json
 import re
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NamedTuple, TextIO
+from typing import Any, NamedTuple
 
 import numpy as np
 
+from convscope_client import synthesis_cli
+from convscope_client.bars import JobProgressBar, ProgressBar, StepBar
 from convscope_client.client import ATTRIBUTION_METHODS, INTEGRATION_RULES, Client
 from convscope_client.errors import ConvscopeError
 from convscope_client.jobs import Dataset, ServerFolder, local_files
-from convscope_client.types import ModelInfo, Progress
+from convscope_client.types import ModelInfo
 
 DEFAULT_ADDRESS = "localhost:50051"
 DEFAULT_OUT = Path("convscope-out")
@@ -66,7 +67,26 @@ def _model_summary(info: ModelInfo) -> dict[str, object]:
         "inputs": [dataclasses.asdict(i) for i in info.inputs],
         "outputs": [dataclasses.asdict(o) for o in info.outputs],
         "layers": info.layer_count,
+        "probe_shape": list(info.probe_shape),
     }
+
+
+def _input_shape(text: str) -> int | tuple[str, int]:
+    """One --input-shape word: a size (``320``) or a dim name and its size (``W=320``)."""
+    name, _, size = text.rpartition("=")
+    try:
+        return (name, int(size)) if name else int(size)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a size nor NAME=SIZE") from None
+
+
+def _probe_input_shape(words: list[int | tuple[str, int]] | None) -> list[int] | dict[str, int] | None:
+    if not words:
+        return None
+    named = [word for word in words if isinstance(word, tuple)]
+    if named and len(named) != len(words):
+        raise UsageError("--input-shape takes either sizes (1 3 48 320) or NAME=SIZE words (W=320), not both")
+    return dict(named) if named else [word for word in words if isinstance(word, int)]
 
 
 def _fill(text: str) -> float | str:
@@ -83,64 +103,6 @@ def _baseline(text: str) -> float | np.ndarray:
         return float(text)
     except ValueError:
         return np.load(existing(text))  # read when the command runs: a missing file is one line
-
-
-class _StderrBar:
-    """One status line on stderr, redrawn in place, with the rate and the time left;
-    ``close`` ends it with a newline."""
-
-    def __init__(self, width: int, unit: str, rate_unit: str, stream: TextIO | None = None) -> None:
-        self.width = width
-        self.unit = unit
-        self.rate_unit = rate_unit
-        self.stream = stream or sys.stderr
-        self.drawn = False
-
-    def _draw(self, done: int, total: int | None, rate: float, eta: float | None, extra: str = "") -> None:
-        if total:
-            filled = self.width * min(done, total) // total
-            bar = f"[{'#' * filled}{'.' * (self.width - filled)}] {done}/{total}"
-        else:
-            bar = f"{done}"
-        eta_text = f", ETA {eta:.0f} s" if eta is not None else ""
-        self.stream.write(f"\r{bar} {self.unit}, {rate:.1f} {self.rate_unit}{eta_text}{extra}   ")
-        self.stream.flush()
-        self.drawn = True
-
-    def close(self) -> None:
-        if self.drawn:
-            self.stream.write("\n")
-            self.stream.flush()
-
-
-class ProgressBar(_StderrBar):
-    """``progress(done, total)`` callbacks (occlusion positions) redraw the bar; the rate and
-    ETA are measured from the first callback."""
-
-    def __init__(self, width: int = 40, stream: TextIO | None = None, clock: Callable[[], float] = time.monotonic) -> None:
-        super().__init__(width, "positions", "positions/s", stream)
-        self.clock = clock
-        self.started: float | None = None
-
-    def __call__(self, done: int, total: int) -> None:
-        now = self.clock()
-        if self.started is None:
-            self.started = now
-        elapsed = now - self.started
-        rate = done / elapsed if elapsed > 0 else 0.0
-        eta = (total - done) / rate if rate > 0 else None
-        self._draw(done, total, rate, eta)
-
-
-class JobProgressBar(_StderrBar):
-    """A one-line text bar on stderr for dataset jobs: images done, rate and ETA."""
-
-    def __init__(self, width: int = 30, stream: TextIO | None = None) -> None:
-        super().__init__(width, "images", "img/s", stream)
-
-    def __call__(self, progress: Progress) -> None:
-        skipped = f", {progress.skipped} skipped" if progress.skipped else ""
-        self._draw(progress.done + progress.skipped, progress.total, progress.rate, progress.eta, skipped)
 
 
 # -- subcommands: (add arguments, run) pairs
@@ -162,12 +124,18 @@ def upload_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", help="default: the file name without .onnx")
     parser.add_argument("--preprocessing", type=json.loads, help='JSON, e.g. \'{"size": [224, 224]}\'')
     parser.add_argument("--labels", help="text file, one class name per line")
+    parser.add_argument(
+        "--input-shape", type=_input_shape, nargs="+", metavar="SIZE",
+        help="the probe's input shape for symbolic sizes: 1 3 48 320, or by dim name: W=320",
+    )
 
 
 def upload(args: argparse.Namespace, client: Client) -> object:
     model = existing(args.model)
     labels = existing(args.labels).read_text().splitlines() if args.labels else None
-    info = client.upload_model(model, name=args.name, preprocessing=args.preprocessing, labels=labels)
+    info = client.upload_model(
+        model, name=args.name, preprocessing=args.preprocessing, labels=labels, input_shape=_probe_input_shape(args.input_shape)
+    )
     return _model_summary(info)
 
 
@@ -363,6 +331,10 @@ def attribution_arguments(parser: argparse.ArgumentParser) -> None:
     methods = "; ".join(f"{name}: {text}" for name, text in ATTRIBUTION_METHODS.items())
     parser.add_argument("--method", required=True, choices=list(ATTRIBUTION_METHODS), metavar="METHOD", help=methods)
     parser.add_argument("--target", type=int, help="flat index into one sample's output (default: top entry)")
+    parser.add_argument(
+        "--target-weights", metavar="NPY",
+        help="float weights of one sample's output instead of --target: the map of sum(weights * output)",
+    )
     parser.add_argument("--layer", help=f"grad_cam layer: {LAYER_HELP} (default: the last feature map)")
     parser.add_argument("--steps", type=int, default=50, help="integrated_gradients: points on the path")
     parser.add_argument("--integration", choices=INTEGRATION_RULES, default=INTEGRATION_RULES[0],
@@ -378,13 +350,19 @@ def attribution_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def attribution(args: argparse.Namespace, client: Client) -> object:
+    if args.target_weights is not None and args.target is not None:
+        raise UsageError("give --target or --target-weights, not both")
+    target = np.load(existing(args.target_weights)).astype(np.float32) if args.target_weights is not None else args.target
     result = client.attribution(
-        args.model_id, existing(args.input), method=args.method, target=args.target, output=args.output, layer=args.layer,
+        args.model_id, existing(args.input), method=args.method, target=target, output=args.output, layer=args.layer,
         steps=args.steps, baseline=_baseline(args.baseline), integration=args.integration, samples=args.samples, noise=args.noise,
         seed=args.seed, rectifiers=args.rectifiers,
     )
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     files = _write(args.out, args.method, result.map, result.png)
-    described = {"method": args.method, "target": result.target, "label": result.target_label, "score": result.score}
+    described = {"method": args.method, "target": result.target, "label": result.target_label, "score": result.score,
+                 "warnings": list(result.warnings)}
     return {**described, **({"layer": result.layer} if result.layer else {}), "files": files}
 
 
@@ -406,10 +384,32 @@ def export_backward(args: argparse.Namespace, client: Client) -> object:
     return {"files": [str(args.out / "backward.onnx")], "bytes": len(data)}
 
 
+def _stepped(run: Callable[[argparse.Namespace, Client, StepBar], object]) -> Callable[[argparse.Namespace, Client], object]:
+    """An optimization loop's command, drawing its steps and loss on a bar."""
+
+    def command(args: argparse.Namespace, client: Client) -> object:
+        bar = StepBar()
+        try:
+            return run(args, client, bar)
+        finally:
+            bar.close()
+
+    return command
+
+
 class Command(NamedTuple):
     help: str
     arguments: Callable[[argparse.ArgumentParser], None]
     run: Callable[[argparse.Namespace, Client], object]
+
+
+class LocalCommand(NamedTuple):
+    """A subcommand that makes its own connection (or none) and returns its exit code: the server
+    package registers these (``convscope audit`` starts an embedded server when given no address)."""
+
+    help: str
+    arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
 
 
 COMMANDS: dict[str, Command] = {
@@ -426,6 +426,14 @@ COMMANDS: dict[str, Command] = {
     "occlusion": Command("occlusion sensitivity map (with a progress bar)", occlusion_arguments, occlusion),
     "attribution": Command("a gradient map: " + ", ".join(ATTRIBUTION_METHODS), attribution_arguments, attribution),
     "export-backward": Command("write the forward+backward ONNX graph", export_backward_arguments, export_backward),
+    "invert": Command("an image whose code at a layer matches the input's (Mahendran & Vedaldi)",
+                      synthesis_cli.invert_arguments, _stepped(synthesis_cli.invert)),
+    "visualize": Command("class models or a unit's visualization by gradient ascent (Simonyan et al.; Yosinski et al.)",
+                         synthesis_cli.visualize_arguments, _stepped(synthesis_cli.visualize)),
+    "adversarial": Command("an FGSM or PGD adversarial (fooling) image", synthesis_cli.adversarial_arguments,
+                           _stepped(synthesis_cli.adversarial)),
+    "correspondence": Command("matches in image B for points of image A (Long et al.)", synthesis_cli.correspondence_arguments,
+                              synthesis_cli.correspondence),
 }
 
 
@@ -438,7 +446,7 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action) or ""
 
 
-def build_parser(prog: str, extra_commands: dict[str, str]) -> argparse.ArgumentParser:
+def build_parser(prog: str, extra_commands: dict[str, str], local_commands: dict[str, LocalCommand] | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description="Inspect ONNX vision models through a convscope server.",
                                      formatter_class=_HelpFormatter)
     parser.add_argument("--address", default=DEFAULT_ADDRESS, help="server host:port")
@@ -446,13 +454,16 @@ def build_parser(prog: str, extra_commands: dict[str, str]) -> argparse.Argument
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, help_text in extra_commands.items():
         commands.add_parser(name, help=help_text)
-    for name, command in COMMANDS.items():
+    for name, command in {**COMMANDS, **(local_commands or {})}.items():
         command.arguments(commands.add_parser(name, help=command.help, description=command.help, formatter_class=_HelpFormatter))
     return parser
 
 
-def main(argv: list[str] | None = None, *, prog: str = "convscope-client", extra_commands: dict[str, str] | None = None) -> int:
-    args = build_parser(prog, extra_commands or {}).parse_args(argv)
+def main(argv: list[str] | None = None, *, prog: str = "convscope-client", extra_commands: dict[str, str] | None = None,
+         local_commands: dict[str, LocalCommand] | None = None) -> int:
+    args = build_parser(prog, extra_commands or {}, local_commands).parse_args(argv)
+    if local_commands and args.command in local_commands:
+        return local_commands[args.command].run(args)
     try:
         with Client(args.address, timeout=args.timeout) as client:
             result = COMMANDS[args.command].run(args, client)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -12,9 +12,10 @@ import numpy as np
 
 from convscope_client._proto import convscope_pb2 as pb
 from convscope_client._proto import convscope_pb2_grpc as pb_grpc
-from convscope_client import jobs
+from convscope_client import jobs, synthesis
 from convscope_client.errors import ConvscopeError, streaming
 from convscope_client.jobs import Dataset, ProgressCallback
+from convscope_client.synthesis import StepCallback
 from convscope_client.inputs import Inputs, fill_input, fill_tensor, from_tensor, input_array
 from convscope_client.wire import (
     ActivationsRequestFrame,
@@ -24,9 +25,13 @@ from convscope_client.wire import (
 )
 from convscope_client.types import (
     Activation,
+    Adversarial,
+    Correspondence,
+    Inversion,
+    Synthesis,
+    Attribution,
     AuditCheck,
     AuditReport,
-    Attribution,
     ChannelStats,
     DeadFilterFractions,
     Embedding,
@@ -74,7 +79,10 @@ def _model_info(message: pb.ModelInfo) -> ModelInfo:
         inputs=tuple(info(s) for s in message.inputs),
         outputs=tuple(info(s) for s in message.outputs),
         layers=tuple(
-            LayerInfo(l.name, l.op_type, l.tensor, tuple(l.shape), l.dtype, _receptive_field(l.receptive_field))
+            LayerInfo(
+                l.name, l.op_type, l.tensor, tuple(l.shape), l.dtype, _receptive_field(l.receptive_field),
+                tuple(l.symbolic_shape), tuple(l.dim_names),
+            )
             for l in message.layers
         ),
         labels=tuple(message.labels),
@@ -86,6 +94,7 @@ def _model_info(message: pb.ModelInfo) -> ModelInfo:
         dynamic_batch=message.dynamic_batch,
         size_bytes=message.size_bytes,
         layer_count=message.layer_count,
+        probe_shape=tuple(message.probe_shape),
     )
 
 
@@ -163,13 +172,16 @@ class Client:
         preprocessing: dict[str, Any] | None = None,
         labels: Sequence[str] | None = None,
         side_files: dict[str, bytes | str | os.PathLike[str]] | None = None,
+        input_shape: Sequence[int] | Mapping[str, int] | None = None,
         timeout: float | None = None,
     ) -> ModelInfo:
         """Stream a model (path or bytes) to the server in chunks.
 
         A path's ``<file>.data`` neighbour (what the dynamo exporter writes for external
         weights) is sent along; other side files go in ``side_files`` by the name the
-        model's external-data references use.
+        model's external-data references use.  ``input_shape`` (``[1, 3, 48, 320]``, or sizes
+        by dim name: ``{"W": 320}``) fills symbolic sizes for the server's probe run; without
+        it the server tries the preprocessing's size and common ones.
         """
         files: dict[str, bytes | str | os.PathLike[str]] = {"": model}
         if isinstance(model, (str, os.PathLike)):
@@ -180,6 +192,10 @@ class Client:
         files.update(side_files or {})
         jobs.check_local_paths([source for source in files.values() if not isinstance(source, bytes)])
         header = pb.UploadHeader(name=name or "", labels=list(labels or ()))
+        if isinstance(input_shape, Mapping):
+            header.input_dims.update({str(dim): int(size) for dim, size in input_shape.items()})
+        elif input_shape is not None:
+            header.input_shape.extend(int(size) for size in input_shape)
         if preprocessing is not None:
             unknown = set(preprocessing) - set(PREPROCESSING_FIELDS)
             if unknown:
@@ -275,8 +291,16 @@ class Client:
     # -- dataset jobs (see convscope_client.jobs for what a dataset can be)
 
     def _dataset_job(
-        self, start: pb.DatasetJobStart, dataset: Dataset, progress: ProgressCallback | None, timeout: float | None
+        self,
+        start: pb.DatasetJobStart,
+        dataset: Dataset,
+        progress: ProgressCallback | None,
+        timeout: float | None,
+        others: Mapping[str, np.ndarray] | None = None,
     ) -> jobs.JobEvents:
+        """``others``: the model's other inputs by name, one sample's values, fed with every batch."""
+        for name, value in (others or {}).items():
+            fill_tensor(start.others[name], np.asarray(value))
         return jobs.run(self._stub.RunDatasetJob, start, dataset, progress=progress, timeout=self._timeout(timeout), metadata=self.metadata)
 
     def top_activations(
@@ -289,6 +313,7 @@ class Client:
         k: int = 9,
         direction: np.ndarray | None = None,
         render: bool = True,
+        others: Mapping[str, np.ndarray] | None = None,
         progress: ProgressCallback | None = None,
         timeout: float | None = None,
     ) -> TopActivations:
@@ -309,7 +334,7 @@ class Client:
         )
         if direction is not None:
             fill_tensor(start.top_activations.directions, np.asarray(direction, np.float32))
-        events = self._dataset_job(start, dataset, progress, timeout)
+        events = self._dataset_job(start, dataset, progress, timeout, others)
         hits: dict[int, list[Hit]] = {}
         pngs: dict[int, bytes] = {}
         for event in events.results:
@@ -338,6 +363,7 @@ class Client:
         perplexity: float = 30.0,
         seed: int = 0,
         render: bool = True,
+        others: Mapping[str, np.ndarray] | None = None,
         progress: ProgressCallback | None = None,
         timeout: float | None = None,
     ) -> Embedding:
@@ -352,7 +378,7 @@ class Client:
             model_id=model_id,
             embedding=pb.EmbeddingJob(layer=layer or "", method=method, perplexity=perplexity, seed=seed, render=render),
         )
-        events = self._dataset_job(start, dataset, progress, timeout)
+        events = self._dataset_job(start, dataset, progress, timeout, others)
         if not events.results:
             raise ConvscopeError(grpc.StatusCode.INTERNAL, "the server ended the embedding job without a result")
         result = events.results[-1].embedding
@@ -373,6 +399,7 @@ class Client:
         dataset: Dataset,
         *,
         layers: list[str] | None = None,
+        others: Mapping[str, np.ndarray] | None = None,
         progress: ProgressCallback | None = None,
         timeout: float | None = None,
     ) -> DeadFilterFractions:
@@ -380,7 +407,7 @@ class Client:
         everywhere (1.0: dead on every image). ``layers``: default every tensor with a channel axis.
         A list of input batches (the older form) is a dataset too."""
         start = pb.DatasetJobStart(model_id=model_id, dead_filters=pb.DeadFiltersJob(layers=list(layers or ())))
-        events = self._dataset_job(start, dataset, progress, timeout)
+        events = self._dataset_job(start, dataset, progress, timeout, others)
         if not events.results:
             raise ConvscopeError(grpc.StatusCode.INTERNAL, "the server ended the dead-filters job without a result")
         result = events.results[-1].dead_filters
@@ -405,9 +432,10 @@ class Client:
         inputs: Inputs,
         *,
         method: str,
-        target: int | None = None,
+        target: int | np.ndarray | None = None,
         output: str | None = None,
         layer: str | None = None,
+        wrt: str | None = None,
         steps: int = 50,
         baseline: float | np.ndarray = 0.0,
         samples: int = 25,
@@ -423,17 +451,24 @@ class Client:
         """A gradient map of ``output[target]`` (default: the first output's top entry).
 
         ``method``: one of ``ATTRIBUTION_METHODS``. ``rectifiers="relu"`` applies the
-        guided/deconvnet rule to Relu only (Captum's convention); "all" also to ReLU6.
+        guided/deconvnet rule to Relu only (Captum's convention); "all" also to ReLU6.  A float
+        array ``target`` of one sample's ``output`` shape weighs its entries: the map is the
+        gradient of Σ target·output (a segmentation mask, one box's entries).  ``warnings`` on
+        the result say why a map is all zero.  ``inputs`` may be a dict naming every input of a
+        model with several; ``wrt`` names the one to differentiate (default: the image input).
         ``metrics``: "deletion" and/or "insertion" — the map's faithfulness curves and AUC
         (Petsiuk et al.'s RISE protocol), in ``Attribution.metrics``.
         """
+        weights = target if isinstance(target, np.ndarray) and np.issubdtype(target.dtype, np.floating) else None
+        entry = None if weights is not None else target
         request = pb.AttributionRequest(
             model_id=model_id,
             method=method,
-            has_target=target is not None,
-            target=target or 0,
+            has_target=entry is not None,
+            target=int(entry or 0),
             output=output or "",
             layer=layer or "",
+            wrt=wrt or "",
             steps=steps,
             samples=samples,
             noise=noise,
@@ -446,6 +481,8 @@ class Client:
         )
         fill_input(request.input, inputs)
         fill_tensor(request.baseline, np.asarray(baseline, dtype=np.float32) if np.isscalar(baseline) else np.asarray(baseline))
+        if weights is not None:
+            fill_tensor(request.target_weights, weights)
         response = self._call(self._stub.Attribution, request, timeout)
         return Attribution(
             method=method,
@@ -457,6 +494,8 @@ class Client:
             target_label=_single_or_list(list(response.target_label)),
             layer_map=from_tensor(response.layer_map) if response.HasField("layer_map") else None,
             layer=response.layer,
+            warnings=tuple(response.warnings),
+            map_on_image=from_tensor(response.map_on_image) if response.HasField("map_on_image") else None,
             metrics={curve.metric: FaithfulnessCurve(np.array(curve.fractions), from_tensor(curve.scores), np.array(curve.auc))
                      for curve in response.metrics},
         )
@@ -548,6 +587,145 @@ class Client:
             rectifiers=_rectifiers(rectifiers),
         )
         return self._call(lambda *args, **kwargs: b"".join(c.data for c in self._stub.ExportBackward(*args, **kwargs)), request, timeout)
+
+
+    # -- images made by gradients: optimization loops on the server, progress per step
+
+    def _optimization(self, method: Any, request: Any, progress: StepCallback | None, timeout: float | None, what: str) -> Any:
+        call = method(request, timeout=self._timeout(timeout), metadata=self.metadata)
+        return synthesis.final_result(call, progress, what)
+
+    def invert(
+        self,
+        model_id: str,
+        image: Inputs,
+        *,
+        layer: str,
+        steps: int = 200,
+        lr: float | None = None,
+        tv_weight: float | None = None,
+        norm_weight: float | None = None,
+        jitter: int = 0,
+        init: str = "noise",
+        seed: int = 0,
+        progress: StepCallback | None = None,
+        timeout: float | None = None,
+    ) -> Inversion:
+        """An image whose code at ``layer`` (any tensor of the layer table) matches ``image``'s:
+        ‖Φ(x) − Φ₀‖²/‖Φ₀‖² plus the α-norm (``norm_weight``) and TV (``tv_weight``) regularizers
+        of Mahendran & Vedaldi 2015, minimized in pixel space. ``progress(step, steps, loss)``."""
+        request = pb.InvertRequest(model_id=model_id, layer=layer, steps=steps, jitter=jitter, init=init, seed=seed)
+        for name, value in (("lr", lr), ("tv_weight", tv_weight), ("norm_weight", norm_weight)):
+            if value is not None:
+                setattr(request, name, value)
+        fill_input(request.input, image)
+        return synthesis.inversion(self._optimization(self._stub.Invert, request, progress, timeout, "inversion"))
+
+    def visualize(
+        self,
+        model_id: str,
+        *,
+        target: int | Sequence[int] | None = None,
+        layer: str | None = None,
+        channel: int | None = None,
+        steps: int = 200,
+        lr: float | None = None,
+        l2: float | None = None,
+        blur_every: int | None = None,
+        blur_sigma: float | None = None,
+        jitter: int | None = None,
+        norm_percentile: float | None = None,
+        seed: int = 0,
+        batch: int = 1,
+        progress: StepCallback | None = None,
+        timeout: float | None = None,
+    ) -> Synthesis:
+        """A class model (the score of ``target`` before softmax; several targets: one image
+        each) or, with ``layer`` and ``channel``, a unit's mean activation, maximized by gradient
+        ascent with Yosinski et al.'s regularizers (``norm_percentile``: each step, the pixels of
+        smallest norm go grey). ``batch``: random starts per target."""
+        request = pb.VisualizeRequest(
+            model_id=model_id,
+            targets=[] if target is None else [int(t) for t in np.atleast_1d(target)],
+            layer=layer or "",
+            steps=steps,
+            seed=seed,
+            batch=batch,
+        )
+        options = {"channel": channel, "lr": lr, "l2": l2, "blur_every": blur_every, "blur_sigma": blur_sigma, "jitter": jitter,
+                   "norm_percentile": norm_percentile}
+        for name, value in options.items():
+            if value is not None:
+                setattr(request, name, value)
+        return synthesis.synthesis(self._optimization(self._stub.Visualize, request, progress, timeout, "visualization"))
+
+    def adversarial(
+        self,
+        model_id: str,
+        image: Inputs,
+        *,
+        method: str = "fgsm",
+        epsilon: float = 2 / 255,
+        step_size: float | None = None,
+        steps: int = 10,
+        target: int | None = None,
+        norm: str = "linf",
+        random_start: bool = False,
+        seed: int = 0,
+        bounds: tuple[float, float] | None = None,
+        progress: StepCallback | None = None,
+        timeout: float | None = None,
+    ) -> Adversarial:
+        """An adversarial example: FGSM (one step) or PGD (``steps`` projected steps, L∞ or L2).
+        For images ε is in [0, 1] pixel units; for arrays in input units, clipped to ``bounds``.
+        Untargeted: away from the top class; ``target``: towards that class."""
+        request = pb.AdversarialRequest(
+            model_id=model_id, method=method, epsilon=epsilon, steps=steps, norm=norm, random_start=random_start, seed=seed,
+            bounds=list(bounds or ()),
+        )
+        if step_size is not None:
+            request.step_size = step_size
+        if target is not None:
+            request.target = target
+        fill_input(request.input, image)
+        return synthesis.adversarial(self._optimization(self._stub.Adversarial, request, progress, timeout, "adversarial attack"))
+
+    def correspondence(
+        self,
+        model_id: str,
+        image_a: Any,
+        image_b: Any,
+        *,
+        layer: str | Sequence[str],
+        points: np.ndarray | None = None,
+        hypercolumn: bool = False,
+        reflections: bool = True,
+        timeout: float | None = None,
+    ) -> Correspondence:
+        """For ``points`` of image A ([N, 2] (y, x) pixels; default: a grid over what the model
+        sees), the best match in image B: the cosine nearest neighbour of ``layer``'s feature
+        vectors, or with ``hypercolumn`` of several layers' vectors concatenated.  With
+        ``reflections`` B mirrored left-right is searched too (features are not mirror-invariant),
+        its matches mapped back to B's pixels and flagged in ``.mirrored``."""
+        layers = [layer] if isinstance(layer, str) else list(layer)
+        request = pb.CorrespondenceRequest(model_id=model_id, layers=layers, hypercolumn=hypercolumn, reflections=reflections)
+        if isinstance(image_a, np.ndarray) and isinstance(image_b, np.ndarray):
+            fill_input(request.input, np.concatenate([image_a.reshape(-1, *image_a.shape[-3:]), image_b.reshape(-1, *image_b.shape[-3:])]))
+        else:
+            fill_input(request.input, [image_a, image_b])
+        if points is not None:
+            fill_tensor(request.points, np.asarray(points, np.float32))
+        response = self._call(self._stub.Correspondence, request, timeout)
+        return Correspondence(
+            points=from_tensor(response.points),
+            matches=from_tensor(response.matches),
+            similarity=np.asarray(response.similarity, np.float32),
+            png=response.png,
+            layers=list(response.layers),
+            mirrored=np.asarray(response.mirrored, bool),
+        )
+
+    # -- audit
 
     def audit(
         self,

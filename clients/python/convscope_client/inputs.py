@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Union
 
@@ -13,7 +13,8 @@ import numpy as np
 from convscope_client._proto import convscope_pb2 as pb
 
 ImageLike = Union[str, os.PathLike, bytes, Any]  # Any: a PIL image
-Inputs = Union[np.ndarray, ImageLike, Sequence[ImageLike]]
+# A dict names the model's inputs ({"image": photo, "scale_factor": array}) for models with several.
+Inputs = Union[np.ndarray, ImageLike, Sequence[ImageLike], Mapping[str, Any]]
 
 
 def tensor_data(array: np.ndarray) -> np.ndarray:
@@ -63,7 +64,16 @@ def input_array(inputs: Inputs) -> np.ndarray | None:
 def fill_input(message: pb.Input, inputs: Inputs) -> None:
     """Write ``inputs`` into a request's Input in place (a built Input assigned to the request
     would be copied whole once more): arrays go as raw tensors, used exactly as given; images
-    as encoded bytes."""
+    as encoded bytes.  A dict names the model's inputs: its image input (the entry holding
+    images, else the first 4-D array) goes as above, the others as arrays by name."""
+    if isinstance(inputs, Mapping):
+        image = next((name for name, value in inputs.items() if input_array(value) is None), None)
+        image = image or next((name for name, value in inputs.items() if np.ndim(value) == 4), next(iter(inputs)))
+        for name, value in inputs.items():
+            if name != image:
+                fill_tensor(message.others[name], np.asarray(value))
+        message.name = image
+        inputs = inputs[image]
     array = input_array(inputs)
     if array is not None:
         fill_tensor(message.tensor, array)

@@ -32,6 +32,8 @@ class LayerInfo:
     shape: tuple[int, ...]  # at batch 1
     dtype: str
     receptive_field: ReceptiveField | None = None  # None: not derivable for this tensor
+    symbolic_shape: tuple[int, ...] = ()  # -1 where the size follows the input's symbolic sizes
+    dim_names: tuple[str, ...] = ()  # their names ("" where fixed)
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,7 @@ class ModelInfo:
     dynamic_batch: bool = True
     size_bytes: int = 0
     layer_count: int = 0  # ``layers`` is empty in list_models; this is not
+    probe_shape: tuple[int, ...] = ()  # the input shape the layer table was taken at
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,8 @@ class Attribution:
     target_label: str | list[str] = ""
     layer_map: np.ndarray | None = None  # grad_cam at the layer, before upsampling
     layer: str = ""
+    warnings: tuple[str, ...] = ()  # why the map is all zero, where it is
+    map_on_image: np.ndarray | None = None  # images: the first map on the image as sent, H×W
     metrics: dict[str, FaithfulnessCurve] = field(default_factory=dict)  # "deletion"/"insertion", when asked for
 
 
@@ -178,6 +183,72 @@ class DeadFilterFractions(dict[str, np.ndarray]):
         super().__init__(fractions)
         self.samples = samples
         self.skipped = skipped
+
+
+# -- images made by gradients
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Top-5 classes of one sample, most probable first."""
+
+    classes: list[int]
+    probabilities: list[float]
+    labels: list[str]
+
+
+@dataclass(frozen=True)
+class Inversion:
+    """An image whose code at ``layer`` matches the input's (Mahendran & Vedaldi 2015)."""
+
+    image: np.ndarray  # uint8 H×W×3 (N×H×W×3 for a batch), the model's normalization undone
+    array: np.ndarray  # the model input
+    png: bytes  # original | inversion
+    code_error: float | list[float]  # ‖Φ(x) − Φ₀‖² / ‖Φ₀‖² at the result
+    history: np.ndarray  # [steps, 2]: loss, code error per step
+    layer: str
+
+
+@dataclass(frozen=True)
+class Synthesis:
+    """Class models or unit visualizations made by gradient ascent."""
+
+    images: np.ndarray  # uint8 [N, H, W, 3]
+    array: np.ndarray  # the model input
+    png: bytes  # one image, or a labelled grid
+    score_history: np.ndarray  # [steps, N]
+    scores: list[float]  # the objective at the result
+    probabilities: list[float]  # class models: the target's softmax probability
+    targets: list[int]  # class or channel per sample
+    target_labels: list[str]
+    tensor: str  # what was maximized
+
+
+@dataclass(frozen=True)
+class Adversarial:
+    """An adversarial example (FGSM or PGD) and what the model made of it."""
+
+    image: np.ndarray | None  # uint8 H×W×3 (N×H×W×3 for a batch); None for array inputs
+    array: np.ndarray  # the adversarial model input
+    png: bytes  # original | amplified perturbation | adversarial, top-5 under each
+    prediction: Prediction | list[Prediction]
+    adversarial_prediction: Prediction | list[Prediction]
+    success: bool | list[bool]
+    linf: float | list[float]  # of the perturbation: pixels in [0, 1] for images, else input units
+    l2: float | list[float]
+    label: int | list[int]  # the class attacked away from, or the target
+
+
+@dataclass(frozen=True)
+class Correspondence:
+    """Matches in image B for points of image A (Long, Zhang & Darrell 2014)."""
+
+    points: np.ndarray  # [N, 2] (y, x) pixels of A as sent
+    matches: np.ndarray  # [N, 2] (y, x) pixels of B as sent
+    similarity: np.ndarray  # [N] cosine similarity of each match
+    png: bytes  # A | B with match lines
+    layers: list[str]
+    mirrored: np.ndarray  # [N] bool: the match was found in B mirrored left-right
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import getpass
 import json
 import logging
 import sys
@@ -20,7 +21,8 @@ from pathlib import Path
 
 import grpc
 from convscope_client import Client, ConvscopeError
-from convscope_client.cli import JobProgressBar
+from convscope_client.bars import JobProgressBar
+from convscope_client.cli import LocalCommand
 
 EXIT_PASSED, EXIT_FAILED, EXIT_INPUT, EXIT_INTERNAL, EXIT_CANCELLED = 0, 1, 2, 3, 130
 INPUT_ERRORS = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.PERMISSION_DENIED,
@@ -31,9 +33,7 @@ class InputError(Exception):
     """A command line the audit rejects before calling the server (exit 2)."""
 
 
-def parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="convscope audit", description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+def audit_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="an .onnx file (preprocessing and labels from its convscope.* metadata), "
                                       "or with --address an uploaded model's id")
     parser.add_argument("--data", required=True, help="a folder of class sub-folders, or a CSV path,label[,attributes…]; "
@@ -42,9 +42,9 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--human", help="a CSV path,labeller,top1…top5 of people's labels (`convscope label` writes it)")
     parser.add_argument("--config", type=Path, help="audit.toml with thresholds (default: the documented defaults)")
     parser.add_argument("--out", type=Path, default=Path("audit-out"), help="where the reports are written")
+    # Its own --address (after the subcommand), because no address means an embedded server here.
     parser.add_argument("--address", help="a running server (host:port); default: an embedded one on a temporary store")
     parser.add_argument("--timeout", type=float, help="seconds for the whole audit (default: no limit)")
-    return parser
 
 
 @contextlib.contextmanager
@@ -106,8 +106,7 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_PASSED if report.passed else EXIT_FAILED
 
 
-def main(argv: list[str]) -> int:
-    args = parser().parse_args(argv)
+def audit(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return run(args)
@@ -123,3 +122,26 @@ def main(argv: list[str]) -> int:
     except Exception as error:  # noqa: BLE001 - CI must see an internal failure as such, never as a pass
         print(f"error: internal error in the audit: {type(error).__name__}: {error}", file=sys.stderr)
         return EXIT_INTERNAL
+
+
+def label_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("dataset", type=Path, help="a folder of images (class sub-folders are fine: their names are not shown) or a CSV path,…")
+    parser.add_argument("--out", type=Path, required=True, help="the CSV to write (and resume from)")
+    parser.add_argument("--model", type=Path, help="an .onnx whose convscope.labels metadata names the classes")
+    parser.add_argument("--labels", type=Path, help="or a text file, one class name per line")
+    parser.add_argument("--labeller", default=getpass.getuser(), help="your name in the CSV")
+    parser.add_argument("--port", type=int, default=8765, help="0 picks a free port")
+
+
+def label(args: argparse.Namespace) -> int:
+    from convscope.audit import labelling  # onnx, for the label names: only this command needs it
+
+    return labelling.run(args)
+
+
+COMMANDS = {
+    "audit": LocalCommand("check a model on labelled data for CI: report.json, junit.xml, report.html; exit 0/1/2/3",
+                          audit_arguments, audit),
+    "label": LocalCommand("a local page for people to label images; writes the CSV `audit --human` reads",
+                          label_arguments, label),
+}

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import getpass
 import json
 import mimetypes
 import os
@@ -159,16 +158,8 @@ def serve(session: LabellingSession, host: str = "127.0.0.1", port: int = 0) -> 
     return server
 
 
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="convscope label", description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("dataset", type=Path, help="a folder of images (class sub-folders are fine: their names are not shown) or a CSV path,…")
-    parser.add_argument("--out", type=Path, required=True, help="the CSV to write (and resume from)")
-    parser.add_argument("--model", type=Path, help="an .onnx whose convscope.labels metadata names the classes")
-    parser.add_argument("--labels", type=Path, help="or a text file, one class name per line")
-    parser.add_argument("--labeller", default=getpass.getuser(), help="your name in the CSV")
-    parser.add_argument("--port", type=int, default=8765, help="0 picks a free port")
-    args = parser.parse_args(argv)
+def run(args: argparse.Namespace) -> int:
+    """`convscope label` (arguments in audit/cli.py): serves the page until Ctrl-C; 2 on bad input."""
     try:
         if not args.dataset.exists():
             raise ValueError(f"no such file: {args.dataset}")

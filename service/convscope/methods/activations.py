@@ -3,7 +3,7 @@ Yosinski et al. 2015 for the per-layer channel grids)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence, Sized
+from collections.abc import Mapping, Sequence, Sized
 from dataclasses import dataclass
 
 import numpy as np
@@ -77,10 +77,12 @@ def activations(
     statistics: bool = True,
     channels: Sequence[int] = (),
     top_channels: int = 0,
+    others: Mapping[str, np.ndarray] | None = None,
 ) -> list[ActivationResult]:
-    """``channels`` / ``top_channels``: which channel maps the PNG draws (see :func:`drawn_channels`)."""
+    """``channels`` / ``top_channels``: which channel maps the PNG draws (see :func:`drawn_channels`).
+    ``others``: the model's other inputs by name, fed as given."""
     names = resolve_layers(record, layers)
-    values = context.forward(record, batch, names)
+    values = context.forward(record, batch, names, others=others)
     results = []
     for name in names:
         value = values[name]

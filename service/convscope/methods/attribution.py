@@ -20,15 +20,18 @@ Methods (each a function of the gradient engine in methods/gradients.py):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+import dataclasses
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image
 
 from convscope.errors import InvalidArgument
+from convscope.graph.backward.zero_paths import gradient_blockers
 from convscope.methods.context import MethodContext
 from convscope.methods.gradients import Gradients, Score, backward_batch_size, gradients, resolve_score
+from convscope.methods.inputs import tiled_others
 from convscope.model.types import ModelRecord
 
 INTEGRATION_RULES = ("gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid")
@@ -40,7 +43,7 @@ MAX_SAMPLES = 1024
 @dataclass(frozen=True)
 class AttributionOptions:
     output: str | None = None
-    target: int | Sequence[int] | None = None
+    target: int | Sequence[int] | np.ndarray | None = None  # a float array: weights (gradients.Score)
     layer: str | None = None
     steps: int = 50
     baseline: float | np.ndarray = 0.0
@@ -49,6 +52,10 @@ class AttributionOptions:
     noise: float = 0.15
     seed: int = 0
     rectifiers: str = "all"
+    # The model's other inputs by name, fed as given; ``wrt``: the input the map is taken with
+    # respect to (default: the image input), its values in ``others``.
+    others: Mapping[str, np.ndarray] = field(default_factory=dict)
+    wrt: str | None = None
 
 
 @dataclass(frozen=True)
@@ -59,6 +66,9 @@ class AttributionResult:
     scores: np.ndarray  # [N]
     layer_map: np.ndarray | None = None  # grad_cam before upsampling, [N, h, w]
     layer: str | None = None  # where grad_cam was taken
+    warnings: tuple[str, ...] = ()  # why a map is all zero (zero_map_warnings)
+    # For image inputs: the first sample's map (channels reduced) on the image as sent, [H, W].
+    map_on_image: np.ndarray | None = None
 
 
 def channel_axis(record: ModelRecord) -> int:
@@ -70,7 +80,9 @@ def spatial_size(record: ModelRecord, batch: np.ndarray) -> tuple[int, int]:
 
 
 def _plain(context, record, batch, score, options, rectifier="plain"):  # type: ignore[no-untyped-def]
-    return gradients(context, record, batch, score, rectifier=rectifier, rectifiers=options.rectifiers)
+    return gradients(
+        context, record, batch, score, rectifier=rectifier, rectifiers=options.rectifiers, others=options.others, wrt_input=options.wrt
+    )
 
 
 def gradient(context: MethodContext, record: ModelRecord, batch: np.ndarray, score: Score, options: AttributionOptions) -> AttributionResult:
@@ -108,11 +120,13 @@ def default_cam_layer(record: ModelRecord) -> str:
     raise InvalidArgument("the model has no 4-D feature map for Grad-CAM; name one with `layer`")
 
 
-def _cam(context: MethodContext, record: ModelRecord, batch: np.ndarray, score: Score, layer: str) -> tuple[np.ndarray, Gradients]:
+def _cam(
+    context: MethodContext, record: ModelRecord, batch: np.ndarray, score: Score, layer: str, options: AttributionOptions
+) -> tuple[np.ndarray, Gradients]:
     shape = record.layer(layer).shape
     if len(shape) != 4:
         raise InvalidArgument(f"Grad-CAM needs a 4-D feature map; {layer!r} has shape {list(shape)}")
-    result = gradients(context, record, batch, score, wrt=[layer], keep=[layer])
+    result = gradients(context, record, batch, score, wrt=[layer], keep=[layer], others=options.others, wrt_input=options.wrt)
     activation, grad = result.kept[layer], result.wrt[layer]
     if channel_axis(record) == -1:
         activation, grad = activation.transpose(0, 3, 1, 2), grad.transpose(0, 3, 1, 2)
@@ -133,7 +147,7 @@ def resize_maps(maps: np.ndarray, size: tuple[int, int], *, mode: str) -> np.nda
 
 def grad_cam(context: MethodContext, record: ModelRecord, batch: np.ndarray, score: Score, options: AttributionOptions) -> AttributionResult:
     layer = record.tensor(options.layer) if options.layer else default_cam_layer(record)
-    cam, result = _cam(context, record, batch, score, layer)
+    cam, result = _cam(context, record, batch, score, layer, options)
     upsampled = resize_maps(cam, spatial_size(record, batch), mode="bilinear")
     # As pytorch-grad-cam's scale_cam_image: each map min–max scaled to [0, 1], same epsilon.
     upsampled -= upsampled.min(axis=(1, 2), keepdims=True)
@@ -143,7 +157,7 @@ def grad_cam(context: MethodContext, record: ModelRecord, batch: np.ndarray, sco
 
 def guided_grad_cam(context: MethodContext, record: ModelRecord, batch: np.ndarray, score: Score, options: AttributionOptions) -> AttributionResult:
     layer = record.tensor(options.layer) if options.layer else default_cam_layer(record)
-    cam, result = _cam(context, record, batch, score, layer)
+    cam, result = _cam(context, record, batch, score, layer, options)
     guided = _plain(context, record, batch, result.score, options, "guided").input  # the same targets
     upsampled = resize_maps(cam, spatial_size(record, batch), mode="nearest")
     upsampled = upsampled[:, None] if channel_axis(record) == 1 else upsampled[..., None]
@@ -178,6 +192,7 @@ def weighted_gradient_sum(
     score: Score,
     copies: Iterator[np.ndarray],
     weights: np.ndarray,
+    options: AttributionOptions,
 ) -> np.ndarray:
     """Σ_k weights[k] · ∇score(copy k) for copies of ``batch`` (IG path points, noisy samples).
 
@@ -188,7 +203,10 @@ def weighted_gradient_sum(
     done = 0
     for chunk in copies:
         count = len(chunk)
-        grads = gradients(context, record, chunk.reshape(-1, *batch.shape[1:]), score.tiled(count)).input
+        others = tiled_others(record, options.others, count)
+        grads = gradients(
+            context, record, chunk.reshape(-1, *batch.shape[1:]), score.tiled(count), others=others, wrt_input=options.wrt
+        ).input
         total += np.tensordot(weights[done : done + count], grads.reshape(count, *batch.shape).astype(np.float64), axes=1)
         done += count
     return total
@@ -213,17 +231,22 @@ def integrated_gradients(context: MethodContext, record: ModelRecord, batch: np.
         baseline[None] + alphas[start : start + step].astype(batch.dtype).reshape(-1, *[1] * batch.ndim) * delta[None]
         for start in range(0, len(alphas), step)
     )
-    score, scores = scored_at_input(context, record, batch, score)
-    integral = weighted_gradient_sum(context, record, batch, score, path, weights)
+    score, scores = scored_at_input(context, record, batch, score, options)
+    integral = weighted_gradient_sum(context, record, batch, score, path, weights, options)
     return AttributionResult("integrated_gradients", (delta * integral).astype(batch.dtype), score, scores)
 
 
-def scored_at_input(context: MethodContext, record: ModelRecord, batch: np.ndarray, score: Score) -> tuple[Score, np.ndarray]:
+def scored_at_input(
+    context: MethodContext, record: ModelRecord, batch: np.ndarray, score: Score, options: AttributionOptions
+) -> tuple[Score, np.ndarray]:
     """``score`` with its default targets found (each sample's top entry at the input, not at
     each path point or noisy copy), and the scores at the input: one forward pass for both."""
-    values = context.forward(record, batch, [score.tensor])[score.tensor].reshape(len(batch), -1)
-    targets = values.argmax(axis=1) if score.targets is None else score.targets
-    return Score(score.tensor, targets.astype(np.int64)), values[np.arange(len(batch)), targets]
+    feeds = {**options.others, (options.wrt or record.input.name): batch}
+    image = feeds.pop(record.input.name)
+    values = context.forward(record, image, [score.tensor], others=feeds)[score.tensor]
+    if score.targets is None:
+        score = Score(score.tensor, values.reshape(len(batch), -1).argmax(axis=1).astype(np.int64))
+    return score, score.of(values)
 
 
 def smoothgrad_noise(batch: np.ndarray, samples: int, noise: float, seed: int, *, chunk: int | None = None) -> Iterator[np.ndarray]:
@@ -248,8 +271,8 @@ def smoothgrad(context: MethodContext, record: ModelRecord, batch: np.ndarray, s
     chunk = copies_per_chunk(context, record, batch, options.samples)
     noisy = (batch[None] + noise for noise in smoothgrad_noise(batch, options.samples, options.noise, options.seed, chunk=chunk))
     weights = np.full(options.samples, 1 / options.samples)
-    score, scores = scored_at_input(context, record, batch, score)
-    mean = weighted_gradient_sum(context, record, batch, score, noisy, weights)
+    score, scores = scored_at_input(context, record, batch, score, options)
+    mean = weighted_gradient_sum(context, record, batch, score, noisy, weights, options)
     return AttributionResult("smoothgrad", mean.astype(batch.dtype), score, scores)
 
 
@@ -279,4 +302,35 @@ def attribution(
     # A default target (None) is found where the method scores: inside the one backward run,
     # or by integrated gradients and SmoothGrad at the input (scored_at_input).
     score = resolve_score(record, len(batch), output=options.output, target=options.target)
-    return METHODS[method](context, record, batch, score, options)
+    if options.wrt is not None and options.wrt != record.input.name:
+        if options.wrt not in options.others:
+            raise InvalidArgument(f"wrt {options.wrt!r} is none of the model's inputs {[spec.name for spec in record.inputs]}")
+        others = {record.input.name: batch, **{name: value for name, value in options.others.items() if name != options.wrt}}
+        batch, options = options.others[options.wrt], dataclasses.replace(options, others=others)
+        if not np.issubdtype(batch.dtype, np.floating):
+            raise InvalidArgument(f"wrt {options.wrt!r} takes {batch.dtype}: only float inputs have gradients")
+    result = METHODS[method](context, record, batch, score, options)
+    warnings = zero_map_warnings(context, record, result, options.wrt or record.input.name)
+    return dataclasses.replace(result, warnings=warnings)
+
+
+def zero_map_warnings(context: MethodContext, record: ModelRecord, result: AttributionResult, source: str) -> tuple[str, ...]:
+    """Say so where a sample's map is all zero, naming the nodes that stop every gradient path
+    from the input to the score when that is why (graph/backward/zero_paths.py)."""
+    zero = [n for n, sample in enumerate(result.map) if not np.any(sample)]
+    if not zero:
+        return ()
+    base = context.runtime.base_graph(record.id, dynamic_batch=record.dynamic_batch)
+    blockers = gradient_blockers(base, source, result.score.tensor)
+    which = "every sample's map is" if len(zero) == len(result.map) else f"the maps of samples {zero} are"
+    if blockers:
+        named = ", ".join(f"{node.op_type} {node.name!r}" for node in blockers[:8])
+        more = f" and {len(blockers) - 8} more" if len(blockers) > 8 else ""
+        return (
+            f"{which} all zero: every gradient path from {source!r} to {result.score.tensor!r} passes through "
+            f"{named}{more}, whose derivative is zero almost everywhere",
+        )
+    return (
+        f"{which} all zero, though {result.score.tensor!r} depends differentiably on the input: the score is flat "
+        "here (e.g. every unit on its path is switched off, or the target entry ignores this input)",
+    )

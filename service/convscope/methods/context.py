@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar
 
 import numpy as np
 
+from convscope.methods.inputs import split_feeds
 from convscope.model.types import ModelRecord
 from convscope.runtime.graphs import graph_for
 from convscope.runtime.sessions import Runtime
@@ -65,15 +66,26 @@ class MethodContext:
     runtime: Runtime
     batch_budget_bytes: int = DEFAULT_BATCH_BUDGET_BYTES
 
-    def forward(self, record: ModelRecord, batch: np.ndarray, tensors: Sequence[str], *, threads: int = 0) -> dict[str, np.ndarray]:
-        """The named tensors for ``batch``, from the cheapest graph that has them, in memory-sized
-        batches; ``threads``: onnxruntime's intra-op threads (0: one per core)."""
+    def forward(
+        self,
+        record: ModelRecord,
+        batch: np.ndarray,
+        tensors: Sequence[str],
+        *,
+        threads: int = 0,
+        others: Mapping[str, np.ndarray] | None = None,
+    ) -> dict[str, np.ndarray]:
+        """The named tensors for ``batch`` (and the model's ``others`` inputs), from the cheapest
+        graph that has them, in memory-sized batches; ``threads``: onnxruntime's intra-op
+        threads (0: one per core)."""
         spec = graph_for(set(tensors), {output.name for output in record.outputs})
+        batched, fixed = split_feeds(record, others or {})
         return self.runtime.run_batched(
             record.id,
             spec,
-            {record.input.name: batch},
+            {record.input.name: batch, **batched},
             list(tensors),
+            fixed=fixed,
             dynamic_batch=record.dynamic_batch,
             batch_size=batch_size_for(record, tensors, self.batch_budget_bytes),
             threads=threads,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -24,11 +24,11 @@ from convscope.graph.receptive_field import FieldMap, receptive_fields
 from convscope.methods.activations import DeadFilterCounts, DeadFiltersResult
 from convscope.methods.context import INFERENCE_WORKERS, MethodContext, batch_size_for, in_flight, worker_threads
 from convscope.methods.datasets import RunAhead, Sample, Skipped
-from convscope.methods.inputs import batch_of
+from convscope.methods.inputs import batch_of, tiled_others
 from convscope.methods.embedding import Embedding, EmbeddingResult, code_layer
 from convscope.methods.top_activations import TopActivations, TopActivationsResult
 from convscope.model.types import ModelRecord
-from convscope.runtime.inspect import probe_shape
+from convscope.runtime.shaped import table_input_shape
 
 # Samples per inference call (fewer when the tensors a job needs would exceed the batch budget).
 JOB_BATCH = 32
@@ -122,11 +122,6 @@ def fields_of(base: onnx.ModelProto, record: ModelRecord) -> dict[str, FieldMap 
     return receptive_fields(base, shapes, layout=record.preprocessing.layout)
 
 
-def table_input_shape(record: ModelRecord) -> tuple[int, ...]:
-    """The input shape the layer table was probed with (symbolic sizes as the store filled them)."""
-    return probe_shape(record.input.shape, record.preprocessing)
-
-
 # ---------------------------------------------------------------------------------- the pass
 
 
@@ -139,8 +134,11 @@ def run_job(
     total: int | None = None,
     cancelled: threading.Event | None = None,
     batch_size: int = JOB_BATCH,
+    others: Mapping[str, np.ndarray] | None = None,
 ) -> Iterator[JobEvent]:
     """Run the model over ``stream`` in batches; yield progress, skipped items, then the result.
+    ``others``: the model's other inputs, one sample's values (``constant_others``), fed with
+    every batch.
 
     Batches are assembled (stacked) ahead on a helper thread, so the model never waits for the
     copy; ``INFERENCE_WORKERS`` batches run at once and reach the accumulator in stream order;
@@ -162,7 +160,10 @@ def run_job(
         return Progress(done, skipped, total, seconds, rate, eta)
 
     def infer(entry: Skipped | tuple[list[Sample], np.ndarray]) -> dict[str, np.ndarray] | None:
-        return None if isinstance(entry, Skipped) else context.forward(record, entry[1], tensors, threads=threads)
+        if isinstance(entry, Skipped):
+            return None
+        constants = tiled_others(record, others, len(entry[1])) if others else None
+        return context.forward(record, entry[1], tensors, threads=threads, others=constants)
 
     ahead = RunAhead(_batches(stream, batch_size), depth=BATCHES_AHEAD, cancelled=cancelled)
     try:

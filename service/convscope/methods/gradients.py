@@ -2,13 +2,15 @@
 
 A score is one entry of a tensor (a model output or any intermediate) per sample, addressed by
 a flat index into one sample's tensor — a class logit, a box coordinate, a pixel of a
-segmentation map, or a unit of a hidden layer. Its gradient comes from the backward graph
-(graph/backward) run by onnxruntime with a one-hot seed.
+segmentation map, or a unit of a hidden layer — or a weighted sum Σ w·y over one sample's
+tensor (a segmentation class mask, one detection box's entries, as pytorch-grad-cam's
+segmentation and detection targets).  Its gradient comes from the backward graph
+(graph/backward) run by onnxruntime with the seed one-hot, or the weights themselves.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,6 +18,7 @@ import numpy as np
 from convscope.errors import InvalidArgument
 from convscope.graph.backward import grad_output_name, seed_input_name, top_target_name
 from convscope.methods.context import MethodContext
+from convscope.methods.inputs import split_feeds
 from convscope.model.types import ModelRecord
 from convscope.runtime.graphs import BackwardGraph
 
@@ -25,19 +28,32 @@ RECTIFIER_SCOPES = ("all", "relu")
 BACKWARD_MEMORY_FACTOR = 3
 
 
+WEIGHTED_TARGET = -1  # the per-sample target reported for a weighted score
+
+
 @dataclass(frozen=True)
 class Score:
     """What is differentiated: ``tensor`` at flat index ``targets[n]`` for sample n, or, with
-    ``targets`` None, at each sample's top-scoring entry, found inside the backward run."""
+    ``targets`` None, at each sample's top-scoring entry, found inside the backward run; with
+    ``weights`` ([N, *one sample's shape]), Σ weights[n]·tensor[n] (targets WEIGHTED_TARGET)."""
 
     tensor: str
     targets: np.ndarray | None  # int64 [N]
+    weights: np.ndarray | None = None
 
     def tiled(self, times: int) -> Score:
         """The same targets for ``times`` stacked copies of the batch (IG steps, noise samples)."""
         if self.targets is None:
             raise ValueError("resolve the top targets before repeating a score")
-        return Score(self.tensor, np.tile(self.targets, times))
+        weights = None if self.weights is None else np.tile(self.weights, (times, *[1] * (self.weights.ndim - 1)))
+        return Score(self.tensor, np.tile(self.targets, times), weights)
+
+    def of(self, values: np.ndarray) -> np.ndarray:
+        """Each sample's score from the scored tensor's values [N, ...]."""
+        flat = values.reshape(len(values), -1)
+        if self.weights is not None:
+            return np.einsum("ij,ij->i", flat, self.weights.reshape(len(values), -1).astype(flat.dtype))
+        return flat[np.arange(len(values)), self.targets]
 
 
 @dataclass(frozen=True)
@@ -49,15 +65,20 @@ class Gradients:
     kept: dict[str, np.ndarray]  # forward values of intermediate tensors
 
 
-def resolve_score(record: ModelRecord, samples: int, *, output: str | None, target: int | Sequence[int] | None) -> Score:
+def resolve_score(
+    record: ModelRecord, samples: int, *, output: str | None, target: int | Sequence[int] | np.ndarray | None
+) -> Score:
     """The tensor to score (default: the first model output) and a checked target for each of
-    ``samples`` (default None: each sample's top-scoring entry, found where the scores are)."""
+    ``samples`` (default None: each sample's top-scoring entry, found where the scores are); a
+    float array of one sample's shape (or [samples, ...]) weighs the tensor's entries instead."""
     tensor = record.tensor(output) if output else record.outputs[0].name
     size = int(np.prod(record.layer(tensor).shape[1:], dtype=np.int64))
     if size == 0 or not np.issubdtype(np.dtype(record.layer(tensor).dtype), np.floating):
         raise InvalidArgument(f"tensor {tensor!r} is not a float tensor with entries to score")
     if target is None:
         return Score(tensor, None)
+    if isinstance(target, np.ndarray) and np.issubdtype(target.dtype, np.floating):
+        return weighted_score(record, samples, tensor, target)
     targets = np.broadcast_to(np.asarray(target, dtype=np.int64).reshape(-1), (samples,)).copy()
     bad = targets[(targets < 0) | (targets >= size)]
     if bad.size:
@@ -65,6 +86,25 @@ def resolve_score(record: ModelRecord, samples: int, *, output: str | None, targ
             f"target {int(bad[0])} is out of range: {tensor!r} has {size} entries per sample (flat indices 0..{size - 1})"
         )
     return Score(tensor, targets)
+
+
+def weighted_score(record: ModelRecord, samples: int, tensor: str, weights: np.ndarray) -> Score:
+    sample_shape = record.layer(tensor).shape[1:]
+    if weights.shape not in (sample_shape, (samples, *sample_shape)):
+        raise InvalidArgument(
+            f"target weights of shape {list(weights.shape)} do not fit {tensor!r}: give one sample's shape "
+            f"{list(sample_shape)} or [{samples}, ...] of it (at this input size)"
+        )
+    if not np.isfinite(weights).all():
+        raise InvalidArgument("target weights must be finite")
+    dtype = np.dtype(record.layer(tensor).dtype)
+    per_sample = np.ascontiguousarray(np.broadcast_to(weights, (samples, *sample_shape)), dtype=dtype)
+    return Score(tensor, np.full(samples, WEIGHTED_TARGET, np.int64), per_sample)
+
+
+def score_seed(record: ModelRecord, score: Score, count: int) -> np.ndarray:
+    """The seed gradient of the scored tensor: the weights, or one-hot at the targets."""
+    return score.weights if score.weights is not None else one_hot_seed(record, score, count)
 
 
 def one_hot_seed(record: ModelRecord, score: Score, count: int) -> np.ndarray:
@@ -89,8 +129,12 @@ def gradients(
     keep: Sequence[str] = (),
     rectifier: str = "plain",
     rectifiers: str = "all",
+    others: Mapping[str, np.ndarray] | None = None,
+    wrt_input: str | None = None,
 ) -> Gradients:
-    """One backward pass per sample of ``batch`` (run in memory-sized batches)."""
+    """One backward pass per sample of ``batch`` (run in memory-sized batches).  ``batch`` feeds
+    ``wrt_input`` (default: the image input), the input the gradient is taken with respect to;
+    ``others`` feed the model's other inputs as given."""
     if rectifier not in RECTIFIERS:
         raise InvalidArgument(f"rectifier must be one of {RECTIFIERS}, not {rectifier!r}")
     if rectifiers not in RECTIFIER_SCOPES:
@@ -106,18 +150,20 @@ def gradients(
         rectifiers=rectifiers,
         top_target=top,
     )
-    input_name = record.input.name
+    input_name = wrt_input or record.input.name
     outputs = [grad_output_name(input_name), *spec.keep, *(grad_output_name(t) for t in wrt)]
-    feeds = {input_name: batch}
+    batched, fixed = split_feeds(record, others or {})
+    feeds = {input_name: batch, **batched}
     if top:
         outputs.append(top_target_name(score.tensor))
     else:
-        feeds[seed_input_name(score.tensor)] = one_hot_seed(record, score, len(batch))
+        feeds[seed_input_name(score.tensor)] = score_seed(record, score, len(batch))
     values = context.runtime.run_batched(
-        record.id, spec, feeds, outputs, dynamic_batch=record.dynamic_batch, batch_size=backward_batch_size(context, record)
+        record.id, spec, feeds, outputs, dynamic_batch=record.dynamic_batch, batch_size=backward_batch_size(context, record),
+        fixed=fixed,
     )
     resolved = Score(score.tensor, values[top_target_name(score.tensor)].astype(np.int64)) if top else score
-    scored = values[score.tensor].reshape(len(batch), -1)[np.arange(len(batch)), resolved.targets]
+    scored = resolved.of(values[score.tensor])
     return Gradients(
         input=values[grad_output_name(input_name)],
         score=resolved,

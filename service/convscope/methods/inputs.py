@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import warnings
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image
@@ -17,6 +18,10 @@ from convscope.model.types import ModelRecord, Preprocessing
 # limit near what any vision model needs (a 64-megapixel photo still decodes).
 MAX_IMAGE_PIXELS = 64_000_000
 Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+
+# Maps drawn on the image as sent use it at most this large (long side): a 12-megapixel photo
+# would otherwise cost a 48 MB map in every response and a second to encode its PNG.
+MAX_SHOWN_SIDE = 1024
 
 RESAMPLING = {
     "bilinear": Image.Resampling.BILINEAR,
@@ -31,6 +36,60 @@ class ModelInput:
 
     batch: np.ndarray
     pictures: tuple[np.ndarray, ...] = ()  # uint8 H×W×3 per sample, after resize/crop
+    originals: tuple[np.ndarray, ...] = ()  # uint8 H×W×3 per sample, the images as sent (≤ MAX_SHOWN_SIDE)
+    placements: tuple[Placement, ...] = ()  # where each picture lies in its original
+    # The model's other inputs by name (a scale factor, an image size, a mask), fed as given.
+    others: Mapping[str, np.ndarray] = field(default_factory=dict)
+
+
+def with_others(record: ModelRecord, model_input: ModelInput, others: Mapping[str, np.ndarray]) -> ModelInput:
+    """``model_input`` with the model's other inputs, checked (``checked_others``)."""
+    return dataclasses.replace(model_input, others=checked_others(record, others, len(model_input.batch)))
+
+
+def checked_others(record: ModelRecord, others: Mapping[str, np.ndarray], samples: int) -> dict[str, np.ndarray]:
+    """The model's other inputs, checked: every one present, by its name, dtype and rank,
+    batched ones (symbolic first axis) with ``samples`` samples."""
+    expected = {spec.name: spec for spec in record.inputs[1:]}
+    unknown, missing = set(others) - set(expected), set(expected) - set(others)
+    if unknown or missing:
+        raise InvalidArgument(
+            f"the model's inputs besides {record.input.name!r} are {sorted(expected)}; "
+            + (f"send {sorted(missing)} too" if missing else f"it has no input(s) {sorted(unknown)}")
+        )
+    checked = {}
+    for name, value in others.items():
+        spec = expected[name]
+        if str(value.dtype) != spec.dtype or value.ndim != len(spec.shape):
+            raise InvalidArgument(f"input {name!r} takes {spec.dtype} of rank {len(spec.shape)}, got {value.dtype} of shape {list(value.shape)}")
+        if spec.shape and spec.shape[0] == -1 and len(value) != samples:
+            raise InvalidArgument(f"input {name!r} has {len(value)} samples; {samples} expected")
+        checked[name] = np.ascontiguousarray(value)
+    return checked
+
+
+def constant_others(record: ModelRecord, others: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The model's other inputs for a dataset job: one sample's values each (with or without
+    the batch axis where the input has one), checked as ``with_others`` checks them."""
+    single = {
+        spec.name: others[spec.name][None] if spec.shape[:1] == (-1,) and others[spec.name].ndim == len(spec.shape) - 1 else others[spec.name]
+        for spec in record.inputs[1:]
+        if spec.name in others
+    }
+    return checked_others(record, {**others, **single}, 1)
+
+
+def split_feeds(record: ModelRecord, others: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(batched, fixed): other inputs with a symbolic first axis go with the batch's slices;
+    the rest are fed whole to every run."""
+    batched = {spec.name: others[spec.name] for spec in record.inputs if spec.name in others and spec.shape[:1] == (-1,)}
+    return batched, {name: value for name, value in others.items() if name not in batched}
+
+
+def tiled_others(record: ModelRecord, others: Mapping[str, np.ndarray], times: int) -> dict[str, np.ndarray]:
+    """The other inputs for ``times`` stacked copies of the batch (IG steps, noise samples)."""
+    batched, fixed = split_feeds(record, others)
+    return {**{name: np.concatenate([value] * times) for name, value in batched.items()}, **fixed}
 
 
 def from_tensor(record: ModelRecord, array: np.ndarray) -> ModelInput:
@@ -51,8 +110,27 @@ def from_tensor(record: ModelRecord, array: np.ndarray) -> ModelInput:
 def from_images(record: ModelRecord, images: Sequence[bytes]) -> ModelInput:
     if not images:
         raise InvalidArgument("no images were sent")
-    samples = [decode_sample(record, data, index) for index, data in enumerate(images)]
-    return ModelInput(batch_of(samples), tuple(sample.picture for sample in samples))
+    spec = record.preprocessing
+    dtype = _image_dtype(record)
+    opened = [_open(data, index, spec) for index, data in enumerate(images)]
+    fitted = [_fit(image, spec, spec.size or _spatial_size(record)) for image in opened]
+    samples = [ImageSample(picture, spec, dtype) for picture, _ in fitted]
+    shown = [_shown(image) for image in opened]
+    return ModelInput(
+        batch_of(samples),
+        tuple(sample.picture for sample in samples),
+        tuple(rgb(np.asarray(image)) for image in shown),
+        tuple(placement.resized((image.height, image.width)) for (_, placement), image in zip(fitted, shown)),
+    )
+
+
+def _shown(image: Image.Image) -> Image.Image:
+    """``image`` scaled down to at most MAX_SHOWN_SIDE on its long side."""
+    if max(image.size) <= MAX_SHOWN_SIDE:
+        return image
+    shown = image.copy()
+    shown.thumbnail((MAX_SHOWN_SIDE, MAX_SHOWN_SIDE), Image.Resampling.BILINEAR)
+    return shown
 
 
 def decode_sample(record: ModelRecord, data: bytes, index: int = 0) -> ImageSample:
@@ -61,10 +139,15 @@ def decode_sample(record: ModelRecord, data: bytes, index: int = 0) -> ImageSamp
     Raises InvalidArgument (not an image) or ResourceExhausted (too many pixels), naming ``index``.
     """
     spec = record.preprocessing
+    picture, _ = _fit(_open(data, index, spec), spec, spec.size or _spatial_size(record))
+    return ImageSample(picture, spec, _image_dtype(record))
+
+
+def _image_dtype(record: ModelRecord) -> np.dtype:
     dtype = np.dtype(record.input.dtype)
     if not np.issubdtype(dtype, np.floating):
         raise InvalidArgument(f"the model's input takes {dtype}; send a raw tensor instead of images")
-    return ImageSample(_decode(data, index, spec, spec.size or _spatial_size(record)), spec, dtype)
+    return dtype
 
 
 def batch_of(values: Sequence[np.ndarray | ImageSample]) -> np.ndarray:
@@ -105,16 +188,45 @@ class ImageSample:
 
 
 def _spatial_size(record: ModelRecord) -> tuple[int, int]:
-    shape = record.input.shape
-    dims = shape[2:4] if record.preprocessing.layout == "NCHW" else shape[1:3]
-    if len(dims) != 2 or min(dims) <= 0:
-        raise InvalidArgument(
-            "the model's input has no fixed height and width; upload it with preprocessing {'size': [H, W]}"
-        )
-    return int(dims[0]), int(dims[1])
+    """The model's fixed height and width, else the ones the store probed it at."""
+    for shape in (record.input.shape, record.probe_shape):
+        dims = shape[2:4] if record.preprocessing.layout == "NCHW" else shape[1:3]
+        if len(dims) == 2 and min(dims) > 0:
+            return int(dims[0]), int(dims[1])
+    raise InvalidArgument(
+        "the model's input has no fixed height and width; upload it with preprocessing {'size': [H, W]}"
+    )
 
 
-def _decode(data: bytes, index: int, spec: Preprocessing, size: tuple[int, int]) -> np.ndarray:
+@dataclass(frozen=True)
+class Placement:
+    """Where the picture a model saw came from in the user's image: a box in its pixels."""
+
+    top: float
+    left: float
+    height: float
+    width: float
+    image_size: tuple[int, int]  # the user's image, [H, W]
+
+    def resized(self, size: tuple[int, int]) -> Placement:
+        """The same box in the image resized to ``size`` [H, W]."""
+        y_scale, x_scale = size[0] / self.image_size[0], size[1] / self.image_size[1]
+        return Placement(self.top * y_scale, self.left * x_scale, self.height * y_scale, self.width * x_scale, size)
+
+    def project(self, values: np.ndarray) -> np.ndarray:
+        """An H×W map over the model's picture, at the user's image's resolution and where the
+        picture came from in it (undoing the resize and crop); zero outside the crop."""
+        image_height, image_width = self.image_size
+        top, left = round(self.top), round(self.left)
+        height, width = max(1, round(self.height)), max(1, round(self.width))
+        resized = np.asarray(Image.fromarray(values.astype(np.float32), mode="F").resize((width, height), Image.Resampling.BILINEAR))
+        projected = np.zeros((image_height, image_width), np.float32)
+        rows, cols = slice(max(0, top), min(image_height, top + height)), slice(max(0, left), min(image_width, left + width))
+        projected[rows, cols] = resized[rows.start - top : rows.stop - top, cols.start - left : cols.stop - left]
+        return projected
+
+
+def _open(data: bytes, index: int, spec: Preprocessing) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -124,17 +236,27 @@ def _decode(data: bytes, index: int, spec: Preprocessing, size: tuple[int, int])
         raise ResourceExhausted(f"image {index} has more than {MAX_IMAGE_PIXELS} pixels") from None
     except Exception as error:
         raise InvalidArgument(f"image {index} could not be decoded ({type(error).__name__}); send PNG or JPEG bytes") from None
-    image = image.convert("L" if spec.grayscale else "RGB")
+    return image.convert("L" if spec.grayscale else "RGB")
+
+
+def _fit(image: Image.Image, spec: Preprocessing, size: tuple[int, int]) -> tuple[np.ndarray, Placement]:
+    """The picture the model sees (resized, center-cropped), and where it lies in ``image``."""
     height, width = size
     resample = RESAMPLING[spec.interpolation]
+    placement = Placement(0, 0, image.height, image.width, (image.height, image.width))
     if spec.resize:
         scale = spec.resize / min(image.size)
-        image = image.resize((max(width, round(image.width * scale)), max(height, round(image.height * scale))), resample)
-        left, top = (image.width - width) // 2, (image.height - height) // 2
-        image = image.crop((left, top, left + width, top + height))
+        resized = (max(width, round(image.width * scale)), max(height, round(image.height * scale)))
+        left, top = (resized[0] - width) // 2, (resized[1] - height) // 2
+        x_scale, y_scale = image.width / resized[0], image.height / resized[1]
+        placement = Placement(top * y_scale, left * x_scale, height * y_scale, width * x_scale, placement.image_size)
+        image = image.resize(resized, resample).crop((left, top, left + width, top + height))
     else:
         image = image.resize((width, height), resample)
-    picture = np.asarray(image)
+    return rgb(np.asarray(image)), placement
+
+
+def rgb(picture: np.ndarray) -> np.ndarray:
     return np.repeat(picture[..., None], 3, axis=2) if picture.ndim == 2 else picture
 
 

@@ -42,6 +42,14 @@ class LayerInfo:
     shape: tuple[int, ...]  # at batch 1
     dtype: str
     receptive_field: ReceptiveField | None = None
+    # Per axis: "" where the size is fixed, else the name of the symbolic size it follows from
+    # the input's (``shape`` holds its value at the probe shape); () where not known.
+    dim_names: tuple[str, ...] = ()
+
+    @property
+    def symbolic_shape(self) -> tuple[int, ...]:
+        """``shape`` with -1 where the size depends on the input's size."""
+        return tuple(-1 if name else size for size, name in zip(self.shape, self.dim_names or ("",) * len(self.shape)))
 
     @functools.cached_property
     def sample_bytes(self) -> int:
@@ -120,6 +128,9 @@ class ModelRecord:
     opset: int
     created: str
     files: tuple[str, ...] = field(default=("model.onnx",))
+    # The input shape the layer table was taken at (batch 1); () in records stored before it
+    # was kept: their probe filled symbolic sizes from the preprocessing.
+    probe_shape: tuple[int, ...] = ()
 
     @property
     def input(self) -> TensorSpec:
@@ -177,6 +188,7 @@ class ModelRecord:
                 )
                 if rf
                 else None,
+                dim_names=tuple(item.get("dim_names", ())),
             )
 
         def spec(item: dict[str, Any]) -> TensorSpec:
@@ -195,4 +207,5 @@ class ModelRecord:
             opset=raw["opset"],
             created=raw["created"],
             files=tuple(raw["files"]),
+            probe_shape=tuple(raw.get("probe_shape", ())),
         )

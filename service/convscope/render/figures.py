@@ -130,10 +130,14 @@ MAGNITUDE_PERCENTILE = 99.0
 MIN_PANEL = 320  # small inputs are enlarged (nearest: no invented detail) so titles and maps read
 
 
-def attribution_figure(method: str, values: np.ndarray, picture: np.ndarray | None) -> np.ndarray:
+def attribution_figure(
+    method: str, values: np.ndarray, picture: np.ndarray | None, *, projected: np.ndarray | None = None
+) -> np.ndarray:
     """One sample's map as ``method``'s paper draws it, then over ``picture`` (when there is one).
 
     ``values``: H×W for saliency and Grad-CAM, else H×W×C (channels last, in RGB order).
+    ``projected``: the map already placed on ``picture`` (the whole photo as sent, where the
+    model saw a resized crop); drawn over it instead of ``values``' own magnitude.
     """
     values = enlarge(np.asarray(values, np.float32), MIN_PANEL)
     percentile = MAGNITUDE_PERCENTILE
@@ -148,7 +152,8 @@ def attribution_figure(method: str, values: np.ndarray, picture: np.ndarray | No
         first = titled(heat_panel(scalar, colours=GREYS, percentile=percentile), MAGNITUDE_METHODS.get(method, method))
     if picture is None:
         return first
-    return side_by_side([first, titled(over_image(enlarge(picture, MIN_PANEL), scalar, percentile=percentile), "over the image")])
+    shown = scalar if projected is None else projected
+    return side_by_side([first, titled(over_image(enlarge(picture, MIN_PANEL), shown, percentile=percentile), "over the image")])
 
 
 def occlusion_figure(maps: np.ndarray, picture: np.ndarray | None, titles: list[str]) -> np.ndarray:

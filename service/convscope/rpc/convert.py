@@ -84,7 +84,10 @@ def _tensor_info(spec: TensorSpec) -> pb.TensorInfo:
 
 
 def _layer(layer: LayerInfo) -> pb.Layer:
-    message = pb.Layer(name=layer.name, op_type=layer.op_type, tensor=layer.tensor, shape=list(layer.shape), dtype=layer.dtype)
+    message = pb.Layer(
+        name=layer.name, op_type=layer.op_type, tensor=layer.tensor, shape=list(layer.shape), dtype=layer.dtype,
+        symbolic_shape=list(layer.symbolic_shape), dim_names=list(layer.dim_names),
+    )
     if layer.receptive_field is not None:
         rf = layer.receptive_field
         message.receptive_field.CopyFrom(
@@ -109,7 +112,16 @@ def model_info(record: ModelRecord, *, with_layers: bool = True) -> pb.ModelInfo
         opset=record.opset,
         created=record.created,
         layer_count=len(record.layers),
+        probe_shape=list(record.probe_shape),
     )
+
+
+def upload_input_shape(header: pb.UploadHeader) -> list[int] | dict[str, int] | None:
+    if header.input_shape and header.input_dims:
+        raise InvalidArgument("give the probe's input shape in full (input_shape) or by dim name (input_dims), not both")
+    if header.input_dims:
+        return dict(header.input_dims)
+    return list(header.input_shape) or None
 
 
 def floats(values: Sequence[float] | np.ndarray) -> list[float]:
@@ -130,3 +142,12 @@ def occlusion_result(result: OcclusionResult) -> pb.OcclusionResult:
     fill_tensor(message.positions, result.positions)
     fill_tensor(message.attribution, result.attribution)
     return message
+
+
+def attribution_target(request: pb.AttributionRequest) -> int | np.ndarray | None:
+    """The target entry, or weights over one sample's output (``target_weights``)."""
+    if request.HasField("target_weights"):
+        if request.has_target:
+            raise InvalidArgument("give a target entry or target weights, not both")
+        return tensor_to_numpy(request.target_weights).astype(np.float32, copy=False)
+    return request.target if request.has_target else None

@@ -17,6 +17,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from convscope.core import Convscope
+from convscope.methods.optimize import DEFAULT_MAX_STEPS
 from convscope.model.store import DEFAULT_MAX_UPLOAD_BYTES
 from convscope.rpc.servicer import DEFAULT_MAX_RESPONSE_BYTES, ConvscopeServicer
 
@@ -41,6 +42,7 @@ class ServerConfig:
     max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
     workers: int = 8
     data_roots: tuple[Path, ...] = ()  # folders dataset jobs may read (--data-root)
+    max_steps: int = DEFAULT_MAX_STEPS  # optimization steps one call may ask for (--max-steps)
 
 
 @dataclass
@@ -96,7 +98,9 @@ def _in_use(host: str, port: int) -> bool:
 
 
 def create_server(config: ServerConfig) -> RunningServer:
-    core = Convscope(config.store, max_upload_bytes=config.max_upload_bytes, data_roots=config.data_roots)
+    core = Convscope(
+        config.store, max_upload_bytes=config.max_upload_bytes, data_roots=config.data_roots, max_steps=config.max_steps
+    )
     max_response_bytes = min(config.max_response_bytes, DEFAULT_MAX_RESPONSE_BYTES)  # gRPC takes no more
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="convscope-rpc"),

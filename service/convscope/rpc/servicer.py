@@ -35,9 +35,12 @@ from convscope.rpc.convert import (
     preprocessing_from_proto,
     rectifiers_name,
     tensor_to_numpy,
+    upload_input_shape,
+    attribution_target,
 )
 from convscope.rpc.convert import occlusion_result
 from convscope.rpc import dataset as dataset_rpc
+from convscope.rpc import synthesis as synthesis_rpc
 from convscope.rpc.errors import translate_errors
 
 log = logging.getLogger(__name__)
@@ -61,11 +64,16 @@ class ConvscopeServicer(pb_grpc.ConvscopeServicer):
         return message
 
     def _input(self, record: ModelRecord, message: pb.Input, tensor_data: memoryview | None = None) -> ModelInput:
+        if message.name and message.name != record.input.name:
+            raise InvalidArgument(
+                f"{message.name!r} is not the model's image input {record.input.name!r}: send it among input.others"
+            )
+        others = {name: tensor_to_numpy(tensor) for name, tensor in message.others.items()}
         kind = message.WhichOneof("kind")
         if kind == "tensor":
-            return self.core.prepare(record, tensor=tensor_to_numpy(message.tensor, tensor_data))
+            return self.core.prepare(record, tensor=tensor_to_numpy(message.tensor, tensor_data), others=others)
         if kind == "images":
-            return self.core.prepare(record, images=list(message.images.images))
+            return self.core.prepare(record, images=list(message.images.images), others=others)
         raise InvalidArgument("the request has no input: set input.tensor or input.images")
 
     @translate_errors
@@ -91,6 +99,7 @@ class ConvscopeServicer(pb_grpc.ConvscopeServicer):
             name=header.name,
             preprocessing=preprocessing_from_proto(header.preprocessing) if header.has_preprocessing else None,
             labels=list(header.labels),
+            input_shape=upload_input_shape(header),
         )
         return model_info(record)
 
@@ -216,6 +225,7 @@ class ConvscopeServicer(pb_grpc.ConvscopeServicer):
             items=None if start.folder else dataset_rpc.items_from_requests(request_iterator),
             expected=start.expected or None,
             cancelled=cancelled,
+            others={name: tensor_to_numpy(tensor) for name, tensor in start.others.items()},
         )
         last = None
         try:
@@ -234,7 +244,8 @@ class ConvscopeServicer(pb_grpc.ConvscopeServicer):
         model_input = self._input(record, request.input)
         options = AttributionOptions(
             output=request.output or None,
-            target=request.target if request.has_target else None,
+            target=attribution_target(request),
+            wrt=request.wrt or None,
             layer=request.layer or None,
             seed=request.seed,
             rectifiers=rectifiers_name(request.rectifiers),
@@ -251,10 +262,13 @@ class ConvscopeServicer(pb_grpc.ConvscopeServicer):
             output=result.score.tensor,
             target_label=record.target_labels(result.score.tensor, targets),
             layer=result.layer or "",
+            warnings=result.warnings,
         )
         fill_tensor(response.map, result.map)
         if result.layer_map is not None:
             fill_tensor(response.layer_map, result.layer_map)
+        if result.map_on_image is not None:
+            fill_tensor(response.map_on_image, result.map_on_image)
         if request.metrics:
             for curve in self.core.faithfulness(record.id, model_input, result, request.metrics, pixels_per_step=request.pixels_per_step):
                 message = response.metrics.add(metric=curve.metric, fractions=floats(curve.fractions), auc=floats(curve.auc))
@@ -272,6 +286,51 @@ class ConvscopeServicer(pb_grpc.ConvscopeServicer):
         )
         for start in range(0, len(data), EXPORT_CHUNK_BYTES):
             yield pb.FileChunk(file="", data=data[start : start + EXPORT_CHUNK_BYTES])
+
+    # -- images made by gradients: progress per step, then the result (rpc/synthesis.py)
+
+    @translate_errors
+    def Invert(self, request: pb.InvertRequest, context: grpc.ServicerContext) -> Iterator[pb.InvertEvent]:
+        record = self.core.model(request.model_id)
+        model_input = self._input(record, request.input)
+        events = self.core.invert(record.id, model_input, synthesis_rpc.inversion_options(request))
+        yield from synthesis_rpc.stream_steps(
+            "inversion", events, context, pb.InvertEvent, lambda result: synthesis_rpc.inversion_result(result, model_input)
+        )
+
+    @translate_errors
+    def Visualize(self, request: pb.VisualizeRequest, context: grpc.ServicerContext) -> Iterator[pb.VisualizeEvent]:
+        record = self.core.model(request.model_id)
+        events = self.core.visualize(record.id, synthesis_rpc.visualization_options(request))
+        yield from synthesis_rpc.stream_steps(
+            "visualization", events, context, pb.VisualizeEvent, lambda result: synthesis_rpc.visualization_result(result, record)
+        )
+
+    @translate_errors
+    def Adversarial(self, request: pb.AdversarialRequest, context: grpc.ServicerContext) -> Iterator[pb.AdversarialEvent]:
+        record = self.core.model(request.model_id)
+        model_input = self._input(record, request.input)
+        events = self.core.adversarial(record.id, model_input, synthesis_rpc.adversarial_options(request))
+        yield from synthesis_rpc.stream_steps(
+            "adversarial attack", events, context, pb.AdversarialEvent, lambda result: synthesis_rpc.adversarial_result(result, record)
+        )
+
+    @translate_errors
+    def Correspondence(self, request: pb.CorrespondenceRequest, context: grpc.ServicerContext) -> pb.CorrespondenceResponse:
+        kind = request.input.WhichOneof("kind")
+        if kind not in ("tensor", "images"):
+            raise InvalidArgument("send two images (A, B) or an array batch of two")
+        result = self.core.correspondence(
+            request.model_id,
+            list(request.input.images.images) if kind == "images" else (),
+            arrays=tensor_to_numpy(request.input.tensor) if kind == "tensor" else None,
+            layers=synthesis_rpc.correspondence_layers(request),
+            points=tensor_to_numpy(request.points) if request.HasField("points") else None,
+            reflections=request.reflections if request.HasField("reflections") else True,
+        )
+        return synthesis_rpc.correspondence_response(result)
+
+    # -- audit
 
     @translate_errors
     def Audit(self, request: pb.AuditRequest, context: grpc.ServicerContext) -> Iterator[pb.AuditEvent]:

@@ -12,6 +12,7 @@ import onnx
 
 from convscope.graph.backward import build_backward
 from convscope.graph.expose import expose
+from convscope.graph.loss_seed import seed_from_forward
 from convscope.graph.patch import stage_model, tail_model
 from convscope.graph.regions import StagePlan
 
@@ -74,7 +75,19 @@ class TailGraph:
         return tail_model(base, self.start, self.output, self.shape)
 
 
-GraphSpec = PlainGraph | ExposedGraph | BackwardGraph | StageGraph | TailGraph
+@dataclass(frozen=True)
+class LossGraph:
+    """``backward`` seeded at its one seed tensor by a rule of graph/loss_seed.py (the seed made
+    from the tensor's forward value in the same run): one run per optimization step."""
+
+    backward: BackwardGraph
+    rule: str
+
+    def build(self, base: onnx.ModelProto) -> onnx.ModelProto:
+        return seed_from_forward(self.backward.build(base), self.backward.seeds[0], self.rule)
+
+
+GraphSpec = PlainGraph | ExposedGraph | BackwardGraph | StageGraph | TailGraph | LossGraph
 
 
 def graph_for(outputs: set[str] | frozenset[str], model_outputs: set[str]) -> GraphSpec:

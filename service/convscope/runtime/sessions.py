@@ -97,6 +97,11 @@ class Runtime:
             total -= cost
             log.debug("evicted session %s %s", model_id[:12], spec)
 
+    def cache_bytes(self) -> int:
+        """Estimated memory of the cached sessions: what the budget is checked against."""
+        with self._lock:
+            return sum(cost for _, cost in self._sessions.values())
+
     def forget(self, model_id: str) -> None:
         """Drop every session and cached graph of a model (after it was deleted)."""
         with self._lock:
@@ -132,10 +137,13 @@ class Runtime:
         dynamic_batch: bool,
         batch_size: int,
         threads: int = 0,
+        fixed: Mapping[str, np.ndarray] | None = None,
     ) -> dict[str, np.ndarray]:
-        """``run`` over slices of the batch axis of every feed, concatenated back."""
+        """``run`` over slices of the batch axis of every feed (``fixed`` feeds go whole to each
+        run), concatenated back."""
         parts: dict[str, list[np.ndarray]] = {name: [] for name in outputs}
         for chunk in iter_batches(feeds, batch_size if dynamic_batch else 1):
+            chunk.update(fixed or {})
             for name, value in self.run(model_id, spec, chunk, outputs, dynamic_batch=dynamic_batch, threads=threads).items():
                 parts[name].append(value)
         return {name: np.concatenate(values) if len(values) > 1 else values[0] for name, values in parts.items()}

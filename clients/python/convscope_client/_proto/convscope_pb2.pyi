@@ -31,12 +31,23 @@ class ImageBatch(_message.Message):
     def __init__(self, images: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class Input(_message.Message):
-    __slots__ = ("tensor", "images")
+    __slots__ = ("tensor", "images", "others", "name")
+    class OthersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Tensor
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
     TENSOR_FIELD_NUMBER: _ClassVar[int]
     IMAGES_FIELD_NUMBER: _ClassVar[int]
+    OTHERS_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
     tensor: Tensor
     images: ImageBatch
-    def __init__(self, tensor: _Optional[_Union[Tensor, _Mapping]] = ..., images: _Optional[_Union[ImageBatch, _Mapping]] = ...) -> None: ...
+    others: _containers.MessageMap[str, Tensor]
+    name: str
+    def __init__(self, tensor: _Optional[_Union[Tensor, _Mapping]] = ..., images: _Optional[_Union[ImageBatch, _Mapping]] = ..., others: _Optional[_Mapping[str, Tensor]] = ..., name: _Optional[str] = ...) -> None: ...
 
 class Preprocessing(_message.Message):
     __slots__ = ("resize", "size", "scale", "mean", "std", "layout", "channel_order", "interpolation", "grayscale")
@@ -61,16 +72,27 @@ class Preprocessing(_message.Message):
     def __init__(self, resize: _Optional[int] = ..., size: _Optional[_Iterable[int]] = ..., scale: _Optional[float] = ..., mean: _Optional[_Iterable[float]] = ..., std: _Optional[_Iterable[float]] = ..., layout: _Optional[str] = ..., channel_order: _Optional[str] = ..., interpolation: _Optional[str] = ..., grayscale: _Optional[bool] = ...) -> None: ...
 
 class UploadHeader(_message.Message):
-    __slots__ = ("name", "preprocessing", "has_preprocessing", "labels")
+    __slots__ = ("name", "preprocessing", "has_preprocessing", "labels", "input_shape", "input_dims")
+    class InputDimsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     NAME_FIELD_NUMBER: _ClassVar[int]
     PREPROCESSING_FIELD_NUMBER: _ClassVar[int]
     HAS_PREPROCESSING_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
+    INPUT_SHAPE_FIELD_NUMBER: _ClassVar[int]
+    INPUT_DIMS_FIELD_NUMBER: _ClassVar[int]
     name: str
     preprocessing: Preprocessing
     has_preprocessing: bool
     labels: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, name: _Optional[str] = ..., preprocessing: _Optional[_Union[Preprocessing, _Mapping]] = ..., has_preprocessing: _Optional[bool] = ..., labels: _Optional[_Iterable[str]] = ...) -> None: ...
+    input_shape: _containers.RepeatedScalarFieldContainer[int]
+    input_dims: _containers.ScalarMap[str, int]
+    def __init__(self, name: _Optional[str] = ..., preprocessing: _Optional[_Union[Preprocessing, _Mapping]] = ..., has_preprocessing: _Optional[bool] = ..., labels: _Optional[_Iterable[str]] = ..., input_shape: _Optional[_Iterable[int]] = ..., input_dims: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class FileChunk(_message.Message):
     __slots__ = ("file", "data")
@@ -113,23 +135,27 @@ class ReceptiveField(_message.Message):
     def __init__(self, known: _Optional[bool] = ..., stride: _Optional[_Iterable[int]] = ..., size: _Optional[_Iterable[int]] = ..., offset: _Optional[_Iterable[float]] = ..., global_context: _Optional[bool] = ...) -> None: ...
 
 class Layer(_message.Message):
-    __slots__ = ("name", "op_type", "tensor", "shape", "dtype", "receptive_field")
+    __slots__ = ("name", "op_type", "tensor", "shape", "dtype", "receptive_field", "symbolic_shape", "dim_names")
     NAME_FIELD_NUMBER: _ClassVar[int]
     OP_TYPE_FIELD_NUMBER: _ClassVar[int]
     TENSOR_FIELD_NUMBER: _ClassVar[int]
     SHAPE_FIELD_NUMBER: _ClassVar[int]
     DTYPE_FIELD_NUMBER: _ClassVar[int]
     RECEPTIVE_FIELD_FIELD_NUMBER: _ClassVar[int]
+    SYMBOLIC_SHAPE_FIELD_NUMBER: _ClassVar[int]
+    DIM_NAMES_FIELD_NUMBER: _ClassVar[int]
     name: str
     op_type: str
     tensor: str
     shape: _containers.RepeatedScalarFieldContainer[int]
     dtype: str
     receptive_field: ReceptiveField
-    def __init__(self, name: _Optional[str] = ..., op_type: _Optional[str] = ..., tensor: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., dtype: _Optional[str] = ..., receptive_field: _Optional[_Union[ReceptiveField, _Mapping]] = ...) -> None: ...
+    symbolic_shape: _containers.RepeatedScalarFieldContainer[int]
+    dim_names: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., op_type: _Optional[str] = ..., tensor: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., dtype: _Optional[str] = ..., receptive_field: _Optional[_Union[ReceptiveField, _Mapping]] = ..., symbolic_shape: _Optional[_Iterable[int]] = ..., dim_names: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("id", "name", "inputs", "outputs", "layers", "preprocessing", "labels", "size_bytes", "dynamic_batch", "opset", "created", "layer_count")
+    __slots__ = ("id", "name", "inputs", "outputs", "layers", "preprocessing", "labels", "size_bytes", "dynamic_batch", "opset", "created", "layer_count", "probe_shape")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     INPUTS_FIELD_NUMBER: _ClassVar[int]
@@ -142,6 +168,7 @@ class ModelInfo(_message.Message):
     OPSET_FIELD_NUMBER: _ClassVar[int]
     CREATED_FIELD_NUMBER: _ClassVar[int]
     LAYER_COUNT_FIELD_NUMBER: _ClassVar[int]
+    PROBE_SHAPE_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     inputs: _containers.RepeatedCompositeFieldContainer[TensorInfo]
@@ -154,7 +181,8 @@ class ModelInfo(_message.Message):
     opset: int
     created: str
     layer_count: int
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[TensorInfo, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[TensorInfo, _Mapping]]] = ..., layers: _Optional[_Iterable[_Union[Layer, _Mapping]]] = ..., preprocessing: _Optional[_Union[Preprocessing, _Mapping]] = ..., labels: _Optional[_Iterable[str]] = ..., size_bytes: _Optional[int] = ..., dynamic_batch: _Optional[bool] = ..., opset: _Optional[int] = ..., created: _Optional[str] = ..., layer_count: _Optional[int] = ...) -> None: ...
+    probe_shape: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[TensorInfo, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[TensorInfo, _Mapping]]] = ..., layers: _Optional[_Iterable[_Union[Layer, _Mapping]]] = ..., preprocessing: _Optional[_Union[Preprocessing, _Mapping]] = ..., labels: _Optional[_Iterable[str]] = ..., size_bytes: _Optional[int] = ..., dynamic_batch: _Optional[bool] = ..., opset: _Optional[int] = ..., created: _Optional[str] = ..., layer_count: _Optional[int] = ..., probe_shape: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()
@@ -289,7 +317,7 @@ class FiltersResponse(_message.Message):
     def __init__(self, node: _Optional[str] = ..., weights: _Optional[_Union[Tensor, _Mapping]] = ..., png: _Optional[bytes] = ..., smoothness: _Optional[_Iterable[float]] = ..., mean_smoothness: _Optional[float] = ...) -> None: ...
 
 class AttributionRequest(_message.Message):
-    __slots__ = ("model_id", "input", "method", "has_target", "target", "output", "layer", "steps", "baseline", "samples", "noise", "seed", "rectifiers", "integration", "render", "metrics", "pixels_per_step")
+    __slots__ = ("model_id", "input", "method", "has_target", "target", "output", "layer", "steps", "baseline", "samples", "noise", "seed", "rectifiers", "integration", "render", "target_weights", "wrt", "metrics", "pixels_per_step")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     INPUT_FIELD_NUMBER: _ClassVar[int]
     METHOD_FIELD_NUMBER: _ClassVar[int]
@@ -305,6 +333,8 @@ class AttributionRequest(_message.Message):
     RECTIFIERS_FIELD_NUMBER: _ClassVar[int]
     INTEGRATION_FIELD_NUMBER: _ClassVar[int]
     RENDER_FIELD_NUMBER: _ClassVar[int]
+    TARGET_WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    WRT_FIELD_NUMBER: _ClassVar[int]
     METRICS_FIELD_NUMBER: _ClassVar[int]
     PIXELS_PER_STEP_FIELD_NUMBER: _ClassVar[int]
     model_id: str
@@ -322,12 +352,14 @@ class AttributionRequest(_message.Message):
     rectifiers: Rectifiers
     integration: str
     render: bool
+    target_weights: Tensor
+    wrt: str
     metrics: _containers.RepeatedScalarFieldContainer[str]
     pixels_per_step: int
-    def __init__(self, model_id: _Optional[str] = ..., input: _Optional[_Union[Input, _Mapping]] = ..., method: _Optional[str] = ..., has_target: _Optional[bool] = ..., target: _Optional[int] = ..., output: _Optional[str] = ..., layer: _Optional[str] = ..., steps: _Optional[int] = ..., baseline: _Optional[_Union[Tensor, _Mapping]] = ..., samples: _Optional[int] = ..., noise: _Optional[float] = ..., seed: _Optional[int] = ..., rectifiers: _Optional[_Union[Rectifiers, str]] = ..., integration: _Optional[str] = ..., render: _Optional[bool] = ..., metrics: _Optional[_Iterable[str]] = ..., pixels_per_step: _Optional[int] = ...) -> None: ...
+    def __init__(self, model_id: _Optional[str] = ..., input: _Optional[_Union[Input, _Mapping]] = ..., method: _Optional[str] = ..., has_target: _Optional[bool] = ..., target: _Optional[int] = ..., output: _Optional[str] = ..., layer: _Optional[str] = ..., steps: _Optional[int] = ..., baseline: _Optional[_Union[Tensor, _Mapping]] = ..., samples: _Optional[int] = ..., noise: _Optional[float] = ..., seed: _Optional[int] = ..., rectifiers: _Optional[_Union[Rectifiers, str]] = ..., integration: _Optional[str] = ..., render: _Optional[bool] = ..., target_weights: _Optional[_Union[Tensor, _Mapping]] = ..., wrt: _Optional[str] = ..., metrics: _Optional[_Iterable[str]] = ..., pixels_per_step: _Optional[int] = ...) -> None: ...
 
 class AttributionResponse(_message.Message):
-    __slots__ = ("map", "png", "target", "score", "output", "target_label", "layer_map", "layer", "metrics")
+    __slots__ = ("map", "png", "target", "score", "output", "target_label", "layer_map", "layer", "warnings", "map_on_image", "metrics")
     MAP_FIELD_NUMBER: _ClassVar[int]
     PNG_FIELD_NUMBER: _ClassVar[int]
     TARGET_FIELD_NUMBER: _ClassVar[int]
@@ -336,6 +368,8 @@ class AttributionResponse(_message.Message):
     TARGET_LABEL_FIELD_NUMBER: _ClassVar[int]
     LAYER_MAP_FIELD_NUMBER: _ClassVar[int]
     LAYER_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
+    MAP_ON_IMAGE_FIELD_NUMBER: _ClassVar[int]
     METRICS_FIELD_NUMBER: _ClassVar[int]
     map: Tensor
     png: bytes
@@ -345,8 +379,10 @@ class AttributionResponse(_message.Message):
     target_label: _containers.RepeatedScalarFieldContainer[str]
     layer_map: Tensor
     layer: str
+    warnings: _containers.RepeatedScalarFieldContainer[str]
+    map_on_image: Tensor
     metrics: _containers.RepeatedCompositeFieldContainer[FaithfulnessCurve]
-    def __init__(self, map: _Optional[_Union[Tensor, _Mapping]] = ..., png: _Optional[bytes] = ..., target: _Optional[_Iterable[int]] = ..., score: _Optional[_Iterable[float]] = ..., output: _Optional[str] = ..., target_label: _Optional[_Iterable[str]] = ..., layer_map: _Optional[_Union[Tensor, _Mapping]] = ..., layer: _Optional[str] = ..., metrics: _Optional[_Iterable[_Union[FaithfulnessCurve, _Mapping]]] = ...) -> None: ...
+    def __init__(self, map: _Optional[_Union[Tensor, _Mapping]] = ..., png: _Optional[bytes] = ..., target: _Optional[_Iterable[int]] = ..., score: _Optional[_Iterable[float]] = ..., output: _Optional[str] = ..., target_label: _Optional[_Iterable[str]] = ..., layer_map: _Optional[_Union[Tensor, _Mapping]] = ..., layer: _Optional[str] = ..., warnings: _Optional[_Iterable[str]] = ..., map_on_image: _Optional[_Union[Tensor, _Mapping]] = ..., metrics: _Optional[_Iterable[_Union[FaithfulnessCurve, _Mapping]]] = ...) -> None: ...
 
 class ExportBackwardRequest(_message.Message):
     __slots__ = ("model_id", "seeds", "wrt", "rectifier", "rectifiers")
@@ -463,20 +499,29 @@ class DeadFiltersJob(_message.Message):
     def __init__(self, layers: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class DatasetJobStart(_message.Message):
-    __slots__ = ("model_id", "top_activations", "embedding", "dead_filters", "folder", "expected")
+    __slots__ = ("model_id", "top_activations", "embedding", "dead_filters", "folder", "expected", "others")
+    class OthersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Tensor
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     TOP_ACTIVATIONS_FIELD_NUMBER: _ClassVar[int]
     EMBEDDING_FIELD_NUMBER: _ClassVar[int]
     DEAD_FILTERS_FIELD_NUMBER: _ClassVar[int]
     FOLDER_FIELD_NUMBER: _ClassVar[int]
     EXPECTED_FIELD_NUMBER: _ClassVar[int]
+    OTHERS_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     top_activations: TopActivationsJob
     embedding: EmbeddingJob
     dead_filters: DeadFiltersJob
     folder: str
     expected: int
-    def __init__(self, model_id: _Optional[str] = ..., top_activations: _Optional[_Union[TopActivationsJob, _Mapping]] = ..., embedding: _Optional[_Union[EmbeddingJob, _Mapping]] = ..., dead_filters: _Optional[_Union[DeadFiltersJob, _Mapping]] = ..., folder: _Optional[str] = ..., expected: _Optional[int] = ...) -> None: ...
+    others: _containers.MessageMap[str, Tensor]
+    def __init__(self, model_id: _Optional[str] = ..., top_activations: _Optional[_Union[TopActivationsJob, _Mapping]] = ..., embedding: _Optional[_Union[EmbeddingJob, _Mapping]] = ..., dead_filters: _Optional[_Union[DeadFiltersJob, _Mapping]] = ..., folder: _Optional[str] = ..., expected: _Optional[int] = ..., others: _Optional[_Mapping[str, Tensor]] = ...) -> None: ...
 
 class DatasetItem(_message.Message):
     __slots__ = ("encoded", "path", "tensor", "name")
@@ -603,6 +648,222 @@ class DatasetJobEvent(_message.Message):
     dead_filters: DeadFiltersResult
     done: JobProgress
     def __init__(self, progress: _Optional[_Union[JobProgress, _Mapping]] = ..., skipped: _Optional[_Union[SkippedItem, _Mapping]] = ..., channel_hits: _Optional[_Union[ChannelHits, _Mapping]] = ..., embedding: _Optional[_Union[EmbeddingResult, _Mapping]] = ..., dead_filters: _Optional[_Union[DeadFiltersResult, _Mapping]] = ..., done: _Optional[_Union[JobProgress, _Mapping]] = ...) -> None: ...
+
+class OptimizationProgress(_message.Message):
+    __slots__ = ("step", "steps", "loss")
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    LOSS_FIELD_NUMBER: _ClassVar[int]
+    step: int
+    steps: int
+    loss: float
+    def __init__(self, step: _Optional[int] = ..., steps: _Optional[int] = ..., loss: _Optional[float] = ...) -> None: ...
+
+class InvertRequest(_message.Message):
+    __slots__ = ("model_id", "input", "layer", "steps", "lr", "tv_weight", "norm_weight", "jitter", "init", "seed")
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    INPUT_FIELD_NUMBER: _ClassVar[int]
+    LAYER_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    LR_FIELD_NUMBER: _ClassVar[int]
+    TV_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    NORM_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    JITTER_FIELD_NUMBER: _ClassVar[int]
+    INIT_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    input: Input
+    layer: str
+    steps: int
+    lr: float
+    tv_weight: float
+    norm_weight: float
+    jitter: int
+    init: str
+    seed: int
+    def __init__(self, model_id: _Optional[str] = ..., input: _Optional[_Union[Input, _Mapping]] = ..., layer: _Optional[str] = ..., steps: _Optional[int] = ..., lr: _Optional[float] = ..., tv_weight: _Optional[float] = ..., norm_weight: _Optional[float] = ..., jitter: _Optional[int] = ..., init: _Optional[str] = ..., seed: _Optional[int] = ...) -> None: ...
+
+class InversionResult(_message.Message):
+    __slots__ = ("images", "array", "png", "code_error", "history", "layer")
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
+    ARRAY_FIELD_NUMBER: _ClassVar[int]
+    PNG_FIELD_NUMBER: _ClassVar[int]
+    CODE_ERROR_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_FIELD_NUMBER: _ClassVar[int]
+    LAYER_FIELD_NUMBER: _ClassVar[int]
+    images: Tensor
+    array: Tensor
+    png: bytes
+    code_error: _containers.RepeatedScalarFieldContainer[float]
+    history: Tensor
+    layer: str
+    def __init__(self, images: _Optional[_Union[Tensor, _Mapping]] = ..., array: _Optional[_Union[Tensor, _Mapping]] = ..., png: _Optional[bytes] = ..., code_error: _Optional[_Iterable[float]] = ..., history: _Optional[_Union[Tensor, _Mapping]] = ..., layer: _Optional[str] = ...) -> None: ...
+
+class InvertEvent(_message.Message):
+    __slots__ = ("progress", "result")
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    progress: OptimizationProgress
+    result: InversionResult
+    def __init__(self, progress: _Optional[_Union[OptimizationProgress, _Mapping]] = ..., result: _Optional[_Union[InversionResult, _Mapping]] = ...) -> None: ...
+
+class VisualizeRequest(_message.Message):
+    __slots__ = ("model_id", "targets", "layer", "channel", "steps", "lr", "l2", "blur_every", "blur_sigma", "jitter", "seed", "batch", "norm_percentile")
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    TARGETS_FIELD_NUMBER: _ClassVar[int]
+    LAYER_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    LR_FIELD_NUMBER: _ClassVar[int]
+    L2_FIELD_NUMBER: _ClassVar[int]
+    BLUR_EVERY_FIELD_NUMBER: _ClassVar[int]
+    BLUR_SIGMA_FIELD_NUMBER: _ClassVar[int]
+    JITTER_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    BATCH_FIELD_NUMBER: _ClassVar[int]
+    NORM_PERCENTILE_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    targets: _containers.RepeatedScalarFieldContainer[int]
+    layer: str
+    channel: int
+    steps: int
+    lr: float
+    l2: float
+    blur_every: int
+    blur_sigma: float
+    jitter: int
+    seed: int
+    batch: int
+    norm_percentile: float
+    def __init__(self, model_id: _Optional[str] = ..., targets: _Optional[_Iterable[int]] = ..., layer: _Optional[str] = ..., channel: _Optional[int] = ..., steps: _Optional[int] = ..., lr: _Optional[float] = ..., l2: _Optional[float] = ..., blur_every: _Optional[int] = ..., blur_sigma: _Optional[float] = ..., jitter: _Optional[int] = ..., seed: _Optional[int] = ..., batch: _Optional[int] = ..., norm_percentile: _Optional[float] = ...) -> None: ...
+
+class VisualizationResult(_message.Message):
+    __slots__ = ("images", "array", "png", "score_history", "scores", "probabilities", "targets", "target_labels", "tensor")
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
+    ARRAY_FIELD_NUMBER: _ClassVar[int]
+    PNG_FIELD_NUMBER: _ClassVar[int]
+    SCORE_HISTORY_FIELD_NUMBER: _ClassVar[int]
+    SCORES_FIELD_NUMBER: _ClassVar[int]
+    PROBABILITIES_FIELD_NUMBER: _ClassVar[int]
+    TARGETS_FIELD_NUMBER: _ClassVar[int]
+    TARGET_LABELS_FIELD_NUMBER: _ClassVar[int]
+    TENSOR_FIELD_NUMBER: _ClassVar[int]
+    images: Tensor
+    array: Tensor
+    png: bytes
+    score_history: Tensor
+    scores: _containers.RepeatedScalarFieldContainer[float]
+    probabilities: _containers.RepeatedScalarFieldContainer[float]
+    targets: _containers.RepeatedScalarFieldContainer[int]
+    target_labels: _containers.RepeatedScalarFieldContainer[str]
+    tensor: str
+    def __init__(self, images: _Optional[_Union[Tensor, _Mapping]] = ..., array: _Optional[_Union[Tensor, _Mapping]] = ..., png: _Optional[bytes] = ..., score_history: _Optional[_Union[Tensor, _Mapping]] = ..., scores: _Optional[_Iterable[float]] = ..., probabilities: _Optional[_Iterable[float]] = ..., targets: _Optional[_Iterable[int]] = ..., target_labels: _Optional[_Iterable[str]] = ..., tensor: _Optional[str] = ...) -> None: ...
+
+class VisualizeEvent(_message.Message):
+    __slots__ = ("progress", "result")
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    progress: OptimizationProgress
+    result: VisualizationResult
+    def __init__(self, progress: _Optional[_Union[OptimizationProgress, _Mapping]] = ..., result: _Optional[_Union[VisualizationResult, _Mapping]] = ...) -> None: ...
+
+class AdversarialRequest(_message.Message):
+    __slots__ = ("model_id", "input", "method", "epsilon", "step_size", "steps", "target", "norm", "random_start", "seed", "bounds")
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    INPUT_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    EPSILON_FIELD_NUMBER: _ClassVar[int]
+    STEP_SIZE_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    NORM_FIELD_NUMBER: _ClassVar[int]
+    RANDOM_START_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    BOUNDS_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    input: Input
+    method: str
+    epsilon: float
+    step_size: float
+    steps: int
+    target: int
+    norm: str
+    random_start: bool
+    seed: int
+    bounds: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, model_id: _Optional[str] = ..., input: _Optional[_Union[Input, _Mapping]] = ..., method: _Optional[str] = ..., epsilon: _Optional[float] = ..., step_size: _Optional[float] = ..., steps: _Optional[int] = ..., target: _Optional[int] = ..., norm: _Optional[str] = ..., random_start: _Optional[bool] = ..., seed: _Optional[int] = ..., bounds: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class Prediction(_message.Message):
+    __slots__ = ("classes", "probabilities", "labels")
+    CLASSES_FIELD_NUMBER: _ClassVar[int]
+    PROBABILITIES_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    classes: _containers.RepeatedScalarFieldContainer[int]
+    probabilities: _containers.RepeatedScalarFieldContainer[float]
+    labels: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, classes: _Optional[_Iterable[int]] = ..., probabilities: _Optional[_Iterable[float]] = ..., labels: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class AdversarialResult(_message.Message):
+    __slots__ = ("images", "array", "png", "prediction", "adversarial_prediction", "success", "linf", "l2", "label")
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
+    ARRAY_FIELD_NUMBER: _ClassVar[int]
+    PNG_FIELD_NUMBER: _ClassVar[int]
+    PREDICTION_FIELD_NUMBER: _ClassVar[int]
+    ADVERSARIAL_PREDICTION_FIELD_NUMBER: _ClassVar[int]
+    SUCCESS_FIELD_NUMBER: _ClassVar[int]
+    LINF_FIELD_NUMBER: _ClassVar[int]
+    L2_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    images: Tensor
+    array: Tensor
+    png: bytes
+    prediction: _containers.RepeatedCompositeFieldContainer[Prediction]
+    adversarial_prediction: _containers.RepeatedCompositeFieldContainer[Prediction]
+    success: _containers.RepeatedScalarFieldContainer[bool]
+    linf: _containers.RepeatedScalarFieldContainer[float]
+    l2: _containers.RepeatedScalarFieldContainer[float]
+    label: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, images: _Optional[_Union[Tensor, _Mapping]] = ..., array: _Optional[_Union[Tensor, _Mapping]] = ..., png: _Optional[bytes] = ..., prediction: _Optional[_Iterable[_Union[Prediction, _Mapping]]] = ..., adversarial_prediction: _Optional[_Iterable[_Union[Prediction, _Mapping]]] = ..., success: _Optional[_Iterable[bool]] = ..., linf: _Optional[_Iterable[float]] = ..., l2: _Optional[_Iterable[float]] = ..., label: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class AdversarialEvent(_message.Message):
+    __slots__ = ("progress", "result")
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    progress: OptimizationProgress
+    result: AdversarialResult
+    def __init__(self, progress: _Optional[_Union[OptimizationProgress, _Mapping]] = ..., result: _Optional[_Union[AdversarialResult, _Mapping]] = ...) -> None: ...
+
+class CorrespondenceRequest(_message.Message):
+    __slots__ = ("model_id", "input", "layers", "points", "hypercolumn", "reflections")
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    INPUT_FIELD_NUMBER: _ClassVar[int]
+    LAYERS_FIELD_NUMBER: _ClassVar[int]
+    POINTS_FIELD_NUMBER: _ClassVar[int]
+    HYPERCOLUMN_FIELD_NUMBER: _ClassVar[int]
+    REFLECTIONS_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    input: Input
+    layers: _containers.RepeatedScalarFieldContainer[str]
+    points: Tensor
+    hypercolumn: bool
+    reflections: bool
+    def __init__(self, model_id: _Optional[str] = ..., input: _Optional[_Union[Input, _Mapping]] = ..., layers: _Optional[_Iterable[str]] = ..., points: _Optional[_Union[Tensor, _Mapping]] = ..., hypercolumn: _Optional[bool] = ..., reflections: _Optional[bool] = ...) -> None: ...
+
+class CorrespondenceResponse(_message.Message):
+    __slots__ = ("points", "matches", "similarity", "png", "layers", "mirrored")
+    POINTS_FIELD_NUMBER: _ClassVar[int]
+    MATCHES_FIELD_NUMBER: _ClassVar[int]
+    SIMILARITY_FIELD_NUMBER: _ClassVar[int]
+    PNG_FIELD_NUMBER: _ClassVar[int]
+    LAYERS_FIELD_NUMBER: _ClassVar[int]
+    MIRRORED_FIELD_NUMBER: _ClassVar[int]
+    points: Tensor
+    matches: Tensor
+    similarity: _containers.RepeatedScalarFieldContainer[float]
+    png: bytes
+    layers: _containers.RepeatedScalarFieldContainer[str]
+    mirrored: _containers.RepeatedScalarFieldContainer[bool]
+    def __init__(self, points: _Optional[_Union[Tensor, _Mapping]] = ..., matches: _Optional[_Union[Tensor, _Mapping]] = ..., similarity: _Optional[_Iterable[float]] = ..., png: _Optional[bytes] = ..., layers: _Optional[_Iterable[str]] = ..., mirrored: _Optional[_Iterable[bool]] = ...) -> None: ...
 
 class FaithfulnessCurve(_message.Message):
     __slots__ = ("metric", "fractions", "scores", "auc")

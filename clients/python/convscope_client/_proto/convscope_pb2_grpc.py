@@ -94,6 +94,26 @@ class ConvscopeStub:
                 request_serializer=convscope__pb2.DatasetJobRequest.SerializeToString,
                 response_deserializer=convscope__pb2.DatasetJobEvent.FromString,
                 _registered_method=True)
+        self.Invert = channel.unary_stream(
+                '/convscope.v1.Convscope/Invert',
+                request_serializer=convscope__pb2.InvertRequest.SerializeToString,
+                response_deserializer=convscope__pb2.InvertEvent.FromString,
+                _registered_method=True)
+        self.Visualize = channel.unary_stream(
+                '/convscope.v1.Convscope/Visualize',
+                request_serializer=convscope__pb2.VisualizeRequest.SerializeToString,
+                response_deserializer=convscope__pb2.VisualizeEvent.FromString,
+                _registered_method=True)
+        self.Adversarial = channel.unary_stream(
+                '/convscope.v1.Convscope/Adversarial',
+                request_serializer=convscope__pb2.AdversarialRequest.SerializeToString,
+                response_deserializer=convscope__pb2.AdversarialEvent.FromString,
+                _registered_method=True)
+        self.Correspondence = channel.unary_unary(
+                '/convscope.v1.Convscope/Correspondence',
+                request_serializer=convscope__pb2.CorrespondenceRequest.SerializeToString,
+                response_deserializer=convscope__pb2.CorrespondenceResponse.FromString,
+                _registered_method=True)
         self.Audit = channel.unary_stream(
                 '/convscope.v1.Convscope/Audit',
                 request_serializer=convscope__pb2.AuditRequest.SerializeToString,
@@ -203,6 +223,44 @@ class ConvscopeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Invert(self, request, context):
+        """Images made by gradients, each an optimization loop on the server (one
+        forward+backward run per step). Each streams progress (step, loss), then
+        one result; cancelling the call or an expired deadline stops it within a
+        step. Steps above the server's --max-steps are INVALID_ARGUMENT.
+
+        Inversion (Mahendran & Vedaldi 2015): an image whose code at `layer`
+        matches the input image's code, with their α-norm and TV regularizers.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Visualize(self, request, context):
+        """Class models (Simonyan et al. 2014) and unit visualizations with
+        Yosinski et al.'s regularizers (L2 decay, blur, jitter, clipping).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Adversarial(self, request, context):
+        """FGSM (Goodfellow et al. 2015) and PGD (Madry et al. 2018) adversarial
+        examples; for image inputs ε is in [0, 1] pixel units.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Correspondence(self, request, context):
+        """Spatial correspondence (Long, Zhang & Darrell 2014): for points of image A,
+        the cosine nearest neighbour in image B of a layer's feature vectors (or
+        hypercolumns of several layers). One forward run of both images: unary.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Audit(self, request, context):
         """A model check for CI over a labelled dataset under a data root: one shared
         pass, then each check of the config. Events: progress of the pass, each
@@ -276,6 +334,26 @@ def add_ConvscopeServicer_to_server(servicer, server):
                     servicer.RunDatasetJob,
                     request_deserializer=convscope__pb2.DatasetJobRequest.FromString,
                     response_serializer=convscope__pb2.DatasetJobEvent.SerializeToString,
+            ),
+            'Invert': grpc.unary_stream_rpc_method_handler(
+                    servicer.Invert,
+                    request_deserializer=convscope__pb2.InvertRequest.FromString,
+                    response_serializer=convscope__pb2.InvertEvent.SerializeToString,
+            ),
+            'Visualize': grpc.unary_stream_rpc_method_handler(
+                    servicer.Visualize,
+                    request_deserializer=convscope__pb2.VisualizeRequest.FromString,
+                    response_serializer=convscope__pb2.VisualizeEvent.SerializeToString,
+            ),
+            'Adversarial': grpc.unary_stream_rpc_method_handler(
+                    servicer.Adversarial,
+                    request_deserializer=convscope__pb2.AdversarialRequest.FromString,
+                    response_serializer=convscope__pb2.AdversarialEvent.SerializeToString,
+            ),
+            'Correspondence': grpc.unary_unary_rpc_method_handler(
+                    servicer.Correspondence,
+                    request_deserializer=convscope__pb2.CorrespondenceRequest.FromString,
+                    response_serializer=convscope__pb2.CorrespondenceResponse.SerializeToString,
             ),
             'Audit': grpc.unary_stream_rpc_method_handler(
                     servicer.Audit,
@@ -607,6 +685,114 @@ class Convscope:
             '/convscope.v1.Convscope/RunDatasetJob',
             convscope__pb2.DatasetJobRequest.SerializeToString,
             convscope__pb2.DatasetJobEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Invert(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/convscope.v1.Convscope/Invert',
+            convscope__pb2.InvertRequest.SerializeToString,
+            convscope__pb2.InvertEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Visualize(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/convscope.v1.Convscope/Visualize',
+            convscope__pb2.VisualizeRequest.SerializeToString,
+            convscope__pb2.VisualizeEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Adversarial(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/convscope.v1.Convscope/Adversarial',
+            convscope__pb2.AdversarialRequest.SerializeToString,
+            convscope__pb2.AdversarialEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Correspondence(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/convscope.v1.Convscope/Correspondence',
+            convscope__pb2.CorrespondenceRequest.SerializeToString,
+            convscope__pb2.CorrespondenceResponse.FromString,
             options,
             channel_credentials,
             insecure,
