@@ -177,25 +177,11 @@ class Convscope:
             expected, items = self.data_roots.folder(folder)
         elif items is None:
             raise InvalidArgument("a dataset job needs images: a folder under a data root, or items in the stream")
-        yield from self.data_pass(record, accumulator, items, expected=expected, cancelled=cancelled, constants=constants)
-
-    def data_pass(
-        self,
-        record: ModelRecord,
-        accumulator: dataset_jobs.Accumulator,
-        items: Iterable[Item],
-        *,
-        expected: int | None = None,
-        cancelled: threading.Event | None = None,
-        constants: Mapping[str, np.ndarray] | None = None,
-    ) -> Iterator[dataset_jobs.JobEvent]:
-        """One forward pass over ``items`` feeding ``accumulator`` (dataset jobs, the audit);
-        ``constants``: the model's other inputs, fed with every batch (see ``constant_others``)."""
         decoder = Decoder(record, self.data_roots, pictures=accumulator.needs_pictures)
         stream = Prefetcher(items, decoder, count=lambda item: samples_in(item, record), cancelled=cancelled)
         try:
             yield from dataset_jobs.run_job(
-                self.context, record, accumulator, stream, total=expected, cancelled=cancelled, others=constants or {}
+                self.context, record, accumulator, stream, total=expected, cancelled=cancelled, others=constants
             )
         finally:
             stream.close()

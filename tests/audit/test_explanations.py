@@ -41,7 +41,8 @@ def test_gradient_passes_and_guided_backprop_fails_on_a_relu_net(digits_core: tu
     items = read_dataset(digits_folder, record.labels, 10)
     predicted = np.array([item.label for item in items])  # the class each map explains; any fixed choice works
     settings = config.resolve()["explanation_sanity"]
-    outcome = engine.explanation_sanity(core, record, items, predicted, settings)
+    pictures = dict(enumerate(core.prepare(record, images=[item.path.read_bytes() for item in items]).pictures))
+    outcome = engine.explanation_sanity(core, record, pictures, predicted, settings)
     means = outcome.figures["mean_rank_correlation"]
     assert means["gradient"] < 0.5 <= means["guided_backprop"], means  # Adebayo et al. 2018, Fig. 2
     assert outcome.status == "failed" and "guided_backprop" in outcome.message and "gradient:" not in outcome.message

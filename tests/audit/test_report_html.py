@@ -8,7 +8,7 @@ from convscope.cli import main
 from tests.audit.conftest import DIGITS_MODEL, offline_page
 
 SECTIONS = ["Summary", "Accuracy", "Error by image attribute", "Dead filters", "First-layer filter smoothness",
-            "Robustness to common corruptions", "Explanation sanity", "Explanation faithfulness"]
+            "Robustness: common corruptions and adversarial attacks", "Explanation sanity", "Explanation faithfulness"]
 
 
 def test_report_opens_offline_with_every_section(tmp_path: Path, digits_folder: Path, chromium: object) -> None:

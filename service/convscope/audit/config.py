@@ -14,6 +14,9 @@ from typing import Any
 from convscope.errors import InvalidArgument
 
 EXPLANATION_METHODS = ("gradient", "guided_backprop", "grad_cam", "integrated_gradients", "smoothgrad")
+ATTACKS = ("fgsm", "pgd")
+# The values a list setting may hold: names from a fixed set, or numbers.
+LIST_CHOICES: dict[str, tuple[str, ...]] = {"methods": EXPLANATION_METHODS, "attacks": ATTACKS}
 
 # Each check: ``enabled``; ``allow_error`` (an error inside the check counts as passed, with the
 # error reported); and its thresholds.  Error rates and shares are fractions in [0, 1].
@@ -53,6 +56,15 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         # a corruption fails when it exceeds this.
         "max_mean_relative_drop": 0.25,
         "seed": 0,
+        # Adversarial attacks (methods/adversarial.py): untargeted L∞ FGSM and PGD, no random
+        # start, PGD's step 2.5·ε/steps (Madry et al.); [] turns them off.
+        "attacks": list(ATTACKS),
+        "epsilons": [1, 2, 4, 8],  # L∞ budgets in 1/255 of the pixel range
+        "pgd_steps": 10,
+        "attack_images": 200,  # evenly spaced over the dataset; those the model gets right are attacked
+        # Per ε (same order): an attack fails the check when it fools more than this share of the
+        # images the model gets right. 1.0 reports without gating: ordinary models are not robust.
+        "max_attack_success": [1.0, 1.0, 1.0, 1.0],
     },
     "explanation_sanity": {
         "enabled": True,
@@ -100,11 +112,23 @@ def resolve(overrides: dict[str, Any] | None = None) -> dict[str, dict[str, Any]
             default = config[check][key]
             if isinstance(default, bool) != isinstance(value, bool) or not isinstance(value, (type(default), int)):
                 raise ConfigError(f"{check}.{key} must be a {type(default).__name__}, not {value!r}")
-            if isinstance(default, list) and not set(value) <= set(EXPLANATION_METHODS):
-                raise ConfigError(f"{check}.{key}: unknown methods {sorted(set(value) - set(EXPLANATION_METHODS))}; "
-                                  f"choose from {list(EXPLANATION_METHODS)}")
+            if isinstance(default, list):
+                _check_list(f"{check}.{key}", value, LIST_CHOICES.get(key))
             config[check][key] = type(default)(value)
+    robustness = config["robustness"]
+    if len(robustness["max_attack_success"]) != len(robustness["epsilons"]):
+        raise ConfigError(f"robustness.max_attack_success needs one share per epsilon ({len(robustness['epsilons'])}), "
+                          f"got {len(robustness['max_attack_success'])}")
     return config
+
+
+def _check_list(name: str, value: list[Any], choices: tuple[str, ...] | None) -> None:
+    """Names from ``choices``, or (without choices) numbers ≥ 0."""
+    if choices is not None:
+        if not set(value) <= set(choices):
+            raise ConfigError(f"{name}: unknown {sorted(map(str, set(value) - set(choices)))}; choose from {list(choices)}")
+    elif not all(isinstance(number, (int, float)) and not isinstance(number, bool) and number >= 0 for number in value):
+        raise ConfigError(f"{name} must be a list of numbers ≥ 0, not {value!r}")
 
 
 def load(path: Path | None) -> dict[str, dict[str, Any]]:

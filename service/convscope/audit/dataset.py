@@ -7,15 +7,11 @@ neither is reported in one error naming the rows, before any image is read.
 from __future__ import annotations
 
 import csv
-import io
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from PIL import Image
-
 from convscope.errors import InvalidArgument
-from convscope.methods.datasets import EncodedItem, Item, UnreadableItem
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"}
 # Rows named in one error message; the rest are counted.
@@ -99,21 +95,3 @@ def _from_csv(path: Path, labels: Sequence[str], classes: int, *, base: Path) ->
     if not items:
         raise InvalidArgument(f"{path} lists no images")
     return items
-
-
-def encoded_items(items: Sequence[AuditItem], sizes: dict[int, tuple[int, int]]) -> Iterator[Item]:
-    """Each file's bytes, read lazily (only the decode queue's depth is held); a file that cannot
-    be read becomes an unreadable item, reported by the pass with its row.  ``sizes`` receives
-    each image's stored (width, height), read from its header: the model sees it resized."""
-    for index, item in enumerate(items):
-        try:
-            data = item.path.read_bytes()
-        except OSError as error:
-            yield UnreadableItem(f"cannot be read ({error.strerror or type(error).__name__})", name=str(item.path))
-            continue
-        try:
-            with Image.open(io.BytesIO(data)) as image:
-                sizes[index] = image.size
-        except (OSError, ValueError, Image.DecompressionBombError):
-            pass  # the decoder reports it as unreadable, with its reason
-        yield EncodedItem(data, name=str(item.path))

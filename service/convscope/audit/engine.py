@@ -16,16 +16,17 @@ from typing import Any
 import numpy as np
 
 from convscope.audit import attributes as image_attributes
-from convscope.audit import corruptions, sanity
-from convscope.audit.dataset import AuditItem, encoded_items, rows_message
+from convscope.audit import robustness as robustness_measures
+from convscope.audit import sanity
+from convscope.audit.dataset import AuditItem, rows_message
+from convscope.audit.decoding import ChunkDecoder, chunks
 from convscope.audit.human import HumanLabels, compare
 from convscope.audit.stats import benjamini_hochberg, excess_error_p_value, wilson_interval
 from convscope.core import Convscope
 from convscope.errors import Cancelled, InvalidArgument
 from convscope.methods.activations import DeadFilterCounts
-from convscope.methods.dataset_jobs import Progress
-from convscope.methods.datasets import Sample, Skipped
-from convscope.methods.inputs import ImageSample, batch_of
+from convscope.methods.dataset_jobs import Progress, run_job
+from convscope.methods.datasets import DEFAULT_DECODE_WORKERS, Prefetcher, Sample, Skipped
 from convscope.model.types import ModelRecord
 
 TOP_K = 5
@@ -65,12 +66,15 @@ class AuditResult:
 
 
 class AuditPass:
-    """The shared pass's accumulator: top-k predictions, computed attributes and, when the dead
-    filters check is on, per-channel zero counts of every rectifier output."""
+    """The shared pass's accumulator: top-k predictions, computed attributes, when the dead
+    filters check is on per-channel zero counts of every rectifier output, and the decoded
+    pictures of the images the sampled checks use (so no check decodes an image again)."""
 
     needs_pictures = True
 
     def __init__(self, record: ModelRecord, count: int, config: dict[str, dict[str, Any]]) -> None:
+        self.kept = set().union(*sampled_images(config, count).values())
+        self.pictures: dict[int, np.ndarray] = {}
         self.output = record.outputs[0].name
         self.classes = int(np.prod(record.outputs[0].shape[1:]))
         self.top = np.full((count, min(TOP_K, self.classes)), -1, np.int64)
@@ -91,6 +95,7 @@ class AuditPass:
         top = np.argsort(-scores, axis=1, kind="stable")[:, : self.top.shape[1]]
         rows = np.array([sample.index for sample in samples])
         self.top[rows] = top
+        self.pictures.update((sample.index, sample.picture) for sample in samples if sample.index in self.kept)
         if self.measured:
             pictures = np.stack([sample.picture for sample in samples])  # a batch shares one shape
             for name, measured in image_attributes.measure(pictures).items():
@@ -120,11 +125,16 @@ def run_audit(
     shared = AuditPass(record, len(items), config)
     sizes: dict[int, tuple[int, int]] = {}
     skipped: list[Skipped] = []
-    for event in core.data_pass(record, shared, encoded_items(items, sizes), expected=len(items), cancelled=cancelled):
-        if isinstance(event, Skipped):
-            skipped.append(event)
-        elif isinstance(event, Progress):
-            yield event
+    stream = Prefetcher(chunks(items), ChunkDecoder(record, sizes), count=lambda chunk: len(chunk.items),
+                        depth=2 * DEFAULT_DECODE_WORKERS, cancelled=cancelled)
+    try:
+        for event in run_job(core.context, record, shared, stream, total=len(items), cancelled=cancelled):
+            if isinstance(event, Skipped):
+                skipped.append(event)
+            elif isinstance(event, Progress):
+                yield event
+    finally:
+        stream.close()
     if skipped:
         rows = [(items[entry.index].row, f"{items[entry.index].path}: {entry.reason}") for entry in skipped]
         raise InvalidArgument(rows_message("images could not be read", rows))
@@ -134,9 +144,9 @@ def run_audit(
         "attributes": lambda c: attribute_slices(shared.top[:, 0] != labels, _attributes(shared, items, sizes), c),
         "dead_filters": lambda c: dead_filters(shared.dead, c),
         "filter_smoothness": lambda c: filter_smoothness(core, record, c),
-        "robustness": lambda c: robustness(core, record, items, labels, c),
-        "explanation_sanity": lambda c: explanation_sanity(core, record, items, shared.top[:, 0], c),
-        "explanation_faithfulness": lambda c: explanation_faithfulness(core, record, items, shared.top[:, 0], c),
+        "robustness": lambda c: robustness(core, record, shared.pictures, labels, c, cancelled),
+        "explanation_sanity": lambda c: explanation_sanity(core, record, shared.pictures, shared.top[:, 0], c),
+        "explanation_faithfulness": lambda c: explanation_faithfulness(core, record, shared.pictures, shared.top[:, 0], c),
     }
     outcomes = []
     for name, check in checks.items():
@@ -154,6 +164,8 @@ def _run_check(name: str, config: dict[str, dict[str, Any]], check: Callable[[di
     start = time.monotonic()
     try:
         outcome = check(settings)
+    except Cancelled:
+        raise
     except Exception as error:  # noqa: BLE001 - a crashing check is reported, never counted as passed
         allowed = settings["allow_error"]
         outcome = CheckOutcome(
@@ -329,49 +341,44 @@ def evenly_spaced(count: int, total: int) -> list[int]:
     return sorted(set(np.linspace(0, total - 1, min(count, total)).round().astype(int).tolist()))
 
 
-def robustness(core: Convscope, record: ModelRecord, items: Sequence[AuditItem], labels: np.ndarray,
-               settings: dict[str, Any]) -> CheckOutcome:
-    """Accuracy under each common corruption and severity, relative to clean accuracy on the same images."""
-    chosen = evenly_spaced(settings["images"], len(items))
-    pictures = core.prepare(record, images=[items[i].path.read_bytes() for i in chosen]).pictures
-    truth = labels[chosen]
-    output = record.outputs[0].name
-    dtype = np.dtype(record.input.dtype)
+def sampled_images(config: dict[str, dict[str, Any]], total: int) -> dict[str, list[int]]:
+    """The images each enabled sampled check uses, evenly spaced over the dataset, by check
+    setting: what the shared pass keeps decoded."""
+    counts = {("robustness", "images"), ("explanation_sanity", "images"), ("explanation_faithfulness", "images")}
+    if config["robustness"]["attacks"]:
+        counts.add(("robustness", "attack_images"))
+    return {f"{check}.{key}": evenly_spaced(config[check][key], total) for check, key in counts if config[check]["enabled"]}
 
-    def accuracy_on(batch_pictures: Sequence[np.ndarray]) -> float:
-        batch = batch_of([ImageSample(picture, record.preprocessing, dtype) for picture in batch_pictures])
-        scores = core.context.forward(record, batch, [output])[output].reshape(len(batch), -1)
-        return float((scores.argmax(1) == truth).mean())
 
-    clean = accuracy_on(pictures)
-    rng = np.random.default_rng(settings["seed"])
-    table, failures = {}, []
-    for name in corruptions.CORRUPTIONS:
-        accuracies = [accuracy_on([corruptions.corrupt(p, name, severity, rng) for p in pictures]) for severity in (1, 2, 3)]
-        drops = [(clean - accuracy) / clean if clean else 0.0 for accuracy in accuracies]
-        table[name] = {"accuracy": accuracies, "relative_drop": drops, "mean_relative_drop": float(np.mean(drops))}
-        if table[name]["mean_relative_drop"] > settings["max_mean_relative_drop"]:
-            failures.append(f"{name}: mean_relative_drop {table[name]['mean_relative_drop']:.3f} > "
-                            f"max_mean_relative_drop {settings['max_mean_relative_drop']}")
-    figures = {"images": len(chosen), "clean_accuracy": clean, "severities": corruptions.SEVERITIES, "corruptions": table,
-               "adversarial": "FGSM/PGD not run: they wait for the adversarial method (issue 15) to land"}
-    return _verdict("robustness", failures, f"clean accuracy {clean:.4f}; no corruption over the limit", figures)
+def robustness(core: Convscope, record: ModelRecord, pictures: dict[int, np.ndarray], labels: np.ndarray,
+               settings: dict[str, Any], cancelled: threading.Event) -> CheckOutcome:
+    """Accuracy under each common corruption and severity relative to clean accuracy on the same
+    images, and under FGSM and PGD at each ε."""
+    chosen = evenly_spaced(settings["images"], len(labels))
+    figures, failures = robustness_measures.corruption_table(core, record, [pictures[i] for i in chosen], labels[chosen], settings)
+    message = f"clean accuracy {figures['clean_accuracy']:.4f}; no corruption over its limit"
+    if settings["attacks"]:
+        attacked = evenly_spaced(settings["attack_images"], len(labels))
+        figures["adversarial"], attack_failures = robustness_measures.attack_table(
+            core, record, [pictures[i] for i in attacked], labels[attacked], settings, cancelled)
+        failures += attack_failures
+        message = f"clean accuracy {figures['clean_accuracy']:.4f}; no corruption or attack over its limit"
+    return _verdict("robustness", failures, message, figures)
 
 
 # ---------------------------------------------------------------------------------- explanations
 
 
-def explained_sample(core: Convscope, record: ModelRecord, items: Sequence[AuditItem], predicted: np.ndarray,
+def explained_sample(record: ModelRecord, pictures: dict[int, np.ndarray], predicted: np.ndarray,
                      count: int) -> tuple[np.ndarray, np.ndarray, list[int]]:
     """``count`` images evenly spaced over the dataset, as one batch, with their top-1 classes."""
-    chosen = evenly_spaced(count, len(items))
-    model_input = core.prepare(record, images=[items[i].path.read_bytes() for i in chosen])
-    return model_input.batch, predicted[chosen], chosen
+    chosen = evenly_spaced(count, len(predicted))
+    return robustness_measures.model_input(record, [pictures[i] for i in chosen]).batch, predicted[chosen], chosen
 
 
-def explanation_sanity(core: Convscope, record: ModelRecord, items: Sequence[AuditItem], predicted: np.ndarray,
+def explanation_sanity(core: Convscope, record: ModelRecord, pictures: dict[int, np.ndarray], predicted: np.ndarray,
                        settings: dict[str, Any]) -> CheckOutcome:
-    batch, targets, _ = explained_sample(core, record, items, predicted, settings["images"])
+    batch, targets, _ = explained_sample(record, pictures, predicted, settings["images"])
     table = sanity.cascade(core, record, batch, targets, settings["methods"], settings)
     limit = settings["max_mean_rank_correlation"]
     summary, failures = {}, []
@@ -385,9 +392,9 @@ def explanation_sanity(core: Convscope, record: ModelRecord, items: Sequence[Aud
                     {"images": len(batch), "mean_rank_correlation": summary, "max_mean_rank_correlation": limit, "cascade": table})
 
 
-def explanation_faithfulness(core: Convscope, record: ModelRecord, items: Sequence[AuditItem], predicted: np.ndarray,
+def explanation_faithfulness(core: Convscope, record: ModelRecord, pictures: dict[int, np.ndarray], predicted: np.ndarray,
                              settings: dict[str, Any]) -> CheckOutcome:
-    batch, targets, _ = explained_sample(core, record, items, predicted, settings["images"])
+    batch, targets, _ = explained_sample(record, pictures, predicted, settings["images"])
     table = sanity.faithfulness(core, record, batch, targets, settings["methods"], settings)
     gap = {method: row["insertion_auc"] - row["deletion_auc"] for method, row in table.items()}
     margin = settings["min_margin"]

@@ -243,13 +243,28 @@ def _robustness_body(figures: dict[str, Any]) -> str:
                       lines=[("clean", figures["clean_accuracy"])])
     rows = [[name, *row["accuracy"], row["mean_relative_drop"]] for name, row in table.items()]
     return (chart + _table(["corruption", "severity 1", "severity 2", "severity 3", "mean relative drop"], rows)
-            + f"<p>{html.escape(figures['adversarial'])}</p>")
+            + _adversarial_body(figures.get("adversarial")))
+
+
+def _adversarial_body(figures: dict[str, Any] | None) -> str:
+    if not figures:
+        return "<p>Adversarial attacks are turned off (robustness.attacks = []).</p>"
+    attacks = figures["attacks"]
+    names = [f"{row['epsilon']:g}/255" for rows in attacks.values() for row in rows]
+    under = [attack.upper() if i == len(rows) // 2 else "" for attack, rows in attacks.items() for i in range(len(rows))]
+    chart = bar_chart(f"robust accuracy under attack ({figures['images']} images; PGD {figures['pgd_steps']} steps)", names,
+                      [row["robust_accuracy"] for rows in attacks.values() for row in rows], notes=under, bar_width=44,
+                      lines=[("clean", figures["clean_accuracy"])])
+    rows = [[attack.upper(), f"{row['epsilon']:g}/255", row["robust_accuracy"], row["attack_success"], limit, row["attacked"]]
+            for attack, attack_rows in attacks.items() for row, limit in zip(attack_rows, figures["max_attack_success"])]
+    return ("<h3>adversarial attacks (untargeted L∞, from the images the model gets right)</h3>" + chart
+            + _table(["attack", "ε", "robust accuracy", "attack success", "max attack success", "images attacked"], rows))
 
 
 BODIES = {"accuracy": _accuracy_body, "attributes": _attributes_body, "dead_filters": _dead_body, "filter_smoothness": _smoothness_body,
           "explanation_sanity": _sanity_body, "explanation_faithfulness": _faithfulness_body, "robustness": _robustness_body}
 TITLES = {"accuracy": "Accuracy", "attributes": "Error by image attribute", "dead_filters": "Dead filters",
-          "filter_smoothness": "First-layer filter smoothness", "robustness": "Robustness to common corruptions", "explanation_sanity": "Explanation sanity (cascading randomization)",
+          "filter_smoothness": "First-layer filter smoothness", "robustness": "Robustness: common corruptions and adversarial attacks", "explanation_sanity": "Explanation sanity (cascading randomization)",
           "explanation_faithfulness": "Explanation faithfulness (deletion and insertion)"}
 STYLE = """body{font:14px system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:2px 8px;text-align:left}

@@ -138,9 +138,15 @@ def decode_sample(record: ModelRecord, data: bytes, index: int = 0) -> ImageSamp
 
     Raises InvalidArgument (not an image) or ResourceExhausted (too many pixels), naming ``index``.
     """
+    return decode_sized(record, data, index)[0]
+
+
+def decode_sized(record: ModelRecord, data: bytes, index: int = 0) -> tuple[ImageSample, tuple[int, int]]:
+    """``decode_sample``, and the image's stored (width, height) from the same decode."""
     spec = record.preprocessing
-    picture, _ = _fit(_open(data, index, spec), spec, spec.size or _spatial_size(record))
-    return ImageSample(picture, spec, _image_dtype(record))
+    image = _open(data, index, spec)
+    picture, _ = _fit(image, spec, spec.size or _spatial_size(record))
+    return ImageSample(picture, spec, _image_dtype(record)), image.size
 
 
 def _image_dtype(record: ModelRecord) -> np.dtype:

@@ -1,0 +1,53 @@
+"""The shared pass's input: the audit's images read and decoded on the prefetch pool in chunks
+of a batch, each image once.
+
+One pool task per chunk rather than per image, and the stored size taken from the decode
+itself rather than a second parse of the header: on small images (8×8 digits) the per-image
+task and the header parse cost as much as the decode.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+from convscope.audit.dataset import AuditItem
+from convscope.errors import ConvscopeError
+from convscope.methods.datasets import Sample, Skipped
+from convscope.methods.inputs import decode_sized
+from convscope.model.types import ModelRecord
+
+CHUNK = 32  # images per pool task: the pass's batch size at most, so a batch waits for ≤ 2 tasks
+
+
+@dataclass(frozen=True)
+class Chunk:
+    items: Sequence[AuditItem]
+
+
+def chunks(items: Sequence[AuditItem], size: int = CHUNK) -> Iterator[Chunk]:
+    for start in range(0, len(items), size):
+        yield Chunk(items[start : start + size])
+
+
+class ChunkDecoder:
+    """Reads and decodes a chunk (the prefetch pool calls it with the chunk's first index);
+    ``sizes`` receives each image's stored (width, height): the model sees it resized."""
+
+    def __init__(self, record: ModelRecord, sizes: dict[int, tuple[int, int]]) -> None:
+        self.record = record
+        self.sizes = sizes
+
+    def __call__(self, chunk: Chunk, start: int) -> list[Sample | Skipped]:
+        decoded: list[Sample | Skipped] = []
+        for index, item in enumerate(chunk.items, start):
+            ref = str(item.path)
+            try:
+                image, self.sizes[index] = decode_sized(self.record, item.path.read_bytes(), index)
+            except OSError as error:
+                decoded.append(Skipped(index, ref, f"cannot be read ({error.strerror or type(error).__name__})"))
+            except ConvscopeError as error:
+                decoded.append(Skipped(index, ref, str(error)))
+            else:
+                decoded.append(Sample(index, ref, image, image.picture))
+        return decoded
