@@ -51,6 +51,22 @@ def test_gradient_passes_and_guided_backprop_fails_on_a_relu_net(digits_core: tu
     assert cascade[0]["spearman"] > 0.8  # randomizing the classifier alone leaves guided backprop's maps almost as they were
 
 
+def test_the_cascade_is_bounded_by_cascade_steps(digits_core: tuple[Convscope, str], digits_folder: Path) -> None:
+    assert sanity.cascade_counts(5, 8) == [1, 2, 3, 4, 5]
+    assert sanity.cascade_counts(66, 8) == [1, 10, 20, 29, 38, 47, 57, 66]  # evenly spaced, the top layer and all of them included
+    assert sanity.cascade_counts(66, 1) == [1]
+    with pytest.raises(config.ConfigError, match="cascade_steps must be at least 1"):
+        config.resolve({"explanation_sanity": {"cascade_steps": 0}})
+    core, model_id = digits_core
+    record = core.model(model_id)
+    items = read_dataset(digits_folder, record.labels, 10)[:8]
+    pictures = dict(enumerate(core.prepare(record, images=[item.path.read_bytes() for item in items]).pictures))
+    settings = config.resolve({"explanation_sanity": {"methods": ["gradient"], "cascade_steps": 2}})["explanation_sanity"]
+    outcome = engine.explanation_sanity(core, record, pictures, np.array([item.label for item in items]), settings)
+    steps = outcome.figures["cascade"]["gradient"]
+    assert [(step["randomized_layers"], step["top_layer"]) for step in steps] == [(1, "/classifier/Gemm"), (5, "/features/features.0/Conv")]
+
+
 def test_ssim_matches_scikit_image() -> None:
     rng = np.random.default_rng(0)
     a = rng.random((24, 20))

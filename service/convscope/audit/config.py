@@ -74,6 +74,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         # A method passes when its maps change: the mean Spearman correlation of |maps| between the
         # original and the cascade's randomized models, averaged over the cascade, stays below this.
         "max_mean_rank_correlation": 0.5,
+        # Cascade steps evaluated: every layer on models with at most this many parametric layers
+        # (Conv/Gemm/MatMul/BatchNormalization), else this many evenly spaced from the top to all.
+        "cascade_steps": 8,
         "ig_steps": 16,
         "smoothgrad_samples": 10,
         "seed": 0,
@@ -115,6 +118,8 @@ def resolve(overrides: dict[str, Any] | None = None) -> dict[str, dict[str, Any]
             if isinstance(default, list):
                 _check_list(f"{check}.{key}", value, LIST_CHOICES.get(key))
             config[check][key] = type(default)(value)
+    if config["explanation_sanity"]["cascade_steps"] < 1:
+        raise ConfigError(f"explanation_sanity.cascade_steps must be at least 1, got {config['explanation_sanity']['cascade_steps']}")
     robustness = config["robustness"]
     if len(robustness["max_attack_success"]) != len(robustness["epsilons"]):
         raise ConfigError(f"robustness.max_attack_success needs one share per epsilon ({len(robustness['epsilons'])}), "

@@ -55,6 +55,13 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(stats.spearmanr(a.ravel(), b.ravel()).statistic)
 
 
+def cascade_counts(layers: int, steps: int) -> list[int]:
+    """How many layers from the top each evaluated cascade step has randomized: every count up to
+    ``steps`` layers, else ``steps`` counts evenly spaced from 1 (the top layer) to all of them —
+    each step costs one upload and every method's maps, so a deep model's cascade is bounded."""
+    return sorted(set(np.linspace(1, layers, min(steps, layers)).round().astype(int).tolist())) if layers else []
+
+
 def cascade(
     core: Convscope, record: ModelRecord, batch: np.ndarray, targets: np.ndarray, methods: Sequence[str], settings: dict[str, object]
 ) -> dict[str, list[dict[str, float | str | int]]]:
@@ -71,7 +78,7 @@ def cascade(
     original = maps(record)
     layers = layers_from_top(base)
     table: dict[str, list[dict[str, float | str | int]]] = {method: [] for method in methods}
-    for count in range(1, len(layers) + 1):
+    for count in cascade_counts(len(layers), int(settings["cascade_steps"])):
         changed = randomized(base, count, seed=int(settings["seed"]))
         model = core.upload([("", changed.SerializeToString())], name=f"{record.name}-randomized-top{count}")
         try:
