@@ -252,12 +252,12 @@ def _adversarial_body(figures: dict[str, Any] | None) -> str:
     attacks = figures["attacks"]
     names = [f"{row['epsilon']:g}/255" for rows in attacks.values() for row in rows]
     under = [attack.upper() if i == len(rows) // 2 else "" for attack, rows in attacks.items() for i in range(len(rows))]
-    chart = bar_chart(f"robust accuracy under attack ({figures['images']} images; PGD {figures['pgd_steps']} steps)", names,
+    chart = bar_chart(f"robust accuracy under attack (PGD: {figures['pgd_steps']} steps)", names,
                       [row["robust_accuracy"] for rows in attacks.values() for row in rows], notes=under, bar_width=44,
                       lines=[("clean", figures["clean_accuracy"])])
     rows = [[attack.upper(), f"{row['epsilon']:g}/255", row["robust_accuracy"], row["attack_success"], limit, row["attacked"]]
             for attack, attack_rows in attacks.items() for row, limit in zip(attack_rows, figures["max_attack_success"])]
-    return ("<h3>adversarial attacks (untargeted L∞, from the images the model gets right)</h3>" + chart
+    return (f"<h3>adversarial attacks on {figures['images']} images (untargeted L∞, from those the model gets right)</h3>" + chart
             + _table(["attack", "ε", "robust accuracy", "attack success", "max attack success", "images attacked"], rows))
 
 
