@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from convscope.errors import InvalidArgument, Unimplemented
+from convscope.errors import InvalidArgument
 from convscope.methods import activations as activation_methods
 from convscope.methods import attribution as attribution_methods
 from convscope.methods import correspondence as correspondence_methods
@@ -194,9 +194,8 @@ class Convscope:
         self, model_id: str, model_input: ModelInput, options: occlusion_methods.OcclusionOptions
     ) -> Iterator[occlusion_methods.OcclusionProgress | occlusion_methods.OcclusionResult]:
         """Occlusion sensitivity as a lazy stream: progress events, then the result.  Work happens
-        only while the caller pulls; to cancel, stop pulling and close the iterator."""
-        if model_input.others:
-            raise Unimplemented("occlusion feeds the image input only; this model takes other inputs too")
+        only while the caller pulls; to cancel, stop pulling and close the iterator.  The model's
+        other inputs (``model_input.others``) are fed as given with every occluded copy."""
         record = self.model_at(model_id, model_input)
         return occlusion_methods.occlusion(self.context, record, model_input, options)
 
