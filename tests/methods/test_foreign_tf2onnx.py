@@ -25,6 +25,7 @@ from tests.methods.test_foreign_models import scored_tensor
 from tests.onnx_twin import torch_twin
 from tests.oracles import assert_maps_agree, every_tensor_run
 
+FEATURES = "Relu_48:0"  # the last ReLU, before the global average pool
 OPEN_NSFW = Preprocessing(resize=256, size=(224, 224), scale=1.0, mean=(104.0, 117.0, 123.0), layout="NHWC", channel_order="BGR")
 
 
@@ -59,11 +60,19 @@ def test_tf2onnx_classifier(service: Convscope) -> None:
     image = torch.from_numpy(x.astype(np.float64)).requires_grad_(True)
     values = twin(image)
     np.testing.assert_allclose(values[logits].detach().numpy(), reference[logits], rtol=1e-4, atol=1e-4)  # the oracle itself
+    cam, cam_png = service.attribution(record.id, model_input, "grad_cam", options)
+    # Inside, the graph is NCHW after tf2onnx's first Transpose: the last feature map is
+    # [1, 2048, 7, 7], not 2048 rows of 7 columns of 7 channels as the input's layout would say.
+    assert cam.layer == FEATURES and cam.layer_map is not None and cam.layer_map.shape == (1, 7, 7)
+    values[FEATURES].retain_grad()
     values[logits][0, target].backward()
-    assert image.grad is not None
+    assert image.grad is not None and values[FEATURES].grad is not None
     assert_maps_agree(result.map[0], image.grad.numpy()[0])
+    features, features_grad = values[FEATURES].detach(), values[FEATURES].grad
+    expected_cam = torch.relu((features_grad.mean(dim=(2, 3), keepdim=True) * features).sum(dim=1)).numpy()
+    assert_maps_agree(cam.layer_map, expected_cam)
 
-    for method in ("guided_backprop", "grad_cam"):
-        answered, png = service.attribution(record.id, model_input, method, options)
+    guided = service.attribution(record.id, model_input, "guided_backprop", options)
+    for answered, png in (guided, (cam, cam_png)):
         assert np.isfinite(answered.map).all() and np.abs(answered.map).max() > 0 and png
         assert answered.map_on_image is not None and answered.map_on_image.shape == skimage.data.chelsea().shape[:2]
