@@ -147,10 +147,10 @@ class Convscope:
         )
 
     def dead_filters(
-        self, model_id: str, batches: Sequence[np.ndarray], layers: Sequence[str] | None, *, threshold: float = 1.0
+        self, model_id: str, inputs: Sequence[ModelInput], layers: Sequence[str] | None, *, threshold: float = 1.0
     ) -> activation_methods.DeadFiltersResult:
-        record = self.shaped.at(self.model(model_id), batches[0].shape) if batches else self.model(model_id)
-        return activation_methods.dead_filters(self.context, record, batches, layers, threshold=threshold)
+        record = self.model_at(model_id, inputs[0]) if inputs else self.model(model_id)
+        return activation_methods.dead_filters(self.context, record, inputs, layers, threshold=threshold)
 
     def dataset_job(
         self,
