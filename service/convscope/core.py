@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from convscope.errors import InvalidArgument, Unimplemented
+from convscope.errors import InvalidArgument
 from convscope.methods import activations as activation_methods
 from convscope.methods import attribution as attribution_methods
 from convscope.methods import correspondence as correspondence_methods
@@ -148,10 +148,10 @@ class Convscope:
         )
 
     def dead_filters(
-        self, model_id: str, batches: Sequence[np.ndarray], layers: Sequence[str] | None, *, threshold: float = 1.0
+        self, model_id: str, inputs: Sequence[ModelInput], layers: Sequence[str] | None, *, threshold: float = 1.0
     ) -> activation_methods.DeadFiltersResult:
-        record = self.shaped.at(self.model(model_id), batches[0].shape) if batches else self.model(model_id)
-        return activation_methods.dead_filters(self.context, record, batches, layers, threshold=threshold)
+        record = self.model_at(model_id, inputs[0]) if inputs else self.model(model_id)
+        return activation_methods.dead_filters(self.context, record, inputs, layers, threshold=threshold)
 
     def dataset_job(
         self,
@@ -195,9 +195,8 @@ class Convscope:
         self, model_id: str, model_input: ModelInput, options: occlusion_methods.OcclusionOptions
     ) -> Iterator[occlusion_methods.OcclusionProgress | occlusion_methods.OcclusionResult]:
         """Occlusion sensitivity as a lazy stream: progress events, then the result.  Work happens
-        only while the caller pulls; to cancel, stop pulling and close the iterator."""
-        if model_input.others:
-            raise Unimplemented("occlusion feeds the image input only; this model takes other inputs too")
+        only while the caller pulls; to cancel, stop pulling and close the iterator.  The model's
+        other inputs (``model_input.others``) are fed as given with every occluded copy."""
         record = self.model_at(model_id, model_input)
         return occlusion_methods.occlusion(self.context, record, model_input, options)
 

@@ -514,6 +514,7 @@ class Client:
         progress: Callable[[int, int], None] | None = None,
         engine: str = "auto",
         batch_size: int = 0,
+        occluded: str | None = None,
         timeout: float | None = None,
     ) -> Occlusion:
         """Occlusion sensitivity of one image: slide a ``window`` box filled with ``fill`` (a
@@ -523,7 +524,9 @@ class Client:
         of each target (default: the top-1 class) with the box at each position, and
         ``.attribution``, the same quantity as Captum's ``Occlusion``. ``progress(done, total)``
         is called as positions are evaluated; if it raises (or on Ctrl-C) the call is cancelled
-        and the server stops working on it.
+        and the server stops working on it.  For a model with several inputs, send ``inputs`` as
+        ``{input name: array}``; ``occluded`` names the one the box slides over (default: the
+        image input), the others are fed as given.
         """
         request = pb.OcclusionRequest(
             model_id=model_id,
@@ -534,6 +537,7 @@ class Client:
             score=score,
             engine=engine,
             batch_size=batch_size,
+            occluded=occluded or "",
         )
         fill_input(request.input, inputs)
         if isinstance(fill, str):

@@ -10,6 +10,7 @@ import numpy as np
 
 from convscope.errors import InvalidArgument
 from convscope.methods.context import MethodContext
+from convscope.methods.inputs import ModelInput
 from convscope.model.types import ModelRecord
 from convscope.render import channel_grid, encode_png
 
@@ -168,13 +169,14 @@ class DeadFilterCounts:
 def dead_filters(
     context: MethodContext,
     record: ModelRecord,
-    batches: Sequence[np.ndarray],
+    inputs: Sequence[ModelInput],
     layers: Sequence[str] | None,
     *,
     threshold: float = 1.0,
 ) -> DeadFiltersResult:
-    """Per channel, the fraction of inputs on which it is entirely zero (dead ReLUs)."""
+    """Per channel, the fraction of inputs on which it is entirely zero (dead ReLUs); each
+    batch with its own values of the model's other inputs."""
     counts = DeadFilterCounts(record, layers, threshold=threshold)
-    for batch in batches:
-        counts.add(batch, context.forward(record, batch, counts.tensors))
+    for model_input in inputs:
+        counts.add(model_input.batch, context.forward(record, model_input.batch, counts.tensors, others=model_input.others))
     return counts.result()

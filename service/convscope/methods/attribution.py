@@ -112,10 +112,11 @@ def guided_backprop(context: MethodContext, record: ModelRecord, batch: np.ndarr
 
 def default_cam_layer(record: ModelRecord) -> str:
     """The last feature map with a spatial extent: where Grad-CAM is usually taken."""
-    axis = channel_axis(record)
     for layer in reversed(record.layers):
-        spatial = layer.shape[2:] if axis == 1 else layer.shape[1:-1]
-        if len(layer.shape) == 4 and min(spatial) > 1 and np.issubdtype(np.dtype(layer.dtype), np.floating):
+        if len(layer.shape) != 4 or not np.issubdtype(np.dtype(layer.dtype), np.floating):
+            continue
+        _, rows, columns = record.feature_axes(layer.tensor)
+        if min(layer.shape[rows], layer.shape[columns]) > 1:
             return layer.tensor
     raise InvalidArgument("the model has no 4-D feature map for Grad-CAM; name one with `layer`")
 
@@ -127,9 +128,8 @@ def _cam(
     if len(shape) != 4:
         raise InvalidArgument(f"Grad-CAM needs a 4-D feature map; {layer!r} has shape {list(shape)}")
     result = gradients(context, record, batch, score, wrt=[layer], keep=[layer], others=options.others, wrt_input=options.wrt)
-    activation, grad = result.kept[layer], result.wrt[layer]
-    if channel_axis(record) == -1:
-        activation, grad = activation.transpose(0, 3, 1, 2), grad.transpose(0, 3, 1, 2)
+    order = (0, *record.feature_axes(layer))
+    activation, grad = result.kept[layer].transpose(order), result.wrt[layer].transpose(order)
     weights = grad.mean(axis=(2, 3), keepdims=True)
     return np.maximum((weights * activation).sum(axis=1), 0), result
 

@@ -7,7 +7,9 @@ default the top-1 class), ``output`` (default the first model output), ``window`
 ``stride`` (16, 16), ``fill`` (a constant in the model's input space, ``"mean"`` — each
 channel's mean over the image — or ``"blur"`` — a Gaussian blur of the image with σ a quarter of
 the window's longer side), ``score`` (``"probability"``: softmax over the output unless it is
-already normalized; ``"raw"``), ``engine`` and ``batch_size``.
+already normalized; ``"raw"``), ``engine``, ``batch_size`` and ``occluded`` (for models with
+several inputs: which input the box slides over, default the image input; the others are fed as
+given, repeated along the batch of occluded copies).
 
 Returns the score at every box position, [targets, Ho, Wo], and the attribution of Captum's
 ``Occlusion`` (``sliding_window_shapes=(C, h, w)``, ``strides=(C, s, s)``, ``baselines=fill``):
@@ -33,14 +35,14 @@ import enum
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from convscope.errors import InvalidArgument
 from convscope.methods.context import INFERENCE_WORKERS, MethodContext, in_flight, worker_threads
-from convscope.methods.inputs import ModelInput
+from convscope.methods.inputs import ModelInput, tiled_others
 from convscope.model.types import ModelRecord
 from convscope.render import encode_png, occlusion_figure
 from convscope.runtime.graphs import graph_for
@@ -103,6 +105,7 @@ class OcclusionOptions:
     score: Score = Score.PROBABILITY
     engine: Engine = Engine.AUTO
     batch_size: int = 0  # 0: sized to the memory budget
+    occluded: str = ""  # the input the box slides over; "": the image input
 
     @classmethod
     def parse(
@@ -116,6 +119,7 @@ class OcclusionOptions:
         score: str = "",
         engine: str = "",
         batch_size: int = 0,
+        occluded: str = "",
     ) -> OcclusionOptions:
         """Options from a request's plain values, each checked, with a message for the caller."""
         if isinstance(fill, str):
@@ -137,6 +141,7 @@ class OcclusionOptions:
             score=_choice(Score, score or Score.PROBABILITY.value, "score"),  # type: ignore[arg-type]
             engine=_choice(Engine, engine or Engine.AUTO.value, "engine"),  # type: ignore[arg-type]
             batch_size=batch_size,
+            occluded=occluded,
         )
 
 
@@ -198,13 +203,25 @@ class PlainEngine:
 
     name = "batched"
 
-    def __init__(self, context: MethodContext, record: ModelRecord, output: str, image: np.ndarray, fill: np.ndarray, boxes: Boxes) -> None:
+    def __init__(
+        self,
+        context: MethodContext,
+        record: ModelRecord,
+        output: str,
+        image: np.ndarray,
+        fill: np.ndarray,
+        boxes: Boxes,
+        occluded: str,
+        others: Mapping[str, np.ndarray],
+    ) -> None:
         self.context = context
         self.record = record
         self.output = output
         self.image = image
         self.fill = fill
         self.boxes = boxes
+        self.occluded = occluded
+        self.others = others
         self.spec = graph_for({output}, {o.name for o in record.outputs})
         self.nhwc = record.preprocessing.layout == "NHWC"
 
@@ -212,7 +229,7 @@ class PlainEngine:
         if self.nhwc:
             batch = np.ascontiguousarray(batch.transpose(0, 2, 3, 1))
         runtime = self.context.runtime
-        feeds = {self.record.input.name: batch}
+        feeds = {**tiled_others(self.record, self.others, len(batch)), self.occluded: batch}
         return runtime.run(self.record.id, self.spec, feeds, [self.output], dynamic_batch=self.record.dynamic_batch, threads=threads)[self.output]
 
     def __call__(self, positions: np.ndarray, *, threads: int = 0) -> np.ndarray:
@@ -313,23 +330,35 @@ def attribution_from_positions(positions: np.ndarray, baseline: np.ndarray, boxe
     return total / np.maximum(count, 1)[None]
 
 
-def _render(maps: np.ndarray, model_input: ModelInput, score: Score, targets: Sequence[str]) -> bytes:
-    picture = model_input.pictures[0] if model_input.pictures else None
+def _render(maps: np.ndarray, picture: np.ndarray | None, score: Score, targets: Sequence[str]) -> bytes:
     quantity = "probability" if score is Score.PROBABILITY else "score"
     return encode_png(occlusion_figure(maps, picture, [f"drop in {quantity} of {target}" for target in targets]))
+
+
+def _split_occluded(
+    record: ModelRecord, model_input: ModelInput, occluded: str
+) -> tuple[str, np.ndarray, Mapping[str, np.ndarray]]:
+    """(name, value) of the input the box slides over, and the model's other inputs by name."""
+    image = record.input.name
+    if not occluded or occluded == image:
+        return image, model_input.batch, model_input.others
+    if occluded not in model_input.others:
+        raise InvalidArgument(f"occluded {occluded!r} is none of the model's inputs {[spec.name for spec in record.inputs]}")
+    others = {image: model_input.batch, **{name: value for name, value in model_input.others.items() if name != occluded}}
+    return occluded, model_input.others[occluded], others
 
 
 def occlusion(
     context: MethodContext, record: ModelRecord, model_input: ModelInput, options: OcclusionOptions
 ) -> Iterator[OcclusionProgress | OcclusionResult]:
     """Occlusion sensitivity of one image; see the module docstring."""
-    batch = model_input.batch
+    occluded, batch, others = _split_occluded(record, model_input, options.occluded)
     if batch.ndim != 4:
-        raise InvalidArgument(f"occlusion needs an image input [N, C, H, W] or [N, H, W, C], not shape {list(batch.shape)}")
+        raise InvalidArgument(f"occlusion needs an image input [N, C, H, W] or [N, H, W, C]; {occluded!r} has shape {list(batch.shape)}")
     if len(batch) != 1:
         raise InvalidArgument(f"occlusion maps one image at a time; send one, not {len(batch)}")
     if not np.issubdtype(batch.dtype, np.floating):
-        raise InvalidArgument(f"occlusion needs a floating-point input, not {batch.dtype}")
+        raise InvalidArgument(f"occlusion needs a floating-point input; {occluded!r} takes {batch.dtype}")
     nhwc = record.preprocessing.layout == "NHWC"
     image = np.ascontiguousarray(batch[0].transpose(2, 0, 1) if nhwc else batch[0])
     size = (image.shape[1], image.shape[2])
@@ -340,7 +369,7 @@ def occlusion(
         raise InvalidArgument(f"{total} occluder positions is over the limit of {MAX_POSITIONS}; use a larger stride")
     output = record.tensor(options.output) if options.output else record.outputs[0].name
     fill = fill_values(image, options.fill, options.window)
-    plain = PlainEngine(context, record, output, image, fill, boxes)
+    plain = PlainEngine(context, record, output, image, fill, boxes, occluded, others)
     # Sessions are cached per thread count: every run below uses the loop's, so each graph is
     # built once, not once for the reference and self-check and again for the loop.
     threads = worker_threads()
@@ -380,6 +409,8 @@ def occlusion(
     if nhwc:
         attribution = np.ascontiguousarray(attribution.transpose(0, 2, 3, 1))
     labels = record.target_labels(output, [int(t) for t in targets])
+    # The pictures are the image input's: a box slid over another input is drawn on no photo.
+    picture = model_input.pictures[0] if model_input.pictures and occluded == record.input.name else None
     yield OcclusionResult(
         positions=positions_map.astype(np.float32),
         attribution=attribution,
@@ -390,5 +421,5 @@ def occlusion(
         engine=engine_name,
         window=options.window,
         stride=options.stride,
-        png=_render(maps, model_input, options.score, [label or f"entry {t}" for t, label in zip(targets, labels)]),
+        png=_render(maps, picture, options.score, [label or f"entry {t}" for t, label in zip(targets, labels)]),
     )

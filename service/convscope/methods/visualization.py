@@ -59,7 +59,7 @@ def _objective(record: ModelRecord, options: VisualizationOptions) -> tuple[str,
         if options.layer is None or options.channel is None or options.target is not None:
             raise InvalidArgument("a unit is named by layer and channel together (and no target)")
         shape = float_layer(record, options.layer)
-        axis = 0 if record.preprocessing.layout == "NCHW" or len(shape) != 3 else -1
+        axis = record.feature_axes(options.layer)[0] - 1 if len(shape) == 3 else 0  # one sample: no batch axis
         if not 0 <= options.channel < shape[axis]:
             raise InvalidArgument(f"channel {options.channel} is out of range: {options.layer!r} has {shape[axis]} channels")
         plane = np.zeros(shape, np.float32)

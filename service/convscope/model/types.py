@@ -45,6 +45,9 @@ class LayerInfo:
     # Per axis: "" where the size is fixed, else the name of the symbolic size it follows from
     # the input's (``shape`` holds its value at the probe shape); () where not known.
     dim_names: tuple[str, ...] = ()
+    # The axes along the input's height and width, where the receptive-field pass traced them:
+    # a tf2onnx export takes NHWC images but computes in NCHW after its first Transpose.
+    spatial_axes: tuple[int, ...] = ()
 
     @property
     def symbolic_shape(self) -> tuple[int, ...]:
@@ -160,6 +163,15 @@ class ModelRecord:
             f"(`convscope model {self.id[:12]}` / get_model lists its {len(self.layers)} tensors)"
         )
 
+    def feature_axes(self, name: str) -> tuple[int, int, int]:
+        """(channel, row, column) axes of a 4-D feature map: as the graph places them where the
+        receptive-field pass traced them, else as the input's layout places its own."""
+        layer = self.layer(name)
+        if len(layer.shape) == 4 and len(layer.spatial_axes) == 2:
+            rows, columns = layer.spatial_axes
+            return next(axis for axis in (1, 2, 3) if axis not in layer.spatial_axes), rows, columns
+        return (1, 2, 3) if self.preprocessing.layout == "NCHW" else (3, 1, 2)
+
     def tensor(self, name: str) -> str:
         """The tensor a request means by ``name``: a tensor name, or its producing node's name."""
         return self.layer(name).tensor
@@ -189,6 +201,7 @@ class ModelRecord:
                 if rf
                 else None,
                 dim_names=tuple(item.get("dim_names", ())),
+                spatial_axes=tuple(item.get("spatial_axes", ())),
             )
 
         def spec(item: dict[str, Any]) -> TensorSpec:

@@ -156,10 +156,10 @@ class ConvscopeServicer(pb_grpc.ConvscopeServicer):
     @translate_errors
     def DeadFilters(self, request: pb.DeadFiltersRequest, context: grpc.ServicerContext) -> pb.DeadFiltersResponse:
         record = self.core.model(request.model_id)
-        batches = [self._input(record, message).batch for message in request.inputs]
-        if not batches:
+        inputs = [self._input(record, message) for message in request.inputs]
+        if not inputs:
             raise InvalidArgument("send at least one input batch")
-        result = self.core.dead_filters(record.id, batches, list(request.layers), threshold=request.threshold or 1.0)
+        result = self.core.dead_filters(record.id, inputs, list(request.layers), threshold=request.threshold or 1.0)
         return pb.DeadFiltersResponse(layers=[layer_dead_filters(r) for r in result.reports], samples=result.samples)
 
     @translate_errors
@@ -186,6 +186,7 @@ class ConvscopeServicer(pb_grpc.ConvscopeServicer):
             score=request.score,
             engine=request.engine,
             batch_size=request.batch_size,
+            occluded=request.occluded,
         )
         events = self.core.occlusion(record.id, model_input, options)
         done = total = 0

@@ -358,6 +358,7 @@ def layer_table(
                 shape=tuple(int(d) for d in np.shape(value)),
                 dtype=str(np.asarray(value).dtype),
                 receptive_field=field.summary() if (field := fields.get(tensor)) is not None else None,
+                spatial_axes=(field.y_axis, field.x_axis) if field is not None else (),
             )
         )
     return tuple(layers)

@@ -399,7 +399,7 @@ class ExportBackwardRequest(_message.Message):
     def __init__(self, model_id: _Optional[str] = ..., seeds: _Optional[_Iterable[str]] = ..., wrt: _Optional[_Iterable[str]] = ..., rectifier: _Optional[str] = ..., rectifiers: _Optional[_Union[Rectifiers, str]] = ...) -> None: ...
 
 class OcclusionRequest(_message.Message):
-    __slots__ = ("model_id", "input", "targets", "output", "window", "stride", "fill_value", "fill_mode", "score", "engine", "batch_size")
+    __slots__ = ("model_id", "input", "targets", "output", "window", "stride", "fill_value", "fill_mode", "score", "engine", "batch_size", "occluded")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     INPUT_FIELD_NUMBER: _ClassVar[int]
     TARGETS_FIELD_NUMBER: _ClassVar[int]
@@ -411,6 +411,7 @@ class OcclusionRequest(_message.Message):
     SCORE_FIELD_NUMBER: _ClassVar[int]
     ENGINE_FIELD_NUMBER: _ClassVar[int]
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    OCCLUDED_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     input: Input
     targets: _containers.RepeatedScalarFieldContainer[int]
@@ -422,7 +423,8 @@ class OcclusionRequest(_message.Message):
     score: str
     engine: str
     batch_size: int
-    def __init__(self, model_id: _Optional[str] = ..., input: _Optional[_Union[Input, _Mapping]] = ..., targets: _Optional[_Iterable[int]] = ..., output: _Optional[str] = ..., window: _Optional[_Iterable[int]] = ..., stride: _Optional[_Iterable[int]] = ..., fill_value: _Optional[float] = ..., fill_mode: _Optional[str] = ..., score: _Optional[str] = ..., engine: _Optional[str] = ..., batch_size: _Optional[int] = ...) -> None: ...
+    occluded: str
+    def __init__(self, model_id: _Optional[str] = ..., input: _Optional[_Union[Input, _Mapping]] = ..., targets: _Optional[_Iterable[int]] = ..., output: _Optional[str] = ..., window: _Optional[_Iterable[int]] = ..., stride: _Optional[_Iterable[int]] = ..., fill_value: _Optional[float] = ..., fill_mode: _Optional[str] = ..., score: _Optional[str] = ..., engine: _Optional[str] = ..., batch_size: _Optional[int] = ..., occluded: _Optional[str] = ...) -> None: ...
 
 class OcclusionProgress(_message.Message):
     __slots__ = ("done", "total")
