@@ -80,7 +80,15 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["serve"]:
         return serve(argv[1:])
-    return client_cli.main(argv, prog="convscope", extra_commands={"serve": "run the server (convscope serve --help)"})
+    if argv[:1] == ["remote-occlusion"]:  # runs the method here, against a model served elsewhere
+        from convscope.oip import cli as oip_cli
+
+        return oip_cli.main(argv[1:])
+    extra_commands = {
+        "serve": "run the server (convscope serve --help)",
+        "remote-occlusion": "occlusion of a model on an Open Inference Protocol server (convscope remote-occlusion --help)",
+    }
+    return client_cli.main(argv, prog="convscope", extra_commands=extra_commands)
 
 
 if __name__ == "__main__":
