@@ -43,6 +43,10 @@ def serve(argv: list[str]) -> int:
     parser.add_argument(
         "--max-steps", type=int, default=DEFAULT_MAX_STEPS, help="most optimization steps one call may ask for (invert, visualize, adversarial)"
     )
+    parser.add_argument(
+        "--ray-address", help="run dataset jobs on Ray: 'auto' (the cluster this node belongs to) or ray://HOST:PORT (pip install 'convscope[ray]')"
+    )
+    parser.add_argument("--ray-workers", type=int, default=0, help="Ray actors per dataset job (0: one per CPU of the cluster)")
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -57,6 +61,8 @@ def serve(argv: list[str]) -> int:
                 max_response_bytes=args.max_response_mb << 20,
                 data_roots=tuple(args.data_roots),
                 max_steps=args.max_steps,
+                ray_address=args.ray_address,
+                ray_workers=args.ray_workers,
             )
         )
     except PortInUse as error:

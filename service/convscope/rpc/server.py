@@ -45,6 +45,8 @@ class ServerConfig:
     workers: int = 8
     data_roots: tuple[Path, ...] = ()  # folders dataset jobs may read (--data-root)
     max_steps: int = DEFAULT_MAX_STEPS  # optimization steps one call may ask for (--max-steps)
+    ray_address: str | None = None  # run dataset jobs on this Ray cluster (--ray-address)
+    ray_workers: int = 0  # Ray actors per job, 0: one per CPU of the cluster (--ray-workers)
 
 
 @dataclass
@@ -101,7 +103,8 @@ def _in_use(host: str, port: int) -> bool:
 
 def create_server(config: ServerConfig) -> RunningServer:
     core = Convscope(
-        config.store, max_upload_bytes=config.max_upload_bytes, data_roots=config.data_roots, max_steps=config.max_steps
+        config.store, max_upload_bytes=config.max_upload_bytes, data_roots=config.data_roots, max_steps=config.max_steps,
+        ray_address=config.ray_address, ray_workers=config.ray_workers,
     )
     max_response_bytes = min(config.max_response_bytes, DEFAULT_MAX_RESPONSE_BYTES)  # gRPC takes no more
     server = grpc.server(
