@@ -9,6 +9,7 @@ the job the same way.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,6 +35,9 @@ def core(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Convscope, 
     train_x, _, test_x, _ = digits.digits()
     pixels = np.concatenate([train_x, test_x])
     digits.write_pngs(root / "digits", np.concatenate([pixels, pixels[: IMAGES - len(pixels)].transpose(0, 2, 1)]))
+    # Ray kills workers when the whole node's memory is over 95 % used, which on a machine shared
+    # with other jobs says nothing about this test: its workers take tens of MB.
+    os.environ["RAY_memory_monitor_refresh_ms"] = "0"
     ray.init(num_cpus=CPUS, include_dashboard=False, object_store_memory=256 << 20, log_to_driver=False)
     convscope = Convscope(tmp_path_factory.mktemp("ray-store"), data_roots=[root], ray_workers=CPUS)
     record = convscope.upload([("", digits.trained_model()[0])], name="digits", preprocessing=Preprocessing.from_dict(digits.PREPROCESSING))
