@@ -45,6 +45,10 @@ def serve(argv: list[str]) -> int:
     parser.add_argument(
         "--max-steps", type=int, default=DEFAULT_MAX_STEPS, help="most optimization steps one call may ask for (invert, visualize, adversarial)"
     )
+    parser.add_argument(
+        "--ray-address", help="run dataset jobs on Ray: 'auto' (the cluster this node belongs to) or ray://HOST:PORT (pip install 'convscope[ray]')"
+    )
+    parser.add_argument("--ray-workers", type=int, default=0, help="Ray actors per dataset job (0: one per CPU of the cluster)")
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -59,6 +63,8 @@ def serve(argv: list[str]) -> int:
                 max_response_bytes=args.max_response_mb << 20,
                 data_roots=tuple(args.data_roots),
                 max_steps=args.max_steps,
+                ray_address=args.ray_address,
+                ray_workers=args.ray_workers,
             )
         )
     except PortInUse as error:
@@ -82,8 +88,15 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["serve"]:
         return serve(argv[1:])
-    return client_cli.main(argv, prog="convscope", extra_commands={"serve": "run the server (convscope serve --help)"},
-                           local_commands=audit_cli.COMMANDS)
+    if argv[:1] == ["remote-occlusion"]:  # runs the method here, against a model served elsewhere
+        from convscope.oip import cli as oip_cli
+
+        return oip_cli.main(argv[1:])
+    extra_commands = {
+        "serve": "run the server (convscope serve --help)",
+        "remote-occlusion": "occlusion of a model on an Open Inference Protocol server (convscope remote-occlusion --help)",
+    }
+    return client_cli.main(argv, prog="convscope", extra_commands=extra_commands, local_commands=audit_cli.COMMANDS)
 
 
 if __name__ == "__main__":

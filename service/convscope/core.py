@@ -9,6 +9,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+import onnx
 
 from convscope.errors import InvalidArgument
 from convscope.methods import activations as activation_methods
@@ -21,13 +22,14 @@ from convscope.methods import occlusion as occlusion_methods
 from convscope.methods import synthesis
 from convscope.methods.context import MethodContext
 from convscope.methods.optimize import DEFAULT_MAX_STEPS
+from convscope.methods.ray_jobs import RayEngine, import_ray
 from convscope.methods.datasets import DataRoots, Decoder, Item, Prefetcher, samples_in
 from convscope.methods.inputs import ModelInput, constant_others, from_images, from_tensor, with_others
 from convscope.model.store import DEFAULT_MAX_UPLOAD_BYTES, ModelStore, Upload
 from convscope.model.types import ModelRecord, Preprocessing
 from convscope.render import attribution_figure
 from convscope.render.montage import encode_png_fast
-from convscope.runtime.graphs import BackwardGraph
+from convscope.runtime.graphs import BackwardGraph, graph_for
 from convscope.runtime.inspect import InputShape, describe_upload
 from convscope.runtime.sessions import DEFAULT_SESSION_BUDGET_BYTES, Runtime
 from convscope.runtime.shaped import ShapedRecords
@@ -45,10 +47,16 @@ class Convscope:
         data_roots: Sequence[Path] = (),
         providers: Sequence[str] | None = None,
         max_steps: int = DEFAULT_MAX_STEPS,
+        ray_address: str | None = None,
+        ray_workers: int = 0,
     ) -> None:
         """``providers``: onnxruntime execution providers in preference order (default: CUDA when
-        it really loads, then CPU); ``max_steps``: the most optimization steps one call may ask for."""
+        it really loads, then CPU); ``max_steps``: the most optimization steps one call may ask for;
+        ``ray_address``: run dataset jobs on that Ray cluster by default ("auto", "ray://host:port"),
+        on ``ray_workers`` actors (0: one per CPU of the cluster)."""
         self.max_steps = max_steps
+        self.ray_address = ray_address
+        self.ray_workers = ray_workers
         self.data_roots = DataRoots(data_roots)
         self.store = ModelStore(store_dir, max_upload_bytes=max_upload_bytes)
         self.runtime = Runtime(self.store.load, budget_bytes=session_budget_bytes, providers=providers)
@@ -163,10 +171,16 @@ class Convscope:
         expected: int | None = None,
         cancelled: threading.Event | None = None,
         others: Mapping[str, np.ndarray] | None = None,
+        engine: str = "",
     ) -> Iterator[dataset_jobs.JobEvent]:
         """Run a dataset job over a folder under a data root, or over streamed ``items``; yields
         progress, skipped items and, last, the result. Decoding runs ahead in a thread pool.
-        ``others``: the model's other inputs by name, one sample's values, fed with every batch."""
+        ``others``: the model's other inputs by name, one sample's values, fed with every batch.
+        ``engine``: "local" (onnxruntime here) or "ray" (Ray actors; methods/ray_jobs.py);
+        default "ray" when the server was given a Ray address, else "local"."""
+        engine = engine or ("ray" if self.ray_address else "local")
+        if engine not in ("local", "ray"):
+            raise InvalidArgument(f"engine must be 'local' or 'ray', not {engine!r}")
         record = self.model(model_id)
         constants = constant_others(record, others or {})
         base = self.runtime.base_graph(record.id, dynamic_batch=record.dynamic_batch)
@@ -178,13 +192,27 @@ class Convscope:
         elif items is None:
             raise InvalidArgument("a dataset job needs images: a folder under a data root, or items in the stream")
         decoder = Decoder(record, self.data_roots, pictures=accumulator.needs_pictures)
+        runner = self._ray_engine(record, base, accumulator) if engine == "ray" else None
         stream = Prefetcher(items, decoder, count=lambda item: samples_in(item, record), cancelled=cancelled)
         try:
             yield from dataset_jobs.run_job(
-                self.context, record, accumulator, stream, total=expected, cancelled=cancelled, others=constants
+                self.context, record, accumulator, stream, total=expected, cancelled=cancelled, others=constants,
+                engine=runner, batch_size=dataset_jobs.JOB_BATCH if record.dynamic_batch else 1,
             )
         finally:
             stream.close()
+            if runner is not None:
+                runner.close()
+
+    def _ray_engine(self, record: ModelRecord, base: onnx.ModelProto, accumulator: dataset_jobs.Accumulator) -> RayEngine:
+        """Ray actors holding the graph that exposes the job's tensors."""
+        tensors = accumulator.tensors
+        graph = graph_for(set(tensors), {output.name for output in record.outputs}).build(base)
+        ray = import_ray()
+        if not ray.is_initialized():
+            ray.init(address=self.ray_address, include_dashboard=False, log_to_driver=False)
+        workers = self.ray_workers or int(ray.cluster_resources().get("CPU", 1))
+        return RayEngine(graph.SerializeToString(), record.input.name, tensors, accumulator.reduce, workers=workers)
 
     def filters(self, model_id: str, layer: str, *, render: bool = True) -> filter_methods.FiltersResult:
         record = self.model(model_id)

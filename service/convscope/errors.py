@@ -54,3 +54,11 @@ class UnsupportedOp(Unimplemented):
         super().__init__(
             f"op {op_type!r} (node {node_name!r}) is not supported here{detail}"
         )
+
+
+class RemoteFailed(ConvscopeError):
+    """A remote inference server refused or failed a call: its status, passed on to our caller."""
+
+    def __init__(self, status: grpc.StatusCode, message: str) -> None:
+        self.status = status
+        super().__init__(message)

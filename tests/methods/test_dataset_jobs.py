@@ -242,8 +242,11 @@ class _Arrivals:
     def __init__(self) -> None:
         self.order: list[int] = []
 
-    def add(self, samples, values):  # type: ignore[no-untyped-def]
-        assert [s.index for s in samples] == [int(v[0]) for v in values["t"]]
+    def reduce(self, values):  # type: ignore[no-untyped-def]
+        return values
+
+    def add_reduced(self, samples, reduced):  # type: ignore[no-untyped-def]
+        assert [s.index for s in samples] == [int(v[0]) for v in reduced["t"]]
         self.order.extend(s.index for s in samples)
 
     def result(self):  # type: ignore[no-untyped-def]

@@ -154,8 +154,15 @@ class DeadFilterCounts:
         return list(self.counts)
 
     def add(self, samples: Sized, values: dict[str, np.ndarray]) -> None:
+        self.add_reduced(samples, self.reduce(values))
+
+    def reduce(self, values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """What ``add`` keeps of a batch's tensors (computed where the batch ran, for Ray)."""
+        return {name: all_zero_per_sample(values[name]).sum(axis=0) for name in self.counts}
+
+    def add_reduced(self, samples: Sized, reduced: dict[str, np.ndarray]) -> None:
         for name, count in self.counts.items():
-            count += all_zero_per_sample(values[name]).sum(axis=0)
+            count += reduced[name]
         self.samples += len(samples)
 
     def result(self) -> DeadFiltersResult:

@@ -37,19 +37,21 @@ def worker_threads() -> int:
     return max(1, available_cores() // INFERENCE_WORKERS)
 
 
-def in_flight(work: Callable[[Item], Result], items: Iterable[Item]) -> Iterator[tuple[Item, Result]]:
-    """``(item, work(item))`` for each item in order, ``INFERENCE_WORKERS`` items worked on at a
-    time on threads.  Closing the iterator lets the running items finish and starts no more."""
+def in_flight(
+    work: Callable[[Item], Result], items: Iterable[Item], *, workers: int = INFERENCE_WORKERS
+) -> Iterator[tuple[Item, Result]]:
+    """``(item, work(item))`` for each item in order, ``workers`` items worked on at a time on
+    threads.  Closing the iterator lets the running items finish and starts no more."""
     running: deque[tuple[Item, Future[Result]]] = deque()
 
     def oldest() -> tuple[Item, Result]:
         item, future = running.popleft()
         return item, future.result()
 
-    with ThreadPoolExecutor(INFERENCE_WORKERS, thread_name_prefix="convscope-infer") as pool:
+    with ThreadPoolExecutor(workers, thread_name_prefix="convscope-infer") as pool:
         for item in items:
             running.append((item, pool.submit(work, item)))
-            if len(running) == INFERENCE_WORKERS:
+            if len(running) == workers:
                 yield oldest()
         while running:
             yield oldest()

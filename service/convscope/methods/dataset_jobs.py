@@ -91,7 +91,22 @@ class Accumulator(Protocol):
 
     def add(self, samples: Sequence[Sample], values: dict[str, np.ndarray]) -> None: ...
 
+    # add = add_reduced(reduce(values)): reduce keeps what the job needs of a batch's tensors,
+    # so a remote engine (Ray) ships the reduction, not the tensors, and the merge stays here.
+    def reduce(self, values: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+    def add_reduced(self, samples: Sequence[Sample], reduced: dict[str, np.ndarray]) -> None: ...
+
     def result(self) -> JobResult: ...
+
+
+class BatchEngine(Protocol):
+    """Runs batches elsewhere (methods/ray_jobs.py): the accumulator's reduction of the model's
+    tensors for a batch and the other inputs' values; ``workers`` batches may be in flight."""
+
+    workers: int
+
+    def __call__(self, batch: np.ndarray, others: Mapping[str, np.ndarray] | None) -> dict[str, np.ndarray]: ...
 
 
 def accumulator_for(job: DatasetJob, record: ModelRecord, base: onnx.ModelProto) -> Accumulator:
@@ -135,10 +150,12 @@ def run_job(
     cancelled: threading.Event | None = None,
     batch_size: int = JOB_BATCH,
     others: Mapping[str, np.ndarray] | None = None,
+    engine: BatchEngine | None = None,
 ) -> Iterator[JobEvent]:
     """Run the model over ``stream`` in batches; yield progress, skipped items, then the result.
     ``others``: the model's other inputs, one sample's values (``constant_others``), fed with
-    every batch.
+    every batch. ``engine``: where batches run (default: here, on the context's runtime); the
+    accumulator merges their reductions here, in stream order, whatever ran them.
 
     Batches are assembled (stacked) ahead on a helper thread, so the model never waits for the
     copy; ``INFERENCE_WORKERS`` batches run at once and reach the accumulator in stream order;
@@ -163,11 +180,14 @@ def run_job(
         if isinstance(entry, Skipped):
             return None
         constants = tiled_others(record, others, len(entry[1])) if others else None
-        return context.forward(record, entry[1], tensors, threads=threads, others=constants)
+        if engine is not None:
+            return engine(entry[1], constants)
+        return accumulator.reduce(context.forward(record, entry[1], tensors, threads=threads, others=constants))
 
-    ahead = RunAhead(_batches(stream, batch_size), depth=BATCHES_AHEAD, cancelled=cancelled)
+    workers = engine.workers if engine is not None else INFERENCE_WORKERS
+    ahead = RunAhead(_batches(stream, batch_size), depth=max(BATCHES_AHEAD, workers), cancelled=cancelled)
     try:
-        with contextlib.closing(in_flight(infer, ahead)) as results:
+        with contextlib.closing(in_flight(infer, ahead, workers=workers)) as results:
             for entry, values in results:
                 if cancelled.is_set():
                     raise Cancelled("the job was cancelled")
@@ -176,7 +196,7 @@ def run_job(
                     yield entry
                     continue
                 samples = entry[0]
-                accumulator.add(samples, values)
+                accumulator.add_reduced(samples, values)
                 done += len(samples)
                 now = time.monotonic()
                 if done <= len(samples) or now - last_report >= PROGRESS_SECONDS:  # the first batch, then twice a second

@@ -128,7 +128,14 @@ class Embedding:
         return self.render
 
     def add(self, samples: Sequence[Sample], values: dict[str, np.ndarray]) -> None:
-        codes = codes_of(values[self.layer])
+        self.add_reduced(samples, self.reduce(values))
+
+    def reduce(self, values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """What ``add`` keeps of a batch's tensors (computed where the batch ran, for Ray)."""
+        return {"codes": codes_of(values[self.layer])}
+
+    def add_reduced(self, samples: Sequence[Sample], reduced: dict[str, np.ndarray]) -> None:
+        codes = reduced["codes"]
         if (len(self._refs) + len(samples)) * codes.shape[1] > MAX_CODE_FLOATS:
             raise InvalidArgument(
                 f"the codes of {self.layer!r} ({codes.shape[1]} floats per image) would exceed "

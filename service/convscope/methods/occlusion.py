@@ -205,7 +205,7 @@ class PlainEngine:
 
     def __init__(
         self,
-        context: MethodContext,
+        context: MethodContext | None,
         record: ModelRecord,
         output: str,
         image: np.ndarray,
@@ -213,8 +213,10 @@ class PlainEngine:
         boxes: Boxes,
         occluded: str,
         others: Mapping[str, np.ndarray],
+        infer: Infer | None = None,
     ) -> None:
         self.context = context
+        self.infer = infer
         self.record = record
         self.output = output
         self.image = image
@@ -228,6 +230,9 @@ class PlainEngine:
     def run(self, batch: np.ndarray, *, threads: int = 0) -> np.ndarray:
         if self.nhwc:
             batch = np.ascontiguousarray(batch.transpose(0, 2, 3, 1))
+        if self.infer is not None:
+            return self.infer(batch, self.output)
+        assert self.context is not None
         runtime = self.context.runtime
         feeds = {**tiled_others(self.record, self.others, len(batch)), self.occluded: batch}
         return runtime.run(self.record.id, self.spec, feeds, [self.output], dynamic_batch=self.record.dynamic_batch, threads=threads)[self.output]
@@ -243,6 +248,8 @@ class PlainEngine:
 
 
 Evaluator = Callable[[np.ndarray], np.ndarray]
+# (batch, output name) → that output: a model run elsewhere (oip/remote.py), seen as a black box.
+Infer = Callable[[np.ndarray, str], np.ndarray]
 
 
 def batch_size_for(context: MethodContext, record: ModelRecord, requested: int) -> int:
@@ -349,9 +356,13 @@ def _split_occluded(
 
 
 def occlusion(
-    context: MethodContext, record: ModelRecord, model_input: ModelInput, options: OcclusionOptions
+    context: MethodContext | None, record: ModelRecord, model_input: ModelInput, options: OcclusionOptions, *, infer: Infer | None = None
 ) -> Iterator[OcclusionProgress | OcclusionResult]:
-    """Occlusion sensitivity of one image; see the module docstring."""
+    """Occlusion sensitivity of one image; see the module docstring.  With ``infer`` (a model
+    served elsewhere) every batch goes through it, in batches of ``options.batch_size`` (default
+    MAX_BATCH), and ``context`` is not used."""
+    if infer is not None and options.engine is Engine.INCREMENTAL:
+        raise InvalidArgument("a remote model is a black box: its occlusion runs on the batched engine only")
     occluded, batch, others = _split_occluded(record, model_input, options.occluded)
     if batch.ndim != 4:
         raise InvalidArgument(f"occlusion needs an image input [N, C, H, W] or [N, H, W, C]; {occluded!r} has shape {list(batch.shape)}")
@@ -369,7 +380,7 @@ def occlusion(
         raise InvalidArgument(f"{total} occluder positions is over the limit of {MAX_POSITIONS}; use a larger stride")
     output = record.tensor(options.output) if options.output else record.outputs[0].name
     fill = fill_values(image, options.fill, options.window)
-    plain = PlainEngine(context, record, output, image, fill, boxes, occluded, others)
+    plain = PlainEngine(context, record, output, image, fill, boxes, occluded, others, infer)
     # Sessions are cached per thread count: every run below uses the loop's, so each graph is
     # built once, not once for the reference and self-check and again for the loop.
     threads = worker_threads()
@@ -383,9 +394,13 @@ def occlusion(
         raise InvalidArgument(f"target(s) {bad} out of range: output {output!r} has {flat.size} values per sample")
     baseline = _scores(reference, targets, softmax)[0]
 
-    evaluate = _choose_engine(context, record, options, output, image, fill, boxes, plain, threads)
+    if infer is not None or context is None:  # a black box: whole runs only, batched as asked
+        evaluate: Evaluator = plain
+        step = (options.batch_size or MAX_BATCH) if record.dynamic_batch else 1
+    else:
+        evaluate = _choose_engine(context, record, options, output, image, fill, boxes, plain, threads)
+        step = batch_size_for(context, record, options.batch_size)
     engine_name = getattr(evaluate, "name", "batched")
-    step = batch_size_for(context, record, options.batch_size)
     scores = np.empty((total, len(targets)), np.float64)
     started = time.perf_counter()
     yield OcclusionProgress(0, total)

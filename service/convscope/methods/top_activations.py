@@ -149,10 +149,18 @@ class TopActivations:
         return maxima, positions
 
     def add(self, samples: Sequence[Sample], values: dict[str, np.ndarray]) -> None:
+        self.add_reduced(samples, self.reduce(values))
+
+    def reduce(self, values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """What ``add`` keeps of a batch's tensors (computed where the batch ran, for Ray)."""
         value = values[self.layer]
-        if tuple(value.shape[2:]) != self.spatial:
-            self.field = None  # another input size than the layer table's: boxes would be wrong
         scores, positions = self.scores(value)
+        return {"scores": scores, "positions": positions, "spatial": np.array(value.shape[2:], np.int64)}
+
+    def add_reduced(self, samples: Sequence[Sample], reduced: dict[str, np.ndarray]) -> None:
+        if tuple(reduced["spatial"].tolist()) != self.spatial:
+            self.field = None  # another input size than the layer table's: boxes would be wrong
+        scores, positions = reduced["scores"], reduced["positions"]
         batch_indices = np.array([s.index for s in samples], np.int64)
         rows = len(self.labels)
         values_all = np.concatenate([self.values, scores.T], axis=1)

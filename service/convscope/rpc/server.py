@@ -12,6 +12,7 @@ from pathlib import Path
 import grpc
 from convscope_client._proto import convscope_pb2 as pb
 from convscope_client._proto import convscope_pb2_grpc as pb_grpc
+from convscope_client._proto import open_inference_grpc_pb2_grpc as oip_grpc
 from convscope_client.wire import decode_activations_request
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -19,6 +20,7 @@ from grpc_reflection.v1alpha import reflection
 from convscope.core import Convscope
 from convscope.methods.optimize import DEFAULT_MAX_STEPS
 from convscope.model.store import DEFAULT_MAX_UPLOAD_BYTES
+from convscope.rpc import oip
 from convscope.rpc.servicer import DEFAULT_MAX_RESPONSE_BYTES, ConvscopeServicer
 
 log = logging.getLogger(__name__)
@@ -43,6 +45,8 @@ class ServerConfig:
     workers: int = 8
     data_roots: tuple[Path, ...] = ()  # folders dataset jobs may read (--data-root)
     max_steps: int = DEFAULT_MAX_STEPS  # optimization steps one call may ask for (--max-steps)
+    ray_address: str | None = None  # run dataset jobs on this Ray cluster (--ray-address)
+    ray_workers: int = 0  # Ray actors per job, 0: one per CPU of the cluster (--ray-workers)
 
 
 @dataclass
@@ -99,7 +103,8 @@ def _in_use(host: str, port: int) -> bool:
 
 def create_server(config: ServerConfig) -> RunningServer:
     core = Convscope(
-        config.store, max_upload_bytes=config.max_upload_bytes, data_roots=config.data_roots, max_steps=config.max_steps
+        config.store, max_upload_bytes=config.max_upload_bytes, data_roots=config.data_roots, max_steps=config.max_steps,
+        ray_address=config.ray_address, ray_workers=config.ray_workers,
     )
     max_response_bytes = min(config.max_response_bytes, DEFAULT_MAX_RESPONSE_BYTES)  # gRPC takes no more
     server = grpc.server(
@@ -112,12 +117,15 @@ def create_server(config: ServerConfig) -> RunningServer:
         ],
     )
     add_servicer(ConvscopeServicer(core, max_response_bytes=max_response_bytes), server)
+    # The Open Inference Protocol on the same port, for tritonclient and KServe's SDK (rpc/oip.py).
+    oip_grpc.add_GRPCInferenceServiceServicer_to_server(oip.OpenInferenceServicer(core, max_response_bytes=max_response_bytes), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+    health_servicer.set(oip.SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
     health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     reflection.enable_server_reflection(
-        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server
+        (SERVICE_NAME, oip.SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server
     )
     try:
         port = server.add_insecure_port(f"{config.host}:{config.port}")

@@ -1,1 +1,1 @@
-"""Generated from protos/convscope/v1 by scripts/gen_protos.py; do not edit."""
+"""Generated from protos/convscope/v1 and protos/inference by scripts/gen_protos.py; do not edit."""
