@@ -19,6 +19,7 @@ SIGNAL_POLL_SECONDS = 0.2
 
 def serve(argv: list[str]) -> int:
     from convscope.methods.optimize import DEFAULT_MAX_STEPS
+    from convscope.rpc.security import TlsFiles, TokenFileError
     from convscope.rpc.server import DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_RESPONSE_BYTES, PortInUse, ServerConfig, create_server
 
     parser = argparse.ArgumentParser(
@@ -44,7 +45,15 @@ def serve(argv: list[str]) -> int:
         "--max-steps", type=int, default=DEFAULT_MAX_STEPS, help="most optimization steps one call may ask for (invert, visualize, adversarial)"
     )
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+    parser.add_argument("--token-file", type=Path,
+                        help="one 'NAME ROLE TOKEN' per line (ROLE: read or write); callers then need 'authorization: Bearer TOKEN'")
+    parser.add_argument("--tls-cert", type=Path, help="serve TLS with this certificate chain (PEM); needs --tls-key")
+    parser.add_argument("--tls-key", type=Path, help="the private key of --tls-cert (PEM)")
+    parser.add_argument("--tls-client-ca", type=Path, help="require client certificates signed by this CA (mutual TLS)")
+    parser.add_argument("--reflection", action="store_true", help="enable gRPC server reflection (grpcurl list)")
     args = parser.parse_args(argv)
+    if (args.tls_cert is None) != (args.tls_key is None) or (args.tls_client_ca and not args.tls_cert):
+        parser.error("--tls-cert and --tls-key go together, and --tls-client-ca needs them")
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         running = create_server(
@@ -57,9 +66,12 @@ def serve(argv: list[str]) -> int:
                 max_response_bytes=args.max_response_mb << 20,
                 data_roots=tuple(args.data_roots),
                 max_steps=args.max_steps,
+                token_file=args.token_file,
+                tls=TlsFiles(args.tls_cert, args.tls_key, args.tls_client_ca) if args.tls_cert else None,
+                reflection=args.reflection,
             )
         )
-    except PortInUse as error:
+    except (PortInUse, TokenFileError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     if args.port_file:

@@ -19,6 +19,7 @@ from grpc_reflection.v1alpha import reflection
 from convscope.core import Convscope
 from convscope.methods.optimize import DEFAULT_MAX_STEPS
 from convscope.model.store import DEFAULT_MAX_UPLOAD_BYTES
+from convscope.rpc.security import TlsFiles, TokenInterceptor, load_tokens, server_credentials, warn_if_exposed
 from convscope.rpc.servicer import DEFAULT_MAX_RESPONSE_BYTES, ConvscopeServicer
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,9 @@ class ServerConfig:
     workers: int = 8
     data_roots: tuple[Path, ...] = ()  # folders dataset jobs may read (--data-root)
     max_steps: int = DEFAULT_MAX_STEPS  # optimization steps one call may ask for (--max-steps)
+    token_file: Path | None = None  # set: every call but health checks needs a bearer token (--token-file)
+    tls: TlsFiles | None = None  # set: TLS, mutual when it names a client CA
+    reflection: bool = False  # list the services to tools like grpcurl (--reflection)
 
 
 @dataclass
@@ -98,12 +102,14 @@ def _in_use(host: str, port: int) -> bool:
 
 
 def create_server(config: ServerConfig) -> RunningServer:
+    tokens = load_tokens(config.token_file) if config.token_file else None
     core = Convscope(
         config.store, max_upload_bytes=config.max_upload_bytes, data_roots=config.data_roots, max_steps=config.max_steps
     )
     max_response_bytes = min(config.max_response_bytes, DEFAULT_MAX_RESPONSE_BYTES)  # gRPC takes no more
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="convscope-rpc"),
+        interceptors=[TokenInterceptor(tokens)] if tokens else [],
         options=[
             ("grpc.max_receive_message_length", config.max_request_bytes),
             ("grpc.max_send_message_length", max_response_bytes),
@@ -116,11 +122,13 @@ def create_server(config: ServerConfig) -> RunningServer:
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
     health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
-    reflection.enable_server_reflection(
-        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server
-    )
+    if config.reflection:
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server
+        )
+    address = f"{config.host}:{config.port}"
     try:
-        port = server.add_insecure_port(f"{config.host}:{config.port}")
+        port = server.add_secure_port(address, server_credentials(config.tls)) if config.tls else server.add_insecure_port(address)
     except RuntimeError:  # what grpcio raises when it cannot bind
         port = 0
     if port == 0:
@@ -129,5 +137,7 @@ def create_server(config: ServerConfig) -> RunningServer:
             raise PortInUse(f"port {config.port} is already in use (pick another with --port, or 0 for a free one)")
         raise OSError(f"could not bind {config.host}:{config.port}")
     server.start()
-    log.info("convscope serving on %s:%d (store %s)", config.host, port, config.store)
+    log.info("convscope serving on %s:%d (store %s%s%s)", config.host, port, config.store,
+             ", TLS" if config.tls else "", ", tokens" if tokens else "")
+    warn_if_exposed(config.host, tokens=tokens is not None, tls=config.tls is not None)
     return RunningServer(server, port, core, health_servicer)
