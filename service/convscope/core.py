@@ -19,9 +19,9 @@ from convscope.methods import filters as filter_methods
 from convscope.methods import occlusion as occlusion_methods
 from convscope.methods import synthesis
 from convscope.methods.context import MethodContext
-from convscope.methods.optimize import DEFAULT_MAX_STEPS
 from convscope.methods.datasets import DataRoots, Decoder, Item, Prefetcher, samples_in
-from convscope.methods.inputs import ModelInput, constant_others, from_images, from_tensor, with_others
+from convscope.methods.inputs import ModelInput, allow_pixels, constant_others, from_images, from_tensor, with_others
+from convscope.limits import RequestLimits, check_at_most
 from convscope.model.store import DEFAULT_MAX_UPLOAD_BYTES, ModelStore, Upload
 from convscope.model.types import ModelRecord, Preprocessing
 from convscope.render import attribution_figure
@@ -43,15 +43,16 @@ class Convscope:
         session_budget_bytes: int = DEFAULT_SESSION_BUDGET_BYTES,
         data_roots: Sequence[Path] = (),
         providers: Sequence[str] | None = None,
-        max_steps: int = DEFAULT_MAX_STEPS,
+        limits: RequestLimits = RequestLimits(),
     ) -> None:
         """``providers``: onnxruntime execution providers in preference order (default: CUDA when
-        it really loads, then CPU); ``max_steps``: the most optimization steps one call may ask for."""
-        self.max_steps = max_steps
+        it really loads, then CPU); ``limits``: how much work one request may ask for."""
+        self.limits = limits
+        allow_pixels(limits.max_image_pixels)
         self.data_roots = DataRoots(data_roots)
         self.store = ModelStore(store_dir, max_upload_bytes=max_upload_bytes)
         self.runtime = Runtime(self.store.load, budget_bytes=session_budget_bytes, providers=providers)
-        self.context = MethodContext(self.runtime)
+        self.context = MethodContext(self.runtime, limits=limits)
         self.shaped = ShapedRecords(self.runtime)
 
     def close(self) -> None:
@@ -122,9 +123,10 @@ class Convscope:
         if tensor is not None:
             model_input = from_tensor(record, tensor)
         elif images:
-            model_input = from_images(record, images)
+            model_input = from_images(record, images, max_pixels=self.limits.max_image_pixels)
         else:
             raise InvalidArgument("send an input: a raw tensor or at least one encoded image")
+        check_at_most(len(model_input.batch), self.limits.max_batch, "samples in one request", "--max-batch", "split the batch")
         return with_others(record, model_input, others or {})
 
     # -- methods
@@ -176,7 +178,7 @@ class Convscope:
             expected, items = self.data_roots.folder(folder)
         elif items is None:
             raise InvalidArgument("a dataset job needs images: a folder under a data root, or items in the stream")
-        decoder = Decoder(record, self.data_roots, pictures=accumulator.needs_pictures)
+        decoder = Decoder(record, self.data_roots, pictures=accumulator.needs_pictures, max_pixels=self.limits.max_image_pixels)
         stream = Prefetcher(items, decoder, count=lambda item: samples_in(item, record), cancelled=cancelled)
         try:
             yield from dataset_jobs.run_job(
@@ -251,17 +253,17 @@ class Convscope:
     def adversarial(
         self, model_id: str, model_input: ModelInput, options: synthesis.AdversarialOptions
     ) -> Iterator[synthesis.StepProgress | synthesis.AdversarialResult]:
-        return synthesis.adversarial(self.context, self.model(model_id), model_input, options, max_steps=self.max_steps)
+        return synthesis.adversarial(self.context, self.model(model_id), model_input, options, max_steps=self.limits.max_steps)
 
     def invert(
         self, model_id: str, model_input: ModelInput, options: synthesis.InversionOptions
     ) -> Iterator[synthesis.StepProgress | synthesis.InversionResult]:
-        return synthesis.invert(self.context, self.model(model_id), model_input, options, max_steps=self.max_steps)
+        return synthesis.invert(self.context, self.model(model_id), model_input, options, max_steps=self.limits.max_steps)
 
     def visualize(
         self, model_id: str, options: synthesis.VisualizationOptions
     ) -> Iterator[synthesis.StepProgress | synthesis.VisualizationResult]:
-        return synthesis.visualize(self.context, self.model(model_id), options, max_steps=self.max_steps)
+        return synthesis.visualize(self.context, self.model(model_id), options, max_steps=self.limits.max_steps)
 
     def correspondence(
         self,

@@ -27,6 +27,7 @@ import numpy as np
 
 from convscope.errors import Cancelled, ConvscopeError, NotFound, PermissionDenied
 from convscope.methods.context import available_cores
+from convscope.limits import DEFAULT_MAX_IMAGE_PIXELS
 from convscope.methods.inputs import ImageSample, decode_sample, from_tensor
 from convscope.model.types import ModelRecord
 from convscope.render.images import to_unit
@@ -165,10 +166,11 @@ def samples_in(item: Item, record: ModelRecord) -> int:
 class Decoder:
     """Turns items into samples with the model's preprocessing; thread-safe, no shared state."""
 
-    def __init__(self, record: ModelRecord, roots: DataRoots, *, pictures: bool) -> None:
+    def __init__(self, record: ModelRecord, roots: DataRoots, *, pictures: bool, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> None:
         self.record = record
         self.roots = roots
         self.pictures = pictures
+        self.max_pixels = max_pixels
 
     def __call__(self, item: Item, index: int) -> list[Sample | Skipped]:
         if isinstance(item, TensorItem):
@@ -176,7 +178,7 @@ class Decoder:
         ref = _ref(item, index)
         try:
             data = self._read(item)
-            image = decode_sample(self.record, data, index)
+            image = decode_sample(self.record, data, index, max_pixels=self.max_pixels)
         except PermissionDenied:
             raise
         except ConvscopeError as error:

@@ -6,7 +6,8 @@ call they return a copy built by the factory of the same kind (unary/streaming e
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from typing import Any
 
 import grpc
@@ -41,3 +42,27 @@ def wrap_handler(
         request_deserializer=deserializer(handler.request_deserializer) if deserializer else handler.request_deserializer,
         response_serializer=serializer(handler.response_serializer) if serializer else handler.response_serializer,
     )
+
+
+CallScope = Callable[[grpc.ServicerContext], AbstractContextManager[grpc.ServicerContext]]
+
+
+def around(handler: grpc.RpcMethodHandler, scope: CallScope, **coders: Callable[[Coder], Coder]) -> grpc.RpcMethodHandler:
+    """``handler`` run inside ``scope(context)``, which yields the context the handler gets; for
+    a streaming response the scope spans the whole stream, not just the call that returns it."""
+
+    def unary(inner: Behaviour) -> Behaviour:
+        def scoped(request: Any, context: grpc.ServicerContext) -> Any:
+            with scope(context) as inner_context:
+                return inner(request, inner_context)
+
+        return scoped
+
+    def streaming(inner: Behaviour) -> Behaviour:
+        def scoped(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            with scope(context) as inner_context:
+                yield from inner(request, inner_context)
+
+        return scoped
+
+    return wrap_handler(handler, behaviour=streaming if handler.response_streaming else unary, **coders)

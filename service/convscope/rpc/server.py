@@ -5,8 +5,7 @@ from __future__ import annotations
 import errno
 import logging
 import socket
-from concurrent import futures
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
@@ -17,8 +16,10 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from convscope.core import Convscope
-from convscope.methods.optimize import DEFAULT_MAX_STEPS
+from convscope.limits import RequestLimits
 from convscope.model.store import DEFAULT_MAX_UPLOAD_BYTES
+from convscope.rpc.observability import Metrics, ObservabilityInterceptor, QueueingExecutor
+from convscope.rpc.deadlines import DEFAULT_DEADLINE_S, DeadlineInterceptor
 from convscope.rpc.security import TlsFiles, TokenInterceptor, load_tokens, server_credentials, warn_if_exposed
 from convscope.rpc.servicer import DEFAULT_MAX_RESPONSE_BYTES, ConvscopeServicer
 
@@ -43,7 +44,11 @@ class ServerConfig:
     max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
     workers: int = 8
     data_roots: tuple[Path, ...] = ()  # folders dataset jobs may read (--data-root)
-    max_steps: int = DEFAULT_MAX_STEPS  # optimization steps one call may ask for (--max-steps)
+    limits: RequestLimits = RequestLimits()  # how much work one request may ask for
+    max_concurrent_rpcs: int | None = None  # beyond it, RESOURCE_EXHAUSTED at once (--max-concurrent-rpcs)
+    deadline_s: float = DEFAULT_DEADLINE_S  # for calls whose client set none, or a longer one (--deadline)
+    method_deadlines_s: dict[str, float] = field(default_factory=dict)  # per method (--method-deadline)
+    metrics_port: int | None = None  # set: Prometheus metrics over HTTP on this port of host (0 picks one)
     token_file: Path | None = None  # set: every call but health checks needs a bearer token (--token-file)
     tls: TlsFiles | None = None  # set: TLS, mutual when it names a client CA
     reflection: bool = False  # list the services to tools like grpcurl (--reflection)
@@ -55,11 +60,14 @@ class RunningServer:
     port: int
     core: Convscope
     health: health.HealthServicer
+    metrics: Metrics
+    metrics_port: int | None = None
 
     def stop(self, grace: float | None = 5.0) -> None:
         """Graceful shutdown: report NOT_SERVING, finish calls in flight, then close the store."""
         self.health.enter_graceful_shutdown()
         self.server.stop(grace).wait()
+        self.metrics.close()
         self.core.close()
 
 
@@ -103,13 +111,24 @@ def _in_use(host: str, port: int) -> bool:
 
 def create_server(config: ServerConfig) -> RunningServer:
     tokens = load_tokens(config.token_file) if config.token_file else None
+    methods = pb.DESCRIPTOR.services_by_name["Convscope"].methods_by_name
+    unknown = sorted(set(config.method_deadlines_s) - set(methods))
+    if unknown:
+        raise ValueError(f"--method-deadline names no method: {unknown}; the methods are {sorted(methods)}")
     core = Convscope(
-        config.store, max_upload_bytes=config.max_upload_bytes, data_roots=config.data_roots, max_steps=config.max_steps
+        config.store, max_upload_bytes=config.max_upload_bytes, data_roots=config.data_roots, limits=config.limits
     )
     max_response_bytes = min(config.max_response_bytes, DEFAULT_MAX_RESPONSE_BYTES)  # gRPC takes no more
+    executor = QueueingExecutor(max_workers=config.workers, thread_name_prefix="convscope-rpc")
+    metrics = Metrics(core.runtime, executor)
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="convscope-rpc"),
-        interceptors=[TokenInterceptor(tokens)] if tokens else [],
+        executor,
+        interceptors=[
+            ObservabilityInterceptor(metrics),  # outermost: it counts refused calls too
+            *([TokenInterceptor(tokens)] if tokens else []),
+            DeadlineInterceptor(config.deadline_s, config.method_deadlines_s),
+        ],
+        maximum_concurrent_rpcs=config.max_concurrent_rpcs,
         options=[
             ("grpc.max_receive_message_length", config.max_request_bytes),
             ("grpc.max_send_message_length", max_response_bytes),
@@ -137,7 +156,15 @@ def create_server(config: ServerConfig) -> RunningServer:
             raise PortInUse(f"port {config.port} is already in use (pick another with --port, or 0 for a free one)")
         raise OSError(f"could not bind {config.host}:{config.port}")
     server.start()
+    try:
+        metrics_port = metrics.serve(config.host, config.metrics_port) if config.metrics_port is not None else None
+    except OSError as error:
+        server.stop(0)
+        core.close()
+        if error.errno == errno.EADDRINUSE:
+            raise PortInUse(f"metrics port {config.metrics_port} is already in use (pick another with --metrics-port)") from None
+        raise
     log.info("convscope serving on %s:%d (store %s%s%s)", config.host, port, config.store,
              ", TLS" if config.tls else "", ", tokens" if tokens else "")
     warn_if_exposed(config.host, tokens=tokens is not None, tls=config.tls is not None)
-    return RunningServer(server, port, core, health_servicer)
+    return RunningServer(server, port, core, health_servicer, metrics, metrics_port)
