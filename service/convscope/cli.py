@@ -58,8 +58,12 @@ def serve(argv: list[str]) -> int:
         ("--max-occlusion-positions", "max_occlusion_positions", "most occluder positions in one occlusion map"),
         ("--max-path-points", "max_path_points", "most integrated-gradients steps or SmoothGrad samples in one call"),
         ("--max-image-pixels", "max_image_pixels", "most pixels of one image (width × height); larger ones are refused before decoding"),
+        ("--max-nodes", "max_nodes", "most nodes an uploaded model may have (subgraphs included)"),
+        ("--max-dataset-files", "max_dataset_files", "most files in a server folder one dataset job may read"),
     ):
         parser.add_argument(flag, type=int, default=getattr(limits, field), dest=field, help=what)
+    parser.add_argument("--max-dataset-gb", type=float, default=limits.max_dataset_bytes / 2**30,
+                        help="most GiB one dataset job may read from server folders")
     parser.add_argument("--deadline", type=float, default=DEFAULT_DEADLINE_S, metavar="SECONDS",
                         help="a call's deadline when its client set none (or a longer one); work stops when it passes")
     parser.add_argument("--method-deadline", action="append", default=[], type=_method_seconds, metavar="METHOD=SECONDS",
@@ -91,7 +95,10 @@ def serve(argv: list[str]) -> int:
                 max_request_bytes=args.max_request_mb << 20,
                 max_response_bytes=args.max_response_mb << 20,
                 data_roots=tuple(args.data_roots),
-                limits=RequestLimits(**{field: getattr(args, field) for field in vars(limits)}),
+                limits=RequestLimits(
+                    **{field: getattr(args, field) for field in vars(limits) if field != "max_dataset_bytes"},
+                    max_dataset_bytes=int(args.max_dataset_gb * 2**30),
+                ),
                 max_concurrent_rpcs=args.max_concurrent_rpcs,
                 deadline_s=args.deadline,
                 method_deadlines_s=dict(args.method_deadline),

@@ -81,7 +81,8 @@ class Convscope:
         record = self.store.commit(
             upload,
             lambda model_id, done: describe_upload(
-                model_id, done, name=name, preprocessing=preprocessing, labels=labels, input_shape=input_shape
+                model_id, done, name=name, preprocessing=preprocessing, labels=labels, input_shape=input_shape,
+                max_nodes=self.limits.max_nodes,
             ),
         )
         # The same bytes uploaded again with other metadata: the newer description wins.
@@ -175,10 +176,13 @@ class Convscope:
         if folder:
             if items is not None:
                 raise InvalidArgument("name a folder or stream the images, not both")
-            expected, items = self.data_roots.folder(folder)
+            expected, items = self.data_roots.folder(folder, self.limits.max_dataset_files)
         elif items is None:
             raise InvalidArgument("a dataset job needs images: a folder under a data root, or items in the stream")
-        decoder = Decoder(record, self.data_roots, pictures=accumulator.needs_pictures, max_pixels=self.limits.max_image_pixels)
+        decoder = Decoder(
+            record, self.data_roots, pictures=accumulator.needs_pictures, max_pixels=self.limits.max_image_pixels,
+            max_bytes=self.limits.max_dataset_bytes,
+        )
         stream = Prefetcher(items, decoder, count=lambda item: samples_in(item, record), cancelled=cancelled)
         try:
             yield from dataset_jobs.run_job(

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from convscope.errors import InvalidArgument, ResourceExhausted
 
 DEFAULT_MAX_STEPS = 5000
+# Nodes of an uploaded model, subgraphs' included: large vision models have a few thousand.
+DEFAULT_MAX_NODES = 100_000
 # Decoded pixels per image: a 64-megapixel photo still decodes; a 100000² PNG header does not.
 DEFAULT_MAX_IMAGE_PIXELS = 64_000_000
 
@@ -22,6 +24,9 @@ class RequestLimits:
     max_steps: int = DEFAULT_MAX_STEPS  # optimization steps (invert, visualize, adversarial) (--max-steps)
     max_path_points: int = 1024  # integrated-gradients steps, SmoothGrad samples (--max-path-points)
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS  # decoded pixels per image (--max-image-pixels)
+    max_nodes: int = DEFAULT_MAX_NODES  # nodes of an uploaded model (--max-nodes)
+    max_dataset_files: int = 1_000_000  # files in one server folder a dataset job reads (--max-dataset-files)
+    max_dataset_bytes: int = 256 << 30  # bytes one dataset job reads from server folders (--max-dataset-gb)
 
 
 def check_at_most(value: int, limit: int, what: str, flag: str, advice: str = "") -> None:
