@@ -5,20 +5,18 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import numpy as np
 import pytest
-from convscope_client import Client, ConvscopeError, ServerFolder, ServerPath
+from convscope_client import Client, ServerFolder, ServerPath
 from PIL import Image
 
 from convscope.limits import RequestLimits
 from convscope.rpc.server import RunningServer
-from tests.conftest import start_server
-from tests.rpc.test_errors import assert_fails, tiny_conv_model
-from tests.rpc.test_limits import serving
+from tests.rpc.test_limits import refusal_check, tiny_model_server
 
 FILES = 5
 
@@ -45,26 +43,13 @@ def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def served(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningServer, Client, str]]:
-    running = start_server(tmp_path_factory.mktemp("store"), data_roots=(data_root,), limits=RequestLimits(max_dataset_files=FILES))
-    with Client(f"127.0.0.1:{running.port}", timeout=60) as client:
-        model_id = client.upload_model(tiny_conv_model("datasets").SerializeToString(), preprocessing={"size": [8, 8]}).id
-        yield running, client, model_id
-    running.stop(grace=1)
+    limits = RequestLimits(max_dataset_files=FILES)
+    with tiny_model_server(tmp_path_factory.mktemp("store"), "datasets", data_roots=(data_root,), limits=limits) as running:
+        yield running
 
 
-@pytest.fixture
-def refused(served: tuple[RunningServer, Client, str]) -> Callable[..., ConvscopeError]:
-    running, client, model_id = served
-
-    def still_runs() -> None:
-        assert serving(running.port)
-        assert client.dead_filters(model_id, ServerFolder("photos"), layers=["y"]).samples == FILES
-
-    def check(dataset: object, code: grpc.StatusCode, *mentions: str) -> ConvscopeError:
-        return assert_fails(client, lambda: client.dead_filters(model_id, dataset, layers=["y"]), code, *mentions,
-                            store_root=running.core.store.root, still_runs=still_runs)
-
-    return check
+def _photos_run(client: Client, model_id: str) -> None:
+    assert client.dead_filters(model_id, ServerFolder("photos"), layers=["y"]).samples == FILES
 
 
 @pytest.mark.parametrize(
@@ -80,8 +65,10 @@ def refused(served: tuple[RunningServer, Client, str]) -> Callable[..., Convscop
         pytest.param(ServerFolder("crowded"), grpc.StatusCode.RESOURCE_EXHAUSTED, (f"more than {FILES} files", "--max-dataset-files"), id="too-many-files"),
     ],
 )
-def test_hostile_dataset_paths(refused: Callable[..., ConvscopeError], dataset: object, code: grpc.StatusCode, mentions: tuple[str, ...]) -> None:
-    refused(dataset, code, *mentions)
+def test_hostile_dataset_paths(served: tuple[RunningServer, Client, str], dataset: object, code: grpc.StatusCode, mentions: tuple[str, ...]) -> None:
+    running, client, model_id = served
+    refused = refusal_check(running, client, lambda: _photos_run(client, model_id))
+    refused(lambda: client.dead_filters(model_id, dataset, layers=["y"]), code, *mentions)
 
 
 def test_fifo_is_skipped_not_read(served: tuple[RunningServer, Client, str], data_root: Path, tmp_path: Path) -> None:
@@ -101,13 +88,8 @@ def test_fifo_is_skipped_not_read(served: tuple[RunningServer, Client, str], dat
 
 def test_bytes_read_are_capped(data_root: Path, tmp_path: Path) -> None:
     limit = len(_png(0)) * 2
-    running = start_server(tmp_path / "store", data_roots=(data_root,), limits=RequestLimits(max_dataset_bytes=limit))
-    try:
-        with Client(f"127.0.0.1:{running.port}", timeout=60) as client:
-            model_id = client.upload_model(tiny_conv_model("bytes").SerializeToString(), preprocessing={"size": [8, 8]}).id
-            assert_fails(client, lambda: client.dead_filters(model_id, ServerFolder("photos"), layers=["y"]),
-                         grpc.StatusCode.RESOURCE_EXHAUSTED, f"more than {limit} bytes", "--max-dataset-gb",
-                         store_root=running.core.store.root)
-            assert client.dead_filters(model_id, [ServerPath("photos/0.png")], layers=["y"]).samples == 1
-    finally:
-        running.stop(grace=1)
+    limits = RequestLimits(max_dataset_bytes=limit)
+    with tiny_model_server(tmp_path / "store", "bytes", data_roots=(data_root,), limits=limits) as (running, client, model_id):
+        refused = refusal_check(running, client, lambda: client.dead_filters(model_id, [ServerPath("photos/0.png")], layers=["y"]))
+        refused(lambda: client.dead_filters(model_id, ServerFolder("photos"), layers=["y"]),
+                grpc.StatusCode.RESOURCE_EXHAUSTED, f"more than {limit} bytes", "--max-dataset-gb")

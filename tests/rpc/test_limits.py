@@ -6,6 +6,7 @@ the store unchanged, health still SERVING, and the next valid request served.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import threading
 from collections.abc import Callable, Iterator
@@ -35,27 +36,41 @@ def serving(port: int) -> bool:
     return status == health_pb2.HealthCheckResponse.SERVING
 
 
-@pytest.fixture(scope="module")
-def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningServer, Client, str]]:
-    running = start_server(tmp_path_factory.mktemp("store"), limits=LIMITS)
-    with Client(f"127.0.0.1:{running.port}", timeout=60) as client:
-        model_id = client.upload_model(tiny_conv_model("limits").SerializeToString(), preprocessing={"size": [8, 8]}).id
-        yield running, client, model_id
-    running.stop(grace=1)
+@contextlib.contextmanager
+def tiny_model_server(store: Path, tag: str, **options: Any) -> Iterator[tuple[RunningServer, Client, str]]:
+    """A server of its own (``options``: its ServerConfig) holding the 8×8 tiny conv model."""
+    running = start_server(store, **options)
+    try:
+        with Client(f"127.0.0.1:{running.port}", timeout=60) as client:
+            model_id = client.upload_model(tiny_conv_model(tag).SerializeToString(), preprocessing={"size": [8, 8]}).id
+            yield running, client, model_id
+    finally:
+        running.stop(grace=1)
 
 
-@pytest.fixture
-def refused(limited: tuple[RunningServer, Client, str]) -> Callable[..., ConvscopeError]:
-    running, client, model_id = limited
+def refusal_check(running: RunningServer, client: Client, runs: Callable[[], None]) -> Callable[..., ConvscopeError]:
+    """``assert_fails`` against ``running``, then health SERVING and ``runs()`` (a valid request) succeed."""
 
     def still_runs() -> None:
         assert serving(running.port)
-        assert client.activations(model_id, SMALL, layers=["y"])["y"].shape == (1, 4, 8, 8)
+        runs()
 
     def check(call: Callable[[], Any], code: grpc.StatusCode, *mentions: str) -> ConvscopeError:
         return assert_fails(client, call, code, *mentions, store_root=running.core.store.root, still_runs=still_runs)
 
     return check
+
+
+@pytest.fixture(scope="module")
+def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningServer, Client, str]]:
+    with tiny_model_server(tmp_path_factory.mktemp("store"), "limits", limits=LIMITS) as served:
+        yield served
+
+
+@pytest.fixture
+def refused(limited: tuple[RunningServer, Client, str]) -> Callable[..., ConvscopeError]:
+    running, client, model_id = limited
+    return refusal_check(running, client, lambda: client.activations(model_id, SMALL, layers=["y"]))
 
 
 # ------------------------------------------------------------------------------ per-request caps

@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 import pytest
 from convscope_client import Client, ConvscopeError
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 
 from convscope.errors import InvalidModel
 from convscope.model.policy import check_external_extents
