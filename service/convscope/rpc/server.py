@@ -166,5 +166,7 @@ def create_server(config: ServerConfig) -> RunningServer:
         raise
     log.info("convscope serving on %s:%d (store %s%s%s)", config.host, port, config.store,
              ", TLS" if config.tls else "", ", tokens" if tokens else "")
+    if metrics_port is not None:
+        log.info("metrics at http://%s:%d/metrics", config.host, metrics_port)
     warn_if_exposed(config.host, tokens=tokens is not None, tls=config.tls is not None)
     return RunningServer(server, port, core, health_servicer, metrics, metrics_port)
