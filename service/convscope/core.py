@@ -21,10 +21,10 @@ from convscope.methods import filters as filter_methods
 from convscope.methods import occlusion as occlusion_methods
 from convscope.methods import synthesis
 from convscope.methods.context import MethodContext
-from convscope.methods.optimize import DEFAULT_MAX_STEPS
 from convscope.methods.ray_jobs import RayEngine, import_ray
 from convscope.methods.datasets import DataRoots, Decoder, Item, Prefetcher, samples_in
-from convscope.methods.inputs import ModelInput, constant_others, from_images, from_tensor, with_others
+from convscope.methods.inputs import ModelInput, allow_pixels, constant_others, from_images, from_tensor, with_others
+from convscope.limits import RequestLimits, check_at_most
 from convscope.model.store import DEFAULT_MAX_UPLOAD_BYTES, ModelStore, Upload
 from convscope.model.types import ModelRecord, Preprocessing
 from convscope.render import attribution_figure
@@ -46,21 +46,22 @@ class Convscope:
         session_budget_bytes: int = DEFAULT_SESSION_BUDGET_BYTES,
         data_roots: Sequence[Path] = (),
         providers: Sequence[str] | None = None,
-        max_steps: int = DEFAULT_MAX_STEPS,
+        limits: RequestLimits = RequestLimits(),
         ray_address: str | None = None,
         ray_workers: int = 0,
     ) -> None:
         """``providers``: onnxruntime execution providers in preference order (default: CUDA when
-        it really loads, then CPU); ``max_steps``: the most optimization steps one call may ask for;
+        it really loads, then CPU); ``limits``: how much work one request may ask for;
         ``ray_address``: run dataset jobs on that Ray cluster by default ("auto", "ray://host:port"),
         on ``ray_workers`` actors (0: one per CPU of the cluster)."""
-        self.max_steps = max_steps
+        self.limits = limits
+        allow_pixels(limits.max_image_pixels)
         self.ray_address = ray_address
         self.ray_workers = ray_workers
         self.data_roots = DataRoots(data_roots)
         self.store = ModelStore(store_dir, max_upload_bytes=max_upload_bytes)
         self.runtime = Runtime(self.store.load, budget_bytes=session_budget_bytes, providers=providers)
-        self.context = MethodContext(self.runtime)
+        self.context = MethodContext(self.runtime, limits=limits)
         self.shaped = ShapedRecords(self.runtime)
 
     def close(self) -> None:
@@ -89,7 +90,8 @@ class Convscope:
         record = self.store.commit(
             upload,
             lambda model_id, done: describe_upload(
-                model_id, done, name=name, preprocessing=preprocessing, labels=labels, input_shape=input_shape
+                model_id, done, name=name, preprocessing=preprocessing, labels=labels, input_shape=input_shape,
+                max_nodes=self.limits.max_nodes,
             ),
         )
         # The same bytes uploaded again with other metadata: the newer description wins.
@@ -131,9 +133,10 @@ class Convscope:
         if tensor is not None:
             model_input = from_tensor(record, tensor)
         elif images:
-            model_input = from_images(record, images)
+            model_input = from_images(record, images, max_pixels=self.limits.max_image_pixels)
         else:
             raise InvalidArgument("send an input: a raw tensor or at least one encoded image")
+        check_at_most(len(model_input.batch), self.limits.max_batch, "samples in one request", "--max-batch", "split the batch")
         return with_others(record, model_input, others or {})
 
     # -- methods
@@ -188,10 +191,13 @@ class Convscope:
         if folder:
             if items is not None:
                 raise InvalidArgument("name a folder or stream the images, not both")
-            expected, items = self.data_roots.folder(folder)
+            expected, items = self.data_roots.folder(folder, self.limits.max_dataset_files)
         elif items is None:
             raise InvalidArgument("a dataset job needs images: a folder under a data root, or items in the stream")
-        decoder = Decoder(record, self.data_roots, pictures=accumulator.needs_pictures)
+        decoder = Decoder(
+            record, self.data_roots, pictures=accumulator.needs_pictures, max_pixels=self.limits.max_image_pixels,
+            max_bytes=self.limits.max_dataset_bytes,
+        )
         runner = self._ray_engine(record, base, accumulator) if engine == "ray" else None
         stream = Prefetcher(items, decoder, count=lambda item: samples_in(item, record), cancelled=cancelled)
         try:
@@ -289,17 +295,17 @@ class Convscope:
     def adversarial(
         self, model_id: str, model_input: ModelInput, options: synthesis.AdversarialOptions
     ) -> Iterator[synthesis.StepProgress | synthesis.AdversarialResult]:
-        return synthesis.adversarial(self.context, self.model(model_id), model_input, options, max_steps=self.max_steps)
+        return synthesis.adversarial(self.context, self.model(model_id), model_input, options, max_steps=self.limits.max_steps)
 
     def invert(
         self, model_id: str, model_input: ModelInput, options: synthesis.InversionOptions
     ) -> Iterator[synthesis.StepProgress | synthesis.InversionResult]:
-        return synthesis.invert(self.context, self.model(model_id), model_input, options, max_steps=self.max_steps)
+        return synthesis.invert(self.context, self.model(model_id), model_input, options, max_steps=self.limits.max_steps)
 
     def visualize(
         self, model_id: str, options: synthesis.VisualizationOptions
     ) -> Iterator[synthesis.StepProgress | synthesis.VisualizationResult]:
-        return synthesis.visualize(self.context, self.model(model_id), options, max_steps=self.max_steps)
+        return synthesis.visualize(self.context, self.model(model_id), options, max_steps=self.limits.max_steps)
 
     def correspondence(
         self,

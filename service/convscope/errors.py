@@ -44,6 +44,10 @@ class Cancelled(ConvscopeError):
     status = grpc.StatusCode.CANCELLED
 
 
+class DeadlineExceeded(ConvscopeError):
+    status = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
 class UnsupportedOp(Unimplemented):
     """A node whose gradient (or other rule) we do not know; names the op and the node."""
 

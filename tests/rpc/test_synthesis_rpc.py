@@ -14,6 +14,7 @@ import pytest
 from convscope_client import Client, ConvscopeError
 from PIL import Image
 
+from convscope.limits import RequestLimits
 from tests.conftest import CAT_PHOTO, start_server
 from tests.nets import exported
 from tests.oracles import random_input
@@ -116,7 +117,7 @@ def test_an_op_without_gradient_rule_is_unimplemented(client: Client) -> None:
 
 def test_a_cancelled_call_stops_within_a_step(tmp_path, caplog: pytest.LogCaptureFixture) -> None:  # type: ignore[no-untyped-def]
     caplog.set_level(logging.INFO, logger="convscope.rpc.synthesis")
-    running = start_server(tmp_path / "store", max_steps=100_000)
+    running = start_server(tmp_path / "store", limits=RequestLimits(max_steps=100_000))
     try:
         with Client(f"127.0.0.1:{running.port}", timeout=60) as client:
             model = client.upload_model(exported("ResNetStyle", "torchscript").SerializeToString())

@@ -3,6 +3,7 @@
 from convscope_client.client import Client
 from convscope_client.errors import ConvscopeError
 from convscope_client.jobs import ServerFolder, ServerPath
+from convscope_client.transport import Tls
 from convscope_client.types import (
     Activation,
     Attribution,
@@ -40,5 +41,6 @@ __all__ = [
     "ServerPath",
     "SkippedItem",
     "TensorInfo",
+    "Tls",
     "TopActivations",
 ]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import re
 import sys
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from convscope_client.bars import JobProgressBar, ProgressBar, StepBar
 from convscope_client.client import ATTRIBUTION_METHODS, INTEGRATION_RULES, Client
 from convscope_client.errors import ConvscopeError
 from convscope_client.jobs import Dataset, ServerFolder, local_files
+from convscope_client.transport import Tls
 from convscope_client.types import ModelInfo
 
 DEFAULT_ADDRESS = "localhost:50051"
@@ -451,6 +453,12 @@ def build_parser(prog: str, extra_commands: dict[str, str], local_commands: dict
                                      formatter_class=_HelpFormatter)
     parser.add_argument("--address", default=DEFAULT_ADDRESS, help="server host:port")
     parser.add_argument("--timeout", type=float, default=None, help="seconds per call (default: no limit)")
+    parser.add_argument("--token", default=os.environ.get("CONVSCOPE_TOKEN"),
+                        help="bearer token for a server started with --token-file (default: $CONVSCOPE_TOKEN)")
+    parser.add_argument("--tls", action="store_true", help="connect with TLS, trusting the system's roots")
+    parser.add_argument("--tls-ca", type=Path, help="connect with TLS, trusting the CA certificate in this PEM file")
+    parser.add_argument("--tls-cert", type=Path, help="this client's certificate (PEM), for servers that require one")
+    parser.add_argument("--tls-key", type=Path, help="the key of --tls-cert (PEM)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, help_text in extra_commands.items():
         commands.add_parser(name, help=help_text)
@@ -459,13 +467,23 @@ def build_parser(prog: str, extra_commands: dict[str, str], local_commands: dict
     return parser
 
 
+def _tls(args: argparse.Namespace) -> Tls | None:
+    paths = (args.tls_ca, args.tls_cert, args.tls_key)
+    if not args.tls and not any(paths):
+        return None
+    missing = [path for path in paths if path is not None and not path.is_file()]
+    if missing:
+        raise UsageError(f"no such file: {missing[0]}")
+    return Tls(*paths)
+
+
 def main(argv: list[str] | None = None, *, prog: str = "convscope-client", extra_commands: dict[str, str] | None = None,
          local_commands: dict[str, LocalCommand] | None = None) -> int:
     args = build_parser(prog, extra_commands or {}, local_commands).parse_args(argv)
     if local_commands and args.command in local_commands:
         return local_commands[args.command].run(args)
     try:
-        with Client(args.address, timeout=args.timeout) as client:
+        with Client(args.address, timeout=args.timeout, token=args.token, tls=_tls(args)) as client:
             result = COMMANDS[args.command].run(args, client)
     except ConvscopeError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -17,6 +17,7 @@ from convscope_client.errors import ConvscopeError, streaming
 from convscope_client.jobs import Dataset, ProgressCallback
 from convscope_client.synthesis import StepCallback
 from convscope_client.inputs import Inputs, fill_input, fill_tensor, from_tensor, input_array
+from convscope_client.transport import Tls, auth_metadata, open_channel
 from convscope_client.wire import (
     ActivationsRequestFrame,
     decode_activation,
@@ -120,12 +121,23 @@ class Client:
     :class:`ConvscopeError` with the status code and the server's message on failure.
     """
 
-    def __init__(self, address: str, *, timeout: float | None = None, metadata: Sequence[tuple[str, str]] = ()) -> None:
+    def __init__(
+        self,
+        address: str,
+        *,
+        timeout: float | None = None,
+        metadata: Sequence[tuple[str, str]] = (),
+        token: str | None = None,
+        tls: bool | Tls | None = None,
+    ) -> None:
+        """``token``: sent as ``authorization: Bearer`` to servers started with ``--token-file``;
+        ``tls``: ``True`` (the system's roots) or ``Tls(ca=..., cert=..., key=...)``."""
         self.address = address
         self.timeout = timeout
-        self.metadata = tuple(metadata)
-        self._channel = grpc.insecure_channel(
+        self.metadata = tuple(metadata) + auth_metadata(token)
+        self._channel = open_channel(
             address,
+            tls,
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),

@@ -7,6 +7,10 @@ from typing import TypeVar
 import grpc
 
 Call = TypeVar("Call", bound=grpc.Future)
+UNREACHABLE_HINT = (
+    "is the server listening at that address? If it serves TLS, connect with tls= (CLI --tls-ca); "
+    "if it requires client certificates, pass Tls(cert=..., key=...) (CLI --tls-cert/--tls-key)"
+)
 
 
 class ConvscopeError(Exception):
@@ -21,6 +25,9 @@ class ConvscopeError(Exception):
     def from_rpc_error(cls, error: grpc.RpcError) -> ConvscopeError:
         code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
         details = error.details() if hasattr(error, "details") else str(error)
+        if code == grpc.StatusCode.UNAVAILABLE:
+            # gRPC says only "Socket closed" when the two ends disagree about TLS.
+            details = f"{details} ({UNREACHABLE_HINT})"
         return cls(code or grpc.StatusCode.UNKNOWN, details or "")
 
 

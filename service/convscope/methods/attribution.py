@@ -28,6 +28,7 @@ import numpy as np
 from PIL import Image
 
 from convscope.errors import InvalidArgument
+from convscope.limits import check_count
 from convscope.graph.backward.zero_paths import gradient_blockers
 from convscope.methods.context import MethodContext
 from convscope.methods.gradients import Gradients, Score, backward_batch_size, gradients, resolve_score
@@ -35,9 +36,7 @@ from convscope.methods.inputs import tiled_others
 from convscope.model.types import ModelRecord
 
 INTEGRATION_RULES = ("gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid")
-MAX_STEPS = 1024
 CAM_EPSILON = 1e-7
-MAX_SAMPLES = 1024
 
 
 @dataclass(frozen=True)
@@ -217,8 +216,7 @@ def copies_per_chunk(context: MethodContext, record: ModelRecord, batch: np.ndar
 
 
 def integrated_gradients(context: MethodContext, record: ModelRecord, batch: np.ndarray, score: Score, options: AttributionOptions) -> AttributionResult:
-    if not 1 <= options.steps <= MAX_STEPS:
-        raise InvalidArgument(f"steps must be between 1 and {MAX_STEPS}, got {options.steps}")
+    check_count(options.steps, context.limits.max_path_points, "steps", "--max-path-points")
     baseline = np.asarray(options.baseline, batch.dtype)
     try:
         baseline = np.broadcast_to(baseline, batch.shape)
@@ -264,8 +262,7 @@ def smoothgrad_noise(batch: np.ndarray, samples: int, noise: float, seed: int, *
 
 
 def smoothgrad(context: MethodContext, record: ModelRecord, batch: np.ndarray, score: Score, options: AttributionOptions) -> AttributionResult:
-    if not 1 <= options.samples <= MAX_SAMPLES:
-        raise InvalidArgument(f"samples must be between 1 and {MAX_SAMPLES}, got {options.samples}")
+    check_count(options.samples, context.limits.max_path_points, "samples", "--max-path-points")
     if options.noise < 0:
         raise InvalidArgument(f"noise must be ≥ 0, got {options.noise}")
     chunk = copies_per_chunk(context, record, batch, options.samples)

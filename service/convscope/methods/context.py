@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -11,6 +12,7 @@ from typing import TypeVar
 
 import numpy as np
 
+from convscope.limits import RequestLimits
 from convscope.methods.inputs import split_feeds
 from convscope.model.types import ModelRecord
 from convscope.runtime.graphs import graph_for
@@ -50,7 +52,8 @@ def in_flight(
 
     with ThreadPoolExecutor(workers, thread_name_prefix="convscope-infer") as pool:
         for item in items:
-            running.append((item, pool.submit(work, item)))
+            # A copy of the caller's context carries its call budget (runtime/budget.py) to the thread.
+            running.append((item, pool.submit(contextvars.copy_context().run, work, item)))
             if len(running) == workers:
                 yield oldest()
         while running:
@@ -67,6 +70,7 @@ def batch_size_for(record: ModelRecord, tensors: Sequence[str], budget_bytes: in
 class MethodContext:
     runtime: Runtime
     batch_budget_bytes: int = DEFAULT_BATCH_BUDGET_BYTES
+    limits: RequestLimits = RequestLimits()
 
     def forward(
         self,

@@ -13,9 +13,12 @@ job (``PERMISSION_DENIED``).
 
 from __future__ import annotations
 
+import errno
+import itertools
 import logging
 import os
 import queue
+import stat
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -25,8 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from convscope.errors import Cancelled, ConvscopeError, NotFound, PermissionDenied
+from convscope.errors import Cancelled, ConvscopeError, InvalidArgument, NotFound, PermissionDenied, ResourceExhausted
 from convscope.methods.context import available_cores
+from convscope.limits import DEFAULT_MAX_IMAGE_PIXELS, RequestLimits
 from convscope.methods.inputs import ImageSample, decode_sample, from_tensor
 from convscope.model.types import ModelRecord
 from convscope.render.images import to_unit
@@ -35,6 +39,8 @@ log = logging.getLogger(__name__)
 
 # A file larger than this is skipped, not read: no image a vision model needs is this big.
 MAX_FILE_BYTES = 64 << 20
+# Longer paths are refused before touching the file system (Linux's PATH_MAX is 4096).
+MAX_PATH_CHARS = 1024
 DEFAULT_DECODE_WORKERS = max(1, min(4, available_cores()))
 # Items decoded ahead of inference, per decode worker.
 PREFETCH_PER_WORKER = 16
@@ -118,6 +124,8 @@ class DataRoots:
         """The real path of ``path``; PermissionDenied if it escapes every root, NotFound if absent."""
         if not self.roots:
             raise PermissionDenied("this server has no data roots; the operator starts it with --data-root DIR")
+        if len(path) > MAX_PATH_CHARS:
+            raise InvalidArgument(f"a path of {len(path)} characters is longer than the {MAX_PATH_CHARS} the server accepts")
         if not path or "\x00" in path:
             raise PermissionDenied(f"path {path!r} is not under a data root")
         given = Path(path)
@@ -130,13 +138,15 @@ class DataRoots:
                 return real
         raise NotFound(f"no file or folder {path!r} under the server's data roots")
 
-    def folder(self, folder: str) -> tuple[int, Iterator[PathItem]]:
+    def folder(self, folder: str, max_files: int = RequestLimits().max_dataset_files) -> tuple[int, Iterator[PathItem]]:
         """How many files ``folder`` holds, and the files as items, in sorted order (walked lazily)."""
         real = self.resolve(folder)
         if not real.is_dir():
             raise NotFound(f"{folder!r} is not a folder under the server's data roots")
         prefix = folder.rstrip("/\\")
-        count = sum(1 for _ in _walk(real))
+        count = sum(1 for _ in itertools.islice(_walk(real), max_files + 1))  # stop counting past the cap
+        if count > max_files:
+            raise ResourceExhausted(f"{folder!r} holds more than {max_files} files, the server's limit (--max-dataset-files); name a subfolder")
         return count, (
             PathItem(path=f"{prefix}/{relative}", found_at=found) for relative, found in _walk(real)
         )
@@ -165,10 +175,17 @@ def samples_in(item: Item, record: ModelRecord) -> int:
 class Decoder:
     """Turns items into samples with the model's preprocessing; thread-safe, no shared state."""
 
-    def __init__(self, record: ModelRecord, roots: DataRoots, *, pictures: bool) -> None:
+    def __init__(
+        self, record: ModelRecord, roots: DataRoots, *, pictures: bool, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+        max_bytes: int = RequestLimits().max_dataset_bytes,
+    ) -> None:
         self.record = record
         self.roots = roots
         self.pictures = pictures
+        self.max_pixels = max_pixels
+        self.max_bytes = max_bytes
+        self._read_bytes = 0
+        self._count_lock = threading.Lock()
 
     def __call__(self, item: Item, index: int) -> list[Sample | Skipped]:
         if isinstance(item, TensorItem):
@@ -176,8 +193,8 @@ class Decoder:
         ref = _ref(item, index)
         try:
             data = self._read(item)
-            image = decode_sample(self.record, data, index)
-        except PermissionDenied:
+            image = decode_sample(self.record, data, index, max_pixels=self.max_pixels)
+        except (PermissionDenied, DatasetTooLarge):
             raise
         except ConvscopeError as error:
             return [Skipped(index, ref, str(error))]
@@ -201,11 +218,15 @@ class Decoder:
                 real = self.roots.resolve(item.path)
             except NotFound as error:
                 raise _Unreadable(str(error)) from None
-        if not real.is_file():
-            raise _Unreadable("is not a regular file")
-        if real.stat().st_size > MAX_FILE_BYTES:
-            raise _Unreadable(f"is larger than {MAX_FILE_BYTES >> 20} MiB")
-        return real.read_bytes()
+        data = _read_regular_file(real)
+        with self._count_lock:
+            self._read_bytes += len(data)
+            if self._read_bytes > self.max_bytes:
+                raise DatasetTooLarge(
+                    f"the job read more than {self.max_bytes} bytes from server folders, the server's limit (--max-dataset-gb); "
+                    "split it into smaller folders"
+                )
+        return data
 
     def _tensor(self, item: TensorItem, index: int) -> list[Sample | Skipped]:
         array = item.array
@@ -226,6 +247,29 @@ class Decoder:
 
 class _Unreadable(ConvscopeError):
     pass
+
+
+class DatasetTooLarge(ResourceExhausted):
+    """Ends the job: unlike one bad file, which is skipped."""
+
+
+def _read_regular_file(path: Path) -> bytes:
+    """The file's bytes, refusing FIFOs (reading one blocks forever), devices (/dev/zero never
+    ends) and anything swapped for a link since it was resolved: opened without following links
+    and without blocking, then checked on the open descriptor."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise _Unreadable("was replaced by a link") from None
+        raise
+    with os.fdopen(fd, "rb") as file:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise _Unreadable("is not a regular file (a FIFO, device or socket)")
+        if info.st_size > MAX_FILE_BYTES:
+            raise _Unreadable(f"is larger than {MAX_FILE_BYTES >> 20} MiB")
+        return file.read(MAX_FILE_BYTES + 1)
 
 
 def _ref(item: Item, index: int) -> Ref:

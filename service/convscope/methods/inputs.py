@@ -12,12 +12,26 @@ import numpy as np
 from PIL import Image
 
 from convscope.errors import InvalidArgument, ResourceExhausted
+from convscope.limits import DEFAULT_MAX_IMAGE_PIXELS, check_pixels
 from convscope.model.types import ModelRecord, Preprocessing
 
-# Pillow's own bomb check is a warning until 2× its limit; we make it an error, and keep the
-# limit near what any vision model needs (a 64-megapixel photo still decodes).
-MAX_IMAGE_PIXELS = 64_000_000
-Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+# Pillow's own bomb check is a warning until 2× its limit; we make it an error. The operator's
+# limit (RequestLimits.max_image_pixels) is checked on the header before decoding.
+Image.MAX_IMAGE_PIXELS = DEFAULT_MAX_IMAGE_PIXELS
+# What a model's input needs; TIFF and the rest bring decoders with a long CVE history.
+IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP")
+# Recognized by their first bytes only, to say what was sent without parsing it.
+REFUSED_FORMATS = {b"II*\x00": "TIFF", b"MM\x00*": "TIFF", b"GIF8": "GIF", b"%PDF": "PDF", b"\x00\x00\x01\x00": "ICO"}
+
+
+def allow_pixels(limit: int) -> None:
+    """Raise Pillow's process-wide bomb limit to at least ``limit``, so the operator's own limit
+    (checked on each header, with its flag in the message) is the one that applies."""
+    Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, limit)
+
+
+def _other_format(data: bytes) -> str | None:
+    return next((name for magic, name in REFUSED_FORMATS.items() if data.startswith(magic)), None)
 
 # Maps drawn on the image as sent use it at most this large (long side): a 12-megapixel photo
 # would otherwise cost a 48 MB map in every response and a second to encode its PNG.
@@ -107,12 +121,12 @@ def from_tensor(record: ModelRecord, array: np.ndarray) -> ModelInput:
     return ModelInput(np.ascontiguousarray(array))
 
 
-def from_images(record: ModelRecord, images: Sequence[bytes]) -> ModelInput:
+def from_images(record: ModelRecord, images: Sequence[bytes], *, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> ModelInput:
     if not images:
         raise InvalidArgument("no images were sent")
     spec = record.preprocessing
     dtype = _image_dtype(record)
-    opened = [_open(data, index, spec) for index, data in enumerate(images)]
+    opened = [_open(data, index, spec, max_pixels) for index, data in enumerate(images)]
     fitted = [_fit(image, spec, spec.size or _spatial_size(record)) for image in opened]
     samples = [ImageSample(picture, spec, dtype) for picture, _ in fitted]
     shown = [_shown(image) for image in opened]
@@ -133,7 +147,7 @@ def _shown(image: Image.Image) -> Image.Image:
     return shown
 
 
-def decode_sample(record: ModelRecord, data: bytes, index: int = 0) -> ImageSample:
+def decode_sample(record: ModelRecord, data: bytes, index: int = 0, *, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> ImageSample:
     """One encoded image → its ImageSample (the picture the model sees, normalized when written).
 
     Raises InvalidArgument (not an image) or ResourceExhausted (too many pixels), naming ``index``.
@@ -144,7 +158,7 @@ def decode_sample(record: ModelRecord, data: bytes, index: int = 0) -> ImageSamp
 def decode_sized(record: ModelRecord, data: bytes, index: int = 0) -> tuple[ImageSample, tuple[int, int]]:
     """``decode_sample``, and the image's stored (width, height) from the same decode."""
     spec = record.preprocessing
-    image = _open(data, index, spec)
+    image = _open(data, index, spec, max_pixels)
     picture, _ = _fit(image, spec, spec.size or _spatial_size(record))
     return ImageSample(picture, spec, _image_dtype(record)), image.size
 
@@ -232,16 +246,23 @@ class Placement:
         return projected
 
 
-def _open(data: bytes, index: int, spec: Preprocessing) -> Image.Image:
+def _open(data: bytes, index: int, spec: Preprocessing, max_pixels: int) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+            image = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
+            check_pixels(image.width, image.height, max_pixels, index)  # the header only: nothing decoded yet
             image.load()
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ResourceExhausted(f"image {index} has more than {MAX_IMAGE_PIXELS} pixels") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise ResourceExhausted(f"image {index} refused as a decompression bomb ({error}); send it scaled down") from None
+    except ResourceExhausted:
+        raise
+    except Image.UnidentifiedImageError:
+        kind = _other_format(data)
+        what = f"is {kind}, which the server does not decode" if kind else "could not be decoded (not an image, or an unknown format)"
+        raise InvalidArgument(f"image {index} {what}; send {', '.join(IMAGE_FORMATS)} bytes") from None
     except Exception as error:
-        raise InvalidArgument(f"image {index} could not be decoded ({type(error).__name__}); send PNG or JPEG bytes") from None
+        raise InvalidArgument(f"image {index} could not be decoded ({type(error).__name__}: truncated or corrupt?); send {', '.join(IMAGE_FORMATS)} bytes") from None
     return image.convert("L" if spec.grayscale else "RGB")
 
 

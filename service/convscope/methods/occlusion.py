@@ -41,6 +41,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from convscope.errors import InvalidArgument
+from convscope.limits import check_at_most
 from convscope.methods.context import INFERENCE_WORKERS, MethodContext, in_flight, worker_threads
 from convscope.methods.inputs import ModelInput, tiled_others
 from convscope.model.types import ModelRecord
@@ -56,7 +57,6 @@ MAX_BATCH = 32
 # Activation memory per sample, as a multiple of the largest tensor (onnxruntime keeps the
 # inputs and outputs of the running node plus a few buffers alive).
 PEAK_TENSORS = 4
-MAX_POSITIONS = 1 << 20
 MAX_TARGETS = 1000
 # Incremental and plain engines must agree on the probe positions to this relative L2 error.
 SELF_CHECK_TOLERANCE = 1e-3
@@ -376,8 +376,7 @@ def occlusion(
     boxes = window_grid(size, options.window, options.stride)
     grid = boxes.grid
     total = grid[0] * grid[1]
-    if total > MAX_POSITIONS:
-        raise InvalidArgument(f"{total} occluder positions is over the limit of {MAX_POSITIONS}; use a larger stride")
+    check_at_most(total, context.limits.max_occlusion_positions, "occluder positions", "--max-occlusion-positions", "use a larger stride")
     output = record.tensor(options.output) if options.output else record.outputs[0].name
     fill = fill_values(image, options.fill, options.window)
     plain = PlainEngine(context, record, output, image, fill, boxes, occluded, others, infer)

@@ -17,12 +17,11 @@ import numpy as np
 
 from convscope.errors import InvalidArgument
 from convscope.graph.backward import grad_output_name
+from convscope.limits import check_count
 from convscope.methods.context import MethodContext
 from convscope.methods.gradients import backward_batch_size
 from convscope.model.types import ModelRecord, Preprocessing
 from convscope.runtime.graphs import BackwardGraph, LossGraph
-
-DEFAULT_MAX_STEPS = 5000
 
 
 @dataclass(frozen=True)
@@ -43,8 +42,7 @@ class Objective:
 
 
 def check_steps(steps: int, max_steps: int) -> None:
-    if not 1 <= steps <= max_steps:
-        raise InvalidArgument(f"steps must be between 1 and the server's --max-steps ({max_steps}), got {steps}")
+    check_count(steps, max_steps, "steps", "--max-steps")
 
 
 def float_layer(record: ModelRecord, tensor: str) -> tuple[int, ...]:

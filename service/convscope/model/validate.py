@@ -56,15 +56,20 @@ def _node_tensors(nodes: Iterable[onnx.NodeProto]) -> Iterator[onnx.TensorProto]
                 yield from _tensors(sub)
 
 
+def model_tensors(model: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
+    """Every tensor stored in the model: initializers, node attributes, subgraphs, and
+    model-local functions (onnx.load never inlines their data, and onnxruntime would resolve it
+    against the server's working directory)."""
+    return itertools.chain(_tensors(model.graph), *(_node_tensors(f.node) for f in model.functions))
+
+
 def bind_external_data(model: onnx.ModelProto, stored_names: Mapping[str, str]) -> None:
     """Point every external-data reference at the stored side file it names, in place.
 
     ``stored_names`` maps each uploaded side file's name to the name the server stored it
     under. A reference to anything else is refused before any file is opened.
     """
-    # Model-local functions too: onnx.load never inlines their data, and onnxruntime would
-    # resolve it against the server's working directory.
-    for tensor in itertools.chain(_tensors(model.graph), *(_node_tensors(f.node) for f in model.functions)):
+    for tensor in model_tensors(model):
         if tensor.data_location != onnx.TensorProto.EXTERNAL:
             continue
         entries = {entry.key: entry for entry in tensor.external_data}

@@ -5,8 +5,7 @@ from __future__ import annotations
 import errno
 import logging
 import socket
-from concurrent import futures
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
@@ -18,9 +17,12 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from convscope.core import Convscope
-from convscope.methods.optimize import DEFAULT_MAX_STEPS
+from convscope.limits import RequestLimits
 from convscope.model.store import DEFAULT_MAX_UPLOAD_BYTES
 from convscope.rpc import oip
+from convscope.rpc.deadlines import DEFAULT_DEADLINE_S, DeadlineInterceptor
+from convscope.rpc.observability import Metrics, ObservabilityInterceptor, QueueingExecutor
+from convscope.rpc.security import TlsFiles, TokenInterceptor, load_tokens, server_credentials, warn_if_exposed
 from convscope.rpc.servicer import DEFAULT_MAX_RESPONSE_BYTES, ConvscopeServicer
 
 log = logging.getLogger(__name__)
@@ -44,9 +46,16 @@ class ServerConfig:
     max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
     workers: int = 8
     data_roots: tuple[Path, ...] = ()  # folders dataset jobs may read (--data-root)
-    max_steps: int = DEFAULT_MAX_STEPS  # optimization steps one call may ask for (--max-steps)
+    limits: RequestLimits = RequestLimits()  # how much work one request may ask for
     ray_address: str | None = None  # run dataset jobs on this Ray cluster (--ray-address)
     ray_workers: int = 0  # Ray actors per job, 0: one per CPU of the cluster (--ray-workers)
+    max_concurrent_rpcs: int | None = None  # beyond it, RESOURCE_EXHAUSTED at once (--max-concurrent-rpcs)
+    deadline_s: float = DEFAULT_DEADLINE_S  # for calls whose client set none, or a longer one (--deadline)
+    method_deadlines_s: dict[str, float] = field(default_factory=dict)  # per method (--method-deadline)
+    metrics_port: int | None = None  # set: Prometheus metrics over HTTP on this port of host (0 picks one)
+    token_file: Path | None = None  # set: every call but health checks needs a bearer token (--token-file)
+    tls: TlsFiles | None = None  # set: TLS, mutual when it names a client CA
+    reflection: bool = False  # list the services to tools like grpcurl (--reflection)
 
 
 @dataclass
@@ -55,11 +64,14 @@ class RunningServer:
     port: int
     core: Convscope
     health: health.HealthServicer
+    metrics: Metrics
+    metrics_port: int | None = None
 
     def stop(self, grace: float | None = 5.0) -> None:
         """Graceful shutdown: report NOT_SERVING, finish calls in flight, then close the store."""
         self.health.enter_graceful_shutdown()
         self.server.stop(grace).wait()
+        self.metrics.close()
         self.core.close()
 
 
@@ -102,13 +114,26 @@ def _in_use(host: str, port: int) -> bool:
 
 
 def create_server(config: ServerConfig) -> RunningServer:
+    tokens = load_tokens(config.token_file) if config.token_file else None
+    methods = pb.DESCRIPTOR.services_by_name["Convscope"].methods_by_name
+    unknown = sorted(set(config.method_deadlines_s) - set(methods))
+    if unknown:
+        raise ValueError(f"--method-deadline names no method: {unknown}; the methods are {sorted(methods)}")
     core = Convscope(
-        config.store, max_upload_bytes=config.max_upload_bytes, data_roots=config.data_roots, max_steps=config.max_steps,
+        config.store, max_upload_bytes=config.max_upload_bytes, data_roots=config.data_roots, limits=config.limits,
         ray_address=config.ray_address, ray_workers=config.ray_workers,
     )
     max_response_bytes = min(config.max_response_bytes, DEFAULT_MAX_RESPONSE_BYTES)  # gRPC takes no more
+    executor = QueueingExecutor(max_workers=config.workers, thread_name_prefix="convscope-rpc")
+    metrics = Metrics(core.runtime, executor)
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="convscope-rpc"),
+        executor,
+        interceptors=[
+            ObservabilityInterceptor(metrics),  # outermost: it counts refused calls too
+            *([TokenInterceptor(tokens)] if tokens else []),
+            DeadlineInterceptor(config.deadline_s, config.method_deadlines_s),
+        ],
+        maximum_concurrent_rpcs=config.max_concurrent_rpcs,
         options=[
             ("grpc.max_receive_message_length", config.max_request_bytes),
             ("grpc.max_send_message_length", max_response_bytes),
@@ -124,11 +149,14 @@ def create_server(config: ServerConfig) -> RunningServer:
     health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
     health_servicer.set(oip.SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
     health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
-    reflection.enable_server_reflection(
-        (SERVICE_NAME, oip.SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server
-    )
+    if config.reflection:
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, oip.SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+            server,
+        )
+    address = f"{config.host}:{config.port}"
     try:
-        port = server.add_insecure_port(f"{config.host}:{config.port}")
+        port = server.add_secure_port(address, server_credentials(config.tls)) if config.tls else server.add_insecure_port(address)
     except RuntimeError:  # what grpcio raises when it cannot bind
         port = 0
     if port == 0:
@@ -137,5 +165,17 @@ def create_server(config: ServerConfig) -> RunningServer:
             raise PortInUse(f"port {config.port} is already in use (pick another with --port, or 0 for a free one)")
         raise OSError(f"could not bind {config.host}:{config.port}")
     server.start()
-    log.info("convscope serving on %s:%d (store %s)", config.host, port, config.store)
-    return RunningServer(server, port, core, health_servicer)
+    try:
+        metrics_port = metrics.serve(config.host, config.metrics_port) if config.metrics_port is not None else None
+    except OSError as error:
+        server.stop(0)
+        core.close()
+        if error.errno == errno.EADDRINUSE:
+            raise PortInUse(f"metrics port {config.metrics_port} is already in use (pick another with --metrics-port)") from None
+        raise
+    log.info("convscope serving on %s:%d (store %s%s%s)", config.host, port, config.store,
+             ", TLS" if config.tls else "", ", tokens" if tokens else "")
+    if metrics_port is not None:
+        log.info("metrics at http://%s:%d/metrics", config.host, metrics_port)
+    warn_if_exposed(config.host, tokens=tokens is not None, tls=config.tls is not None)
+    return RunningServer(server, port, core, health_servicer, metrics, metrics_port)

@@ -25,6 +25,8 @@ from convscope.graph.backward.emitter import FLOAT_TYPES as FLOAT_ELEMENT_TYPES
 from convscope.graph.base import base_graph
 from convscope.graph.expose import expose
 from convscope.graph.receptive_field import receptive_fields
+from convscope.limits import DEFAULT_MAX_NODES
+from convscope.model.policy import check_external_extents, check_initializer_sizes, check_nodes, refuse_ort_format
 from convscope.model.store import Upload
 from convscope.model.types import LayerInfo, ModelRecord, Preprocessing, TensorSpec
 from convscope.model.validate import bind_external_data, check_model, parse_model
@@ -53,12 +55,20 @@ def describe_upload(
     preprocessing: Preprocessing | None,
     labels: Sequence[str],
     input_shape: InputShape | None = None,
+    max_nodes: int = DEFAULT_MAX_NODES,
 ) -> ModelRecord:
     """``input_shape``: the probe's input shape (a full shape, or sizes by dim name such as
-    ``{"H": 48, "W": 320}``); None tries the preprocessing's size, then common candidates."""
-    model = parse_model(upload.model_path.read_bytes())
+    ``{"H": 48, "W": 320}``); None tries the preprocessing's size, then common candidates.
+    ``max_nodes``: the most nodes (subgraphs' included) the model may have."""
+    data = upload.model_path.read_bytes()
+    refuse_ort_format(data)
+    model = parse_model(data)
+    del data
+    check_nodes(model, max_nodes)
+    check_initializer_sizes(model)
     if upload.side_names:
         bind_external_data(model, upload.side_names)
+        check_external_extents(model, upload.folder)
         onnx.save(model, str(upload.model_path))
     else:
         bind_external_data(model, {})

@@ -17,6 +17,7 @@ import onnxruntime as ort
 
 from convscope.errors import InvalidArgument, ResourceExhausted
 from convscope.graph.base import base_graph as build_base_graph
+from convscope.runtime.budget import current_budget, run_options
 from convscope.runtime.graphs import GraphSpec
 from convscope.runtime.providers import new_session, usable_providers
 
@@ -102,6 +103,10 @@ class Runtime:
         with self._lock:
             return sum(cost for _, cost in self._sessions.values())
 
+    def session_count(self) -> int:
+        with self._lock:
+            return len(self._sessions)
+
     def forget(self, model_id: str) -> None:
         """Drop every session and cached graph of a model (after it was deleted)."""
         with self._lock:
@@ -121,8 +126,14 @@ class Runtime:
     ) -> dict[str, np.ndarray]:
         session = self.session(model_id, spec, dynamic_batch=dynamic_batch, threads=threads)
         try:
-            values = session.run(list(outputs), dict(feeds))
-        except (ort.capi.onnxruntime_pybind11_state.InvalidArgument, ort.capi.onnxruntime_pybind11_state.Fail) as error:
+            with run_options() as options:
+                values = session.run(list(outputs), dict(feeds), options)
+        except Exception as error:
+            budget = current_budget()
+            if budget is not None and budget.stopped:  # onnxruntime obeyed RunOptions.terminate
+                raise budget.stopped_error() from None
+            if not isinstance(error, (ort.capi.onnxruntime_pybind11_state.InvalidArgument, ort.capi.onnxruntime_pybind11_state.Fail)):
+                raise
             message = str(error).split("] ", 1)[-1].strip().splitlines()[0][:400]
             raise InvalidArgument(f"the model rejected the input: {message}") from None
         return dict(zip(outputs, values))
