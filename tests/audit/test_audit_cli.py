@@ -117,7 +117,7 @@ def test_an_internal_failure_in_the_pass_exits_3(tmp_path: Path, digits_folder: 
     def broken(self: object, *args: object) -> None:
         raise RuntimeError("injected failure in the shared pass")
 
-    monkeypatch.setattr(engine.AuditPass, "add", broken)
+    monkeypatch.setattr(engine.AuditPass, "add_reduced", broken)
     code, _ = audit(tmp_path, digits_folder)
     assert code == 3
 

@@ -65,6 +65,10 @@ class AuditResult:
         return any(check.status == "error" for check in self.checks)
 
 
+# The reduction's key for the top-k classes; a tensor name never has a space.
+TOP_CLASSES = "top classes"
+
+
 class AuditPass:
     """The shared pass's accumulator: top-k predictions, computed attributes, when the dead
     filters check is on per-channel zero counts of every rectifier output, and the decoded
@@ -91,17 +95,26 @@ class AuditPass:
         return list(dict.fromkeys([self.output, *(self.dead.tensors if self.dead else [])]))
 
     def add(self, samples: Sequence[Sample], values: dict[str, np.ndarray]) -> None:
-        scores = values[self.output].reshape(len(samples), -1)
-        top = np.argsort(-scores, axis=1, kind="stable")[:, : self.top.shape[1]]
+        self.add_reduced(samples, self.reduce(values))
+
+    def reduce(self, values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """What ``add`` keeps of a batch's tensors: its top-k classes and the dead filters' counts."""
+        scores = values[self.output].reshape(len(values[self.output]), -1)
+        reduced = {TOP_CLASSES: np.argsort(-scores, axis=1, kind="stable")[:, : self.top.shape[1]]}
+        if self.dead is not None:
+            reduced.update(self.dead.reduce(values))
+        return reduced
+
+    def add_reduced(self, samples: Sequence[Sample], reduced: dict[str, np.ndarray]) -> None:
         rows = np.array([sample.index for sample in samples])
-        self.top[rows] = top
+        self.top[rows] = reduced[TOP_CLASSES]
         self.pictures.update((sample.index, sample.picture) for sample in samples if sample.index in self.kept)
         if self.measured:
             pictures = np.stack([sample.picture for sample in samples])  # a batch shares one shape
             for name, measured in image_attributes.measure(pictures).items():
                 self.measured[name][rows] = measured
         if self.dead is not None:
-            self.dead.add(samples, values)
+            self.dead.add_reduced(samples, reduced)
 
     def result(self) -> AuditPass:
         return self

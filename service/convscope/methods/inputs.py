@@ -152,10 +152,12 @@ def decode_sample(record: ModelRecord, data: bytes, index: int = 0, *, max_pixel
 
     Raises InvalidArgument (not an image) or ResourceExhausted (too many pixels), naming ``index``.
     """
-    return decode_sized(record, data, index)[0]
+    return decode_sized(record, data, index, max_pixels=max_pixels)[0]
 
 
-def decode_sized(record: ModelRecord, data: bytes, index: int = 0) -> tuple[ImageSample, tuple[int, int]]:
+def decode_sized(
+    record: ModelRecord, data: bytes, index: int = 0, *, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+) -> tuple[ImageSample, tuple[int, int]]:
     """``decode_sample``, and the image's stored (width, height) from the same decode."""
     spec = record.preprocessing
     image = _open(data, index, spec, max_pixels)
