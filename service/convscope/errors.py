@@ -44,7 +44,10 @@ class Cancelled(ConvscopeError):
     status = grpc.StatusCode.CANCELLED
 
 
-class DeadlineExceeded(ConvscopeError):
+class DeadlineExceeded(Cancelled):
+    """Work stopped because the call's deadline passed: a cancellation to the code that cleans
+    up after one, DEADLINE_EXCEEDED to the client."""
+
     status = grpc.StatusCode.DEADLINE_EXCEEDED
 
 
