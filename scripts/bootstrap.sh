@@ -10,8 +10,8 @@ target="."
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e "$target"
 # The Open Inference Protocol tests drive the server with the real tritonclient, which pins
-# protobuf < 7 (ours is 7): it gets an interpreter of its own, .venv-oip/.
+# protobuf < 7 (ours is 7): it gets an interpreter of its own, .venv/oip/.
 if [ "${1:-}" = "test" ]; then
-  [ -x .venv-oip/bin/python ] || "$python" -m venv .venv-oip
-  .venv-oip/bin/python -m pip install --quiet --disable-pip-version-check "tritonclient[grpc]==2.73.0" numpy
+  [ -x .venv/oip/bin/python ] || "$python" -m venv .venv/oip
+  .venv/oip/bin/python -m pip install --quiet --disable-pip-version-check "tritonclient[grpc]==2.73.0" numpy
 fi

@@ -1,7 +1,7 @@
 """The Open Inference Protocol endpoint against the real ``tritonclient.grpc.InferenceServerClient``.
 
 tritonclient pins protobuf < 7 and this project runs protobuf 7, so the client lives in its own
-interpreter, ``.venv-oip/`` (``scripts/bootstrap.sh test`` builds it; ``scripts/test.sh`` runs
+interpreter, ``.venv/oip/`` (``scripts/bootstrap.sh test`` builds it; ``scripts/test.sh`` runs
 that): ``tritonclient_calls.py`` makes the calls there against the server this test started,
 and the test compares what it received with convscope's own API on the same server —
 bit-equal tensors, since both run the same onnxruntime graphs.
@@ -21,7 +21,7 @@ from convscope_client import Client
 from convscope.rpc.server import RunningServer
 from tests.conftest import BUNDLED_MODEL, CAT_PHOTO, REPO
 
-OIP_PYTHON = REPO / ".venv-oip" / "bin" / "python"
+OIP_PYTHON = REPO / ".venv" / "oip" / "bin" / "python"
 LAYER = "/_blocks.3/_project_conv/Conv_output_0"
 CAT = 282  # tiger cat
 
@@ -29,7 +29,7 @@ CAT = 282  # tiger cat
 @pytest.fixture(scope="module")
 def triton_calls(server: RunningServer, client: Client, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, dict, np.ndarray, str]:
     if not OIP_PYTHON.exists():
-        pytest.skip(".venv-oip is absent: `bash scripts/bootstrap.sh test` builds tritonclient's interpreter")
+        pytest.skip(".venv/oip is absent: `bash scripts/bootstrap.sh test` builds tritonclient's interpreter")
     model = client.upload_model(BUNDLED_MODEL)
     record = server.core.model(model.id)
     image = server.core.prepare(record, images=[CAT_PHOTO.read_bytes()]).batch

@@ -1,6 +1,6 @@
 """Calls a live convscope server with the real tritonclient, as a Triton user would.
 
-Runs in .venv-oip (tritonclient pins protobuf < 7, the project uses 7), started by
+Runs in .venv/oip (tritonclient pins protobuf < 7, the project uses 7), started by
 test_tritonclient.py: ``python tritonclient_calls.py ADDRESS MODEL INPUT.npy LAYER OUT_DIR``.
 Writes OUT_DIR/calls.json (metadata, readiness, output parameters, error statuses) and
 OUT_DIR/arrays.npz (the tensors received); the test compares them with convscope's own API.

@@ -467,7 +467,8 @@ def build_parser(prog: str, extra_commands: dict[str, str], local_commands: dict
     return parser
 
 
-def _tls(args: argparse.Namespace) -> Tls | None:
+def tls_from_arguments(args: argparse.Namespace) -> Tls | None:
+    """The TLS settings of the global --tls* options (None: plaintext); UsageError for a missing file."""
     paths = (args.tls_ca, args.tls_cert, args.tls_key)
     if not args.tls and not any(paths):
         return None
@@ -483,7 +484,7 @@ def main(argv: list[str] | None = None, *, prog: str = "convscope-client", extra
     if local_commands and args.command in local_commands:
         return local_commands[args.command].run(args)
     try:
-        with Client(args.address, timeout=args.timeout, token=args.token, tls=_tls(args)) as client:
+        with Client(args.address, timeout=args.timeout, token=args.token, tls=tls_from_arguments(args)) as client:
             result = COMMANDS[args.command].run(args, client)
     except ConvscopeError as error:
         print(f"error: {error}", file=sys.stderr)

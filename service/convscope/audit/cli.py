@@ -22,7 +22,7 @@ from pathlib import Path
 import grpc
 from convscope_client import Client, ConvscopeError
 from convscope_client.bars import JobProgressBar
-from convscope_client.cli import LocalCommand
+from convscope_client.cli import LocalCommand, UsageError, tls_from_arguments
 
 EXIT_PASSED, EXIT_FAILED, EXIT_INPUT, EXIT_INTERNAL, EXIT_CANCELLED = 0, 1, 2, 3, 130
 INPUT_ERRORS = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.PERMISSION_DENIED,
@@ -86,7 +86,11 @@ def run(args: argparse.Namespace) -> int:
     model_file = Path(args.model)
     if embedded and not model_file.is_file():
         raise InputError(f"no such file: {args.model} (a model id needs --address)")
-    with _server(args.address) as address, Client(address, timeout=args.timeout) as client:
+    try:
+        connection = {} if embedded else {"token": args.token, "tls": tls_from_arguments(args)}
+    except UsageError as error:
+        raise InputError(str(error)) from None
+    with _server(args.address) as address, Client(address, timeout=args.timeout, **connection) as client:
         model_id = client.upload_model(model_file).id if model_file.is_file() else args.model
         bar = JobProgressBar()
         try:
