@@ -503,6 +503,7 @@ class Client:
         progress: Callable[[int, int], None] | None = None,
         engine: str = "auto",
         batch_size: int = 0,
+        tolerance: float = 0.0,
         timeout: float | None = None,
     ) -> Occlusion:
         """Occlusion sensitivity of one image: slide a ``window`` box filled with ``fill`` (a
@@ -512,7 +513,9 @@ class Client:
         of each target (default: the top-1 class) with the box at each position, and
         ``.attribution``, the same quantity as Captum's ``Occlusion``. ``progress(done, total)``
         is called as positions are evaluated; if it raises (or on Ctrl-C) the call is cancelled
-        and the server stops working on it.
+        and the server stops working on it.  ``engine="approximate"`` evaluates only part of the
+        positions and interpolates the rest within ``tolerance`` (score units; 0: exact); the
+        result's ``.error_bound`` is the error it allowed, ``.evaluated`` the positions it ran.
         """
         request = pb.OcclusionRequest(
             model_id=model_id,
@@ -523,6 +526,7 @@ class Client:
             score=score,
             engine=engine,
             batch_size=batch_size,
+            tolerance=tolerance,
         )
         fill_input(request.input, inputs)
         if isinstance(fill, str):
@@ -554,6 +558,8 @@ class Client:
             engine=result.engine,
             window=(int(result.window[0]), int(result.window[1])),
             stride=(int(result.stride[0]), int(result.stride[1])),
+            error_bound=float(result.error_bound),
+            evaluated=int(result.evaluated_positions),
         )
 
     def export_backward(

@@ -184,6 +184,7 @@ class ConvscopeServicer(pb_grpc.ConvscopeServicer):
             score=request.score,
             engine=request.engine,
             batch_size=request.batch_size,
+            tolerance=request.tolerance,
         )
         events = self.core.occlusion(record.id, model_input, options)
         done = total = 0
