@@ -19,7 +19,13 @@ score "probability", the top-1 class.  Timed, per model and setting (wall clock)
   scaled per position; the second setting's Captum times are the first's per-position cost ×
   729 positions (Captum's cost is one forward per batch of perturbations) — said in the output;
 * the naive floor: positions × one onnxruntime batch-1 forward of the plain model (median of
-  20), and onnxruntime's batched throughput (positions × per-sample time at batch 32).
+  20), and onnxruntime's batched throughput (positions × per-sample time at batch 32);
+* the incremental floor (benchmarks/_floor.py): recomputing only the changed region of every
+  layer at onnxruntime's throughput for those layers, measured per segment of the graph in the
+  same run; printed with floor ÷ incremental (1 = at the floor);
+* engine "approximate" at two tolerances (APPROXIMATE_TOLERANCES, in probability): its time,
+  positions evaluated, reported error bound, and its error against the exact map — max |Δ|,
+  Spearman rank correlation over the positions, whether the 5 positions of largest drop agree.
 
 The machine is shared: each setting's line gives the 1-minute load average before it ran.
 Prints the table and ratios, writes benchmarks/results/occlusion.json.  Takes a few minutes on
@@ -42,11 +48,14 @@ import torch
 from captum.attr import Occlusion
 from torch import nn
 
+from scipy.stats import spearmanr
+
 from benchmarks import _twins
 from benchmarks._common import median_seconds, write_results
+from benchmarks._floor import floor_segments, floor_seconds
 from convscope.core import Convscope
 from convscope.graph.dynamic_batch import make_batch_dynamic
-from convscope.methods.occlusion import OcclusionOptions, OcclusionResult
+from convscope.methods.occlusion import OcclusionOptions, OcclusionResult, window_grid
 from convscope.runtime.providers import new_session
 
 REPO = Path(__file__).resolve().parents[1]
@@ -55,12 +64,15 @@ PHOTO = REPO / "models" / "chelsea.png"
 SETTINGS = {"w32s16": ((32, 32), (16, 16)), "w16s8": ((16, 16), (8, 8))}
 CAPTUM_PER_EVAL = (1, 16, 64)
 MEASURED_SETTING = "w32s16"  # Captum is timed here and extrapolated to the other setting
+APPROXIMATE_TOLERANCES = (0.05, 0.1)
+TOP = 5
 
 
-def _ours(core: Convscope, model_id: str, batch: np.ndarray, window, stride, engine: str, runs: int) -> tuple[list[float], OcclusionResult]:
+def _ours(core: Convscope, model_id: str, batch: np.ndarray, window, stride, engine: str, runs: int,
+          tolerance: float = 0.0) -> tuple[list[float], OcclusionResult]:
     """Wall-clock seconds of ``runs`` whole calls of the method (the first builds any sessions)."""
     record = core.model(model_id)
-    options = OcclusionOptions.parse(window=window, stride=stride, engine=engine)
+    options = OcclusionOptions.parse(window=window, stride=stride, engine=engine, tolerance=tolerance)
     times = []
     result = None
     for _ in range(runs):
@@ -92,9 +104,28 @@ def _floors(model_bytes: bytes, batch: np.ndarray) -> tuple[float, float]:
     return single, batched / 32
 
 
+def _approximate(core: Convscope, model_id: str, batch: np.ndarray, window, stride, exact: OcclusionResult) -> dict[str, dict[str, object]]:
+    """Per tolerance: time, positions evaluated, bound, and the error against ``exact``."""
+    rows: dict[str, dict[str, object]] = {}
+    for tolerance in APPROXIMATE_TOLERANCES:
+        (seconds,), result = _ours(core, model_id, batch, window, stride, "approximate", 1, tolerance)
+        got, want = result.positions.ravel(), exact.positions.ravel()
+        rows[str(tolerance)] = {
+            "seconds": seconds,
+            "evaluated_positions": result.evaluated,
+            "error_bound": result.error_bound,
+            "max_abs_error": float(np.abs(got - want).max()),
+            "spearman": float(spearmanr(got, want)[0]),
+            "same_top5_positions": set(np.argsort(got, kind="stable")[:TOP].tolist()) == set(np.argsort(want, kind="stable")[:TOP].tolist()),
+        }
+    return rows
+
+
 def run_model(core: Convscope, name: str, net: nn.Module, model_bytes: bytes, batch: np.ndarray) -> dict[str, object]:
     model_id = core.upload([("", model_bytes)], name=name).id
     single, per_sample = _floors(model_bytes, batch)
+    grids = [window_grid(batch.shape[2:], window, stride) for window, stride in SETTINGS.values()]
+    segments, tail = floor_segments(model_bytes, batch[0], core.model(model_id).outputs[0].name, grids)
     with torch.no_grad():
         twin_logits = net(torch.from_numpy(batch)).numpy()
     session = ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
@@ -105,9 +136,11 @@ def run_model(core: Convscope, name: str, net: nn.Module, model_bytes: bytes, ba
         "twin_relative_max_logit_difference": twin_error,
         "floor_batch1_seconds_per_forward": single,
         "onnxruntime_batch32_seconds_per_sample": per_sample,
+        "floor_segment_seconds_per_sample": {f"{seg.source} -> {seg.target}": seg.seconds_per_sample for seg in segments},
+        "floor_tail_seconds_per_sample": tail,
     }
     captum_per_position: dict[int, float] = {}
-    for setting, (window, stride) in SETTINGS.items():
+    for grid, (setting, (window, stride)) in enumerate(SETTINGS.items()):
         load = os.getloadavg()[0]
         first = setting == MEASURED_SETTING
         # Warm numbers: the first setting runs each engine twice (the first run builds the
@@ -117,6 +150,8 @@ def run_model(core: Convscope, name: str, net: nn.Module, model_bytes: bytes, ba
         incremental_runs, fast = _ours(core, model_id, batch, window, stride, "incremental", 2 if first else 1)
         batched, incremental = batched_runs[-1], incremental_runs[-1]
         positions = plain.positions.size
+        floor = floor_seconds(segments, tail, grid, positions)
+        approximate = _approximate(core, model_id, batch, window, stride, plain)
         agreement = float(np.linalg.norm(fast.positions - plain.positions) / np.linalg.norm(plain.positions))
         captum: dict[str, float] = {}
         captum_note: dict[str, str] = {}
@@ -150,6 +185,11 @@ def run_model(core: Convscope, name: str, net: nn.Module, model_bytes: bytes, ba
             "speedup_incremental_vs_batched": batched / incremental,
             "batched_vs_naive_floor": single * positions / batched,
             "incremental_vs_naive_floor": single * positions / incremental,
+            "floor_incremental_seconds": floor,
+            "floor_segments": len(segments),
+            "floor_vs_incremental": floor / incremental,
+            "approximate": approximate,
+            "speedup_approximate_vs_captum_best": {tolerance: best / row["seconds"] for tolerance, row in approximate.items()},
         }
         report[setting] = row
         print(f"\n{name} {setting}: {positions} positions, target {plain.targets[0]}, 1-min load average {load:.1f} on {os.cpu_count()} cores")
@@ -158,6 +198,12 @@ def run_model(core: Convscope, name: str, net: nn.Module, model_bytes: bytes, ba
               f"engine {fast.engine}; rel. L2 vs batched {agreement:.1e})")
         for per_eval, seconds in captum.items():
             print(f"  Captum ppe={per_eval:<3s}     {seconds:7.2f} s   ({captum_note[per_eval]})")
+        for tolerance, row in approximate.items():
+            print(f"  ours approximate  {row['seconds']:7.2f} s   (tolerance {tolerance}: {row['evaluated_positions']}/{positions} evaluated, "
+                  f"bound {row['error_bound']:.3f}, max |Δ| {row['max_abs_error']:.3f}, Spearman {row['spearman']:.3f}, "
+                  f"top-{TOP} {'same' if row['same_top5_positions'] else 'DIFFERENT'}; {best / row['seconds']:.1f}x Captum best)")
+        print(f"  incremental floor {floor:7.2f} s   (changed regions only, at onnxruntime's measured throughput of "
+              f"{len(segments)} segments + tail); floor / incremental {floor / incremental:.2f}")
         print(f"  naive floor       {single * positions:7.2f} s   (positions × onnxruntime batch-1 forward)")
         print(f"  onnxruntime b=32  {per_sample * positions:7.2f} s   (positions × per-sample time at batch 32)")
         print(f"  speedup vs Captum best: batched {best / batched:.1f}x, incremental {best / incremental:.1f}x; "

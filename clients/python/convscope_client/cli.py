@@ -304,8 +304,10 @@ def occlusion_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stride", type=int, nargs=2, default=(16, 16), metavar=("Y", "X"), help="step between boxes")
     parser.add_argument("--fill", type=_fill, default=0.0, help="a number in the model's input space, 'mean' or 'blur'")
     parser.add_argument("--score", choices=["probability", "raw"], default="probability", help="softmax probability or the raw output")
-    parser.add_argument("--engine", choices=["auto", "batched", "incremental"], default="auto",
-                        help="incremental recomputes only what a box changes")
+    parser.add_argument("--engine", choices=["auto", "batched", "incremental", "approximate"], default="auto",
+                        help="incremental recomputes only what a box changes; approximate also interpolates where the map is smooth")
+    parser.add_argument("--tolerance", type=float, default=0.0,
+                        help="engine approximate: error allowed per position, in score units (e.g. 0.01; 0: exact)")
     parser.add_argument("--batch-size", type=int, default=0, help="occluded copies per run (0: sized to memory)")
     _out(parser)
 
@@ -316,7 +318,7 @@ def occlusion(args: argparse.Namespace, client: Client) -> object:
         result = client.occlusion(
             args.model_id, existing(args.input), target=args.targets, output=args.output, window=tuple(args.window),
             stride=tuple(args.stride), fill=args.fill, score=args.score, engine=args.engine, batch_size=args.batch_size,
-            progress=bar,
+            tolerance=args.tolerance, progress=bar,
         )
     finally:
         bar.close()
@@ -324,7 +326,8 @@ def occlusion(args: argparse.Namespace, client: Client) -> object:
     for name in ("positions", "attribution"):
         files += _write(args.out, f"occlusion_{name}", getattr(result, name))
     return {"target": result.target, "label": result.target_label, "baseline_score": result.baseline_score,
-            "positions": list(result.positions.shape), "engine": result.engine, "files": files}
+            "positions": list(result.positions.shape), "engine": result.engine, "error_bound": result.error_bound,
+            "evaluated": result.evaluated, "files": files}
 
 
 def attribution_arguments(parser: argparse.ArgumentParser) -> None:

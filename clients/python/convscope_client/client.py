@@ -527,6 +527,7 @@ class Client:
         engine: str = "auto",
         batch_size: int = 0,
         occluded: str | None = None,
+        tolerance: float = 0.0,
         timeout: float | None = None,
     ) -> Occlusion:
         """Occlusion sensitivity of one image: slide a ``window`` box filled with ``fill`` (a
@@ -539,6 +540,9 @@ class Client:
         and the server stops working on it.  For a model with several inputs, send ``inputs`` as
         ``{input name: array}``; ``occluded`` names the one the box slides over (default: the
         image input), the others are fed as given.
+        and the server stops working on it.  ``engine="approximate"`` evaluates only part of the
+        positions and interpolates the rest within ``tolerance`` (score units; 0: exact); the
+        result's ``.error_bound`` is the error it allowed, ``.evaluated`` the positions it ran.
         """
         request = pb.OcclusionRequest(
             model_id=model_id,
@@ -550,6 +554,7 @@ class Client:
             engine=engine,
             batch_size=batch_size,
             occluded=occluded or "",
+            tolerance=tolerance,
         )
         fill_input(request.input, inputs)
         if isinstance(fill, str):
@@ -581,6 +586,8 @@ class Client:
             engine=result.engine,
             window=(int(result.window[0]), int(result.window[1])),
             stride=(int(result.stride[0]), int(result.stride[1])),
+            error_bound=float(result.error_bound),
+            evaluated=int(result.evaluated_positions),
         )
 
     def export_backward(

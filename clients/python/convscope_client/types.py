@@ -113,9 +113,11 @@ class Occlusion:
     baseline_score: float | list[float]  # the unoccluded score(s)
     output: str  # the tensor scored
     target_label: str | list[str] = ""
-    engine: str = ""  # "batched" or "incremental": what computed the numbers
+    engine: str = ""  # "batched", "incremental" or "approximate": what computed the numbers
     window: tuple[int, int] = (32, 32)
     stride: tuple[int, int] = (16, 16)
+    error_bound: float = 0.0  # engine "approximate": the largest error it allowed per position
+    evaluated: int = 0  # positions the model ran on (the rest were interpolated)
 
 
 # -- dataset jobs

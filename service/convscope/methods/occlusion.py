@@ -7,9 +7,10 @@ default the top-1 class), ``output`` (default the first model output), ``window`
 ``stride`` (16, 16), ``fill`` (a constant in the model's input space, ``"mean"`` — each
 channel's mean over the image — or ``"blur"`` — a Gaussian blur of the image with σ a quarter of
 the window's longer side), ``score`` (``"probability"``: softmax over the output unless it is
-already normalized; ``"raw"``), ``engine``, ``batch_size`` and ``occluded`` (for models with
-several inputs: which input the box slides over, default the image input; the others are fed as
-given, repeated along the batch of occluded copies).
+already normalized; ``"raw"``), ``engine``, ``tolerance`` (engine ``"approximate"`` only),
+``batch_size`` and ``occluded`` (for models with several inputs: which input the box slides
+over, default the image input; the others are fed as given, repeated along the batch of
+occluded copies).
 
 Returns the score at every box position, [targets, Ho, Wo], and the attribution of Captum's
 ``Occlusion`` (``sliding_window_shapes=(C, h, w)``, ``strides=(C, s, s)``, ``baselines=fill``):
@@ -21,7 +22,11 @@ Two engines compute the same numbers.  The batched engine builds the occluded co
 broadcasting and runs them through the plain graph in batches sized to the memory budget.  The
 incremental engine (``runtime/incremental.py``) recomputes the early layers only around the box.
 ``engine="auto"`` uses the incremental one when the graph allows it and it saves work, else the
-batched one, and says why in the log.
+batched one, and says why in the log.  ``engine="approximate"`` evaluates (with the engine
+"auto" picks) only part of the positions and interpolates the rest, allowing an error of at most
+``tolerance`` in score units per position (``methods/drilldown.py``: adaptive drill-down); the
+result reports the error bound it allowed and how many positions it evaluated.  At tolerance 0
+it computes the exact map.
 
 The method is a generator: it yields :class:`OcclusionProgress` before the first and after every
 batch, then one :class:`OcclusionResult`.  Nothing is computed until the next event is asked
@@ -42,6 +47,7 @@ import numpy as np
 
 from convscope.errors import InvalidArgument
 from convscope.limits import check_at_most
+from convscope.methods import drilldown
 from convscope.methods.context import INFERENCE_WORKERS, MethodContext, in_flight, worker_threads
 from convscope.methods.inputs import ModelInput, tiled_others
 from convscope.model.types import ModelRecord
@@ -77,6 +83,7 @@ class Engine(enum.Enum):
     AUTO = "auto"
     BATCHED = "batched"
     INCREMENTAL = "incremental"
+    APPROXIMATE = "approximate"
 
 
 def _choice(kind: type[enum.Enum], value: str, what: str) -> enum.Enum:
@@ -106,6 +113,7 @@ class OcclusionOptions:
     engine: Engine = Engine.AUTO
     batch_size: int = 0  # 0: sized to the memory budget
     occluded: str = ""  # the input the box slides over; "": the image input
+    tolerance: float = 0.0  # engine "approximate": the error allowed per position, in score units
 
     @classmethod
     def parse(
@@ -120,6 +128,7 @@ class OcclusionOptions:
         engine: str = "",
         batch_size: int = 0,
         occluded: str = "",
+        tolerance: float = 0.0,
     ) -> OcclusionOptions:
         """Options from a request's plain values, each checked, with a message for the caller."""
         if isinstance(fill, str):
@@ -132,6 +141,11 @@ class OcclusionOptions:
             raise InvalidArgument(f"ask for at most {MAX_TARGETS} targets, not {len(targets)}")
         if batch_size < 0:
             raise InvalidArgument(f"batch_size must be ≥ 0, got {batch_size}")
+        parsed_engine = _choice(Engine, engine or Engine.AUTO.value, "engine")
+        if not (math.isfinite(tolerance) and tolerance >= 0):
+            raise InvalidArgument(f"tolerance must be a finite number ≥ 0 (an error in score units), not {tolerance}")
+        if tolerance and parsed_engine is not Engine.APPROXIMATE:
+            raise InvalidArgument(f"tolerance applies to engine 'approximate' only, not {parsed_engine.value!r}")
         return cls(
             targets=tuple(dict.fromkeys(int(t) for t in targets)),
             output=output,
@@ -139,9 +153,10 @@ class OcclusionOptions:
             stride=_pair(stride, cls.stride, "stride"),
             fill=parsed_fill,
             score=_choice(Score, score or Score.PROBABILITY.value, "score"),  # type: ignore[arg-type]
-            engine=_choice(Engine, engine or Engine.AUTO.value, "engine"),  # type: ignore[arg-type]
+            engine=parsed_engine,  # type: ignore[arg-type]
             batch_size=batch_size,
             occluded=occluded,
+            tolerance=float(tolerance),
         )
 
 
@@ -163,6 +178,8 @@ class OcclusionResult:
     window: tuple[int, int]
     stride: tuple[int, int]
     png: bytes
+    error_bound: float = 0.0  # engine "approximate": the largest error it allowed per position (drilldown.py)
+    evaluated: int = 0  # positions the model was run on (the rest were interpolated)
 
 
 def window_grid(size: tuple[int, int], window: tuple[int, int], stride: tuple[int, int]) -> Boxes:
@@ -400,21 +417,41 @@ def occlusion(
         evaluate = _choose_engine(context, record, options, output, image, fill, boxes, plain, threads)
         step = batch_size_for(context, record, options.batch_size)
     engine_name = getattr(evaluate, "name", "batched")
-    scores = np.empty((total, len(targets)), np.float64)
+    scores = np.full((total, len(targets)), np.nan)
     started = time.perf_counter()
     yield OcclusionProgress(0, total)
-    # INFERENCE_WORKERS batches at once: one runs onnxruntime while the other's numpy work
-    # (occluded copies, crops, splices) fills the gaps.  Closing this generator (a cancelled
-    # call) lets the running batches finish and starts no more.
-    batches = (np.arange(start, min(start + step, total), dtype=np.int64) for start in range(0, total, step))
-    with contextlib.closing(in_flight(lambda positions: evaluate(positions, threads=threads), batches)) as results:
-        for positions, raw in results:
-            scores[positions] = _scores(raw, targets, softmax)
-            log.debug("occlusion on %s: %d/%d positions (%s)", record.id[:12], positions[-1] + 1, total, engine_name)
-            yield OcclusionProgress(int(positions[-1]) + 1, total)
+
+    def run_positions(wanted: np.ndarray) -> Iterator[OcclusionProgress]:
+        # INFERENCE_WORKERS batches at once: one runs onnxruntime while the other's numpy work
+        # (occluded copies, crops, splices) fills the gaps.  Closing this generator (a cancelled
+        # call) lets the running batches finish and starts no more.
+        batches = (wanted[start : start + step] for start in range(0, len(wanted), step))
+        with contextlib.closing(in_flight(lambda positions: evaluate(positions, threads=threads), batches)) as results:
+            for positions, raw in results:
+                scores[positions] = _scores(raw, targets, softmax)
+                done = int(np.count_nonzero(~np.isnan(scores[:, 0])))
+                log.debug("occlusion on %s: %d/%d positions (%s)", record.id[:12], done, total, engine_name)
+                yield OcclusionProgress(done, total)
+
+    error_bound = 0.0
+    if options.engine is Engine.APPROXIMATE:
+        on_grid = scores.reshape(*grid, len(targets))
+        wanted = drilldown.coarse_positions(grid)
+        while len(wanted):
+            yield from run_positions(wanted)
+            wanted = drilldown.to_refine(on_grid, options.tolerance)
+        evaluated = int(np.count_nonzero(~np.isnan(scores[:, 0])))
+        error_bound = drilldown.interpolate(on_grid)
+        log.info("occlusion on %s: approximate, evaluating with the %s engine", record.id[:12], engine_name)
+        engine_name = Engine.APPROXIMATE.value
+        if evaluated < total:
+            yield OcclusionProgress(total, total)
+    else:
+        yield from run_positions(np.arange(total, dtype=np.int64))
+        evaluated = total
     log.info(
-        "occlusion on %s: %d positions in %.2f s (%s engine, batches of %d)",
-        record.id[:12], total, time.perf_counter() - started, engine_name, step,
+        "occlusion on %s: %d of %d positions evaluated in %.2f s (%s engine, batches of %d), error bound %.2g",
+        record.id[:12], evaluated, total, time.perf_counter() - started, engine_name, step, error_bound,
     )
 
     positions_map = scores.T.reshape(len(targets), *grid)
@@ -436,4 +473,6 @@ def occlusion(
         window=options.window,
         stride=options.stride,
         png=_render(maps, picture, options.score, [label or f"entry {t}" for t, label in zip(targets, labels)]),
+        error_bound=error_bound,
+        evaluated=evaluated,
     )

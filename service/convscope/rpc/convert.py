@@ -138,6 +138,8 @@ def occlusion_result(result: OcclusionResult) -> pb.OcclusionResult:
         engine=result.engine,
         window=list(result.window),
         stride=list(result.stride),
+        error_bound=result.error_bound,
+        evaluated_positions=result.evaluated,
     )
     fill_tensor(message.positions, result.positions)
     fill_tensor(message.attribution, result.attribution)

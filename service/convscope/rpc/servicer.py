@@ -187,6 +187,7 @@ class ConvscopeServicer(pb_grpc.ConvscopeServicer):
             engine=request.engine,
             batch_size=request.batch_size,
             occluded=request.occluded,
+            tolerance=request.tolerance,
         )
         events = self.core.occlusion(record.id, model_input, options)
         done = total = 0

@@ -399,7 +399,7 @@ class ExportBackwardRequest(_message.Message):
     def __init__(self, model_id: _Optional[str] = ..., seeds: _Optional[_Iterable[str]] = ..., wrt: _Optional[_Iterable[str]] = ..., rectifier: _Optional[str] = ..., rectifiers: _Optional[_Union[Rectifiers, str]] = ...) -> None: ...
 
 class OcclusionRequest(_message.Message):
-    __slots__ = ("model_id", "input", "targets", "output", "window", "stride", "fill_value", "fill_mode", "score", "engine", "batch_size", "occluded")
+    __slots__ = ("model_id", "input", "targets", "output", "window", "stride", "fill_value", "fill_mode", "score", "engine", "batch_size", "occluded", "tolerance")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     INPUT_FIELD_NUMBER: _ClassVar[int]
     TARGETS_FIELD_NUMBER: _ClassVar[int]
@@ -412,6 +412,7 @@ class OcclusionRequest(_message.Message):
     ENGINE_FIELD_NUMBER: _ClassVar[int]
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     OCCLUDED_FIELD_NUMBER: _ClassVar[int]
+    TOLERANCE_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     input: Input
     targets: _containers.RepeatedScalarFieldContainer[int]
@@ -424,7 +425,8 @@ class OcclusionRequest(_message.Message):
     engine: str
     batch_size: int
     occluded: str
-    def __init__(self, model_id: _Optional[str] = ..., input: _Optional[_Union[Input, _Mapping]] = ..., targets: _Optional[_Iterable[int]] = ..., output: _Optional[str] = ..., window: _Optional[_Iterable[int]] = ..., stride: _Optional[_Iterable[int]] = ..., fill_value: _Optional[float] = ..., fill_mode: _Optional[str] = ..., score: _Optional[str] = ..., engine: _Optional[str] = ..., batch_size: _Optional[int] = ..., occluded: _Optional[str] = ...) -> None: ...
+    tolerance: float
+    def __init__(self, model_id: _Optional[str] = ..., input: _Optional[_Union[Input, _Mapping]] = ..., targets: _Optional[_Iterable[int]] = ..., output: _Optional[str] = ..., window: _Optional[_Iterable[int]] = ..., stride: _Optional[_Iterable[int]] = ..., fill_value: _Optional[float] = ..., fill_mode: _Optional[str] = ..., score: _Optional[str] = ..., engine: _Optional[str] = ..., batch_size: _Optional[int] = ..., occluded: _Optional[str] = ..., tolerance: _Optional[float] = ...) -> None: ...
 
 class OcclusionProgress(_message.Message):
     __slots__ = ("done", "total")
@@ -435,7 +437,7 @@ class OcclusionProgress(_message.Message):
     def __init__(self, done: _Optional[int] = ..., total: _Optional[int] = ...) -> None: ...
 
 class OcclusionResult(_message.Message):
-    __slots__ = ("positions", "attribution", "png", "targets", "baseline_scores", "output", "target_labels", "engine", "window", "stride")
+    __slots__ = ("positions", "attribution", "png", "targets", "baseline_scores", "output", "target_labels", "engine", "window", "stride", "error_bound", "evaluated_positions")
     POSITIONS_FIELD_NUMBER: _ClassVar[int]
     ATTRIBUTION_FIELD_NUMBER: _ClassVar[int]
     PNG_FIELD_NUMBER: _ClassVar[int]
@@ -446,6 +448,8 @@ class OcclusionResult(_message.Message):
     ENGINE_FIELD_NUMBER: _ClassVar[int]
     WINDOW_FIELD_NUMBER: _ClassVar[int]
     STRIDE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_BOUND_FIELD_NUMBER: _ClassVar[int]
+    EVALUATED_POSITIONS_FIELD_NUMBER: _ClassVar[int]
     positions: Tensor
     attribution: Tensor
     png: bytes
@@ -456,7 +460,9 @@ class OcclusionResult(_message.Message):
     engine: str
     window: _containers.RepeatedScalarFieldContainer[int]
     stride: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, positions: _Optional[_Union[Tensor, _Mapping]] = ..., attribution: _Optional[_Union[Tensor, _Mapping]] = ..., png: _Optional[bytes] = ..., targets: _Optional[_Iterable[int]] = ..., baseline_scores: _Optional[_Iterable[float]] = ..., output: _Optional[str] = ..., target_labels: _Optional[_Iterable[str]] = ..., engine: _Optional[str] = ..., window: _Optional[_Iterable[int]] = ..., stride: _Optional[_Iterable[int]] = ...) -> None: ...
+    error_bound: float
+    evaluated_positions: int
+    def __init__(self, positions: _Optional[_Union[Tensor, _Mapping]] = ..., attribution: _Optional[_Union[Tensor, _Mapping]] = ..., png: _Optional[bytes] = ..., targets: _Optional[_Iterable[int]] = ..., baseline_scores: _Optional[_Iterable[float]] = ..., output: _Optional[str] = ..., target_labels: _Optional[_Iterable[str]] = ..., engine: _Optional[str] = ..., window: _Optional[_Iterable[int]] = ..., stride: _Optional[_Iterable[int]] = ..., error_bound: _Optional[float] = ..., evaluated_positions: _Optional[int] = ...) -> None: ...
 
 class OcclusionEvent(_message.Message):
     __slots__ = ("progress", "result")
