@@ -74,3 +74,20 @@ def test_cli_against_a_running_server_by_model_id(rooted: tuple[RunningServer, C
                  "--config", str(tmp_path / "audit.toml"), "--out", str(out)])
     assert code in (0, 1)
     assert {p.name for p in out.iterdir()} == {"report.json", "junit.xml", "report.html"}
+
+
+def test_cli_passes_its_token_to_a_guarded_server(tmp_path: Path, digits_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    token = "a" * 32
+    (tmp_path / "tokens.txt").write_text(f"ci write {token}\n")
+    running = start_server(tmp_path / "store", data_roots=(digits_folder.parent,), token_file=tmp_path / "tokens.txt")
+    try:
+        (tmp_path / "audit.toml").write_text(QUICK)
+        address = f"127.0.0.1:{running.port}"
+        arguments = ["audit", str(DIGITS_MODEL), "--address", address, "--data", digits_folder.name,
+                     "--config", str(tmp_path / "audit.toml")]
+        monkeypatch.delenv("CONVSCOPE_TOKEN", raising=False)
+        assert main([*arguments, "--out", str(tmp_path / "refused")]) == 2  # no token: a setting to fix, not a crash
+        code = main(["--token", token, *arguments, "--out", str(tmp_path / "out")])
+        assert code in (0, 1) and (tmp_path / "out" / "report.json").is_file()
+    finally:
+        running.stop(grace=1)
