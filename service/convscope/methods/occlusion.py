@@ -46,7 +46,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from convscope.errors import InvalidArgument
-from convscope.limits import check_at_most
+from convscope.limits import RequestLimits, check_at_most
 from convscope.methods import drilldown
 from convscope.methods.context import INFERENCE_WORKERS, MethodContext, in_flight, worker_threads
 from convscope.methods.inputs import ModelInput, tiled_others
@@ -393,7 +393,8 @@ def occlusion(
     boxes = window_grid(size, options.window, options.stride)
     grid = boxes.grid
     total = grid[0] * grid[1]
-    check_at_most(total, context.limits.max_occlusion_positions, "occluder positions", "--max-occlusion-positions", "use a larger stride")
+    limits = context.limits if context is not None else RequestLimits()  # a remote model: the defaults
+    check_at_most(total, limits.max_occlusion_positions, "occluder positions", "--max-occlusion-positions", "use a larger stride")
     output = record.tensor(options.output) if options.output else record.outputs[0].name
     fill = fill_values(image, options.fill, options.window)
     plain = PlainEngine(context, record, output, image, fill, boxes, occluded, others, infer)
