@@ -180,22 +180,10 @@ class Emitter:
         sizes = tuple(d for d in shape[2:] if isinstance(d, int) and d > 0)
         return sizes if len(sizes) == len(shape) - 2 else None
 
-    def reshape_like(self, g: str, like: str, g_like: str | None = None) -> str:
-        """``g`` (with as many elements as ``like``) in ``like``'s shape.
-
-        ``g_like`` is a forward tensor shaped like ``g``: where both lead with the same
-        symbolic (batch) dimension, the target copies it (0) rather than inferring it
-        (−1), so shape inference keeps the symbol.  onnxruntime only keeps elementwise
-        ops on gradients in its blocked layout when it can prove their shapes equal.
-        """
+    def reshape_like(self, g: str, like: str) -> str:
+        """``g`` (with as many elements as ``like``) in ``like``'s shape."""
         dims = self.static_shape(like)
-        if dims is None:
-            return self.op("Reshape", g, self.shape(like))
-        lead = (self.info(like).shape or (None,))[0]
-        g_shape = self.info(g_like).shape if g_like else None
-        if isinstance(lead, str) and g_shape and g_shape[0] == lead:
-            dims[0] = 0
-        return self.op("Reshape", g, self.ints(dims))
+        return self.op("Reshape", g, self.shape(like) if dims is None else self.ints(dims))
 
     def unbroadcast(self, g: str, like: str, g_shape: tuple[Dim, ...] | None) -> str:
         """Sum ``g`` (whose static shape is ``g_shape`` if known) down to ``like``'s shape.

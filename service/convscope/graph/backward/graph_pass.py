@@ -388,7 +388,9 @@ class _Gradients:
             info = infos.get(tensor)
             if grad in declared or info is None or info.shape is None or not info.elem_type:
                 continue
-            dims = [d if isinstance(d, (int, str)) and d != 0 else None for d in info.shape]
+            # Inference's own "unk__k" names could collide with onnxruntime's: left unknown.
+            dims = [None if d in (0, None) or (isinstance(d, str) and d.startswith("unk__")) else d
+                    for d in info.shape]
             shaped.append(helper.make_tensor_value_info(grad, info.elem_type, dims))
         return shaped
 

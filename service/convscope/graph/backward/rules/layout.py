@@ -17,7 +17,7 @@ from ._registry import Vjp, rule
 
 @rule("Reshape", "Flatten", "Squeeze", "Unsqueeze")
 def _reshape(v: Vjp) -> dict[int, str]:
-    return {0: v.e.reshape_like(v.dy(), v.x(0), v.y())}
+    return {0: v.e.reshape_like(v.dy(), v.x(0))}
 
 
 @rule("Transpose")
