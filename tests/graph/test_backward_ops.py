@@ -848,6 +848,22 @@ def test_clip_mask_leaves_the_pre_activation_to_the_conv() -> None:
     assert [n.op_type for n in backward.graph.node if "c" in n.input] == ["Clip"]
 
 
+def test_gradients_declare_their_shapes_with_the_batch_symbol() -> None:
+    """Without the declared shapes, inference names the batch of every gradient after the
+    classifier's Reshape anew, and onnxruntime cannot keep those gradients blocked."""
+    nodes = [node("Conv", "x", "W", out=["c"], pads=[1, 1, 1, 1]), node("Relu", "c", out=["r"]),
+             node("Flatten", "r", out=["f"]), node("Gemm", "f", "G", transB=1)]
+    model = make_model(nodes, {"x": (2, 4, 3, 3)}, 17, {"W": rand(4, 4, 3, 3), "G": rand(5, 36)})
+    backward = build_backward(model, ["y"])
+    declared = {vi.name: [d.dim_param or d.dim_value for d in vi.type.tensor_type.shape.dim]
+                for vi in backward.graph.value_info}
+    producer = {o: n for n in backward.graph.node for o in n.output}
+    x_grad = producer[grad_output_name("x")].input[0]
+    assert declared[x_grad] == ["N0", 4, 3, 3]
+    masked = producer[producer[x_grad].input[0]]  # x's gradient Conv ← Relu's mask ← Flatten's Reshape
+    assert masked.op_type == "Mul" and declared[masked.input[0]] == ["N0", 4, 3, 3]
+
+
 # -- kinks and ties: torch's conventions, exactly ----------------------------------------
 
 TIE_CASES = [

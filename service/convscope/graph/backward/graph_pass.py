@@ -126,6 +126,8 @@ def build_backward(
     seed_inputs = [] if top_target else [_batch_free(seed_input_name(s), _info(infos, s)) for s in seeds]
     graph.initializer.extend(emitter.initializers)
     _rewire(graph, emitter.nodes, [*inputs.values(), *seed_inputs], outputs)
+    declared = {vi.name for vi in (*graph.input, *graph.output, *graph.value_info)}
+    graph.value_info.extend(grads.value_info(infos, declared))
     min_ir = helper.find_min_ir_version_for(list(work.opset_import), ignore_unknown=True)
     work.ir_version = min(max(work.ir_version, min_ir), MAX_IR_VERSION)
     logger.debug("backward graph: %d nodes on the path, %d nodes emitted", len(path), len(emitter.nodes))
@@ -357,9 +359,12 @@ class _Gradients:
     def __init__(self, emitter: Emitter) -> None:
         self._parts: dict[str, list[str]] = {}
         self._emitter = emitter
+        self.shaped_like: dict[str, str] = {}
+        """Each gradient tensor and the forward tensor whose shape it has."""
 
     def add(self, tensor: str, grad: str) -> None:
         self._parts.setdefault(tensor, []).append(grad)
+        self.shaped_like.setdefault(grad, tensor)
 
     def total(self, tensor: str) -> str | None:
         parts = self._parts.get(tensor)
@@ -367,7 +372,27 @@ class _Gradients:
             return None
         if len(parts) > 1:
             parts[:] = [self._emitter.op("Sum", *parts)]
+            self.shaped_like.setdefault(parts[0], tensor)
         return parts[0]
+
+    def value_info(self, infos: dict[str, TensorInfo], declared: set[str]) -> list[onnx.ValueInfoProto]:
+        """Shapes of the gradient tensors: their forward tensors', batch symbol included.
+
+        Shape inference loses the batch symbol at ops whose output size it cannot derive
+        symbolically (Resize by scales, Reshape to −1).  onnxruntime then cannot prove two
+        gradients the same shape and converts them out of its blocked layout and back
+        around every elementwise op between convolutions; stated here, it keeps them.
+        """
+        shaped = []
+        for grad, tensor in self.shaped_like.items():
+            info = infos.get(tensor)
+            if grad in declared or info is None or info.shape is None or not info.elem_type:
+                continue
+            # Inference's own "unk__k" names could collide with onnxruntime's: left unknown.
+            dims = [None if d in (0, None) or (isinstance(d, str) and d.startswith("unk__")) else d
+                    for d in info.shape]
+            shaped.append(helper.make_tensor_value_info(grad, info.elem_type, dims))
+        return shaped
 
 
 def _differentiate(node: onnx.NodeProto, rule: Rule, grads: _Gradients, active: set[str],
