@@ -1,6 +1,8 @@
 """`convscope audit MODEL --data DATASET --out DIR`: run the audit through the ``Audit`` RPC — on
 the server at ``--address``, else on an embedded server over a temporary store — and write
-report.json, junit.xml and report.html.
+report.json, junit.xml and report.html. With ``--remote URL --remote-model NAME`` (no MODEL) the
+audit runs here against a model served elsewhere over the Open Inference Protocol: nothing is
+uploaded, every batch is inferred there, and the checks that need more than outputs are skipped.
 
 Exit codes, for CI: 0 every check passed, 1 a threshold failed, 2 bad configuration or input
 (the message names the rows), 3 internal error (a crashed check counts here unless its config
@@ -24,6 +26,8 @@ from convscope_client import Client, ConvscopeError
 from convscope_client.bars import JobProgressBar
 from convscope_client.cli import LocalCommand, UsageError, tls_from_arguments
 
+from convscope.errors import ConvscopeError as ServiceError
+
 EXIT_PASSED, EXIT_FAILED, EXIT_INPUT, EXIT_INTERNAL, EXIT_CANCELLED = 0, 1, 2, 3, 130
 INPUT_ERRORS = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.PERMISSION_DENIED,
                 grpc.StatusCode.UNAUTHENTICATED,
@@ -35,8 +39,8 @@ class InputError(Exception):
 
 
 def audit_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", help="an .onnx file (preprocessing and labels from its convscope.* metadata), "
-                                      "or with --address an uploaded model's id")
+    parser.add_argument("model", nargs="?", help="an .onnx file (preprocessing and labels from its convscope.* metadata), "
+                                                 "or with --address an uploaded model's id; none with --remote")
     parser.add_argument("--data", required=True, help="a folder of class sub-folders, or a CSV path,label[,attributes…]; "
                                                       "with --address, a path under one of the server's data roots")
     parser.add_argument("--labels", help="a CSV path,label[,attributes…] labelling the images under --data")
@@ -46,6 +50,12 @@ def audit_arguments(parser: argparse.ArgumentParser) -> None:
     # Its own --address (after the subcommand), because no address means an embedded server here.
     parser.add_argument("--address", help="a running server (host:port); default: an embedded one on a temporary store")
     parser.add_argument("--timeout", type=float, help="seconds for the whole audit (default: no limit)")
+    remote = parser.add_argument_group("a model served elsewhere (Open Inference Protocol, gRPC), as remote-occlusion takes it")
+    remote.add_argument("--remote", metavar="URL", help="the inference server's gRPC endpoint, host:port or grpc://host:port")
+    remote.add_argument("--remote-model", metavar="NAME", help="the model's name on that server")
+    remote.add_argument("--model-version", default="", help="its version (default: the server's choice)")
+    remote.add_argument("--preprocessing", type=json.loads,
+                        help='JSON as upload takes it, e.g. \'{"resize": 256, "size": [224, 224]}\' (default: none)')
 
 
 @contextlib.contextmanager
@@ -77,12 +87,16 @@ def _local(path: str | None, embedded: bool) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    embedded = not args.address
     config_toml = ""
     if args.config is not None:
         if not args.config.is_file():
             raise InputError(f"no such file: {args.config}")
         config_toml = args.config.read_text()
+    if args.remote or args.remote_model:
+        return _remote(args, config_toml)
+    if not args.model:
+        raise InputError("give the model: an .onnx file, an uploaded model's id with --address, or --remote and --remote-model")
+    embedded = not args.address
     data, labels, human = (_local(path, embedded) for path in (args.data, args.labels, args.human))
     model_file = Path(args.model)
     if embedded and not model_file.is_file():
@@ -98,17 +112,55 @@ def run(args: argparse.Namespace) -> int:
             report = client.audit(model_id, data, labels=labels, human=human, config_toml=config_toml, progress=bar)
         finally:
             bar.close()
-    args.out.mkdir(parents=True, exist_ok=True)
-    for name, content in report.files.items():
-        (args.out / name).write_bytes(content)
-    print(json.dumps({"passed": report.passed, "checks": {c.name: c.status for c in report.checks},
-                      "files": [str(args.out / name) for name in report.files]}, indent=2))
-    for check in report.checks:
-        if check.status in ("failed", "error"):
-            print(f"{check.name} {check.status}: {check.message}", file=sys.stderr)
-    if report.errored:
+    return _written(args.out, report.files, [(c.name, c.status, c.message) for c in report.checks], report.passed, report.errored)
+
+
+def _remote(args: argparse.Namespace, config_toml: str) -> int:
+    """The audit run here, every batch inferred by the remote server (its errors carry their status)."""
+    # The audit's own modules (onnxruntime, scipy) load only where it runs here, as for the embedded server.
+    from convscope.audit.engine import CheckOutcome
+    from convscope.audit.service import AuditFiles, remote_audit
+    from convscope.methods.dataset_jobs import Progress
+    from convscope.model.types import Preprocessing
+    from convscope.oip.remote import RemoteModel, first_output
+
+    if not (args.remote and args.remote_model):
+        raise InputError("a remote model needs both --remote URL and --remote-model NAME")
+    if args.model or args.address:
+        raise InputError("--remote audits a model served elsewhere: give no MODEL and no --address")
+    data, labels, human = (Path(_local(path, True)) if path else None for path in (args.data, args.labels, args.human))
+    assert data is not None  # --data is required
+    with RemoteModel(args.remote, args.remote_model, version=args.model_version,
+                     **({"timeout": args.timeout} if args.timeout else {})) as remote:
+        record = remote.record(Preprocessing.from_dict(args.preprocessing) if args.preprocessing else None)
+        checks: list[CheckOutcome] = []
+        bar = JobProgressBar()
+        try:
+            for event in remote_audit(record, first_output(remote, record), data, labels=labels, human=human, config_toml=config_toml):
+                if isinstance(event, Progress):
+                    bar(event)  # type: ignore[arg-type]  # the client's Progress has the same fields
+                elif isinstance(event, CheckOutcome):
+                    checks.append(event)
+                else:
+                    files: AuditFiles = event
+        finally:
+            bar.close()
+    return _written(args.out, files.files, [(c.name, c.status, c.message) for c in checks], files.passed, files.errored)
+
+
+def _written(out: Path, files: dict[str, bytes], checks: list[tuple[str, str, str]], passed: bool, errored: bool) -> int:
+    """Write the reports, summarize them, and the exit code they mean."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name, content in files.items():
+        (out / name).write_bytes(content)
+    print(json.dumps({"passed": passed, "checks": {name: status for name, status, _ in checks},
+                      "files": [str(out / name) for name in files]}, indent=2))
+    for name, status, message in checks:
+        if status in ("failed", "error"):
+            print(f"{name} {status}: {message}", file=sys.stderr)
+    if errored:
         return EXIT_INTERNAL
-    return EXIT_PASSED if report.passed else EXIT_FAILED
+    return EXIT_PASSED if passed else EXIT_FAILED
 
 
 def audit(args: argparse.Namespace) -> int:
@@ -121,6 +173,9 @@ def audit(args: argparse.Namespace) -> int:
     except ConvscopeError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_INPUT if error.code in INPUT_ERRORS else EXIT_INTERNAL
+    except ServiceError as error:  # --remote runs the audit here: the service's own errors
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_INPUT if error.status in INPUT_ERRORS else EXIT_INTERNAL
     except KeyboardInterrupt:
         print("\ncancelled: the server stops the audit", file=sys.stderr)
         return EXIT_CANCELLED

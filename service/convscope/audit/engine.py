@@ -2,6 +2,10 @@
 filters together; then each enabled check turns those numbers into figures and a verdict.
 
 A check that raises is recorded as an error (never as passed) unless its ``allow_error`` is set.
+
+``run_remote_audit`` audits a model served elsewhere (a black box reached through an ``Infer``
+call, e.g. over the Open Inference Protocol): the same pass and checks with every batch inferred
+there; the checks that need gradients or the weights are reported as skipped, with the reason.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from convscope.audit.stats import benjamini_hochberg, excess_error_p_value, wils
 from convscope.core import Convscope
 from convscope.errors import Cancelled, InvalidArgument
 from convscope.methods.activations import DeadFilterCounts
+from convscope.methods.context import INFERENCE_WORKERS
 from convscope.methods.dataset_jobs import Progress, run_job
 from convscope.methods.datasets import DEFAULT_DECODE_WORKERS, Prefetcher, Sample, Skipped
 from convscope.model.types import ModelRecord
@@ -33,12 +38,23 @@ TOP_K = 5
 RECTIFIERS = {"Relu", "Clip", "LeakyRelu", "PRelu"}
 # Thumbnails the report shows per list (misclassified images, a worst slice).
 THUMBNAILS = 12
+# The order the checks run in and the report lists them.
+CHECK_ORDER = ("accuracy", "attributes", "dead_filters", "filter_smoothness", "robustness", "explanation_sanity",
+               "explanation_faithfulness")
+# What a black box cannot give, per check (the robustness check keeps its corruptions: they need outputs only).
+REMOTE_SKIPS = {
+    "dead_filters": "a remote model's hidden activations are not served, only its outputs",
+    "filter_smoothness": "a remote model's weights are not served",
+    "explanation_sanity": "it randomizes the model's weights and needs gradients; a remote model serves neither",
+    "explanation_faithfulness": "its explanation methods need gradients, which a remote model does not serve",
+}
+ATTACKS_SKIPPED = "FGSM and PGD need gradients, which a remote model does not serve"
 
 
 @dataclass
 class CheckOutcome:
     name: str
-    status: str  # "passed", "failed", "error" (the check raised), "disabled"
+    status: str  # "passed", "failed", "error" (the check raised), "disabled", "skipped" (it cannot run on this model)
     message: str
     figures: dict[str, Any] = field(default_factory=dict)
     thumbnails: dict[str, list[int]] = field(default_factory=dict)  # caption → item indices
@@ -58,7 +74,7 @@ class AuditResult:
 
     @property
     def passed(self) -> bool:
-        return all(check.status in ("passed", "disabled") for check in self.checks)
+        return all(check.status in ("passed", "disabled", "skipped") for check in self.checks)
 
     @property
     def errored(self) -> bool:
@@ -76,7 +92,7 @@ class AuditPass:
 
     needs_pictures = True
 
-    def __init__(self, record: ModelRecord, count: int, config: dict[str, dict[str, Any]]) -> None:
+    def __init__(self, record: ModelRecord, count: int, config: dict[str, dict[str, Any]], *, activations: bool = True) -> None:
         self.kept = set().union(*sampled_images(config, count).values())
         self.pictures: dict[int, np.ndarray] = {}
         self.output = record.outputs[0].name
@@ -86,7 +102,7 @@ class AuditPass:
         if config["attributes"]["enabled"]:
             self.measured = {name: np.full(count, np.nan) for name in image_attributes.COMPUTED}
         self.dead: DeadFilterCounts | None = None
-        if config["dead_filters"]["enabled"]:
+        if config["dead_filters"]["enabled"] and activations:
             layers = [layer.tensor for layer in record.layers if layer.op_type in RECTIFIERS] or None
             self.dead = DeadFilterCounts(record, layers, threshold=config["dead_filters"]["zero_share"])
 
@@ -132,16 +148,60 @@ def run_audit(
     """Progress of the shared pass, each check's outcome as it finishes, then the result.  An
     unreadable image is an input error naming its rows (an audit over fewer images than given
     would pass on data nobody chose)."""
+    record = core.model(model_id)
+    yield from _audit(record, robustness_measures.local_infer(core, record), core, items, config, human, cancelled)
+
+
+def run_remote_audit(
+    record: ModelRecord,
+    infer: robustness_measures.Infer,
+    items: Sequence[AuditItem],
+    config: dict[str, dict[str, Any]],
+    *,
+    human: Sequence[HumanLabels] = (),
+    cancelled: threading.Event | None = None,
+) -> Iterator[Progress | CheckOutcome | AuditResult]:
+    """``run_audit``'s events for a model served elsewhere: ``record`` stands in for it (from its
+    metadata, with the preprocessing that makes its inputs) and ``infer`` runs a batch there."""
+    yield from _audit(record, infer, None, items, config, human, cancelled)
+
+
+class _InferEngine:
+    """The shared pass's batches sent to ``infer`` (a black box: its first output only), reduced here."""
+
+    workers = INFERENCE_WORKERS  # a serving endpoint takes concurrent requests
+
+    def __init__(self, infer: robustness_measures.Infer, shared: AuditPass) -> None:
+        self.infer = infer
+        self.shared = shared
+
+    def __call__(self, batch: np.ndarray, others: Any) -> dict[str, np.ndarray]:
+        return self.shared.reduce({self.shared.output: self.infer(batch)})
+
+
+def _audit(
+    record: ModelRecord,
+    infer: robustness_measures.Infer,
+    core: Convscope | None,
+    items: Sequence[AuditItem],
+    config: dict[str, dict[str, Any]],
+    human: Sequence[HumanLabels],
+    cancelled: threading.Event | None,
+) -> Iterator[Progress | CheckOutcome | AuditResult]:
+    """The audit of ``record``, its batches inferred by ``infer``; ``core`` holds the model itself,
+    None for a remote one (then the checks that need more than outputs are skipped)."""
     start = time.monotonic()
     cancelled = cancelled or threading.Event()
-    record = core.model(model_id)
-    shared = AuditPass(record, len(items), config)
+    shared = AuditPass(record, len(items), config, activations=core is not None)
     sizes: dict[int, tuple[int, int]] = {}
     skipped: list[Skipped] = []
     stream = Prefetcher(chunks(items), ChunkDecoder(record, sizes), count=lambda chunk: len(chunk.items),
                         depth=2 * DEFAULT_DECODE_WORKERS, cancelled=cancelled)
     try:
-        for event in run_job(core.context, record, shared, stream, total=len(items), cancelled=cancelled):
+        # A local model runs on the context's runtime, which also serves the dead filters' tensors.
+        job = run_job(core.context if core else None, record, shared, stream, total=len(items), cancelled=cancelled,
+                      engine=None if core else _InferEngine(infer, shared))
+        for event in job:
             if isinstance(event, Skipped):
                 skipped.append(event)
             elif isinstance(event, Progress):
@@ -155,17 +215,22 @@ def run_audit(
     checks: dict[str, Callable[[dict[str, Any]], CheckOutcome]] = {
         "accuracy": lambda c: accuracy(shared.top, labels, record.labels, c, human),
         "attributes": lambda c: attribute_slices(shared.top[:, 0] != labels, _attributes(shared, items, sizes), c),
-        "dead_filters": lambda c: dead_filters(shared.dead, c),
-        "filter_smoothness": lambda c: filter_smoothness(core, record, c),
-        "robustness": lambda c: robustness(core, record, shared.pictures, labels, c, cancelled),
-        "explanation_sanity": lambda c: explanation_sanity(core, record, shared.pictures, shared.top[:, 0], c),
-        "explanation_faithfulness": lambda c: explanation_faithfulness(core, record, shared.pictures, shared.top[:, 0], c),
+        "robustness": lambda c: robustness(core, record, infer, shared.pictures, labels, c, cancelled),
     }
+    if core is not None:
+        checks |= {
+            "dead_filters": lambda c: dead_filters(shared.dead, c),
+            "filter_smoothness": lambda c: filter_smoothness(core, record, c),
+            "explanation_sanity": lambda c: explanation_sanity(core, record, shared.pictures, shared.top[:, 0], c),
+            "explanation_faithfulness": lambda c: explanation_faithfulness(core, record, shared.pictures, shared.top[:, 0], c),
+        }
+    else:
+        checks |= {name: (lambda c, name=name, reason=reason: _skipped(name, reason)) for name, reason in REMOTE_SKIPS.items()}
     outcomes = []
-    for name, check in checks.items():
+    for name in CHECK_ORDER:
         if cancelled.is_set():
             raise Cancelled("the audit was cancelled")
-        outcomes.append(_run_check(name, config, check))
+        outcomes.append(_run_check(name, config, checks[name]))
         yield outcomes[-1]
     yield AuditResult(record, items, config, outcomes, shared.top, time.monotonic() - start)
 
@@ -188,6 +253,10 @@ def _run_check(name: str, config: dict[str, dict[str, Any]], check: Callable[[di
         )
     outcome.seconds = time.monotonic() - start
     return outcome
+
+
+def _skipped(name: str, reason: str) -> CheckOutcome:
+    return CheckOutcome(name, "skipped", f"skipped for a remote model: {reason}", {"skipped": reason})
 
 
 def _verdict(name: str, failures: list[str], passed_message: str, figures: dict[str, Any], **extra: Any) -> CheckOutcome:
@@ -363,14 +432,17 @@ def sampled_images(config: dict[str, dict[str, Any]], total: int) -> dict[str, l
     return {f"{check}.{key}": evenly_spaced(config[check][key], total) for check, key in counts if config[check]["enabled"]}
 
 
-def robustness(core: Convscope, record: ModelRecord, pictures: dict[int, np.ndarray], labels: np.ndarray,
-               settings: dict[str, Any], cancelled: threading.Event) -> CheckOutcome:
+def robustness(core: Convscope | None, record: ModelRecord, infer: robustness_measures.Infer, pictures: dict[int, np.ndarray],
+               labels: np.ndarray, settings: dict[str, Any], cancelled: threading.Event) -> CheckOutcome:
     """Accuracy under each common corruption and severity relative to clean accuracy on the same
-    images, and under FGSM and PGD at each ε."""
+    images, and under FGSM and PGD at each ε (a remote model, ``core`` None: corruptions only)."""
     chosen = evenly_spaced(settings["images"], len(labels))
-    figures, failures = robustness_measures.corruption_table(core, record, [pictures[i] for i in chosen], labels[chosen], settings)
+    figures, failures = robustness_measures.corruption_table(infer, record, [pictures[i] for i in chosen], labels[chosen], settings)
     message = f"clean accuracy {figures['clean_accuracy']:.4f}; no corruption over its limit"
-    if settings["attacks"]:
+    if settings["attacks"] and core is None:
+        figures["adversarial"] = {"skipped": ATTACKS_SKIPPED}
+        message += f" (attacks skipped: {ATTACKS_SKIPPED})"
+    elif settings["attacks"]:
         attacked = evenly_spaced(settings["attack_images"], len(labels))
         figures["adversarial"], attack_failures = robustness_measures.attack_table(
             core, record, [pictures[i] for i in attacked], labels[attacked], settings, cancelled)

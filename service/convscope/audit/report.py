@@ -68,7 +68,7 @@ def junit_xml(result: AuditResult) -> bytes:
     """One testcase per check: a failure names the figure and its threshold, a crashed check is an error."""
     failures = sum(check.status == "failed" for check in result.checks)
     errors = sum(check.status == "error" for check in result.checks)
-    skipped = sum(check.status == "disabled" for check in result.checks)
+    skipped = sum(check.status in ("disabled", "skipped") for check in result.checks)
     suite = ElementTree.Element("testsuite", name="convscope.audit", tests=str(len(result.checks)), failures=str(failures),
                                 errors=str(errors), skipped=str(skipped), time=f"{result.seconds:.3f}")
     for check in result.checks:
@@ -77,7 +77,7 @@ def junit_xml(result: AuditResult) -> bytes:
             ElementTree.SubElement(case, "failure", message=check.message, type="threshold").text = check.message
         elif check.status == "error":
             ElementTree.SubElement(case, "error", message=check.message, type="check_error").text = check.figures.get("traceback", "")
-        elif check.status == "disabled":
+        elif check.status in ("disabled", "skipped"):
             ElementTree.SubElement(case, "skipped", message=check.message)
         else:
             ElementTree.SubElement(case, "system-out").text = check.message
@@ -249,6 +249,8 @@ def _robustness_body(figures: dict[str, Any]) -> str:
 def _adversarial_body(figures: dict[str, Any] | None) -> str:
     if not figures:
         return "<p>Adversarial attacks are turned off (robustness.attacks = []).</p>"
+    if "skipped" in figures:
+        return f"<p>Adversarial attacks skipped: {html.escape(figures['skipped'])}.</p>"
     attacks = figures["attacks"]
     names = [f"{row['epsilon']:g}/255" for rows in attacks.values() for row in rows]
     under = [attack.upper() if i == len(rows) // 2 else "" for attack, rows in attacks.items() for i in range(len(rows))]
@@ -268,7 +270,7 @@ TITLES = {"accuracy": "Accuracy", "attributes": "Error by image attribute", "dea
           "explanation_faithfulness": "Explanation faithfulness (deletion and insertion)"}
 STYLE = """body{font:14px system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:2px 8px;text-align:left}
-.passed{color:#1e8449}.failed,.error{color:#c0392b;font-weight:bold}.disabled{color:#888}
+.passed{color:#1e8449}.failed,.error{color:#c0392b;font-weight:bold}.disabled,.skipped{color:#888}
 .thumbs{display:flex;flex-wrap:wrap;gap:6px}figure{margin:0;text-align:center;font-size:11px}
 svg .t{font-size:13px;font-weight:bold}svg .a{font-size:10px}.plots{display:flex;flex-wrap:wrap;gap:12px}
 img{image-rendering:pixelated}img.plot{min-width:240px;max-width:100%}"""
@@ -280,7 +282,7 @@ def report_html(result: AuditResult, report: dict[str, Any]) -> str:
                      [[c.name, c.status, c.message, f"{c.seconds * 1000:.0f} ms"] for c in result.checks])
     sections = []
     for check in result.checks:
-        body = "" if check.crashed or check.status == "disabled" else BODIES[check.name](check.figures)
+        body = "" if check.crashed or check.status in ("disabled", "skipped") else BODIES[check.name](check.figures)
         sections.append(f'<section id="{check.name}"><h2>{TITLES[check.name]} <span class="{check.status}">{check.status}</span></h2>'
                         f"<p>{html.escape(check.message)}</p>{body}{_thumbnails(result, check)}</section>")
     model = report["model"]

@@ -10,7 +10,7 @@ share of all sampled images still right under attack (never above clean accuracy
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -24,6 +24,10 @@ from convscope.model.types import ModelRecord
 
 PIXEL_LEVELS = 255  # ε is given in 1/255 of the pixel range
 
+# A batch of model inputs → the model's first output for it: all the corruptions need, so they also
+# run on a model served elsewhere.
+Infer = Callable[[np.ndarray], np.ndarray]
+
 
 def model_input(record: ModelRecord, pictures: Sequence[np.ndarray]) -> ModelInput:
     """The model's batch for decoded pictures (H×W×3 uint8, as the model sees them)."""
@@ -31,17 +35,21 @@ def model_input(record: ModelRecord, pictures: Sequence[np.ndarray]) -> ModelInp
     return ModelInput(batch_of([ImageSample(picture, record.preprocessing, dtype) for picture in pictures]), tuple(pictures))
 
 
-def top1(core: Convscope, record: ModelRecord, batch: np.ndarray) -> np.ndarray:
+def local_infer(core: Convscope, record: ModelRecord) -> Infer:
     output = record.outputs[0].name
-    return core.context.forward(record, batch, [output])[output].reshape(len(batch), -1).argmax(1)
+    return lambda batch: core.context.forward(record, batch, [output])[output]
 
 
-def corruption_table(core: Convscope, record: ModelRecord, pictures: Sequence[np.ndarray], truth: np.ndarray,
+def top1(infer: Infer, batch: np.ndarray) -> np.ndarray:
+    return infer(batch).reshape(len(batch), -1).argmax(1)
+
+
+def corruption_table(infer: Infer, record: ModelRecord, pictures: Sequence[np.ndarray], truth: np.ndarray,
                      settings: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     """Clean accuracy and, per corruption, accuracy at severities 1–3 and the mean relative drop."""
 
     def accuracy_on(batch_pictures: Sequence[np.ndarray]) -> float:
-        return float((top1(core, record, model_input(record, batch_pictures).batch) == truth).mean())
+        return float((top1(infer, model_input(record, batch_pictures).batch) == truth).mean())
 
     clean = accuracy_on(pictures)
     rng = np.random.default_rng(settings["seed"])
@@ -65,7 +73,7 @@ def attack_table(core: Convscope, record: ModelRecord, pictures: Sequence[np.nda
                  cancelled: threading.Event | None = None) -> tuple[dict[str, Any], list[str]]:
     """Per attack and ε: robust accuracy and attack success; a failure names the attack, ε and the threshold."""
     sample = model_input(record, pictures)
-    right = top1(core, record, sample.batch) == truth
+    right = top1(local_infer(core, record), sample.batch) == truth
     attacked = ModelInput(sample.batch[right], tuple(p for p, ok in zip(pictures, right) if ok))
     epsilons = [float(e) for e in settings["epsilons"]]
     table: dict[str, list[dict[str, float]]] = {}

@@ -22,7 +22,9 @@ import onnx
 from convscope.errors import Cancelled, InvalidArgument
 from convscope.graph.receptive_field import FieldMap, receptive_fields
 from convscope.methods.activations import DeadFilterCounts, DeadFiltersResult
-from convscope.methods.context import INFERENCE_WORKERS, MethodContext, batch_size_for, in_flight, worker_threads
+from convscope.methods.context import (
+    DEFAULT_BATCH_BUDGET_BYTES, INFERENCE_WORKERS, MethodContext, batch_size_for, in_flight, worker_threads,
+)
 from convscope.methods.datasets import RunAhead, Sample, Skipped
 from convscope.methods.inputs import batch_of, tiled_others
 from convscope.methods.embedding import Embedding, EmbeddingResult, code_layer
@@ -141,7 +143,7 @@ def fields_of(base: onnx.ModelProto, record: ModelRecord) -> dict[str, FieldMap 
 
 
 def run_job(
-    context: MethodContext,
+    context: MethodContext | None,
     record: ModelRecord,
     accumulator: Accumulator,
     stream: Iterable[Sample | Skipped],
@@ -155,7 +157,8 @@ def run_job(
     """Run the model over ``stream`` in batches; yield progress, skipped items, then the result.
     ``others``: the model's other inputs, one sample's values (``constant_others``), fed with
     every batch. ``engine``: where batches run (default: here, on the context's runtime); the
-    accumulator merges their reductions here, in stream order, whatever ran them.
+    accumulator merges their reductions here, in stream order, whatever ran them. ``context``:
+    None when the engine runs a model this process does not hold (batches sized by the default budget).
 
     Batches are assembled (stacked) ahead on a helper thread, so the model never waits for the
     copy; ``INFERENCE_WORKERS`` batches run at once and reach the accumulator in stream order;
@@ -163,7 +166,8 @@ def run_job(
     """
     cancelled = cancelled or threading.Event()
     tensors = accumulator.tensors
-    batch_size = max(1, min(batch_size, batch_size_for(record, tensors, context.batch_budget_bytes // INFERENCE_WORKERS)))
+    budget = context.batch_budget_bytes if context is not None else DEFAULT_BATCH_BUDGET_BYTES
+    batch_size = max(1, min(batch_size, batch_size_for(record, tensors, budget // INFERENCE_WORKERS)))
     threads = worker_threads()
     start = time.monotonic()
     last_report = start
@@ -182,6 +186,7 @@ def run_job(
         constants = tiled_others(record, others, len(entry[1])) if others else None
         if engine is not None:
             return engine(entry[1], constants)
+        assert context is not None, "a job without a context runs on an engine"
         return accumulator.reduce(context.forward(record, entry[1], tensors, threads=threads, others=constants))
 
     workers = engine.workers if engine is not None else INFERENCE_WORKERS

@@ -9,7 +9,7 @@ method (``methods/occlusion.py``, its batched engine) with every occluded batch 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import grpc
@@ -25,6 +25,9 @@ from convscope.model.types import LayerInfo, ModelRecord, Preprocessing, TensorS
 from convscope.oip.tensors import DATATYPES, datatype_of, from_raw, to_raw
 
 DEFAULT_TIMEOUT_SECONDS = 120.0
+# Images per ModelInfer when a caller hands over more (the audit's corruptions: up to 1000 at once):
+# servers cap a request's batch and size, and convscope's own jobs batch this many.
+REQUEST_BATCH = 32
 
 
 def _target(url: str) -> str:
@@ -116,6 +119,19 @@ class RemoteModel:
             tensor.name: from_raw(data, tensor.datatype, tensor.shape, tensor.name)
             for tensor, data in zip(response.outputs, response.raw_output_contents)
         }
+
+
+def first_output(remote: RemoteModel, record: ModelRecord) -> Callable[[np.ndarray], np.ndarray]:
+    """A batch of ``record``'s input → the remote model's first output, sent in requests of at
+    most REQUEST_BATCH (one for a model without a dynamic batch axis)."""
+    input_name, output = record.input.name, record.outputs[0].name
+    step = REQUEST_BATCH if record.dynamic_batch else 1
+
+    def infer(batch: np.ndarray) -> np.ndarray:
+        parts = [remote.infer({input_name: batch[i : i + step]}, [output])[output] for i in range(0, len(batch), step)]
+        return np.concatenate(parts)
+
+    return infer
 
 
 def remote_occlusion(
