@@ -49,11 +49,12 @@ def audit_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("audit-out"), help="where the reports are written")
     # Its own --address (after the subcommand), because no address means an embedded server here.
     parser.add_argument("--address", help="a running server (host:port); default: an embedded one on a temporary store")
-    parser.add_argument("--timeout", type=float, help="seconds for the whole audit (default: no limit)")
+    parser.add_argument("--timeout", type=float, help="seconds for the whole audit (default: no limit); "
+                                                     "with --remote, for each request to that server")
     remote = parser.add_argument_group("a model served elsewhere (Open Inference Protocol, gRPC), as remote-occlusion takes it")
     remote.add_argument("--remote", metavar="URL", help="the inference server's gRPC endpoint, host:port or grpc://host:port")
     remote.add_argument("--remote-model", metavar="NAME", help="the model's name on that server")
-    remote.add_argument("--model-version", default="", help="its version (default: the server's choice)")
+    remote.add_argument("--model-version", help="its version (default: the server's choice)")
     remote.add_argument("--preprocessing", type=json.loads,
                         help='JSON as upload takes it, e.g. \'{"resize": 256, "size": [224, 224]}\' (default: none)')
 
@@ -130,7 +131,7 @@ def _remote(args: argparse.Namespace, config_toml: str) -> int:
         raise InputError("--remote audits a model served elsewhere: give no MODEL and no --address")
     data, labels, human = (Path(_local(path, True)) if path else None for path in (args.data, args.labels, args.human))
     assert data is not None  # --data is required
-    with RemoteModel(args.remote, args.remote_model, version=args.model_version,
+    with RemoteModel(args.remote, args.remote_model, version=args.model_version or "",
                      **({"timeout": args.timeout} if args.timeout else {})) as remote:
         record = remote.record(Preprocessing.from_dict(args.preprocessing) if args.preprocessing else None)
         checks: list[CheckOutcome] = []
