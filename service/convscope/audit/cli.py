@@ -178,7 +178,7 @@ def audit(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_INPUT if error.status in INPUT_ERRORS else EXIT_INTERNAL
     except KeyboardInterrupt:
-        print("\ncancelled: the server stops the audit", file=sys.stderr)
+        print("\ncancelled: the audit stops", file=sys.stderr)
         return EXIT_CANCELLED
     except Exception as error:  # noqa: BLE001 - CI must see an internal failure as such, never as a pass
         print(f"error: internal error in the audit: {type(error).__name__}: {error}", file=sys.stderr)
