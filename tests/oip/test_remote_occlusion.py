@@ -100,3 +100,24 @@ def test_cli_writes_the_map_of_a_remote_model(endpoint: str, server: RunningServ
     assert (tmp_path / "remote_occlusion.png").read_bytes().startswith(b"\x89PNG")
     assert cli_main(["remote-occlusion", endpoint, "no-such-model", str(CAT_PHOTO), "--out", str(tmp_path)]) == 1
     assert "NOT_FOUND" in capsys.readouterr().err
+
+
+def test_a_guarded_server_wants_the_token_over_the_protocol_too(tmp_path: Path) -> None:
+    from tests.audit.conftest import DIGITS_MODEL
+    from tests.conftest import start_server
+
+    token = "c" * 32
+    (tmp_path / "tokens.txt").write_text(f"ci write {token}\n")
+    running = start_server(tmp_path / "store", token_file=tmp_path / "tokens.txt")
+    try:
+        address = f"127.0.0.1:{running.port}"
+        with Client(address, timeout=60, token=token) as guarded:
+            guarded.upload_model(DIGITS_MODEL, name="digits")
+        with pytest.raises(RemoteFailed) as refused:
+            RemoteModel(address, "digits")
+        assert refused.value.status == grpc.StatusCode.UNAUTHENTICATED and "token" in str(refused.value)
+        with RemoteModel(address, "digits", token=token) as remote:
+            x = np.zeros((1, *remote.record().input.shape[1:]), np.float32)
+            assert remote.infer({remote.record().input.name: x}, [remote.record().outputs[0].name])
+    finally:
+        running.stop(grace=1)

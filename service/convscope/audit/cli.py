@@ -131,7 +131,7 @@ def _remote(args: argparse.Namespace, config_toml: str) -> int:
         raise InputError("--remote audits a model served elsewhere: give no MODEL and no --address")
     data, labels, human = (Path(_local(path, True)) if path else None for path in (args.data, args.labels, args.human))
     assert data is not None  # --data is required
-    with RemoteModel(args.remote, args.remote_model, version=args.model_version or "",
+    with RemoteModel(args.remote, args.remote_model, version=args.model_version or "", token=args.token,
                      **({"timeout": args.timeout} if args.timeout else {})) as remote:
         record = remote.record(Preprocessing.from_dict(args.preprocessing) if args.preprocessing else None)
         checks: list[CheckOutcome] = []

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -37,6 +38,8 @@ def parser() -> argparse.ArgumentParser:
     made.add_argument("--score", choices=["probability", "raw"], default="probability", help="softmax probability or the raw output")
     made.add_argument("--batch-size", type=int, default=0, help="occluded copies per request (0: 32)")
     made.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_SECONDS, help="seconds per request")
+    made.add_argument("--token", default=os.environ.get("CONVSCOPE_TOKEN"),
+                      help="bearer token for a server that asks for one (default: $CONVSCOPE_TOKEN)")
     made.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder")
     return made
 
@@ -47,7 +50,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         targets=args.targets or (), output=args.output or "", window=args.window, stride=args.stride, fill=args.fill,
         score=args.score, engine="batched", batch_size=args.batch_size,
     )
-    with RemoteModel(args.url, args.model, version=args.model_version, timeout=args.timeout) as remote:
+    with RemoteModel(args.url, args.model, version=args.model_version, timeout=args.timeout, token=args.token) as remote:
         record = remote.record(Preprocessing.from_dict(args.preprocessing) if args.preprocessing else None)
         if source.suffix == ".npy":
             model_input = from_tensor(record, np.load(source))

@@ -50,11 +50,16 @@ def _spec(tensor: oip.ModelMetadataResponse.TensorMetadata) -> TensorSpec:
 class RemoteModel:
     """One model on a remote Open Inference Protocol server (gRPC)."""
 
-    def __init__(self, url: str, model: str, *, version: str = "", timeout: float = DEFAULT_TIMEOUT_SECONDS) -> None:
+    def __init__(
+        self, url: str, model: str, *, version: str = "", timeout: float = DEFAULT_TIMEOUT_SECONDS, token: str | None = None
+    ) -> None:
+        """``token``: sent as ``authorization: Bearer TOKEN`` (a convscope server with
+        --token-file, or a Triton/KServe deployment behind a bearer-token gateway)."""
         self.url = url
         self.model = model
         self.version = version
         self.timeout = timeout
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else None
         self._channel = grpc.insecure_channel(
             _target(url),
             options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES), ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)],
@@ -75,7 +80,7 @@ class RemoteModel:
 
     def _call(self, method: Any, request: Any) -> Any:
         try:
-            return method(request, timeout=self.timeout)
+            return method(request, timeout=self.timeout, metadata=self._metadata)
         except grpc.RpcError as error:
             code = error.code() if isinstance(error, grpc.Call) else grpc.StatusCode.UNKNOWN
             details = error.details() if isinstance(error, grpc.Call) else str(error)
