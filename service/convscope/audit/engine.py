@@ -86,7 +86,8 @@ TOP_CLASSES = "top classes"
 
 
 class AuditPass:
-    """The shared pass's accumulator: top-k predictions, computed attributes, when the dead
+    """The shared pass's accumulator: top-k predictions, computed attributes (measured as each
+    chunk is decoded, audit/decoding.py), when the dead
     filters check is on per-channel zero counts of every rectifier output, and the decoded
     pictures of the images the sampled checks use (so no check decodes an image again)."""
 
@@ -125,10 +126,6 @@ class AuditPass:
         rows = np.array([sample.index for sample in samples])
         self.top[rows] = reduced[TOP_CLASSES]
         self.pictures.update((sample.index, sample.picture) for sample in samples if sample.index in self.kept)
-        if self.measured:
-            pictures = np.stack([sample.picture for sample in samples])  # a batch shares one shape
-            for name, measured in image_attributes.measure(pictures).items():
-                self.measured[name][rows] = measured
         if self.dead is not None:
             self.dead.add_reduced(samples, reduced)
 
@@ -195,7 +192,7 @@ def _audit(
     shared = AuditPass(record, len(items), config, activations=core is not None)
     sizes: dict[int, tuple[int, int]] = {}
     skipped: list[Skipped] = []
-    stream = Prefetcher(chunks(items), ChunkDecoder(record, sizes), count=lambda chunk: len(chunk.items),
+    stream = Prefetcher(chunks(items), ChunkDecoder(record, sizes, shared.measured), count=lambda chunk: len(chunk.items),
                         depth=2 * DEFAULT_DECODE_WORKERS, cancelled=cancelled)
     try:
         # A local model runs on the context's runtime, which also serves the dead filters' tensors.
