@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -89,6 +90,16 @@ def test_unreadable_files_exit_2_naming_the_rows(tmp_path: Path, digits_folder: 
     error = capsys.readouterr().err
     rows = len(list((data / "4").glob("*.png")))
     assert f"row {rows}: {data / '4' / 'zzz-broken.png'}" in error
+
+
+def test_a_fifo_in_the_dataset_exits_2_instead_of_blocking(tmp_path: Path, digits_folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    images = sorted((digits_folder / "4").glob("*.png"))[:20]
+    os.mkfifo(tmp_path / "fifo.png")  # reading a FIFO nobody writes would hang the audit
+    rows = [f"{path},4" for path in images] + [f"{tmp_path / 'fifo.png'},4"]
+    (tmp_path / "data.csv").write_text("path,label\n" + "\n".join(rows) + "\n")
+    code, _ = audit(tmp_path, tmp_path / "data.csv")
+    assert code == 2
+    assert "fifo.png: is not a regular file" in capsys.readouterr().err
 
 
 def test_bad_config_exits_2(tmp_path: Path, digits_folder: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -21,7 +21,8 @@ import numpy as np
 from convscope.audit.dataset import AuditItem
 from convscope.errors import ConvscopeError
 from convscope.audit import attributes as image_attributes
-from convscope.methods.datasets import Sample, Skipped
+from convscope.methods.datasets import Sample, Skipped, read_regular_file
+from convscope.limits import DEFAULT_MAX_IMAGE_PIXELS
 from convscope.methods.inputs import decode_sized
 from convscope.model.types import ModelRecord
 
@@ -42,19 +43,25 @@ class ChunkDecoder:
     """Reads and decodes a chunk (the prefetch pool calls it with the chunk's first index);
     ``sizes`` receives each image's stored (width, height): the model sees it resized;
     ``measured`` (``image_attributes.COMPUTED`` arrays over every image, or empty to skip)
-    receives the computed attributes of the pictures, each row written by one chunk only."""
+    receives the computed attributes of the pictures, each row written by one chunk only.
+    Files are read as dataset jobs read them (no FIFOs, devices or swapped-in links) and images
+    over ``max_pixels`` are refused, so an audit is held to the server's limits too."""
 
-    def __init__(self, record: ModelRecord, sizes: dict[int, tuple[int, int]], measured: dict[str, np.ndarray]) -> None:
+    def __init__(
+        self, record: ModelRecord, sizes: dict[int, tuple[int, int]], measured: dict[str, np.ndarray], *,
+        max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+    ) -> None:
         self.record = record
         self.sizes = sizes
         self.measured = measured
+        self.max_pixels = max_pixels
 
     def __call__(self, chunk: Chunk, start: int) -> list[Sample | Skipped]:
         decoded: list[Sample | Skipped] = []
         for index, item in enumerate(chunk.items, start):
             ref = str(item.path)
             try:
-                image, self.sizes[index] = decode_sized(self.record, item.path.read_bytes(), index)
+                image, self.sizes[index] = decode_sized(self.record, read_regular_file(item.path), index, max_pixels=self.max_pixels)
             except OSError as error:
                 decoded.append(Skipped(index, ref, f"cannot be read ({error.strerror or type(error).__name__})"))
             except ConvscopeError as error:

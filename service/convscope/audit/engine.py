@@ -28,6 +28,7 @@ from convscope.audit.human import HumanLabels, compare
 from convscope.audit.stats import benjamini_hochberg, excess_error_p_value, wilson_interval
 from convscope.core import Convscope
 from convscope.errors import Cancelled, InvalidArgument
+from convscope.limits import RequestLimits
 from convscope.methods.activations import DeadFilterCounts
 from convscope.methods.context import INFERENCE_WORKERS
 from convscope.methods.dataset_jobs import Progress, run_job
@@ -190,9 +191,10 @@ def _audit(
     start = time.monotonic()
     cancelled = cancelled or threading.Event()
     shared = AuditPass(record, len(items), config, activations=core is not None)
+    limits = core.limits if core else RequestLimits()  # a remote model's audit runs here, with the defaults
     sizes: dict[int, tuple[int, int]] = {}
     skipped: list[Skipped] = []
-    stream = Prefetcher(chunks(items), ChunkDecoder(record, sizes, shared.measured), count=lambda chunk: len(chunk.items),
+    stream = Prefetcher(chunks(items), ChunkDecoder(record, sizes, shared.measured, max_pixels=limits.max_image_pixels), count=lambda chunk: len(chunk.items),
                         depth=2 * DEFAULT_DECODE_WORKERS, cancelled=cancelled)
     try:
         # A local model runs on the context's runtime, which also serves the dead filters' tensors.

@@ -218,7 +218,7 @@ class Decoder:
                 real = self.roots.resolve(item.path)
             except NotFound as error:
                 raise _Unreadable(str(error)) from None
-        data = _read_regular_file(real)
+        data = read_regular_file(real)
         with self._count_lock:
             self._read_bytes += len(data)
             if self._read_bytes > self.max_bytes:
@@ -253,7 +253,7 @@ class DatasetTooLarge(ResourceExhausted):
     """Ends the job: unlike one bad file, which is skipped."""
 
 
-def _read_regular_file(path: Path) -> bytes:
+def read_regular_file(path: Path) -> bytes:
     """The file's bytes, refusing FIFOs (reading one blocks forever), devices (/dev/zero never
     ends) and anything swapped for a link since it was resolved: opened without following links
     and without blocking, then checked on the open descriptor."""
