@@ -58,9 +58,11 @@ def peak_address_space() -> int:
 
 
 class _Worker:
-    def __init__(self, conn: Connection, stop: Event, settings: WorkerSettings) -> None:
+    def __init__(self, conn: Connection, stop: Event, settings: WorkerSettings, block_prefix: str) -> None:
         self.conn = conn
         self.stop = stop
+        self.inputs = shm.ReadBlocks()
+        self.outputs = shm.WrittenBlock(block_prefix)
         self.folders: dict[str, Path] = {}
         self.runtime = Runtime(self._load, budget_bytes=settings.session_budget_bytes, providers=settings.providers)
         self.crash_graph = os.environ.get(CRASH_GRAPH_ENV)
@@ -105,13 +107,13 @@ class _Worker:
             self.conn.send((*reply, self.runtime.session_count(), self.runtime.cache_bytes(), peak_address_space()))
 
     def _run(self, model_id: str, folder: str, spec: Any, inputs: str, layout: shm.ArrayLayout, outputs: list[str],
-             dynamic_batch: bool, threads: int, out_block: str) -> shm.ArrayLayout:
+             dynamic_batch: bool, threads: int) -> tuple[str, shm.ArrayLayout]:
         self.folders[model_id] = Path(folder)
         if self.crash_graph and self.runtime.base_graph(model_id, dynamic_batch=dynamic_batch).graph.name == self.crash_graph:
             os.kill(os.getpid(), signal.SIGSEGV)
-        with shm.mapped_arrays(inputs, layout) as feeds:
-            values = self.runtime.run(model_id, spec, feeds, outputs, dynamic_batch=dynamic_batch, threads=threads)
-        return shm.write_arrays(out_block, values)
+        feeds = self.inputs.views(inputs, layout)
+        values = self.runtime.run(model_id, spec, feeds, outputs, dynamic_batch=dynamic_batch, threads=threads)
+        return self.outputs.write(values)
 
     def _layer_table(self, model_id: str, folder: str, shape: tuple[int, ...], dtype: str, dynamic_batch: bool,
                      layout: str, others: dict[str, Any]) -> Any:
@@ -123,8 +125,9 @@ class _Worker:
         return describe_upload(model_id, upload, **options)
 
 
-def main(conn: Connection, stop: Event, settings: WorkerSettings) -> None:
-    """The process's entry point (multiprocessing ``spawn``)."""
+def main(conn: Connection, stop: Event, settings: WorkerSettings, block_prefix: str) -> None:
+    """The process's entry point (multiprocessing ``spawn``); ``block_prefix`` names the shared
+    memory it writes results into."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the server's to handle: it stops us
     cap_memory(settings.memory_bytes)
-    _Worker(conn, stop, settings).serve()
+    _Worker(conn, stop, settings, block_prefix).serve()

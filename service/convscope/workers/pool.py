@@ -70,6 +70,10 @@ class _Slot:
     process: BaseProcess
     conn: Connection
     stop: Event
+    worker_blocks: str  # the prefix of the blocks the worker writes results into
+    inputs: shm.WrittenBlock
+    outputs: shm.ReadBlocks = field(default_factory=shm.ReadBlocks)
+    output_generation: int = 0  # of the worker's newest block seen
     ready: bool = False
     busy: bool = False
     models: set[str] = field(default_factory=set)
@@ -112,29 +116,41 @@ class WorkerPool:
         )
         self._spawn = multiprocessing.get_context("spawn")
         self._cond = threading.Condition()
+        self._block_prefix = f"cs{os.getpid()}{secrets.token_hex(3)}_"
+        self._serial = itertools.count()
         self._slots = [self._start() for _ in range(size)]
         self._crashes: collections.Counter[str] = collections.Counter()
         self._quarantined: dict[str, str] = {}
         self.replaced: collections.Counter[str] = collections.Counter()  # workers replaced, by cause
         self.peak_address_space = 0  # the most any worker reported holding (bytes): at most the cap
         self.on_replace: list[Callable[[str], None]] = []  # metrics hook: called with the cause
-        self._block_prefix = f"cs{os.getpid()}{secrets.token_hex(3)}_"
-        self._serial = itertools.count()
 
     # -- processes
 
     def _start(self) -> _Slot:
-        return _Slot(*self._spawn_worker())
+        prefix = self._new_block_prefix()
+        return _Slot(*self._spawn_worker(prefix), prefix, shm.WrittenBlock(self._new_block_prefix()))
 
-    def _spawn_worker(self) -> tuple[BaseProcess, Connection, Event]:
+    def _new_block_prefix(self) -> str:
+        return f"{self._block_prefix}{next(self._serial)}_"
+
+    def _spawn_worker(self, block_prefix: str) -> tuple[BaseProcess, Connection, Event]:
         parent, worker = self._spawn.Pipe()
         stop = self._spawn.Event()
         process = self._spawn.Process(
-            target=child.main, args=(worker, stop, self._settings), name="convscope-worker", daemon=True
+            target=child.main, args=(worker, stop, self._settings, block_prefix), name="convscope-worker", daemon=True
         )
         process.start()
         worker.close()
         return process, parent, stop
+
+    @staticmethod
+    def _forget_worker_blocks(slot: _Slot) -> None:
+        """Unmap and unlink what a dead or retired worker wrote (the next block too: it may have
+        made it before it could say so)."""
+        slot.outputs.close()
+        for generation in (slot.output_generation, slot.output_generation + 1):
+            shm.unlink(shm.block_name(slot.worker_blocks, generation))
 
     def _replace(self, slot: _Slot, cause: str) -> None:
         """Kill ``slot``'s process (if alive) and start a fresh one in its place; the caller
@@ -143,8 +159,10 @@ class WorkerPool:
         old.kill()
         old.join(timeout=10)
         slot.conn.close()
-        slot.process, slot.conn, slot.stop = self._spawn_worker()
-        slot.ready, slot.sessions, slot.session_bytes = False, 0, 0
+        self._forget_worker_blocks(slot)
+        slot.worker_blocks = self._new_block_prefix()
+        slot.process, slot.conn, slot.stop = self._spawn_worker(slot.worker_blocks)
+        slot.ready, slot.sessions, slot.session_bytes, slot.output_generation = False, 0, 0, 0
         slot.models.clear()
         with self._cond:
             self.replaced[cause] += 1
@@ -181,6 +199,8 @@ class WorkerPool:
             if slot.process.is_alive():
                 slot.process.kill()
                 slot.process.join(timeout=2)
+            self._forget_worker_blocks(slot)
+            slot.inputs.release()
 
     # -- routing
 
@@ -218,20 +238,19 @@ class WorkerPool:
         *, dynamic_batch: bool, threads: int,
     ) -> dict[str, np.ndarray]:
         self._refuse_quarantined(model_id)
-        serial = next(self._serial)
-        inputs, results = f"{self._block_prefix}{serial}i", f"{self._block_prefix}{serial}o"
-        layout = shm.write_arrays(inputs, {name: np.ascontiguousarray(value) for name, value in feeds.items()})
-        try:
-            result_layout = self._call(self._running(model_id, "run"), dict(
+        call = self._running(model_id, "run")
+
+        def exchange(slot: _Slot) -> dict[str, np.ndarray]:
+            inputs, layout = slot.inputs.write(feeds)
+            results, result_layout = self._exchange(slot, call, dict(
                 model_id=model_id, folder=str(folder), spec=spec, inputs=inputs, layout=layout, outputs=list(outputs),
-                dynamic_batch=dynamic_batch, threads=threads, out_block=results,
+                dynamic_batch=dynamic_batch, threads=threads,
             ))
-        except BaseException:
-            shm.unlink(results)  # a worker that died after writing it
-            raise
-        finally:
-            shm.unlink(inputs)
-        return shm.read_arrays(results, result_layout)
+            slot.output_generation = int(results[len(slot.worker_blocks):])
+            # Copies: the worker writes its next results over these once the slot is free.
+            return {name: view.copy() for name, view in slot.outputs.views(results, result_layout).items()}
+
+        return self._holding_slot(model_id, exchange)
 
     def layer_table(
         self, model_id: str, folder: Path, shape: tuple[int, ...], dtype: str, *, dynamic_batch: bool, layout: str,
@@ -260,10 +279,13 @@ class WorkerPool:
         return self._call(call, dict(model_id=model_id, folder=str(folder), side_names=dict(side_names), received=received, options=dict(options)))
 
     def _call(self, call: _Call, body: dict[str, Any]) -> Any:
-        slot = self._checkout(call.model_id)
+        return self._holding_slot(call.model_id, lambda slot: self._exchange(slot, call, body))
+
+    def _holding_slot(self, model_id: str, work: Callable[[_Slot], Any]) -> Any:
+        slot = self._checkout(model_id)
         try:
             self._await_ready(slot)
-            return self._exchange(slot, call, body)
+            return work(slot)
         finally:
             self._checkin(slot)
 
