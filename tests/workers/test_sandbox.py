@@ -179,6 +179,8 @@ def test_segfaulting_worker_is_internal_then_quarantined(sandbox: Sandbox) -> No
         assert f"{left} more and the model is quarantined" in error.message
     check(activations, grpc.StatusCode.INTERNAL, "killed by SIGSEGV", "quarantined after 3 crashes")
     assert pool.replaced["crashed"] == crashed + 3
+    metric = running.metrics.registry.get_sample_value("convscope_worker_replacements_total", {"cause": "crashed"})
+    assert metric == pool.replaced["crashed"]
     check(activations, grpc.StatusCode.FAILED_PRECONDITION, "is quarantined", "SIGSEGV", "upload it again")
     assert serving(running.port)
     # Uploading it again lifts the quarantine: it is tried (and crashes) once more.
