@@ -5,6 +5,8 @@ that no worker held more address space than its cap."""
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections.abc import Callable, Iterator
 
@@ -186,3 +188,31 @@ def test_segfaulting_worker_is_internal_then_quarantined(sandbox: Sandbox) -> No
     # Uploading it again lifts the quarantine: it is tried (and crashes) once more.
     client.upload_model(CRASHING, preprocessing={"size": [8, 8]})
     check(activations, grpc.StatusCode.INTERNAL, "killed by SIGSEGV", "2 more and the model is quarantined")
+
+
+def test_workers_killed_while_idle_are_replaced(sandbox: Sandbox) -> None:
+    """Workers killed from outside (the OOM killer, an operator) between calls: the next calls
+    get fresh ones, and no model is blamed."""
+    running, client, model_id = sandbox
+    pool = pool_of(running)
+    pool.wait_ready()
+    crashed = pool.replaced["crashed"]
+    pids = pool.pids()
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while not all(_dead(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for _ in range(4):  # enough calls to meet both workers
+        value = client.activations(model_id, PROBE[:, :, :8, :8], layers=["y"])["y"]
+        assert value.shape == (1, 4, 8, 8)
+    assert serving(running.port)
+    assert pool.replaced["crashed"] >= crashed + 1
+
+
+def _dead(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except FileNotFoundError:
+        return True

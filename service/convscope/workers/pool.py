@@ -174,11 +174,14 @@ class WorkerPool:
         if slot.ready:
             return
         if not slot.conn.poll(STARTUP_TIMEOUT_S):
+            self._replace(slot, "crashed")
             raise WorkerCrashed(f"a worker process did not start within {STARTUP_TIMEOUT_S:g} s; the server is overloaded")
         try:
             slot.conn.recv()
-        except EOFError:
-            raise WorkerCrashed(f"a worker process died while starting (exit code {slot.process.exitcode})") from None
+        except (EOFError, OSError):
+            code = slot.process.exitcode
+            self._replace(slot, "crashed")
+            raise WorkerCrashed(f"a worker process died while starting (exit code {code}); it was replaced") from None
         slot.ready = True
 
     def wait_ready(self) -> None:
@@ -284,6 +287,8 @@ class WorkerPool:
     def _holding_slot(self, model_id: str, work: Callable[[_Slot], Any]) -> Any:
         slot = self._checkout(model_id)
         try:
+            if not slot.process.is_alive():  # died while idle (the OOM killer, an operator): not this model's doing
+                self._replace(slot, "crashed")
             self._await_ready(slot)
             return work(slot)
         finally:
