@@ -26,10 +26,13 @@ timed interleaved, repeat by repeat (medians), because the machine is shared: ab
 drift with other people's load, ratios much less.  Writes benchmarks/results/gradients.json.
 
     .venv/bin/python -m benchmarks.gradients
+    .venv/bin/python -m benchmarks.gradients --sandbox-cost    # only in-process vs worker process
 """
 
 from __future__ import annotations
 
+import os
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -217,7 +220,39 @@ def bench_model(core: Convscope, sandboxed: Convscope, name: str, net: nn.Module
     return result
 
 
+def sandbox_cost() -> None:
+    """Only the sandbox's price: the gradient map in-process vs through a worker process,
+    interleaved, 3 rounds per batch size (no torch or Captum peers: a few minutes instead of
+    many on a shared machine). Writes benchmarks/results/gradients_sandbox.json."""
+    rounds: dict[str, list[float]] = {}
+    with tempfile.TemporaryDirectory() as store, sandboxed_core() as sandboxed:
+        core = Convscope(Path(store))
+        try:
+            for name, build in (("efficientnet_lite0", efficientnet_lite0), ("resnet18", resnet18)):
+                _, model_bytes = build()
+                record = core.upload([("", model_bytes)], name=name)
+                sandboxed.upload([("", model_bytes)], name=name)
+                for batch in BATCHES:
+                    x = np.random.default_rng(0).standard_normal((batch, 3, 224, 224)).astype(np.float32)
+                    options = AttributionOptions(target=list(range(batch)))
+                    model_input, worker_input = core.prepare(record, tensor=x), sandboxed.prepare(record, tensor=x)
+                    for _ in range(3):
+                        timings = interleaved_medians({
+                            "in_process": lambda: core.attribution(record.id, model_input, "gradient", options, render=False),
+                            "in_worker": lambda: sandboxed.attribution(record.id, worker_input, "gradient", options, render=False),
+                        }, repeats=15 if batch == 1 else 5)
+                        rounds.setdefault(f"{name}_batch{batch}", []).append(timings["in_worker"] / timings["in_process"])
+                        print(f"{name} batch {batch}: in-process {timings['in_process'] * 1e3:7.1f} ms, worker "
+                              f"{timings['in_worker'] * 1e3:7.1f} ms: {timings['in_worker'] / timings['in_process']:.3f}x (goal <= 1.05)")
+        finally:
+            core.close()
+    write_results("gradients_sandbox", {"ratio_worker_vs_in_process": rounds, "load_average": os.getloadavg()})
+
+
 def main() -> None:
+    if sys.argv[1:] == ["--sandbox-cost"]:
+        sandbox_cost()
+        return
     torch.set_grad_enabled(True)
     results: dict[str, object] = {
         "providers": list(usable_providers()),
