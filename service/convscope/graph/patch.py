@@ -17,10 +17,8 @@ import onnx_graphsurgeon as gs
 from onnx import helper
 
 from convscope.graph.analysis import runtime_inputs
+from convscope.graph.common import BATCH_DIM
 from convscope.graph.regions import WINDOW_OPS, StagePlan
-
-BATCH_DIM = "batch"
-
 
 Shape = list[int | str]
 

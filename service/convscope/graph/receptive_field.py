@@ -46,6 +46,7 @@ from convscope.graph.analysis import (
     runtime_inputs,
     window_pads,
 )
+from convscope.graph.common import constant_value
 from convscope.model.types import ReceptiveField
 
 # A unit that reads no input pixel (a constant-padded border): its interval is empty.
@@ -192,8 +193,9 @@ class _Context:
         if not name or name not in self.constants:
             return None
         initializers, made_by = self.initializers, self.made_by
-        if name in initializers:
-            return numpy_helper.to_array(initializers[name])
+        fixed = constant_value(name, initializers, made_by)
+        if fixed is not None:
+            return fixed
         needed: list[onnx.NodeProto] = []
         pending, seen = [name], set()
         while pending:

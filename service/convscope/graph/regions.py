@@ -33,6 +33,7 @@ import onnx
 from onnx import helper
 
 from convscope.graph.analysis import constant_tensors, node_attributes, node_label, window_pads
+from convscope.graph.common import subgraph_reads
 
 # Elementwise ops of one data input (plus constant parameters that do not vary over space).
 UNARY_OPS = frozenset({
@@ -128,22 +129,8 @@ def _constant_shapes(graph: onnx.GraphProto) -> dict[str, tuple[int, ...]]:
 def consumers(graph: onnx.GraphProto) -> dict[str, set[int]]:
     """Tensor → indices of nodes that read it, counting names used inside subgraphs (If, Loop)."""
     readers: dict[str, set[int]] = {}
-
-    def names_in(subgraph: onnx.GraphProto) -> set[str]:
-        found = set()
-        for inner in subgraph.node:
-            found.update(name for name in inner.input if name)
-            for attr in inner.attribute:
-                for sub in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)):
-                    found |= names_in(sub)
-        return found
-
     for index, node in enumerate(graph.node):
-        names = {name for name in node.input if name}
-        for attr in node.attribute:
-            for sub in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)):
-                names |= names_in(sub)
-        for name in names:
+        for name in {name for name in node.input if name} | subgraph_reads(node):
             readers.setdefault(name, set()).add(index)
     return readers
 

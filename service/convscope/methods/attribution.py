@@ -30,6 +30,7 @@ from PIL import Image
 from convscope.errors import InvalidArgument
 from convscope.limits import check_count
 from convscope.graph.backward.zero_paths import gradient_blockers
+from convscope.graph.common import RectifierScope
 from convscope.methods.context import MethodContext
 from convscope.methods.gradients import Gradients, Score, backward_batch_size, gradients, resolve_score
 from convscope.methods.inputs import tiled_others
@@ -292,8 +293,7 @@ def attribution(
 ) -> AttributionResult:
     if method not in METHODS:
         raise InvalidArgument(f"unknown method {method!r}; choose one of {sorted(METHODS)}")
-    if options.rectifiers not in ("all", "relu"):
-        raise InvalidArgument(f"rectifiers must be 'all' or 'relu', not {options.rectifiers!r}")
+    RectifierScope.parse(options.rectifiers)
     if options.integration not in INTEGRATION_RULES:
         raise InvalidArgument(f"integration must be one of {INTEGRATION_RULES}, not {options.integration!r}")
     # A default target (None) is found where the method scores: inside the one backward run,

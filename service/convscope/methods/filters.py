@@ -11,6 +11,7 @@ from onnx import numpy_helper
 
 from convscope.errors import InvalidArgument, NotFound
 from convscope.graph.analysis import node_label, producers
+from convscope.graph.common import constant_value
 from convscope.render import encode_png, filter_grid
 
 CONV_OPS = ("Conv", "ConvTranspose")
@@ -44,29 +45,12 @@ def conv_weights(model: onnx.ModelProto, layer: str) -> tuple[str, np.ndarray]:
         if node_label(node, index) == layer or layer in node.output:
             if node.op_type not in CONV_OPS:
                 raise InvalidArgument(f"layer {layer!r} is a {node.op_type} node; filters exist for Conv layers only")
-            weights = _constant(graph, node.input[1])
+            weights = constant_value(node.input[1], {init.name: init for init in graph.initializer}, producers(graph))
             if weights is None:
                 raise InvalidArgument(f"the weights of {layer!r} are computed at run time, not stored in the model")
             return node_label(node, index), weights
     convs = [node_label(n, i) for i, n in enumerate(graph.node) if n.op_type in CONV_OPS]
     raise NotFound(f"no Conv layer {layer!r}; the model's Conv layers include {convs[:8]}")
-
-
-def _constant(graph: onnx.GraphProto, name: str) -> np.ndarray | None:
-    initializers = {init.name: init for init in graph.initializer}
-    made_by = producers(graph)
-    while True:
-        if name in initializers:
-            return numpy_helper.to_array(initializers[name])
-        if name not in made_by:
-            return None
-        _, node = made_by[name]
-        if node.op_type == "Identity":
-            name = node.input[0]
-        elif node.op_type == "Constant":
-            return next((numpy_helper.to_array(a.t) for a in node.attribute if a.name == "value"), None)
-        else:
-            return None
 
 
 def smoothness(weights: np.ndarray) -> np.ndarray:
