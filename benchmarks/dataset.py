@@ -36,7 +36,7 @@ from sklearn.datasets import load_sample_images
 
 from benchmarks._common import write_results
 from convscope.methods.embedding import embed, snap_to_grid
-from convscope.methods.inputs import decode_sample
+from convscope.model.preprocessing import decode_sample
 from convscope.rpc.server import ServerConfig, create_server
 from convscope.runtime.providers import new_session, usable_providers
 

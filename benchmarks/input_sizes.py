@@ -41,7 +41,7 @@ from torch import nn
 from benchmarks._common import interleaved_medians, write_results
 from convscope.core import Convscope
 from convscope.methods.attribution import AttributionOptions
-from convscope.methods.inputs import from_tensor
+from convscope.model.preprocessing import from_tensor
 from convscope.model.types import ModelRecord
 from convscope.runtime.providers import new_session
 from convscope.runtime.shaped import ShapedRecords

@@ -24,7 +24,7 @@ from convscope_client import Client
 
 from benchmarks._common import interleaved, write_results
 from convscope.core import Convscope
-from convscope.methods.inputs import from_tensor
+from convscope.model.preprocessing import from_tensor
 from convscope.methods.occlusion import OcclusionOptions, OcclusionResult
 from convscope.oip.remote import RemoteModel, remote_occlusion
 from tests.oip.server_process import serving_process

@@ -18,8 +18,8 @@ import pytest
 from convscope.graph.analysis import data_tensors
 from convscope.graph.dynamic_batch import make_batch_dynamic
 from convscope.graph.expose import expose
-from convscope.graph.patch import stage_model, tail_model
-from convscope.graph.regions import StagePlan, changed_interval, early_path, plan_stage
+from convscope.graph.incremental.submodels import stage_model, tail_model
+from convscope.graph.incremental.paths import StagePlan, changed_interval, early_path, plan_stage
 from tests.methods.test_occlusion import geometry_model
 from tests.nets import exported
 from tests.oracles import random_input

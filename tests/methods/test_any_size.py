@@ -14,7 +14,7 @@ import torch
 from convscope.core import Convscope
 from convscope.errors import InvalidArgument
 from convscope.methods.attribution import AttributionOptions
-from convscope.methods.inputs import from_tensor
+from convscope.model.preprocessing import from_tensor
 from tests.dynamic_nets import EXPORTERS, WidthSensitiveConcat, YoloStyleHead, export_dynamic, initialized
 from tests.oracles import assert_maps_agree, every_tensor_run, random_input
 

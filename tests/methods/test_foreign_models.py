@@ -19,7 +19,7 @@ from PIL import Image
 from convscope.core import Convscope
 from convscope.errors import InvalidArgument
 from convscope.methods.attribution import AttributionOptions
-from convscope.methods.inputs import from_tensor
+from convscope.model.preprocessing import from_tensor
 from tests.foreign_corpus import (
     DIRECTION_CLASSIFIER,
     ORIENTATION_CLASSIFIER,

@@ -34,7 +34,7 @@ from torch import nn
 
 from convscope.core import Convscope
 from convscope.errors import InvalidArgument
-from convscope.methods.inputs import from_tensor
+from convscope.model.preprocessing import from_tensor
 from convscope.methods.occlusion import (
     FillMode,
     OcclusionOptions,

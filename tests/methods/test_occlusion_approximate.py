@@ -27,7 +27,7 @@ from skimage import data
 from convscope.core import Convscope
 from convscope.errors import InvalidArgument
 from convscope.methods import drilldown
-from convscope.methods.inputs import from_tensor
+from convscope.model.preprocessing import from_tensor
 from convscope.methods.occlusion import OcclusionOptions, OcclusionResult
 from tests.conftest import BUNDLED_MODEL
 from tests.nets import exported

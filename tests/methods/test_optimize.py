@@ -10,7 +10,7 @@ from torch import nn
 
 from convscope.core import Convscope
 from convscope.graph.loss_seed import rule_input_names
-from convscope.methods.inputs import normalize
+from convscope.model.preprocessing import normalize
 from convscope.methods.optimize import Objective, PixelSpace, loss_gradient
 from tests.conftest import BUNDLED_MODEL, CAT_PHOTO
 from tests.nets import exported, reference_net

@@ -11,7 +11,7 @@ import pytest
 from skimage.metrics import structural_similarity
 
 from convscope.core import Convscope
-from convscope.methods.inputs import ModelInput
+from convscope.model.preprocessing import ModelInput
 from convscope.methods.inversion import total_variation
 from convscope.methods.synthesis import AdversarialOptions, InversionOptions, StepProgress, VisualizationOptions
 from convscope.model.types import ModelRecord

@@ -18,7 +18,7 @@ from torch import nn
 from convscope.core import Convscope
 from convscope.errors import InvalidArgument
 from convscope.methods.attribution import AttributionOptions
-from convscope.methods.inputs import from_tensor
+from convscope.model.preprocessing import from_tensor
 from convscope.rpc.server import RunningServer
 from tests.dynamic_nets import export_dynamic, initialized
 from tests.oracles import assert_maps_agree, random_input

@@ -15,7 +15,7 @@ from convscope_client import Client
 
 from convscope.cli import main as cli_main
 from convscope.errors import InvalidArgument, RemoteFailed
-from convscope.methods.inputs import from_images, from_tensor
+from convscope.model.preprocessing import from_images, from_tensor
 from convscope.methods.occlusion import OcclusionOptions, OcclusionProgress, OcclusionResult
 from convscope.oip.remote import RemoteModel, remote_occlusion
 from convscope.rpc.server import RunningServer

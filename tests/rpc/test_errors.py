@@ -20,7 +20,7 @@ import pytest
 from convscope_client import Client, ConvscopeError
 from onnx import TensorProto, helper, numpy_helper
 
-import convscope.runtime.inspect as inspect_module
+import convscope.runtime.ingest as inspect_module
 from convscope.rpc.server import RunningServer
 from tests.conftest import BUNDLED_MODEL, CAT_PHOTO, start_server
 

@@ -21,9 +21,9 @@ import numpy as np
 from convscope.audit.dataset import AuditItem
 from convscope.errors import ConvscopeError
 from convscope.audit import attributes as image_attributes
-from convscope.methods.datasets import Sample, Skipped, read_regular_file
+from convscope.data.streams import Sample, Skipped, read_regular_file
 from convscope.limits import DEFAULT_MAX_IMAGE_PIXELS
-from convscope.methods.inputs import decode_sized
+from convscope.model.preprocessing import decode_sized
 from convscope.model.types import ModelRecord
 
 CHUNK = 32  # images per pool task: the pass's batch size at most, so a batch waits for ≤ 2 tasks

@@ -30,9 +30,9 @@ from convscope.core import Convscope
 from convscope.errors import Cancelled, InvalidArgument
 from convscope.limits import RequestLimits
 from convscope.methods.activations import DeadFilterCounts
-from convscope.methods.context import INFERENCE_WORKERS
+from convscope.runtime.context import INFERENCE_WORKERS
 from convscope.methods.dataset_jobs import Progress, run_job
-from convscope.methods.datasets import DEFAULT_DECODE_WORKERS, Prefetcher, Sample, Skipped
+from convscope.data.streams import DEFAULT_DECODE_WORKERS, Prefetcher, Sample, Skipped
 from convscope.model.types import ModelRecord
 
 TOP_K = 5

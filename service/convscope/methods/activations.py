@@ -9,8 +9,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from convscope.errors import InvalidArgument
-from convscope.methods.context import MethodContext
-from convscope.methods.inputs import ModelInput
+from convscope.runtime.context import MethodContext
+from convscope.model.preprocessing import ModelInput
 from convscope.model.types import ModelRecord
 from convscope.render import channel_grid, encode_png
 

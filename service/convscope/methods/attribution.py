@@ -31,9 +31,9 @@ from convscope.errors import InvalidArgument
 from convscope.limits import check_count
 from convscope.graph.backward.zero_paths import gradient_blockers
 from convscope.graph.common import RectifierScope
-from convscope.methods.context import MethodContext
+from convscope.runtime.context import MethodContext
 from convscope.methods.gradients import Gradients, Score, backward_batch_size, gradients, resolve_score
-from convscope.methods.inputs import tiled_others
+from convscope.model.preprocessing import tiled_others
 from convscope.model.types import ModelRecord
 
 INTEGRATION_RULES = ("gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid")

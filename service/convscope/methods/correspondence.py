@@ -23,8 +23,8 @@ import numpy as np
 from PIL import Image
 
 from convscope.errors import InvalidArgument
-from convscope.methods.context import MethodContext
-from convscope.methods.inputs import ModelInput
+from convscope.runtime.context import MethodContext
+from convscope.model.preprocessing import ModelInput
 from convscope.methods.optimize import float_layer
 from convscope.model.types import ModelRecord
 

@@ -26,8 +26,8 @@ from threadpoolctl import threadpool_limits
 
 from convscope.errors import InvalidArgument
 from convscope.graph.analysis import data_tensors, producers
-from convscope.methods.context import available_cores
-from convscope.methods.datasets import Ref, Sample
+from convscope.runtime.context import available_cores
+from convscope.data.streams import Ref, Sample
 from convscope.model.types import ModelRecord
 from convscope.render.images import to_unit_square
 from convscope.render.montage import encode_png_fast, fit, grid, scatter

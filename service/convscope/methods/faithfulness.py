@@ -16,7 +16,7 @@ import numpy as np
 from scipy import ndimage
 
 from convscope.errors import InvalidArgument
-from convscope.methods.context import MethodContext
+from convscope.runtime.context import MethodContext
 from convscope.model.types import ModelRecord
 
 METRICS = ("deletion", "insertion")

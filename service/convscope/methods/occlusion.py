@@ -20,7 +20,7 @@ H − h), the last one clipped at the border.
 
 Two engines compute the same numbers.  The batched engine builds the occluded copies with numpy
 broadcasting and runs them through the plain graph in batches sized to the memory budget.  The
-incremental engine (``runtime/incremental.py``) recomputes the early layers only around the box.
+incremental engine (``methods/occlusion_engine.py``) recomputes the early layers only around the box.
 ``engine="auto"`` uses the incremental one when the graph allows it and it saves work, else the
 batched one, and says why in the log.  ``engine="approximate"`` evaluates (with the engine
 "auto" picks) only part of the positions and interpolates the rest, allowing an error of at most
@@ -48,12 +48,12 @@ import numpy as np
 from convscope.errors import InvalidArgument
 from convscope.limits import RequestLimits, check_at_most
 from convscope.methods import drilldown
-from convscope.methods.context import INFERENCE_WORKERS, MethodContext, in_flight, worker_threads
-from convscope.methods.inputs import ModelInput, tiled_others
+from convscope.runtime.context import INFERENCE_WORKERS, MethodContext, in_flight, worker_threads
+from convscope.model.preprocessing import ModelInput, tiled_others
 from convscope.model.types import ModelRecord
 from convscope.render import encode_png, occlusion_figure
 from convscope.runtime.graphs import graph_for
-from convscope.runtime.incremental import MIN_SAVING, Boxes, IncrementalEngine, NotIncremental
+from convscope.methods.occlusion_engine import MIN_SAVING, Boxes, IncrementalEngine, NotIncremental
 
 log = logging.getLogger(__name__)
 

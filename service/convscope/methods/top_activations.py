@@ -28,8 +28,8 @@ from PIL import Image
 from convscope.errors import InvalidArgument
 from convscope.graph.receptive_field import FieldMap
 from convscope.methods.activations import channel_view
-from convscope.methods.context import available_cores
-from convscope.methods.datasets import Ref, Sample
+from convscope.runtime.context import available_cores
+from convscope.data.streams import Ref, Sample
 from convscope.model.types import ModelRecord
 from convscope.render.montage import crop, encode_png_fast, fit, hits_figure
 

@@ -20,7 +20,7 @@ from convscope_client.client import MAX_MESSAGE_BYTES
 
 from convscope.errors import InvalidArgument, RemoteFailed, Unimplemented
 from convscope.methods import occlusion as occlusion_methods
-from convscope.methods.inputs import ModelInput
+from convscope.model.preprocessing import ModelInput
 from convscope.model.types import LayerInfo, ModelRecord, Preprocessing, TensorSpec
 from convscope.oip.tensors import DATATYPES, datatype_of, from_raw, to_raw
 

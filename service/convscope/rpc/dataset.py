@@ -9,7 +9,7 @@ from convscope_client.inputs import fill_tensor
 
 from convscope.errors import ConvscopeError, InvalidArgument
 from convscope.methods import dataset_jobs
-from convscope.methods.datasets import EncodedItem, Item, PathItem, Ref, Skipped, TensorItem, UnreadableItem
+from convscope.data.streams import EncodedItem, Item, PathItem, Ref, Skipped, TensorItem, UnreadableItem
 from convscope.methods.embedding import EmbeddingResult
 from convscope.methods.top_activations import TopActivationsResult
 from convscope.rpc.convert import given, layer_dead_filters, tensor_to_numpy

@@ -22,7 +22,7 @@ from convscope_client._proto import open_inference_grpc_pb2_grpc as oip_grpc
 from convscope.core import Convscope
 from convscope.errors import InvalidArgument, NotFound, ResourceExhausted
 from convscope.methods.attribution import AttributionOptions
-from convscope.methods.inputs import ModelInput
+from convscope.model.preprocessing import ModelInput
 from convscope.model.types import ModelRecord, TensorSpec
 from convscope.oip.tensors import datatype_of, from_contents, from_raw, to_raw
 from convscope.rpc.errors import translate_errors

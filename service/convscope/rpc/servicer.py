@@ -24,7 +24,7 @@ from convscope.core import Convscope
 from convscope.errors import Cancelled, InvalidArgument, ResourceExhausted
 from convscope.methods.attribution import AttributionOptions
 from convscope.methods.dataset_jobs import Progress
-from convscope.methods.inputs import ModelInput
+from convscope.model.preprocessing import ModelInput
 from convscope.methods.occlusion import OcclusionOptions, OcclusionProgress
 from convscope.model.types import ModelRecord
 from convscope.rpc.convert import (

@@ -14,7 +14,7 @@ from convscope_client.inputs import fill_tensor
 
 from convscope.errors import Cancelled, InvalidArgument
 from convscope.methods.correspondence import CorrespondenceResult
-from convscope.methods.inputs import ModelInput
+from convscope.model.preprocessing import ModelInput
 from convscope.methods.optimize import StepProgress, top_classes
 from convscope.methods.synthesis import (
     AdversarialOptions,

@@ -14,8 +14,8 @@ from convscope.graph.backward import build_backward
 from convscope.graph.common import Rectifier, RectifierScope
 from convscope.graph.expose import expose
 from convscope.graph.loss_seed import seed_from_forward
-from convscope.graph.patch import stage_model, tail_model
-from convscope.graph.regions import StagePlan
+from convscope.graph.incremental.submodels import stage_model, tail_model
+from convscope.graph.incremental.paths import StagePlan
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ class BackwardGraph:
 
 @dataclass(frozen=True)
 class StageGraph:
-    """One stage of incremental inference: a region of a cut tensor from a crop (graph/patch.py)."""
+    """One stage of incremental inference: a region of a cut tensor from a crop (graph/incremental/submodels.py)."""
 
     plan: StagePlan
 

@@ -1,4 +1,4 @@
-"""Passes: the sub-models of incremental inference (plans come from ``graph/regions.py``).
+"""Passes: the sub-models of incremental inference (plans come from ``graph/incremental/paths.py``).
 
 * :func:`stage_model` — the nodes of one stage, to run on crops of its source tensor: the
   graph's own nodes, with auto_pad turned into the explicit pads it means on the whole map.
@@ -18,7 +18,7 @@ from onnx import helper
 
 from convscope.graph.analysis import runtime_inputs
 from convscope.graph.common import BATCH_DIM
-from convscope.graph.regions import WINDOW_OPS, StagePlan
+from convscope.graph.incremental.paths import WINDOW_OPS, StagePlan
 
 Shape = list[int | str]
 

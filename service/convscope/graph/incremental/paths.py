@@ -19,8 +19,8 @@ there.  This module holds the read-only facts that make that possible on an ONNX
   *exact* zone — shrunk by each op's halo (kernel, stride, pads, dilation) — and picks crops
   large enough that every changed region is exact.  A cost model chooses the stages.
 
-All of it is pure: an ONNX graph and tensor shapes in, plain data out.  ``graph/patch.py``
-builds the stage and tail models from the plans; ``runtime/incremental.py`` runs them.
+All of it is pure: an ONNX graph and tensor shapes in, plain data out.  ``graph/incremental/submodels.py``
+builds the stage and tail models from the plans; ``methods/occlusion_engine.py`` runs them.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from typing import TypeVar
 import numpy as np
 
 from convscope.limits import RequestLimits
-from convscope.methods.inputs import split_feeds
+from convscope.model.preprocessing import split_feeds
 from convscope.model.types import ModelRecord
 from convscope.runtime.graphs import graph_for
 from convscope.runtime.sessions import Runtime
