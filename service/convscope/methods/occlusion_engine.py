@@ -25,7 +25,8 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from convscope.graph.analysis import data_tensors
-from convscope.graph.incremental.paths import IncrementalPlan, StagePlan, changed_interval, early_path, graph_cost, plan_stages
+from convscope.graph.incremental.paths import changed_interval, early_path
+from convscope.graph.incremental.stages import IncrementalPlan, StagePlan, graph_cost, plan_stages
 from convscope.model.types import ModelRecord
 from convscope.runtime.graphs import StageGraph, TailGraph, graph_for
 from convscope.runtime.sessions import Runtime

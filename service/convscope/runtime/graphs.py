@@ -15,7 +15,7 @@ from convscope.graph.common import Rectifier, RectifierScope
 from convscope.graph.expose import expose
 from convscope.graph.loss_seed import seed_from_forward
 from convscope.graph.incremental.submodels import stage_model, tail_model
-from convscope.graph.incremental.paths import StagePlan
+from convscope.graph.incremental.stages import StagePlan
 
 
 @dataclass(frozen=True)

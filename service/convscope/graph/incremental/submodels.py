@@ -18,7 +18,8 @@ from onnx import helper
 
 from convscope.graph.analysis import runtime_inputs
 from convscope.graph.common import BATCH_DIM
-from convscope.graph.incremental.paths import WINDOW_OPS, StagePlan
+from convscope.graph.incremental.paths import WINDOW_OPS
+from convscope.graph.incremental.stages import StagePlan
 
 Shape = list[int | str]
 
