@@ -16,7 +16,7 @@ import grpc
 import numpy as np
 from convscope_client._proto import open_inference_grpc_pb2 as oip
 from convscope_client._proto import open_inference_grpc_pb2_grpc as oip_grpc
-from convscope_client.client import MAX_MESSAGE_BYTES
+from convscope_client.protocol import MAX_MESSAGE_BYTES
 
 from convscope.errors import InvalidArgument, RemoteFailed, Unimplemented
 from convscope.methods import occlusion as occlusion_methods

@@ -10,7 +10,7 @@ import grpc
 import numpy as np
 from convscope_client._proto import convscope_pb2 as pb
 from convscope_client._proto import convscope_pb2_grpc as pb_grpc
-from convscope_client.client import MAX_MESSAGE_BYTES
+from convscope_client.protocol import MAX_MESSAGE_BYTES
 from convscope_client.inputs import fill_tensor
 from convscope_client.wire import (
     ActivationFrame,
