@@ -24,10 +24,10 @@ import onnx
 
 from benchmarks._common import median_seconds
 from convscope.graph.analysis import data_tensors
-from convscope.graph.incremental.submodels import tail_model
+from convscope.graph.dynamic_batch import make_batch_dynamic
 from convscope.graph.incremental.paths import EarlyPath, changed_interval, early_path
 from convscope.graph.incremental.stages import ELEMENT_COST
-from convscope.graph.dynamic_batch import make_batch_dynamic
+from convscope.graph.incremental.submodels import tail_model
 from convscope.methods.occlusion_engine import Boxes
 from convscope.runtime.providers import new_session
 

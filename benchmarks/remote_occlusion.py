@@ -20,13 +20,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from convscope_client import Client
 
 from benchmarks._common import interleaved, write_results
 from convscope.core import Convscope
-from convscope.model.preprocessing import from_tensor
 from convscope.methods.occlusion import OcclusionOptions, OcclusionResult
+from convscope.model.preprocessing import from_tensor
 from convscope.oip.remote import RemoteModel, remote_occlusion
+from convscope_client import Client
 from tests.oip.server_process import serving_process
 
 REPO = Path(__file__).resolve().parents[1]

@@ -15,13 +15,13 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from convscope_client import Client
-from convscope_client.cli import safe_name
-from convscope_client.client import ATTRIBUTION_METHODS, INTEGRATION_RULES
 
 from convscope.methods.attribution import INTEGRATION_RULES as SERVER_INTEGRATION_RULES
 from convscope.methods.attribution import METHODS
 from convscope.rpc.server import RunningServer
+from convscope_client import Client
+from convscope_client.cli import safe_name
+from convscope_client.client import ATTRIBUTION_METHODS, INTEGRATION_RULES
 from tests.conftest import BUNDLED_MODEL, CAT_PHOTO, REPO
 from tests.test_client_cli import dead_channel_model
 

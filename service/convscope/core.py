@@ -11,24 +11,23 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from convscope.data.streams import DataRoots, Decoder, Item, Prefetcher, samples_in
 from convscope.errors import InvalidArgument
+from convscope.limits import RequestLimits, check_at_most
 from convscope.methods import activations as activation_methods
 from convscope.methods import attribution as attribution_methods
 from convscope.methods import correspondence as correspondence_methods
-from convscope.methods import dataset_jobs
+from convscope.methods import dataset_jobs, synthesis
 from convscope.methods import faithfulness as faithfulness_methods
 from convscope.methods import filters as filter_methods
 from convscope.methods import occlusion as occlusion_methods
-from convscope.methods import synthesis
-from convscope.runtime.context import MethodContext
 from convscope.methods.ray_jobs import RayEngine, import_ray
-from convscope.data.streams import DataRoots, Decoder, Item, Prefetcher, samples_in
 from convscope.model.preprocessing import ModelInput, allow_pixels, constant_others, from_images, from_tensor, with_others
-from convscope.limits import RequestLimits, check_at_most
 from convscope.model.store import DEFAULT_MAX_UPLOAD_BYTES, ModelStore, Upload
 from convscope.model.types import ModelRecord, Preprocessing
 from convscope.render import attribution_figure
 from convscope.render.montage import encode_png_fast
+from convscope.runtime.context import MethodContext
 from convscope.runtime.graphs import BackwardGraph, graph_for
 from convscope.runtime.ingest import InputShape, describe_upload
 from convscope.runtime.sessions import DEFAULT_SESSION_BUDGET_BYTES, Runtime

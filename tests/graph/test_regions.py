@@ -18,9 +18,9 @@ import pytest
 from convscope.graph.analysis import data_tensors
 from convscope.graph.dynamic_batch import make_batch_dynamic
 from convscope.graph.expose import expose
-from convscope.graph.incremental.submodels import stage_model, tail_model
 from convscope.graph.incremental.paths import changed_interval, early_path
 from convscope.graph.incremental.stages import StagePlan, plan_stage
+from convscope.graph.incremental.submodels import stage_model, tail_model
 from tests.methods.test_occlusion import geometry_model
 from tests.nets import exported
 from tests.oracles import random_input

@@ -12,8 +12,6 @@ import numpy as np
 import pytest
 
 from convscope.core import Convscope
-from convscope.errors import Cancelled, InvalidArgument, NotFound, PermissionDenied
-from convscope.methods import dataset_jobs
 from convscope.data.streams import (
     DataRoots,
     Decoder,
@@ -25,6 +23,8 @@ from convscope.data.streams import (
     TensorItem,
     UnreadableItem,
 )
+from convscope.errors import Cancelled, InvalidArgument, NotFound, PermissionDenied
+from convscope.methods import dataset_jobs
 from convscope.methods.embedding import code_layer, snap_to_grid
 from convscope.methods.top_activations import TopActivations
 from convscope.model.types import Preprocessing

@@ -46,7 +46,6 @@ def text_crop(shape: tuple[int, ...]) -> np.ndarray:
     already differs from float64 by ~1e-4 in the logits and masks flip at many kinks."""
     height, width = shape[2], shape[3]
     page = skimage.data.page()
-    rows = max(1, page.shape[0] // height)
     scaled = np.asarray(Image.fromarray(page).resize((page.shape[1] * height * 2 // page.shape[0], height * 2)))
     crop = scaled[height // 2 : height // 2 + height, :width] if scaled.shape[1] >= width else np.resize(scaled, (height, width))
     pixels = np.repeat(crop[None].astype(np.float32) / 255, 3, axis=0)

@@ -34,7 +34,6 @@ from torch import nn
 
 from convscope.core import Convscope
 from convscope.errors import InvalidArgument
-from convscope.model.preprocessing import from_tensor
 from convscope.methods.occlusion import (
     FillMode,
     OcclusionOptions,
@@ -43,6 +42,7 @@ from convscope.methods.occlusion import (
     fill_values,
     window_grid,
 )
+from convscope.model.preprocessing import from_tensor
 from convscope.model.types import ModelRecord, Preprocessing
 from tests.nets import EXPORTERS, NETS, Exporter, export_onnx, exported, reference_net
 from tests.oracles import random_input

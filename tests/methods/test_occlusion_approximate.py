@@ -20,15 +20,15 @@ from collections.abc import Iterator
 import grpc
 import numpy as np
 import pytest
-from convscope_client import Client, ConvscopeError
 from PIL import Image
 from skimage import data
 
 from convscope.core import Convscope
 from convscope.errors import InvalidArgument
 from convscope.methods import drilldown
-from convscope.model.preprocessing import from_tensor
 from convscope.methods.occlusion import OcclusionOptions, OcclusionResult
+from convscope.model.preprocessing import from_tensor
+from convscope_client import Client, ConvscopeError
 from tests.conftest import BUNDLED_MODEL
 from tests.nets import exported
 

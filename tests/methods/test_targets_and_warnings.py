@@ -10,8 +10,6 @@ import onnx
 import pytest
 import torch
 import torch.nn.functional as F
-from convscope_client import Client
-from convscope_client import cli as client_cli
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
@@ -20,6 +18,8 @@ from convscope.errors import InvalidArgument
 from convscope.methods.attribution import AttributionOptions
 from convscope.model.preprocessing import from_tensor
 from convscope.rpc.server import RunningServer
+from convscope_client import Client
+from convscope_client import cli as client_cli
 from tests.dynamic_nets import export_dynamic, initialized
 from tests.oracles import assert_maps_agree, random_input
 

@@ -11,14 +11,14 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from convscope_client import Client
 
 from convscope.cli import main as cli_main
 from convscope.errors import InvalidArgument, RemoteFailed
-from convscope.model.preprocessing import from_images, from_tensor
 from convscope.methods.occlusion import OcclusionOptions, OcclusionProgress, OcclusionResult
+from convscope.model.preprocessing import from_images, from_tensor
 from convscope.oip.remote import RemoteModel, remote_occlusion
 from convscope.rpc.server import RunningServer
+from convscope_client import Client
 from tests.conftest import BUNDLED_MODEL, CAT_PHOTO
 from tests.oip.server_process import serving_process
 

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from convscope.audit.dataset import AuditItem
-from convscope.errors import ConvscopeError
 from convscope.audit import attributes as image_attributes
+from convscope.audit.dataset import AuditItem
 from convscope.data.streams import Sample, Skipped, read_regular_file
+from convscope.errors import ConvscopeError
 from convscope.limits import DEFAULT_MAX_IMAGE_PIXELS
 from convscope.model.preprocessing import decode_sized
 from convscope.model.types import ModelRecord

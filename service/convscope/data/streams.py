@@ -29,11 +29,11 @@ from typing import Any
 import numpy as np
 
 from convscope.errors import Cancelled, ConvscopeError, InvalidArgument, NotFound, PermissionDenied, ResourceExhausted
-from convscope.runtime.context import available_cores
 from convscope.limits import DEFAULT_MAX_IMAGE_PIXELS, RequestLimits
 from convscope.model.preprocessing import ImageSample, decode_sample, from_tensor
 from convscope.model.types import ModelRecord
 from convscope.render.images import to_unit
+from convscope.runtime.context import available_cores
 
 log = logging.getLogger(__name__)
 

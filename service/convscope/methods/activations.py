@@ -9,10 +9,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from convscope.errors import InvalidArgument
-from convscope.runtime.context import MethodContext
 from convscope.model.preprocessing import ModelInput
 from convscope.model.types import ModelRecord
 from convscope.render import channel_grid, encode_png
+from convscope.runtime.context import MethodContext
 
 
 @dataclass(frozen=True)

@@ -22,10 +22,10 @@ import numpy as np
 
 from convscope.errors import InvalidArgument
 from convscope.graph.loss_seed import rule_input_names
-from convscope.runtime.context import MethodContext
-from convscope.model.preprocessing import ModelInput
 from convscope.methods.optimize import Objective, PixelSpace, StepProgress, check_steps, float_layer, loss_gradient
+from convscope.model.preprocessing import ModelInput
 from convscope.model.types import ModelRecord
+from convscope.runtime.context import MethodContext
 
 METHODS = ("fgsm", "pgd")
 NORMS = ("linf", "l2")

@@ -28,13 +28,13 @@ import numpy as np
 from PIL import Image
 
 from convscope.errors import InvalidArgument
-from convscope.limits import check_count
 from convscope.graph.backward.zero_paths import gradient_blockers
 from convscope.graph.common import RectifierScope
-from convscope.runtime.context import MethodContext
+from convscope.limits import check_count
 from convscope.methods.gradients import Gradients, Score, backward_batch_size, gradients, resolve_score
 from convscope.model.preprocessing import tiled_others
 from convscope.model.types import ModelRecord
+from convscope.runtime.context import MethodContext
 
 INTEGRATION_RULES = ("gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid")
 CAM_EPSILON = 1e-7

@@ -19,17 +19,22 @@ from typing import Protocol
 import numpy as np
 import onnx
 
+from convscope.data.streams import RunAhead, Sample, Skipped
 from convscope.errors import Cancelled, InvalidArgument
 from convscope.graph.receptive_field import FieldMap, receptive_fields
 from convscope.methods.activations import DeadFilterCounts, DeadFiltersResult
-from convscope.runtime.context import (
-    DEFAULT_BATCH_BUDGET_BYTES, INFERENCE_WORKERS, MethodContext, batch_size_for, in_flight, worker_threads,
-)
-from convscope.data.streams import RunAhead, Sample, Skipped
-from convscope.model.preprocessing import batch_of, tiled_others
 from convscope.methods.embedding import Embedding, EmbeddingResult, code_layer
 from convscope.methods.top_activations import TopActivations, TopActivationsResult
+from convscope.model.preprocessing import batch_of, tiled_others
 from convscope.model.types import ModelRecord
+from convscope.runtime.context import (
+    DEFAULT_BATCH_BUDGET_BYTES,
+    INFERENCE_WORKERS,
+    MethodContext,
+    batch_size_for,
+    in_flight,
+    worker_threads,
+)
 from convscope.runtime.shaped import table_input_shape
 
 # Samples per inference call (fewer when the tensors a job needs would exceed the batch budget).

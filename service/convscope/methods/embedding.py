@@ -24,13 +24,13 @@ from scipy.optimize import linear_sum_assignment
 from scipy.spatial.distance import cdist
 from threadpoolctl import threadpool_limits
 
+from convscope.data.streams import Ref, Sample
 from convscope.errors import InvalidArgument
 from convscope.graph.analysis import data_tensors, producers
-from convscope.runtime.context import available_cores
-from convscope.data.streams import Ref, Sample
 from convscope.model.types import ModelRecord
 from convscope.render.images import to_unit_square
 from convscope.render.montage import encode_png_fast, fit, grid, scatter
+from convscope.runtime.context import available_cores
 
 METHODS = ("tsne", "pca")
 PCA_DIMENSIONS = 50  # before t-SNE (van der Maaten & Hinton 2008, §4)

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
 
 from convscope.errors import InvalidArgument, NotFound
 from convscope.graph.analysis import node_label, producers

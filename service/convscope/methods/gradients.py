@@ -18,9 +18,9 @@ import numpy as np
 from convscope.errors import InvalidArgument
 from convscope.graph.backward import grad_output_name, seed_input_name, top_target_name
 from convscope.graph.common import Rectifier, RectifierScope
-from convscope.runtime.context import MethodContext
 from convscope.model.preprocessing import split_feeds
 from convscope.model.types import ModelRecord
+from convscope.runtime.context import MethodContext
 from convscope.runtime.graphs import BackwardGraph
 
 # A backward run keeps every forward activation and about as many gradients alive.

@@ -48,12 +48,12 @@ import numpy as np
 from convscope.errors import InvalidArgument
 from convscope.limits import RequestLimits, check_at_most
 from convscope.methods import drilldown
-from convscope.runtime.context import INFERENCE_WORKERS, MethodContext, in_flight, worker_threads
+from convscope.methods.occlusion_engine import MIN_SAVING, Boxes, IncrementalEngine, NotIncremental
 from convscope.model.preprocessing import ModelInput, tiled_others
 from convscope.model.types import ModelRecord
 from convscope.render import encode_png, occlusion_figure
+from convscope.runtime.context import INFERENCE_WORKERS, MethodContext, in_flight, worker_threads
 from convscope.runtime.graphs import graph_for
-from convscope.methods.occlusion_engine import MIN_SAVING, Boxes, IncrementalEngine, NotIncremental
 
 log = logging.getLogger(__name__)
 

@@ -11,14 +11,14 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from convscope_client.bars import ProgressBar
-from convscope_client.cli import DEFAULT_OUT, EXIT_CANCELLED, EXIT_REFUSED, EXIT_USAGE, UsageError, _fill, _write, existing
 
 from convscope.errors import ConvscopeError
-from convscope.model.preprocessing import from_images, from_tensor
 from convscope.methods.occlusion import OcclusionOptions, OcclusionProgress, OcclusionResult
+from convscope.model.preprocessing import from_images, from_tensor
 from convscope.model.types import Preprocessing
 from convscope.oip.remote import DEFAULT_TIMEOUT_SECONDS, RemoteModel, remote_occlusion
+from convscope_client.bars import ProgressBar
+from convscope_client.cli import DEFAULT_OUT, EXIT_CANCELLED, EXIT_REFUSED, EXIT_USAGE, UsageError, _fill, _write, existing
 
 
 def parser() -> argparse.ArgumentParser:

@@ -13,9 +13,9 @@ import onnx
 from convscope.graph.backward import build_backward
 from convscope.graph.common import Rectifier, RectifierScope
 from convscope.graph.expose import expose
-from convscope.graph.loss_seed import seed_from_forward
-from convscope.graph.incremental.submodels import stage_model, tail_model
 from convscope.graph.incremental.stages import StagePlan
+from convscope.graph.incremental.submodels import stage_model, tail_model
+from convscope.graph.loss_seed import seed_from_forward
 
 
 @dataclass(frozen=True)

@@ -248,7 +248,7 @@ def early_path(
 
     reaching = _reaching(graph, output)
     cuts = []
-    for index, item in nodes.items():
+    for item in nodes.values():
         tensor = item.output
         if tensor == output or tensor not in reaching:
             continue

@@ -22,6 +22,7 @@ from convscope.graph.common import Rectifier, RectifierScope
 
 from ..emitter import Emitter
 
+
 @dataclass(frozen=True)
 class Options:
     rectifier: Rectifier = Rectifier.PLAIN
