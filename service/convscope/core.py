@@ -27,6 +27,7 @@ from convscope.model.store import DEFAULT_MAX_UPLOAD_BYTES, ModelStore, Upload
 from convscope.model.types import ModelRecord, Preprocessing
 from convscope.render import attribution_figure
 from convscope.render.montage import encode_png_fast
+from convscope.render.results import with_channel_grid, with_filter_grid, with_occlusion_figure
 from convscope.runtime.context import MethodContext
 from convscope.runtime.graphs import BackwardGraph, graph_for
 from convscope.runtime.ingest import InputShape, describe_upload
@@ -152,10 +153,10 @@ class Convscope:
         top_channels: int = 0,
     ) -> list[activation_methods.ActivationResult]:
         record = self.model_at(model_id, model_input)
-        return activation_methods.activations(
-            self.context, record, model_input.batch, layers, render=render, statistics=statistics,
-            channels=channels, top_channels=top_channels, others=model_input.others,
+        results = activation_methods.activations(
+            self.context, record, model_input.batch, layers, statistics=statistics, others=model_input.others
         )
+        return [with_channel_grid(result, channels, top_channels) for result in results] if render else results
 
     def dead_filters(
         self, model_id: str, inputs: Sequence[ModelInput], layers: Sequence[str] | None, *, threshold: float = 1.0
@@ -222,7 +223,8 @@ class Convscope:
     def filters(self, model_id: str, layer: str, *, render: bool = True) -> filter_methods.FiltersResult:
         record = self.model(model_id)
         base = self.runtime.base_graph(record.id, dynamic_batch=record.dynamic_batch)
-        return filter_methods.filters(base, layer, render=render)
+        result = filter_methods.filters(base, layer)
+        return with_filter_grid(result) if render else result
 
     def occlusion(
         self, model_id: str, model_input: ModelInput, options: occlusion_methods.OcclusionOptions
@@ -231,7 +233,7 @@ class Convscope:
         only while the caller pulls; to cancel, stop pulling and close the iterator.  The model's
         other inputs (``model_input.others``) are fed as given with every occluded copy."""
         record = self.model_at(model_id, model_input)
-        return occlusion_methods.occlusion(self.context, record, model_input, options)
+        return with_occlusion_figure(occlusion_methods.occlusion(self.context, record, model_input, options))
 
     def attribution(
         self,

@@ -11,7 +11,6 @@ import onnx
 from convscope.errors import InvalidArgument, NotFound
 from convscope.graph.analysis import node_label, producers
 from convscope.graph.common import constant_value
-from convscope.render import encode_png, filter_grid
 
 CONV_OPS = ("Conv", "ConvTranspose")
 # Frequencies above half the Nyquist limit (0.25 cycles/pixel) count as high.
@@ -25,7 +24,7 @@ class FiltersResult:
     node: str
     weights: np.ndarray
     smoothness: np.ndarray  # per output filter, 1 = all energy at low frequencies; NaN for 1×1
-    png: bytes = b""
+    png: bytes = b""  # added by render/results.py when asked for
 
     @property
     def mean_smoothness(self) -> float:
@@ -72,7 +71,6 @@ def smoothness(weights: np.ndarray) -> np.ndarray:
         return np.where(total > 0, 1 - high_energy / total, np.nan).astype(np.float32)
 
 
-def filters(model: onnx.ModelProto, layer: str, *, render: bool = True) -> FiltersResult:
+def filters(model: onnx.ModelProto, layer: str) -> FiltersResult:
     node, weights = conv_weights(model, layer)
-    png = encode_png(filter_grid(weights)) if render and weights.ndim == 4 else b""
-    return FiltersResult(node, weights, smoothness(weights), png)
+    return FiltersResult(node, weights, smoothness(weights))
