@@ -22,7 +22,7 @@ from convscope.methods import faithfulness as faithfulness_methods
 from convscope.methods import filters as filter_methods
 from convscope.methods import occlusion as occlusion_methods
 from convscope.methods.ray_jobs import RayEngine, import_ray
-from convscope.model.preprocessing import ModelInput, allow_pixels, constant_others, from_images, from_tensor, with_others
+from convscope.model.preprocessing import ModelInput, allow_pixels, constant_others, from_images, input_from_tensor, with_others
 from convscope.model.store import DEFAULT_MAX_UPLOAD_BYTES, ModelStore, Upload
 from convscope.model.types import ModelRecord, Preprocessing
 from convscope.render import attribution_figure
@@ -131,7 +131,7 @@ class Convscope:
     ) -> ModelInput:
         """The image input from a tensor or images, and the model's ``others`` inputs by name."""
         if tensor is not None:
-            model_input = from_tensor(record, tensor)
+            model_input = input_from_tensor(record, tensor)
         elif images:
             model_input = from_images(record, images, max_pixels=self.limits.max_image_pixels)
         else:

@@ -19,7 +19,7 @@ from PIL import Image
 from convscope.core import Convscope
 from convscope.errors import InvalidArgument
 from convscope.methods.attribution import AttributionOptions
-from convscope.model.preprocessing import from_tensor
+from convscope.model.preprocessing import input_from_tensor
 from tests.foreign_corpus import (
     DIRECTION_CLASSIFIER,
     ORIENTATION_CLASSIFIER,
@@ -76,7 +76,7 @@ def test_foreign_model_at_its_sizes(service: Convscope, model: ForeignModel, inp
     input_name, output = record.input.name, scored_tensor(proto)
     for shape in shapes:
         x = text_crop(shape)
-        model_input = from_tensor(record, x)
+        model_input = input_from_tensor(record, x)
         reference = every_tensor_run(data, {input_name: x})
         ours = {r.tensor: r.value for r in service.activations(record.id, model_input, None, statistics=False)}
         assert record.outputs[0].name in ours and output in ours and len(ours) > 50

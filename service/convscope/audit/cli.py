@@ -23,7 +23,7 @@ from pathlib import Path
 
 import grpc
 
-from convscope.errors import ConvscopeError as ServiceError
+from convscope.errors import ServiceError
 from convscope_client import Client, ConvscopeError
 from convscope_client.bars import JobProgressBar
 from convscope_client.cli import LocalCommand, UsageError, tls_from_arguments

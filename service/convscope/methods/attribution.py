@@ -275,7 +275,7 @@ def smoothgrad(context: MethodContext, record: ModelRecord, batch: np.ndarray, s
 
 
 Method = Callable[[MethodContext, ModelRecord, np.ndarray, Score, AttributionOptions], AttributionResult]
-METHODS: dict[str, Method] = {
+ATTRIBUTION_METHODS: dict[str, Method] = {
     "gradient": gradient,
     "saliency": saliency,
     "input_x_gradient": input_x_gradient,
@@ -291,8 +291,8 @@ METHODS: dict[str, Method] = {
 def attribution(
     context: MethodContext, record: ModelRecord, batch: np.ndarray, method: str, options: AttributionOptions
 ) -> AttributionResult:
-    if method not in METHODS:
-        raise InvalidArgument(f"unknown method {method!r}; choose one of {sorted(METHODS)}")
+    if method not in ATTRIBUTION_METHODS:
+        raise InvalidArgument(f"unknown method {method!r}; choose one of {sorted(ATTRIBUTION_METHODS)}")
     RectifierScope.parse(options.rectifiers)
     if options.integration not in INTEGRATION_RULES:
         raise InvalidArgument(f"integration must be one of {INTEGRATION_RULES}, not {options.integration!r}")
@@ -306,7 +306,7 @@ def attribution(
         batch, options = options.others[options.wrt], dataclasses.replace(options, others=others)
         if not np.issubdtype(batch.dtype, np.floating):
             raise InvalidArgument(f"wrt {options.wrt!r} takes {batch.dtype}: only float inputs have gradients")
-    result = METHODS[method](context, record, batch, score, options)
+    result = ATTRIBUTION_METHODS[method](context, record, batch, score, options)
     warnings = zero_map_warnings(context, record, result, options.wrt or record.input.name)
     return dataclasses.replace(result, warnings=warnings)
 

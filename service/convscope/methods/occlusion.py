@@ -272,7 +272,7 @@ Evaluator = Callable[[np.ndarray], np.ndarray]
 Infer = Callable[[np.ndarray, str], np.ndarray]
 
 
-def batch_size_for(context: MethodContext, record: ModelRecord, requested: int) -> int:
+def occlusion_batch_size(context: MethodContext, record: ModelRecord, requested: int) -> int:
     """Occluded copies per run: what the memory budget allows the ``INFERENCE_WORKERS`` runs in
     flight, capped at ``requested`` (or MAX_BATCH)."""
     if not record.dynamic_batch:
@@ -414,7 +414,7 @@ def occlusion(
         step = (options.batch_size or MAX_BATCH) if record.dynamic_batch else 1
     else:
         evaluate = _choose_engine(context, record, options, output, image, fill, boxes, plain, threads)
-        step = batch_size_for(context, record, options.batch_size)
+        step = occlusion_batch_size(context, record, options.batch_size)
     engine_name = getattr(evaluate, "name", "batched")
     scores = np.full((total, len(targets)), np.nan)
     started = time.perf_counter()

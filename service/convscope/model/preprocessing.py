@@ -106,7 +106,7 @@ def tiled_others(record: ModelRecord, others: Mapping[str, np.ndarray], times: i
     return {**{name: np.concatenate([value] * times) for name, value in batched.items()}, **fixed}
 
 
-def from_tensor(record: ModelRecord, array: np.ndarray) -> ModelInput:
+def input_from_tensor(record: ModelRecord, array: np.ndarray) -> ModelInput:
     """A raw tensor is used exactly as given, after checking dtype and shape against the model."""
     spec = record.input
     if str(array.dtype) != spec.dtype:
