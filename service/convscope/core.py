@@ -38,6 +38,11 @@ log = logging.getLogger(__name__)
 
 
 class Convscope:
+    """The data plane: the model store, the onnxruntime runtime and the method context, behind
+    one method per technique. Each resolves the model, runs the method on arrays and adds the
+    picture asked for (``render/results.py``); it knows nothing of gRPC, so the servicer, the
+    CLI, the audit and the tests all call it alike."""
+
     def __init__(
         self,
         store_dir: Path,

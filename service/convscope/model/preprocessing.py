@@ -188,8 +188,8 @@ def batch_of(values: Sequence[np.ndarray | ImageSample]) -> np.ndarray:
 class ImageSample:
     """A decoded image and how it becomes its model input sample, normalized only when written
     (``batch_of``): each sample goes straight into its batch, one pass over its floats instead of
-    normalizing ahead and stacking (measured: dataset jobs 2.6 % faster, on cores shared with
-    inference)."""
+    normalizing ahead and stacking, which leaves more of the cores it shares with inference to
+    inference (benchmarks/dataset.py measures dataset jobs' throughput)."""
 
     picture: np.ndarray  # H×W×3 uint8, what the model sees
     spec: Preprocessing
