@@ -17,7 +17,7 @@ import numpy as np
 import onnxruntime as ort
 
 from convscope.core import Convscope
-from convscope.methods.context import available_cores
+from convscope.runtime.context import available_cores
 from convscope.runtime.providers import provider_settings, session_options, usable_providers
 from convscope.workers.pool import SandboxSettings
 from convscope.workers.runtime import SandboxedRuntime

@@ -31,10 +31,10 @@ from pathlib import Path
 
 import grpc
 import numpy as np
-from convscope_client import Client, ConvscopeError
 from onnx import TensorProto, helper, numpy_helper
 
 from benchmarks._common import write_results
+from convscope_client import Client, ConvscopeError
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = REPO / "models" / "efficientnet_lite0" / "efficientnet_lite0.onnx"

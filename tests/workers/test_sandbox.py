@@ -14,13 +14,13 @@ import grpc
 import numpy as np
 import onnx
 import pytest
-from convscope_client import Client, ConvscopeError
 from onnx import TensorProto, helper, numpy_helper
 
 from convscope.rpc.server import RunningServer
 from convscope.workers.child import CRASH_GRAPH_ENV
 from convscope.workers.pool import SandboxSettings, WorkerPool
 from convscope.workers.runtime import SandboxedRuntime
+from convscope_client import Client, ConvscopeError
 from tests.rpc.test_errors import PROBE, tiny_conv_model
 from tests.rpc.test_limits import refusal_check, serving, tiny_model_server
 

@@ -18,11 +18,11 @@ import onnxruntime as ort
 
 from convscope.errors import InvalidArgument, ResourceExhausted
 from convscope.graph.base import base_graph as build_base_graph
-from convscope.runtime.budget import current_budget, run_options
 from convscope.model.store import Upload
 from convscope.model.types import LayerInfo, ModelRecord
+from convscope.runtime.budget import current_budget, run_options
 from convscope.runtime.graphs import GraphSpec
-from convscope.runtime.inspect import describe_upload, layer_table, probe_array
+from convscope.runtime.ingest import describe_upload, layer_table, probe_array
 from convscope.runtime.memory import raise_if_out_of_memory
 from convscope.runtime.providers import new_session, usable_providers
 
@@ -58,14 +58,14 @@ class Runtime:
         return self._providers or usable_providers()
 
     def describe_upload(self, model_id: str, upload: Upload, **options: Any) -> ModelRecord:
-        """Validate an upload's files by loading and probing them: ``runtime.inspect.describe_upload``."""
+        """Validate an upload's files by loading and probing them: ``runtime.ingest.describe_upload``."""
         return describe_upload(model_id, upload, **options)
 
     def layer_table(
         self, model_id: str, shape: Sequence[int], dtype: str, *, dynamic_batch: bool, layout: str,
         others: Mapping[str, np.ndarray],
     ) -> tuple[LayerInfo, ...]:
-        """``runtime.inspect.layer_table`` of the model at input ``shape`` (its probe array)."""
+        """``runtime.ingest.layer_table`` of the model at input ``shape`` (its probe array)."""
         base = self.base_graph(model_id, dynamic_batch=dynamic_batch)
         return layer_table(base, probe_array(shape, np.dtype(dtype)), layout=layout, others=others)
 

@@ -22,10 +22,10 @@ from typing import Any
 
 import onnx
 
-from convscope.errors import ConvscopeError, OutOfMemory
+from convscope.errors import OutOfMemory, ServiceError
 from convscope.model.store import MODEL_FILE, Upload
 from convscope.runtime.budget import CallBudget
-from convscope.runtime.inspect import describe_upload
+from convscope.runtime.ingest import describe_upload
 from convscope.runtime.sessions import Runtime
 from convscope.workers import shm
 
@@ -81,30 +81,31 @@ class _Worker:
             self.stop.clear()
 
     def serve(self) -> None:
-        self.conn.send(("ready", os.getpid()))
-        while True:
-            try:
-                request = self.conn.recv()
-            except (EOFError, OSError):  # the server closed the pipe: it is going away
-                return
-            kind, seconds, what, body = request
-            self.stop.clear()
-            self._budget = CallBudget(seconds, what)
-            try:
-                with self._budget.bound():
-                    result = getattr(self, f"_{kind}")(**body)
-                reply: tuple[Any, ...] = ("ok", result)
-            except MemoryError:
-                reply = ("memory", "a Python allocation failed")
-            except OutOfMemory as error:
-                reply = ("memory", str(error))
-            except ConvscopeError as error:
-                reply = ("refused", type(error).__name__, str(error))
-            except Exception as error:  # noqa: BLE001  the server logs it as an incident
-                reply = ("internal", f"{type(error).__name__}: {str(error)[:2000]}")
-            finally:
-                self._budget = None
-            self.conn.send((*reply, self.runtime.session_count(), self.runtime.cache_bytes(), peak_address_space()))
+        try:
+            self.conn.send(("ready", os.getpid()))
+            while True:
+                kind, seconds, what, body = self.conn.recv()
+                self.conn.send((*self._handle(kind, seconds, what, body), self.runtime.session_count(),
+                                self.runtime.cache_bytes(), peak_address_space()))
+        except (EOFError, OSError):  # the server closed the pipe (it is stopping, or gone): so do we
+            return
+
+    def _handle(self, kind: str, seconds: float | None, what: str, body: dict[str, Any]) -> tuple[Any, ...]:
+        self.stop.clear()
+        self._budget = CallBudget(seconds, what)
+        try:
+            with self._budget.bound():
+                return ("ok", getattr(self, f"_{kind}")(**body))
+        except MemoryError:
+            return ("memory", "a Python allocation failed")
+        except OutOfMemory as error:
+            return ("memory", str(error))
+        except ServiceError as error:
+            return ("refused", type(error).__name__, str(error))
+        except Exception as error:  # noqa: BLE001  the server logs it as an incident
+            return ("internal", f"{type(error).__name__}: {str(error)[:2000]}")
+        finally:
+            self._budget = None
 
     def _run(self, model_id: str, folder: str, spec: Any, inputs: str, layout: shm.ArrayLayout, outputs: list[str],
              dynamic_batch: bool, threads: int) -> tuple[str, shm.ArrayLayout]:

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from convscope import errors
-from convscope.errors import ConvscopeError, DeadlineExceeded, FailedPrecondition, OutOfMemory, WorkerCrashed
+from convscope.errors import DeadlineExceeded, FailedPrecondition, OutOfMemory, ServiceError, WorkerCrashed
 from convscope.runtime.budget import current_budget, run_options
 from convscope.workers import child, shm
 
@@ -274,7 +274,7 @@ class WorkerPool:
         )
 
     def describe(self, model_id: str, folder: Path, side_names: Mapping[str, str], received: int, options: Mapping[str, Any]) -> Any:
-        """``runtime.inspect.describe_upload`` on the upload's files, in a worker."""
+        """``runtime.ingest.describe_upload`` on the upload's files, in a worker."""
         call = _Call(
             model_id, "describe", "checking and loading the upload", self.load_budget_s, "--worker-load-seconds",
             "the model is refused unless the operator raises --worker-memory-mb",
@@ -332,7 +332,7 @@ class WorkerPool:
             raise _rebuilt(*payload)
         raise RuntimeError(f"worker failed while {call.what} of model {call.model_id}: {payload[0]}")
 
-    def _stopped(self, call: _Call) -> ConvscopeError:
+    def _stopped(self, call: _Call) -> ServiceError:
         budget = current_budget()
         if budget is not None and budget.stopped:
             return budget.stopped_error()
@@ -390,11 +390,11 @@ class WorkerPool:
         return [slot.process.pid for slot in self._slots if slot.process.pid is not None]
 
 
-def _rebuilt(class_name: str, message: str) -> ConvscopeError:
-    """The worker's ConvscopeError as the same class here (constructors differ: set the message)."""
+def _rebuilt(class_name: str, message: str) -> ServiceError:
+    """The worker's ServiceError as the same class here (constructors differ: set the message)."""
     cls = getattr(errors, class_name, None)
-    if not (isinstance(cls, type) and issubclass(cls, ConvscopeError)):
-        cls = ConvscopeError
+    if not (isinstance(cls, type) and issubclass(cls, ServiceError)):
+        cls = ServiceError
     error = cls.__new__(cls)
     Exception.__init__(error, message)
     return error
