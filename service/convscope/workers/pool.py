@@ -84,7 +84,7 @@ class _Slot:
 @dataclass(frozen=True)
 class _Call:
     model_id: str
-    kind: str  # the child's handler: "run" or "describe"
+    kind: str  # the child's handler: "run", "layer_table" or "describe"
     what: str  # for messages: "running the model", "checking and loading the upload"
     budget_s: float | None
     budget_flag: str
