@@ -31,7 +31,7 @@ from convscope.errors import Cancelled, InvalidArgument
 from convscope.limits import RequestLimits
 from convscope.methods.activations import DeadFilterCounts
 from convscope.methods.context import INFERENCE_WORKERS
-from convscope.methods.dataset_jobs import Progress, run_job
+from convscope.methods.dataset_jobs import Progress, job_batch_size, run_job
 from convscope.methods.datasets import DEFAULT_DECODE_WORKERS, Prefetcher, Sample, Skipped
 from convscope.model.types import ModelRecord
 
@@ -194,7 +194,8 @@ def _audit(
     limits = core.limits if core else RequestLimits()  # a remote model's audit runs here, with the defaults
     sizes: dict[int, tuple[int, int]] = {}
     skipped: list[Skipped] = []
-    stream = Prefetcher(chunks(items), ChunkDecoder(record, sizes, shared.measured, max_pixels=limits.max_image_pixels), count=lambda chunk: len(chunk.items),
+    batch = job_batch_size(core.context if core else None, record, shared.tensors)
+    stream = Prefetcher(chunks(items, batch), ChunkDecoder(record, sizes, shared.measured, max_pixels=limits.max_image_pixels), count=lambda chunk: len(chunk.items),
                         depth=2 * DEFAULT_DECODE_WORKERS, cancelled=cancelled)
     try:
         # A local model runs on the context's runtime, which also serves the dead filters' tensors.

@@ -25,7 +25,7 @@ from convscope.methods.activations import DeadFilterCounts, DeadFiltersResult
 from convscope.methods.context import (
     DEFAULT_BATCH_BUDGET_BYTES, INFERENCE_WORKERS, MethodContext, batch_size_for, in_flight, worker_threads,
 )
-from convscope.methods.datasets import RunAhead, Sample, Skipped
+from convscope.methods.datasets import Decoded, DecodedBatch, RunAhead, Sample, Skipped
 from convscope.methods.inputs import batch_of, tiled_others
 from convscope.methods.embedding import Embedding, EmbeddingResult, code_layer
 from convscope.methods.top_activations import TopActivations, TopActivationsResult
@@ -142,11 +142,19 @@ def fields_of(base: onnx.ModelProto, record: ModelRecord) -> dict[str, FieldMap 
 # ---------------------------------------------------------------------------------- the pass
 
 
+def job_batch_size(context: MethodContext | None, record: ModelRecord, tensors: Sequence[str], batch_size: int = JOB_BATCH) -> int:
+    """Samples per inference call: ``batch_size``, fewer where the tensors a job needs would
+    exceed an in-flight run's share of the batch budget (the size a stream of
+    :class:`DecodedBatch` entries is best decoded in)."""
+    budget = context.batch_budget_bytes if context is not None else DEFAULT_BATCH_BUDGET_BYTES
+    return max(1, min(batch_size, batch_size_for(record, tensors, budget // INFERENCE_WORKERS)))
+
+
 def run_job(
     context: MethodContext | None,
     record: ModelRecord,
     accumulator: Accumulator,
-    stream: Iterable[Sample | Skipped],
+    stream: Iterable[Decoded],
     *,
     total: int | None = None,
     cancelled: threading.Event | None = None,
@@ -166,8 +174,7 @@ def run_job(
     """
     cancelled = cancelled or threading.Event()
     tensors = accumulator.tensors
-    budget = context.batch_budget_bytes if context is not None else DEFAULT_BATCH_BUDGET_BYTES
-    batch_size = max(1, min(batch_size, batch_size_for(record, tensors, budget // INFERENCE_WORKERS)))
+    batch_size = job_batch_size(context, record, tensors, batch_size)
     threads = worker_threads()
     start = time.monotonic()
     last_report = start
@@ -217,14 +224,22 @@ def run_job(
     yield accumulator.result()
 
 
-def _batches(stream: Iterable[Sample | Skipped], size: int) -> Iterator[Skipped | tuple[list[Sample], np.ndarray]]:
+def _batches(stream: Iterable[Decoded], size: int) -> Iterator[Skipped | tuple[list[Sample], np.ndarray]]:
     """Skipped entries as they come, samples written into batches of ``size``; a sample shaped
-    unlike the first one is skipped (a batch holds one shape)."""
+    unlike the first one is skipped (a batch holds one shape). A decoded batch passes as it is,
+    cut to ``size``."""
     first_shape: tuple[int, ...] | None = None
     pending: list[Sample] = []
     for entry in stream:
         if isinstance(entry, Skipped):
             yield entry
+            continue
+        if isinstance(entry, DecodedBatch):
+            if pending:
+                yield pending, batch_of([sample.value for sample in pending])
+                pending = []
+            for start in range(0, len(entry.samples), size):
+                yield entry.samples[start : start + size], entry.values[start : start + size]
             continue
         if first_shape is None:
             first_shape = entry.value.shape

@@ -101,6 +101,19 @@ class Skipped:
     reason: str
 
 
+@dataclass(frozen=True)
+class DecodedBatch:
+    """Samples a decode task has already written into one batch, row by row in stream order: the
+    batch is assembled on the decode pool, in parallel, instead of sample by sample on the one
+    thread that hands batches to inference."""
+
+    samples: list[Sample]
+    values: np.ndarray  # [len(samples), …] model inputs
+
+
+Decoded = Sample | Skipped | DecodedBatch
+
+
 # ---------------------------------------------------------------------------------- data roots
 
 
@@ -391,7 +404,7 @@ class Prefetcher(_Handoff):
     def __init__(
         self,
         items: Iterable[Item],
-        decode: Callable[[Item, int], list[Sample | Skipped]],
+        decode: Callable[[Item, int], list[Decoded]],
         *,
         count: Callable[[Item], int] = lambda item: 1,
         workers: int | None = None,
@@ -405,7 +418,7 @@ class Prefetcher(_Handoff):
         self._pool = ThreadPoolExecutor(
             max_workers=max(1, workers), thread_name_prefix="convscope-decode", initializer=_lower_priority
         )
-        self._queue: queue.Queue[Future[list[Sample | Skipped]] | _End | _Failure] = queue.Queue(
+        self._queue: queue.Queue[Future[list[Decoded]] | _End | _Failure] = queue.Queue(
             maxsize=depth or workers * PREFETCH_PER_WORKER
         )
         self._stop = threading.Event()
@@ -428,7 +441,7 @@ class Prefetcher(_Handoff):
         except BaseException as error:  # noqa: BLE001 - handed to the consumer, which raises it
             self._put(_Failure(error))
 
-    def __iter__(self) -> Iterator[Sample | Skipped]:
+    def __iter__(self) -> Iterator[Decoded]:
         try:
             for future in self._entries():
                 yield from future.result()
