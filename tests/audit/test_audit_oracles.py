@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 from scipy import ndimage, stats
 
-from convscope.audit import attributes, config, engine
+from convscope.audit import attributes, checks, config, engine
 from convscope.audit.dataset import read_dataset
 from convscope.audit.stats import benjamini_hochberg, wilson_interval
 from convscope.core import Convscope
@@ -83,7 +83,7 @@ def test_benjamini_hochberg_matches_scipy() -> None:
 def test_attribute_bins_match_numpy() -> None:
     values = np.random.default_rng(1).normal(size=203)
     values[5] = np.nan
-    slices = engine.slices_of(values, 4)
+    slices = checks.slices_of(values, 4)
     edges = np.quantile(values[~np.isnan(values)], [0, 0.25, 0.5, 0.75, 1])
     expected = [((values >= lo) & (values < hi)) | ((values == hi) & (i == 3)) for i, (lo, hi) in enumerate(zip(edges, edges[1:]))]
     assert len(slices) == 4
@@ -111,7 +111,7 @@ def test_a_slice_with_many_more_errors_fails_and_chance_does_not() -> None:
     wrong[signal > 0.75] = rng.random((signal > 0.75).sum()) < 0.5  # the top quartile errs at 50 %
     noise = rng.uniform(size=800)
     settings = config.resolve()["attributes"]
-    outcome = engine.attribute_slices(wrong, {"signal": signal, "noise": noise}, settings)
+    outcome = checks.attribute_slices(wrong, {"signal": signal, "noise": noise}, settings)
     failed = [(row["attribute"], row["slice"]) for row in outcome.figures["slices"] if row["failed"]]
     assert outcome.status == "failed" and len(failed) == 1 and failed[0][0] == "signal" and failed[0][1].endswith("]")
 
@@ -140,7 +140,7 @@ def test_dead_filters_match_brute_force(tmp_path: Path, digits_folder: Path) -> 
 def test_corruption_accuracies_match_a_direct_computation(tmp_path: Path, digits_folder: Path) -> None:
     result = run(tmp_path, DIGITS_MODEL, digits_folder, {"robustness": {"enabled": True, "images": 150}})
     figures = next(c for c in result.checks if c.name == "robustness").figures
-    chosen = engine.evenly_spaced(150, len(result.items))
+    chosen = checks.evenly_spaced(150, len(result.items))
     pictures = []
     for index in chosen:
         with Image.open(result.items[index].path) as image:

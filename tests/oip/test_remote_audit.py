@@ -13,7 +13,8 @@ import pytest
 from convscope_client import Client
 from junitparser import JUnitXml, Skipped
 
-from convscope.audit.engine import ATTACKS_SKIPPED, REMOTE_SKIPS
+from convscope.audit.checks import ATTACKS_SKIPPED
+from convscope.audit.engine import REMOTE_SKIPS
 from convscope.cli import main
 from tests.audit.conftest import DIGITS_MODEL, digits_folder  # noqa: F401 - the fixture, used here too
 from tests.oip.server_process import serving_process
