@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 from scipy import ndimage, stats
 
-from convscope.audit import attributes, checks, config, engine
+from convscope.audit import attributes, checks, config, corruptions, engine
 from convscope.audit.dataset import read_dataset
 from convscope.audit.stats import benjamini_hochberg, wilson_interval
 from convscope.core import Convscope
@@ -135,6 +135,17 @@ def test_dead_filters_match_brute_force(tmp_path: Path, digits_folder: Path) -> 
     assert layers == brute
     assert {1, 5, 9} <= set(brute[relus[0]])
     json.dumps(result.checks[2].figures)  # the figures are what report.json holds
+
+
+@pytest.mark.parametrize("corruption", ["gaussian_noise", "gaussian_blur", "brightness", "contrast", "jpeg"])
+def test_a_stack_is_corrupted_as_its_pictures_one_at_a_time(corruption: str) -> None:
+    """The robustness check corrupts its pictures as one stack: the same pixels, and the same
+    noise draws, as corrupting them in turn from the same seed."""
+    pictures = np.random.default_rng(1).integers(0, 256, (12, 9, 7, 3), dtype=np.uint8)
+    for severity in (1, 2, 3):
+        one_at_a_time, together = np.random.default_rng(severity), np.random.default_rng(severity)
+        expected = np.stack([corruptions.corrupt(picture, corruption, severity, one_at_a_time) for picture in pictures])
+        np.testing.assert_array_equal(corruptions.corrupt(pictures, corruption, severity, together), expected)
 
 
 def test_corruption_accuracies_match_a_direct_computation(tmp_path: Path, digits_folder: Path) -> None:
