@@ -46,10 +46,10 @@ from convscope.audit import config as audit_config
 from convscope.audit.dataset import read_dataset
 from convscope.audit.engine import AuditPass, AuditResult, run_audit
 from convscope.core import Convscope
-from convscope.methods.context import INFERENCE_WORKERS, in_flight, worker_threads
+from convscope.data.streams import DEFAULT_DECODE_WORKERS, read_regular_file
 from convscope.methods.dataset_jobs import Progress, job_batch_size
-from convscope.methods.datasets import DEFAULT_DECODE_WORKERS, read_regular_file
-from convscope.methods.inputs import batch_of, decode_sample
+from convscope.model.preprocessing import batch_of, decode_sample
+from convscope.runtime.context import INFERENCE_WORKERS, in_flight, worker_threads
 from convscope.runtime.providers import new_session
 
 REPO = Path(__file__).resolve().parents[1]

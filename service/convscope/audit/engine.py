@@ -23,20 +23,28 @@ import numpy as np
 from convscope.audit import attributes as image_attributes
 from convscope.audit import robustness as robustness_measures
 from convscope.audit.checks import (
-    TOP_K, CheckOutcome, accuracy, attribute_slices, dead_filters, evenly_spaced, explanation_faithfulness,
-    explanation_sanity, filter_smoothness, robustness,
+    TOP_K,
+    CheckOutcome,
+    accuracy,
+    attribute_slices,
+    dead_filters,
+    evenly_spaced,
+    explanation_faithfulness,
+    explanation_sanity,
+    filter_smoothness,
+    robustness,
 )
 from convscope.audit.dataset import AuditItem, rows_message
 from convscope.audit.decoding import ChunkDecoder, chunks
 from convscope.audit.human import HumanLabels
 from convscope.core import Convscope
+from convscope.data.streams import DEFAULT_DECODE_WORKERS, Prefetcher, Sample, Skipped
 from convscope.errors import Cancelled, InvalidArgument
 from convscope.limits import RequestLimits
 from convscope.methods.activations import DeadFilterCounts
-from convscope.methods.context import INFERENCE_WORKERS
 from convscope.methods.dataset_jobs import Progress, job_batch_size, run_job
-from convscope.methods.datasets import DEFAULT_DECODE_WORKERS, Prefetcher, Sample, Skipped
 from convscope.model.types import ModelRecord
+from convscope.runtime.context import INFERENCE_WORKERS
 
 RECTIFIERS = {"Relu", "Clip", "LeakyRelu", "PRelu"}
 # The order the checks run in and the report lists them.

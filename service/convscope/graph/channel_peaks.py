@@ -16,9 +16,10 @@ from collections.abc import Iterable
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
+from onnx import helper
 
 from convscope.graph.analysis import producers
+from convscope.graph.common import constant_value
 
 # A tensor name never has a space (convscope's own derived names rely on it), so no tensor of
 # the model can be named like a peak output.
@@ -45,9 +46,7 @@ def add_channel_peaks(model: onnx.ModelProto, tensors: Iterable[str]) -> onnx.Mo
     graph = peaked.graph
     ranks = _ranks(model)
     made = producers(graph)
-    constants = {init.name: init for init in graph.initializer}
-    constants |= {node.output[0]: node.attribute[0].t for node in graph.node if node.op_type == "Constant" and node.attribute
-                  and node.attribute[0].name == "value"}
+    initializers = {init.name: init for init in graph.initializer}
     tensors = list(dict.fromkeys(tensors))
     if any(ranks.get(tensor, 0) < 3 for tensor in tensors):
         graph.initializer.append(helper.make_tensor(_CHANNEL_ROWS, onnx.TensorProto.INT64, [3], [0, 0, -1]))
@@ -57,7 +56,8 @@ def add_channel_peaks(model: onnx.ModelProto, tensors: Iterable[str]) -> onnx.Mo
     after: dict[int, list[onnx.NodeProto]] = {}
     for tensor in tensors:
         position, producer = made.get(tensor, (-1, None))
-        after.setdefault(position, []).extend(_peak_nodes(tensor, _never_negative(producer, constants), ranks.get(tensor, 0)))
+        never_negative = _never_negative(producer, initializers, made)
+        after.setdefault(position, []).extend(_peak_nodes(tensor, never_negative, ranks.get(tensor, 0)))
         graph.output.append(onnx.ValueInfoProto(name=peaks_name(tensor)))
     nodes = [*after.get(-1, [])]  # peaks of graph inputs
     for position, node in enumerate(graph.node):
@@ -90,15 +90,16 @@ def _ranks(model: onnx.ModelProto) -> dict[str, int]:
             if info.type.tensor_type.HasField("shape")}
 
 
-def _never_negative(node: onnx.NodeProto | None, constants: dict[str, onnx.TensorProto]) -> bool:
+def _never_negative(
+    node: onnx.NodeProto | None, initializers: dict[str, onnx.TensorProto], made: dict[str, tuple[int, onnx.NodeProto]]
+) -> bool:
     """A Relu's output, or a Clip's whose lower bound is a constant ≥ 0."""
-    if node is None:
+    if node is None or node.op_type not in ("Relu", "Clip"):
         return False
     if node.op_type == "Relu":
         return True
-    if node.op_type != "Clip":
-        return False
-    low = next((attribute.f for attribute in node.attribute if attribute.name == "min"), None)  # opset < 11
-    if len(node.input) > 1 and node.input[1] in constants:
-        low = float(np.min(numpy_helper.to_array(constants[node.input[1]])))
-    return low is not None and low >= 0
+    if len(node.input) > 1 and node.input[1]:
+        low = constant_value(node.input[1], initializers, made)
+        return low is not None and float(np.min(low)) >= 0
+    low_attribute = next((attribute.f for attribute in node.attribute if attribute.name == "min"), None)  # opset < 11
+    return low_attribute is not None and low_attribute >= 0
