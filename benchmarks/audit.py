@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> None:
             pass_vs_plain = [pass_and_plain(core, record.id, items, plain, plain_first=pair % 2 == 0) for pair in range(args.pairs)]
             with PeakMemory() as memory:
                 audit_seconds, _, result = timed_audit(core, record.id, items, only)
-            alone = {check: timed_audit(core, record.id, items, {other: {"enabled": other == check} for other in checks})[0]
+            alone = {check: timed_audit(core, record.id, items, {other: {"enabled": other == check} for other in audit_config.DEFAULTS})[0]
                      for check in checks}
             rounds.append({"audit_seconds": audit_seconds, "checks_one_by_one_seconds": alone,
                            "one_by_one_total_seconds": sum(alone.values()), "pass_vs_plain_pairs": pass_vs_plain,
