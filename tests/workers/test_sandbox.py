@@ -211,8 +211,12 @@ def test_workers_killed_while_idle_are_replaced(sandbox: Sandbox) -> None:
 
 
 def _dead(pid: int) -> bool:
+    """Gone, or a zombie with no thread left: the leader turns zombie while onnxruntime's threads
+    are still exiting, and until the last one has, the worker's pipe stays open and the pool
+    cannot see the death."""
     try:
         with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+            zombie = stat.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+        return zombie and len(os.listdir(f"/proc/{pid}/task")) <= 1
     except FileNotFoundError:
         return True
