@@ -25,9 +25,10 @@ from convscope.data.streams import (
 )
 from convscope.errors import Cancelled, InvalidArgument, NotFound, PermissionDenied
 from convscope.methods import dataset_jobs
-from convscope.methods.embedding import code_layer, snap_to_grid
+from convscope.methods.embedding import code_layer
 from convscope.methods.top_activations import TopActivations
 from convscope.model.types import Preprocessing
+from convscope.render.dataset_figures import snap_to_grid
 from tests import digits
 from tests.nets import exported
 
