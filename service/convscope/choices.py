@@ -13,7 +13,13 @@ from convscope.errors import InvalidArgument
 
 
 class Choice(StrEnum):
-    """Base of every choice; a subclass lists its members and says how a wrong value is refused."""
+    """Base of every choice.  A subclass lists its members and says how a wrong value is refused:
+    ``class Layout(Choice, refusal="... not {value!r}")``, a format string that may also use
+    ``{values}`` (a tuple of the members' values), ``{listed}`` (a list) and ``{sorted}``."""
+
+    def __init_subclass__(cls, *, refusal: str, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.refusal_format = refusal
 
     @classmethod
     def parse(cls, value: str) -> Self:
@@ -30,4 +36,5 @@ class Choice(StrEnum):
     @classmethod
     def refusal(cls, value: str) -> str:
         """The message for a value that names no member."""
-        raise NotImplementedError(f"{cls.__name__} must say how it refuses {value!r}")
+        values = cls.values()
+        return cls.refusal_format.format(value=value, values=values, listed=list(values), sorted=sorted(values))

@@ -63,24 +63,16 @@ def subgraph_reads(node: onnx.NodeProto) -> set[str]:
     return reads
 
 
-class Rectifier(Choice):
+class Rectifier(Choice, refusal="rectifier must be one of {values}, not {value!r}"):
     """How the backward pass treats rectifier units (Springenberg et al. 2015; Zeiler & Fergus 2014)."""
 
     PLAIN = "plain"  # the true gradient
     GUIDED = "guided"  # relu(dY)·(Y>0)
     DECONVNET = "deconvnet"  # relu(dY)
 
-    @classmethod
-    def refusal(cls, value: str) -> str:
-        return f"rectifier must be one of {cls.values()}, not {value!r}"
 
-
-class RectifierScope(Choice):
+class RectifierScope(Choice, refusal="rectifiers must be 'all' or 'relu', not {value!r}"):
     """Which units the rectifier rule applies to."""
 
     ALL = "all"  # ReLU and Clip with min 0 (ReLU6)
     RELU = "relu"  # ReLU only, Captum's convention
-
-    @classmethod
-    def refusal(cls, value: str) -> str:
-        return f"rectifiers must be 'all' or 'relu', not {value!r}"

@@ -40,7 +40,7 @@ from convscope.runtime.context import MethodContext
 CAM_EPSILON = 1e-7
 
 
-class AttributionMethod(Choice):
+class AttributionMethod(Choice, refusal="unknown method {value!r}; choose one of {sorted}"):
     GRADIENT = "gradient"
     SALIENCY = "saliency"
     INPUT_X_GRADIENT = "input_x_gradient"
@@ -51,12 +51,8 @@ class AttributionMethod(Choice):
     INTEGRATED_GRADIENTS = "integrated_gradients"
     SMOOTHGRAD = "smoothgrad"
 
-    @classmethod
-    def refusal(cls, value: str) -> str:
-        return f"unknown method {value!r}; choose one of {sorted(cls.values())}"
 
-
-class IntegrationRule(Choice):
+class IntegrationRule(Choice, refusal="integration must be one of {values}, not {value!r}"):
     """How integrated gradients samples the path, as Captum's approximation methods."""
 
     GAUSS_LEGENDRE = "gausslegendre"
@@ -64,10 +60,6 @@ class IntegrationRule(Choice):
     RIEMANN_RIGHT = "riemann_right"
     RIEMANN_MIDDLE = "riemann_middle"
     RIEMANN_TRAPEZOID = "riemann_trapezoid"
-
-    @classmethod
-    def refusal(cls, value: str) -> str:
-        return f"integration must be one of {cls.values()}, not {value!r}"
 
 
 INTEGRATION_RULES = IntegrationRule.values()

@@ -29,13 +29,9 @@ from convscope.model.types import ModelRecord
 from convscope.runtime.context import available_cores
 
 
-class EmbeddingMethod(Choice):
+class EmbeddingMethod(Choice, refusal="embedding method must be one of {values}, not {value!r}"):
     TSNE = "tsne"
     PCA = "pca"
-
-    @classmethod
-    def refusal(cls, value: str) -> str:
-        return f"embedding method must be one of {cls.values()}, not {value!r}"
 
 
 PCA_DIMENSIONS = 50  # before t-SNE (van der Maaten & Hinton 2008, §4)

@@ -13,33 +13,21 @@ from convscope.errors import InvalidArgument
 MAX_TARGETS = 1000
 
 
-class OcclusionScore(Choice):
+class OcclusionScore(Choice, refusal="score must be one of {listed}, not {value!r}"):
     PROBABILITY = "probability"
     RAW = "raw"
 
-    @classmethod
-    def refusal(cls, value: str) -> str:
-        return f"score must be one of {list(cls.values())}, not {value!r}"
 
-
-class FillMode(Choice):
+class FillMode(Choice, refusal="fill must be one of {listed}, not {value!r}"):
     MEAN = "mean"
     BLUR = "blur"
 
-    @classmethod
-    def refusal(cls, value: str) -> str:
-        return f"fill must be one of {list(cls.values())}, not {value!r}"
 
-
-class Engine(Choice):
+class Engine(Choice, refusal="engine must be one of {listed}, not {value!r}"):
     AUTO = "auto"
     BATCHED = "batched"
     INCREMENTAL = "incremental"
     APPROXIMATE = "approximate"
-
-    @classmethod
-    def refusal(cls, value: str) -> str:
-        return f"engine must be one of {list(cls.values())}, not {value!r}"
 
 
 def _pair(values: Sequence[int], default: tuple[int, int], what: str) -> tuple[int, int]:

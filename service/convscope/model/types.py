@@ -62,32 +62,20 @@ class LayerInfo:
         return math.prod(self.shape) * np.dtype(self.dtype).itemsize
 
 
-class Layout(Choice):
+class Layout(Choice, refusal="preprocessing layout must be NCHW or NHWC, not {value!r}"):
     NCHW = "NCHW"
     NHWC = "NHWC"
 
-    @classmethod
-    def refusal(cls, value: str) -> str:
-        return f"preprocessing layout must be NCHW or NHWC, not {value!r}"
 
-
-class ChannelOrder(Choice):
+class ChannelOrder(Choice, refusal="preprocessing channel_order must be RGB or BGR, not {value!r}"):
     RGB = "RGB"
     BGR = "BGR"
 
-    @classmethod
-    def refusal(cls, value: str) -> str:
-        return f"preprocessing channel_order must be RGB or BGR, not {value!r}"
 
-
-class Interpolation(Choice):
+class Interpolation(Choice, refusal="preprocessing interpolation must be bilinear, bicubic or nearest, not {value!r}"):
     BILINEAR = "bilinear"
     BICUBIC = "bicubic"
     NEAREST = "nearest"
-
-    @classmethod
-    def refusal(cls, value: str) -> str:
-        return f"preprocessing interpolation must be bilinear, bicubic or nearest, not {value!r}"
 
 
 @dataclass(frozen=True)
