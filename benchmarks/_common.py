@@ -3,20 +3,24 @@ onnxruntime's per-op profile, JSON output next to the script."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import platform
 import statistics
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
+from convscope.core import Convscope
 from convscope.runtime.context import available_cores
 from convscope.runtime.providers import provider_settings, session_options, usable_providers
+from convscope.workers.pool import SandboxSettings
+from convscope.workers.runtime import SandboxedRuntime
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -30,6 +34,20 @@ def median_seconds(work: Callable[[], object], *, repeats: int = 7, warmup: int 
         work()
         samples.append(time.perf_counter() - start)
     return statistics.median(samples)
+
+
+@contextlib.contextmanager
+def sandboxed_core(workers: int = 1) -> Iterator[Convscope]:
+    """A data plane whose models run in worker processes (the server's default), on a store of
+    its own, its workers started: the peer that prices the sandbox against in-process runs."""
+    with tempfile.TemporaryDirectory() as store:
+        core = Convscope(Path(store), sandbox=SandboxSettings(workers=workers))
+        try:
+            assert isinstance(core.runtime, SandboxedRuntime)
+            core.runtime.pool.wait_ready()
+            yield core
+        finally:
+            core.close()
 
 
 def write_results(name: str, results: dict[str, object]) -> Path:

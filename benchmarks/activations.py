@@ -1,9 +1,10 @@
 """Activations RPC vs plain onnxruntime inference of the bundled EfficientNet-Lite0.
 
 Measures, for one preprocessed image: plain inference (the peer), the Activations path for one
-layer and for all layers in-process (core.Convscope), and end-to-end through gRPC next to a bare
-gRPC transfer of the same number of bytes.  Peers are interleaved; medians and minima are
-reported.  Prints the ratios and writes benchmarks/results/activations.json.
+layer and for all layers in-process (core.Convscope), the same through a sandboxed worker process
+(what ``convscope serve`` does by default: the sandbox's cost, goal ≤ 1.1× in-process for one
+layer), and end-to-end through gRPC next to a bare gRPC transfer of the same number of bytes.
+Peers are interleaved; medians and minima are reported.  Prints the ratios and writes benchmarks/results/activations.json.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from pathlib import Path
 import grpc
 import numpy as np
 
-from benchmarks._common import interleaved, write_results
+from benchmarks._common import interleaved, sandboxed_core, write_results
+from convscope.core import Convscope
 from convscope.rpc.server import ServerConfig, create_server
 from convscope.runtime.providers import new_session, usable_providers
 from convscope_client import Client
@@ -53,7 +55,7 @@ def raw_transfer(request_size: int, response_size: int) -> Iterator[Callable[[],
 
 
 def main() -> None:
-    with tempfile.TemporaryDirectory() as store:
+    with tempfile.TemporaryDirectory() as store, sandboxed_core() as sandboxed:
         running = create_server(ServerConfig(store=Path(store)))
         core = running.core
         try:
@@ -65,8 +67,10 @@ def main() -> None:
                 feeds = {record.input.name: batch}
                 one_layer = [next(layer.tensor for layer in record.layers if layer.op_type == "Clip")]
 
-                def in_process(layers: list[str] | None, statistics: bool = False) -> Callable[[], object]:
-                    return lambda: core.activations(info.id, core.prepare(record, tensor=batch), layers, statistics=statistics)
+                sandboxed.upload([("", MODEL.read_bytes())])
+
+                def in_process(layers: list[str] | None, statistics: bool = False, data_plane: Convscope = core) -> Callable[[], object]:
+                    return lambda: data_plane.activations(info.id, data_plane.prepare(record, tensor=batch), layers, statistics=statistics)
 
                 all_bytes = sum(v.nbytes for v in client.activations(info.id, batch).values())
                 one_bytes = sum(v.nbytes for v in client.activations(info.id, batch, layers=one_layer).values())
@@ -81,6 +85,7 @@ def main() -> None:
                         {
                             "plain_onnxruntime": lambda: plain.run(None, feeds),
                             "one_layer_in_process": in_process(one_layer),
+                            "one_layer_in_worker": in_process(one_layer, data_plane=sandboxed),
                             "one_layer_grpc": lambda: client.activations(info.id, batch, layers=one_layer),
                             "raw_grpc_transfer_one_layer": transfer_one,
                         },
@@ -90,6 +95,7 @@ def main() -> None:
                         {
                             "plain_onnxruntime_beside_all_layers": lambda: plain.run(None, feeds),
                             "all_layers_in_process": in_process(None),
+                            "all_layers_in_worker": in_process(None, data_plane=sandboxed),
                             "all_layers_with_statistics_in_process": in_process(None, statistics=True),
                             "all_layers_grpc": lambda: client.activations(info.id, batch),
                             "raw_grpc_transfer_all_layers": transfer_all,
@@ -104,6 +110,8 @@ def main() -> None:
         "one_layer_vs_plain": median["one_layer_in_process"] / median["plain_onnxruntime"],
         "all_layers_vs_plain": median["all_layers_in_process"] / median["plain_onnxruntime_beside_all_layers"],
         "all_layers_vs_plain_minima": timings["all_layers_in_process"]["min"] / timings["plain_onnxruntime_beside_all_layers"]["min"],
+        "worker_vs_in_process_one_layer": median["one_layer_in_worker"] / median["one_layer_in_process"],
+        "worker_vs_in_process_all_layers": median["all_layers_in_worker"] / median["all_layers_in_process"],
         "grpc_vs_in_process_one_layer": median["one_layer_grpc"] / median["one_layer_in_process"],
         "grpc_vs_in_process_all_layers": median["all_layers_grpc"] / median["all_layers_in_process"],
         "all_layers_with_statistics_vs_plain": median["all_layers_with_statistics_in_process"] / median["plain_onnxruntime_beside_all_layers"],

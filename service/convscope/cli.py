@@ -32,6 +32,7 @@ def serve(argv: list[str]) -> int:
     from convscope.rpc.observability import configure_logging
     from convscope.rpc.security import TlsFiles
     from convscope.rpc.server import DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_RESPONSE_BYTES, ServerConfig, create_server
+    from convscope.workers.pool import SandboxSettings
 
     parser = argparse.ArgumentParser(
         prog="convscope serve", description="Run the convscope gRPC server.", formatter_class=argparse.ArgumentDefaultsHelpFormatter
@@ -86,6 +87,15 @@ def serve(argv: list[str]) -> int:
     parser.add_argument("--tls-key", type=Path, help="the private key of --tls-cert (PEM)")
     parser.add_argument("--tls-client-ca", type=Path, help="require client certificates signed by this CA (mutual TLS)")
     parser.add_argument("--reflection", action="store_true", help="enable gRPC server reflection (grpcurl list)")
+    sandbox = SandboxSettings()
+    parser.add_argument("--workers", type=int, default=sandbox.workers,
+                        help="worker processes that validate, load and run models (0: in the server process, no sandbox)")
+    parser.add_argument("--worker-memory-mb", type=int, default=sandbox.memory_mb,
+                        help="address space each worker may use (RLIMIT_AS); beyond it a request is RESOURCE_EXHAUSTED")
+    parser.add_argument("--worker-run-seconds", type=float, default=sandbox.run_budget_s, metavar="SECONDS",
+                        help="the longest one onnxruntime run may take in a worker (default: the call's deadline only)")
+    parser.add_argument("--worker-load-seconds", type=float, default=sandbox.load_budget_s, metavar="SECONDS",
+                        help="the longest validating and probing an upload may take in a worker")
     args = parser.parse_args(argv)
     if (args.tls_cert is None) != (args.tls_key is None) or (args.tls_client_ca and not args.tls_cert):
         parser.error("--tls-cert and --tls-key go together, and --tls-client-ca needs them")
@@ -113,6 +123,10 @@ def serve(argv: list[str]) -> int:
                 token_file=args.token_file,
                 tls=TlsFiles(args.tls_cert, args.tls_key, args.tls_client_ca) if args.tls_cert else None,
                 reflection=args.reflection,
+                sandbox=SandboxSettings(
+                    workers=args.workers, memory_mb=args.worker_memory_mb or None,
+                    run_budget_s=args.worker_run_seconds, load_budget_s=args.worker_load_seconds,
+                ) if args.workers > 0 else None,
             )
         )
     except (OSError, ValueError) as error:  # port in use, unreadable TLS files, a bad token file

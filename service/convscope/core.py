@@ -32,9 +32,11 @@ from convscope.render.montage import encode_png_fast
 from convscope.render.results import with_channel_grid, with_filter_grid, with_occlusion_figure
 from convscope.runtime.context import MethodContext
 from convscope.runtime.graphs import BackwardGraph, graph_for
-from convscope.runtime.ingest import InputShape, describe_upload
+from convscope.runtime.ingest import InputShape
 from convscope.runtime.sessions import DEFAULT_SESSION_BUDGET_BYTES, Runtime
 from convscope.runtime.shaped import ShapedRecords
+from convscope.workers.pool import SandboxSettings, WorkerPool
+from convscope.workers.runtime import SandboxedRuntime
 
 log = logging.getLogger(__name__)
 
@@ -56,22 +58,29 @@ class Convscope:
         limits: RequestLimits = RequestLimits(),
         ray_address: str | None = None,
         ray_workers: int = 0,
+        sandbox: SandboxSettings | None = None,
     ) -> None:
         """``providers``: onnxruntime execution providers in preference order (default: CUDA when
         it really loads, then CPU); ``limits``: how much work one request may ask for;
         ``ray_address``: run dataset jobs on that Ray cluster by default ("auto", "ray://host:port"),
-        on ``ray_workers`` actors (0: one per CPU of the cluster)."""
+        on ``ray_workers`` actors (0: one per CPU of the cluster); ``sandbox``: validate, load and run
+        models in worker processes (None: in this process, for embedded uses)."""
         self.limits = limits
         allow_pixels(limits.max_image_pixels)
         self.ray_address = ray_address
         self.ray_workers = ray_workers
         self.data_roots = DataRoots(data_roots)
         self.store = ModelStore(store_dir, max_upload_bytes=max_upload_bytes)
-        self.runtime = Runtime(self.store.load, budget_bytes=session_budget_bytes, providers=providers)
+        if sandbox is not None and sandbox.workers > 0:
+            pool = WorkerPool(sandbox, session_budget_bytes=session_budget_bytes, providers=providers)
+            self.runtime: Runtime = SandboxedRuntime(self.store.load, self.store.folder, pool)
+        else:
+            self.runtime = Runtime(self.store.load, budget_bytes=session_budget_bytes, providers=providers)
         self.context = MethodContext(self.runtime, limits=limits)
         self.shaped = ShapedRecords(self.runtime)
 
     def close(self) -> None:
+        self.runtime.close()
         self.store.close()
 
     # -- models
@@ -96,11 +105,12 @@ class Convscope:
             raise
         record = self.store.commit(
             upload,
-            lambda model_id, done: describe_upload(
+            lambda model_id, done: self.runtime.describe_upload(
                 model_id, done, name=name, preprocessing=preprocessing, labels=labels, input_shape=input_shape,
                 max_nodes=self.limits.max_nodes,
             ),
         )
+        self.runtime.reset_failures(record.id)
         # The same bytes uploaded again with other metadata: the newer description wins.
         changes = {
             key: value

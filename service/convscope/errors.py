@@ -69,3 +69,18 @@ class RemoteFailed(ServiceError):
     def __init__(self, status: grpc.StatusCode, message: str) -> None:
         self.status = status
         super().__init__(message)
+
+
+class OutOfMemory(ResourceExhausted):
+    """An allocation failed: the model needs more memory than the process may use."""
+
+
+class FailedPrecondition(ServiceError):
+    status = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class WorkerCrashed(ServiceError):
+    """A worker process died while validating or running a model; the message names the model.
+    INTERNAL: the server failed, though the model is to blame."""
+
+    status = grpc.StatusCode.INTERNAL

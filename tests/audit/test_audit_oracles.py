@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 from scipy import ndimage, stats
 
-from convscope.audit import attributes, config, engine
+from convscope.audit import attributes, checks, config, corruptions, engine
 from convscope.audit.dataset import read_dataset
 from convscope.audit.stats import benjamini_hochberg, wilson_interval
 from convscope.core import Convscope
@@ -82,7 +82,7 @@ def test_benjamini_hochberg_matches_scipy() -> None:
 def test_attribute_bins_match_numpy() -> None:
     values = np.random.default_rng(1).normal(size=203)
     values[5] = np.nan
-    slices = engine.slices_of(values, 4)
+    slices = checks.slices_of(values, 4)
     edges = np.quantile(values[~np.isnan(values)], [0, 0.25, 0.5, 0.75, 1])
     expected = [((values >= lo) & (values < hi)) | ((values == hi) & (i == 3)) for i, (lo, hi) in enumerate(zip(edges, edges[1:]))]
     assert len(slices) == 4
@@ -110,7 +110,7 @@ def test_a_slice_with_many_more_errors_fails_and_chance_does_not() -> None:
     wrong[signal > 0.75] = rng.random((signal > 0.75).sum()) < 0.5  # the top quartile errs at 50 %
     noise = rng.uniform(size=800)
     settings = config.resolve()["attributes"]
-    outcome = engine.attribute_slices(wrong, {"signal": signal, "noise": noise}, settings)
+    outcome = checks.attribute_slices(wrong, {"signal": signal, "noise": noise}, settings)
     failed = [(row["attribute"], row["slice"]) for row in outcome.figures["slices"] if row["failed"]]
     assert outcome.status == "failed" and len(failed) == 1 and failed[0][0] == "signal" and failed[0][1].endswith("]")
 
@@ -136,10 +136,21 @@ def test_dead_filters_match_brute_force(tmp_path: Path, digits_folder: Path) -> 
     json.dumps(result.checks[2].figures)  # the figures are what report.json holds
 
 
+@pytest.mark.parametrize("corruption", ["gaussian_noise", "gaussian_blur", "brightness", "contrast", "jpeg"])
+def test_a_stack_is_corrupted_as_its_pictures_one_at_a_time(corruption: str) -> None:
+    """The robustness check corrupts its pictures as one stack: the same pixels, and the same
+    noise draws, as corrupting them in turn from the same seed."""
+    pictures = np.random.default_rng(1).integers(0, 256, (12, 9, 7, 3), dtype=np.uint8)
+    for severity in (1, 2, 3):
+        one_at_a_time, together = np.random.default_rng(severity), np.random.default_rng(severity)
+        expected = np.stack([corruptions.corrupt(picture, corruption, severity, one_at_a_time) for picture in pictures])
+        np.testing.assert_array_equal(corruptions.corrupt(pictures, corruption, severity, together), expected)
+
+
 def test_corruption_accuracies_match_a_direct_computation(tmp_path: Path, digits_folder: Path) -> None:
     result = run(tmp_path, DIGITS_MODEL, digits_folder, {"robustness": {"enabled": True, "images": 150}})
     figures = next(c for c in result.checks if c.name == "robustness").figures
-    chosen = engine.evenly_spaced(150, len(result.items))
+    chosen = checks.evenly_spaced(150, len(result.items))
     pictures = []
     for index in chosen:
         with Image.open(result.items[index].path) as image:

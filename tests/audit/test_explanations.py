@@ -18,7 +18,7 @@ from onnx import TensorProto, helper, numpy_helper
 from scipy import ndimage
 from skimage.metrics import structural_similarity
 
-from convscope.audit import config, engine, sanity
+from convscope.audit import checks, config, sanity
 from convscope.audit.dataset import read_dataset
 from convscope.audit.randomize import layers_from_top, randomized
 from convscope.core import Convscope
@@ -42,7 +42,7 @@ def test_gradient_passes_and_guided_backprop_fails_on_a_relu_net(digits_core: tu
     predicted = np.array([item.label for item in items])  # the class each map explains; any fixed choice works
     settings = config.resolve()["explanation_sanity"]
     pictures = dict(enumerate(core.prepare(record, images=[item.path.read_bytes() for item in items]).pictures))
-    outcome = engine.explanation_sanity(core, record, pictures, predicted, settings)
+    outcome = checks.explanation_sanity(core, record, pictures, predicted, settings)
     means = outcome.figures["mean_rank_correlation"]
     assert means["gradient"] < 0.5 <= means["guided_backprop"], means  # Adebayo et al. 2018, Fig. 2
     assert outcome.status == "failed" and "guided_backprop" in outcome.message and "gradient:" not in outcome.message
@@ -62,7 +62,7 @@ def test_the_cascade_is_bounded_by_cascade_steps(digits_core: tuple[Convscope, s
     items = read_dataset(digits_folder, record.labels, 10)[:8]
     pictures = dict(enumerate(core.prepare(record, images=[item.path.read_bytes() for item in items]).pictures))
     settings = config.resolve({"explanation_sanity": {"methods": ["gradient"], "cascade_steps": 2}})["explanation_sanity"]
-    outcome = engine.explanation_sanity(core, record, pictures, np.array([item.label for item in items]), settings)
+    outcome = checks.explanation_sanity(core, record, pictures, np.array([item.label for item in items]), settings)
     steps = outcome.figures["cascade"]["gradient"]
     assert [(step["randomized_layers"], step["top_layer"]) for step in steps] == [(1, "/classifier/Gemm"), (5, "/features/features.0/Conv")]
 

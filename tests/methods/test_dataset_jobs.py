@@ -14,6 +14,7 @@ import pytest
 from convscope.core import Convscope
 from convscope.data.streams import (
     DataRoots,
+    DecodedBatch,
     Decoder,
     EncodedItem,
     PathItem,
@@ -232,6 +233,8 @@ class _Layer:
 
 
 class _Record:
+    layers = (_Layer(),)
+
     def layer(self, name):  # type: ignore[no-untyped-def]
         return _Layer()
 
@@ -260,6 +263,32 @@ def test_batches_run_side_by_side_but_reach_the_accumulator_in_stream_order():
     *events, order = dataset_jobs.run_job(_SlowOddBatches(), _Record(), arrivals, iter(stream), total=40, batch_size=4)
     assert order == list(range(40))
     assert events[-1].done == 40
+
+
+def test_job_batches_leave_room_for_the_runs_working_memory():
+    """Batches shrink where the model's largest tensors, three at once, would pass a run's share
+    of the budget, however little the job fetches."""
+
+    class Wide(_Layer):
+        sample_bytes = (1 << 30) // dataset_jobs.INFERENCE_WORKERS // (dataset_jobs.WORKING_TENSORS * 8)
+
+    class WideRecord(_Record):
+        layers = (_Layer(), Wide())
+
+    assert dataset_jobs.job_batch_size(_SlowOddBatches(), _Record(), ["t"]) == dataset_jobs.JOB_BATCH
+    assert dataset_jobs.job_batch_size(_SlowOddBatches(), WideRecord(), ["t"]) == 8
+
+
+def test_decoded_batches_pass_through_cut_to_the_batch_size_in_stream_order():
+    """A decode task's ready batch keeps its rows; samples pending before it go first."""
+    sample = (lambda i: Sample(i, i, np.full(1, i, np.float32), None))
+    stream = [sample(0), sample(1), Skipped(2, 2, "unreadable"),
+              DecodedBatch([sample(i) for i in range(3, 13)], np.arange(3, 13, dtype=np.float32)[:, None]), sample(13)]
+    arrivals = _Arrivals()
+    events = list(dataset_jobs.run_job(_SlowOddBatches(), _Record(), arrivals, iter(stream), total=14, batch_size=4))
+    assert [e.index for e in events if isinstance(e, Skipped)] == [2]
+    assert events[-1] == [0, 1, *range(3, 14)]  # _Arrivals checks each batch's rows against its samples
+    assert events[-2].done == 13
 
 
 def test_images_and_tensors_mix_in_one_job_with_the_numbers_of_either_alone(core):

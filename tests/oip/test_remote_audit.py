@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from junitparser import JUnitXml, Skipped
 
-from convscope.audit.engine import ATTACKS_SKIPPED, REMOTE_SKIPS
+from convscope.audit.checks import ATTACKS_SKIPPED
+from convscope.audit.engine import REMOTE_SKIPS
 from convscope.cli import main
 from convscope_client import Client
 from tests.audit.conftest import DIGITS_MODEL, digits_folder  # noqa: F401 - the fixture, used here too

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from convscope.data.streams import read_regular_file
 from convscope.limits import RequestLimits
 from convscope.rpc.server import RunningServer
 from convscope_client import Client, ServerFolder, ServerPath
@@ -93,3 +94,11 @@ def test_bytes_read_are_capped(data_root: Path, tmp_path: Path) -> None:
         refused = refusal_check(running, client, lambda: client.dead_filters(model_id, [ServerPath("photos/0.png")], layers=["y"]))
         refused(lambda: client.dead_filters(model_id, ServerFolder("photos"), layers=["y"]),
                 grpc.StatusCode.RESOURCE_EXHAUSTED, f"more than {limit} bytes", "--max-dataset-gb")
+
+
+@pytest.mark.parametrize("size", [0, 1, 4096, (3 << 20) + 7])
+def test_regular_files_are_read_whole(tmp_path: Path, size: int) -> None:
+    """read_regular_file sizes its reads by fstat: every byte comes back, whatever the size."""
+    data = np.random.default_rng(size).integers(0, 256, size, dtype=np.uint8).tobytes()
+    (tmp_path / "file.bin").write_bytes(data)
+    assert read_regular_file(tmp_path / "file.bin") == data

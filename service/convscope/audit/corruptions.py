@@ -26,7 +26,7 @@ def _noise(picture: np.ndarray, sigma: float, rng: np.random.Generator) -> np.nd
 
 
 def _blur(picture: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
-    return ndimage.gaussian_filter(picture.astype(np.float32), (sigma, sigma, 0), mode="nearest")
+    return ndimage.gaussian_filter(picture.astype(np.float32), (0,) * (picture.ndim - 3) + (sigma, sigma, 0), mode="nearest")
 
 
 def _brightness(picture: np.ndarray, amount: float, rng: np.random.Generator) -> np.ndarray:
@@ -34,11 +34,13 @@ def _brightness(picture: np.ndarray, amount: float, rng: np.random.Generator) ->
 
 
 def _contrast(picture: np.ndarray, factor: float, rng: np.random.Generator) -> np.ndarray:
-    mean = picture.astype(np.float32).mean()
+    mean = picture.astype(np.float32).mean(axis=(-3, -2, -1), keepdims=True)
     return (picture - mean) * factor + mean
 
 
 def _jpeg(picture: np.ndarray, quality: float, rng: np.random.Generator) -> np.ndarray:
+    if picture.ndim == 4:
+        return np.stack([_jpeg(one, quality, rng) for one in picture])
     buffer = io.BytesIO()
     Image.fromarray(picture).save(buffer, format="JPEG", quality=int(quality))
     with Image.open(buffer) as decoded:
@@ -51,6 +53,8 @@ CORRUPTIONS: dict[str, Callable[[np.ndarray, float, np.random.Generator], np.nda
 
 
 def corrupt(picture: np.ndarray, corruption: str, severity: int, rng: np.random.Generator) -> np.ndarray:
-    """``picture`` (H×W×3 uint8) corrupted at ``severity`` 1..3, as uint8."""
+    """``picture`` (H×W×3 uint8, or a stack of them: N×H×W×3) corrupted at ``severity`` 1..3, as
+    uint8. A stack takes one call per corruption instead of one per picture (on 8×8 digits the
+    calls cost more than the arithmetic), with the numbers of corrupting its pictures in turn."""
     changed = CORRUPTIONS[corruption](picture, SEVERITIES[corruption][severity - 1], rng)
     return np.clip(np.round(changed), 0, 255).astype(np.uint8)

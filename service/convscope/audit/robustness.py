@@ -55,8 +55,9 @@ def corruption_table(infer: Infer, record: ModelRecord, pictures: Sequence[np.nd
     rng = np.random.default_rng(settings["seed"])
     table, failures = {}, []
     limit = settings["max_mean_relative_drop"]
+    stack = np.stack(pictures)  # the pictures the model sees: one size
     for name in corruptions.CORRUPTIONS:
-        accuracies = [accuracy_on([corruptions.corrupt(p, name, severity, rng) for p in pictures]) for severity in (1, 2, 3)]
+        accuracies = [accuracy_on(list(corruptions.corrupt(stack, name, severity, rng))) for severity in (1, 2, 3)]
         drops = [(clean - accuracy) / clean if clean else 0.0 for accuracy in accuracies]
         table[name] = {"accuracy": accuracies, "relative_drop": drops, "mean_relative_drop": float(np.mean(drops))}
         if table[name]["mean_relative_drop"] > limit:

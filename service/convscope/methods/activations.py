@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from convscope.errors import InvalidArgument
+from convscope.graph.channel_peaks import peaks_name
 from convscope.model.preprocessing import ModelInput
 from convscope.model.types import ModelRecord
 from convscope.runtime.context import MethodContext
@@ -60,11 +61,6 @@ def channel_stats(value: np.ndarray) -> ChannelStats:
         max=view.max(axis=2).max(axis=0).astype(np.float32),
         zero_fraction=(1 - (view != 0).sum(axis=2).sum(axis=0) / positions).astype(np.float32),
     )
-
-
-def all_zero_per_sample(value: np.ndarray) -> np.ndarray:
-    """[N, C] booleans: the channel is zero at every position of that sample."""
-    return ~channel_view(value).any(axis=2)
 
 
 def activations(
@@ -130,14 +126,16 @@ class DeadFilterCounts:
 
     @property
     def tensors(self) -> list[str]:
-        return list(self.counts)
+        """The layers' per-channel peaks, computed in the graph: a zero peak is a channel zero
+        everywhere, and the layers' whole outputs never leave onnxruntime."""
+        return [peaks_name(name) for name in self.counts]
 
     def add(self, samples: Sized, values: dict[str, np.ndarray]) -> None:
         self.add_reduced(samples, self.reduce(values))
 
     def reduce(self, values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """What ``add`` keeps of a batch's tensors (computed where the batch ran, for Ray)."""
-        return {name: all_zero_per_sample(values[name]).sum(axis=0) for name in self.counts}
+        return {name: (values[peaks_name(name)] == 0).sum(axis=0) for name in self.counts}
 
     def add_reduced(self, samples: Sized, reduced: dict[str, np.ndarray]) -> None:
         for name, count in self.counts.items():

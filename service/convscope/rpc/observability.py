@@ -23,6 +23,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 
 from convscope.rpc.handlers import Coder, around, method_name
 from convscope.runtime.sessions import Runtime
+from convscope.workers.runtime import SandboxedRuntime
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +105,13 @@ class Metrics:
         Gauge("convscope_queue_depth", "Calls accepted and waiting for a handler thread", registry=self.registry).set_function(lambda: executor.waiting)
         Gauge("convscope_cached_sessions", "onnxruntime sessions in the cache", registry=self.registry).set_function(runtime.session_count)
         Gauge("convscope_cached_session_bytes", "Estimated memory of the cached onnxruntime sessions", registry=self.registry).set_function(runtime.cache_bytes)
+        if isinstance(runtime, SandboxedRuntime):
+            replaced = Counter(
+                "convscope_worker_replacements", "Worker processes killed or lost, and replaced, by cause "
+                "(crashed, memory, deadline, cancelled)", ["cause"], registry=self.registry,
+            )
+            runtime.pool.on_replace.append(lambda cause: replaced.labels(cause).inc())
+            Gauge("convscope_workers", "Worker processes in the pool", registry=self.registry).set_function(lambda: len(runtime.pool.pids()))
         self._http: Any = None
 
     def serve(self, host: str, port: int) -> int:

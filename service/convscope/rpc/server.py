@@ -20,6 +20,7 @@ from convscope.rpc.deadlines import DEFAULT_DEADLINE_S, DeadlineInterceptor
 from convscope.rpc.observability import Metrics, ObservabilityInterceptor, QueueingExecutor
 from convscope.rpc.security import TlsFiles, TokenInterceptor, load_tokens, server_credentials, warn_if_exposed
 from convscope.rpc.servicer import DEFAULT_MAX_RESPONSE_BYTES, ConvscopeServicer
+from convscope.workers.pool import SandboxSettings
 from convscope_client._proto import convscope_pb2 as pb
 from convscope_client._proto import convscope_pb2_grpc as pb_grpc
 from convscope_client._proto import open_inference_grpc_pb2_grpc as oip_grpc
@@ -56,6 +57,7 @@ class ServerConfig:
     token_file: Path | None = None  # set: every call but health checks needs a bearer token (--token-file)
     tls: TlsFiles | None = None  # set: TLS, mutual when it names a client CA
     reflection: bool = False  # list the services to tools like grpcurl (--reflection)
+    sandbox: SandboxSettings | None = None  # set: models load and run in worker processes (--workers)
 
 
 @dataclass
@@ -121,7 +123,7 @@ def create_server(config: ServerConfig) -> RunningServer:
         raise ValueError(f"--method-deadline names no method: {unknown}; the methods are {sorted(methods)}")
     core = Convscope(
         config.store, max_upload_bytes=config.max_upload_bytes, data_roots=config.data_roots, limits=config.limits,
-        ray_address=config.ray_address, ray_workers=config.ray_workers,
+        ray_address=config.ray_address, ray_workers=config.ray_workers, sandbox=config.sandbox,
     )
     max_response_bytes = min(config.max_response_bytes, DEFAULT_MAX_RESPONSE_BYTES)  # gRPC takes no more
     executor = QueueingExecutor(max_workers=config.workers, thread_name_prefix="convscope-rpc")

@@ -12,6 +12,7 @@ from typing import TypeVar
 
 import numpy as np
 
+from convscope.graph.channel_peaks import peaks_source
 from convscope.limits import RequestLimits
 from convscope.model.preprocessing import split_feeds
 from convscope.model.types import ModelRecord
@@ -61,8 +62,10 @@ def in_flight(
 
 
 def batch_size_for(record: ModelRecord, tensors: Sequence[str], budget_bytes: int) -> int:
-    """How many samples fit the output budget, from the layer table's per-sample sizes."""
-    per_sample = sum(record.layer(name).sample_bytes for name in tensors)
+    """How many samples fit the output budget, from the layer table's per-sample sizes (a
+    tensor's channel peaks: four bytes a channel)."""
+    per_sample = sum(record.layer(name).sample_bytes if (source := peaks_source(name)) is None else 4 * record.layer(source).shape[1]
+                     for name in tensors)
     return max(1, budget_bytes // max(1, per_sample))
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import onnx
 
 from convscope.graph.backward import build_backward
+from convscope.graph.channel_peaks import add_channel_peaks, peaks_source
 from convscope.graph.common import Rectifier, RectifierScope
 from convscope.graph.expose import expose
 from convscope.graph.incremental.stages import StagePlan
@@ -28,12 +29,15 @@ class PlainGraph:
 
 @dataclass(frozen=True)
 class ExposedGraph:
-    """The base graph with these intermediate tensors also returned."""
+    """The base graph with these intermediate tensors also returned, and the per-channel peaks of
+    ``peaks`` (graph/channel_peaks.py) computed in the graph."""
 
     tensors: frozenset[str]
+    peaks: frozenset[str] = frozenset()
 
     def build(self, base: onnx.ModelProto) -> onnx.ModelProto:
-        return expose(base, sorted(self.tensors))
+        exposed = expose(base, sorted(self.tensors))
+        return add_channel_peaks(exposed, sorted(self.peaks)) if self.peaks else exposed
 
 
 @dataclass(frozen=True)
@@ -97,6 +101,8 @@ GraphSpec = PlainGraph | ExposedGraph | BackwardGraph | StageGraph | TailGraph |
 
 
 def graph_for(outputs: set[str] | frozenset[str], model_outputs: set[str]) -> GraphSpec:
-    """The cheapest graph that yields ``outputs``: expose only what the plain graph lacks."""
-    extra = frozenset(outputs) - model_outputs
-    return ExposedGraph(extra) if extra else PlainGraph()
+    """The cheapest graph that yields ``outputs`` (tensors, or ``peaks_name``s of tensors): expose
+    only what the plain graph lacks."""
+    peaks = frozenset(source for name in outputs if (source := peaks_source(name)) is not None)
+    extra = frozenset(name for name in outputs if peaks_source(name) is None) - model_outputs
+    return ExposedGraph(extra, peaks) if extra or peaks else PlainGraph()

@@ -30,6 +30,7 @@ from convscope.model.policy import check_external_extents, check_initializer_siz
 from convscope.model.store import Upload
 from convscope.model.types import LayerInfo, ModelRecord, Preprocessing, TensorSpec
 from convscope.model.validate import bind_external_data, check_model, parse_model
+from convscope.runtime.memory import raise_if_out_of_memory
 from convscope.runtime.providers import new_session
 
 log = logging.getLogger(__name__)
@@ -108,6 +109,7 @@ def _session(model: bytes | str) -> ort.InferenceSession:
     try:
         return new_session(model, providers=["CPUExecutionProvider"])
     except Exception as error:
+        raise_if_out_of_memory(error)
         first = str(error).strip().splitlines()[0][:500] if str(error).strip() else type(error).__name__
         if isinstance(model, str):  # onnxruntime names the upload's folder on the server: keep it internal
             first = first.replace(os.path.dirname(model), "<upload>")
@@ -264,6 +266,7 @@ def _working_probe(
         try:
             original.run(None, {value.name: probe, **others}, quiet)
         except Exception as error:  # onnxruntime raises several types for a size the graph rejects
+            raise_if_out_of_memory(error)
             first_error = first_error or runtime_message(error)
             continue
         return probe, others
@@ -350,6 +353,7 @@ def layer_table(
     try:
         values = session.run(wanted, {image: probe, **others})
     except Exception as error:  # onnxruntime's types for a failed run differ by kind of failure
+        raise_if_out_of_memory(error)
         raise InvalidArgument(f"the model does not run at input shape {list(probe.shape)}: onnxruntime: {runtime_message(error)}") from None
     made_by = producers(model.graph)
     shapes = {tensor: np.shape(value) for tensor, value in zip(wanted, values)}

@@ -10,6 +10,7 @@ import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import onnx
@@ -17,8 +18,12 @@ import onnxruntime as ort
 
 from convscope.errors import InvalidArgument, ResourceExhausted
 from convscope.graph.base import base_graph as build_base_graph
+from convscope.model.store import Upload
+from convscope.model.types import LayerInfo, ModelRecord
 from convscope.runtime.budget import current_budget, run_options
 from convscope.runtime.graphs import GraphSpec
+from convscope.runtime.ingest import describe_upload, layer_table, probe_array
+from convscope.runtime.memory import raise_if_out_of_memory
 from convscope.runtime.providers import new_session, usable_providers
 
 log = logging.getLogger(__name__)
@@ -40,11 +45,29 @@ class Runtime:
     ) -> None:
         self._load_model = load_model
         self.budget_bytes = budget_bytes
-        self.providers = tuple(providers) if providers else usable_providers()
+        self._providers = tuple(providers) if providers else None
         self._sessions: OrderedDict[tuple[str, GraphSpec, int], tuple[ort.InferenceSession, int]] = OrderedDict()
         self._bases: OrderedDict[str, onnx.ModelProto] = OrderedDict()
         self._lock = threading.Lock()
         self._building: dict[tuple[str, GraphSpec, int], threading.Lock] = {}
+
+    @property
+    def providers(self) -> tuple[str, ...]:
+        """Execution providers in preference order; probed on first use (a server whose models
+        run in worker processes never loads onnxruntime's providers itself)."""
+        return self._providers or usable_providers()
+
+    def describe_upload(self, model_id: str, upload: Upload, **options: Any) -> ModelRecord:
+        """Validate an upload's files by loading and probing them: ``runtime.ingest.describe_upload``."""
+        return describe_upload(model_id, upload, **options)
+
+    def layer_table(
+        self, model_id: str, shape: Sequence[int], dtype: str, *, dynamic_batch: bool, layout: str,
+        others: Mapping[str, np.ndarray],
+    ) -> tuple[LayerInfo, ...]:
+        """``runtime.ingest.layer_table`` of the model at input ``shape`` (its probe array)."""
+        base = self.base_graph(model_id, dynamic_batch=dynamic_batch)
+        return layer_table(base, probe_array(shape, np.dtype(dtype)), layout=layout, others=others)
 
     def base_graph(self, model_id: str, *, dynamic_batch: bool) -> onnx.ModelProto:
         """The stored model, with a symbolic batch when the store verified that it is safe."""
@@ -114,6 +137,15 @@ class Runtime:
                 del self._sessions[key]
             self._bases.pop(model_id, None)
 
+    def reset_failures(self, model_id: str) -> None:
+        """Give a model uploaded again a fresh start. In process nothing is held against it; the
+        sandboxed runtime forgets its worker crashes and lifts a quarantine."""
+
+    def close(self) -> None:
+        with self._lock:
+            self._sessions.clear()
+            self._bases.clear()
+
     def run(
         self,
         model_id: str,
@@ -132,6 +164,7 @@ class Runtime:
             budget = current_budget()
             if budget is not None and budget.stopped:  # onnxruntime obeyed RunOptions.terminate
                 raise budget.stopped_error() from None
+            raise_if_out_of_memory(error)
             if not isinstance(error, (ort.capi.onnxruntime_pybind11_state.InvalidArgument, ort.capi.onnxruntime_pybind11_state.Fail)):
                 raise
             message = str(error).split("] ", 1)[-1].strip().splitlines()[0][:400]

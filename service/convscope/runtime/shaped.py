@@ -19,7 +19,7 @@ from collections.abc import Iterator, Mapping, Sequence
 import numpy as np
 
 from convscope.model.types import ModelRecord
-from convscope.runtime.ingest import layer_table, probe_array, probe_shape
+from convscope.runtime.ingest import probe_shape
 from convscope.runtime.sessions import Runtime
 
 # Layer tables at this many (model, shape) pairs are kept; each is a few hundred small records.
@@ -57,13 +57,12 @@ class ShapedRecords:
         if cached is not None:  # the record's metadata changed since (name, labels): the table holds
             layers = cached[1].layers
         else:
-            base = self._runtime.base_graph(record.id, dynamic_batch=record.dynamic_batch)
-            probe = probe_array((1, *sample), np.dtype(record.input.dtype))
             names = {layer.tensor: layer.dim_names for layer in record.layers}
-            layers = tuple(
-                dataclasses.replace(layer, dim_names=names.get(layer.tensor, ()))
-                for layer in layer_table(base, probe, layout=record.preprocessing.layout, others=firsts)
+            table = self._runtime.layer_table(
+                record.id, (1, *sample), record.input.dtype, dynamic_batch=record.dynamic_batch,
+                layout=record.preprocessing.layout, others=firsts,
             )
+            layers = tuple(dataclasses.replace(layer, dim_names=names.get(layer.tensor, ())) for layer in table)
         shaped = dataclasses.replace(record, layers=layers, probe_shape=(1, *sample))
         with self._lock:
             self._tables[key] = (record, shaped)
