@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from convscope.data.streams import DataRoots, Decoder, Item, Prefetcher, samples_in
+from convscope.data.prefetch import Prefetcher
+from convscope.data.streams import DataRoots, Decoder, Item, samples_in
 from convscope.errors import InvalidArgument
 from convscope.graph.common import Rectifier, RectifierScope
 from convscope.limits import RequestLimits, check_at_most

@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 
 from convscope.core import Convscope
+from convscope.data.prefetch import Prefetcher
 from convscope.data.streams import (
     DataRoots,
     DecodedBatch,
     Decoder,
     EncodedItem,
     PathItem,
-    Prefetcher,
     Sample,
     Skipped,
     TensorItem,

@@ -19,7 +19,8 @@ from typing import Protocol
 import numpy as np
 import onnx
 
-from convscope.data.streams import Decoded, DecodedBatch, RunAhead, Sample, Skipped
+from convscope.data.prefetch import RunAhead
+from convscope.data.streams import Decoded, DecodedBatch, Sample, Skipped
 from convscope.errors import Cancelled, InvalidArgument
 from convscope.graph.receptive_field import FieldMap, receptive_fields
 from convscope.methods.activations import DeadFilterCounts, DeadFiltersResult
