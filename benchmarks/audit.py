@@ -46,7 +46,8 @@ from convscope.audit import config as audit_config
 from convscope.audit.dataset import read_dataset
 from convscope.audit.engine import AuditPass, AuditResult, run_audit
 from convscope.core import Convscope
-from convscope.data.streams import DEFAULT_DECODE_WORKERS, read_regular_file
+from convscope.data.prefetch import DEFAULT_DECODE_WORKERS
+from convscope.data.streams import read_regular_file
 from convscope.methods.dataset_jobs import Progress, job_batch_size
 from convscope.model.preprocessing import batch_of, decode_sample
 from convscope.runtime.context import INFERENCE_WORKERS, in_flight, worker_threads

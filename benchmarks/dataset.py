@@ -34,8 +34,9 @@ from PIL import Image
 from sklearn.datasets import load_sample_images
 
 from benchmarks._common import write_results
-from convscope.methods.embedding import embed, snap_to_grid
+from convscope.methods.embedding import EmbeddingMethod, embed
 from convscope.model.preprocessing import decode_sample
+from convscope.render.dataset_figures import snap_to_grid
 from convscope.rpc.server import ServerConfig, create_server
 from convscope.runtime.providers import new_session, usable_providers
 from convscope_client import Client, Progress, ServerFolder
@@ -162,7 +163,7 @@ def main(argv: list[str] | None = None) -> None:
     centres = rng.standard_normal((10, 1280)).astype(np.float32) * 3
     codes = centres[rng.integers(0, 10, args.codes)] + rng.standard_normal((args.codes, 1280)).astype(np.float32)
     started = time.perf_counter()
-    coords, perplexity = embed(codes, "tsne", perplexity=30.0, seed=0)
+    coords, perplexity = embed(codes, EmbeddingMethod.TSNE, perplexity=30.0, seed=0)
     tsne_seconds = time.perf_counter() - started
     started = time.perf_counter()
     snap_to_grid(coords[:1024], 32)

@@ -11,8 +11,10 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from convscope.data.streams import DataRoots, Decoder, Item, Prefetcher, samples_in
+from convscope.data.prefetch import Prefetcher
+from convscope.data.streams import DataRoots, Decoder, Item, samples_in
 from convscope.errors import InvalidArgument
+from convscope.graph.common import Rectifier, RectifierScope
 from convscope.limits import RequestLimits, check_at_most
 from convscope.methods import activations as activation_methods
 from convscope.methods import attribution as attribution_methods
@@ -26,6 +28,7 @@ from convscope.model.preprocessing import ModelInput, allow_pixels, constant_oth
 from convscope.model.store import DEFAULT_MAX_UPLOAD_BYTES, ModelStore, Upload
 from convscope.model.types import ModelRecord, Preprocessing
 from convscope.render import attribution_figure
+from convscope.render.dataset_figures import with_dataset_figures
 from convscope.render.montage import encode_png_fast
 from convscope.render.results import with_channel_grid, with_filter_grid, with_occlusion_figure
 from convscope.runtime.context import MethodContext
@@ -216,10 +219,10 @@ class Convscope:
         runner = self._ray_engine(record, base, accumulator) if engine == "ray" else None
         stream = Prefetcher(items, decoder, count=lambda item: samples_in(item, record), cancelled=cancelled)
         try:
-            yield from dataset_jobs.run_job(
+            yield from with_dataset_figures(dataset_jobs.run_job(
                 self.context, record, accumulator, stream, total=expected, cancelled=cancelled, others=constants,
                 engine=runner, batch_size=dataset_jobs.JOB_BATCH if record.dynamic_batch else 1,
-            )
+            ))
         finally:
             stream.close()
             if runner is not None:
@@ -254,7 +257,7 @@ class Convscope:
         self,
         model_id: str,
         model_input: ModelInput,
-        method: str,
+        method: attribution_methods.AttributionMethod | str,
         options: attribution_methods.AttributionOptions,
         *,
         render: bool = True,
@@ -296,7 +299,8 @@ class Convscope:
                                            pixels_per_step=pixels_per_step)
 
     def export_backward(
-        self, model_id: str, *, seeds: Sequence[str], wrt: Sequence[str] = (), rectifier: str = "plain", rectifiers: str = "all"
+        self, model_id: str, *, seeds: Sequence[str], wrt: Sequence[str] = (), rectifier: Rectifier | str = Rectifier.PLAIN,
+        rectifiers: RectifierScope | str = RectifierScope.ALL,
     ) -> bytes:
         """The forward+backward graph as a standalone ONNX model (inputs: the model input and one
         ``<tensor>__seed`` per seed; outputs: ``<tensor>__grad`` for the input and each ``wrt``)."""

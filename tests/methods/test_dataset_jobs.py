@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 
 from convscope.core import Convscope
+from convscope.data.prefetch import Prefetcher
 from convscope.data.streams import (
     DataRoots,
     DecodedBatch,
     Decoder,
     EncodedItem,
     PathItem,
-    Prefetcher,
     Sample,
     Skipped,
     TensorItem,
@@ -26,9 +26,10 @@ from convscope.data.streams import (
 )
 from convscope.errors import Cancelled, InvalidArgument, NotFound, PermissionDenied
 from convscope.methods import dataset_jobs
-from convscope.methods.embedding import code_layer, snap_to_grid
+from convscope.methods.embedding import code_layer
 from convscope.methods.top_activations import TopActivations
 from convscope.model.types import Preprocessing
+from convscope.render.dataset_figures import snap_to_grid
 from tests import digits
 from tests.nets import exported
 

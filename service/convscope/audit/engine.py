@@ -38,7 +38,8 @@ from convscope.audit.dataset import AuditItem, rows_message
 from convscope.audit.decoding import ChunkDecoder, chunks
 from convscope.audit.human import HumanLabels
 from convscope.core import Convscope
-from convscope.data.streams import DEFAULT_DECODE_WORKERS, Prefetcher, Sample, Skipped
+from convscope.data.prefetch import DEFAULT_DECODE_WORKERS, Prefetcher
+from convscope.data.streams import Sample, Skipped
 from convscope.errors import Cancelled, InvalidArgument
 from convscope.limits import RequestLimits
 from convscope.methods.activations import DeadFilterCounts

@@ -1,14 +1,10 @@
-"""Datasets for long jobs: where images come from, and a decoder that works beside inference.
+"""Datasets for long jobs: where images come from, and how one item is decoded.
 
 A dataset is a stream of items — encoded image bytes, a path under one of the operator's data
 roots, or a raw tensor used exactly as given — or a folder under a data root. Items are decoded
-and preprocessed by a small thread pool (Pillow and numpy release the GIL) that runs ahead of
-inference through a bounded queue, so decoding overlaps the model and at most ``depth`` items
-are held at once, whatever the dataset's size. Decode threads run below inference's scheduling
-priority, so they fill the cycles the model leaves idle instead of stalling it. An item that
-cannot be read becomes a
-:class:`Skipped` entry, reported and never fatal; only a path outside every data root stops the
-job (``PERMISSION_DENIED``).
+and preprocessed beside inference by the threads of ``data/prefetch.py``. An item that cannot
+be read becomes a :class:`Skipped` entry, reported and never fatal; only a path outside every
+data root stops the job (``PERMISSION_DENIED``).
 """
 
 from __future__ import annotations
@@ -17,23 +13,19 @@ import errno
 import itertools
 import logging
 import os
-import queue
 import stat
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from convscope.errors import Cancelled, InvalidArgument, NotFound, PermissionDenied, ResourceExhausted, ServiceError
+from convscope.data.pictures import picture_from_sample
+from convscope.errors import InvalidArgument, NotFound, PermissionDenied, ResourceExhausted, ServiceError
 from convscope.limits import DEFAULT_MAX_IMAGE_PIXELS, RequestLimits
 from convscope.model.preprocessing import ImageSample, decode_sample, input_from_tensor
 from convscope.model.types import ModelRecord
-from convscope.render.images import to_unit
-from convscope.runtime.context import available_cores
 
 log = logging.getLogger(__name__)
 
@@ -41,13 +33,6 @@ log = logging.getLogger(__name__)
 MAX_FILE_BYTES = 64 << 20
 # Longer paths are refused before touching the file system (Linux's PATH_MAX is 4096).
 MAX_PATH_CHARS = 1024
-DEFAULT_DECODE_WORKERS = max(1, min(4, available_cores()))
-# Items decoded ahead of inference, per decode worker.
-PREFETCH_PER_WORKER = 16
-# Scheduling priority of decode threads (nice value, Linux): below inference.
-DECODE_NICE = 10
-# How long blocking queue operations wait before looking at the stop flag again (seconds).
-POLL_SECONDS = 0.1
 
 Ref = int | str  # how results name an item: its index in the stream, a path, or a client-given name
 
@@ -305,195 +290,3 @@ def _ref(item: Item, index: int) -> Ref:
     if isinstance(item, PathItem):
         return item.path
     return index
-
-
-def picture_from_sample(record: ModelRecord, value: np.ndarray) -> np.ndarray | None:
-    """A tensor sample drawn as an image: the model's preprocessing undone (scale, mean, std);
-    min–max scaled when that does not land in 0..255. None when it is not image-shaped."""
-    spec = record.preprocessing
-    if value.ndim != 3 or not np.issubdtype(value.dtype, np.number):
-        return None
-    pixels = value.transpose(1, 2, 0) if spec.layout == "NCHW" else value
-    if pixels.shape[2] not in (1, 3):
-        return None
-    pixels = pixels.astype(np.float32)
-    if spec.std:
-        pixels = pixels * np.asarray(spec.std, np.float32)[: pixels.shape[2]]
-    if spec.mean:
-        pixels = pixels + np.asarray(spec.mean, np.float32)[: pixels.shape[2]]
-    pixels = pixels / np.float32(spec.scale)
-    if spec.channel_order == "BGR":
-        pixels = pixels[..., ::-1]
-    finite = np.nan_to_num(pixels)
-    if finite.min() < -1 or finite.max() > 256:
-        finite = to_unit(finite) * 255
-    picture = finite.round().clip(0, 255).astype(np.uint8)
-    return np.repeat(picture, 3, axis=2) if picture.shape[2] == 1 else np.ascontiguousarray(picture)
-
-
-# ---------------------------------------------------------------------------------- prefetch
-
-
-def _lower_priority() -> None:
-    """Decode in the cycles inference leaves idle: a decoder that preempts one of onnxruntime's
-    intra-op threads stalls the whole parallel op (the others wait for it), which on a 2-core
-    machine cost 10–25 % of the job's throughput. Linux sets the nice value per thread; elsewhere
-    this is a no-op."""
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), DECODE_NICE)
-    except (AttributeError, OSError):
-        pass
-
-
-class _End:
-    pass
-
-
-@dataclass(frozen=True)
-class _Failure:
-    error: BaseException
-
-
-class _Handoff:
-    """One producer thread handing entries to the consumer through a bounded queue.
-
-    ``_put`` gives up once the consumer has stopped; ``_entries`` yields until the producer's
-    end marker, re-raises its failure (as Cancelled when the job was cancelled meanwhile), and
-    notices cancellation while waiting.
-    """
-
-    _queue: queue.Queue[Any]
-    _stop: threading.Event
-    _cancelled: threading.Event
-
-    def _put(self, entry: object) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(entry, timeout=POLL_SECONDS)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def _entries(self) -> Iterator[Any]:
-        while True:
-            try:
-                entry = self._queue.get(timeout=POLL_SECONDS)
-            except queue.Empty:
-                if self._cancelled.is_set():
-                    raise Cancelled("the job was cancelled") from None
-                continue
-            if isinstance(entry, _End):
-                return
-            if isinstance(entry, _Failure):
-                if self._cancelled.is_set():
-                    raise Cancelled("the job was cancelled") from None
-                raise entry.error
-            yield entry
-
-
-class Prefetcher(_Handoff):
-    """Decode ``items`` in a thread pool, ahead of the consumer, in order, with bounded memory.
-
-    A feeder thread pulls items (from a gRPC request stream or a folder walk) and submits them;
-    the bounded queue of pending decodes is the back-pressure. Iterating yields samples and
-    skips in stream order; an exception while reading the stream, or a fatal decode error, is
-    raised in the consumer. ``close`` (or leaving the iteration) stops the feeder and the pool.
-    """
-
-    def __init__(
-        self,
-        items: Iterable[Item],
-        decode: Callable[[Item, int], list[Decoded]],
-        *,
-        count: Callable[[Item], int] = lambda item: 1,
-        workers: int | None = None,
-        depth: int | None = None,
-        cancelled: threading.Event | None = None,
-    ) -> None:
-        workers = workers or DEFAULT_DECODE_WORKERS
-        self._items = items
-        self._decode = decode
-        self._count = count
-        self._pool = ThreadPoolExecutor(
-            max_workers=max(1, workers), thread_name_prefix="convscope-decode", initializer=_lower_priority
-        )
-        self._queue: queue.Queue[Future[list[Decoded]] | _End | _Failure] = queue.Queue(
-            maxsize=depth or workers * PREFETCH_PER_WORKER
-        )
-        self._stop = threading.Event()
-        self._cancelled = cancelled or threading.Event()
-        self._feeder = threading.Thread(target=self._feed, name="convscope-feed", daemon=True)
-        self._feeder.start()
-
-    def _feed(self) -> None:
-        index = 0
-        try:
-            for item in self._items:
-                if self._stop.is_set():
-                    return
-                future = self._pool.submit(self._decode, item, index)
-                index += self._count(item)
-                if not self._put(future):
-                    future.cancel()
-                    return
-            self._put(_End())
-        except BaseException as error:  # noqa: BLE001 - handed to the consumer, which raises it
-            self._put(_Failure(error))
-
-    def __iter__(self) -> Iterator[Decoded]:
-        try:
-            for future in self._entries():
-                yield from future.result()
-        finally:
-            self.close()
-
-    def close(self) -> None:
-        self._stop.set()
-        while True:
-            try:
-                entry = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if isinstance(entry, Future):
-                entry.cancel()
-        self._pool.shutdown(wait=False, cancel_futures=True)
-
-
-class RunAhead(_Handoff):
-    """Iterate ``source`` on a helper thread, at most ``depth`` entries ahead of the consumer.
-
-    Exceptions from the source are raised in the consumer; ``close`` (or leaving the iteration)
-    stops the helper at its next entry.
-    """
-
-    def __init__(self, source: Iterable[object], *, depth: int = 2, cancelled: threading.Event | None = None) -> None:
-        self._source = source
-        self._queue: queue.Queue[object] = queue.Queue(maxsize=max(1, depth))
-        self._stop = threading.Event()
-        self._cancelled = cancelled or threading.Event()
-        self._thread = threading.Thread(target=self._run, name="convscope-batch", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            for entry in self._source:
-                if not self._put(entry):
-                    break
-            else:
-                self._put(_End())
-        except BaseException as error:  # noqa: BLE001 - handed to the consumer, which raises it
-            self._put(_Failure(error))
-        finally:
-            close = getattr(self._source, "close", None)
-            if close is not None:
-                close()  # a generator source runs its cleanup (a Prefetcher stops its pool)
-
-    def __iter__(self) -> Iterator[Any]:
-        try:
-            yield from self._entries()
-        finally:
-            self.close()
-
-    def close(self) -> None:
-        self._stop.set()

@@ -5,13 +5,12 @@ backward pass (checked here once, for every caller)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from enum import Enum
 
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from convscope.errors import InvalidArgument
+from convscope.choices import Choice
 
 BATCH_DIM = "batch"  # the symbolic first dimension every rewritten graph declares
 
@@ -64,31 +63,16 @@ def subgraph_reads(node: onnx.NodeProto) -> set[str]:
     return reads
 
 
-class Rectifier(str, Enum):
+class Rectifier(Choice, refusal="rectifier must be one of {values}, not {value!r}"):
     """How the backward pass treats rectifier units (Springenberg et al. 2015; Zeiler & Fergus 2014)."""
 
     PLAIN = "plain"  # the true gradient
     GUIDED = "guided"  # relu(dY)·(Y>0)
     DECONVNET = "deconvnet"  # relu(dY)
 
-    @classmethod
-    def parse(cls, value: str) -> Rectifier:
-        try:
-            return cls(value)
-        except ValueError:
-            names = tuple(member.value for member in cls)
-            raise InvalidArgument(f"rectifier must be one of {names}, not {value!r}") from None
 
-
-class RectifierScope(str, Enum):
+class RectifierScope(Choice, refusal="rectifiers must be 'all' or 'relu', not {value!r}"):
     """Which units the rectifier rule applies to."""
 
     ALL = "all"  # ReLU and Clip with min 0 (ReLU6)
     RELU = "relu"  # ReLU only, Captum's convention
-
-    @classmethod
-    def parse(cls, value: str) -> RectifierScope:
-        try:
-            return cls(value)
-        except ValueError:
-            raise InvalidArgument(f"rectifiers must be 'all' or 'relu', not {value!r}") from None

@@ -27,17 +27,42 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
+from convscope.choices import Choice
 from convscope.errors import InvalidArgument
 from convscope.graph.backward.zero_paths import gradient_blockers
-from convscope.graph.common import RectifierScope
+from convscope.graph.common import Rectifier, RectifierScope
 from convscope.limits import check_count
 from convscope.methods.gradients import Gradients, Score, backward_batch_size, gradients, resolve_score
 from convscope.model.preprocessing import tiled_others
 from convscope.model.types import ModelRecord
 from convscope.runtime.context import MethodContext
 
-INTEGRATION_RULES = ("gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid")
 CAM_EPSILON = 1e-7
+
+
+class AttributionMethod(Choice, refusal="unknown method {value!r}; choose one of {sorted}"):
+    GRADIENT = "gradient"
+    SALIENCY = "saliency"
+    INPUT_X_GRADIENT = "input_x_gradient"
+    DECONVNET = "deconvnet"
+    GUIDED_BACKPROP = "guided_backprop"
+    GRAD_CAM = "grad_cam"
+    GUIDED_GRAD_CAM = "guided_grad_cam"
+    INTEGRATED_GRADIENTS = "integrated_gradients"
+    SMOOTHGRAD = "smoothgrad"
+
+
+class IntegrationRule(Choice, refusal="integration must be one of {values}, not {value!r}"):
+    """How integrated gradients samples the path, as Captum's approximation methods."""
+
+    GAUSS_LEGENDRE = "gausslegendre"
+    RIEMANN_LEFT = "riemann_left"
+    RIEMANN_RIGHT = "riemann_right"
+    RIEMANN_MIDDLE = "riemann_middle"
+    RIEMANN_TRAPEZOID = "riemann_trapezoid"
+
+
+INTEGRATION_RULES = IntegrationRule.values()
 
 
 @dataclass(frozen=True)
@@ -47,20 +72,25 @@ class AttributionOptions:
     layer: str | None = None
     steps: int = 50
     baseline: float | np.ndarray = 0.0
-    integration: str = "gausslegendre"
+    integration: IntegrationRule = IntegrationRule.GAUSS_LEGENDRE
     samples: int = 25
     noise: float = 0.15
     seed: int = 0
-    rectifiers: str = "all"
+    rectifiers: RectifierScope = RectifierScope.ALL
     # The model's other inputs by name, fed as given; ``wrt``: the input the map is taken with
     # respect to (default: the image input), its values in ``others``.
     others: Mapping[str, np.ndarray] = field(default_factory=dict)
     wrt: str | None = None
 
+    def __post_init__(self) -> None:
+        # Plain strings from Python callers become members here, as the request's do in rpc/convert.py.
+        object.__setattr__(self, "integration", IntegrationRule.parse(self.integration))
+        object.__setattr__(self, "rectifiers", RectifierScope.parse(self.rectifiers))
+
 
 @dataclass(frozen=True)
 class AttributionResult:
-    method: str
+    method: AttributionMethod
     map: np.ndarray  # input-shaped, or [N, H, W] for saliency / grad_cam
     score: Score
     scores: np.ndarray  # [N]
@@ -79,7 +109,7 @@ def spatial_size(record: ModelRecord, batch: np.ndarray) -> tuple[int, int]:
     return (batch.shape[2], batch.shape[3]) if channel_axis(record) == 1 else (batch.shape[1], batch.shape[2])
 
 
-def _plain(context, record, batch, score, options, rectifier="plain"):  # type: ignore[no-untyped-def]
+def _plain(context, record, batch, score, options, rectifier=Rectifier.PLAIN):  # type: ignore[no-untyped-def]
     return gradients(
         context, record, batch, score, rectifier=rectifier, rectifiers=options.rectifiers, others=options.others, wrt_input=options.wrt
     )
@@ -87,27 +117,27 @@ def _plain(context, record, batch, score, options, rectifier="plain"):  # type: 
 
 def gradient(context: MethodContext, record: ModelRecord, batch: np.ndarray, score: Score, options: AttributionOptions) -> AttributionResult:
     result = _plain(context, record, batch, score, options)
-    return AttributionResult("gradient", result.input, result.score, result.scores)
+    return AttributionResult(AttributionMethod.GRADIENT, result.input, result.score, result.scores)
 
 
 def saliency(context: MethodContext, record: ModelRecord, batch: np.ndarray, score: Score, options: AttributionOptions) -> AttributionResult:
     result = _plain(context, record, batch, score, options)
-    return AttributionResult("saliency", np.abs(result.input).max(axis=channel_axis(record)), result.score, result.scores)
+    return AttributionResult(AttributionMethod.SALIENCY, np.abs(result.input).max(axis=channel_axis(record)), result.score, result.scores)
 
 
 def input_x_gradient(context: MethodContext, record: ModelRecord, batch: np.ndarray, score: Score, options: AttributionOptions) -> AttributionResult:
     result = _plain(context, record, batch, score, options)
-    return AttributionResult("input_x_gradient", batch * result.input, result.score, result.scores)
+    return AttributionResult(AttributionMethod.INPUT_X_GRADIENT, batch * result.input, result.score, result.scores)
 
 
 def deconvnet(context: MethodContext, record: ModelRecord, batch: np.ndarray, score: Score, options: AttributionOptions) -> AttributionResult:
-    result = _plain(context, record, batch, score, options, "deconvnet")
-    return AttributionResult("deconvnet", result.input, result.score, result.scores)
+    result = _plain(context, record, batch, score, options, Rectifier.DECONVNET)
+    return AttributionResult(AttributionMethod.DECONVNET, result.input, result.score, result.scores)
 
 
 def guided_backprop(context: MethodContext, record: ModelRecord, batch: np.ndarray, score: Score, options: AttributionOptions) -> AttributionResult:
-    result = _plain(context, record, batch, score, options, "guided")
-    return AttributionResult("guided_backprop", result.input, result.score, result.scores)
+    result = _plain(context, record, batch, score, options, Rectifier.GUIDED)
+    return AttributionResult(AttributionMethod.GUIDED_BACKPROP, result.input, result.score, result.scores)
 
 
 def default_cam_layer(record: ModelRecord) -> str:
@@ -152,36 +182,34 @@ def grad_cam(context: MethodContext, record: ModelRecord, batch: np.ndarray, sco
     # As pytorch-grad-cam's scale_cam_image: each map min–max scaled to [0, 1], same epsilon.
     upsampled -= upsampled.min(axis=(1, 2), keepdims=True)
     upsampled /= CAM_EPSILON + upsampled.max(axis=(1, 2), keepdims=True)
-    return AttributionResult("grad_cam", upsampled, result.score, result.scores, layer_map=cam, layer=layer)
+    return AttributionResult(AttributionMethod.GRAD_CAM, upsampled, result.score, result.scores, layer_map=cam, layer=layer)
 
 
 def guided_grad_cam(context: MethodContext, record: ModelRecord, batch: np.ndarray, score: Score, options: AttributionOptions) -> AttributionResult:
     layer = record.tensor(options.layer) if options.layer else default_cam_layer(record)
     cam, result = _cam(context, record, batch, score, layer, options)
-    guided = _plain(context, record, batch, result.score, options, "guided").input  # the same targets
+    guided = _plain(context, record, batch, result.score, options, Rectifier.GUIDED).input  # the same targets
     upsampled = resize_maps(cam, spatial_size(record, batch), mode="nearest")
     upsampled = upsampled[:, None] if channel_axis(record) == 1 else upsampled[..., None]
-    return AttributionResult("guided_grad_cam", guided * upsampled, result.score, result.scores, layer_map=cam, layer=layer)
+    return AttributionResult(AttributionMethod.GUIDED_GRAD_CAM, guided * upsampled, result.score, result.scores, layer_map=cam, layer=layer)
 
 
-def integration_rule(rule: str, steps: int) -> tuple[np.ndarray, np.ndarray]:
+def integration_rule(rule: IntegrationRule, steps: int) -> tuple[np.ndarray, np.ndarray]:
     """(alphas, weights) along the path, as Captum's approximation methods define them."""
-    if rule == "gausslegendre":
+    if rule is IntegrationRule.GAUSS_LEGENDRE:
         nodes, weights = np.polynomial.legendre.leggauss(steps)
         return 0.5 * (1 + nodes), 0.5 * weights
     if steps < 2:  # one point is no Riemann sum (the trapezoid would halve it); Captum refuses too
-        raise InvalidArgument(f"integration {rule!r} needs at least 2 steps, got {steps}")
+        raise InvalidArgument(f"integration {rule.value!r} needs at least 2 steps, got {steps}")
     weights = np.full(steps, 1 / steps)
-    if rule == "riemann_trapezoid":
+    if rule is IntegrationRule.RIEMANN_TRAPEZOID:
         weights[[0, -1]] /= 2
         return np.linspace(0, 1, steps), weights
     alphas = {
-        "riemann_left": np.linspace(0, 1 - 1 / steps, steps),
-        "riemann_middle": np.linspace(1 / (2 * steps), 1 - 1 / (2 * steps), steps),
-        "riemann_right": np.linspace(1 / steps, 1, steps),
+        IntegrationRule.RIEMANN_LEFT: np.linspace(0, 1 - 1 / steps, steps),
+        IntegrationRule.RIEMANN_MIDDLE: np.linspace(1 / (2 * steps), 1 - 1 / (2 * steps), steps),
+        IntegrationRule.RIEMANN_RIGHT: np.linspace(1 / steps, 1, steps),
     }
-    if rule not in alphas:
-        raise InvalidArgument(f"integration must be one of {INTEGRATION_RULES}, not {rule!r}")
     return alphas[rule], weights
 
 
@@ -232,7 +260,7 @@ def integrated_gradients(context: MethodContext, record: ModelRecord, batch: np.
     )
     score, scores = scored_at_input(context, record, batch, score, options)
     integral = weighted_gradient_sum(context, record, batch, score, path, weights, options)
-    return AttributionResult("integrated_gradients", (delta * integral).astype(batch.dtype), score, scores)
+    return AttributionResult(AttributionMethod.INTEGRATED_GRADIENTS, (delta * integral).astype(batch.dtype), score, scores)
 
 
 def scored_at_input(
@@ -271,31 +299,27 @@ def smoothgrad(context: MethodContext, record: ModelRecord, batch: np.ndarray, s
     weights = np.full(options.samples, 1 / options.samples)
     score, scores = scored_at_input(context, record, batch, score, options)
     mean = weighted_gradient_sum(context, record, batch, score, noisy, weights, options)
-    return AttributionResult("smoothgrad", mean.astype(batch.dtype), score, scores)
+    return AttributionResult(AttributionMethod.SMOOTHGRAD, mean.astype(batch.dtype), score, scores)
 
 
 Method = Callable[[MethodContext, ModelRecord, np.ndarray, Score, AttributionOptions], AttributionResult]
-ATTRIBUTION_METHODS: dict[str, Method] = {
-    "gradient": gradient,
-    "saliency": saliency,
-    "input_x_gradient": input_x_gradient,
-    "deconvnet": deconvnet,
-    "guided_backprop": guided_backprop,
-    "grad_cam": grad_cam,
-    "guided_grad_cam": guided_grad_cam,
-    "integrated_gradients": integrated_gradients,
-    "smoothgrad": smoothgrad,
+ATTRIBUTION_METHODS: dict[AttributionMethod, Method] = {
+    AttributionMethod.GRADIENT: gradient,
+    AttributionMethod.SALIENCY: saliency,
+    AttributionMethod.INPUT_X_GRADIENT: input_x_gradient,
+    AttributionMethod.DECONVNET: deconvnet,
+    AttributionMethod.GUIDED_BACKPROP: guided_backprop,
+    AttributionMethod.GRAD_CAM: grad_cam,
+    AttributionMethod.GUIDED_GRAD_CAM: guided_grad_cam,
+    AttributionMethod.INTEGRATED_GRADIENTS: integrated_gradients,
+    AttributionMethod.SMOOTHGRAD: smoothgrad,
 }
 
 
 def attribution(
-    context: MethodContext, record: ModelRecord, batch: np.ndarray, method: str, options: AttributionOptions
+    context: MethodContext, record: ModelRecord, batch: np.ndarray, method: AttributionMethod | str, options: AttributionOptions
 ) -> AttributionResult:
-    if method not in ATTRIBUTION_METHODS:
-        raise InvalidArgument(f"unknown method {method!r}; choose one of {sorted(ATTRIBUTION_METHODS)}")
-    RectifierScope.parse(options.rectifiers)
-    if options.integration not in INTEGRATION_RULES:
-        raise InvalidArgument(f"integration must be one of {INTEGRATION_RULES}, not {options.integration!r}")
+    method = AttributionMethod.parse(method)
     # A default target (None) is found where the method scores: inside the one backward run,
     # or by integrated gradients and SmoothGrad at the input (scored_at_input).
     score = resolve_score(record, len(batch), output=options.output, target=options.target)

@@ -19,11 +19,12 @@ from typing import Protocol
 import numpy as np
 import onnx
 
-from convscope.data.streams import Decoded, DecodedBatch, RunAhead, Sample, Skipped
+from convscope.data.prefetch import RunAhead
+from convscope.data.streams import Decoded, DecodedBatch, Sample, Skipped
 from convscope.errors import Cancelled, InvalidArgument
 from convscope.graph.receptive_field import FieldMap, receptive_fields
 from convscope.methods.activations import DeadFilterCounts, DeadFiltersResult
-from convscope.methods.embedding import Embedding, EmbeddingResult, code_layer
+from convscope.methods.embedding import Embedding, EmbeddingMethod, EmbeddingResult, code_layer
 from convscope.methods.top_activations import TopActivations, TopActivationsResult
 from convscope.model.preprocessing import batch_of, tiled_others
 from convscope.model.types import ModelRecord
@@ -62,7 +63,7 @@ class TopActivationsJob:
 @dataclass(frozen=True)
 class EmbeddingJob:
     layer: str = ""  # empty: the CNN code feeding the classifier
-    method: str = "tsne"
+    method: EmbeddingMethod = EmbeddingMethod.TSNE
     perplexity: float = 30.0
     seed: int = 0
     render: bool = True

@@ -1,12 +1,10 @@
-"""Embeddings of CNN codes: t-SNE (or PCA) of one layer's activations over a dataset, drawn as
-a grid of the images and as a scatter of thumbnails.
+"""Embeddings of CNN codes: t-SNE (or PCA) of one layer's activations over a dataset, with the
+thumbnails that ``render/dataset_figures.py`` draws as a grid of the images and as a scatter.
 
 van der Maaten & Hinton, "Visualizing Data using t-SNE" (JMLR 2008), who also recommend reducing
 to 50 dimensions with PCA first; Karpathy's "t-SNE visualization of CNN codes" for the CNN code
 (the 4096-d fc7 of AlexNet: the tensor that feeds the classifier, after its ReLU) and for
-snapping the embedded images to a square grid. The snapping is an assignment of images to grid
-cells minimizing the total squared distance (``scipy.optimize.linear_sum_assignment``), which
-keeps neighbours together.
+snapping the embedded images to a square grid (drawn in ``render/dataset_figures.py``).
 
 Memory: the codes of every image (N × D floats: spatial codes are average-pooled to one vector
 per image) and thumbnails of a seeded reservoir sample of at most ``MAX_GRID_IMAGES`` images.
@@ -14,25 +12,28 @@ per image) and thumbnails of a seeded reservoir sample of at most ``MAX_GRID_IMA
 
 from __future__ import annotations
 
-import math
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import onnx
-from scipy.optimize import linear_sum_assignment
-from scipy.spatial.distance import cdist
 from threadpoolctl import threadpool_limits
 
+from convscope.choices import Choice
+from convscope.data.pictures import shrink
 from convscope.data.streams import Ref, Sample
 from convscope.errors import InvalidArgument
 from convscope.graph.analysis import data_tensors, producers
 from convscope.model.types import ModelRecord
-from convscope.render.images import to_unit_square
-from convscope.render.montage import encode_png_fast, fit, grid, scatter
 from convscope.runtime.context import available_cores
 
-EMBEDDING_METHODS = ("tsne", "pca")
+
+class EmbeddingMethod(Choice, refusal="embedding method must be one of {values}, not {value!r}"):
+    TSNE = "tsne"
+    PCA = "pca"
+
+
 PCA_DIMENSIONS = 50  # before t-SNE (van der Maaten & Hinton 2008, §4)
 MAX_GRID_IMAGES = 1024  # the grid and scatter draw a random sample of at most this many images
 THUMBNAIL = 48  # grid cells: large enough to tell what a photo shows at the figure's own size
@@ -50,13 +51,17 @@ HEAD_OPS = frozenset(
 @dataclass(frozen=True)
 class EmbeddingResult:
     layer: str
-    method: str
+    method: EmbeddingMethod
     coords: np.ndarray  # (N, 2)
     images: tuple[Ref, ...]
     indices: np.ndarray  # position in the stream of each row
     perplexity: float  # the one used (t-SNE needs perplexity < N / 3)
-    png: bytes = b""  # the grid
+    png: bytes = b""  # the grid, drawn by render/dataset_figures.py
     scatter_png: bytes = b""
+    # The rows drawn (a random sample of at most MAX_GRID_IMAGES) and their pictures, longer
+    # side at most THUMBNAIL: empty when no figure was asked for.
+    thumbnail_rows: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int64), repr=False)
+    thumbnails: tuple[np.ndarray, ...] = dataclasses.field(default=(), repr=False)
 
 
 def code_layer(model: onnx.ModelProto, record: ModelRecord) -> str:
@@ -97,13 +102,12 @@ class Embedding:
         record: ModelRecord,
         layer: str,
         *,
-        method: str = "tsne",
+        method: EmbeddingMethod | str = EmbeddingMethod.TSNE,
         perplexity: float = 30.0,
         seed: int = 0,
         render: bool = True,
     ) -> None:
-        if method not in EMBEDDING_METHODS:
-            raise InvalidArgument(f"embedding method must be one of {EMBEDDING_METHODS}, not {method!r}")
+        method = EmbeddingMethod.parse(method)
         if not perplexity > 0:
             raise InvalidArgument(f"perplexity must be positive, got {perplexity}")
         record.layer(layer)  # an unknown layer: NOT_FOUND before any data is read
@@ -153,11 +157,11 @@ class Embedding:
         """Reservoir sampling: every image has the same chance to be drawn, memory stays bounded."""
         self._seen += 1
         if len(self._reservoir) < MAX_GRID_IMAGES:
-            self._reservoir.append((row, fit(picture, THUMBNAIL)[0]))
+            self._reservoir.append((row, shrink(picture, THUMBNAIL)[0]))
             return
         slot = int(self._rng.integers(0, self._seen))
         if slot < MAX_GRID_IMAGES:
-            self._reservoir[slot] = (row, fit(picture, THUMBNAIL)[0])
+            self._reservoir[slot] = (row, shrink(picture, THUMBNAIL)[0])
 
     def result(self) -> EmbeddingResult:
         count = len(self._refs)
@@ -165,27 +169,21 @@ class Embedding:
             raise InvalidArgument(f"an embedding needs at least 2 images, the dataset gave {count}")
         codes = np.concatenate(self._codes)
         coords, perplexity = embed(codes, self.method, perplexity=self.perplexity, seed=self.seed)
-        png = scatter_png = b""
-        if self.render and self._reservoir:
-            rows = np.array([row for row, _ in self._reservoir])
-            thumbnails = [thumbnail for _, thumbnail in self._reservoir]
-            side = math.ceil(math.sqrt(len(rows)))
-            png = encode_png_fast(grid(thumbnails, snap_to_grid(coords[rows], side), side))
-            canvas = int(np.clip(math.sqrt(len(rows)) * THUMBNAIL * 1.6, 400, 2400))
-            scatter_png = encode_png_fast(scatter(thumbnails, coords[rows], canvas_size=canvas))
         return EmbeddingResult(
-            self.layer, self.method, coords, tuple(self._refs), np.asarray(self._indices, np.int64), perplexity, png, scatter_png
+            self.layer, self.method, coords, tuple(self._refs), np.asarray(self._indices, np.int64), perplexity,
+            thumbnail_rows=np.array([row for row, _ in self._reservoir], np.int64),
+            thumbnails=tuple(thumbnail for _, thumbnail in self._reservoir),
         )
 
 
-def embed(codes: np.ndarray, method: str, *, perplexity: float = 30.0, seed: int = 0) -> tuple[np.ndarray, float]:
+def embed(codes: np.ndarray, method: EmbeddingMethod, *, perplexity: float = 30.0, seed: int = 0) -> tuple[np.ndarray, float]:
     """(N, D) codes → (N, 2) coordinates, and the perplexity used (t-SNE only)."""
     from sklearn.decomposition import PCA
     from sklearn.manifold import TSNE
 
     count, dimensions = codes.shape
     data = np.nan_to_num(codes.astype(np.float32))
-    if method == "pca" or count < 4:
+    if method is EmbeddingMethod.PCA or count < 4:
         components = min(2, count, dimensions)
         coords = PCA(components, random_state=seed).fit_transform(data) if components else np.zeros((count, 0))
         return _two_columns(coords).astype(np.float32), 0.0
@@ -203,18 +201,3 @@ def _two_columns(coords: np.ndarray) -> np.ndarray:
     if coords.shape[1] == 2:
         return coords
     return np.concatenate([coords, np.zeros((len(coords), 2 - coords.shape[1]), coords.dtype)], axis=1)
-
-
-def snap_to_grid(coords: np.ndarray, side: int) -> np.ndarray:
-    """Grid cell (row-major index into side × side) of each point: the assignment with least total
-    squared distance between the points (scaled to the unit square) and the cell centres."""
-    unit = to_unit_square(coords)
-    ticks = (np.arange(side) + 0.5) / side
-    rows, columns = np.meshgrid(ticks, ticks, indexing="ij")
-    # Cell (r, c) is drawn at row r (top to bottom) and column c: x → column, y → row, y up.
-    centres = np.stack([columns.ravel(), 1 - rows.ravel()], axis=1)
-    cost = cdist(unit, centres, "sqeuclidean")
-    points, cells = linear_sum_assignment(cost)
-    placed = np.empty(len(coords), np.int64)
-    placed[points] = cells
-    return placed

@@ -2,15 +2,15 @@
 networks", ECCV 2014): slide a box filled with a baseline over the image and record the score of
 the classes of interest at every position of the box.
 
-Arguments (see :class:`OcclusionOptions`): ``targets`` (flat indices into one sample's output;
-default the top-1 class), ``output`` (default the first model output), ``window`` (32, 32),
-``stride`` (16, 16), ``fill`` (a constant in the model's input space, ``"mean"`` — each
-channel's mean over the image — or ``"blur"`` — a Gaussian blur of the image with σ a quarter of
-the window's longer side), ``score`` (``"probability"``: softmax over the output unless it is
-already normalized; ``"raw"``), ``engine``, ``tolerance`` (engine ``"approximate"`` only),
-``batch_size`` and ``occluded`` (for models with several inputs: which input the box slides
-over, default the image input; the others are fed as given, repeated along the batch of
-occluded copies).
+Arguments (see :class:`OcclusionOptions`, ``methods/occlusion_options.py``): ``targets`` (flat
+indices into one sample's output; default the top-1 class), ``output`` (default the first model
+output), ``window`` (32, 32), ``stride`` (16, 16), ``fill`` (a constant in the model's input
+space, ``"mean"`` — each channel's mean over the image — or ``"blur"`` — a Gaussian blur of the
+image with σ a quarter of the window's longer side), ``score`` (``"probability"``: softmax over
+the output unless it is already normalized; ``"raw"``), ``engine``, ``tolerance`` (engine
+``"approximate"`` only), ``batch_size`` and ``occluded`` (for models with several inputs: which
+input the box slides over, default the image input; the others are fed as given, repeated along
+the batch of occluded copies).
 
 Returns the score at every box position, [targets, Ho, Wo], and the attribution of Captum's
 ``Occlusion`` (``sliding_window_shapes=(C, h, w)``, ``strides=(C, s, s)``, ``baselines=fill``):
@@ -36,7 +36,6 @@ for, so a caller cancels by no longer asking (and closing the generator frees th
 from __future__ import annotations
 
 import contextlib
-import enum
 import logging
 import math
 import time
@@ -49,6 +48,7 @@ from convscope.errors import InvalidArgument
 from convscope.limits import RequestLimits, check_at_most
 from convscope.methods import drilldown
 from convscope.methods.occlusion_engine import MIN_SAVING, Boxes, IncrementalEngine, NotIncremental
+from convscope.methods.occlusion_options import Engine, FillMode, OcclusionOptions, OcclusionScore
 from convscope.model.preprocessing import ModelInput, tiled_others
 from convscope.model.types import ModelRecord
 from convscope.runtime.context import INFERENCE_WORKERS, MethodContext, in_flight, worker_threads
@@ -62,101 +62,9 @@ MAX_BATCH = 32
 # Activation memory per sample, as a multiple of the largest tensor (onnxruntime keeps the
 # inputs and outputs of the running node plus a few buffers alive).
 PEAK_TENSORS = 4
-MAX_TARGETS = 1000
 # Incremental and plain engines must agree on the probe positions to this relative L2 error.
 SELF_CHECK_TOLERANCE = 1e-3
 NORMALIZED_TOLERANCE = 1e-3
-
-
-class OcclusionScore(enum.Enum):
-    PROBABILITY = "probability"
-    RAW = "raw"
-
-
-class FillMode(enum.Enum):
-    MEAN = "mean"
-    BLUR = "blur"
-
-
-class Engine(enum.Enum):
-    AUTO = "auto"
-    BATCHED = "batched"
-    INCREMENTAL = "incremental"
-    APPROXIMATE = "approximate"
-
-
-def _choice(kind: type[enum.Enum], value: str, what: str) -> enum.Enum:
-    try:
-        return kind(value)
-    except ValueError:
-        raise InvalidArgument(f"{what} must be one of {[m.value for m in kind]}, not {value!r}") from None
-
-
-def _pair(values: Sequence[int], default: tuple[int, int], what: str) -> tuple[int, int]:
-    values = list(values) or list(default)
-    if len(values) == 1:
-        values = values * 2
-    if len(values) != 2 or min(values) < 1:
-        raise InvalidArgument(f"{what} must be one or two positive integers [height, width], got {values}")
-    return int(values[0]), int(values[1])
-
-
-@dataclass(frozen=True)
-class OcclusionOptions:
-    targets: tuple[int, ...] = ()
-    output: str = ""
-    window: tuple[int, int] = (32, 32)
-    stride: tuple[int, int] = (16, 16)
-    fill: float | FillMode = 0.0
-    score: OcclusionScore = OcclusionScore.PROBABILITY
-    engine: Engine = Engine.AUTO
-    batch_size: int = 0  # 0: sized to the memory budget
-    occluded: str = ""  # the input the box slides over; "": the image input
-    tolerance: float = 0.0  # engine "approximate": the error allowed per position, in score units
-
-    @classmethod
-    def parse(
-        cls,
-        *,
-        targets: Sequence[int] = (),
-        output: str = "",
-        window: Sequence[int] = (),
-        stride: Sequence[int] = (),
-        fill: float | str = 0.0,
-        score: str = "",
-        engine: str = "",
-        batch_size: int = 0,
-        occluded: str = "",
-        tolerance: float = 0.0,
-    ) -> OcclusionOptions:
-        """Options from a request's plain values, each checked, with a message for the caller."""
-        if isinstance(fill, str):
-            parsed_fill: float | FillMode = _choice(FillMode, fill, "fill")  # type: ignore[assignment]
-        elif math.isfinite(fill):
-            parsed_fill = float(fill)
-        else:
-            raise InvalidArgument(f"fill must be a finite number, 'mean' or 'blur', not {fill}")
-        if len(targets) > MAX_TARGETS:
-            raise InvalidArgument(f"ask for at most {MAX_TARGETS} targets, not {len(targets)}")
-        if batch_size < 0:
-            raise InvalidArgument(f"batch_size must be ≥ 0, got {batch_size}")
-        parsed_engine = _choice(Engine, engine or Engine.AUTO.value, "engine")
-        if not (math.isfinite(tolerance) and tolerance >= 0):
-            raise InvalidArgument(f"tolerance must be a finite number ≥ 0 (an error in score units), not {tolerance}")
-        if tolerance and parsed_engine is not Engine.APPROXIMATE:
-            raise InvalidArgument(f"tolerance applies to engine 'approximate' only, not {parsed_engine.value!r}")
-        return cls(
-            targets=tuple(dict.fromkeys(int(t) for t in targets)),
-            output=output,
-            window=_pair(window, cls.window, "window"),
-            stride=_pair(stride, cls.stride, "stride"),
-            fill=parsed_fill,
-            score=_choice(OcclusionScore, score or OcclusionScore.PROBABILITY.value, "score"),  # type: ignore[arg-type]
-            engine=parsed_engine,  # type: ignore[arg-type]
-            batch_size=batch_size,
-            occluded=occluded,
-            tolerance=float(tolerance),
-        )
 
 
 @dataclass(frozen=True)

@@ -17,29 +17,25 @@ together stay within ``PICTURE_BUDGET_BYTES``; crops are cut when the figures ar
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image
 
+from convscope.data.pictures import shrink
 from convscope.data.streams import Ref, Sample
 from convscope.errors import InvalidArgument
 from convscope.graph.receptive_field import FieldMap
 from convscope.methods.activations import channel_view
 from convscope.model.types import ModelRecord
-from convscope.render.montage import crop, encode_png_fast, fit, hits_figure
-from convscope.runtime.context import available_cores
 
 MAX_K = 100
-TILE = 96  # pixels per crop / thumbnail in the figure
 # Pictures kept for the figures: every heap slot may hold a different image, so each is stored
 # with its longer side at most sqrt(budget / (3 · slots)) (full size for a few channels).
 PICTURE_BUDGET_BYTES = 256 << 20
 MIN_PICTURE_SIDE = 48
-FIGURE_THREADS = max(1, min(8, available_cores()))
 _EMPTY = np.iinfo(np.int64).max  # index of an unfilled heap slot: loses every tie
 
 
@@ -56,7 +52,15 @@ class Hit:
 class ChannelHits:
     channel: int  # the channel, or the row of ``directions``
     hits: tuple[Hit, ...]
-    png: bytes = b""
+    png: bytes = b""  # drawn by render/dataset_figures.py
+
+
+@dataclass(frozen=True)
+class KeptPicture:
+    """An image still in some heap, downscaled to the picture budget by ``scale``."""
+
+    pixels: np.ndarray
+    scale: float
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,8 @@ class TopActivationsResult:
     layer: str
     rows: tuple[ChannelHits, ...]
     by_direction: bool
+    # The picture of every hit's image by its stream index: empty when no figure was asked for.
+    pictures: Mapping[int, KeptPicture] = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
 
 class TopActivations:
@@ -120,7 +126,7 @@ class TopActivations:
         self.refs: dict[int, Ref] = {}
         # (picture, scale) of each image in some heap; at most rows·k images, each at most
         # side² pixels, so the worst case stays within the budget.
-        self._pictures: dict[int, tuple[np.ndarray, float]] = {}
+        self._pictures: dict[int, KeptPicture] = {}
         self._picture_side = max(MIN_PICTURE_SIDE, int(math.sqrt(PICTURE_BUDGET_BYTES / (3 * rows_count * k))))
 
     @property
@@ -183,7 +189,7 @@ class TopActivations:
         for index in alive.intersection(batch):
             picture = batch[index].picture
             if picture is not None and index not in self._pictures:
-                self._pictures[index] = _shrink(picture, self._picture_side)
+                self._pictures[index] = KeptPicture(*shrink(picture, self._picture_side))
         self._pictures = {index: kept for index, kept in self._pictures.items() if index in alive}
 
     def location(self, position: int) -> tuple[int, int]:
@@ -214,45 +220,9 @@ class TopActivations:
                     Hit(self.refs[index], index, float(self.values[row, slot]), self.location(position), self.box(position))
                 )
             rows.append(hits)
-        figures = self._figures(rows) if self.render else [b""] * len(rows)
         return TopActivationsResult(
             self.layer,
-            tuple(ChannelHits(label, tuple(hits), png) for label, hits, png in zip(self.labels, rows, figures)),
+            tuple(ChannelHits(label, tuple(hits)) for label, hits in zip(self.labels, rows)),
             self.directions is not None,
+            dict(self._pictures),
         )
-
-    def _figures(self, rows: list[list[Hit]]) -> list[bytes]:
-        """One figure per row, drawn on every core (Pillow releases the GIL while resizing and
-        compressing); thumbnails are made once per image and shared by the rows."""
-        thumbnails = {index: fit(picture, TILE) for index, (picture, _) in self._pictures.items()}
-        with ThreadPoolExecutor(max_workers=FIGURE_THREADS, thread_name_prefix="convscope-figures") as pool:
-            return list(pool.map(lambda hits: self._figure(hits, thumbnails), rows))
-
-    def _figure(self, hits: list[Hit], thumbnails: dict[int, tuple[np.ndarray, float, tuple[int, int]]]) -> bytes:
-        drawable = [h for h in hits if h.index in self._pictures]
-        if not drawable:
-            return b""
-        pictures, boxes, crops = [], [], []
-        for hit in drawable:
-            picture, shrunk = self._pictures[hit.index]
-            thumbnail, scale, (top, left) = thumbnails[hit.index]
-            pictures.append(thumbnail)
-            if hit.box is None:
-                boxes.append(None)
-                crops.append(thumbnail)
-                continue
-            y0, x0, y1, x1 = (round(v * shrunk) for v in hit.box)
-            crops.append(crop(picture, (y0, x0, max(y1, y0 + 1), max(x1, x0 + 1)), TILE))
-            boxes.append((round(top + y0 * scale), round(left + x0 * scale), round(top + y1 * scale), round(left + x1 * scale)))
-        figure = hits_figure(pictures, boxes, [h.value for h in drawable], crops)
-        return encode_png_fast(figure)
-
-
-def _shrink(picture: np.ndarray, side: int) -> tuple[np.ndarray, float]:
-    """The picture with its longer side at most ``side`` (bilinear), and the scale applied."""
-    longest = max(picture.shape[:2])
-    if longest <= side:
-        return picture, 1.0
-    scale = side / longest
-    size = (max(1, round(picture.shape[1] * scale)), max(1, round(picture.shape[0] * scale)))
-    return np.asarray(Image.fromarray(picture).resize(size, Image.Resampling.BILINEAR)), scale

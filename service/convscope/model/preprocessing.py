@@ -13,7 +13,7 @@ from PIL import Image
 
 from convscope.errors import InvalidArgument, ResourceExhausted
 from convscope.limits import DEFAULT_MAX_IMAGE_PIXELS, check_pixels
-from convscope.model.types import ModelRecord, Preprocessing
+from convscope.model.types import Interpolation, ModelRecord, Preprocessing
 
 # Pillow's own bomb check is a warning until 2× its limit; we make it an error. The operator's
 # limit (RequestLimits.max_image_pixels) is checked on the header before decoding.
@@ -38,9 +38,9 @@ def _other_format(data: bytes) -> str | None:
 MAX_SHOWN_SIDE = 1024
 
 RESAMPLING = {
-    "bilinear": Image.Resampling.BILINEAR,
-    "bicubic": Image.Resampling.BICUBIC,
-    "nearest": Image.Resampling.NEAREST,
+    Interpolation.BILINEAR: Image.Resampling.BILINEAR,
+    Interpolation.BICUBIC: Image.Resampling.BICUBIC,
+    Interpolation.NEAREST: Image.Resampling.NEAREST,
 }
 
 

@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from convscope.choices import Choice
+
 
 @dataclass(frozen=True)
 class TensorSpec:
@@ -60,6 +62,22 @@ class LayerInfo:
         return math.prod(self.shape) * np.dtype(self.dtype).itemsize
 
 
+class Layout(Choice, refusal="preprocessing layout must be NCHW or NHWC, not {value!r}"):
+    NCHW = "NCHW"
+    NHWC = "NHWC"
+
+
+class ChannelOrder(Choice, refusal="preprocessing channel_order must be RGB or BGR, not {value!r}"):
+    RGB = "RGB"
+    BGR = "BGR"
+
+
+class Interpolation(Choice, refusal="preprocessing interpolation must be bilinear, bicubic or nearest, not {value!r}"):
+    BILINEAR = "bilinear"
+    BICUBIC = "bicubic"
+    NEAREST = "nearest"
+
+
 @dataclass(frozen=True)
 class Preprocessing:
     """How an encoded image becomes the model's input tensor (see model/preprocessing.py)."""
@@ -69,10 +87,17 @@ class Preprocessing:
     scale: float = 1 / 255
     mean: tuple[float, ...] = ()
     std: tuple[float, ...] = ()
-    layout: str = "NCHW"
-    channel_order: str = "RGB"
-    interpolation: str = "bilinear"
+    layout: Layout = Layout.NCHW
+    channel_order: ChannelOrder = ChannelOrder.RGB
+    interpolation: Interpolation = Interpolation.BILINEAR
     grayscale: bool = False
+
+    def __post_init__(self) -> None:
+        # Every way in (a request, the store's JSON, a model's metadata, Python callers) builds
+        # one of these: its choices are parsed here, once.
+        object.__setattr__(self, "layout", Layout.parse(self.layout))
+        object.__setattr__(self, "channel_order", ChannelOrder.parse(self.channel_order))
+        object.__setattr__(self, "interpolation", Interpolation.parse(self.interpolation))
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Preprocessing:
@@ -96,14 +121,6 @@ class Preprocessing:
     def validate(self) -> None:
         from convscope.errors import InvalidArgument
 
-        if self.layout not in ("NCHW", "NHWC"):
-            raise InvalidArgument(f"preprocessing layout must be NCHW or NHWC, not {self.layout!r}")
-        if self.channel_order not in ("RGB", "BGR"):
-            raise InvalidArgument(f"preprocessing channel_order must be RGB or BGR, not {self.channel_order!r}")
-        if self.interpolation not in ("bilinear", "bicubic", "nearest"):
-            raise InvalidArgument(
-                f"preprocessing interpolation must be bilinear, bicubic or nearest, not {self.interpolation!r}"
-            )
         if self.size is not None and (len(self.size) != 2 or min(self.size) <= 0):
             raise InvalidArgument(f"preprocessing size must be [height, width], got {list(self.size)}")
         if any(s == 0 for s in self.std):

@@ -8,6 +8,8 @@ import math
 import numpy as np
 from PIL import Image
 
+from convscope.data.pictures import to_unit
+
 # Anchor colours of matplotlib's "inferno" map (perceptually uniform, readable in grey print),
 # interpolated to 256 entries: we need one colormap, not matplotlib.
 _INFERNO_ANCHORS = np.array(
@@ -30,16 +32,6 @@ def encode_png(pixels: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="PNG", optimize=False)
     return buffer.getvalue()
-
-
-def to_unit(values: np.ndarray, *, symmetric: bool = False) -> np.ndarray:
-    """Scale to [0, 1]: min–max, or around zero (0.5 = 0) for signed quantities like weights."""
-    values = np.nan_to_num(values.astype(np.float32))
-    if symmetric:
-        bound = float(np.abs(values).max())
-        return 0.5 + 0.5 * values / bound if bound > 0 else np.full_like(values, 0.5)
-    low, high = float(values.min()), float(values.max())
-    return (values - low) / (high - low) if high > low else np.zeros_like(values)
 
 
 def to_unit_square(points: np.ndarray) -> np.ndarray:

@@ -8,7 +8,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from convscope.errors import InvalidArgument
+from convscope.graph.common import Rectifier, RectifierScope
 from convscope.methods.activations import DeadFilterReport
+from convscope.methods.attribution import AttributionMethod, AttributionOptions, IntegrationRule
 from convscope.methods.occlusion import OcclusionResult
 from convscope.model.types import LayerInfo, ModelRecord, Preprocessing, TensorSpec
 from convscope_client._proto import convscope_pb2 as pb
@@ -41,8 +43,12 @@ def given(**values: object) -> dict[str, object]:
     return {name: value for name, value in values.items() if value}
 
 
-def rectifiers_name(value: int) -> str:
-    return "relu" if value == pb.RECTIFIERS_RELU else "all"
+def rectifier_rule(value: str) -> Rectifier:
+    return Rectifier.parse(value or Rectifier.PLAIN)
+
+
+def rectifier_scope(value: int) -> RectifierScope:
+    return RectifierScope.RELU if value == pb.RECTIFIERS_RELU else RectifierScope.ALL
 
 
 def layer_dead_filters(report: DeadFilterReport) -> pb.LayerDeadFilters:
@@ -144,6 +150,23 @@ def occlusion_result(result: OcclusionResult) -> pb.OcclusionResult:
     fill_tensor(message.positions, result.positions)
     fill_tensor(message.attribution, result.attribution)
     return message
+
+
+def attribution_request(request: pb.AttributionRequest) -> tuple[AttributionMethod, AttributionOptions]:
+    """The method and its options, each choice parsed here (an unknown one: INVALID_ARGUMENT)."""
+    options = AttributionOptions(
+        output=request.output or None,
+        target=attribution_target(request),
+        wrt=request.wrt or None,
+        layer=request.layer or None,
+        seed=request.seed,
+        rectifiers=rectifier_scope(request.rectifiers),
+        **given(steps=request.steps, samples=request.samples),
+        **({"integration": IntegrationRule.parse(request.integration)} if request.integration else {}),
+        **({"baseline": tensor_to_numpy(request.baseline)} if request.HasField("baseline") else {}),
+        **({"noise": request.noise} if request.HasField("noise") else {}),
+    )
+    return AttributionMethod.parse(request.method), options
 
 
 def attribution_target(request: pb.AttributionRequest) -> int | np.ndarray | None:

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Iterator
 from convscope.data.streams import EncodedItem, Item, PathItem, Ref, Skipped, TensorItem, UnreadableItem
 from convscope.errors import InvalidArgument, ServiceError
 from convscope.methods import dataset_jobs
-from convscope.methods.embedding import EmbeddingResult
+from convscope.methods.embedding import EmbeddingMethod, EmbeddingResult
 from convscope.methods.top_activations import TopActivationsResult
 from convscope.rpc.convert import given, layer_dead_filters, tensor_to_numpy
 from convscope_client._proto import convscope_pb2 as pb
@@ -25,7 +25,8 @@ def job_from_proto(start: pb.DatasetJobStart) -> dataset_jobs.DatasetJob:
     if kind == "embedding":
         job = start.embedding
         return dataset_jobs.EmbeddingJob(
-            layer=job.layer, seed=job.seed, render=job.render, **given(method=job.method, perplexity=job.perplexity)
+            layer=job.layer, seed=job.seed, render=job.render, **given(perplexity=job.perplexity),
+            **({"method": EmbeddingMethod.parse(job.method)} if job.method else {}),
         )
     if kind == "dead_filters":
         return dataset_jobs.DeadFiltersJob(layers=tuple(start.dead_filters.layers))

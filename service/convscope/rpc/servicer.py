@@ -12,7 +12,6 @@ import numpy as np
 from convscope.audit import service as audit_service
 from convscope.core import Convscope
 from convscope.errors import Cancelled, InvalidArgument, ResourceExhausted
-from convscope.methods.attribution import AttributionOptions
 from convscope.methods.dataset_jobs import Progress
 from convscope.methods.occlusion import OcclusionOptions, OcclusionProgress
 from convscope.model.preprocessing import ModelInput
@@ -20,14 +19,14 @@ from convscope.model.types import ModelRecord
 from convscope.rpc import dataset as dataset_rpc
 from convscope.rpc import synthesis as synthesis_rpc
 from convscope.rpc.convert import (
-    attribution_target,
+    attribution_request,
     floats,
-    given,
     layer_dead_filters,
     model_info,
     occlusion_result,
     preprocessing_from_proto,
-    rectifiers_name,
+    rectifier_rule,
+    rectifier_scope,
     tensor_to_numpy,
     upload_input_shape,
 )
@@ -244,18 +243,8 @@ class ConvscopeServicer(pb_grpc.ConvscopeServicer):
     def Attribution(self, request: pb.AttributionRequest, context: grpc.ServicerContext) -> pb.AttributionResponse:
         record = self.core.model(request.model_id)
         model_input = self._input(record, request.input)
-        options = AttributionOptions(
-            output=request.output or None,
-            target=attribution_target(request),
-            wrt=request.wrt or None,
-            layer=request.layer or None,
-            seed=request.seed,
-            rectifiers=rectifiers_name(request.rectifiers),
-            **given(steps=request.steps, integration=request.integration, samples=request.samples),
-            **({"baseline": tensor_to_numpy(request.baseline)} if request.HasField("baseline") else {}),
-            **({"noise": request.noise} if request.HasField("noise") else {}),
-        )
-        result, png = self.core.attribution(record.id, model_input, request.method, options, render=request.render)
+        method, options = attribution_request(request)
+        result, png = self.core.attribution(record.id, model_input, method, options, render=request.render)
         targets = [int(t) for t in result.score.targets]
         response = pb.AttributionResponse(
             png=png,
@@ -283,8 +272,8 @@ class ConvscopeServicer(pb_grpc.ConvscopeServicer):
             request.model_id,
             seeds=list(request.seeds),
             wrt=list(request.wrt),
-            rectifier=request.rectifier or "plain",
-            rectifiers=rectifiers_name(request.rectifiers),
+            rectifier=rectifier_rule(request.rectifier),
+            rectifiers=rectifier_scope(request.rectifiers),
         )
         for start in range(0, len(data), EXPORT_CHUNK_BYTES):
             yield pb.FileChunk(file="", data=data[start : start + EXPORT_CHUNK_BYTES])
