@@ -35,10 +35,6 @@ from convscope.methods.ray_jobs import import_ray
 from convscope.model.types import ModelRecord
 from convscope.runtime.providers import new_session
 
-# Images the server decodes to learn the shape every batch must have (the local engine's rule:
-# the first usable image's), before giving up and letting each batch take its own first.
-SHAPE_PROBE_ITEMS = 64
-
 
 @dataclass(frozen=True)
 class FolderJob:
@@ -98,7 +94,8 @@ class BatchInference:
         values = []
         for entry in entries:
             if isinstance(entry, Sample):
-                first_shape = self.job.first_shape or _first_shape(entries)
+                # None: no image was usable when the server looked; this one now is.
+                first_shape = self.job.first_shape or entry.value.shape
                 if (unlike := dataset_jobs.unlike_first(entry, first_shape)) is None:
                     values.append(entry.value)
                     outcome.samples.append(Sample(entry.index, entry.ref, None, entry.picture))
@@ -115,13 +112,10 @@ class BatchInference:
         return outcome
 
 
-def _first_shape(entries: Sequence[Sample | Skipped]) -> tuple[int, ...]:
-    return next(entry.value.shape for entry in entries if isinstance(entry, Sample) and entry.value is not None)
-
-
 def probe_first_shape(decoder: Decoder, items: Sequence[PathItem]) -> tuple[int, ...] | None:
-    """The shape of the first usable image among the first few, decoded here."""
-    for index, item in enumerate(items[:SHAPE_PROBE_ITEMS]):
+    """The shape of the first usable image, decoded here: every batch must have it, the local
+    engine's rule (usually the first file; unreadable ones before it are read twice)."""
+    for index, item in enumerate(items):
         for entry in decoder(item, index):
             if isinstance(entry, Sample) and entry.value is not None:
                 return entry.value.shape
