@@ -22,10 +22,10 @@ import pytest
 
 import convscope.core
 from convscope.core import Convscope
+from convscope.data.streams import EncodedItem, Skipped
 from convscope.errors import Cancelled, ResourceExhausted
 from convscope.limits import RequestLimits
 from convscope.methods.dataset_jobs import DeadFiltersJob, EmbeddingJob, Progress, TopActivationsJob
-from convscope.methods.datasets import EncodedItem, Skipped
 from convscope.model.types import Preprocessing
 from tests import digits
 

@@ -26,12 +26,12 @@ from typing import Any
 
 import numpy as np
 
-from convscope.errors import ConvscopeError
+from convscope.data.streams import DataRoots, Decoder, DatasetTooLarge, PathItem, Sample, Skipped
+from convscope.errors import ServiceError
 from convscope.methods import dataset_jobs
 from convscope.methods.dataset_jobs import Accumulator, JobEvent
-from convscope.methods.datasets import DataRoots, Decoder, DatasetTooLarge, PathItem, Sample, Skipped
-from convscope.methods.inputs import batch_of, tiled_others
 from convscope.methods.ray_jobs import import_ray
+from convscope.model.preprocessing import batch_of, tiled_others
 from convscope.model.types import ModelRecord
 from convscope.runtime.providers import new_session
 
@@ -60,7 +60,7 @@ class _Outcome:
     samples: list[Sample] = field(default_factory=list)  # index, ref, picture: the values stay there
     reduced: dict[str, np.ndarray] | None = None
     read_bytes: int = 0
-    failure: ConvscopeError | None = None  # ends the job: a path out of the roots, the byte limit
+    failure: ServiceError | None = None  # ends the job: a path out of the roots, the byte limit
 
 
 class BatchInference:
@@ -88,7 +88,7 @@ class BatchInference:
                 for offset, (path, real) in enumerate(zip(paths, found))
                 for entry in self.decoder(PathItem(path, found_at=Path(real)), start + offset)
             ]
-        except ConvscopeError as error:  # the decoder's fatal errors; others are skipped items
+        except ServiceError as error:  # the decoder's fatal errors; others are skipped items
             return _Outcome(failure=error)
         outcome.read_bytes = self.decoder.read_bytes - before
         values = []
