@@ -21,8 +21,8 @@ from convscope.methods import dataset_jobs, synthesis
 from convscope.methods import faithfulness as faithfulness_methods
 from convscope.methods import filters as filter_methods
 from convscope.methods import occlusion as occlusion_methods
-from convscope.methods.ray_jobs import RayEngine, import_ray
 from convscope.methods.ray_data_jobs import FolderJob, probe_first_shape, run_folder_job
+from convscope.methods.ray_jobs import RayEngine, import_ray
 from convscope.model.preprocessing import ModelInput, allow_pixels, constant_others, from_images, input_from_tensor, with_others
 from convscope.model.store import DEFAULT_MAX_UPLOAD_BYTES, ModelStore, Upload
 from convscope.model.types import ModelRecord, Preprocessing

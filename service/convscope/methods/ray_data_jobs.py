@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from convscope.data.streams import DataRoots, Decoder, DatasetTooLarge, PathItem, Sample, Skipped
+from convscope.data.streams import DataRoots, DatasetTooLarge, Decoder, PathItem, Sample, Skipped
 from convscope.errors import ServiceError
 from convscope.methods import dataset_jobs
 from convscope.methods.dataset_jobs import Accumulator, JobEvent
