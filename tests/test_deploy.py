@@ -110,3 +110,38 @@ def test_kubernetes_manifests_agree_with_the_server(capsys: pytest.CaptureFixtur
     assert str(token_file.parent) == mounts["tokens"] and token_file.name in objects["Secret"]["stringData"]
     # The images run as this user (deploy/Dockerfile*: USER 10001).
     assert all(_one(_instructions(DEPLOY / name), "USER") == str(pod["spec"]["securityContext"]["runAsUser"]) for name in DOCKERFILES)
+
+
+def test_ray_cluster_reads_the_data_where_the_server_does(capsys: pytest.CaptureFixture[str]) -> None:
+    """deploy/kubernetes/ray/: the RayCluster for dataset jobs on Ray, and the shared data volume."""
+    documents = [yaml.safe_load(path.read_text()) for path in sorted((DEPLOY / "kubernetes" / "ray").glob("*.yaml"))]
+    objects = {doc["kind"]: doc for doc in documents}
+    assert set(objects) == {"RayCluster", "PersistentVolumeClaim"}
+    cluster, claim = objects["RayCluster"], objects["PersistentVolumeClaim"]
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]  # the server and every worker at once
+    # The server's command the manifest documents: it joins the cluster through the Service
+    # KubeRay names <cluster>-head-svc, at the head's GCS port, and serves with that Ray.
+    (line,) = re.findall(r"^#\s+(ray start .*)$", (DEPLOY / "kubernetes" / "ray" / "raycluster.yaml").read_text(), re.M)
+    join, serve = line.split(" && exec ")
+    head = cluster["spec"]["headGroupSpec"]
+    (head_container,) = head["template"]["spec"]["containers"]
+    gcs_port = next(p["containerPort"] for p in head_container["ports"] if p["name"] == "gcs")
+    assert f"--address={cluster['metadata']['name']}-head-svc:{gcs_port}" in join.split() and "--num-cpus=0" in join.split()
+    args = serve.split()[1:]
+    assert args[0] == "serve" and {a for a in args if a.startswith("--")} <= _serve_flags(capsys)
+    assert _option(args, "--ray-address") == "auto"
+    assert head["rayStartParams"]["num-cpus"] == "0"  # job actors go to the workers
+    groups = [head, *cluster["spec"]["workerGroupSpecs"]]
+    for group in groups:
+        pod = group["template"]["spec"]
+        (container,) = pod["containers"]
+        assert container["image"] == "convscope:ray"
+        assert pod["securityContext"]["runAsUser"] == int(_one(_instructions(DEPLOY / "Dockerfile"), "USER"))
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        (mount,) = [m for m in container["volumeMounts"] if volumes[m["name"]]["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]]
+        assert mount["mountPath"] == _option(args, "--data-root")  # workers read the paths the server checked
+    for group in cluster["spec"]["workerGroupSpecs"]:
+        (container,) = group["template"]["spec"]["containers"]
+        assert group["rayStartParams"]["num-cpus"] == str(container["resources"]["limits"]["cpu"])  # one actor per CPU
+    # KubeRay's default probes call wget; the image built with EXTRAS=ray installs it.
+    assert "wget" in next(arguments for instruction, arguments in _instructions(DEPLOY / "Dockerfile") if instruction == "RUN")

@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 
 from convscope.data.prefetch import Prefetcher
-from convscope.data.streams import DataRoots, Decoder, Item, samples_in
+from convscope.data.streams import DataRoots, Decoder, Item, PathItem, samples_in
 from convscope.errors import InvalidArgument
 from convscope.graph.common import Rectifier, RectifierScope
 from convscope.limits import RequestLimits, check_at_most
@@ -23,6 +23,7 @@ from convscope.methods import dataset_jobs, synthesis
 from convscope.methods import faithfulness as faithfulness_methods
 from convscope.methods import filters as filter_methods
 from convscope.methods import occlusion as occlusion_methods
+from convscope.methods.ray_data_jobs import FolderJob, probe_first_shape, run_folder_job
 from convscope.methods.ray_jobs import RayEngine, import_ray
 from convscope.model.preprocessing import ModelInput, allow_pixels, constant_others, from_images, input_from_tensor, with_others
 from convscope.model.store import DEFAULT_MAX_UPLOAD_BYTES, ModelStore, Upload
@@ -216,6 +217,9 @@ class Convscope:
             record, self.data_roots, pictures=accumulator.needs_pictures, max_pixels=self.limits.max_image_pixels,
             max_bytes=self.limits.max_dataset_bytes,
         )
+        if engine == "ray" and folder:
+            yield from self._ray_data_job(record, base, accumulator, decoder, list(items), constants, cancelled)  # type: ignore[arg-type]  # a folder walk yields PathItems
+            return
         runner = self._ray_engine(record, base, accumulator) if engine == "ray" else None
         stream = Prefetcher(items, decoder, count=lambda item: samples_in(item, record), cancelled=cancelled)
         try:
@@ -229,14 +233,39 @@ class Convscope:
                 runner.close()
 
     def _ray_engine(self, record: ModelRecord, base: onnx.ModelProto, accumulator: dataset_jobs.Accumulator) -> RayEngine:
-        """Ray actors holding the graph that exposes the job's tensors."""
-        tensors = accumulator.tensors
-        graph = graph_for(set(tensors), {output.name for output in record.outputs}).build(base)
+        """Ray actors holding the graph that exposes the job's tensors (streamed items: the server decodes)."""
+        graph, workers = self._ray_job_graph(record, base, accumulator)
+        return RayEngine(graph, record.input.name, accumulator.tensors, accumulator.reduce, workers=workers)
+
+    def _ray_data_job(
+        self,
+        record: ModelRecord,
+        base: onnx.ModelProto,
+        accumulator: dataset_jobs.Accumulator,
+        decoder: Decoder,
+        items: list[PathItem],
+        others: Mapping[str, np.ndarray] | None,
+        cancelled: threading.Event | None,
+    ) -> Iterator[dataset_jobs.JobEvent]:
+        """A folder job on Ray Data: the cluster reads, decodes and infers the checked file list."""
+        graph, workers = self._ray_job_graph(record, base, accumulator)
+        job = FolderJob(
+            record, self.data_roots, graph, accumulator.tensors, accumulator.reduce, pictures=accumulator.needs_pictures,
+            max_pixels=self.limits.max_image_pixels, max_bytes=self.limits.max_dataset_bytes,
+            first_shape=probe_first_shape(decoder, items), others=others,
+        )
+        batch_size = dataset_jobs.job_batch_size(self.context, record, accumulator.tensors) if record.dynamic_batch else 1
+        return run_folder_job(job, accumulator, items, batch_size=batch_size, workers=workers, cancelled=cancelled)
+
+    def _ray_job_graph(self, record: ModelRecord, base: onnx.ModelProto, accumulator: dataset_jobs.Accumulator) -> tuple[bytes, int]:
+        """The graph exposing the job's tensors, serialized, and how many actors run it (in the
+        Ray this process is connected to, else the one ``ray_address`` names)."""
+        graph = graph_for(set(accumulator.tensors), {output.name for output in record.outputs}).build(base)
         ray = import_ray()
         if not ray.is_initialized():
             ray.init(address=self.ray_address, include_dashboard=False, log_to_driver=False)
         workers = self.ray_workers or int(ray.cluster_resources().get("CPU", 1))
-        return RayEngine(graph.SerializeToString(), record.input.name, tensors, accumulator.reduce, workers=workers)
+        return graph.SerializeToString(), workers
 
     def filters(self, model_id: str, layer: str, *, render: bool = True) -> filter_methods.FiltersResult:
         record = self.model(model_id)

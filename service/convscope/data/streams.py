@@ -75,7 +75,9 @@ Item = EncodedItem | PathItem | TensorItem | UnreadableItem
 class Sample:
     index: int  # position in the stream, counting every sample of a batched tensor item
     ref: Ref
-    value: np.ndarray | ImageSample  # the model input for this sample, without the batch axis
+    # The model input for this sample, without the batch axis; None for a sample that ran on a
+    # Ray worker: only its index, ref and picture come back to the job.
+    value: np.ndarray | ImageSample | None
     picture: np.ndarray | None  # what the model saw, H×W×3 uint8 (None unless asked for)
 
 
@@ -220,11 +222,13 @@ class Decoder:
         with self._count_lock:
             self._read_bytes += len(data)
             if self._read_bytes > self.max_bytes:
-                raise DatasetTooLarge(
-                    f"the job read more than {self.max_bytes} bytes from server folders, the server's limit (--max-dataset-gb); "
-                    "split it into smaller folders"
-                )
+                raise DatasetTooLarge.beyond(self.max_bytes)
         return data
+
+    @property
+    def read_bytes(self) -> int:
+        """Bytes read from server folders so far (decoders on Ray workers report theirs to the job)."""
+        return self._read_bytes
 
     def _tensor(self, item: TensorItem, index: int) -> list[Sample | Skipped]:
         array = item.array
@@ -249,6 +253,13 @@ class _Unreadable(ServiceError):
 
 class DatasetTooLarge(ResourceExhausted):
     """Ends the job: unlike one bad file, which is skipped."""
+
+    @classmethod
+    def beyond(cls, max_bytes: int) -> DatasetTooLarge:
+        return cls(
+            f"the job read more than {max_bytes} bytes from server folders, the server's limit (--max-dataset-gb); "
+            "split it into smaller folders"
+        )
 
 
 def read_regular_file(path: Path) -> bytes:

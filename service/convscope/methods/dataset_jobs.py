@@ -187,16 +187,6 @@ def run_job(
     tensors = accumulator.tensors
     batch_size = job_batch_size(context, record, tensors, batch_size)
     threads = worker_threads()
-    start = time.monotonic()
-    last_report = start
-    done = skipped = 0
-
-    def progress() -> Progress:
-        seconds = time.monotonic() - start
-        rate = done / seconds if seconds > 0 else 0.0
-        left = None if total is None else max(0, total - done - skipped)
-        eta = None if left is None or rate <= 0 else left / rate
-        return Progress(done, skipped, total, seconds, rate, eta)
 
     def infer(entry: Skipped | tuple[list[Sample], np.ndarray]) -> dict[str, np.ndarray] | None:
         if isinstance(entry, Skipped):
@@ -211,28 +201,63 @@ def run_job(
     ahead = RunAhead(_batches(stream, batch_size), depth=max(BATCHES_AHEAD, workers), cancelled=cancelled)
     try:
         with contextlib.closing(in_flight(infer, ahead, workers=workers)) as results:
-            for entry, values in results:
-                if cancelled.is_set():
-                    raise Cancelled("the job was cancelled")
-                if isinstance(entry, Skipped):
-                    skipped += 1
-                    yield entry
-                    continue
-                samples = entry[0]
-                accumulator.add_reduced(samples, values)
-                done += len(samples)
-                now = time.monotonic()
-                if done <= len(samples) or now - last_report >= PROGRESS_SECONDS:  # the first batch, then twice a second
-                    last_report = now
-                    yield progress()
+            yield from merge_batches(
+                accumulator,
+                (entry if isinstance(entry, Skipped) else (entry[0], values) for entry, values in results),
+                total=total, cancelled=cancelled,
+            )
     finally:
         ahead.close()
+
+
+def merge_batches(
+    accumulator: Accumulator,
+    entries: Iterable[Skipped | tuple[Sequence[Sample], dict[str, np.ndarray]]],
+    *,
+    total: int | None,
+    cancelled: threading.Event,
+) -> Iterator[JobEvent]:
+    """Merge batch reductions into ``accumulator`` in stream order, whichever engine made them;
+    yield skipped items, progress (the first batch, then twice a second) and, last, the result.
+    Cancellation is checked between entries."""
+    start = time.monotonic()
+    last_report = start
+    done = skipped = 0
+
+    def progress() -> Progress:
+        seconds = time.monotonic() - start
+        rate = done / seconds if seconds > 0 else 0.0
+        left = None if total is None else max(0, total - done - skipped)
+        eta = None if left is None or rate <= 0 else left / rate
+        return Progress(done, skipped, total, seconds, rate, eta)
+
+    for entry in entries:
+        if cancelled.is_set():
+            raise Cancelled("the job was cancelled")
+        if isinstance(entry, Skipped):
+            skipped += 1
+            yield entry
+            continue
+        samples, reduced = entry
+        accumulator.add_reduced(samples, reduced)
+        done += len(samples)
+        now = time.monotonic()
+        if done <= len(samples) or now - last_report >= PROGRESS_SECONDS:
+            last_report = now
+            yield progress()
     if cancelled.is_set():
         raise Cancelled("the job was cancelled")
     if done == 0:
         raise InvalidArgument(f"the dataset gave no usable image ({skipped} skipped)")
     yield progress()
     yield accumulator.result()
+
+
+def unlike_first(sample: Sample, first_shape: tuple[int, ...]) -> Skipped | None:
+    """A batch holds one shape: a sample shaped unlike the stream's first is skipped, saying so."""
+    if sample.value.shape == first_shape:
+        return None
+    return Skipped(sample.index, sample.ref, f"shape {list(sample.value.shape)} differs from the first item's {list(first_shape)}")
 
 
 def _batches(stream: Iterable[Decoded], size: int) -> Iterator[Skipped | tuple[list[Sample], np.ndarray]]:
@@ -254,8 +279,8 @@ def _batches(stream: Iterable[Decoded], size: int) -> Iterator[Skipped | tuple[l
             continue
         if first_shape is None:
             first_shape = entry.value.shape
-        elif entry.value.shape != first_shape:
-            yield Skipped(entry.index, entry.ref, f"shape {list(entry.value.shape)} differs from the first item's {list(first_shape)}")
+        elif (unlike := unlike_first(entry, first_shape)) is not None:
+            yield unlike
             continue
         pending.append(entry)
         if len(pending) >= size:

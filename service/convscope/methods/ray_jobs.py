@@ -1,4 +1,6 @@
-"""Dataset jobs on Ray: batches inferred by Ray actors, each holding one onnxruntime session.
+"""Dataset jobs over streamed images on Ray: batches inferred by Ray actors, each holding one
+onnxruntime session. (Folder jobs run on Ray Data, where the cluster reads the files too:
+``ray_data_jobs.py``.)
 
 The driver (the server) keeps the pass of ``dataset_jobs.run_job`` — decoding ahead, batching,
 progress, skipped items, cancellation between batches — and hands each batch to an actor, which
