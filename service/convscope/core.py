@@ -218,7 +218,7 @@ class Convscope:
             max_bytes=self.limits.max_dataset_bytes,
         )
         if engine == "ray" and folder:
-            yield from self._ray_data_job(record, base, accumulator, decoder, list(items), constants, cancelled)  # type: ignore[arg-type]  # a folder walk yields PathItems
+            yield from with_dataset_figures(self._ray_data_job(record, base, accumulator, decoder, list(items), constants, cancelled))  # type: ignore[arg-type]  # a folder walk yields PathItems
             return
         runner = self._ray_engine(record, base, accumulator) if engine == "ray" else None
         stream = Prefetcher(items, decoder, count=lambda item: samples_in(item, record), cancelled=cancelled)
