@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from convscope.methods.context import available_cores
+from convscope.runtime.context import available_cores
 from convscope.runtime.providers import provider_settings, session_options, usable_providers
 
 RESULTS = Path(__file__).resolve().parent / "results"

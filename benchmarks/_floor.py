@@ -1,7 +1,7 @@
 """The floor of incremental occlusion: recomputing only the changed region of every layer, at
 onnxruntime's own measured throughput for those layers.
 
-The graph is cut into segments at the cuts of its spatially local part (graph/regions.py: the
+The graph is cut into segments at the cuts of its spatially local part (graph/incremental/paths.py: the
 tensors every path to the output passes through), each segment ending just before a sliding-
 window op so that onnxruntime's fusions (Conv + activation, Conv + Add) stay inside one segment;
 the last segment runs from the last cut to the output.  Each segment is timed alone at batch 32
@@ -24,10 +24,11 @@ import onnx
 
 from benchmarks._common import median_seconds
 from convscope.graph.analysis import data_tensors
-from convscope.graph.patch import tail_model
-from convscope.graph.regions import ELEMENT_COST, EarlyPath, changed_interval, early_path
 from convscope.graph.dynamic_batch import make_batch_dynamic
-from convscope.runtime.incremental import Boxes
+from convscope.graph.incremental.paths import EarlyPath, changed_interval, early_path
+from convscope.graph.incremental.stages import ELEMENT_COST
+from convscope.graph.incremental.submodels import tail_model
+from convscope.methods.occlusion_engine import Boxes
 from convscope.runtime.providers import new_session
 
 BATCH = 32

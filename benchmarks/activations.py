@@ -16,11 +16,11 @@ from pathlib import Path
 
 import grpc
 import numpy as np
-from convscope_client import Client
 
 from benchmarks._common import interleaved, write_results
 from convscope.rpc.server import ServerConfig, create_server
 from convscope.runtime.providers import new_session, usable_providers
+from convscope_client import Client
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = REPO / "models" / "efficientnet_lite0" / "efficientnet_lite0.onnx"

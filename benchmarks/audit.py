@@ -38,7 +38,7 @@ from convscope.audit.dataset import read_dataset
 from convscope.audit.engine import AuditResult, run_audit
 from convscope.core import Convscope
 from convscope.methods.dataset_jobs import Progress
-from convscope.methods.inputs import decode_sample
+from convscope.model.preprocessing import decode_sample
 from convscope.runtime.providers import new_session
 
 REPO = Path(__file__).resolve().parents[1]

@@ -30,15 +30,15 @@ import time
 from pathlib import Path
 
 import numpy as np
-from convscope_client import Client, Progress, ServerFolder
 from PIL import Image
 from sklearn.datasets import load_sample_images
 
 from benchmarks._common import write_results
 from convscope.methods.embedding import embed, snap_to_grid
-from convscope.methods.inputs import decode_sample
+from convscope.model.preprocessing import decode_sample
 from convscope.rpc.server import ServerConfig, create_server
 from convscope.runtime.providers import new_session, usable_providers
+from convscope_client import Client, Progress, ServerFolder
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = REPO / "models" / "efficientnet_lite0" / "efficientnet_lite0.onnx"

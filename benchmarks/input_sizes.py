@@ -41,7 +41,7 @@ from torch import nn
 from benchmarks._common import interleaved_medians, write_results
 from convscope.core import Convscope
 from convscope.methods.attribution import AttributionOptions
-from convscope.methods.inputs import from_tensor
+from convscope.model.preprocessing import input_from_tensor
 from convscope.model.types import ModelRecord
 from convscope.runtime.providers import new_session
 from convscope.runtime.shaped import ShapedRecords
@@ -105,7 +105,7 @@ def measure(service: Convscope, name: str, data: bytes, sizes: list[int], input_
     results: dict[str, object] = {"probe_shape": list(record.probe_shape)}
     for size in sizes:
         x = np.random.default_rng(size).random((1, 3, size, size), dtype=np.float32)
-        model_input = from_tensor(record, x)
+        model_input = input_from_tensor(record, x)
         options = AttributionOptions(target=1)
 
         def gradient() -> object:

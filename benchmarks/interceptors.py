@@ -13,11 +13,11 @@ from concurrent import futures
 from pathlib import Path
 
 import grpc
-from convscope_client import Client
 
 from benchmarks._common import interleaved, write_results
 from convscope.rpc.server import ServerConfig, add_servicer, create_server
 from convscope.rpc.servicer import ConvscopeServicer
+from convscope_client import Client
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = REPO / "models" / "efficientnet_lite0" / "efficientnet_lite0.onnx"

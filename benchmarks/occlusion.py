@@ -46,13 +46,12 @@ import onnx
 import onnxruntime as ort
 import torch
 from captum.attr import Occlusion
-from torch import nn
-
 from scipy.stats import spearmanr
+from torch import nn
 
 from benchmarks import _twins
 from benchmarks._common import median_seconds, write_results
-from benchmarks._floor import floor_segments, floor_seconds
+from benchmarks._floor import floor_seconds, floor_segments
 from convscope.core import Convscope
 from convscope.graph.dynamic_batch import make_batch_dynamic
 from convscope.methods.occlusion import OcclusionOptions, OcclusionResult, window_grid

@@ -20,13 +20,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from convscope_client import Client
 
 from benchmarks._common import interleaved, write_results
 from convscope.core import Convscope
-from convscope.methods.inputs import from_tensor
 from convscope.methods.occlusion import OcclusionOptions, OcclusionResult
+from convscope.model.preprocessing import input_from_tensor
 from convscope.oip.remote import RemoteModel, remote_occlusion
+from convscope_client import Client
 from tests.oip.server_process import serving_process
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,7 +48,7 @@ def main() -> None:
         record = core.upload([("", MODEL.read_bytes())], name="lite0")
         model_input = core.prepare(record, images=[CAT.read_bytes()])
         with RemoteModel(address, "lite0") as remote:
-            remote_input = from_tensor(remote.record(), model_input.batch)
+            remote_input = input_from_tensor(remote.record(), model_input.batch)
             works: dict[str, Callable[[], OcclusionResult]] = {
                 "remote": lambda: _result(remote_occlusion(remote, remote_input, OcclusionOptions.parse(**SETTINGS))),
                 "local_batched": lambda: _result(core.occlusion(record.id, model_input, OcclusionOptions.parse(**SETTINGS, engine="batched"))),

@@ -29,9 +29,9 @@ from torch import nn
 from benchmarks import _twins
 from benchmarks._common import interleaved, write_results
 from convscope.core import Convscope
-from convscope.methods.inputs import ModelInput
 from convscope.methods.optimize import PixelSpace
 from convscope.methods.synthesis import AdversarialOptions, VisualizationOptions
+from convscope.model.preprocessing import ModelInput
 from convscope.runtime.providers import usable_providers
 
 REPO = Path(__file__).resolve().parents[1]

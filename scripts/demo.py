@@ -20,9 +20,10 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+from demo_photos import crop_dataset
+
 from convscope_client import Client, ModelInfo
 from convscope_client.cli import safe_name
-from demo_photos import crop_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = REPO / "models" / "efficientnet_lite0" / "efficientnet_lite0.onnx"

@@ -6,9 +6,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from convscope_client import Client
 
 from convscope.rpc.server import RunningServer, ServerConfig, create_server
+from convscope_client import Client
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLED_MODEL = REPO / "models" / "efficientnet_lite0" / "efficientnet_lite0.onnx"

@@ -15,13 +15,13 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+
+from convscope.methods.attribution import ATTRIBUTION_METHODS as SERVER_ATTRIBUTION_METHODS
+from convscope.methods.attribution import INTEGRATION_RULES as SERVER_INTEGRATION_RULES
+from convscope.rpc.server import RunningServer
 from convscope_client import Client
 from convscope_client.cli import safe_name
 from convscope_client.client import ATTRIBUTION_METHODS, INTEGRATION_RULES
-
-from convscope.methods.attribution import INTEGRATION_RULES as SERVER_INTEGRATION_RULES
-from convscope.methods.attribution import METHODS
-from convscope.rpc.server import RunningServer
 from tests.conftest import BUNDLED_MODEL, CAT_PHOTO, REPO
 from tests.test_client_cli import dead_channel_model
 
@@ -200,7 +200,7 @@ def test_help_lists_methods_and_defaults() -> None:
 
 
 def test_cli_lists_match_the_server() -> None:
-    assert list(ATTRIBUTION_METHODS) == list(METHODS)
+    assert list(ATTRIBUTION_METHODS) == list(SERVER_ATTRIBUTION_METHODS)
     assert INTEGRATION_RULES == SERVER_INTEGRATION_RULES
 
 

@@ -11,13 +11,13 @@ import grpc
 import numpy as np
 import onnx
 import pytest
-from convscope_client import Client
-from convscope_client import cli as client_cli
 from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
 from convscope import cli as server_cli
 from convscope.rpc.server import RunningServer
+from convscope_client import Client
+from convscope_client import cli as client_cli
 from tests.conftest import BUNDLED_MODEL, CAT_PHOTO
 
 DEAD_CHANNEL = 2

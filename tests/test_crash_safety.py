@@ -16,10 +16,10 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
+
 from convscope_client import Client, ConvscopeError
 from convscope_client._proto import convscope_pb2 as pb
 from convscope_client._proto import convscope_pb2_grpc as pb_grpc
-
 from tests.conftest import BUNDLED_MODEL
 from tests.rpc.test_errors import tiny_conv_model
 

@@ -8,9 +8,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from convscope_client.cli import DEFAULT_ADDRESS
 
 from convscope.rpc.server import PortInUse, RunningServer, ServerConfig, create_server
+from convscope_client.cli import DEFAULT_ADDRESS
 from tests.conftest import REPO
 
 

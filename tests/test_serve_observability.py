@@ -12,8 +12,9 @@ import sys
 import urllib.request
 from pathlib import Path
 
-from convscope_client import Client
 from prometheus_client.parser import text_string_to_metric_families
+
+from convscope_client import Client
 
 
 def test_json_logs_and_metrics_endpoint(tmp_path: Path) -> None:

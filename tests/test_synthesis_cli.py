@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import numpy as np
-from convscope_client import Client
 from PIL import Image
 
+from convscope_client import Client
 from tests.conftest import CAT_PHOTO
 from tests.nets import exported
 from tests.test_client_cli import Cli, cli  # noqa: F401  (the fixture)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from convscope_client._proto import convscope_pb2 as pb
 from convscope_client.inputs import fill_tensor, from_tensor
 from convscope_client.wire import (

@@ -13,7 +13,7 @@ from typing import Any
 # Imported on first use: `convscope --help` and the client commands must not load onnxruntime.
 _EXPORTS = {
     "Convscope": "convscope.core",
-    "ConvscopeError": "convscope.errors",
+    "ServiceError": "convscope.errors",
     "ServerConfig": "convscope.rpc.server",
     "create_server": "convscope.rpc.server",
 }

@@ -12,9 +12,8 @@ import sys
 import threading
 from pathlib import Path
 
-from convscope_client import cli as client_cli
-
 from convscope.audit import cli as audit_cli
+from convscope_client import cli as client_cli
 
 SIGNAL_POLL_SECONDS = 0.2
 

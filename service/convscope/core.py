@@ -11,26 +11,26 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from convscope.data.streams import DataRoots, Decoder, Item, Prefetcher, samples_in
 from convscope.errors import InvalidArgument
+from convscope.limits import RequestLimits, check_at_most
 from convscope.methods import activations as activation_methods
 from convscope.methods import attribution as attribution_methods
 from convscope.methods import correspondence as correspondence_methods
-from convscope.methods import dataset_jobs
+from convscope.methods import dataset_jobs, synthesis
 from convscope.methods import faithfulness as faithfulness_methods
 from convscope.methods import filters as filter_methods
 from convscope.methods import occlusion as occlusion_methods
-from convscope.methods import synthesis
-from convscope.methods.context import MethodContext
 from convscope.methods.ray_jobs import RayEngine, import_ray
-from convscope.methods.datasets import DataRoots, Decoder, Item, Prefetcher, samples_in
-from convscope.methods.inputs import ModelInput, allow_pixels, constant_others, from_images, from_tensor, with_others
-from convscope.limits import RequestLimits, check_at_most
+from convscope.model.preprocessing import ModelInput, allow_pixels, constant_others, from_images, input_from_tensor, with_others
 from convscope.model.store import DEFAULT_MAX_UPLOAD_BYTES, ModelStore, Upload
 from convscope.model.types import ModelRecord, Preprocessing
 from convscope.render import attribution_figure
 from convscope.render.montage import encode_png_fast
+from convscope.render.results import with_channel_grid, with_filter_grid, with_occlusion_figure
+from convscope.runtime.context import MethodContext
 from convscope.runtime.graphs import BackwardGraph, graph_for
-from convscope.runtime.inspect import InputShape, describe_upload
+from convscope.runtime.ingest import InputShape, describe_upload
 from convscope.runtime.sessions import DEFAULT_SESSION_BUDGET_BYTES, Runtime
 from convscope.runtime.shaped import ShapedRecords
 
@@ -38,6 +38,11 @@ log = logging.getLogger(__name__)
 
 
 class Convscope:
+    """The data plane: the model store, the onnxruntime runtime and the method context, behind
+    one method per technique. Each resolves the model, runs the method on arrays and adds the
+    picture asked for (``render/results.py``); it knows nothing of gRPC, so the servicer, the
+    CLI, the audit and the tests all call it alike."""
+
     def __init__(
         self,
         store_dir: Path,
@@ -131,7 +136,7 @@ class Convscope:
     ) -> ModelInput:
         """The image input from a tensor or images, and the model's ``others`` inputs by name."""
         if tensor is not None:
-            model_input = from_tensor(record, tensor)
+            model_input = input_from_tensor(record, tensor)
         elif images:
             model_input = from_images(record, images, max_pixels=self.limits.max_image_pixels)
         else:
@@ -153,10 +158,10 @@ class Convscope:
         top_channels: int = 0,
     ) -> list[activation_methods.ActivationResult]:
         record = self.model_at(model_id, model_input)
-        return activation_methods.activations(
-            self.context, record, model_input.batch, layers, render=render, statistics=statistics,
-            channels=channels, top_channels=top_channels, others=model_input.others,
+        results = activation_methods.activations(
+            self.context, record, model_input.batch, layers, statistics=statistics, others=model_input.others
         )
+        return [with_channel_grid(result, channels, top_channels) for result in results] if render else results
 
     def dead_filters(
         self, model_id: str, inputs: Sequence[ModelInput], layers: Sequence[str] | None, *, threshold: float = 1.0
@@ -223,7 +228,8 @@ class Convscope:
     def filters(self, model_id: str, layer: str, *, render: bool = True) -> filter_methods.FiltersResult:
         record = self.model(model_id)
         base = self.runtime.base_graph(record.id, dynamic_batch=record.dynamic_batch)
-        return filter_methods.filters(base, layer, render=render)
+        result = filter_methods.filters(base, layer)
+        return with_filter_grid(result) if render else result
 
     def occlusion(
         self, model_id: str, model_input: ModelInput, options: occlusion_methods.OcclusionOptions
@@ -232,7 +238,7 @@ class Convscope:
         only while the caller pulls; to cancel, stop pulling and close the iterator.  The model's
         other inputs (``model_input.others``) are fed as given with every occluded copy."""
         record = self.model_at(model_id, model_input)
-        return occlusion_methods.occlusion(self.context, record, model_input, options)
+        return with_occlusion_figure(occlusion_methods.occlusion(self.context, record, model_input, options))
 
     def attribution(
         self,

@@ -10,13 +10,13 @@ from __future__ import annotations
 import grpc
 
 
-class ConvscopeError(Exception):
+class ServiceError(Exception):
     """Base class: a failure whose message is written for the person who sent the request."""
 
     status: grpc.StatusCode = grpc.StatusCode.INTERNAL
 
 
-class InvalidArgument(ConvscopeError):
+class InvalidArgument(ServiceError):
     status = grpc.StatusCode.INVALID_ARGUMENT
 
 
@@ -24,23 +24,23 @@ class InvalidModel(InvalidArgument):
     """The uploaded bytes are not a model we can load (malformed, truncated, unsafe)."""
 
 
-class NotFound(ConvscopeError):
+class NotFound(ServiceError):
     status = grpc.StatusCode.NOT_FOUND
 
 
-class ResourceExhausted(ConvscopeError):
+class ResourceExhausted(ServiceError):
     status = grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
-class PermissionDenied(ConvscopeError):
+class PermissionDenied(ServiceError):
     status = grpc.StatusCode.PERMISSION_DENIED
 
 
-class Unimplemented(ConvscopeError):
+class Unimplemented(ServiceError):
     status = grpc.StatusCode.UNIMPLEMENTED
 
 
-class Cancelled(ConvscopeError):
+class Cancelled(ServiceError):
     status = grpc.StatusCode.CANCELLED
 
 
@@ -63,7 +63,7 @@ class UnsupportedOp(Unimplemented):
         )
 
 
-class RemoteFailed(ConvscopeError):
+class RemoteFailed(ServiceError):
     """A remote inference server refused or failed a call: its status, passed on to our caller."""
 
     def __init__(self, status: grpc.StatusCode, message: str) -> None:

@@ -21,7 +21,6 @@ from convscope.core import Convscope
 from tests.audit.conftest import DIGITS_MODEL
 from tests.digits import digits, tensors
 
-
 # The checks that sample images for extra runs, off unless a test is about them.
 SAMPLED = ("robustness", "explanation_sanity", "explanation_faithfulness")
 

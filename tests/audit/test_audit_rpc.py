@@ -9,11 +9,11 @@ from pathlib import Path
 
 import grpc
 import pytest
-from convscope_client import Client, ConvscopeError
-from convscope_client.types import AuditCheck
 
 from convscope.cli import main
 from convscope.rpc.server import RunningServer
+from convscope_client import Client, ConvscopeError
+from convscope_client.types import AuditCheck
 from tests.audit.conftest import DIGITS_MODEL
 from tests.conftest import start_server
 

@@ -16,7 +16,6 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 from scipy import ndimage
-from convscope_client import Client, ConvscopeError
 from skimage.metrics import structural_similarity
 
 from convscope.audit import config, engine, sanity
@@ -24,6 +23,7 @@ from convscope.audit.dataset import read_dataset
 from convscope.audit.randomize import layers_from_top, randomized
 from convscope.core import Convscope
 from convscope.methods.faithfulness import curves
+from convscope_client import Client, ConvscopeError
 from tests.audit.conftest import DIGITS_MODEL
 from tests.digits import digits, tensors
 

@@ -20,9 +20,10 @@ import onnxruntime as ort
 import pytest
 import torch
 import torch.nn.functional as F
+from onnx import TensorProto, helper, numpy_helper
+
 from convscope.errors import InvalidArgument, UnsupportedOp
 from convscope.graph.backward import build_backward, grad_output_name, seed_input_name
-from onnx import TensorProto, helper, numpy_helper
 
 CPU = ["CPUExecutionProvider"]
 INT_MAX = 2**63 - 1

@@ -14,7 +14,6 @@ two, 0.4 % after three, 5 % after four — so its PGD check runs two steps.
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import torch

@@ -14,7 +14,7 @@ import torch
 from convscope.core import Convscope
 from convscope.errors import InvalidArgument
 from convscope.methods.attribution import AttributionOptions
-from convscope.methods.inputs import from_tensor
+from convscope.model.preprocessing import input_from_tensor
 from tests.dynamic_nets import EXPORTERS, WidthSensitiveConcat, YoloStyleHead, export_dynamic, initialized
 from tests.oracles import assert_maps_agree, every_tensor_run, random_input
 
@@ -33,7 +33,7 @@ def service(tmp_path: Path) -> Convscope:
 
 def check_at_size(service: Convscope, model_id: str, model_bytes: bytes, module: torch.nn.Module, shape: tuple[int, ...]) -> None:
     x = random_input(shape, seed=sum(shape))
-    model_input = from_tensor(service.model(model_id), x)
+    model_input = input_from_tensor(service.model(model_id), x)
     reference = every_tensor_run(model_bytes, {"image": x})
     ours = {result.tensor: result.value for result in service.activations(model_id, model_input, None, statistics=False)}
     output_name = service.model(model_id).outputs[0].name
@@ -76,7 +76,7 @@ def test_concat_that_fits_some_widths_uploads_at_a_width_it_takes(service: Convs
         check_at_size(service, record.id, model_bytes, module, shape)
     x = random_input((1, 3, 48, 100))
     with pytest.raises(InvalidArgument, match=r"\[1, 3, 48, 100\].*onnxruntime"):
-        service.attribution(record.id, from_tensor(record, x), "gradient", AttributionOptions(), render=False)
+        service.attribution(record.id, input_from_tensor(record, x), "gradient", AttributionOptions(), render=False)
 
 
 def test_input_shape_fills_symbolic_dims_by_name_or_in_full(tmp_path: Path) -> None:
@@ -110,7 +110,7 @@ def test_incremental_occlusion_plans_follow_the_request_size(service: Convscope)
         maps = {}
         for engine in (Engine.BATCHED, Engine.INCREMENTAL):
             options = OcclusionOptions(targets=(7,), window=(16, 16), stride=(8, 8), engine=engine)
-            (result,) = [e for e in service.occlusion(record.id, from_tensor(record, x), options) if isinstance(e, OcclusionResult)]
+            (result,) = [e for e in service.occlusion(record.id, input_from_tensor(record, x), options) if isinstance(e, OcclusionResult)]
             maps[engine] = result.attribution
         assert maps[Engine.BATCHED].shape[-2:] == shape[-2:]
         np.testing.assert_allclose(maps[Engine.INCREMENTAL], maps[Engine.BATCHED], rtol=1e-4, atol=1e-5)

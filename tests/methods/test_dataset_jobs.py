@@ -12,9 +12,7 @@ import numpy as np
 import pytest
 
 from convscope.core import Convscope
-from convscope.errors import Cancelled, InvalidArgument, NotFound, PermissionDenied
-from convscope.methods import dataset_jobs
-from convscope.methods.datasets import (
+from convscope.data.streams import (
     DataRoots,
     Decoder,
     EncodedItem,
@@ -25,6 +23,8 @@ from convscope.methods.datasets import (
     TensorItem,
     UnreadableItem,
 )
+from convscope.errors import Cancelled, InvalidArgument, NotFound, PermissionDenied
+from convscope.methods import dataset_jobs
 from convscope.methods.embedding import code_layer, snap_to_grid
 from convscope.methods.top_activations import TopActivations
 from convscope.model.types import Preprocessing
@@ -293,7 +293,7 @@ def test_images_and_tensors_mix_in_one_job_with_the_numbers_of_either_alone(core
     ],
 )
 def test_in_place_normalization_is_the_plain_float32_formula(spec):
-    from convscope.methods.inputs import normalize
+    from convscope.model.preprocessing import normalize
 
     picture = np.random.default_rng(0).integers(0, 256, (17, 23, 3), dtype=np.uint8)
     preprocessing = Preprocessing.from_dict(spec)
@@ -312,7 +312,7 @@ def test_in_place_normalization_is_the_plain_float32_formula(spec):
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
 @pytest.mark.parametrize("spec", [{"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}, {"layout": "NHWC"}, {"grayscale": True}])
 def test_a_sample_written_into_its_batch_is_the_sample_normalized_ahead(spec, dtype):
-    from convscope.methods.inputs import ImageSample, batch_of
+    from convscope.model.preprocessing import ImageSample, batch_of
 
     rng = np.random.default_rng(1)
     images = [ImageSample(rng.integers(0, 256, (9, 11, 3), dtype=np.uint8), Preprocessing.from_dict(spec), np.dtype(dtype)) for _ in range(3)]

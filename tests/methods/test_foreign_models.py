@@ -19,7 +19,7 @@ from PIL import Image
 from convscope.core import Convscope
 from convscope.errors import InvalidArgument
 from convscope.methods.attribution import AttributionOptions
-from convscope.methods.inputs import from_tensor
+from convscope.model.preprocessing import input_from_tensor
 from tests.foreign_corpus import (
     DIRECTION_CLASSIFIER,
     ORIENTATION_CLASSIFIER,
@@ -46,7 +46,6 @@ def text_crop(shape: tuple[int, ...]) -> np.ndarray:
     already differs from float64 by ~1e-4 in the logits and masks flip at many kinks."""
     height, width = shape[2], shape[3]
     page = skimage.data.page()
-    rows = max(1, page.shape[0] // height)
     scaled = np.asarray(Image.fromarray(page).resize((page.shape[1] * height * 2 // page.shape[0], height * 2)))
     crop = scaled[height // 2 : height // 2 + height, :width] if scaled.shape[1] >= width else np.resize(scaled, (height, width))
     pixels = np.repeat(crop[None].astype(np.float32) / 255, 3, axis=0)
@@ -77,7 +76,7 @@ def test_foreign_model_at_its_sizes(service: Convscope, model: ForeignModel, inp
     input_name, output = record.input.name, scored_tensor(proto)
     for shape in shapes:
         x = text_crop(shape)
-        model_input = from_tensor(record, x)
+        model_input = input_from_tensor(record, x)
         reference = every_tensor_run(data, {input_name: x})
         ours = {r.tensor: r.value for r in service.activations(record.id, model_input, None, statistics=False)}
         assert record.outputs[0].name in ours and output in ours and len(ours) > 50

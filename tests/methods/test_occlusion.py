@@ -34,7 +34,6 @@ from torch import nn
 
 from convscope.core import Convscope
 from convscope.errors import InvalidArgument
-from convscope.methods.inputs import from_tensor
 from convscope.methods.occlusion import (
     FillMode,
     OcclusionOptions,
@@ -43,6 +42,7 @@ from convscope.methods.occlusion import (
     fill_values,
     window_grid,
 )
+from convscope.model.preprocessing import input_from_tensor
 from convscope.model.types import ModelRecord, Preprocessing
 from tests.nets import EXPORTERS, NETS, Exporter, export_onnx, exported, reference_net
 from tests.oracles import random_input
@@ -76,7 +76,7 @@ def _upload(core: Convscope, model: onnx.ModelProto) -> ModelRecord:
 
 
 def _run(core: Convscope, record: ModelRecord, x: np.ndarray, **options: object) -> tuple[OcclusionResult, list[OcclusionProgress]]:
-    events = list(core.occlusion(record.id, from_tensor(record, x), OcclusionOptions.parse(**options)))  # type: ignore[arg-type]
+    events = list(core.occlusion(record.id, input_from_tensor(record, x), OcclusionOptions.parse(**options)))  # type: ignore[arg-type]
     result = events[-1]
     assert isinstance(result, OcclusionResult)
     return result, [e for e in events[:-1] if isinstance(e, OcclusionProgress)]

@@ -20,15 +20,15 @@ from collections.abc import Iterator
 import grpc
 import numpy as np
 import pytest
-from convscope_client import Client, ConvscopeError
 from PIL import Image
 from skimage import data
 
 from convscope.core import Convscope
 from convscope.errors import InvalidArgument
 from convscope.methods import drilldown
-from convscope.methods.inputs import from_tensor
 from convscope.methods.occlusion import OcclusionOptions, OcclusionResult
+from convscope.model.preprocessing import input_from_tensor
+from convscope_client import Client, ConvscopeError
 from tests.conftest import BUNDLED_MODEL
 from tests.nets import exported
 
@@ -61,7 +61,7 @@ def _smooth_image(size: int) -> np.ndarray:
 
 def test_tolerance_zero_is_the_exact_map(core):
     record = core.upload([("", exported("ResNetStyle", "torchscript").SerializeToString())])
-    model_input = from_tensor(record, _smooth_image(32))
+    model_input = input_from_tensor(record, _smooth_image(32))
     exact = _occlusion(core, record.id, model_input, window=(6, 6), stride=(2, 2), engine="batched", targets=[1, 4])
     approximate = _occlusion(core, record.id, model_input, window=(6, 6), stride=(2, 2), engine="approximate", targets=[1, 4])
     assert approximate.engine == "approximate"
@@ -84,7 +84,7 @@ def test_reported_bound_holds_on_efficientnet(core, photo):
 
 def test_reported_bound_holds_on_a_resnet(core):
     record = core.upload([("", exported("ResNetStyle", "torchscript").SerializeToString())])
-    model_input = from_tensor(record, _smooth_image(32))
+    model_input = input_from_tensor(record, _smooth_image(32))
     exact = _occlusion(core, record.id, model_input, window=(4, 4), stride=(1, 1), engine="batched", targets=[0, 3])
     scale = float(np.ptp(exact.positions))
     approximate = _occlusion(core, record.id, model_input, window=(4, 4), stride=(1, 1), engine="approximate", targets=[0, 3], tolerance=0.3 * scale)

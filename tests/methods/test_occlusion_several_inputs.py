@@ -15,12 +15,12 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from convscope_client import Client, ConvscopeError
 from torch import nn
 
 from convscope.core import Convscope
 from convscope.errors import InvalidArgument
 from convscope.methods.occlusion import OcclusionOptions, OcclusionResult
+from convscope_client import Client, ConvscopeError
 from tests.dynamic_nets import initialized
 from tests.methods.test_several_inputs import ScaledClassifier, exported
 from tests.oracles import random_input

@@ -3,15 +3,14 @@ torch.autograd on the same weights, and the pixel space against the preprocessin
 
 from __future__ import annotations
 
-
 import numpy as np
 import torch
 from torch import nn
 
 from convscope.core import Convscope
 from convscope.graph.loss_seed import rule_input_names
-from convscope.methods.inputs import normalize
 from convscope.methods.optimize import Objective, PixelSpace, loss_gradient
+from convscope.model.preprocessing import normalize
 from tests.conftest import BUNDLED_MODEL, CAT_PHOTO
 from tests.nets import exported, reference_net
 from tests.oracles import assert_gradients_close, random_input

@@ -12,12 +12,12 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from convscope_client import Client, ConvscopeError
 from torch import nn
 
 from convscope.core import Convscope
 from convscope.errors import InvalidArgument
 from convscope.methods.attribution import AttributionOptions
+from convscope_client import Client, ConvscopeError
 from tests.dynamic_nets import initialized
 from tests.oracles import assert_maps_agree, every_tensor_run, random_input
 

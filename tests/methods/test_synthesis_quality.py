@@ -11,9 +11,9 @@ import pytest
 from skimage.metrics import structural_similarity
 
 from convscope.core import Convscope
-from convscope.methods.inputs import ModelInput
 from convscope.methods.inversion import total_variation
 from convscope.methods.synthesis import AdversarialOptions, InversionOptions, StepProgress, VisualizationOptions
+from convscope.model.preprocessing import ModelInput
 from convscope.model.types import ModelRecord
 from tests.conftest import BUNDLED_MODEL, CAT_PHOTO
 

@@ -10,16 +10,16 @@ import onnx
 import pytest
 import torch
 import torch.nn.functional as F
-from convscope_client import Client
-from convscope_client import cli as client_cli
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
 from convscope.core import Convscope
 from convscope.errors import InvalidArgument
 from convscope.methods.attribution import AttributionOptions
-from convscope.methods.inputs import from_tensor
+from convscope.model.preprocessing import input_from_tensor
 from convscope.rpc.server import RunningServer
+from convscope_client import Client
+from convscope_client import cli as client_cli
 from tests.dynamic_nets import export_dynamic, initialized
 from tests.oracles import assert_maps_agree, random_input
 
@@ -55,7 +55,7 @@ def test_weighted_target_on_a_segmentation_output_is_the_gradient_of_the_masked_
     x = random_input((2, 3, 48, 64))  # not the probe's size: the mask has the request's shape
     mask = class_mask((3, 48, 64), cls=1)
     for method in ("gradient", "input_x_gradient"):
-        result, _ = service.attribution(record.id, from_tensor(record, x), method, AttributionOptions(target=mask), render=False)
+        result, _ = service.attribution(record.id, input_from_tensor(record, x), method, AttributionOptions(target=mask), render=False)
         inp = torch.from_numpy(x).requires_grad_(True)
         out = module(inp)
         (out * torch.from_numpy(mask)).sum().backward()
@@ -66,7 +66,7 @@ def test_weighted_target_on_a_segmentation_output_is_the_gradient_of_the_masked_
         np.testing.assert_allclose(result.scores, (out.detach().numpy() * mask).sum(axis=(1, 2, 3)), rtol=1e-4)
         assert list(result.score.targets) == [-1, -1] and result.warnings == ()
     with pytest.raises(InvalidArgument, match=r"target weights of shape \[3, 32, 32\] do not fit"):
-        service.attribution(record.id, from_tensor(record, x), "gradient", AttributionOptions(target=class_mask((3, 32, 32), 0)))
+        service.attribution(record.id, input_from_tensor(record, x), "gradient", AttributionOptions(target=class_mask((3, 32, 32), 0)))
 
 
 def rounding_model() -> onnx.ModelProto:
@@ -94,18 +94,18 @@ def rounding_model() -> onnx.ModelProto:
 def test_round_on_every_path_is_named_in_a_warning(service: Convscope) -> None:
     record = service.upload([("", rounding_model().SerializeToString())])
     x = random_input((1, 3, 8, 8))
-    result, _ = service.attribution(record.id, from_tensor(record, x), "gradient", AttributionOptions(target=5), render=False)
+    result, _ = service.attribution(record.id, input_from_tensor(record, x), "gradient", AttributionOptions(target=5), render=False)
     assert not np.any(result.map)
     (warning,) = result.warnings
     assert "Round 'quantize'" in warning and "zero almost everywhere" in warning and "first_conv" not in warning
     # The tensor before Round has a differentiable path: no warning.
-    fine, _ = service.attribution(record.id, from_tensor(record, x), "gradient", AttributionOptions(output="c1", target=5), render=False)
+    fine, _ = service.attribution(record.id, input_from_tensor(record, x), "gradient", AttributionOptions(output="c1", target=5), render=False)
     assert np.any(fine.map) and fine.warnings == ()
 
 
 def test_a_flat_map_for_another_reason_says_so(service: Convscope) -> None:
     record = service.upload([("", rounding_model().SerializeToString())])
-    black = from_tensor(record, np.zeros((1, 3, 8, 8), np.float32))  # a bias-free conv of zeros: activations 0
+    black = input_from_tensor(record, np.zeros((1, 3, 8, 8), np.float32))  # a bias-free conv of zeros: activations 0
     result, _ = service.attribution(record.id, black, "grad_cam", AttributionOptions(output="c1", layer="c1"), render=False)
     assert not np.any(result.map)
     (warning,) = result.warnings

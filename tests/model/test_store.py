@@ -16,15 +16,15 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from convscope_client import Client, ConvscopeError
-from convscope_client._proto import convscope_pb2 as pb
-from convscope_client._proto import convscope_pb2_grpc as pb_grpc
 from onnx import TensorProto, helper, numpy_helper
 
 from convscope.core import Convscope
 from convscope.errors import NotFound
 from convscope.model.store import ModelStore
 from convscope.rpc.server import RunningServer
+from convscope_client import Client, ConvscopeError
+from convscope_client._proto import convscope_pb2 as pb
+from convscope_client._proto import convscope_pb2_grpc as pb_grpc
 from tests.conftest import BUNDLED_MODEL, start_server
 
 RNG = np.random.default_rng(11)

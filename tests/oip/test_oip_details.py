@@ -9,11 +9,11 @@ from collections.abc import Iterator
 import grpc
 import numpy as np
 import pytest
+
+from convscope.rpc.server import RunningServer
 from convscope_client import Client
 from convscope_client._proto import open_inference_grpc_pb2 as oip
 from convscope_client._proto import open_inference_grpc_pb2_grpc as oip_grpc
-
-from convscope.rpc.server import RunningServer
 from tests.nets import exported
 from tests.oracles import random_input
 

@@ -10,11 +10,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from convscope_client import Client
 from junitparser import JUnitXml, Skipped
 
 from convscope.audit.engine import ATTACKS_SKIPPED, REMOTE_SKIPS
 from convscope.cli import main
+from convscope_client import Client
 from tests.audit.conftest import DIGITS_MODEL, digits_folder  # noqa: F401 - the fixture, used here too
 from tests.oip.server_process import serving_process
 

@@ -11,14 +11,14 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from convscope_client import Client
 
 from convscope.cli import main as cli_main
 from convscope.errors import InvalidArgument, RemoteFailed
-from convscope.methods.inputs import from_images, from_tensor
 from convscope.methods.occlusion import OcclusionOptions, OcclusionProgress, OcclusionResult
+from convscope.model.preprocessing import from_images, input_from_tensor
 from convscope.oip.remote import RemoteModel, remote_occlusion
 from convscope.rpc.server import RunningServer
+from convscope_client import Client
 from tests.conftest import BUNDLED_MODEL, CAT_PHOTO
 from tests.oip.server_process import serving_process
 
@@ -55,7 +55,7 @@ def test_remote_occlusion_equals_local(endpoint: str, server: RunningServer, bun
     local, _ = _run(server.core.occlusion(bundled_model_id, model_input, options))
     with RemoteModel(endpoint, REMOTE_NAME) as remote:
         assert remote.record().id == record.id  # the remote server's version: the same content hash
-        result, progress = _run(remote_occlusion(remote, from_tensor(remote.record(), model_input.batch), options))
+        result, progress = _run(remote_occlusion(remote, input_from_tensor(remote.record(), model_input.batch), options))
     assert progress[0] == OcclusionProgress(0, 81) and progress[-1] == OcclusionProgress(81, 81)
     assert result.targets == local.targets and result.output == local.output
     assert _relative_l2(result.positions, local.positions) <= RELATIVE_L2
@@ -83,7 +83,7 @@ def test_remote_errors_carry_the_remote_status(endpoint: str, tmp_path: Path) ->
     assert caught.value.status == grpc.StatusCode.NOT_FOUND and "no-such-model" in str(caught.value)
     with RemoteModel(endpoint, REMOTE_NAME) as remote:
         with pytest.raises(InvalidArgument, match="batched engine"):
-            _run(remote_occlusion(remote, from_tensor(remote.record(), np.zeros((1, 3, 224, 224), np.float32)),
+            _run(remote_occlusion(remote, input_from_tensor(remote.record(), np.zeros((1, 3, 224, 224), np.float32)),
                                   OcclusionOptions.parse(engine="incremental")))
     with pytest.raises(InvalidArgument, match="host:port"):
         RemoteModel("grpc://host:1/models/x", REMOTE_NAME)

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from convscope_client import Client
 
 from convscope.rpc.server import RunningServer
+from convscope_client import Client
 from tests.conftest import BUNDLED_MODEL, CAT_PHOTO, REPO
 
 OIP_PYTHON = REPO / ".venv" / "oip" / "bin" / "python"

@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from convscope_client import Client
 from onnx import numpy_helper
 
 from convscope.render.figures import BACKGROUND, BAR_WIDTH, GREYS, attribution_figure, colour_bar, occlusion_figure, rgb_gradient
 from convscope.render.images import INFERNO
+from convscope_client import Client
 from tests.conftest import BUNDLED_MODEL, CAT_PHOTO
 
 RNG = np.random.default_rng(4)

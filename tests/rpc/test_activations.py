@@ -5,10 +5,10 @@ from __future__ import annotations
 import grpc
 import numpy as np
 import pytest
+
 from convscope_client._proto import convscope_pb2 as pb
 from convscope_client._proto import convscope_pb2_grpc as pb_grpc
 from convscope_client.inputs import fill_tensor, from_tensor
-
 from tests.forward_oracle import assert_same_activation, reference_tensors
 from tests.nets import NETS, exported
 

@@ -9,10 +9,10 @@ import grpc
 import numpy as np
 import pytest
 import torch
-from convscope_client import Client, ConvscopeError
-from convscope_client import cli as client_cli
 
 from convscope.rpc.server import RunningServer
+from convscope_client import Client, ConvscopeError
+from convscope_client import cli as client_cli
 from tests.dynamic_nets import WidthSensitiveConcat, export_dynamic, initialized
 
 

@@ -19,9 +19,9 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from convscope_client import ConvscopeError
 from onnx import TensorProto, helper, numpy_helper
 
+from convscope_client import ConvscopeError
 from tests.conftest import CAT_PHOTO
 from tests.nets import NETS, exported, reference_net
 from tests.oracles import assert_forward_close, assert_gradients_close, one_hot, random_input, torch_gradients

@@ -11,11 +11,11 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from convscope_client import Client, ServerFolder, ServerPath
 from PIL import Image
 
 from convscope.limits import RequestLimits
 from convscope.rpc.server import RunningServer
+from convscope_client import Client, ServerFolder, ServerPath
 from tests.rpc.test_limits import refusal_check, tiny_model_server
 
 FILES = 5

@@ -14,12 +14,12 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from convscope_client import Client, ConvscopeError, Progress, ServerFolder, ServerPath
-from convscope_client import cli as client_cli
 from sklearn.neighbors import KNeighborsClassifier
 
 from convscope.graph.expose import expose
 from convscope.rpc.server import RunningServer
+from convscope_client import Client, ConvscopeError, Progress, ServerFolder, ServerPath
+from convscope_client import cli as client_cli
 from tests import digits
 from tests.conftest import start_server
 

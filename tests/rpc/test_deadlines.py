@@ -12,11 +12,11 @@ import grpc
 import numpy as np
 import onnx
 import pytest
-from convscope_client import Client, ConvscopeError
 from onnx import TensorProto, helper, numpy_helper
 
 from convscope.errors import Cancelled, DeadlineExceeded
 from convscope.rpc.server import RunningServer
+from convscope_client import Client, ConvscopeError
 from tests.conftest import start_server
 from tests.rpc.test_limits import serving
 

@@ -17,11 +17,11 @@ import grpc
 import numpy as np
 import onnx
 import pytest
-from convscope_client import Client, ConvscopeError
 from onnx import TensorProto, helper, numpy_helper
 
-import convscope.runtime.inspect as inspect_module
+import convscope.runtime.ingest as inspect_module
 from convscope.rpc.server import RunningServer
+from convscope_client import Client, ConvscopeError
 from tests.conftest import BUNDLED_MODEL, CAT_PHOTO, start_server
 
 RNG = np.random.default_rng(7)

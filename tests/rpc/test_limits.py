@@ -16,12 +16,12 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
-from convscope_client import Client, ConvscopeError
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from PIL import Image
 
 from convscope.limits import RequestLimits
 from convscope.rpc.server import SERVICE_NAME, RunningServer
+from convscope_client import Client, ConvscopeError
 from tests.conftest import CAT_PHOTO, start_server
 from tests.rpc.test_errors import assert_fails, tiny_conv_model
 

@@ -12,11 +12,11 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from convscope_client import Client, ConvscopeError
 from prometheus_client.parser import text_string_to_metric_families
 
 from convscope.rpc.observability import REQUEST_ID_KEY, JsonFormatter, RequestIdFilter
 from convscope.rpc.server import PortInUse, RunningServer
+from convscope_client import Client, ConvscopeError
 from tests.conftest import start_server
 from tests.rpc.test_errors import tiny_conv_model
 from tests.rpc.test_security import READ_TOKEN, token_file  # noqa: F401  (a fixture)

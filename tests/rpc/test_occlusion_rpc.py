@@ -19,10 +19,10 @@ import time
 import grpc
 import numpy as np
 import pytest
-from convscope_client import Client, ConvscopeError
-from convscope_client.cli import main as cli_main
 from PIL import Image
 
+from convscope_client import Client, ConvscopeError
+from convscope_client.cli import main as cli_main
 from tests.conftest import CAT_PHOTO
 from tests.methods.test_occlusion import _loop_oracle
 from tests.nets import exported

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import grpc
 import pytest
-from convscope_client import Client, ConvscopeError, Tls
-from convscope_client import cli as client_cli
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
 from convscope.rpc.security import TlsFiles, TokenFileError, load_tokens
 from convscope.rpc.server import SERVICE_NAME, RunningServer
+from convscope_client import Client, ConvscopeError, Tls
+from convscope_client import cli as client_cli
 from tests.certs import Authority, make_authority
 from tests.conftest import start_server
 from tests.rpc.test_errors import tiny_conv_model

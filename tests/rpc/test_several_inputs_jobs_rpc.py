@@ -10,12 +10,12 @@ import grpc
 import numpy as np
 import skimage.data
 import torch
+from PIL import Image
+
 from convscope_client import Client
 from convscope_client._proto import convscope_pb2 as pb
 from convscope_client._proto import convscope_pb2_grpc as pb_grpc
 from convscope_client.inputs import fill_input
-from PIL import Image
-
 from tests.dynamic_nets import initialized
 from tests.methods.test_several_inputs import ScaledClassifier, exported
 from tests.oracles import assert_maps_agree, random_input

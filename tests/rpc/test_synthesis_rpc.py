@@ -11,14 +11,13 @@ import grpc
 import numpy as np
 import onnx
 import pytest
-from convscope_client import Client, ConvscopeError
 from PIL import Image
 
 from convscope.limits import RequestLimits
+from convscope_client import Client, ConvscopeError
 from tests.conftest import CAT_PHOTO, start_server
-from tests.nets import exported
+from tests.nets import MAX_IR_VERSION, exported
 from tests.oracles import random_input
-from tests.nets import MAX_IR_VERSION
 
 EARLY = "/_blocks.1/_swish_1/Clip_output_0"
 

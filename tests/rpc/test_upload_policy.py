@@ -11,12 +11,12 @@ import grpc
 import numpy as np
 import onnx
 import pytest
-from convscope_client import Client, ConvscopeError
 from onnx import TensorProto, helper
 
 from convscope.errors import InvalidModel
 from convscope.model.policy import check_external_extents
 from convscope.rpc.server import RunningServer
+from convscope_client import Client, ConvscopeError
 from tests.rpc.test_errors import (  # noqa: F401  (fixtures)
     _external,
     bundled_layers,

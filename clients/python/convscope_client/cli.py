@@ -465,7 +465,8 @@ def build_parser(prog: str, extra_commands: dict[str, str], local_commands: dict
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, help_text in extra_commands.items():
         commands.add_parser(name, help=help_text)
-    for name, command in {**COMMANDS, **(local_commands or {})}.items():
+    registered: dict[str, Command | LocalCommand] = {**COMMANDS, **(local_commands or {})}
+    for name, command in registered.items():
         command.arguments(commands.add_parser(name, help=command.help, description=command.help, formatter_class=_HelpFormatter))
     return parser
 

@@ -10,46 +10,46 @@ from typing import Any, TypeVar
 import grpc
 import numpy as np
 
+from convscope_client import jobs, synthesis
 from convscope_client._proto import convscope_pb2 as pb
 from convscope_client._proto import convscope_pb2_grpc as pb_grpc
-from convscope_client import jobs, synthesis
 from convscope_client.errors import ConvscopeError, streaming
-from convscope_client.jobs import Dataset, ProgressCallback
-from convscope_client.synthesis import StepCallback
 from convscope_client.inputs import Inputs, fill_input, fill_tensor, from_tensor, input_array
+from convscope_client.jobs import Dataset, ProgressCallback
+from convscope_client.protocol import MAX_MESSAGE_BYTES
+from convscope_client.synthesis import StepCallback
 from convscope_client.transport import Tls, auth_metadata, open_channel
+from convscope_client.types import (
+    Activation,
+    Adversarial,
+    Attribution,
+    AuditCheck,
+    AuditReport,
+    ChannelStats,
+    Correspondence,
+    DeadFilterFractions,
+    Embedding,
+    FaithfulnessCurve,
+    Filters,
+    Hit,
+    Inversion,
+    LayerInfo,
+    ModelInfo,
+    Occlusion,
+    ReceptiveField,
+    Synthesis,
+    TensorInfo,
+    TopActivations,
+)
 from convscope_client.wire import (
     ActivationsRequestFrame,
     decode_activation,
     decode_activations_response,
     encode_activations_request,
 )
-from convscope_client.types import (
-    Activation,
-    Adversarial,
-    Correspondence,
-    Inversion,
-    Synthesis,
-    Attribution,
-    AuditCheck,
-    AuditReport,
-    ChannelStats,
-    DeadFilterFractions,
-    Embedding,
-    FaithfulnessCurve,
-    Filters,
-    Hit,
-    LayerInfo,
-    ModelInfo,
-    Occlusion,
-    ReceptiveField,
-    TensorInfo,
-    TopActivations,
-)
 
 # Under 1 MiB with framing, so a server whose request limit is 1 MiB still accepts uploads.
 CHUNK_BYTES = (1 << 20) - 1024
-MAX_MESSAGE_BYTES = 2**31 - 1
 SERVICE_PATH = f"/{pb.DESCRIPTOR.services_by_name['Convscope'].full_name}"
 # The server's methods (a test keeps the lists equal), with what each draws.
 ATTRIBUTION_METHODS = {

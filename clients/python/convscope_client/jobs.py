@@ -98,7 +98,7 @@ def expected_count(dataset: Any) -> int:
     if isinstance(dataset, (str, os.PathLike)) and Path(dataset).is_dir():
         return sum(1 for _ in local_files(Path(dataset)))
     if isinstance(dataset, Sized) and not isinstance(dataset, (str, bytes)):
-        return len(dataset) if all(not isinstance(i, (list, tuple, np.ndarray)) for i in dataset) else 0  # type: ignore[union-attr]
+        return len(dataset) if all(not isinstance(i, (list, tuple, np.ndarray)) for i in dataset) else 0  # type: ignore[attr-defined]
     return 0
 
 

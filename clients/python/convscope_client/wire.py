@@ -123,7 +123,7 @@ def _activation_parts(frame: ActivationFrame) -> list[bytes | np.ndarray]:
 
 def encode_activation(frame: ActivationFrame) -> bytes:
     """The serialized Activation, with the tensor's bytes copied once (into the result)."""
-    return b"".join(_activation_parts(frame))
+    return b"".join(_activation_parts(frame))  # type: ignore[arg-type]  # ndarrays are buffers; numpy declares it only from Python 3.12
 
 
 def encode_activations_response(frames: Sequence[ActivationFrame]) -> bytes:
@@ -132,7 +132,7 @@ def encode_activations_response(frames: Sequence[ActivationFrame]) -> bytes:
     for frame in frames:
         activation = _activation_parts(frame)  # bytes, and the tensor as a flat uint8 array
         parts += [_key(RESPONSE_ACTIVATIONS, LENGTH_DELIMITED) + _varint(sum(map(len, activation))), *activation]
-    return b"".join(parts)
+    return b"".join(parts)  # type: ignore[arg-type]  # ndarrays are buffers; numpy declares it only from Python 3.12
 
 
 def encode_activations_request(frame: ActivationsRequestFrame) -> bytes:
@@ -140,7 +140,7 @@ def encode_activations_request(frame: ActivationsRequestFrame) -> bytes:
     head = frame.message.SerializeToString()
     if frame.input_tensor is None:
         return head
-    return b"".join([head, *_tensor_field((REQUEST_INPUT, INPUT_TENSOR), frame.input_tensor)])
+    return b"".join([head, *_tensor_field((REQUEST_INPUT, INPUT_TENSOR), frame.input_tensor)])  # type: ignore[list-item]  # as above
 
 
 def decode_activation(wire: bytes) -> tuple[pb.Activation, np.ndarray | None]:

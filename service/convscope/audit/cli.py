@@ -22,11 +22,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
+
+from convscope.errors import ServiceError
 from convscope_client import Client, ConvscopeError
 from convscope_client.bars import JobProgressBar
 from convscope_client.cli import LocalCommand, UsageError, tls_from_arguments
-
-from convscope.errors import ConvscopeError as ServiceError
 
 EXIT_PASSED, EXIT_FAILED, EXIT_INPUT, EXIT_INTERNAL, EXIT_CANCELLED = 0, 1, 2, 3, 130
 INPUT_ERRORS = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.PERMISSION_DENIED,

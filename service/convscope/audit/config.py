@@ -7,9 +7,10 @@ a threshold would otherwise turn a check into one that always passes.
 from __future__ import annotations
 
 import copy
-import tomllib
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from convscope.errors import InvalidArgument
 

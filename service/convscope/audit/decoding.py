@@ -18,12 +18,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from convscope.audit.dataset import AuditItem
-from convscope.errors import ConvscopeError
 from convscope.audit import attributes as image_attributes
-from convscope.methods.datasets import Sample, Skipped, read_regular_file
+from convscope.audit.dataset import AuditItem
+from convscope.data.streams import Sample, Skipped, read_regular_file
+from convscope.errors import ServiceError
 from convscope.limits import DEFAULT_MAX_IMAGE_PIXELS
-from convscope.methods.inputs import decode_sized
+from convscope.model.preprocessing import decode_sized
 from convscope.model.types import ModelRecord
 
 CHUNK = 32  # images per pool task: the pass's batch size at most, so a batch waits for ≤ 2 tasks
@@ -64,7 +64,7 @@ class ChunkDecoder:
                 image, self.sizes[index] = decode_sized(self.record, read_regular_file(item.path), index, max_pixels=self.max_pixels)
             except OSError as error:
                 decoded.append(Skipped(index, ref, f"cannot be read ({error.strerror or type(error).__name__})"))
-            except ConvscopeError as error:
+            except ServiceError as error:
                 decoded.append(Skipped(index, ref, str(error)))
             else:
                 decoded.append(Sample(index, ref, image, image.picture))

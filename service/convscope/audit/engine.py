@@ -27,13 +27,13 @@ from convscope.audit.decoding import ChunkDecoder, chunks
 from convscope.audit.human import HumanLabels, compare
 from convscope.audit.stats import benjamini_hochberg, excess_error_p_value, wilson_interval
 from convscope.core import Convscope
+from convscope.data.streams import DEFAULT_DECODE_WORKERS, Prefetcher, Sample, Skipped
 from convscope.errors import Cancelled, InvalidArgument
 from convscope.limits import RequestLimits
 from convscope.methods.activations import DeadFilterCounts
-from convscope.methods.context import INFERENCE_WORKERS
 from convscope.methods.dataset_jobs import Progress, run_job
-from convscope.methods.datasets import DEFAULT_DECODE_WORKERS, Prefetcher, Sample, Skipped
 from convscope.model.types import ModelRecord
+from convscope.runtime.context import INFERENCE_WORKERS
 
 TOP_K = 5
 RECTIFIERS = {"Relu", "Clip", "LeakyRelu", "PRelu"}

@@ -25,7 +25,7 @@ import onnx
 
 from convscope.audit.dataset import IMAGE_SUFFIXES
 from convscope.audit.human import HEADER
-from convscope.runtime.inspect import LABELS_KEY
+from convscope.runtime.ingest import LABELS_KEY
 
 MAX_PICKS = 5
 MAX_BODY_BYTES = 1 << 16

@@ -19,7 +19,7 @@ from convscope.audit import corruptions
 from convscope.core import Convscope
 from convscope.errors import Cancelled
 from convscope.methods.adversarial import AdversarialOptions, AdversarialResult
-from convscope.methods.inputs import ImageSample, ModelInput, batch_of
+from convscope.model.preprocessing import ImageSample, ModelInput, batch_of
 from convscope.model.types import ModelRecord
 
 PIXEL_LEVELS = 255  # ε is given in 1/255 of the pixel range

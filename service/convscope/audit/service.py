@@ -6,20 +6,21 @@ from __future__ import annotations
 
 import os
 import threading
-import tomllib
 from collections.abc import Iterator
-from typing import Any
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import tomllib
 
 from convscope.audit import config as audit_config
 from convscope.audit import report
 from convscope.audit.dataset import read_dataset, rows_message
 from convscope.audit.engine import AuditResult, CheckOutcome, run_audit, run_remote_audit
 from convscope.audit.human import read_human
+from convscope.audit.robustness import Infer
 from convscope.core import Convscope
 from convscope.errors import PermissionDenied
-from convscope.audit.robustness import Infer
 from convscope.methods.dataset_jobs import Progress
 from convscope.model.types import ModelRecord
 

@@ -9,11 +9,9 @@ import onnx
 from onnx import numpy_helper
 
 from convscope.graph.analysis import constant_tensors, producers, runtime_inputs
+from convscope.graph.common import BATCH_DIM, constant_value
 
 log = logging.getLogger(__name__)
-
-BATCH_DIM = "batch"
-
 
 def make_batch_dynamic(model: onnx.ModelProto) -> onnx.ModelProto:
     """Return a copy of ``model`` whose first input/output dimension is symbolic.
@@ -51,7 +49,7 @@ def _rewrite_reshape_targets(graph: onnx.GraphProto, batch_sizes: set[int]) -> N
             continue
         if any(attr.name == "allowzero" and attr.i == 1 for attr in node.attribute):
             continue
-        target = _constant_value(node.input[1], initializers, made_by)
+        target = constant_value(node.input[1], initializers, made_by)
         if target is None or target.ndim != 1 or target.size == 0 or int(target[0]) not in batch_sizes:
             continue
         rewritten = target.copy()
@@ -61,20 +59,3 @@ def _rewrite_reshape_targets(graph: onnx.GraphProto, batch_sizes: set[int]) -> N
         log.debug("Reshape %s: target %s -> %s", node.name or index, target.tolist(), rewritten.tolist())
         node.input[1] = name
 
-
-def _constant_value(
-    name: str,
-    initializers: dict[str, onnx.TensorProto],
-    made_by: dict[str, tuple[int, onnx.NodeProto]],
-) -> np.ndarray | None:
-    if name in initializers:
-        return numpy_helper.to_array(initializers[name])
-    if name in made_by:
-        _, node = made_by[name]
-        if node.op_type == "Constant":
-            for attr in node.attribute:
-                if attr.name == "value":
-                    return numpy_helper.to_array(attr.t)
-                if attr.name == "value_ints":
-                    return np.asarray(attr.ints, dtype=np.int64)
-    return None

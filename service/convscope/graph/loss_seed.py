@@ -14,6 +14,7 @@ import onnx
 from onnx import helper
 
 from convscope.graph.backward import seed_input_name
+from convscope.graph.common import BATCH_DIM
 
 SEED_RULES = ("given", "cross_entropy", "residual")
 
@@ -66,7 +67,7 @@ def seed_from_forward(backward: onnx.ModelProto, tensor: str, rule: str) -> onnx
         rank = len(seed_info.type.tensor_type.shape.dim)
         added = [
             _like(reference, seed_info),
-            helper.make_tensor_value_info(weight, seed_info.type.tensor_type.elem_type, ["batch", *[1] * (rank - 1)]),
+            helper.make_tensor_value_info(weight, seed_info.type.tensor_type.elem_type, [BATCH_DIM, *[1] * (rank - 1)]),
         ]
     # The seed's first consumer is a backward node, after every forward node (Φ included).
     first = next(i for i, node in enumerate(graph.node) if seed in node.input)

@@ -9,10 +9,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from convscope.errors import InvalidArgument
-from convscope.methods.context import MethodContext
-from convscope.methods.inputs import ModelInput
+from convscope.model.preprocessing import ModelInput
 from convscope.model.types import ModelRecord
-from convscope.render import channel_grid, encode_png
+from convscope.runtime.context import MethodContext
 
 
 @dataclass(frozen=True)
@@ -27,7 +26,7 @@ class ActivationResult:
     tensor: str
     value: np.ndarray
     stats: ChannelStats | None
-    png: bytes = b""
+    png: bytes = b""  # added by render/results.py when asked for
     shown_channels: tuple[int, ...] = ()  # what the PNG draws
 
 
@@ -74,25 +73,13 @@ def activations(
     batch: np.ndarray,
     layers: Sequence[str] | None,
     *,
-    render: bool = False,
     statistics: bool = True,
-    channels: Sequence[int] = (),
-    top_channels: int = 0,
     others: Mapping[str, np.ndarray] | None = None,
 ) -> list[ActivationResult]:
-    """``channels`` / ``top_channels``: which channel maps the PNG draws (see :func:`drawn_channels`).
-    ``others``: the model's other inputs by name, fed as given."""
+    """``others``: the model's other inputs by name, fed as given."""
     names = resolve_layers(record, layers)
     values = context.forward(record, batch, names, others=others)
-    results = []
-    for name in names:
-        value = values[name]
-        png, shown = b"", ()
-        if render and value.ndim >= 2:
-            shown = drawn_channels(value[0], channels, top_channels)
-            png = encode_png(channel_grid(value[0], shown, caption=_caption(shown, value.shape[1], channels, top_channels)))
-        results.append(ActivationResult(name, value, channel_stats(value) if statistics else None, png, shown))
-    return results
+    return [ActivationResult(name, values[name], channel_stats(values[name]) if statistics else None) for name in names]
 
 
 def drawn_channels(sample: np.ndarray, channels: Sequence[int], top: int) -> tuple[int, ...]:
@@ -112,14 +99,6 @@ def drawn_channels(sample: np.ndarray, channels: Sequence[int], top: int) -> tup
         means = sample.reshape(count, -1).mean(axis=1)
         return tuple(int(c) for c in np.argsort(-means, kind="stable")[: min(top, MAX_DRAWN_CHANNELS)])
     return tuple(range(min(count, MAX_DRAWN_CHANNELS)))
-
-
-def _caption(shown: tuple[int, ...], count: int, channels: Sequence[int], top: int) -> str:
-    if top:
-        return f"top {len(shown)} of {count} channels by mean activation, best first"
-    if channels:
-        return f"{len(shown)} chosen of {count} channels"
-    return f"all {count} channels" if len(shown) == count else f"channels 0-{len(shown) - 1} of {count}"
 
 
 @dataclass(frozen=True)

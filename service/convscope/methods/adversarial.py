@@ -22,12 +22,12 @@ import numpy as np
 
 from convscope.errors import InvalidArgument
 from convscope.graph.loss_seed import rule_input_names
-from convscope.methods.context import MethodContext
-from convscope.methods.inputs import ModelInput
 from convscope.methods.optimize import Objective, PixelSpace, StepProgress, check_steps, float_layer, loss_gradient
+from convscope.model.preprocessing import ModelInput
 from convscope.model.types import ModelRecord
+from convscope.runtime.context import MethodContext
 
-METHODS = ("fgsm", "pgd")
+ADVERSARIAL_METHODS = ("fgsm", "pgd")
 NORMS = ("linf", "l2")
 # Captum's FGSM.zero_thresh: entries whose loss gradient is this small are not moved.
 ZERO_GRADIENT = 1e-6
@@ -46,8 +46,8 @@ class AdversarialOptions:
     bounds: tuple[float, float] | None = None  # array inputs: the valid range of the input
 
     def checked(self, max_steps: int) -> AdversarialOptions:
-        if self.method not in METHODS:
-            raise InvalidArgument(f"method must be one of {METHODS}, not {self.method!r}")
+        if self.method not in ADVERSARIAL_METHODS:
+            raise InvalidArgument(f"method must be one of {ADVERSARIAL_METHODS}, not {self.method!r}")
         if self.norm not in NORMS:
             raise InvalidArgument(f"norm must be one of {NORMS}, not {self.norm!r}")
         if not self.epsilon >= 0:

@@ -28,12 +28,13 @@ import numpy as np
 from PIL import Image
 
 from convscope.errors import InvalidArgument
-from convscope.limits import check_count
 from convscope.graph.backward.zero_paths import gradient_blockers
-from convscope.methods.context import MethodContext
+from convscope.graph.common import RectifierScope
+from convscope.limits import check_count
 from convscope.methods.gradients import Gradients, Score, backward_batch_size, gradients, resolve_score
-from convscope.methods.inputs import tiled_others
+from convscope.model.preprocessing import tiled_others
 from convscope.model.types import ModelRecord
+from convscope.runtime.context import MethodContext
 
 INTEGRATION_RULES = ("gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid")
 CAM_EPSILON = 1e-7
@@ -274,7 +275,7 @@ def smoothgrad(context: MethodContext, record: ModelRecord, batch: np.ndarray, s
 
 
 Method = Callable[[MethodContext, ModelRecord, np.ndarray, Score, AttributionOptions], AttributionResult]
-METHODS: dict[str, Method] = {
+ATTRIBUTION_METHODS: dict[str, Method] = {
     "gradient": gradient,
     "saliency": saliency,
     "input_x_gradient": input_x_gradient,
@@ -290,10 +291,9 @@ METHODS: dict[str, Method] = {
 def attribution(
     context: MethodContext, record: ModelRecord, batch: np.ndarray, method: str, options: AttributionOptions
 ) -> AttributionResult:
-    if method not in METHODS:
-        raise InvalidArgument(f"unknown method {method!r}; choose one of {sorted(METHODS)}")
-    if options.rectifiers not in ("all", "relu"):
-        raise InvalidArgument(f"rectifiers must be 'all' or 'relu', not {options.rectifiers!r}")
+    if method not in ATTRIBUTION_METHODS:
+        raise InvalidArgument(f"unknown method {method!r}; choose one of {sorted(ATTRIBUTION_METHODS)}")
+    RectifierScope.parse(options.rectifiers)
     if options.integration not in INTEGRATION_RULES:
         raise InvalidArgument(f"integration must be one of {INTEGRATION_RULES}, not {options.integration!r}")
     # A default target (None) is found where the method scores: inside the one backward run,
@@ -306,7 +306,7 @@ def attribution(
         batch, options = options.others[options.wrt], dataclasses.replace(options, others=others)
         if not np.issubdtype(batch.dtype, np.floating):
             raise InvalidArgument(f"wrt {options.wrt!r} takes {batch.dtype}: only float inputs have gradients")
-    result = METHODS[method](context, record, batch, score, options)
+    result = ATTRIBUTION_METHODS[method](context, record, batch, score, options)
     warnings = zero_map_warnings(context, record, result, options.wrt or record.input.name)
     return dataclasses.replace(result, warnings=warnings)
 

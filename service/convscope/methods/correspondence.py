@@ -23,10 +23,10 @@ import numpy as np
 from PIL import Image
 
 from convscope.errors import InvalidArgument
-from convscope.methods.context import MethodContext
-from convscope.methods.inputs import ModelInput
 from convscope.methods.optimize import float_layer
+from convscope.model.preprocessing import ModelInput
 from convscope.model.types import ModelRecord
+from convscope.runtime.context import MethodContext
 
 GRID_POINTS = 12  # default points per side of image A
 MAX_POINTS = 100_000

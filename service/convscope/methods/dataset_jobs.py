@@ -1,7 +1,7 @@
 """Dataset jobs: one pass of the model over a dataset, feeding an accumulator.
 
 The jobs — top activations, CNN-code embeddings, dead filters — differ only in what they keep
-from each batch; the pass is shared: decoded samples (from :mod:`convscope.methods.datasets`,
+from each batch; the pass is shared: decoded samples (from :mod:`convscope.data.streams`,
 decoded ahead in a thread pool) are batched, run through the cheapest graph that yields the
 accumulator's tensors, and handed over. The pass reports progress (images done, rate, ETA),
 reports each skipped item, checks for cancellation between batches, and ends with the result.
@@ -19,17 +19,22 @@ from typing import Protocol
 import numpy as np
 import onnx
 
+from convscope.data.streams import RunAhead, Sample, Skipped
 from convscope.errors import Cancelled, InvalidArgument
 from convscope.graph.receptive_field import FieldMap, receptive_fields
 from convscope.methods.activations import DeadFilterCounts, DeadFiltersResult
-from convscope.methods.context import (
-    DEFAULT_BATCH_BUDGET_BYTES, INFERENCE_WORKERS, MethodContext, batch_size_for, in_flight, worker_threads,
-)
-from convscope.methods.datasets import RunAhead, Sample, Skipped
-from convscope.methods.inputs import batch_of, tiled_others
 from convscope.methods.embedding import Embedding, EmbeddingResult, code_layer
 from convscope.methods.top_activations import TopActivations, TopActivationsResult
+from convscope.model.preprocessing import batch_of, tiled_others
 from convscope.model.types import ModelRecord
+from convscope.runtime.context import (
+    DEFAULT_BATCH_BUDGET_BYTES,
+    INFERENCE_WORKERS,
+    MethodContext,
+    batch_size_for,
+    in_flight,
+    worker_threads,
+)
 from convscope.runtime.shaped import table_input_shape
 
 # Samples per inference call (fewer when the tensors a job needs would exceed the batch budget).

@@ -24,15 +24,15 @@ from scipy.optimize import linear_sum_assignment
 from scipy.spatial.distance import cdist
 from threadpoolctl import threadpool_limits
 
+from convscope.data.streams import Ref, Sample
 from convscope.errors import InvalidArgument
 from convscope.graph.analysis import data_tensors, producers
-from convscope.methods.context import available_cores
-from convscope.methods.datasets import Ref, Sample
 from convscope.model.types import ModelRecord
 from convscope.render.images import to_unit_square
 from convscope.render.montage import encode_png_fast, fit, grid, scatter
+from convscope.runtime.context import available_cores
 
-METHODS = ("tsne", "pca")
+EMBEDDING_METHODS = ("tsne", "pca")
 PCA_DIMENSIONS = 50  # before t-SNE (van der Maaten & Hinton 2008, §4)
 MAX_GRID_IMAGES = 1024  # the grid and scatter draw a random sample of at most this many images
 THUMBNAIL = 48  # grid cells: large enough to tell what a photo shows at the figure's own size
@@ -102,8 +102,8 @@ class Embedding:
         seed: int = 0,
         render: bool = True,
     ) -> None:
-        if method not in METHODS:
-            raise InvalidArgument(f"embedding method must be one of {METHODS}, not {method!r}")
+        if method not in EMBEDDING_METHODS:
+            raise InvalidArgument(f"embedding method must be one of {EMBEDDING_METHODS}, not {method!r}")
         if not perplexity > 0:
             raise InvalidArgument(f"perplexity must be positive, got {perplexity}")
         record.layer(layer)  # an unknown layer: NOT_FOUND before any data is read

@@ -16,8 +16,8 @@ import numpy as np
 from scipy import ndimage
 
 from convscope.errors import InvalidArgument
-from convscope.methods.context import MethodContext
 from convscope.model.types import ModelRecord
+from convscope.runtime.context import MethodContext
 
 METRICS = ("deletion", "insertion")
 DEFAULT_PIXELS_PER_STEP = 0  # 0: about 1/64 of the image per step

@@ -7,11 +7,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
 
 from convscope.errors import InvalidArgument, NotFound
 from convscope.graph.analysis import node_label, producers
-from convscope.render import encode_png, filter_grid
+from convscope.graph.common import constant_value
 
 CONV_OPS = ("Conv", "ConvTranspose")
 # Frequencies above half the Nyquist limit (0.25 cycles/pixel) count as high.
@@ -25,7 +24,7 @@ class FiltersResult:
     node: str
     weights: np.ndarray
     smoothness: np.ndarray  # per output filter, 1 = all energy at low frequencies; NaN for 1×1
-    png: bytes = b""
+    png: bytes = b""  # added by render/results.py when asked for
 
     @property
     def mean_smoothness(self) -> float:
@@ -44,29 +43,12 @@ def conv_weights(model: onnx.ModelProto, layer: str) -> tuple[str, np.ndarray]:
         if node_label(node, index) == layer or layer in node.output:
             if node.op_type not in CONV_OPS:
                 raise InvalidArgument(f"layer {layer!r} is a {node.op_type} node; filters exist for Conv layers only")
-            weights = _constant(graph, node.input[1])
+            weights = constant_value(node.input[1], {init.name: init for init in graph.initializer}, producers(graph))
             if weights is None:
                 raise InvalidArgument(f"the weights of {layer!r} are computed at run time, not stored in the model")
             return node_label(node, index), weights
     convs = [node_label(n, i) for i, n in enumerate(graph.node) if n.op_type in CONV_OPS]
     raise NotFound(f"no Conv layer {layer!r}; the model's Conv layers include {convs[:8]}")
-
-
-def _constant(graph: onnx.GraphProto, name: str) -> np.ndarray | None:
-    initializers = {init.name: init for init in graph.initializer}
-    made_by = producers(graph)
-    while True:
-        if name in initializers:
-            return numpy_helper.to_array(initializers[name])
-        if name not in made_by:
-            return None
-        _, node = made_by[name]
-        if node.op_type == "Identity":
-            name = node.input[0]
-        elif node.op_type == "Constant":
-            return next((numpy_helper.to_array(a.t) for a in node.attribute if a.name == "value"), None)
-        else:
-            return None
 
 
 def smoothness(weights: np.ndarray) -> np.ndarray:
@@ -89,7 +71,6 @@ def smoothness(weights: np.ndarray) -> np.ndarray:
         return np.where(total > 0, 1 - high_energy / total, np.nan).astype(np.float32)
 
 
-def filters(model: onnx.ModelProto, layer: str, *, render: bool = True) -> FiltersResult:
+def filters(model: onnx.ModelProto, layer: str) -> FiltersResult:
     node, weights = conv_weights(model, layer)
-    png = encode_png(filter_grid(weights)) if render and weights.ndim == 4 else b""
-    return FiltersResult(node, weights, smoothness(weights), png)
+    return FiltersResult(node, weights, smoothness(weights))

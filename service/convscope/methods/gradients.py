@@ -17,13 +17,12 @@ import numpy as np
 
 from convscope.errors import InvalidArgument
 from convscope.graph.backward import grad_output_name, seed_input_name, top_target_name
-from convscope.methods.context import MethodContext
-from convscope.methods.inputs import split_feeds
+from convscope.graph.common import Rectifier, RectifierScope
+from convscope.model.preprocessing import split_feeds
 from convscope.model.types import ModelRecord
+from convscope.runtime.context import MethodContext
 from convscope.runtime.graphs import BackwardGraph
 
-RECTIFIERS = ("plain", "guided", "deconvnet")
-RECTIFIER_SCOPES = ("all", "relu")
 # A backward run keeps every forward activation and about as many gradients alive.
 BACKWARD_MEMORY_FACTOR = 3
 # On the CPU provider a backward run is fastest with its activations this small: every saved
@@ -138,18 +137,15 @@ def gradients(
     *,
     wrt: Sequence[str] = (),
     keep: Sequence[str] = (),
-    rectifier: str = "plain",
-    rectifiers: str = "all",
+    rectifier: Rectifier | str = Rectifier.PLAIN,
+    rectifiers: RectifierScope | str = RectifierScope.ALL,
     others: Mapping[str, np.ndarray] | None = None,
     wrt_input: str | None = None,
 ) -> Gradients:
     """One backward pass per sample of ``batch`` (run in memory-sized batches).  ``batch`` feeds
     ``wrt_input`` (default: the image input), the input the gradient is taken with respect to;
     ``others`` feed the model's other inputs as given."""
-    if rectifier not in RECTIFIERS:
-        raise InvalidArgument(f"rectifier must be one of {RECTIFIERS}, not {rectifier!r}")
-    if rectifiers not in RECTIFIER_SCOPES:
-        raise InvalidArgument(f"rectifiers must be one of {RECTIFIER_SCOPES}, not {rectifiers!r}")
+    rectifier, rectifiers = Rectifier.parse(rectifier), RectifierScope.parse(rectifiers)
     for name in (*wrt, *keep):
         record.layer(name)
     top = score.targets is None

@@ -18,10 +18,10 @@ import numpy as np
 
 from convscope.errors import InvalidArgument
 from convscope.graph.loss_seed import rule_input_names
-from convscope.methods.context import MethodContext
-from convscope.methods.inputs import ModelInput
 from convscope.methods.optimize import Adam, Objective, PixelSpace, StepProgress, check_steps, float_layer, loss_gradient
+from convscope.model.preprocessing import ModelInput
 from convscope.model.types import ModelRecord
+from convscope.runtime.context import MethodContext
 
 ALPHA = 6
 NORM_SCALE = 80 / 255  # B

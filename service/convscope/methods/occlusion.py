@@ -20,7 +20,7 @@ H − h), the last one clipped at the border.
 
 Two engines compute the same numbers.  The batched engine builds the occluded copies with numpy
 broadcasting and runs them through the plain graph in batches sized to the memory budget.  The
-incremental engine (``runtime/incremental.py``) recomputes the early layers only around the box.
+incremental engine (``methods/occlusion_engine.py``) recomputes the early layers only around the box.
 ``engine="auto"`` uses the incremental one when the graph allows it and it saves work, else the
 batched one, and says why in the log.  ``engine="approximate"`` evaluates (with the engine
 "auto" picks) only part of the positions and interpolates the rest, allowing an error of at most
@@ -41,19 +41,18 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from convscope.errors import InvalidArgument
 from convscope.limits import RequestLimits, check_at_most
 from convscope.methods import drilldown
-from convscope.methods.context import INFERENCE_WORKERS, MethodContext, in_flight, worker_threads
-from convscope.methods.inputs import ModelInput, tiled_others
+from convscope.methods.occlusion_engine import MIN_SAVING, Boxes, IncrementalEngine, NotIncremental
+from convscope.model.preprocessing import ModelInput, tiled_others
 from convscope.model.types import ModelRecord
-from convscope.render import encode_png, occlusion_figure
+from convscope.runtime.context import INFERENCE_WORKERS, MethodContext, in_flight, worker_threads
 from convscope.runtime.graphs import graph_for
-from convscope.runtime.incremental import MIN_SAVING, Boxes, IncrementalEngine, NotIncremental
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +68,7 @@ SELF_CHECK_TOLERANCE = 1e-3
 NORMALIZED_TOLERANCE = 1e-3
 
 
-class Score(enum.Enum):
+class OcclusionScore(enum.Enum):
     PROBABILITY = "probability"
     RAW = "raw"
 
@@ -109,7 +108,7 @@ class OcclusionOptions:
     window: tuple[int, int] = (32, 32)
     stride: tuple[int, int] = (16, 16)
     fill: float | FillMode = 0.0
-    score: Score = Score.PROBABILITY
+    score: OcclusionScore = OcclusionScore.PROBABILITY
     engine: Engine = Engine.AUTO
     batch_size: int = 0  # 0: sized to the memory budget
     occluded: str = ""  # the input the box slides over; "": the image input
@@ -152,7 +151,7 @@ class OcclusionOptions:
             window=_pair(window, cls.window, "window"),
             stride=_pair(stride, cls.stride, "stride"),
             fill=parsed_fill,
-            score=_choice(Score, score or Score.PROBABILITY.value, "score"),  # type: ignore[arg-type]
+            score=_choice(OcclusionScore, score or OcclusionScore.PROBABILITY.value, "score"),  # type: ignore[arg-type]
             engine=parsed_engine,  # type: ignore[arg-type]
             batch_size=batch_size,
             occluded=occluded,
@@ -177,9 +176,13 @@ class OcclusionResult:
     engine: str  # which engine produced the numbers
     window: tuple[int, int]
     stride: tuple[int, int]
-    png: bytes
+    png: bytes = b""  # added by render/results.py
     error_bound: float = 0.0  # engine "approximate": the largest error it allowed per position (drilldown.py)
     evaluated: int = 0  # positions the model was run on (the rest were interpolated)
+    score: OcclusionScore = OcclusionScore.PROBABILITY
+    # What the figure draws: the drop per target over the input's pixels, and the photo under it.
+    maps: np.ndarray | None = field(default=None, repr=False, compare=False)
+    picture: np.ndarray | None = field(default=None, repr=False, compare=False)
 
 
 def window_grid(size: tuple[int, int], window: tuple[int, int], stride: tuple[int, int]) -> Boxes:
@@ -269,7 +272,7 @@ Evaluator = Callable[[np.ndarray], np.ndarray]
 Infer = Callable[[np.ndarray, str], np.ndarray]
 
 
-def batch_size_for(context: MethodContext, record: ModelRecord, requested: int) -> int:
+def occlusion_batch_size(context: MethodContext, record: ModelRecord, requested: int) -> int:
     """Occluded copies per run: what the memory budget allows the ``INFERENCE_WORKERS`` runs in
     flight, capped at ``requested`` (or MAX_BATCH)."""
     if not record.dynamic_batch:
@@ -354,11 +357,6 @@ def attribution_from_positions(positions: np.ndarray, baseline: np.ndarray, boxe
     return total / np.maximum(count, 1)[None]
 
 
-def _render(maps: np.ndarray, picture: np.ndarray | None, score: Score, targets: Sequence[str]) -> bytes:
-    quantity = "probability" if score is Score.PROBABILITY else "score"
-    return encode_png(occlusion_figure(maps, picture, [f"drop in {quantity} of {target}" for target in targets]))
-
-
 def _split_occluded(
     record: ModelRecord, model_input: ModelInput, occluded: str
 ) -> tuple[str, np.ndarray, Mapping[str, np.ndarray]]:
@@ -404,7 +402,7 @@ def occlusion(
 
     reference = plain.run(image[None], threads=threads)
     flat = reference.reshape(-1)
-    softmax = options.score is Score.PROBABILITY and not _is_normalized(flat)
+    softmax = options.score is OcclusionScore.PROBABILITY and not _is_normalized(flat)
     targets = options.targets or (int(np.argmax(flat)),)
     bad = [t for t in targets if not 0 <= t < flat.size]
     if bad:
@@ -416,7 +414,7 @@ def occlusion(
         step = (options.batch_size or MAX_BATCH) if record.dynamic_batch else 1
     else:
         evaluate = _choose_engine(context, record, options, output, image, fill, boxes, plain, threads)
-        step = batch_size_for(context, record, options.batch_size)
+        step = occlusion_batch_size(context, record, options.batch_size)
     engine_name = getattr(evaluate, "name", "batched")
     scores = np.full((total, len(targets)), np.nan)
     started = time.perf_counter()
@@ -473,7 +471,9 @@ def occlusion(
         engine=engine_name,
         window=options.window,
         stride=options.stride,
-        png=_render(maps, picture, options.score, [label or f"entry {t}" for t, label in zip(targets, labels)]),
         error_bound=error_bound,
         evaluated=evaluated,
+        score=options.score,
+        maps=maps,
+        picture=picture,
     )

@@ -18,9 +18,9 @@ import numpy as np
 from convscope.errors import InvalidArgument
 from convscope.graph.backward import grad_output_name
 from convscope.limits import check_count
-from convscope.methods.context import MethodContext
 from convscope.methods.gradients import backward_batch_size
 from convscope.model.types import ModelRecord, Preprocessing
+from convscope.runtime.context import MethodContext
 from convscope.runtime.graphs import BackwardGraph, LossGraph
 
 

@@ -25,13 +25,13 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from convscope.data.streams import Ref, Sample
 from convscope.errors import InvalidArgument
 from convscope.graph.receptive_field import FieldMap
 from convscope.methods.activations import channel_view
-from convscope.methods.context import available_cores
-from convscope.methods.datasets import Ref, Sample
 from convscope.model.types import ModelRecord
 from convscope.render.montage import crop, encode_png_fast, fit, hits_figure
+from convscope.runtime.context import available_cores
 
 MAX_K = 100
 TILE = 96  # pixels per crop / thumbnail in the figure

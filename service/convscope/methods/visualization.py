@@ -18,10 +18,10 @@ import numpy as np
 from scipy.ndimage import gaussian_filter
 
 from convscope.errors import InvalidArgument
-from convscope.methods.context import MethodContext
-from convscope.methods.optimize import Adam, Objective, PixelSpace, StepProgress, check_steps, float_layer, loss_gradient
 from convscope.graph.loss_seed import rule_input_names
+from convscope.methods.optimize import Adam, Objective, PixelSpace, StepProgress, check_steps, float_layer, loss_gradient
 from convscope.model.types import ModelRecord
+from convscope.runtime.context import MethodContext
 
 MAX_BATCH = 64
 

@@ -94,6 +94,10 @@ class Upload:
 
 
 class ModelStore:
+    """The uploaded models under ``root`` (layout above): each in a folder named by its content
+    hash, visible once its row is in the index, looked up by id or unique id prefix. Shared by
+    the server's threads: one re-entrant lock guards the index and the cache of records."""
+
     def __init__(self, root: Path, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES) -> None:
         self.root = Path(root)
         self.max_upload_bytes = max_upload_bytes

@@ -11,14 +11,14 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from convscope_client.bars import ProgressBar
-from convscope_client.cli import DEFAULT_OUT, EXIT_CANCELLED, EXIT_REFUSED, EXIT_USAGE, UsageError, _fill, _write, existing
 
-from convscope.errors import ConvscopeError
-from convscope.methods.inputs import from_images, from_tensor
+from convscope.errors import ServiceError
 from convscope.methods.occlusion import OcclusionOptions, OcclusionProgress, OcclusionResult
+from convscope.model.preprocessing import from_images, input_from_tensor
 from convscope.model.types import Preprocessing
 from convscope.oip.remote import DEFAULT_TIMEOUT_SECONDS, RemoteModel, remote_occlusion
+from convscope_client.bars import ProgressBar
+from convscope_client.cli import DEFAULT_OUT, EXIT_CANCELLED, EXIT_REFUSED, EXIT_USAGE, UsageError, _fill, _write, existing
 
 
 def parser() -> argparse.ArgumentParser:
@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     with RemoteModel(args.url, args.model, version=args.model_version, timeout=args.timeout, token=args.token) as remote:
         record = remote.record(Preprocessing.from_dict(args.preprocessing) if args.preprocessing else None)
         if source.suffix == ".npy":
-            model_input = from_tensor(record, np.load(source))
+            model_input = input_from_tensor(record, np.load(source))
         else:
             model_input = from_images(record, [source.read_bytes()])
         bar = ProgressBar()
@@ -76,7 +76,7 @@ def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
     try:
         summary = run(args)
-    except ConvscopeError as error:
+    except ServiceError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_REFUSED
     except UsageError as error:

@@ -14,15 +14,16 @@ from typing import Any
 
 import grpc
 import numpy as np
-from convscope_client._proto import open_inference_grpc_pb2 as oip
-from convscope_client._proto import open_inference_grpc_pb2_grpc as oip_grpc
-from convscope_client.client import MAX_MESSAGE_BYTES
 
 from convscope.errors import InvalidArgument, RemoteFailed, Unimplemented
 from convscope.methods import occlusion as occlusion_methods
-from convscope.methods.inputs import ModelInput
+from convscope.model.preprocessing import ModelInput
 from convscope.model.types import LayerInfo, ModelRecord, Preprocessing, TensorSpec
 from convscope.oip.tensors import DATATYPES, datatype_of, from_raw, to_raw
+from convscope.render.results import with_occlusion_figure
+from convscope_client._proto import open_inference_grpc_pb2 as oip
+from convscope_client._proto import open_inference_grpc_pb2_grpc as oip_grpc
+from convscope_client.protocol import MAX_MESSAGE_BYTES
 
 DEFAULT_TIMEOUT_SECONDS = 120.0
 # Images per ModelInfer when a caller hands over more (the audit's corruptions: up to 1000 at once):
@@ -149,6 +150,6 @@ def remote_occlusion(
     if len(record.inputs) > 1:
         raise Unimplemented(f"occlusion feeds the image input only; the remote model {remote.model!r} takes other inputs too")
     input_name = record.input.name
-    return occlusion_methods.occlusion(
+    return with_occlusion_figure(occlusion_methods.occlusion(
         None, record, model_input, options, infer=lambda batch, output: remote.infer({input_name: batch}, [output])[output]
-    )
+    ))

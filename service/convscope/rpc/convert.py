@@ -6,13 +6,13 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
-from convscope_client._proto import convscope_pb2 as pb
-from convscope_client.inputs import fill_tensor, from_tensor
 
 from convscope.errors import InvalidArgument
 from convscope.methods.activations import DeadFilterReport
 from convscope.methods.occlusion import OcclusionResult
 from convscope.model.types import LayerInfo, ModelRecord, Preprocessing, TensorSpec
+from convscope_client._proto import convscope_pb2 as pb
+from convscope_client.inputs import fill_tensor, from_tensor
 
 MAX_TENSOR_DIMS = 8
 

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
-from convscope_client._proto import convscope_pb2 as pb
-from convscope_client.inputs import fill_tensor
-
-from convscope.errors import ConvscopeError, InvalidArgument
+from convscope.data.streams import EncodedItem, Item, PathItem, Ref, Skipped, TensorItem, UnreadableItem
+from convscope.errors import InvalidArgument, ServiceError
 from convscope.methods import dataset_jobs
-from convscope.methods.datasets import EncodedItem, Item, PathItem, Ref, Skipped, TensorItem, UnreadableItem
 from convscope.methods.embedding import EmbeddingResult
 from convscope.methods.top_activations import TopActivationsResult
 from convscope.rpc.convert import given, layer_dead_filters, tensor_to_numpy
+from convscope_client._proto import convscope_pb2 as pb
+from convscope_client.inputs import fill_tensor
 
 
 def job_from_proto(start: pb.DatasetJobStart) -> dataset_jobs.DatasetJob:
@@ -50,7 +49,7 @@ def item_from_proto(message: pb.DatasetItem) -> Item:
     if source == "tensor":
         try:
             return TensorItem(tensor_to_numpy(message.tensor), message.name)
-        except ConvscopeError as error:
+        except ServiceError as error:
             return UnreadableItem(str(error), message.name)
     return UnreadableItem("the item is empty: set encoded, path or tensor", message.name)
 

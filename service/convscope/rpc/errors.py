@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from convscope.errors import ConvscopeError
+from convscope.errors import ServiceError
 
 log = logging.getLogger(__name__)
 
@@ -19,7 +19,7 @@ Handler = TypeVar("Handler", bound=Callable[..., Any])
 
 
 def _abort(context: grpc.ServicerContext, error: BaseException) -> None:
-    if isinstance(error, ConvscopeError):
+    if isinstance(error, ServiceError):
         context.abort(error.status, str(error))
     # Internals (paths, stack frames, library text) stay in the server log, tagged for lookup.
     incident = uuid.uuid4().hex[:8]

@@ -16,16 +16,16 @@ from collections.abc import Mapping
 
 import grpc
 import numpy as np
-from convscope_client._proto import open_inference_grpc_pb2 as oip
-from convscope_client._proto import open_inference_grpc_pb2_grpc as oip_grpc
 
 from convscope.core import Convscope
 from convscope.errors import InvalidArgument, NotFound, ResourceExhausted
 from convscope.methods.attribution import AttributionOptions
-from convscope.methods.inputs import ModelInput
+from convscope.model.preprocessing import ModelInput
 from convscope.model.types import ModelRecord, TensorSpec
 from convscope.oip.tensors import datatype_of, from_contents, from_raw, to_raw
 from convscope.rpc.errors import translate_errors
+from convscope_client._proto import open_inference_grpc_pb2 as oip
+from convscope_client._proto import open_inference_grpc_pb2_grpc as oip_grpc
 
 SERVICE_NAME = oip.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 ATTRIBUTION_OUTPUT = "convscope.attribution"

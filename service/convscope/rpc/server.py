@@ -9,10 +9,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
-from convscope_client._proto import convscope_pb2 as pb
-from convscope_client._proto import convscope_pb2_grpc as pb_grpc
-from convscope_client._proto import open_inference_grpc_pb2_grpc as oip_grpc
-from convscope_client.wire import decode_activations_request
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -24,6 +20,10 @@ from convscope.rpc.deadlines import DEFAULT_DEADLINE_S, DeadlineInterceptor
 from convscope.rpc.observability import Metrics, ObservabilityInterceptor, QueueingExecutor
 from convscope.rpc.security import TlsFiles, TokenInterceptor, load_tokens, server_credentials, warn_if_exposed
 from convscope.rpc.servicer import DEFAULT_MAX_RESPONSE_BYTES, ConvscopeServicer
+from convscope_client._proto import convscope_pb2 as pb
+from convscope_client._proto import convscope_pb2_grpc as pb_grpc
+from convscope_client._proto import open_inference_grpc_pb2_grpc as oip_grpc
+from convscope_client.wire import decode_activations_request
 
 log = logging.getLogger(__name__)
 

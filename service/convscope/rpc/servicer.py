@@ -8,40 +8,40 @@ from collections.abc import Iterator
 
 import grpc
 import numpy as np
-from convscope_client._proto import convscope_pb2 as pb
-from convscope_client._proto import convscope_pb2_grpc as pb_grpc
-from convscope_client.client import MAX_MESSAGE_BYTES
-from convscope_client.inputs import fill_tensor
-from convscope_client.wire import (
-    ActivationFrame,
-    ReceivedActivationsRequest,
-    encode_activation,
-    encode_activations_response,
-)
 
 from convscope.audit import service as audit_service
 from convscope.core import Convscope
 from convscope.errors import Cancelled, InvalidArgument, ResourceExhausted
 from convscope.methods.attribution import AttributionOptions
 from convscope.methods.dataset_jobs import Progress
-from convscope.methods.inputs import ModelInput
 from convscope.methods.occlusion import OcclusionOptions, OcclusionProgress
+from convscope.model.preprocessing import ModelInput
 from convscope.model.types import ModelRecord
+from convscope.rpc import dataset as dataset_rpc
+from convscope.rpc import synthesis as synthesis_rpc
 from convscope.rpc.convert import (
+    attribution_target,
     floats,
     given,
     layer_dead_filters,
     model_info,
+    occlusion_result,
     preprocessing_from_proto,
     rectifiers_name,
     tensor_to_numpy,
     upload_input_shape,
-    attribution_target,
 )
-from convscope.rpc.convert import occlusion_result
-from convscope.rpc import dataset as dataset_rpc
-from convscope.rpc import synthesis as synthesis_rpc
 from convscope.rpc.errors import translate_errors
+from convscope_client._proto import convscope_pb2 as pb
+from convscope_client._proto import convscope_pb2_grpc as pb_grpc
+from convscope_client.inputs import fill_tensor
+from convscope_client.protocol import MAX_MESSAGE_BYTES
+from convscope_client.wire import (
+    ActivationFrame,
+    ReceivedActivationsRequest,
+    encode_activation,
+    encode_activations_response,
+)
 
 log = logging.getLogger(__name__)
 

@@ -9,12 +9,9 @@ from typing import Any
 
 import grpc
 import numpy as np
-from convscope_client._proto import convscope_pb2 as pb
-from convscope_client.inputs import fill_tensor
 
 from convscope.errors import Cancelled, InvalidArgument
 from convscope.methods.correspondence import CorrespondenceResult
-from convscope.methods.inputs import ModelInput
 from convscope.methods.optimize import StepProgress, top_classes
 from convscope.methods.synthesis import (
     AdversarialOptions,
@@ -24,10 +21,13 @@ from convscope.methods.synthesis import (
     VisualizationOptions,
     VisualizationResult,
 )
+from convscope.model.preprocessing import ModelInput
 from convscope.model.types import ModelRecord
 from convscope.render import encode_png
 from convscope.render.synthesis import adversarial_panel, captioned_row, match_lines, prediction_lines
 from convscope.rpc.convert import floats, given
+from convscope_client._proto import convscope_pb2 as pb
+from convscope_client.inputs import fill_tensor
 
 log = logging.getLogger(__name__)
 

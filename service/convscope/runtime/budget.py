@@ -3,7 +3,7 @@ every onnxruntime run started under it is told to stop (``RunOptions.terminate``
 onnxruntime checks between kernels), and the call's callbacks fire.
 
 The budget is bound to the handling thread with a context variable, so the runtime needs no
-gRPC object; threads that work for the call copy the context (``methods.context.in_flight``).
+gRPC object; threads that work for the call copy the context (``runtime.context.in_flight``).
 A worker process would receive the deadline as a number and do the same on its side.
 """
 

@@ -11,10 +11,11 @@ from dataclasses import dataclass
 import onnx
 
 from convscope.graph.backward import build_backward
+from convscope.graph.common import Rectifier, RectifierScope
 from convscope.graph.expose import expose
+from convscope.graph.incremental.stages import StagePlan
+from convscope.graph.incremental.submodels import stage_model, tail_model
 from convscope.graph.loss_seed import seed_from_forward
-from convscope.graph.patch import stage_model, tail_model
-from convscope.graph.regions import StagePlan
 
 
 @dataclass(frozen=True)
@@ -42,20 +43,25 @@ class BackwardGraph:
     seeds: tuple[str, ...]
     wrt: tuple[str, ...] = ()
     keep: tuple[str, ...] = ()
-    rectifier: str = "plain"
-    rectifiers: str = "all"
+    rectifier: Rectifier = Rectifier.PLAIN
+    rectifiers: RectifierScope = RectifierScope.ALL
     top_target: bool = False  # seed the (one) seed tensor's top entry in the graph itself
+
+    def __post_init__(self) -> None:
+        # Graphs are cached by spec: "guided" and Rectifier.GUIDED are equal but hash apart.
+        object.__setattr__(self, "rectifier", Rectifier.parse(self.rectifier))
+        object.__setattr__(self, "rectifiers", RectifierScope.parse(self.rectifiers))
 
     def build(self, base: onnx.ModelProto) -> onnx.ModelProto:
         return build_backward(
             base, self.seeds, wrt=self.wrt, keep=self.keep, rectifier=self.rectifier,
-            rectifiers=self.rectifiers, top_target=self.top_target,  # type: ignore[arg-type]
+            rectifiers=self.rectifiers, top_target=self.top_target,
         )
 
 
 @dataclass(frozen=True)
 class StageGraph:
-    """One stage of incremental inference: a region of a cut tensor from a crop (graph/patch.py)."""
+    """One stage of incremental inference: a region of a cut tensor from a crop (graph/incremental/submodels.py)."""
 
     plan: StagePlan
 

@@ -7,7 +7,6 @@ import logging
 from collections.abc import Sequence
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper
 

@@ -19,7 +19,7 @@ from collections.abc import Iterator, Mapping, Sequence
 import numpy as np
 
 from convscope.model.types import ModelRecord
-from convscope.runtime.inspect import layer_table, probe_array, probe_shape
+from convscope.runtime.ingest import layer_table, probe_array, probe_shape
 from convscope.runtime.sessions import Runtime
 
 # Layer tables at this many (model, shape) pairs are kept; each is a few hundred small records.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .graph_pass import build_backward, grad_output_name, seed_input_name, top_target_name
+from .builder import build_backward, grad_output_name, seed_input_name, top_target_name
 from .rules import Rectifier
 
 __all__ = ["Rectifier", "build_backward", "grad_output_name", "seed_input_name", "top_target_name"]

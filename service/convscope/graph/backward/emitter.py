@@ -1,6 +1,6 @@
 """Node emission for the backward graph, and the building blocks several rules share.
 
-Every generated node is a standard ``ai.onnx`` op (opset ≥ 18, see ``graph_pass``),
+Every generated node is a standard ``ai.onnx`` op (opset ≥ 18, see ``builder``),
 named under ``bwd/<forward node>/`` so the exported graph reads next to the forward
 one.  Shapes are handled at run time (``Shape`` → arithmetic → ``Pad``/``Slice``/
 ``Reshape``) wherever a static answer could be wrong, so one backward graph serves

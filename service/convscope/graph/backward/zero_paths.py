@@ -1,6 +1,6 @@
 """Why a gradient is zero: the nodes where every path from the input to the score stops.
 
-The backward pass differentiates only along differentiable edges (graph_pass), so a score
+The backward pass differentiates only along differentiable edges (builder), so a score
 that depends on the input solely through Round, Floor, comparisons, ArgMax, TopK indices or
 casts to integers gets a gradient of zero, which is right (those ops' derivative is zero
 almost everywhere) but looks like a bug.  These are the nodes to name when that happens.
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import onnx
 
-from .graph_pass import _differentiated_path, _prepared, _tensor_infos
+from .builder import _differentiated_path, _prepared, _tensor_infos
 
 # They pass on the input's size, not its values: a path through them carries no value to lose.
 _SIZE_OPS = frozenset({"Shape", "Size", "ConstantOfShape", "EyeLike"})

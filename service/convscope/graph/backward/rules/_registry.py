@@ -11,24 +11,22 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import onnx
 
 from convscope.errors import UnsupportedOp
 from convscope.graph.analysis import node_attributes
+from convscope.graph.common import Rectifier, RectifierScope
 
 from ..emitter import Emitter
-
-Rectifier = Literal["plain", "guided", "deconvnet"]
-RectifierScope = Literal["all", "relu"]
 
 
 @dataclass(frozen=True)
 class Options:
-    rectifier: Rectifier = "plain"
-    rectifiers: RectifierScope = "all"
+    rectifier: Rectifier = Rectifier.PLAIN
+    rectifiers: RectifierScope = RectifierScope.ALL
 
 
 @dataclass

@@ -13,12 +13,12 @@ from typing import TypeVar
 import numpy as np
 
 from convscope.limits import RequestLimits
-from convscope.methods.inputs import split_feeds
+from convscope.model.preprocessing import split_feeds
 from convscope.model.types import ModelRecord
 from convscope.runtime.graphs import graph_for
 from convscope.runtime.sessions import Runtime
 
-Item = TypeVar("Item")
+Task = TypeVar("Task")
 Result = TypeVar("Result")
 
 DEFAULT_BATCH_BUDGET_BYTES = 512 << 20
@@ -40,13 +40,13 @@ def worker_threads() -> int:
 
 
 def in_flight(
-    work: Callable[[Item], Result], items: Iterable[Item], *, workers: int = INFERENCE_WORKERS
-) -> Iterator[tuple[Item, Result]]:
+    work: Callable[[Task], Result], items: Iterable[Task], *, workers: int = INFERENCE_WORKERS
+) -> Iterator[tuple[Task, Result]]:
     """``(item, work(item))`` for each item in order, ``workers`` items worked on at a time on
     threads.  Closing the iterator lets the running items finish and starts no more."""
-    running: deque[tuple[Item, Future[Result]]] = deque()
+    running: deque[tuple[Task, Future[Result]]] = deque()
 
-    def oldest() -> tuple[Item, Result]:
+    def oldest() -> tuple[Task, Result]:
         item, future = running.popleft()
         return item, future.result()
 

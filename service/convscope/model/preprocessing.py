@@ -106,7 +106,7 @@ def tiled_others(record: ModelRecord, others: Mapping[str, np.ndarray], times: i
     return {**{name: np.concatenate([value] * times) for name, value in batched.items()}, **fixed}
 
 
-def from_tensor(record: ModelRecord, array: np.ndarray) -> ModelInput:
+def input_from_tensor(record: ModelRecord, array: np.ndarray) -> ModelInput:
     """A raw tensor is used exactly as given, after checking dtype and shape against the model."""
     spec = record.input
     if str(array.dtype) != spec.dtype:
@@ -188,8 +188,8 @@ def batch_of(values: Sequence[np.ndarray | ImageSample]) -> np.ndarray:
 class ImageSample:
     """A decoded image and how it becomes its model input sample, normalized only when written
     (``batch_of``): each sample goes straight into its batch, one pass over its floats instead of
-    normalizing ahead and stacking (measured: dataset jobs 2.6 % faster, on cores shared with
-    inference)."""
+    normalizing ahead and stacking, which leaves more of the cores it shares with inference to
+    inference (benchmarks/dataset.py measures dataset jobs' throughput)."""
 
     picture: np.ndarray  # H×W×3 uint8, what the model sees
     spec: Preprocessing

@@ -21,16 +21,18 @@ form per op keeps the rules short).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper, version_converter
+from onnx import helper, version_converter
 
 from convscope.errors import InvalidArgument, Unimplemented, UnsupportedOp
+from convscope.graph.analysis import producers
+from convscope.graph.common import BATCH_DIM, Rectifier, RectifierScope, constant_value, subgraph_reads
 
 from .emitter import FLOAT_TYPES, Emitter, TensorInfo
-from .rules import NONDIFFERENTIABLE, RULES, Options, Rectifier, RectifierScope, Rule, Vjp
+from .rules import NONDIFFERENTIABLE, RULES, Options, Rule, Vjp
 
 logger = logging.getLogger(__name__)
 
@@ -55,8 +57,8 @@ def build_backward(
     *,
     wrt: Sequence[str] = (),
     keep: Sequence[str] = (),
-    rectifier: Rectifier = "plain",
-    rectifiers: RectifierScope = "all",
+    rectifier: Rectifier | str = Rectifier.PLAIN,
+    rectifiers: RectifierScope | str = RectifierScope.ALL,
     top_target: bool = False,
 ) -> onnx.ModelProto:
     """Add a backward graph to (a copy of) ``model``.
@@ -82,10 +84,7 @@ def build_backward(
         the seeds (none with ``top_target``), and whose outputs are ``keep`` and
         ``grad_output_name(t)`` for every float input and every ``wrt`` tensor.
     """
-    if rectifier not in ("plain", "guided", "deconvnet"):
-        raise InvalidArgument(f"unknown rectifier {rectifier!r}")
-    if rectifiers not in ("all", "relu"):
-        raise InvalidArgument(f"unknown rectifier scope {rectifiers!r}")
+    options = Options(Rectifier.parse(rectifier), RectifierScope.parse(rectifiers))
     if not seeds:
         raise InvalidArgument("the backward graph needs at least one seed tensor")
     seeds, wrt, keep = _unique(seeds), _unique(wrt), _unique(keep)
@@ -112,7 +111,11 @@ def build_backward(
     grads = _Gradients(emitter)
     for s in seeds:
         grads.add(s, _top_entry_seed(emitter, s) if top_target else seed_input_name(s))
-    options, constants = Options(rectifier, rectifiers), _Constants(graph)
+    initializer_protos, made_by = {t.name: t for t in graph.initializer}, producers(graph)
+
+    def constants(name: str) -> np.ndarray | None:
+        return constant_value(name, initializer_protos, made_by)
+
     for node, rule in reversed(rules):
         _differentiate(node, rule, grads, active, emitter, options, constants)
 
@@ -122,7 +125,7 @@ def build_backward(
         declared = inputs[t].type if t in inputs else _batch_free(t, _info(infos, t)).type
         outputs.append(_export(emitter, grads, t, declared))
     if top_target:
-        outputs.extend(helper.make_tensor_value_info(top_target_name(s), onnx.TensorProto.INT64, ["batch"]) for s in seeds)
+        outputs.extend(helper.make_tensor_value_info(top_target_name(s), onnx.TensorProto.INT64, [BATCH_DIM]) for s in seeds)
     seed_inputs = [] if top_target else [_batch_free(seed_input_name(s), _info(infos, s)) for s in seeds]
     graph.initializer.extend(emitter.initializers)
     _rewire(graph, emitter.nodes, [*inputs.values(), *seed_inputs], outputs)
@@ -234,32 +237,6 @@ def _inferred(model: onnx.ModelProto, *, annotations: bool) -> dict[str, TensorI
     return infos
 
 
-class _Constants:
-    """Values of tensors fixed at build time, converted only when a rule asks."""
-
-    def __init__(self, graph: onnx.GraphProto) -> None:
-        self._tensors: dict[str, onnx.TensorProto] = {t.name: t for t in graph.initializer}
-        self._attrs: dict[str, onnx.AttributeProto] = {}
-        self._aliases: dict[str, str] = {}
-        for node in graph.node:
-            if node.op_type == "Constant" and node.domain in _DEFAULT_DOMAINS and node.attribute:
-                self._attrs[node.output[0]] = node.attribute[0]
-            elif node.op_type == "Identity" and node.domain in _DEFAULT_DOMAINS:
-                self._aliases[node.output[0]] = node.input[0]
-
-    def __call__(self, name: str) -> np.ndarray | None:
-        while name in self._aliases:
-            name = self._aliases[name]
-        if name in self._tensors:
-            return numpy_helper.to_array(self._tensors[name])
-        attr = self._attrs.get(name)
-        if attr is None or attr.name not in ("value", "value_float", "value_floats",
-                                             "value_int", "value_ints"):
-            return None
-        value = helper.get_attribute_value(attr)
-        return numpy_helper.to_array(value) if attr.name == "value" else np.array(value)
-
-
 def _all_names(graph: onnx.GraphProto) -> set[str]:
     names = {vi.name for vi in (*graph.input, *graph.output, *graph.value_info)}
     names |= {t.name for t in graph.initializer}
@@ -299,24 +276,13 @@ def _rule_or_refuse(node: onnx.NodeProto) -> Rule:
     return rule
 
 
-def _subgraph_refs(node: onnx.NodeProto) -> set[str]:
-    """Names a node's subgraphs read, including outer-scope tensors they use implicitly."""
-    refs: set[str] = set()
-    for attr in node.attribute:
-        for g in (*([attr.g] if attr.HasField("g") else []), *attr.graphs):
-            for inner in g.node:
-                refs.update(i for i in inner.input if i)
-                refs |= _subgraph_refs(inner)
-    return refs
-
-
 def _gradient_inputs(node: onnx.NodeProto) -> list[str]:
     """Inputs through which a gradient could flow into ``node``'s outputs."""
     if node.domain in _DEFAULT_DOMAINS and node.op_type in NONDIFFERENTIABLE:
         return []
     rule = _rule(node)
     if rule is None:  # unknown: assume everything matters, so it is refused if on the path
-        return [i for i in node.input if i] + sorted(_subgraph_refs(node))
+        return [i for i in node.input if i] + sorted(subgraph_reads(node))
     positions = range(len(node.input)) if rule.inputs is None else rule.inputs
     return [node.input[i] for i in positions if i < len(node.input) and node.input[i]]
 
@@ -396,7 +362,7 @@ class _Gradients:
 
 
 def _differentiate(node: onnx.NodeProto, rule: Rule, grads: _Gradients, active: set[str],
-                   emitter: Emitter, options: Options, constants: _Constants) -> None:
+                   emitter: Emitter, options: Options, constants: Callable[[str], np.ndarray | None]) -> None:
     emitter.scope = f"bwd/{node.name}"
     differentiable = set(range(len(node.input)) if rule.inputs is None else rule.inputs)
     needs = [i in differentiable and name in active for i, name in enumerate(node.input)]
@@ -435,7 +401,7 @@ def _batch_free(name: str, info: TensorInfo) -> onnx.ValueInfoProto:
         return helper.make_tensor_value_info(name, elem_type, None)
     dims = list(info.shape)
     if dims and not isinstance(dims[0], str):
-        dims[0] = "batch"
+        dims[0] = BATCH_DIM
     return helper.make_tensor_value_info(name, elem_type, dims)
 
 
@@ -457,7 +423,7 @@ def _prune(graph: onnx.GraphProto) -> None:
         if any(o in needed for o in node.output):
             kept.append(node)
             needed.update(node.input)
-            needed |= _subgraph_refs(node)
+            needed |= subgraph_reads(node)
     kept.reverse()
     del graph.node[:]
     graph.node.extend(kept)

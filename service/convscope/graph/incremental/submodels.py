@@ -1,4 +1,4 @@
-"""Passes: the sub-models of incremental inference (plans come from ``graph/regions.py``).
+"""Passes: the sub-models of incremental inference (plans come from ``graph/incremental/paths.py``).
 
 * :func:`stage_model` — the nodes of one stage, to run on crops of its source tensor: the
   graph's own nodes, with auto_pad turned into the explicit pads it means on the whole map.
@@ -17,10 +17,9 @@ import onnx_graphsurgeon as gs
 from onnx import helper
 
 from convscope.graph.analysis import runtime_inputs
-from convscope.graph.regions import WINDOW_OPS, StagePlan
-
-BATCH_DIM = "batch"
-
+from convscope.graph.common import BATCH_DIM
+from convscope.graph.incremental.paths import WINDOW_OPS
+from convscope.graph.incremental.stages import StagePlan
 
 Shape = list[int | str]
 

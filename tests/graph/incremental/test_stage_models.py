@@ -1,11 +1,11 @@
 """The incremental-inference passes on their own: early_path, plan_stage, stage_model, tail_model.
 
 Oracle: the full model's activations.  For every cut of a model, a stage from the input (and from
-the previous cut) to that cut is planned for a small region, and the stage model, fed a crop of
-the true source tensor (zero outside it) and the planned masks, must return exactly the
-target's activations in that region — at the top-left corner, inside, and at the bottom-right
-corner, where the masks stand in for the ops' padding.  The tail model from a cut must give the
-model's output from the cut's activation.
+the previous cut) to that cut is planned for a small region, and the stage model, fed the crop of
+the true source tensor the plan places (it pads as the graph's own ops do), must return exactly
+the target's activations in the plan's exact window — at the top-left corner, inside, and at the
+bottom-right corner, where the crop meets the tensor's edge.  The tail model from a cut must
+give the model's output from the cut's activation.
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ import pytest
 from convscope.graph.analysis import data_tensors
 from convscope.graph.dynamic_batch import make_batch_dynamic
 from convscope.graph.expose import expose
-from convscope.graph.patch import stage_model, tail_model
-from convscope.graph.regions import StagePlan, changed_interval, early_path, plan_stage
+from convscope.graph.incremental.paths import changed_interval, early_path
+from convscope.graph.incremental.stages import StagePlan, plan_stage
+from convscope.graph.incremental.submodels import stage_model, tail_model
 from tests.methods.test_occlusion import geometry_model
 from tests.nets import exported
 from tests.oracles import random_input

@@ -28,12 +28,12 @@ from typing import Any
 
 import numpy as np
 
-from convscope.errors import Cancelled, ConvscopeError, InvalidArgument, NotFound, PermissionDenied, ResourceExhausted
-from convscope.methods.context import available_cores
+from convscope.errors import Cancelled, InvalidArgument, NotFound, PermissionDenied, ResourceExhausted, ServiceError
 from convscope.limits import DEFAULT_MAX_IMAGE_PIXELS, RequestLimits
-from convscope.methods.inputs import ImageSample, decode_sample, from_tensor
+from convscope.model.preprocessing import ImageSample, decode_sample, input_from_tensor
 from convscope.model.types import ModelRecord
 from convscope.render.images import to_unit
+from convscope.runtime.context import available_cores
 
 log = logging.getLogger(__name__)
 
@@ -196,7 +196,7 @@ class Decoder:
             image = decode_sample(self.record, data, index, max_pixels=self.max_pixels)
         except (PermissionDenied, DatasetTooLarge):
             raise
-        except ConvscopeError as error:
+        except ServiceError as error:
             return [Skipped(index, ref, str(error))]
         except OSError as error:
             return [Skipped(index, ref, f"cannot be read ({error.strerror or type(error).__name__})")]
@@ -236,8 +236,8 @@ class Decoder:
         for offset, part in enumerate(parts):
             ref: Ref = (f"{item.name}[{offset}]" if count > 1 else item.name) if item.name else index + offset
             try:
-                value = from_tensor(self.record, part).batch
-            except ConvscopeError as error:
+                value = input_from_tensor(self.record, part).batch
+            except ServiceError as error:
                 entries.append(Skipped(index + offset, ref, str(error)))
                 continue
             picture = picture_from_sample(self.record, value[0]) if self.pictures else None
@@ -245,7 +245,7 @@ class Decoder:
         return entries
 
 
-class _Unreadable(ConvscopeError):
+class _Unreadable(ServiceError):
     pass
 
 

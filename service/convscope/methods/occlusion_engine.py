@@ -8,7 +8,7 @@ each cut around the change — from a crop of the previous cut into which the wi
 before is pasted — and passes on the window of it that is exact and covers the change; the last
 window is spliced into the cached cut tensor and the rest of the graph runs batched on whole
 maps.  Results are exact: stages run the graph's own nodes with its own padding on crops that
-lie inside their tensors, and only outputs the crop determines are kept (graph/regions.py).
+lie inside their tensors, and only outputs the crop determines are kept (graph/incremental/paths.py).
 
 Everything here is vectorized over the positions of a batch (numpy gathers and scatters, one
 onnxruntime call per stage), and every model run goes through the message-shaped Runtime.
@@ -25,7 +25,8 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from convscope.graph.analysis import data_tensors
-from convscope.graph.regions import IncrementalPlan, StagePlan, changed_interval, early_path, graph_cost, plan_stages
+from convscope.graph.incremental.paths import changed_interval, early_path
+from convscope.graph.incremental.stages import IncrementalPlan, StagePlan, graph_cost, plan_stages
 from convscope.model.types import ModelRecord
 from convscope.runtime.graphs import StageGraph, TailGraph, graph_for
 from convscope.runtime.sessions import Runtime

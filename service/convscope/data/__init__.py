@@ -1,0 +1,1 @@
+"""Where the images of long jobs come from: data roots, decoding and prefetch threads."""
