@@ -62,21 +62,26 @@ def write_results(name: str, results: dict[str, object]) -> Path:
 
 def interleaved(works: dict[str, Callable[[], object]], *, repeats: int,
                 warmup: int = 2) -> dict[str, dict[str, float]]:
-    """Seconds per work (min and median), the works run in turn within every repeat.
+    """Seconds per work (min and median wall clock; ``cpu_median``: the process's CPU
+    seconds), the works run in turn within every repeat.
 
     The machine is shared: interleaving puts every peer under the same background load, so
-    the ratios stay meaningful even when the absolute times drift.
+    the ratios stay meaningful even when the absolute times drift.  Under heavy load the
+    scheduler's share decides wall clock (a peer with more threads gets more of it); CPU time
+    is the work each peer did, whatever its share.
     """
     for _ in range(warmup):
         for work in works.values():
             work()
     samples: dict[str, list[float]] = {name: [] for name in works}
+    cpu: dict[str, list[float]] = {name: [] for name in works}
     for _ in range(repeats):
         for name, work in works.items():
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             work()
             samples[name].append(time.perf_counter() - start)
-    return {name: {"min": min(s), "median": statistics.median(s)} for name, s in samples.items()}
+            cpu[name].append(time.process_time() - start_cpu)
+    return {name: {"min": min(s), "median": statistics.median(s), "cpu_median": statistics.median(cpu[name])} for name, s in samples.items()}
 
 
 def interleaved_medians(works: dict[str, Callable[[], object]], *, repeats: int, warmup: int = 1) -> dict[str, float]:

@@ -46,7 +46,7 @@ from captum.attr import IntegratedGradients, NoiseTunnel, Saliency
 from torch import nn
 
 from benchmarks import _twins
-from benchmarks._common import interleaved_medians, op_profile, sandboxed_core, write_results
+from benchmarks._common import interleaved, interleaved_medians, op_profile, sandboxed_core, write_results
 from convscope.core import Convscope
 from convscope.graph.backward import build_backward, grad_output_name, seed_input_name
 from convscope.methods.attribution import AttributionOptions
@@ -164,7 +164,7 @@ def bench_model(core: Convscope, sandboxed: Convscope, name: str, net: nn.Module
         first = time.perf_counter()
         got = ours()  # builds the backward session (cached afterwards): not part of the medians
         first_call_s = time.perf_counter() - first
-        timings = interleaved_medians(
+        measured = interleaved(
             {
                 "ours_in_process": ours,
                 "ours_in_worker": lambda: sandboxed.attribution(record.id, worker_input, "gradient", options, render=False),
@@ -174,9 +174,15 @@ def bench_model(core: Convscope, sandboxed: Convscope, name: str, net: nn.Module
                 "torch_autograd": lambda: torch_gradient(net, x, targets),
             },
             repeats=9 if batch == 1 else 5,
+            warmup=1,
         )
+        timings = {name: t["median"] for name, t in measured.items()}
+        cpu = {name: t["cpu_median"] for name, t in measured.items()}
         result["batches"][str(batch)] = {  # type: ignore[index]
             "seconds": timings,
+            "cpu_seconds": cpu,
+            # CPU time counts the work whatever share of the cores the scheduler gave each run.
+            "cpu_ratio_backward_vs_forward": cpu["bare_onnxruntime_backward"] / cpu["onnxruntime_forward"],
             "first_call_seconds": first_call_s,
             "ratio_ours_vs_torch": timings["ours_in_process"] / timings["torch_autograd"],
             "ratio_worker_vs_in_process": timings["ours_in_worker"] / timings["ours_in_process"],
@@ -289,7 +295,8 @@ def main() -> None:
             print(
                 f"           backward/forward {row['ratio_backward_vs_forward']:.2f} (goal <= {BACKWARD_GOAL}), "
                 f"{row['ratio_backward_vs_floor']:.2f}x the floor ({FLOOR:.0f}x forward); "
-                f"ours in process / forward {row['ratio_ours_vs_forward']:.2f}"
+                f"ours in process / forward {row['ratio_ours_vs_forward']:.2f}; by CPU time backward/forward "
+                f"{row['cpu_ratio_backward_vs_forward']:.2f}"
             )
         print(f"  backward kernel ms by op, batch 1: {model['backward_op_profile_ms_batch1']}")
         ig = model["integrated_gradients"]

@@ -8,6 +8,11 @@ attack of ``STEPS`` steps (with the forward for the label before and the predict
 interleaved with the other so both see the same background load; the time per step is the
 attack's median time over ``STEPS``.  Goal: ours ≤ 0.5× torch per step.
 
+Also reported: each side's process CPU time per step.  On a machine loaded past its cores,
+wall clock measures the scheduler's share more than the work (a side with more threads gets
+more of it, and OpenMP barriers stall); CPU time does not.  Pinned to one core (``taskset -c
+0``), both sides run one thread.
+
 Run: ``.venv/bin/python -m benchmarks.synthesis``; writes benchmarks/results/synthesis.json.
 """
 
@@ -98,15 +103,21 @@ def main() -> None:
 
                 timings = interleaved({"ours": ours, "torch_autograd": lambda: torch_pgd(twin, space, pixels)}, repeats=5, warmup=1)
                 per_step = {name: t["median"] / STEPS for name, t in timings.items()}
+                cpu_per_step = {name: t["cpu_median"] / STEPS for name, t in timings.items()}
                 same = bool(np.array_equal(ours().argmax(1), torch_pgd(twin, space, pixels).argmax(1)))
                 results["batches"][str(batch)] = {  # type: ignore[index]
                     "seconds_per_step": per_step,
+                    "cpu_seconds_per_step": cpu_per_step,
                     "ratio_ours_vs_torch": per_step["ours"] / per_step["torch_autograd"],
+                    "cpu_ratio_ours_vs_torch": cpu_per_step["ours"] / cpu_per_step["torch_autograd"],
                     "same_adversarial_predictions": same,
                 }
                 print(
                     f"batch {batch}: ours {per_step['ours'] * 1e3:7.1f} ms/step  torch {per_step['torch_autograd'] * 1e3:7.1f} ms/step  "
-                    f"ratio {per_step['ours'] / per_step['torch_autograd']:.2f}x (goal ≤ {GOAL})  same predictions: {same}"
+                    f"ratio {per_step['ours'] / per_step['torch_autograd']:.2f}x (goal ≤ {GOAL}); CPU time "
+                    f"{cpu_per_step['ours'] * 1e3:.1f} vs {cpu_per_step['torch_autograd'] * 1e3:.1f} ms/step, "
+                    f"ratio {cpu_per_step['ours'] / cpu_per_step['torch_autograd']:.2f}x  same predictions: {same}",
+                    flush=True,
                 )
             results["memory"] = memory = memory_over_steps(core, record.id)
             print(f"resident memory over {MEMORY_STEPS} visualization steps: {memory['resident_mib_by_step']}")

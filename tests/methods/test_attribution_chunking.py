@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from convscope.core import Convscope
+from convscope.methods import gradients
 from convscope.methods.attribution import AttributionOptions
+from convscope.methods.gradients import backward_batch_size
 from tests.nets import NETS, exported
 
 
@@ -32,3 +34,18 @@ def test_chunked_equals_one_batch(core_and_model, method):
         core.context.batch_budget_bytes = type(core.context).batch_budget_bytes
     np.testing.assert_allclose(chunked.map, whole.map, rtol=1e-5, atol=1e-6 * float(np.abs(whole.map).max()))
     assert np.abs(whole.map).max() > 0
+
+
+def test_cpu_backward_runs_stay_cache_sized(core_and_model, monkeypatch):
+    """On the CPU provider the memory budget is capped by the cache-sized one; a GPU keeps
+    the memory-sized batch."""
+    core, record = core_and_model
+    per_sample = sum(layer.sample_bytes for layer in record.layers)
+    monkeypatch.setattr(core.context, "batch_budget_bytes", per_sample * gradients.BACKWARD_MEMORY_FACTOR * 10)
+    monkeypatch.setattr(gradients, "BACKWARD_CACHE_BYTES", per_sample * 2)
+    monkeypatch.setattr(core.context.runtime, "providers", ("CPUExecutionProvider",))
+    assert backward_batch_size(core.context, record) == 2
+    monkeypatch.setattr(gradients, "BACKWARD_CACHE_BYTES", per_sample // 2)
+    assert backward_batch_size(core.context, record) == 1
+    monkeypatch.setattr(core.context.runtime, "providers", ("CUDAExecutionProvider", "CPUExecutionProvider"))
+    assert backward_batch_size(core.context, record) == 10

@@ -103,7 +103,7 @@ def adversarial(
     low, high = (0.0, 1.0) if space else (options.bounds or (-np.inf, np.inf))
 
     def bound(values: np.ndarray) -> np.ndarray:
-        return np.clip(values, low, high).astype(np.float32)
+        return np.clip(values, low, high).astype(np.float32, copy=False)
 
     logits = context.forward(record, batch, [logits_name])[logits_name]
     label = np.full(len(batch), options.target) if options.target is not None else logits.argmax(axis=1)
@@ -116,7 +116,7 @@ def adversarial(
         values, gradient = loss_gradient(context, record, space.to_input(current) if space else current, objective)
         if space:
             gradient = space.input_gradient_to_pixels(gradient)
-        current = bound(current + direction * ascent(gradient, options).astype(np.float32))
+        current = bound(current + direction * ascent(gradient, options).astype(np.float32, copy=False))
         if options.method == "pgd":  # FGSM's one step of ε is in the ball already
             current = bound(project(original, current, options))
         yield StepProgress(step + 1, options.step_count, float(cross_entropy(values, label).mean()))

@@ -96,13 +96,13 @@ class PixelSpace:
         return (-2, -1) if self.spec.layout == "NCHW" else (-3, -2)
 
     def to_input(self, pixels: np.ndarray) -> np.ndarray:
-        return (pixels * self.gain + self.offset).astype(np.float32)
+        return (pixels * self.gain + self.offset).astype(np.float32, copy=False)
 
     def to_pixels(self, batch: np.ndarray) -> np.ndarray:
-        return ((batch - self.offset) / self.gain).astype(np.float32)
+        return ((batch - self.offset) / self.gain).astype(np.float32, copy=False)
 
     def input_gradient_to_pixels(self, gradient: np.ndarray) -> np.ndarray:
-        return (gradient * self.gain).astype(np.float32)
+        return (gradient * self.gain).astype(np.float32, copy=False)
 
     def pictures(self, pixels: np.ndarray) -> np.ndarray:
         """[N, …] pixels in the model's layout → [N, H, W, 3] uint8, as the user sees them."""
@@ -133,7 +133,7 @@ class Adam:
         self.count += 1
         corrected = first / (1 - beta1**self.count)
         scale = np.sqrt(second / (1 - beta2**self.count)) + self.eps
-        return (value - self.lr * corrected / scale).astype(value.dtype)
+        return (value - self.lr * corrected / scale).astype(value.dtype, copy=False)
 
 
 def top_classes(logits: np.ndarray, k: int = 5) -> tuple[np.ndarray, np.ndarray]:
