@@ -43,9 +43,9 @@ def test_cpu_backward_runs_stay_cache_sized(core_and_model, monkeypatch):
     per_sample = sum(layer.sample_bytes for layer in record.layers)
     monkeypatch.setattr(core.context, "batch_budget_bytes", per_sample * gradients.BACKWARD_MEMORY_FACTOR * 10)
     monkeypatch.setattr(gradients, "BACKWARD_CACHE_BYTES", per_sample * 2)
-    monkeypatch.setattr(core.context.runtime, "providers", ("CPUExecutionProvider",))
+    monkeypatch.setattr(core.context.runtime, "_providers", ("CPUExecutionProvider",))
     assert backward_batch_size(core.context, record) == 2
     monkeypatch.setattr(gradients, "BACKWARD_CACHE_BYTES", per_sample // 2)
     assert backward_batch_size(core.context, record) == 1
-    monkeypatch.setattr(core.context.runtime, "providers", ("CUDAExecutionProvider", "CPUExecutionProvider"))
+    monkeypatch.setattr(core.context.runtime, "_providers", ("CUDAExecutionProvider", "CPUExecutionProvider"))
     assert backward_batch_size(core.context, record) == 10
