@@ -82,7 +82,7 @@ class _Worker:
 
     def serve(self) -> None:
         try:
-            self.conn.send(("ready", os.getpid()))
+            self.conn.send(("ready", os.getpid(), self.runtime.providers))  # the server sizes batches by them
             while True:
                 kind, seconds, what, body = self.conn.recv()
                 self.conn.send((*self._handle(kind, seconds, what, body), self.runtime.session_count(),

@@ -122,6 +122,7 @@ class WorkerPool:
         self._crashes: collections.Counter[str] = collections.Counter()
         self._quarantined: dict[str, str] = {}
         self.replaced: collections.Counter[str] = collections.Counter()  # workers replaced, by cause
+        self.providers: tuple[str, ...] | None = None  # what loaded in the workers, once one has started
         self.peak_address_space = 0  # the most any worker reported holding (bytes): at most the cap
         self.on_replace: list[Callable[[str], None]] = []  # metrics hook: called with the cause
 
@@ -177,12 +178,24 @@ class WorkerPool:
             self._replace(slot, "crashed")
             raise WorkerCrashed(f"a worker process did not start within {STARTUP_TIMEOUT_S:g} s; the server is overloaded")
         try:
-            slot.conn.recv()
+            _, _, providers = slot.conn.recv()
         except (EOFError, OSError):
             code = slot.process.exitcode
             self._replace(slot, "crashed")
             raise WorkerCrashed(f"a worker process died while starting (exit code {code}); it was replaced") from None
         slot.ready = True
+        self.providers = tuple(providers)
+
+    def worker_providers(self) -> tuple[str, ...]:
+        """The execution providers the workers run on (waits for the first worker to start)."""
+        if self.providers is None:
+            slot = self._checkout_slot(0)
+            try:
+                self._await_ready(slot)
+            finally:
+                self._checkin(slot)
+        assert self.providers is not None
+        return self.providers
 
     def wait_ready(self) -> None:
         """Block until every worker has started (benchmarks and tests measure warm workers)."""

@@ -22,9 +22,14 @@ from convscope.workers.pool import WorkerPool
 
 class SandboxedRuntime(Runtime):
     def __init__(self, load_model: Callable[[str], onnx.ModelProto], model_folder: Callable[[str], Path], pool: WorkerPool) -> None:
-        super().__init__(load_model)  # its providers are never probed here: the workers choose theirs
+        super().__init__(load_model)
         self.pool = pool
         self._model_folder = model_folder
+
+    @property
+    def providers(self) -> tuple[str, ...]:
+        """The workers' providers: this process never probes onnxruntime's own."""
+        return self.pool.worker_providers()
 
     def describe_upload(self, model_id: str, upload: Upload, **options: Any) -> ModelRecord:
         return self.pool.describe(model_id, upload.folder, upload.side_names, upload.received, options)
