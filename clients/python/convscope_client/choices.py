@@ -33,7 +33,7 @@ class Choice(str, Enum):
 
     refusal_format: str
 
-    def __init_subclass__(cls, *, refusal: str, **kwargs: object) -> None:
+    def __init_subclass__(cls, *, refusal: str = "{value!r} is not one of {values}", **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
         cls.refusal_format = refusal
 
@@ -42,11 +42,16 @@ class Choice(str, Enum):
 
     @classmethod
     def parse(cls: type[Parsed], value: str) -> Parsed:
-        """The member named by ``value`` (a member passes through), or InvalidChoice."""
+        """The member named by ``value`` (a member passes through), or the ``refused`` error."""
         try:
             return cls(value)
         except ValueError:
-            raise InvalidChoice(cls.refusal(value)) from None
+            raise cls.refused(cls.refusal(value)) from None
+
+    @classmethod
+    def refused(cls, message: str) -> Exception:
+        """The error ``parse`` raises; the service's choices raise its own INVALID_ARGUMENT error."""
+        return InvalidChoice(message)
 
     @classmethod
     def values(cls) -> tuple[str, ...]:
