@@ -13,12 +13,16 @@ import pytest
 from convscope.choices import Choice
 from convscope.errors import InvalidArgument
 from convscope.graph.common import Rectifier, RectifierScope
+from convscope.methods.adversarial import AdversarialMethod, AdversarialNorm, AdversarialOptions
 from convscope.methods.attribution import AttributionMethod, AttributionOptions, IntegrationRule
 from convscope.methods.embedding import EmbeddingMethod
+from convscope.methods.faithfulness import FaithfulnessMetric, curves
+from convscope.methods.inversion import InversionStart
 from convscope.methods.occlusion_options import Engine, FillMode, OcclusionOptions, OcclusionScore
 from convscope.model.types import ChannelOrder, Interpolation, Layout, Preprocessing
 from convscope.rpc.convert import attribution_request, preprocessing_from_proto, rectifier_rule, rectifier_scope
 from convscope.rpc.dataset import job_from_proto
+from convscope.rpc.synthesis import adversarial_options, inversion_options
 from convscope_client._proto import convscope_pb2 as pb
 
 
@@ -93,8 +97,24 @@ def test_occlusion_choices_keep_their_messages() -> None:
 
 def test_every_choice_says_how_it_refuses_a_value() -> None:
     kinds = [Rectifier, RectifierScope, AttributionMethod, IntegrationRule, EmbeddingMethod, Layout, ChannelOrder, Interpolation,
-             OcclusionScore, FillMode, Engine]
+             OcclusionScore, FillMode, Engine, AdversarialMethod, AdversarialNorm, InversionStart, FaithfulnessMetric]
     assert set(kinds) <= set(Choice.__subclasses__())
     for kind in Choice.__subclasses__():
         message = kind.refusal("nonsense")
         assert "'nonsense'" in message and kind.parse(kind.values()[0]) is next(iter(kind))
+
+
+def test_synthesis_and_faithfulness_choices_keep_their_messages() -> None:
+    options = adversarial_options(pb.AdversarialRequest(method="pgd", norm="l2"))
+    assert (options.method, options.norm) == (AdversarialMethod.PGD, AdversarialNorm.L2)
+    assert AdversarialOptions(method="pgd").method is AdversarialMethod.PGD and AdversarialOptions().norm is AdversarialNorm.LINF
+    with refused("method must be one of ('fgsm', 'pgd'), not 'cw'"):
+        adversarial_options(pb.AdversarialRequest(method="cw"))
+    with refused("norm must be one of ('linf', 'l2'), not 'l1'"):
+        AdversarialOptions(norm="l1")
+    assert inversion_options(pb.InvertRequest(layer="conv", init="grey")).init is InversionStart.GREY
+    assert inversion_options(pb.InvertRequest(layer="conv")).init is InversionStart.NOISE
+    with refused("init must be one of ('noise', 'grey'), not 'zeros'"):
+        inversion_options(pb.InvertRequest(layer="conv", init="zeros"))
+    with refused("unknown metrics ['auc']; choose from ['deletion', 'insertion']"):
+        curves(None, None, None, None, [], ["deletion", "auc"])  # type: ignore[arg-type]  # refused before anything is read

@@ -143,7 +143,11 @@ def test_hostile_model(client: Client, hostile: Callable[..., ConvscopeError], b
 
 @pytest.mark.parametrize("location", ["/etc/passwd", "../x", "sub/../../x", "a/../../../etc/passwd", "model.onnx", "link.bin"])
 def test_external_reference_outside_the_side_files(
-    client: Client, hostile: Callable[..., ConvscopeError], runtime_spy: list[str], location: str, tmp_path: Path  # noqa: F811
+    client: Client,
+    hostile: Callable[..., ConvscopeError],
+    runtime_spy: list[str],  # noqa: F811 (a fixture imported by name; the formatter keeps this comment on its line)
+    location: str,
+    tmp_path: Path,
 ) -> None:
     """``link.bin`` names a symlink (and ``/etc/passwd`` a file) on the server's disk: only
     names of files uploaded with the model are ever resolved, so neither is followed."""
@@ -162,7 +166,12 @@ def test_external_reference_outside_the_side_files(
     ],
 )
 def test_external_extent_outside_the_side_file(
-    client: Client, hostile: Callable[..., ConvscopeError], runtime_spy: list[str], offset: int, length: int, mention: str  # noqa: F811
+    client: Client,
+    hostile: Callable[..., ConvscopeError],
+    runtime_spy: list[str],  # noqa: F811 (a fixture imported by name; the formatter keeps this comment on its line)
+    offset: int,
+    length: int,
+    mention: str,
 ) -> None:
     data = _external_at(offset, length).SerializeToString()
     weights = np.zeros(WEIGHT_BYTES // 4, np.float32).tobytes()

@@ -23,7 +23,17 @@ import numpy as np
 
 from convscope_client import synthesis_cli
 from convscope_client.bars import JobProgressBar, ProgressBar, StepBar
-from convscope_client.client import ATTRIBUTION_METHODS, INTEGRATION_RULES, Client
+from convscope_client.choices import (
+    AttributionMethod,
+    EmbeddingMethod,
+    IntegrationRule,
+    OcclusionEngine,
+    OcclusionFill,
+    OcclusionScore,
+    Rectifier,
+    RectifierScope,
+)
+from convscope_client.client import Client
 from convscope_client.errors import ConvscopeError
 from convscope_client.jobs import Dataset, ServerFolder, local_files
 from convscope_client.transport import Tls
@@ -95,7 +105,7 @@ def _fill(text: str) -> float | str:
     try:
         return float(text)
     except ValueError:
-        if text not in ("mean", "blur"):
+        if text not in OcclusionFill.values():
             raise argparse.ArgumentTypeError(f"{text!r} is neither a number nor 'mean' or 'blur'") from None
         return text
 
@@ -254,7 +264,7 @@ def top_activations(args: argparse.Namespace, client: Client) -> object:
 def embedding_arguments(parser: argparse.ArgumentParser) -> None:
     _dataset_arguments(parser)
     parser.add_argument("--layer", help=f"{LAYER_HELP}; default: the tensor feeding the final classifier")
-    parser.add_argument("--method", choices=("tsne", "pca"), default="tsne")
+    parser.add_argument("--method", choices=EmbeddingMethod.values(), default=EmbeddingMethod.TSNE.value)
     parser.add_argument("--perplexity", type=float, default=30.0, help="t-SNE perplexity (lowered for small datasets)")
     parser.add_argument("--seed", type=int, default=0, help="t-SNE random seed")
     _out(parser)
@@ -303,8 +313,9 @@ def occlusion_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--window", type=int, nargs=2, default=(32, 32), metavar=("H", "W"), help="occluding box, input pixels")
     parser.add_argument("--stride", type=int, nargs=2, default=(16, 16), metavar=("Y", "X"), help="step between boxes")
     parser.add_argument("--fill", type=_fill, default=0.0, help="a number in the model's input space, 'mean' or 'blur'")
-    parser.add_argument("--score", choices=["probability", "raw"], default="probability", help="softmax probability or the raw output")
-    parser.add_argument("--engine", choices=["auto", "batched", "incremental", "approximate"], default="auto",
+    parser.add_argument("--score", choices=OcclusionScore.values(), default=OcclusionScore.PROBABILITY.value,
+                        help="softmax probability or the raw output")
+    parser.add_argument("--engine", choices=OcclusionEngine.values(), default=OcclusionEngine.AUTO.value,
                         help="incremental recomputes only what a box changes; approximate also interpolates where the map is smooth")
     parser.add_argument("--tolerance", type=float, default=0.0,
                         help="engine approximate: error allowed per position, in score units (e.g. 0.01; 0: exact)")
@@ -333,8 +344,8 @@ def occlusion(args: argparse.Namespace, client: Client) -> object:
 def attribution_arguments(parser: argparse.ArgumentParser) -> None:
     _model_id(parser)
     _target_arguments(parser)
-    methods = "; ".join(f"{name}: {text}" for name, text in ATTRIBUTION_METHODS.items())
-    parser.add_argument("--method", required=True, choices=list(ATTRIBUTION_METHODS), metavar="METHOD", help=methods)
+    methods = "; ".join(f"{method}: {method.description}" for method in AttributionMethod)
+    parser.add_argument("--method", required=True, choices=AttributionMethod.values(), metavar="METHOD", help=methods)
     parser.add_argument("--target", type=int, help="flat index into one sample's output (default: top entry)")
     parser.add_argument(
         "--target-weights", metavar="NPY",
@@ -342,14 +353,14 @@ def attribution_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--layer", help=f"grad_cam layer: {LAYER_HELP} (default: the last feature map)")
     parser.add_argument("--steps", type=int, default=50, help="integrated_gradients: points on the path")
-    parser.add_argument("--integration", choices=INTEGRATION_RULES, default=INTEGRATION_RULES[0],
+    parser.add_argument("--integration", choices=IntegrationRule.values(), default=IntegrationRule.GAUSS_LEGENDRE.value,
                         help="integrated_gradients: quadrature rule")
     parser.add_argument("--baseline", default="0",
                         help="integrated_gradients: the path's start, a number in the model's input space or an .npy")
     parser.add_argument("--samples", type=int, default=25, help="smoothgrad: noisy copies averaged")
     parser.add_argument("--noise", type=float, default=0.15, help="smoothgrad: noise σ as a share of the input's range")
     parser.add_argument("--seed", type=int, default=0, help="smoothgrad: noise seed")
-    parser.add_argument("--rectifiers", choices=["all", "relu"], default="all",
+    parser.add_argument("--rectifiers", choices=RectifierScope.values(), default=RectifierScope.ALL.value,
                         help="guided/deconvnet rule on every rectifier (ReLU6 too) or on Relu only (Captum's)")
     _out(parser)
 
@@ -375,8 +386,9 @@ def export_backward_arguments(parser: argparse.ArgumentParser) -> None:
     _model_id(parser)
     parser.add_argument("--seed", action="append", dest="seeds", help="tensor to seed (repeat; default: first output)")
     parser.add_argument("--wrt", action="append", help="intermediate tensor whose gradient is also an output (repeat)")
-    parser.add_argument("--rectifier", choices=["plain", "guided", "deconvnet"], default="plain", help="the ReLU backward rule")
-    parser.add_argument("--rectifiers", choices=["all", "relu"], default="all", help="which rectifiers the rule applies to")
+    parser.add_argument("--rectifier", choices=Rectifier.values(), default=Rectifier.PLAIN.value, help="the ReLU backward rule")
+    parser.add_argument("--rectifiers", choices=RectifierScope.values(), default=RectifierScope.ALL.value,
+                        help="which rectifiers the rule applies to")
     _out(parser, what="output folder; the graph is written there as backward.onnx")
 
 
@@ -429,7 +441,7 @@ COMMANDS: dict[str, Command] = {
     "embedding": Command("t-SNE / PCA of CNN codes, drawn as an image grid", embedding_arguments, embedding),
     "dead-filters": Command("per channel, the share of images on which it is zero everywhere", dead_filters_arguments, dead_filters),
     "occlusion": Command("occlusion sensitivity map (with a progress bar)", occlusion_arguments, occlusion),
-    "attribution": Command("a gradient map: " + ", ".join(ATTRIBUTION_METHODS), attribution_arguments, attribution),
+    "attribution": Command("a gradient map: " + ", ".join(AttributionMethod.values()), attribution_arguments, attribution),
     "export-backward": Command("write the forward+backward ONNX graph", export_backward_arguments, export_backward),
     "invert": Command("an image whose code at a layer matches the input's (Mahendran & Vedaldi)",
                       synthesis_cli.invert_arguments, _stepped(synthesis_cli.invert)),

@@ -13,6 +13,21 @@ import numpy as np
 from convscope_client import jobs, synthesis
 from convscope_client._proto import convscope_pb2 as pb
 from convscope_client._proto import convscope_pb2_grpc as pb_grpc
+from convscope_client.choices import (
+    PREPROCESSING_CHOICES,
+    AdversarialMethod,
+    AdversarialNorm,
+    AttributionMethod,
+    EmbeddingMethod,
+    FaithfulnessMetric,
+    IntegrationRule,
+    InversionStart,
+    OcclusionEngine,
+    OcclusionFill,
+    OcclusionScore,
+    Rectifier,
+    RectifierScope,
+)
 from convscope_client.errors import ConvscopeError, streaming
 from convscope_client.inputs import Inputs, fill_input, fill_tensor, from_tensor, input_array
 from convscope_client.jobs import Dataset, ProgressCallback
@@ -51,19 +66,6 @@ from convscope_client.wire import (
 # Under 1 MiB with framing, so a server whose request limit is 1 MiB still accepts uploads.
 CHUNK_BYTES = (1 << 20) - 1024
 SERVICE_PATH = f"/{pb.DESCRIPTOR.services_by_name['Convscope'].full_name}"
-# The server's methods (a test keeps the lists equal), with what each draws.
-ATTRIBUTION_METHODS = {
-    "gradient": "d score / d input",
-    "saliency": "max |gradient| over channels (Simonyan et al.)",
-    "input_x_gradient": "input times gradient",
-    "deconvnet": "backward pass through the ReLU's deconvnet rule (Zeiler & Fergus)",
-    "guided_backprop": "backward pass keeping positive gradients of positive units (Springenberg et al.)",
-    "grad_cam": "class activation map at --layer (Selvaraju et al.)",
-    "guided_grad_cam": "guided backprop times Grad-CAM",
-    "integrated_gradients": "gradients integrated from --baseline to the input (Sundararajan et al.)",
-    "smoothgrad": "gradient averaged over noisy copies (Smilkov et al.)",
-}
-INTEGRATION_RULES = ("gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid")
 PREPROCESSING_FIELDS = ("resize", "size", "scale", "mean", "std", "layout", "channel_order", "interpolation", "grayscale")
 
 Result = TypeVar("Result")
@@ -212,7 +214,9 @@ class Client:
             unknown = set(preprocessing) - set(PREPROCESSING_FIELDS)
             if unknown:
                 raise ValueError(f"unknown preprocessing field(s) {sorted(unknown)}; known: {PREPROCESSING_FIELDS}")
-            header.preprocessing.CopyFrom(pb.Preprocessing(**preprocessing))
+            chosen = {field: choice.parse(preprocessing[field])
+                      for field, choice in PREPROCESSING_CHOICES.items() if field in preprocessing}
+            header.preprocessing.CopyFrom(pb.Preprocessing(**{**preprocessing, **chosen}))
             header.has_preprocessing = True
 
         def requests() -> Iterator[pb.UploadModelRequest]:
@@ -371,7 +375,7 @@ class Client:
         dataset: Dataset,
         *,
         layer: str | None = None,
-        method: str = "tsne",
+        method: EmbeddingMethod | str = EmbeddingMethod.TSNE,
         perplexity: float = 30.0,
         seed: int = 0,
         render: bool = True,
@@ -388,7 +392,9 @@ class Client:
         """
         start = pb.DatasetJobStart(
             model_id=model_id,
-            embedding=pb.EmbeddingJob(layer=layer or "", method=method, perplexity=perplexity, seed=seed, render=render),
+            embedding=pb.EmbeddingJob(
+                layer=layer or "", method=EmbeddingMethod.parse(method), perplexity=perplexity, seed=seed, render=render
+            ),
         )
         events = self._dataset_job(start, dataset, progress, timeout, others)
         if not events.results:
@@ -443,7 +449,7 @@ class Client:
         model_id: str,
         inputs: Inputs,
         *,
-        method: str,
+        method: AttributionMethod | str,
         target: int | np.ndarray | None = None,
         output: str | None = None,
         layer: str | None = None,
@@ -453,16 +459,16 @@ class Client:
         samples: int = 25,
         noise: float = 0.15,
         seed: int = 0,
-        rectifiers: str = "all",
-        integration: str = "gausslegendre",
+        rectifiers: RectifierScope | str = RectifierScope.ALL,
+        integration: IntegrationRule | str = IntegrationRule.GAUSS_LEGENDRE,
         render: bool = True,
-        metrics: Sequence[str] = (),
+        metrics: Sequence[FaithfulnessMetric | str] = (),
         pixels_per_step: int = 0,
         timeout: float | None = None,
     ) -> Attribution:
         """A gradient map of ``output[target]`` (default: the first output's top entry).
 
-        ``method``: one of ``ATTRIBUTION_METHODS``. ``rectifiers="relu"`` applies the
+        ``method``: an ``AttributionMethod`` or its value. ``rectifiers="relu"`` applies the
         guided/deconvnet rule to Relu only (Captum's convention); "all" also to ReLU6.  A float
         array ``target`` of one sample's ``output`` shape weighs its entries: the map is the
         gradient of Σ target·output (a segmentation mask, one box's entries).  ``warnings`` on
@@ -471,6 +477,7 @@ class Client:
         ``metrics``: "deletion" and/or "insertion" — the map's faithfulness curves and AUC
         (Petsiuk et al.'s RISE protocol), in ``Attribution.metrics``.
         """
+        method = AttributionMethod.parse(method)
         weights = target if isinstance(target, np.ndarray) and np.issubdtype(target.dtype, np.floating) else None
         entry = None if weights is not None else target
         request = pb.AttributionRequest(
@@ -485,10 +492,10 @@ class Client:
             samples=samples,
             noise=noise,
             seed=seed,
-            rectifiers=_rectifiers(rectifiers),
-            integration=integration,
+            rectifiers=_scope_field(rectifiers),
+            integration=IntegrationRule.parse(integration),
             render=render,
-            metrics=list(metrics),
+            metrics=[FaithfulnessMetric.parse(metric) for metric in metrics],
             pixels_per_step=pixels_per_step,
         )
         fill_input(request.input, inputs)
@@ -521,10 +528,10 @@ class Client:
         output: str | None = None,
         window: tuple[int, int] = (32, 32),
         stride: tuple[int, int] = (16, 16),
-        fill: float | str = 0.0,
-        score: str = "probability",
+        fill: float | OcclusionFill | str = 0.0,
+        score: OcclusionScore | str = OcclusionScore.PROBABILITY,
         progress: Callable[[int, int], None] | None = None,
-        engine: str = "auto",
+        engine: OcclusionEngine | str = OcclusionEngine.AUTO,
         batch_size: int = 0,
         occluded: str | None = None,
         tolerance: float = 0.0,
@@ -550,15 +557,15 @@ class Client:
             output=output or "",
             window=list(window),
             stride=list(stride),
-            score=score,
-            engine=engine,
+            score=OcclusionScore.parse(score),
+            engine=OcclusionEngine.parse(engine),
             batch_size=batch_size,
             occluded=occluded or "",
             tolerance=tolerance,
         )
         fill_input(request.input, inputs)
         if isinstance(fill, str):
-            request.fill_mode = fill
+            request.fill_mode = OcclusionFill.parse(fill)
         else:
             request.fill_value = float(fill)
         result: pb.OcclusionResult | None = None
@@ -596,8 +603,8 @@ class Client:
         *,
         seeds: Sequence[str] = (),
         wrt: Sequence[str] = (),
-        rectifier: str = "plain",
-        rectifiers: str = "all",
+        rectifier: Rectifier | str = Rectifier.PLAIN,
+        rectifiers: RectifierScope | str = RectifierScope.ALL,
         timeout: float | None = None,
     ) -> bytes:
         """The forward+backward ONNX model, runnable with plain onnxruntime: feed the input and
@@ -606,8 +613,8 @@ class Client:
             model_id=model_id,
             seeds=list(seeds),
             wrt=list(wrt),
-            rectifier=rectifier,
-            rectifiers=_rectifiers(rectifiers),
+            rectifier=Rectifier.parse(rectifier),
+            rectifiers=_scope_field(rectifiers),
         )
         return self._call(lambda *args, **kwargs: b"".join(c.data for c in self._stub.ExportBackward(*args, **kwargs)), request, timeout)
 
@@ -629,7 +636,7 @@ class Client:
         tv_weight: float | None = None,
         norm_weight: float | None = None,
         jitter: int = 0,
-        init: str = "noise",
+        init: InversionStart | str = InversionStart.NOISE,
         seed: int = 0,
         progress: StepCallback | None = None,
         timeout: float | None = None,
@@ -637,7 +644,9 @@ class Client:
         """An image whose code at ``layer`` (any tensor of the layer table) matches ``image``'s:
         ‖Φ(x) − Φ₀‖²/‖Φ₀‖² plus the α-norm (``norm_weight``) and TV (``tv_weight``) regularizers
         of Mahendran & Vedaldi 2015, minimized in pixel space. ``progress(step, steps, loss)``."""
-        request = pb.InvertRequest(model_id=model_id, layer=layer, steps=steps, jitter=jitter, init=init, seed=seed)
+        request = pb.InvertRequest(
+            model_id=model_id, layer=layer, steps=steps, jitter=jitter, init=InversionStart.parse(init), seed=seed
+        )
         for name, value in (("lr", lr), ("tv_weight", tv_weight), ("norm_weight", norm_weight)):
             if value is not None:
                 setattr(request, name, value)
@@ -687,12 +696,12 @@ class Client:
         model_id: str,
         image: Inputs,
         *,
-        method: str = "fgsm",
+        method: AdversarialMethod | str = AdversarialMethod.FGSM,
         epsilon: float = 2 / 255,
         step_size: float | None = None,
         steps: int = 10,
         target: int | None = None,
-        norm: str = "linf",
+        norm: AdversarialNorm | str = AdversarialNorm.LINF,
         random_start: bool = False,
         seed: int = 0,
         bounds: tuple[float, float] | None = None,
@@ -703,8 +712,8 @@ class Client:
         For images ε is in [0, 1] pixel units; for arrays in input units, clipped to ``bounds``.
         Untargeted: away from the top class; ``target``: towards that class."""
         request = pb.AdversarialRequest(
-            model_id=model_id, method=method, epsilon=epsilon, steps=steps, norm=norm, random_start=random_start, seed=seed,
-            bounds=list(bounds or ()),
+            model_id=model_id, method=AdversarialMethod.parse(method), epsilon=epsilon, steps=steps,
+            norm=AdversarialNorm.parse(norm), random_start=random_start, seed=seed, bounds=list(bounds or ()),
         )
         if step_size is not None:
             request.step_size = step_size
@@ -783,10 +792,9 @@ class Client:
         raise ConvscopeError(grpc.StatusCode.INTERNAL, "the server ended the audit stream without a report")
 
 
-def _rectifiers(name: str) -> pb.Rectifiers:
-    if name not in ("all", "relu"):
-        raise ValueError(f"rectifiers must be 'all' or 'relu', not {name!r}")
-    return pb.RECTIFIERS_RELU if name == "relu" else pb.RECTIFIERS_ALL
+def _scope_field(scope: RectifierScope | str) -> pb.Rectifiers:
+    """The one choice the protocol carries as an enum of its own rather than as a string."""
+    return pb.RECTIFIERS_RELU if RectifierScope.parse(scope) is RectifierScope.RELU else pb.RECTIFIERS_ALL
 
 
 def _single_or_list(values: list[Result]) -> Result | list[Result]:

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from convscope_client.choices import AdversarialMethod, AdversarialNorm, InversionStart
 from convscope_client.client import Client
 from convscope_client.synthesis import StepCallback
 
@@ -37,7 +38,7 @@ def invert_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tv-weight", type=float, help="total-variation regularizer weight (0: none)")
     parser.add_argument("--norm-weight", type=float, help="alpha-norm bound weight")
     parser.add_argument("--jitter", type=int, default=0, help="random shift in pixels each step")
-    parser.add_argument("--init", choices=["noise", "grey"], default="noise", help="starting image")
+    parser.add_argument("--init", choices=InversionStart.values(), default=InversionStart.NOISE.value, help="starting image")
     parser.add_argument("--seed", type=int, default=0, help="random seed")
 
 
@@ -78,12 +79,14 @@ def visualize(args: argparse.Namespace, client: Client, bar: StepCallback) -> di
 
 def adversarial_arguments(parser: argparse.ArgumentParser) -> None:
     _common(parser)
-    parser.add_argument("--method", choices=["fgsm", "pgd"], default="fgsm", help="one signed step, or projected steps")
+    parser.add_argument("--method", choices=AdversarialMethod.values(), default=AdversarialMethod.FGSM.value,
+                        help="one signed step, or projected steps")
     parser.add_argument("--epsilon", type=float, default=2 / 255, help="pixels in [0, 1] for images, else input units")
     parser.add_argument("--step-size", type=float, help="PGD's step (default: 2.5 epsilon / steps)")
     parser.add_argument("--steps", type=int, default=10, help="PGD's steps")
     parser.add_argument("--target", type=int, help="make it be classified as this class")
-    parser.add_argument("--norm", choices=["linf", "l2"], default="linf", help="the ball PGD projects onto")
+    parser.add_argument("--norm", choices=AdversarialNorm.values(), default=AdversarialNorm.LINF.value,
+                        help="the ball PGD projects onto")
     parser.add_argument("--random-start", action="store_true", help="PGD starts at a random point of the ball")
     parser.add_argument("--seed", type=int, default=0, help="random seed")
     parser.add_argument("--bounds", type=float, nargs=2, metavar=("LOW", "HIGH"), help="array inputs: the valid range")

@@ -77,6 +77,14 @@ class AuditResult:
     def errored(self) -> bool:
         return any(check.status == "error" for check in self.checks)
 
+    def row_ref(self, index: int) -> dict[str, Any]:
+        """Where the ``index``-th item is in the dataset, its label and the model's top-1 class, by name."""
+        item = self.items[index]
+        labels = self.record.labels
+        name = (lambda c: labels[c] if 0 <= c < len(labels) else str(c))
+        predicted = int(self.predictions[index, 0])
+        return {"row": item.row, "path": str(item.path), "label": name(item.label), "predicted": name(predicted)}
+
 
 # The reduction's key for the top-k classes; a tensor name never has a space.
 TOP_CLASSES = "top classes"

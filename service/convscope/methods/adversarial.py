@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from convscope.choices import Choice
 from convscope.errors import InvalidArgument
 from convscope.graph.loss_seed import rule_input_names
 from convscope.methods.optimize import Objective, PixelSpace, StepProgress, check_steps, float_layer, loss_gradient
@@ -27,47 +28,57 @@ from convscope.model.preprocessing import ModelInput
 from convscope.model.types import ModelRecord
 from convscope.runtime.context import MethodContext
 
-ADVERSARIAL_METHODS = ("fgsm", "pgd")
-NORMS = ("linf", "l2")
+
+class AdversarialMethod(Choice, refusal="method must be one of {values}, not {value!r}"):
+    FGSM = "fgsm"  # one signed step of ε (Goodfellow et al. 2015)
+    PGD = "pgd"  # projected steps (Madry et al. 2018)
+
+
+class AdversarialNorm(Choice, refusal="norm must be one of {values}, not {value!r}"):
+    LINF = "linf"
+    L2 = "l2"
+
+
 # Captum's FGSM.zero_thresh: entries whose loss gradient is this small are not moved.
 ZERO_GRADIENT = 1e-6
 
 
 @dataclass(frozen=True)
 class AdversarialOptions:
-    method: str = "fgsm"
+    method: AdversarialMethod | str = AdversarialMethod.FGSM
     epsilon: float = 2 / 255
     step_size: float | None = None  # PGD's; default 2.5·ε/steps (Madry et al.); FGSM steps ε
     steps: int = 10  # PGD only; FGSM is one step
     target: int | None = None
-    norm: str = "linf"
+    norm: AdversarialNorm | str = AdversarialNorm.LINF
     random_start: bool = False
     seed: int = 0
     bounds: tuple[float, float] | None = None  # array inputs: the valid range of the input
 
+    def __post_init__(self) -> None:
+        # Plain strings (the audit's configured attacks, Python callers) become members here.
+        object.__setattr__(self, "method", AdversarialMethod.parse(self.method))
+        object.__setattr__(self, "norm", AdversarialNorm.parse(self.norm))
+
     def checked(self, max_steps: int) -> AdversarialOptions:
-        if self.method not in ADVERSARIAL_METHODS:
-            raise InvalidArgument(f"method must be one of {ADVERSARIAL_METHODS}, not {self.method!r}")
-        if self.norm not in NORMS:
-            raise InvalidArgument(f"norm must be one of {NORMS}, not {self.norm!r}")
         if not self.epsilon >= 0:
             raise InvalidArgument(f"epsilon must be ≥ 0, got {self.epsilon}")
         if self.step_size is not None and not self.step_size > 0:
             raise InvalidArgument(f"step_size must be > 0, got {self.step_size}")
         if self.bounds is not None and not self.bounds[0] < self.bounds[1]:
             raise InvalidArgument(f"bounds must be (low, high) with low < high, got {self.bounds}")
-        if self.method == "fgsm" and self.norm != "linf":
+        if self.method is AdversarialMethod.FGSM and self.norm is not AdversarialNorm.LINF:
             raise InvalidArgument("FGSM is an L∞ attack; use method='pgd' for norm='l2'")
         check_steps(self.steps, max_steps)
         return self
 
     @property
     def step_count(self) -> int:
-        return 1 if self.method == "fgsm" else self.steps
+        return 1 if self.method is AdversarialMethod.FGSM else self.steps
 
     @property
     def step_length(self) -> float:
-        if self.method == "fgsm":
+        if self.method is AdversarialMethod.FGSM:
             return self.epsilon
         return self.step_size if self.step_size is not None else 2.5 * self.epsilon / self.steps
 
@@ -117,7 +128,7 @@ def adversarial(
         if space:
             gradient = space.input_gradient_to_pixels(gradient)
         current = bound(current + direction * ascent(gradient, options).astype(np.float32, copy=False))
-        if options.method == "pgd":  # FGSM's one step of ε is in the ball already
+        if options.method is AdversarialMethod.PGD:  # FGSM's one step of ε is in the ball already
             current = bound(project(original, current, options))
         yield StepProgress(step + 1, options.step_count, float(cross_entropy(values, label).mean()))
     array = space.to_input(current) if space else current
@@ -140,7 +151,7 @@ def adversarial(
 
 def ascent(gradient: np.ndarray, options: AdversarialOptions) -> np.ndarray:
     """The step that raises the loss: a sign step (L∞), or along the unit gradient (L2)."""
-    if options.norm == "linf":
+    if options.norm is AdversarialNorm.LINF:
         return np.where(np.abs(gradient) > ZERO_GRADIENT, options.step_length * np.sign(gradient), 0)
     norms = np.linalg.norm(gradient.reshape(len(gradient), -1), axis=1).reshape(-1, *[1] * (gradient.ndim - 1))
     return options.step_length * gradient / np.maximum(norms, 1e-12)
@@ -149,7 +160,7 @@ def ascent(gradient: np.ndarray, options: AdversarialOptions) -> np.ndarray:
 def project(original: np.ndarray, current: np.ndarray, options: AdversarialOptions) -> np.ndarray:
     """``current`` pulled back into the ε-ball around ``original`` (torch.renorm's rule for L2)."""
     delta = current - original
-    if options.norm == "linf":
+    if options.norm is AdversarialNorm.LINF:
         return original + np.clip(delta, -options.epsilon, options.epsilon)
     norms = np.linalg.norm(delta.reshape(len(delta), -1), axis=1).reshape(-1, *[1] * (delta.ndim - 1))
     return original + np.where(norms > options.epsilon, delta * (options.epsilon / (norms + 1e-7)), delta)
@@ -158,7 +169,7 @@ def project(original: np.ndarray, current: np.ndarray, options: AdversarialOptio
 def random_start(shape: tuple[int, ...], options: AdversarialOptions) -> np.ndarray:
     """A uniform point of the ε-ball (L∞), or a random direction at a uniform radius (L2)."""
     rng = np.random.default_rng(options.seed)
-    if options.norm == "linf":
+    if options.norm is AdversarialNorm.LINF:
         return rng.uniform(-options.epsilon, options.epsilon, shape).astype(np.float32)
     direction = rng.standard_normal(shape)
     norms = np.linalg.norm(direction.reshape(shape[0], -1), axis=1).reshape(-1, *[1] * (len(shape) - 1))

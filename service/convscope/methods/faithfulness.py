@@ -15,18 +15,23 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from convscope.errors import InvalidArgument
+from convscope.choices import Choice
 from convscope.model.types import ModelRecord
 from convscope.runtime.context import MethodContext
 
-METRICS = ("deletion", "insertion")
+
+class FaithfulnessMetric(Choice, refusal="unknown metrics [{value!r}]; choose from {listed}"):
+    DELETION = "deletion"  # the most salient pixels removed first: a faithful map falls fast
+    INSERTION = "insertion"  # the most salient pixels added to a blurred copy first: it rises fast
+
+
 DEFAULT_PIXELS_PER_STEP = 0  # 0: about 1/64 of the image per step
 DEFAULT_BLUR_SIGMA = 5.0  # input pixels: RISE blurs with an 11-tap Gaussian of σ 5 at 224 px
 
 
 @dataclass(frozen=True)
 class Curves:
-    metric: str
+    metric: FaithfulnessMetric
     fractions: np.ndarray  # [S+1] share of pixels changed at each step
     scores: np.ndarray  # [N, S+1] target probability per sample and step
     auc: np.ndarray  # [N]
@@ -55,16 +60,14 @@ def curves(
     batch: np.ndarray,
     maps: np.ndarray,
     targets: Sequence[int],
-    metrics: Sequence[str] = METRICS,
+    metrics: Sequence[FaithfulnessMetric | str] = tuple(FaithfulnessMetric),
     *,
     pixels_per_step: int = DEFAULT_PIXELS_PER_STEP,
     blur_sigma: float = DEFAULT_BLUR_SIGMA,
 ) -> list[Curves]:
     """Deletion and/or insertion curves for each sample of ``batch`` under its map; one forward
     run per sample covers every step of a curve."""
-    unknown = sorted(set(metrics) - set(METRICS))
-    if unknown:
-        raise InvalidArgument(f"unknown metrics {unknown}; choose from {list(METRICS)}")
+    chosen = [FaithfulnessMetric.parse(metric) for metric in metrics]
     nchw = record.preprocessing.layout == "NCHW"
     spatial = (batch.shape[2], batch.shape[3]) if nchw else (batch.shape[1], batch.shape[2])
     pixels = spatial[0] * spatial[1]
@@ -73,9 +76,9 @@ def curves(
     ranks = importance(record, maps, spatial).reshape(len(batch), -1)
     output = record.outputs[0].name
     results = []
-    for metric in metrics:
+    for metric in chosen:
         # Changed pixels take their value from ``end``; the others stay as in ``source``.
-        source, end = (batch, np.zeros_like(batch)) if metric == "deletion" else (blurred(record, batch, blur_sigma), batch)
+        source, end = (batch, np.zeros_like(batch)) if metric is FaithfulnessMetric.DELETION else (blurred(record, batch, blur_sigma), batch)
         scores = np.empty((len(batch), len(counts)), np.float64)
         for n in range(len(batch)):
             order = np.argsort(-ranks[n], kind="stable")

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from convscope.choices import Choice
 from convscope.errors import InvalidArgument
 from convscope.graph.loss_seed import rule_input_names
 from convscope.methods.optimize import Adam, Objective, PixelSpace, StepProgress, check_steps, float_layer, loss_gradient
@@ -26,7 +27,11 @@ from convscope.runtime.context import MethodContext
 ALPHA = 6
 NORM_SCALE = 80 / 255  # B
 TV_SCALE = NORM_SCALE / 6.5  # V
-INITS = ("noise", "grey")
+
+
+class InversionStart(Choice, refusal="init must be one of {values}, not {value!r}"):
+    NOISE = "noise"  # grey plus Gaussian noise
+    GREY = "grey"
 
 
 @dataclass(frozen=True)
@@ -37,8 +42,11 @@ class InversionOptions:
     tv_weight: float = 0.005  # λ_V
     norm_weight: float = 0.01  # λ_α
     jitter: int = 0  # the view is rolled by up to this many pixels each step
-    init: str = "noise"
+    init: InversionStart | str = InversionStart.NOISE
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "init", InversionStart.parse(self.init))  # a Python caller's string: its member
 
 
 @dataclass(frozen=True)
@@ -70,8 +78,6 @@ def invert(
     context: MethodContext, record: ModelRecord, model_input: ModelInput, options: InversionOptions, *, max_steps: int
 ) -> Iterator[StepProgress | InversionResult]:
     check_steps(options.steps, max_steps)
-    if options.init not in INITS:
-        raise InvalidArgument(f"init must be one of {INITS}, not {options.init!r}")
     if options.lr <= 0 or options.tv_weight < 0 or options.norm_weight < 0 or options.jitter < 0:
         raise InvalidArgument("lr must be > 0, and tv_weight, norm_weight and jitter ≥ 0")
     float_layer(record, options.layer)
@@ -84,7 +90,7 @@ def invert(
     objective = Objective(options.layer, "residual", {reference: code, weight: weights})
     rng = np.random.default_rng(options.seed)
     pixels = np.full(batch.shape, 0.5, np.float32)
-    if options.init == "noise":
+    if options.init is InversionStart.NOISE:
         pixels += (0.1 * rng.standard_normal(batch.shape)).astype(np.float32)
     axes = space.spatial_axes
     area = batch.shape[axes[0]] * batch.shape[axes[1]]

@@ -13,9 +13,8 @@ never lie on it.  A node on it without a rule is refused with ``UnsupportedOp``:
 a missing gradient is never replaced by zeros.  Where no path exists at all, the
 gradient *is* zero and the output says so.
 
-The model is first upgraded to opset 18 with onnx's version converter (rules need
-``ScatterElements`` with ``reduction="add"`` and axes-as-input reductions, and one
-form per op keeps the rules short).
+The model is first prepared (``prepare.py``): upgraded to opset 18 with onnx's version
+converter, and its tensors' types and static shapes inferred.
 """
 
 from __future__ import annotations
@@ -25,20 +24,19 @@ from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 import onnx
-from onnx import helper, version_converter
+from onnx import helper
 
-from convscope.errors import InvalidArgument, Unimplemented, UnsupportedOp
+from convscope.errors import InvalidArgument, UnsupportedOp
 from convscope.graph.analysis import producers
 from convscope.graph.common import BATCH_DIM, Rectifier, RectifierScope, constant_value, subgraph_reads
 
 from .emitter import FLOAT_TYPES, Emitter, TensorInfo
+from .prepare import DEFAULT_DOMAINS, prepared, tensor_infos
 from .rules import NONDIFFERENTIABLE, RULES, Options, Rule, Vjp
 
 logger = logging.getLogger(__name__)
 
-MIN_OPSET = 18
 MAX_IR_VERSION = 13  # the newest onnxruntime 1.31 loads; onnx 1.23 stamps 14 by default
-_DEFAULT_DOMAINS = ("", "ai.onnx")
 
 
 def seed_input_name(tensor: str) -> str:
@@ -91,9 +89,9 @@ def build_backward(
     if top_target and len(seeds) != 1:
         raise InvalidArgument("a top-entry target seeds exactly one tensor")
 
-    work = _prepared(model)
+    work = prepared(model)
     graph = work.graph
-    infos = _tensor_infos(work)
+    infos = tensor_infos(work)
     initializers = {t.name for t in graph.initializer} | {t.values.name for t in graph.sparse_initializer}
     inputs = {i.name: i for i in graph.input if i.name not in initializers}
     float_inputs = [name for name, i in inputs.items() if i.type.tensor_type.elem_type in FLOAT_TYPES]
@@ -137,7 +135,7 @@ def build_backward(
     return work
 
 
-# -- model preparation -----------------------------------------------------------
+# -- the requested tensors -------------------------------------------------------
 
 
 def _unique(names: Iterable[str]) -> list[str]:
@@ -146,95 +144,6 @@ def _unique(names: Iterable[str]) -> list[str]:
 
 def _info(infos: dict[str, TensorInfo], name: str) -> TensorInfo:
     return infos.get(name, TensorInfo(0, None))
-
-
-def _prepared(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy with every node named and the default opset at least ``MIN_OPSET``."""
-    work = onnx.ModelProto()
-    work.CopyFrom(model)
-    _name_unnamed_nodes(work.graph)
-    work = _upgrade(work)
-    _name_unnamed_nodes(work.graph)  # nodes the converter inserted
-    return work
-
-
-def _name_unnamed_nodes(graph: onnx.GraphProto) -> None:
-    """Give nameless nodes a stable "<op>#<index>" name so errors can point at them."""
-    for index, node in enumerate(graph.node):
-        if not node.name:
-            node.name = f"{node.op_type}#{index}"
-
-
-def _default_opset(model: onnx.ModelProto) -> int | None:
-    return next((o.version for o in model.opset_import if o.domain in _DEFAULT_DOMAINS), None)
-
-
-def _upgrade(model: onnx.ModelProto) -> onnx.ModelProto:
-    opset = _default_opset(model)
-    if opset is None:
-        model.opset_import.append(helper.make_opsetid("", MIN_OPSET))
-        return model
-    if opset >= MIN_OPSET:
-        return model
-    try:
-        return version_converter.convert_version(model, MIN_OPSET)
-    except Exception as exc:  # the converter reports every failure as a bare C++ assertion
-        for node in model.graph.node:
-            if node.domain in _DEFAULT_DOMAINS and not onnx.defs.has(node.op_type):
-                raise UnsupportedOp(node.op_type, node.name, "not an ONNX operator") from exc
-        raise Unimplemented(
-            f"the backward graph needs opset {MIN_OPSET}; upgrading this model "
-            f"from opset {opset} failed") from exc
-
-
-def _tensor_infos(model: onnx.ModelProto) -> dict[str, TensorInfo]:
-    """Element types and static shapes of the model's tensors, as far as they are known.
-
-    Sizes are inferred from the inputs and the ops alone: annotations an exporter or an
-    editing tool left in ``value_info`` or on the outputs may describe sizes the model no
-    longer has (a 112×112 map after the input was made dynamic), and rules bake static
-    sizes into the backward graph.  The annotations still give ranks and element types
-    where inference from the ops stops, with their sizes dropped.
-    """
-    derived = _inferred(model, annotations=False)
-    graph = model.graph
-    described = [name for node in graph.node for name in node.output if name] + [vi.name for vi in (*graph.value_info, *graph.output)]
-    if all(name in derived and derived[name].shape is not None for name in described):
-        return derived  # nothing left for the annotations to tell (the usual case): skip that pass
-    for name, info in _inferred(model, annotations=True).items():
-        known = derived.get(name)
-        if known is None or known.shape is None:
-            rank_only = None if info.shape is None else (None,) * len(info.shape)
-            derived[name] = TensorInfo((known and known.elem_type) or info.elem_type, rank_only)
-    return derived
-
-
-def _inferred(model: onnx.ModelProto, *, annotations: bool) -> dict[str, TensorInfo]:
-    if not annotations:
-        bare = onnx.ModelProto()
-        bare.CopyFrom(model)
-        del bare.graph.value_info[:]
-        for output in bare.graph.output:
-            if output.type.HasField("tensor_type"):
-                output.type.tensor_type.ClearField("shape")
-        model = bare
-    try:
-        inferred = onnx.shape_inference.infer_shapes(model, data_prop=not annotations)
-    except Exception:  # partial information is fine: rules fall back to run-time shapes
-        logger.warning("shape inference failed; the backward graph uses run-time shapes", exc_info=True)
-        inferred = model
-    graph = inferred.graph
-    infos: dict[str, TensorInfo] = {}
-    for vi in (*graph.input, *graph.output, *graph.value_info):
-        tensor = vi.type.tensor_type
-        shape = None
-        if tensor.HasField("shape"):
-            shape = tuple(d.dim_value if d.HasField("dim_value") else d.dim_param or None
-                          for d in tensor.shape.dim)
-        infos[vi.name] = TensorInfo(tensor.elem_type, shape)
-    for init in graph.initializer:
-        infos[init.name] = TensorInfo(init.data_type, tuple(init.dims))
-    return infos
 
 
 def _all_names(graph: onnx.GraphProto) -> set[str]:
@@ -262,7 +171,7 @@ def _check_tensors(graph: onnx.GraphProto, infos: dict[str, TensorInfo], initial
 
 
 def _rule(node: onnx.NodeProto) -> Rule | None:
-    if node.domain not in _DEFAULT_DOMAINS:
+    if node.domain not in DEFAULT_DOMAINS:
         return None
     return RULES.get(node.op_type)
 
@@ -270,7 +179,7 @@ def _rule(node: onnx.NodeProto) -> Rule | None:
 def _rule_or_refuse(node: onnx.NodeProto) -> Rule:
     rule = _rule(node)
     if rule is None:
-        why = (f"no gradient rule for custom domain {node.domain!r}" if node.domain not in _DEFAULT_DOMAINS
+        why = (f"no gradient rule for custom domain {node.domain!r}" if node.domain not in DEFAULT_DOMAINS
                else "no gradient rule for this op")
         raise UnsupportedOp(node.op_type, node.name, why)
     return rule
@@ -278,7 +187,7 @@ def _rule_or_refuse(node: onnx.NodeProto) -> Rule:
 
 def _gradient_inputs(node: onnx.NodeProto) -> list[str]:
     """Inputs through which a gradient could flow into ``node``'s outputs."""
-    if node.domain in _DEFAULT_DOMAINS and node.op_type in NONDIFFERENTIABLE:
+    if node.domain in DEFAULT_DOMAINS and node.op_type in NONDIFFERENTIABLE:
         return []
     rule = _rule(node)
     if rule is None:  # unknown: assume everything matters, so it is refused if on the path

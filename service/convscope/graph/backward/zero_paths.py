@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import onnx
 
-from .builder import _differentiated_path, _prepared, _tensor_infos
+from .builder import _differentiated_path
+from .prepare import prepared, tensor_infos
 
 # They pass on the input's size, not its values: a path through them carries no value to lose.
 _SIZE_OPS = frozenset({"Shape", "Size", "ConstantOfShape", "EyeLike"})
@@ -20,9 +21,9 @@ def gradient_blockers(model: onnx.ModelProto, source: str, score: str) -> list[o
     """Nodes that take a value depending differentiably on ``source`` and pass on only values
     without a gradient, on the way to ``score``; empty when a differentiable path exists or
     ``score`` does not depend on ``source`` at all."""
-    work = _prepared(model)
+    work = prepared(model)
     nodes = list(work.graph.node)
-    _, active = _differentiated_path(nodes, {source}, [score], _tensor_infos(work))
+    _, active = _differentiated_path(nodes, {source}, [score], tensor_infos(work))
     if score in active:
         return []
     feeds_score = {score}
