@@ -12,6 +12,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -61,9 +62,9 @@ def write_results(name: str, results: dict[str, object]) -> Path:
 
 
 def interleaved(works: dict[str, Callable[[], object]], *, repeats: int,
-                warmup: int = 2) -> dict[str, dict[str, float]]:
+                warmup: int = 2) -> dict[str, dict[str, Any]]:
     """Seconds per work (min and median wall clock; ``cpu_median``: the process's CPU
-    seconds), the works run in turn within every repeat.
+    seconds; ``rounds`` and ``cpu_rounds``: every repeat's), the works run in turn within every repeat.
 
     The machine is shared: interleaving puts every peer under the same background load, so
     the ratios stay meaningful even when the absolute times drift.  Under heavy load the
@@ -81,7 +82,10 @@ def interleaved(works: dict[str, Callable[[], object]], *, repeats: int,
             work()
             samples[name].append(time.perf_counter() - start)
             cpu[name].append(time.process_time() - start_cpu)
-    return {name: {"min": min(s), "median": statistics.median(s), "cpu_median": statistics.median(cpu[name])} for name, s in samples.items()}
+    return {
+        name: {"min": min(s), "median": statistics.median(s), "cpu_median": statistics.median(cpu[name]), "rounds": s, "cpu_rounds": cpu[name]}
+        for name, s in samples.items()
+    }
 
 
 def interleaved_medians(works: dict[str, Callable[[], object]], *, repeats: int, warmup: int = 1) -> dict[str, float]:

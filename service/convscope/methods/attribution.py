@@ -32,7 +32,7 @@ from convscope.errors import InvalidArgument
 from convscope.graph.backward.zero_paths import gradient_blockers
 from convscope.graph.common import Rectifier, RectifierScope
 from convscope.limits import check_count
-from convscope.methods.gradients import Gradients, Score, backward_batch_size, gradients, resolve_score
+from convscope.methods.gradients import Gradients, Score, backward_call_size, gradients, resolve_score
 from convscope.model.preprocessing import tiled_others
 from convscope.model.types import ModelRecord
 from convscope.runtime.context import MethodContext
@@ -241,7 +241,7 @@ def weighted_gradient_sum(
 
 
 def copies_per_chunk(context: MethodContext, record: ModelRecord, batch: np.ndarray, count: int) -> int:
-    return max(1, min(count, backward_batch_size(context, record) // len(batch)))
+    return max(1, min(count, backward_call_size(context, record) // len(batch)))
 
 
 def integrated_gradients(context: MethodContext, record: ModelRecord, batch: np.ndarray, score: Score, options: AttributionOptions) -> AttributionResult:

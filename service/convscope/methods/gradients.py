@@ -20,8 +20,9 @@ from convscope.graph.backward import grad_output_name, seed_input_name, top_targ
 from convscope.graph.common import Rectifier, RectifierScope
 from convscope.model.preprocessing import split_feeds
 from convscope.model.types import ModelRecord
-from convscope.runtime.context import MethodContext
-from convscope.runtime.graphs import BackwardGraph
+from convscope.runtime.context import INFERENCE_WORKERS, MethodContext, available_cores, in_flight, worker_threads
+from convscope.runtime.graphs import BackwardGraph, GraphSpec
+from convscope.runtime.sessions import concatenated, iter_batches
 
 # A backward run keeps every forward activation and about as many gradients alive.
 BACKWARD_MEMORY_FACTOR = 3
@@ -119,14 +120,55 @@ def one_hot_seed(record: ModelRecord, score: Score, count: int) -> np.ndarray:
     return seed.reshape(count, *shape)
 
 
+def backward_workers(context: MethodContext) -> int:
+    """Backward runs in flight at once.  On the CPU provider, ``INFERENCE_WORKERS`` chunks of a
+    batch run side by side, each on its share of the cores: a backward graph is hundreds of
+    small ops (depthwise convolutions, masks) that intra-op threads split poorly, every op
+    ending at a barrier, while independent chunks keep each core busy.  GPUs run one batch."""
+    cpu_only = context.runtime.providers == ("CPUExecutionProvider",)
+    return INFERENCE_WORKERS if cpu_only and available_cores() >= INFERENCE_WORKERS else 1
+
+
 def backward_batch_size(context: MethodContext, record: ModelRecord) -> int:
-    """Samples per backward run: what the memory budget holds and, on the CPU provider, what
-    keeps the activations near the cache (GPUs want large batches)."""
+    """Samples per backward run: what the memory budget holds with ``backward_workers`` runs in
+    flight and, on the CPU provider, what keeps the activations near the cache (GPUs want large
+    batches)."""
     per_sample = max(1, sum(layer.sample_bytes for layer in record.layers))
-    fits = max(1, context.batch_budget_bytes // (per_sample * BACKWARD_MEMORY_FACTOR))
+    fits = max(1, context.batch_budget_bytes // (per_sample * BACKWARD_MEMORY_FACTOR) // backward_workers(context))
     if context.runtime.providers == ("CPUExecutionProvider",):
         fits = min(fits, max(1, BACKWARD_CACHE_BYTES // per_sample))
     return fits
+
+
+def backward_call_size(context: MethodContext, record: ModelRecord) -> int:
+    """Samples worth handing ``run_backward`` at once: a backward run for each worker."""
+    return backward_batch_size(context, record) * backward_workers(context)
+
+
+def run_backward(
+    context: MethodContext,
+    record: ModelRecord,
+    spec: GraphSpec,
+    feeds: Mapping[str, np.ndarray],
+    outputs: Sequence[str],
+    *,
+    fixed: Mapping[str, np.ndarray] | None = None,
+) -> dict[str, np.ndarray]:
+    """``spec``'s outputs for ``feeds`` (batch-first; ``fixed`` feeds go whole to every run), in
+    runs of ``backward_batch_size`` samples, ``backward_workers`` of them at once."""
+    batch_size = backward_batch_size(context, record) if record.dynamic_batch else 1
+    workers = backward_workers(context)
+    if len(next(iter(feeds.values()))) <= batch_size or workers == 1:
+        return context.runtime.run_batched(
+            record.id, spec, feeds, outputs, dynamic_batch=record.dynamic_batch, batch_size=batch_size, fixed=fixed
+        )
+    # Every chunk runs on one session with the workers' thread count: sessions are cached per count.
+    threads = worker_threads()
+
+    def run(chunk: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return context.runtime.run(record.id, spec, {**chunk, **(fixed or {})}, outputs, dynamic_batch=record.dynamic_batch, threads=threads)
+
+    return concatenated([values for _, values in in_flight(run, iter_batches(feeds, batch_size), workers=workers)], outputs)
 
 
 def gradients(
@@ -165,10 +207,7 @@ def gradients(
         outputs.append(top_target_name(score.tensor))
     else:
         feeds[seed_input_name(score.tensor)] = score_seed(record, score, len(batch))
-    values = context.runtime.run_batched(
-        record.id, spec, feeds, outputs, dynamic_batch=record.dynamic_batch, batch_size=backward_batch_size(context, record),
-        fixed=fixed,
-    )
+    values = run_backward(context, record, spec, feeds, outputs, fixed=fixed)
     resolved = Score(score.tensor, values[top_target_name(score.tensor)].astype(np.int64)) if top else score
     scored = resolved.of(values[score.tensor])
     return Gradients(

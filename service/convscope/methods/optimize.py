@@ -18,7 +18,7 @@ import numpy as np
 from convscope.errors import InvalidArgument
 from convscope.graph.backward import grad_output_name
 from convscope.limits import check_count
-from convscope.methods.gradients import backward_batch_size
+from convscope.methods.gradients import run_backward
 from convscope.model.types import ModelRecord, Preprocessing
 from convscope.runtime.context import MethodContext
 from convscope.runtime.graphs import BackwardGraph, LossGraph
@@ -57,14 +57,7 @@ def loss_gradient(context: MethodContext, record: ModelRecord, batch: np.ndarray
     """(Φ at ``batch``, dL/d input) from one backward run per memory-sized batch."""
     spec = LossGraph(BackwardGraph(seeds=(objective.tensor,), keep=(objective.tensor,)), objective.rule)
     gradient = grad_output_name(record.input.name)
-    values = context.runtime.run_batched(
-        record.id,
-        spec,
-        {record.input.name: batch, **objective.feeds},
-        [objective.tensor, gradient],
-        dynamic_batch=record.dynamic_batch,
-        batch_size=backward_batch_size(context, record),
-    )
+    values = run_backward(context, record, spec, {record.input.name: batch, **objective.feeds}, [objective.tensor, gradient])
     return values[objective.tensor], values[gradient]
 
 

@@ -185,12 +185,16 @@ class Runtime:
     ) -> dict[str, np.ndarray]:
         """``run`` over slices of the batch axis of every feed (``fixed`` feeds go whole to each
         run), concatenated back."""
-        parts: dict[str, list[np.ndarray]] = {name: [] for name in outputs}
+        runs = []
         for chunk in iter_batches(feeds, batch_size if dynamic_batch else 1):
             chunk.update(fixed or {})
-            for name, value in self.run(model_id, spec, chunk, outputs, dynamic_batch=dynamic_batch, threads=threads).items():
-                parts[name].append(value)
-        return {name: np.concatenate(values) if len(values) > 1 else values[0] for name, values in parts.items()}
+            runs.append(self.run(model_id, spec, chunk, outputs, dynamic_batch=dynamic_batch, threads=threads))
+        return concatenated(runs, outputs)
+
+
+def concatenated(runs: Sequence[Mapping[str, np.ndarray]], outputs: Sequence[str]) -> dict[str, np.ndarray]:
+    """The ``outputs`` of runs over consecutive slices of a batch, joined along the batch axis."""
+    return {name: np.concatenate([values[name] for values in runs]) if len(runs) > 1 else runs[0][name] for name in outputs}
 
 
 def iter_batches(feeds: Mapping[str, np.ndarray], batch_size: int) -> Iterator[dict[str, np.ndarray]]:
