@@ -171,6 +171,9 @@ def _print_approximate(approximate: dict[str, dict[str, object]], positions: int
               f"Spearman {spearman:.3f}, top-{TOP} {'same' if same else 'DIFFERENT'}; {best / seconds:.1f}x Captum best, "
               f"by CPU time {best_cpu / float(row['cpu_seconds']):.1f}x; {exact[0] / seconds:.2f}x the exact incremental map, "
               f"by CPU time {exact[1] / float(row['cpu_seconds']):.2f}x) goal {'MET' if met else 'not met'}")
+    if os.getloadavg()[0] > (os.cpu_count() or 1):
+        print("  (load above the core count: Captum's torch threads slow down far more than onnxruntime, so the Captum "
+              "ratios flatter us; judge the goal on an idle machine, or by the ratio to the exact map)")
 
 
 def run_quick(core: Convscope, name: str, net: nn.Module, model_bytes: bytes, batch: np.ndarray,
