@@ -339,11 +339,10 @@ def occlusion(
     started = time.perf_counter()
     yield OcclusionProgress(0, total)
 
-    def run_positions(wanted: np.ndarray) -> Iterator[OcclusionProgress]:
+    def run_positions(batches: Sequence[np.ndarray]) -> Iterator[OcclusionProgress]:
         # INFERENCE_WORKERS batches at once: one runs onnxruntime while the other's numpy work
         # (occluded copies, crops, splices) fills the gaps.  Closing this generator (a cancelled
         # call) lets the running batches finish and starts no more.
-        batches = even_batches(wanted, step, INFERENCE_WORKERS)
         with contextlib.closing(in_flight(lambda positions: evaluate(positions, threads=threads), batches)) as results:
             for positions, raw in results:
                 scores[positions] = _scores(raw, targets, softmax)
@@ -356,7 +355,7 @@ def occlusion(
         on_grid = scores.reshape(*grid, len(targets))
         wanted = drilldown.coarse_positions(grid)
         while len(wanted):
-            yield from run_positions(wanted)
+            yield from run_positions(even_batches(wanted, step, INFERENCE_WORKERS))
             wanted = drilldown.to_refine(on_grid, options.tolerance)
         evaluated = int(np.count_nonzero(~np.isnan(scores[:, 0])))
         error_bound = drilldown.interpolate(on_grid)
@@ -365,7 +364,8 @@ def occlusion(
         if evaluated < total:
             yield OcclusionProgress(total, total)
     else:
-        yield from run_positions(np.arange(total, dtype=np.int64))
+        everything = np.arange(total, dtype=np.int64)
+        yield from run_positions([everything[start : start + step] for start in range(0, total, step)])
         evaluated = total
     log.info(
         "occlusion on %s: %d of %d positions evaluated in %.2f s (%s engine, batches of %d), error bound %.2g",
