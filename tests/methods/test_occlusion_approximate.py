@@ -8,6 +8,8 @@ reported ``error_bound``                    max |approximate − exact| over the
                                             bundled EfficientNet-Lite0 with three photos and a
                                             random-weight ResNet on a smooth image: bound ≥ error
 interpolation                               a bilinear score surface is interpolated exactly
+batches of a drill-down round               every position once, in order, ≤ the batch size,
+                                            a multiple of the workers, sizes within 1
 bad tolerance                               INVALID_ARGUMENT (method layer and gRPC)
 ==========================================  ====================================================
 """
@@ -26,7 +28,7 @@ from skimage import data
 from convscope.core import Convscope
 from convscope.errors import InvalidArgument
 from convscope.methods import drilldown
-from convscope.methods.occlusion import OcclusionOptions, OcclusionResult
+from convscope.methods.occlusion import OcclusionOptions, OcclusionResult, even_batches
 from convscope.model.preprocessing import input_from_tensor
 from convscope_client import Client, ConvscopeError
 from tests.conftest import BUNDLED_MODEL
@@ -107,6 +109,17 @@ def test_bilinear_surface_is_interpolated_exactly():
     assert interpolated > 0
     np.testing.assert_allclose(scores[..., 0], surface, rtol=1e-12)
     assert 0 < bound < 10.0
+
+
+@pytest.mark.parametrize("count", [0, 1, 7, 13, 14, 20, 49, 169, 729])
+def test_rounds_split_evenly_over_the_workers(count):
+    positions = np.arange(count, dtype=np.int64) * 3
+    batches = even_batches(positions, 13, 2)
+    np.testing.assert_array_equal(np.concatenate(batches) if batches else positions, positions)
+    sizes = [len(batch) for batch in batches]
+    assert all(0 < size <= 13 for size in sizes)
+    assert len(sizes) == min(count, 2 * -(-count // 26)), sizes  # a 20-position round: 10 + 10, not 13 + 7
+    assert not sizes or max(sizes) - min(sizes) <= 1
 
 
 @pytest.mark.parametrize("options", [
