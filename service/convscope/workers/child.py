@@ -64,6 +64,7 @@ class _Worker:
         self.inputs = shm.ReadBlocks()
         self.outputs = shm.WrittenBlock(block_prefix)
         self.folders: dict[str, Path] = {}
+        self.specs: dict[int, Any] = {}  # graph specs by the number the server sends them by
         self.runtime = Runtime(self._load, budget_bytes=settings.session_budget_bytes, providers=settings.providers)
         self.crash_graph = os.environ.get(CRASH_GRAPH_ENV)
         self._budget: CallBudget | None = None
@@ -88,7 +89,7 @@ class _Worker:
                 self.conn.send((*self._handle(kind, seconds, what, body), self.runtime.session_count(),
                                 self.runtime.cache_bytes(), peak_address_space()))
         except (EOFError, OSError):  # the server closed the pipe (it is stopping, or gone): so do we
-            return
+            self.outputs.release()
 
     def _handle(self, kind: str, seconds: float | None, what: str, body: dict[str, Any]) -> tuple[Any, ...]:
         self.stop.clear()
@@ -107,14 +108,22 @@ class _Worker:
         finally:
             self._budget = None
 
-    def _run(self, model_id: str, folder: str, spec: Any, inputs: str, layout: shm.ArrayLayout, outputs: list[str],
-             dynamic_batch: bool, threads: int) -> tuple[str, shm.ArrayLayout]:
-        self.folders[model_id] = Path(folder)
+    def _run(self, model_id: str, folder: str, spec_number: int, spec: Any, forget_specs: bool, inputs: str,
+             layout: shm.ArrayLayout, outputs: list[str], fresh_outputs: bool, dynamic_batch: bool,
+             threads: int) -> tuple[str, shm.ArrayLayout]:
+        """``spec`` comes once per worker (None afterwards: ``spec_number`` names it);
+        ``fresh_outputs``: the server still holds views of the last results' block."""
+        if forget_specs:
+            self.specs.clear()
+        if spec is not None:
+            self.specs[spec_number] = spec
+        if model_id not in self.folders:
+            self.folders[model_id] = Path(folder)
         if self.crash_graph and self.runtime.base_graph(model_id, dynamic_batch=dynamic_batch).graph.name == self.crash_graph:
             os.kill(os.getpid(), signal.SIGSEGV)
         feeds = self.inputs.views(inputs, layout)
-        values = self.runtime.run(model_id, spec, feeds, outputs, dynamic_batch=dynamic_batch, threads=threads)
-        return self.outputs.write(values)
+        values = self.runtime.run(model_id, self.specs[spec_number], feeds, outputs, dynamic_batch=dynamic_batch, threads=threads)
+        return self.outputs.write(values, fresh=fresh_outputs)
 
     def _layer_table(self, model_id: str, folder: str, shape: tuple[int, ...], dtype: str, dynamic_batch: bool,
                      layout: str, others: dict[str, Any]) -> Any:
