@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
@@ -106,8 +107,9 @@ class Runtime:
                     f"this graph needs about {cost / 2**20:.0f} MiB of session memory, over the server's "
                     f"budget of {self.budget_bytes / 2**20:.0f} MiB"
                 )
+            started = time.perf_counter()
             session = new_session(serialized, providers=self.providers, threads=threads)
-            log.debug("session for %s %s built", model_id[:12], spec)
+            log.info("session for model %s (%s) built in %.2f s", model_id[:12], type(spec).__name__, time.perf_counter() - started)
             with self._lock:
                 self._sessions[key] = (session, cost)
                 self._building.pop(key, None)

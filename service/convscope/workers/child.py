@@ -23,6 +23,7 @@ from typing import Any
 import onnx
 
 from convscope.errors import OutOfMemory, ServiceError
+from convscope.logs import LogSettings, configure_logging, request_id
 from convscope.model.store import MODEL_FILE, Upload
 from convscope.runtime.budget import CallBudget
 from convscope.runtime.ingest import describe_upload
@@ -39,6 +40,7 @@ class WorkerSettings:
     memory_bytes: int | None  # RLIMIT_AS; None: no cap
     session_budget_bytes: int
     providers: tuple[str, ...] | None  # None: what loads in the worker
+    logging: LogSettings | None = None  # the server's level and format (None: Python's defaults)
 
 
 def cap_memory(limit: int | None) -> None:
@@ -85,7 +87,8 @@ class _Worker:
         try:
             self.conn.send(("ready", os.getpid(), self.runtime.providers))  # the server sizes batches by them
             while True:
-                kind, seconds, what, body = self.conn.recv()
+                kind, seconds, what, call_id, body = self.conn.recv()
+                request_id.set(call_id)  # the lines this request makes carry the call's id
                 self.conn.send((*self._handle(kind, seconds, what, body), self.runtime.session_count(),
                                 self.runtime.cache_bytes(), peak_address_space()))
         except (EOFError, OSError):  # the server closed the pipe (it is stopping, or gone): so do we
@@ -139,5 +142,7 @@ def main(conn: Connection, stop: Event, settings: WorkerSettings, block_prefix: 
     """The process's entry point (multiprocessing ``spawn``); ``block_prefix`` names the shared
     memory it writes results into."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the server's to handle: it stops us
+    if settings.logging is not None:
+        configure_logging(settings.logging.level, settings.logging.format)
     cap_memory(settings.memory_bytes)
     _Worker(conn, stop, settings, block_prefix).serve()

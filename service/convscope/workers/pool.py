@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from convscope import errors
+from convscope import errors, logs
 from convscope.errors import DeadlineExceeded, FailedPrecondition, OutOfMemory, ServiceError, WorkerCrashed
 from convscope.runtime.budget import current_budget, run_options
 from convscope.workers import child, shm
@@ -93,6 +93,7 @@ class WorkerPool:
             # Each worker caches its own sessions: the server's budget is shared out.
             session_budget_bytes=max(1, session_budget_bytes // size),
             providers=tuple(providers) if providers else None,
+            logging=logs.configured(),
         )
         self._cond = threading.Condition()
         orphans = shm.remove_orphans()

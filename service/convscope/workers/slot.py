@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from convscope import logs
 from convscope.workers import child, shm
 
 # A spec's number stays valid in the worker until this many have been sent; then both sides
@@ -87,7 +88,7 @@ class WorkerSlot:
     # -- messages
 
     def send(self, kind: str, seconds: float | None, what: str, body: dict[str, Any]) -> None:
-        self.conn.send((kind, seconds, what, body))
+        self.conn.send((kind, seconds, what, logs.request_id.get(), body))
 
     def wait(self, seconds: float) -> bool:
         """Whether the worker answered (or hung up) within ``seconds``."""
