@@ -29,6 +29,7 @@ from convscope.runtime.budget import CallBudget
 from convscope.runtime.ingest import describe_upload
 from convscope.runtime.sessions import Runtime
 from convscope.workers import shm
+from convscope.workers.placement import PlacedRuns
 
 # Test hook: a worker asked to run a model whose graph has this name kills itself with SIGSEGV,
 # as fuzzed models have made onnxruntime do. Set only by the tests, in the server's environment.
@@ -68,6 +69,7 @@ class _Worker:
         self.folders: dict[str, Path] = {}
         self.specs: dict[int, Any] = {}  # graph specs by the number the server sends them by
         self.runtime = Runtime(self._load, budget_bytes=settings.session_budget_bytes, providers=settings.providers)
+        self.placed = PlacedRuns(self.runtime, self.outputs)
         self.crash_graph = os.environ.get(CRASH_GRAPH_ENV)
         self._budget: CallBudget | None = None
         threading.Thread(target=self._watch_stop, name="convscope-worker-stop", daemon=True).start()
@@ -125,8 +127,9 @@ class _Worker:
         if self.crash_graph and self.runtime.base_graph(model_id, dynamic_batch=dynamic_batch).graph.name == self.crash_graph:
             os.kill(os.getpid(), signal.SIGSEGV)
         feeds = self.inputs.views(inputs, layout)
-        values = self.runtime.run(model_id, self.specs[spec_number], feeds, outputs, dynamic_batch=dynamic_batch, threads=threads)
-        return self.outputs.write(values, fresh=fresh_outputs)
+        return self.placed.run(
+            model_id, self.specs[spec_number], feeds, outputs, dynamic_batch=dynamic_batch, threads=threads, fresh=fresh_outputs
+        )
 
     def _layer_table(self, model_id: str, folder: str, shape: tuple[int, ...], dtype: str, dynamic_batch: bool,
                      layout: str, others: dict[str, Any]) -> Any:

@@ -26,7 +26,7 @@ import os
 import re
 import secrets
 import weakref
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from multiprocessing import resource_tracker, shared_memory
 from pathlib import Path
 
@@ -88,16 +88,25 @@ class WrittenBlock:
     def write(self, arrays: Mapping[str, np.ndarray], *, fresh: bool = False) -> tuple[str, ArrayLayout]:
         """Copy ``arrays`` into the block (a new one if ``fresh``: the reader still holds views
         of the current one); returns its name and where each array lies."""
-        layout, offset = [], 0
+        name, layout, places = self.reserve([(key, value.shape, value.dtype) for key, value in arrays.items()], fresh=fresh)
         for key, value in arrays.items():
-            layout.append((key, tuple(int(d) for d in value.shape), value.dtype.str, offset))
-            offset += -(-value.nbytes // ALIGN) * ALIGN
+            places[key][...] = value
+        return name, layout
+
+    def reserve(
+        self, arrays: Sequence[tuple[str, tuple[int, ...], np.dtype]], *, fresh: bool = False
+    ) -> tuple[str, ArrayLayout, dict[str, np.ndarray]]:
+        """Room for ``arrays`` (name, shape, dtype) in the block: its name, the layout, and the
+        places as writable views (to drop before the block is next written)."""
+        layout, offset = [], 0
+        for key, shape, dtype in arrays:
+            layout.append((key, tuple(int(d) for d in shape), dtype.str, offset))
+            offset += -(-int(np.prod(shape, dtype=np.int64)) * dtype.itemsize // ALIGN) * ALIGN
         if fresh:
             self.release()
         block = self._fit(offset)
-        for (_, shape, dtype, start), value in zip(layout, arrays.values()):
-            np.ndarray(shape, dtype, buffer=block.buf, offset=start)[...] = value
-        return block.name, tuple(layout)
+        places = {key: np.ndarray(shape, dtype, buffer=block.buf, offset=start) for key, shape, dtype, start in layout}
+        return block.name, tuple(layout), places
 
     def _fit(self, size: int) -> shared_memory.SharedMemory:
         if self._block is not None and self._block.size >= size:
@@ -112,7 +121,8 @@ class WrittenBlock:
 
     def release(self) -> None:
         if self._block is not None:
-            self._block.close()
+            with contextlib.suppress(BufferError):  # a view still referenced (a traceback): the GC unmaps it
+                self._block.close()
             self._block = None
             unlink(self.name)
 

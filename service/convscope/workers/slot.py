@@ -2,10 +2,10 @@
 ways and the graph specs it already has. ``pool.py`` decides which slot serves a call and what
 a failure means; a slot only starts, talks to and stops its process.
 
-A request costs one pipe write and one read (~0.1 ms of the ≈ 1 ms a worker adds to a call):
-arrays travel in shared memory (``shm.py``), a graph spec crosses once per worker and then by a
-small number, the results are views into the worker's block (no copy here), and the reply is
-awaited on a ``poll`` object made once per process.
+A request costs one small pipe write and one read: arrays travel in shared memory (``shm.py``),
+a graph spec crosses once per worker and then by a number, the results are views into the
+worker's block (no copy here), and the reply is awaited on a ``poll`` object made once per
+process.
 """
 
 from __future__ import annotations
