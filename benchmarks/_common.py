@@ -10,7 +10,7 @@ import statistics
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,21 @@ def sandboxed_core(workers: int = 1) -> Iterator[Convscope]:
             core.close()
 
 
+def processes_cpu_seconds(pids: Callable[[], Sequence[int]]) -> Callable[[], float]:
+    """A clock of the CPU seconds the processes ``pids()`` (all their threads) have used, in
+    nanoseconds' resolution (``/proc/PID/task/*/schedstat``; ``/proc/PID/stat`` counts 10 ms ticks)."""
+
+    def seconds() -> float:
+        total = 0
+        for pid in pids():
+            for task in Path(f"/proc/{pid}/task").iterdir():
+                with contextlib.suppress(OSError):
+                    total += int((task / "schedstat").read_text().split()[0])
+        return total / 1e9
+
+    return seconds
+
+
 def write_results(name: str, results: dict[str, object]) -> Path:
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{name}.json"
@@ -62,9 +77,11 @@ def write_results(name: str, results: dict[str, object]) -> Path:
 
 
 def interleaved(works: dict[str, Callable[[], object]], *, repeats: int,
-                warmup: int = 2) -> dict[str, dict[str, Any]]:
+                warmup: int = 2, other_cpu: Mapping[str, Callable[[], float]] | None = None) -> dict[str, dict[str, Any]]:
     """Seconds per work (min and median wall clock; ``cpu_median``: the process's CPU
-    seconds; ``rounds`` and ``cpu_rounds``: every repeat's), the works run in turn within every repeat.
+    seconds, plus ``other_cpu[name]``'s clock read around the work when given: the CPU a work
+    spends in other processes, e.g. sandbox workers; ``rounds`` and ``cpu_rounds``: every
+    repeat's), the works run in turn within every repeat.
 
     The machine is shared: interleaving puts every peer under the same background load, so
     the ratios stay meaningful even when the absolute times drift.  Under heavy load the
@@ -76,12 +93,15 @@ def interleaved(works: dict[str, Callable[[], object]], *, repeats: int,
             work()
     samples: dict[str, list[float]] = {name: [] for name in works}
     cpu: dict[str, list[float]] = {name: [] for name in works}
+    other_cpu = other_cpu or {}
     for _ in range(repeats):
         for name, work in works.items():
+            clock = other_cpu.get(name)
+            start_other = clock() if clock else 0.0
             start, start_cpu = time.perf_counter(), time.process_time()
             work()
             samples[name].append(time.perf_counter() - start)
-            cpu[name].append(time.process_time() - start_cpu)
+            cpu[name].append(time.process_time() - start_cpu + (clock() - start_other if clock else 0.0))
     return {
         name: {"min": min(s), "median": statistics.median(s), "cpu_median": statistics.median(cpu[name]), "rounds": s, "cpu_rounds": cpu[name]}
         for name, s in samples.items()

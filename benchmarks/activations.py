@@ -5,11 +5,17 @@ layer and for all layers in-process (core.Convscope), the same through a sandbox
 (what ``convscope serve`` does by default: the sandbox's cost, goal ≤ 1.1× in-process for one
 layer), and end-to-end through gRPC next to a bare gRPC transfer of the same number of bytes.
 Peers are interleaved; medians and minima are reported.  Prints the ratios and writes benchmarks/results/activations.json.
+A worker peer's CPU time includes the worker process's (all its threads).
+
+    .venv/bin/python -m benchmarks.activations
+    .venv/bin/python -m benchmarks.activations --sandbox-cost [--rounds 3]   # only in-process vs worker (~1 min a round)
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from concurrent import futures
@@ -18,10 +24,11 @@ from pathlib import Path
 import grpc
 import numpy as np
 
-from benchmarks._common import interleaved, sandboxed_core, write_results
+from benchmarks._common import interleaved, processes_cpu_seconds, sandboxed_core, write_results
 from convscope.core import Convscope
 from convscope.rpc.server import ServerConfig, create_server
 from convscope.runtime.providers import new_session, usable_providers
+from convscope.workers.runtime import SandboxedRuntime
 from convscope_client import Client
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,6 +59,53 @@ def raw_transfer(request_size: int, response_size: int) -> Iterator[Callable[[],
             yield lambda: send(request)
     finally:
         server.stop(0)
+
+
+def worker_cpu(sandboxed: Convscope) -> Callable[[], float]:
+    runtime = sandboxed.runtime
+    assert isinstance(runtime, SandboxedRuntime)
+    return processes_cpu_seconds(runtime.pool.pids)
+
+
+def sandbox_cost(rounds: int = 3) -> None:
+    """In-process vs worker process only, one layer and all layers: the sandbox's cost goal
+    (≤ 1.1x for one layer), ``rounds`` times, with the spread."""
+    with tempfile.TemporaryDirectory() as store, sandboxed_core() as sandboxed:
+        core = Convscope(Path(store))
+        record = core.upload([("", MODEL.read_bytes())])
+        sandboxed.upload([("", MODEL.read_bytes())])
+        batch = core.prepare(record, images=[PHOTO.read_bytes()]).batch
+        one_layer = [next(layer.tensor for layer in record.layers if layer.op_type == "Clip")]
+
+        def call(data_plane: Convscope, layers: list[str] | None) -> Callable[[], object]:
+            return lambda: data_plane.activations(record.id, data_plane.prepare(record, tensor=batch), layers)
+
+        cpu = {name: worker_cpu(sandboxed) for name in ("one_layer_in_worker", "all_layers_in_worker")}
+        results = []
+        for round_ in range(rounds):
+            load = os.getloadavg()[0]
+            timings = {
+                **interleaved({"one_layer_in_process": call(core, one_layer), "one_layer_in_worker": call(sandboxed, one_layer)},
+                              repeats=150, other_cpu=cpu),
+                **interleaved({"all_layers_in_process": call(core, None), "all_layers_in_worker": call(sandboxed, None)},
+                              repeats=30, other_cpu=cpu),
+            }
+            ratios = {
+                f"{layers}_{stat}": timings[f"{layers}_in_worker"][stat] / timings[f"{layers}_in_process"][stat]
+                for layers in ("one_layer", "all_layers") for stat in ("median", "min", "cpu_median")
+            }
+            results.append({"load_average_1min": load, "seconds": timings, "worker_vs_in_process": ratios})
+            for name, t in timings.items():
+                print(f"round {round_ + 1} {name:24s} median {t['median'] * 1e3:7.2f} ms  min {t['min'] * 1e3:7.2f} ms  "
+                      f"cpu {t['cpu_median'] * 1e3:7.2f} ms")
+            print(f"round {round_ + 1} (load {load:.1f}) worker ÷ in-process: one layer median {ratios['one_layer_median']:.2f}x "
+                  f"min {ratios['one_layer_min']:.2f}x cpu {ratios['one_layer_cpu_median']:.2f}x (goal ≤ 1.1x); all layers median "
+                  f"{ratios['all_layers_median']:.2f}x min {ratios['all_layers_min']:.2f}x cpu {ratios['all_layers_cpu_median']:.2f}x")
+        core.close()
+    for key in results[0]["worker_vs_in_process"]:
+        values = sorted(r["worker_vs_in_process"][key] for r in results)
+        print(f"{key:24s} over {rounds} rounds: {' / '.join(f'{v:.2f}' for v in values)}")
+    write_results("activations_sandbox_cost", {"model": "efficientnet_lite0", "goal_one_layer": 1.1, "rounds": results})
 
 
 def main() -> None:
@@ -89,7 +143,7 @@ def main() -> None:
                             "one_layer_grpc": lambda: client.activations(info.id, batch, layers=one_layer),
                             "raw_grpc_transfer_one_layer": transfer_one,
                         },
-                        repeats=150,
+                        repeats=150, other_cpu={"one_layer_in_worker": worker_cpu(sandboxed)},
                     )
                     every = interleaved(
                         {
@@ -100,7 +154,7 @@ def main() -> None:
                             "all_layers_grpc": lambda: client.activations(info.id, batch),
                             "raw_grpc_transfer_all_layers": transfer_all,
                         },
-                        repeats=30,
+                        repeats=30, other_cpu={"all_layers_in_worker": worker_cpu(sandboxed)},
                     )
         finally:
             running.stop(grace=1)
@@ -135,4 +189,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    if "--sandbox-cost" in sys.argv:
+        sandbox_cost(int(sys.argv[sys.argv.index("--rounds") + 1]) if "--rounds" in sys.argv else 3)
+    else:
+        main()

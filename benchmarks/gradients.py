@@ -46,11 +46,12 @@ from captum.attr import IntegratedGradients, NoiseTunnel, Saliency
 from torch import nn
 
 from benchmarks import _twins
-from benchmarks._common import interleaved, interleaved_medians, op_profile, sandboxed_core, write_results
+from benchmarks._common import interleaved, interleaved_medians, op_profile, processes_cpu_seconds, sandboxed_core, write_results
 from convscope.core import Convscope
 from convscope.graph.backward import build_backward, grad_output_name, seed_input_name
 from convscope.methods.attribution import AttributionOptions
 from convscope.runtime.providers import new_session, session_options, usable_providers
+from convscope.workers.runtime import SandboxedRuntime
 
 REPO = Path(__file__).resolve().parents[1]
 EFFICIENTNET = REPO / "models" / "efficientnet_lite0" / "efficientnet_lite0.onnx"
@@ -231,8 +232,11 @@ def sandbox_cost() -> None:
     interleaved, 3 rounds per batch size (no torch or Captum peers: a few minutes instead of
     many on a shared machine). Writes benchmarks/results/gradients_sandbox.json."""
     rounds: dict[str, list[float]] = {}
+    cpu_rounds: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as store, sandboxed_core() as sandboxed:
         core = Convscope(Path(store))
+        assert isinstance(sandboxed.runtime, SandboxedRuntime)
+        worker_cpu = {"in_worker": processes_cpu_seconds(sandboxed.runtime.pool.pids)}  # the CPU spent in the worker too
         try:
             for name, build in (("efficientnet_lite0", efficientnet_lite0), ("resnet18", resnet18)):
                 _, model_bytes = build()
@@ -243,16 +247,25 @@ def sandbox_cost() -> None:
                     options = AttributionOptions(target=list(range(batch)))
                     model_input, worker_input = core.prepare(record, tensor=x), sandboxed.prepare(record, tensor=x)
                     for _ in range(3):
-                        timings = interleaved_medians({
+                        measured = interleaved({
                             "in_process": lambda: core.attribution(record.id, model_input, "gradient", options, render=False),
                             "in_worker": lambda: sandboxed.attribution(record.id, worker_input, "gradient", options, render=False),
-                        }, repeats=15 if batch == 1 else 5)
+                        }, repeats=15 if batch == 1 else 5, warmup=1, other_cpu=worker_cpu)
+                        timings = {peer: t["median"] for peer, t in measured.items()}
+                        cpu = measured["in_worker"]["cpu_median"] / measured["in_process"]["cpu_median"]
                         rounds.setdefault(f"{name}_batch{batch}", []).append(timings["in_worker"] / timings["in_process"])
+                        cpu_rounds.setdefault(f"{name}_batch{batch}", []).append(cpu)
                         print(f"{name} batch {batch}: in-process {timings['in_process'] * 1e3:7.1f} ms, worker "
-                              f"{timings['in_worker'] * 1e3:7.1f} ms: {timings['in_worker'] / timings['in_process']:.3f}x (goal <= 1.05)")
+                              f"{timings['in_worker'] * 1e3:7.1f} ms: {timings['in_worker'] / timings['in_process']:.3f}x "
+                              f"(goal <= 1.05), CPU {cpu:.3f}x, load {os.getloadavg()[0]:.1f}")
         finally:
             core.close()
-    write_results("gradients_sandbox", {"ratio_worker_vs_in_process": rounds, "load_average": os.getloadavg()})
+    for key, values in rounds.items():
+        print(f"{key}: worker ÷ in-process {' / '.join(f'{v:.2f}' for v in sorted(values))} (CPU "
+              f"{' / '.join(f'{v:.2f}' for v in sorted(cpu_rounds[key]))}); goal <= 1.05")
+    write_results("gradients_sandbox", {
+        "ratio_worker_vs_in_process": rounds, "cpu_ratio_worker_vs_in_process": cpu_rounds, "load_average": os.getloadavg(),
+    })
 
 
 def main() -> None:

@@ -1,6 +1,7 @@
 """`convscope serve --log-format json --metrics-port 0` in a fresh interpreter: every stderr line
-is a JSON object, the metrics endpoint it announces answers, and a call's request id (the
-client's x-request-id) appears in its log line."""
+is a JSON object (the worker processes' too), the metrics endpoint it announces answers, and a
+call's request id (the client's x-request-id) appears in its log line and in the lines a worker
+wrote while serving it."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from convscope_client import Client
+from tests.rpc.test_errors import PROBE, tiny_conv_model
 
 
 def test_json_logs_and_metrics_endpoint(tmp_path: Path) -> None:
@@ -43,8 +45,16 @@ def test_json_logs_and_metrics_endpoint(tmp_path: Path) -> None:
             for sample in family.samples if sample.name == "convscope_requests_total"
         }
         assert counted[("ListModels", "OK")] == 1
+        with Client(f"127.0.0.1:{serving.group(1)}", timeout=120, metadata=[("x-request-id", "serve-test-8")]) as client:
+            model = client.upload_model(tiny_conv_model("logged").SerializeToString())
+            client.activations(model.id, PROBE[:, :, :8, :8], layers=["y"])  # a worker builds the session: it logs that
     finally:
         process.send_signal(signal.SIGTERM)
         _, rest = process.communicate(timeout=60)
     entries += [json.loads(line) for line in rest.splitlines() if line.strip()]  # every line is JSON
     assert any(entry["request_id"] == "serve-test-7" and "ListModels OK" in entry["message"] for entry in entries), entries
+    from_workers = [entry for entry in entries if entry["pid"] != process.pid]
+    assert any(
+        entry["request_id"] == "serve-test-8" and entry["logger"] == "convscope.runtime.sessions" and "built in" in entry["message"]
+        for entry in from_workers
+    ), entries

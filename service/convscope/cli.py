@@ -28,8 +28,8 @@ def _method_seconds(text: str) -> tuple[str, float]:
 
 def serve(argv: list[str]) -> int:
     from convscope.limits import RequestLimits
+    from convscope.logs import configure_logging
     from convscope.rpc.deadlines import DEFAULT_DEADLINE_S, DEFAULT_METHOD_DEADLINES_S
-    from convscope.rpc.observability import configure_logging
     from convscope.rpc.security import TlsFiles
     from convscope.rpc.server import DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_RESPONSE_BYTES, ServerConfig, create_server
     from convscope.workers.pool import SandboxSettings

@@ -43,7 +43,7 @@ RELEASE_SECONDS = 60
 @pytest.fixture(scope="module")
 def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``digits/``: 2,000 PNGs; ``mixed/``: a few digits beside a corrupt file, a link out of the
-    data root and a FIFO, each of which a job skips."""
+    data root, a FIFO and links to a file and a folder inside the root, each of which a job skips."""
     root = tmp_path_factory.mktemp("ray-data")
     train_x, _, test_x, _ = digits.digits()
     pixels = np.concatenate([train_x, test_x])
@@ -54,6 +54,8 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     outside.write_bytes(digits.png(pixels[0]))
     (root / "mixed" / "1_link.png").symlink_to(outside)
     os.mkfifo(root / "mixed" / "2_fifo.png")
+    (root / "mixed" / "3_inner_link.png").symlink_to(root / "digits" / "0000.png")
+    (root / "mixed" / "4_folder_link").symlink_to(root / "digits", target_is_directory=True)
     return root
 
 
@@ -140,7 +142,10 @@ def test_unreadable_files_are_skipped_alike(core: tuple[Convscope, str], ray_dat
     assert ray_data_jobs == [1]
     skipped = sorted((event.index, event.ref, event.reason) for event in remote_events if isinstance(event, Skipped))
     assert skipped == sorted((event.index, event.ref, event.reason) for event in local_events if isinstance(event, Skipped))
-    assert [ref for _, ref, _ in skipped] == ["mixed/0_broken.png", "mixed/1_link.png", "mixed/2_fifo.png"]
+    assert [ref for _, ref, _ in skipped] == [
+        "mixed/0_broken.png", "mixed/1_link.png", "mixed/2_fifo.png", "mixed/3_inner_link.png", "mixed/4_folder_link"
+    ]
+    assert all("symbolic link" in reason for _, _, reason in skipped[3:])
     assert remote.samples == MIXED_GOOD  # type: ignore[attr-defined]
     _assert_dead_filters_equal(remote, local)
 

@@ -39,6 +39,11 @@ def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
         (root / "crowded" / f"{i}.png").write_bytes(_png(i))
     (root / "root-link").symlink_to("/", target_is_directory=True)
     (root / "zero").symlink_to("/dev/zero")
+    (root / "inner-link").symlink_to(root / "photos", target_is_directory=True)  # inside the root: refused all the same
+    (root / "linked").mkdir()
+    (root / "linked" / "0.png").write_bytes(_png(0))
+    (root / "linked" / "file-link.png").symlink_to(root / "photos" / "1.png")
+    (root / "linked" / "folder-link").symlink_to(root / "photos", target_is_directory=True)
     return root
 
 
@@ -59,6 +64,8 @@ def _photos_run(client: Client, model_id: str) -> None:
         pytest.param(ServerFolder("../.."), grpc.StatusCode.PERMISSION_DENIED, ("outside the server's data roots",), id="parent-parent"),
         pytest.param(ServerFolder("/etc"), grpc.StatusCode.PERMISSION_DENIED, ("'/etc'", "outside"), id="etc"),
         pytest.param(ServerFolder("root-link"), grpc.StatusCode.PERMISSION_DENIED, ("'root-link'", "outside"), id="symlink-to-root"),
+        pytest.param(ServerFolder("inner-link"), grpc.StatusCode.INVALID_ARGUMENT, ("'inner-link'", "symbolic link"), id="symlink-inside"),
+        pytest.param(ServerFolder("inner-link/../photos"), grpc.StatusCode.INVALID_ARGUMENT, ("symbolic link",), id="through-symlink"),
         pytest.param(ServerFolder("photos\x00/../../etc"), grpc.StatusCode.PERMISSION_DENIED, ("not under a data root",), id="nul-byte"),
         pytest.param(ServerFolder("a/" * 2048), grpc.StatusCode.INVALID_ARGUMENT, ("4096 characters",), id="4096-chars"),
         pytest.param([ServerPath("/dev/zero")], grpc.StatusCode.PERMISSION_DENIED, ("'/dev/zero'",), id="device"),
@@ -85,6 +92,20 @@ def test_fifo_is_skipped_not_read(served: tuple[RunningServer, Client, str], dat
     reasons = {str(item.image): item.reason for item in result.skipped}
     assert "not a regular file" in reasons["photos/pipe.png"]
     assert set(reasons) == {"photos/pipe.png"}
+
+
+def test_links_inside_the_root_are_skipped_not_followed(served: tuple[RunningServer, Client, str]) -> None:
+    """Links that point inside the data root are refused like FIFOs: a walk skips them, each with
+    its reason, and so does a file named through one."""
+    _, client, model_id = served
+    walked = client.dead_filters(model_id, ServerFolder("linked"), layers=["y"])
+    named = client.dead_filters(
+        model_id, [ServerPath("linked/file-link.png"), ServerPath("inner-link/0.png"), ServerPath("photos/0.png")], layers=["y"]
+    )
+    assert walked.samples == 1 and named.samples == 1
+    reasons = {str(item.image): item.reason for item in [*walked.skipped, *named.skipped]}
+    assert set(reasons) == {"linked/file-link.png", "linked/folder-link", "inner-link/0.png"}
+    assert all("symbolic link" in reason for reason in reasons.values()), reasons
 
 
 def test_bytes_read_are_capped(data_root: Path, tmp_path: Path) -> None:

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from convscope.rpc.observability import REQUEST_ID_KEY, JsonFormatter, RequestIdFilter
+from convscope.logs import JsonFormatter, RequestIdFilter
+from convscope.rpc.observability import REQUEST_ID_KEY
 from convscope.rpc.server import PortInUse, RunningServer
 from convscope_client import Client, ConvscopeError
 from tests.conftest import start_server

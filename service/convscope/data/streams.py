@@ -107,12 +107,16 @@ Decoded = Sample | Skipped | DecodedBatch
 class DataRoots:
     """The folders an operator exposed with ``convscope serve --data-root``.
 
-    A path is resolved with ``realpath`` (every symlink followed) and must land inside a root;
-    a relative path is tried against each root in order.
+    A path must land inside a root (``realpath``; a relative path is tried against each root in
+    order) and may not go through a symbolic link, even one that points inside the root: a link
+    out is PermissionDenied, a link within is InvalidArgument (a folder walk skips both, with the
+    reason, as it skips FIFOs and devices). The roots themselves may be links (the operator's
+    choice); an absolute path names a root as configured or as resolved.
     """
 
     def __init__(self, roots: Sequence[str | os.PathLike[str]] = ()) -> None:
         self.roots = tuple(Path(os.path.realpath(root)) for root in roots)
+        self._spellings = tuple((Path(os.path.abspath(given)), real) for given, real in zip(roots, self.roots))
 
     def __bool__(self) -> bool:
         return bool(self.roots)
@@ -121,7 +125,8 @@ class DataRoots:
         return any(real == root or root in real.parents for root in self.roots)
 
     def resolve(self, path: str) -> Path:
-        """The real path of ``path``; PermissionDenied if it escapes every root, NotFound if absent."""
+        """The real path of ``path``; PermissionDenied if it escapes every root, InvalidArgument if
+        it goes through a link, NotFound if absent."""
         if not self.roots:
             raise PermissionDenied("this server has no data roots; the operator starts it with --data-root DIR")
         if len(path) > MAX_PATH_CHARS:
@@ -130,13 +135,34 @@ class DataRoots:
             raise PermissionDenied(f"path {path!r} is not under a data root")
         given = Path(path)
         candidates = [given] if given.is_absolute() else [root / given for root in self.roots]
-        allowed = [real for real in (Path(os.path.realpath(c)) for c in candidates) if self.inside(real)]
+        allowed = [(c, real) for c, real in ((c, Path(os.path.realpath(c))) for c in candidates) if self.inside(real)]
         if not allowed:
             raise PermissionDenied(f"path {path!r} is outside the server's data roots")
-        for real in allowed:
+        for candidate, real in allowed:
             if real.exists():
+                link = self._first_link(candidate)
+                if link is not None:
+                    raise InvalidArgument(
+                        f"path {path!r} goes through the symbolic link {link!r}; the server does not follow links "
+                        "in its data roots: name the file or folder it points to"
+                    )
                 return real
         raise NotFound(f"no file or folder {path!r} under the server's data roots")
+
+    def _first_link(self, candidate: Path) -> str | None:
+        """The first part of ``candidate`` below its root that is a symbolic link, as the path
+        from the root; "(outside the roots)" when the path reaches the root only through one."""
+        for given, real in self._spellings:
+            for spelling in (real, given):
+                if candidate.is_relative_to(spelling):
+                    part = real
+                    for name in candidate.relative_to(spelling).parts:
+                        # Every part so far is a real folder, so ".." means what it says.
+                        part = part.parent if name == ".." else part / name
+                        if part.is_symlink():
+                            return os.path.relpath(part, real)
+                    return None
+        return "(outside the roots)"
 
     def folder(self, folder: str, max_files: int = RequestLimits().max_dataset_files) -> tuple[int, Iterator[PathItem]]:
         """How many files ``folder`` holds, and the files as items, in sorted order (walked lazily)."""
@@ -153,11 +179,12 @@ class DataRoots:
 
 
 def _walk(folder: Path) -> Iterator[tuple[str, Path]]:
-    """(relative name, path) of every file, depth first in sorted order; directory links not followed."""
+    """(relative name, path) of every file, depth first in sorted order; links to folders are
+    listed as files, not followed (reading them skips them with the reason)."""
     for current, directories, files in os.walk(folder, followlinks=False):
         directories.sort()
         base = Path(current)
-        for name in sorted(files):
+        for name in sorted(files + [name for name in directories if (base / name).is_symlink()]):
             found = base / name
             yield found.relative_to(folder).as_posix(), found
 
@@ -213,6 +240,7 @@ class Decoder:
             real = Path(os.path.realpath(item.found_at))
             if not self.roots.inside(real):
                 raise _Unreadable("links outside the server's data roots")
+            real = item.found_at  # read without following: a link inside the root is refused too
         else:
             try:
                 real = self.roots.resolve(item.path)
@@ -273,7 +301,7 @@ def read_regular_file(path: Path) -> bytes:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as error:
         if error.errno == errno.ELOOP:
-            raise _Unreadable("was replaced by a link") from None
+            raise _Unreadable("is a symbolic link; the server does not follow links in its data roots") from None
         raise
     try:
         info = os.fstat(fd)

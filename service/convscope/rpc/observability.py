@@ -8,8 +8,6 @@ every log line written while handling it carries and that returns in the trailin
 from __future__ import annotations
 
 import contextlib
-import contextvars
-import json
 import logging
 import threading
 import time
@@ -21,6 +19,7 @@ from typing import Any
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from convscope.logs import request_id as _request_id
 from convscope.rpc.handlers import Coder, around, method_name
 from convscope.runtime.sessions import Runtime
 from convscope.workers.runtime import SandboxedRuntime
@@ -28,44 +27,8 @@ from convscope.workers.runtime import SandboxedRuntime
 log = logging.getLogger(__name__)
 
 REQUEST_ID_KEY = "x-request-id"
-_request_id: contextvars.ContextVar[str] = contextvars.ContextVar("convscope_request_id", default="-")
 # Calls range from a health check (< 1 ms) to a dataset job (hours).
 LATENCY_BUCKETS_S = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 7200)
-
-
-class RequestIdFilter(logging.Filter):
-    """Stamps every record with the request id of the call being handled ("-" outside calls)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.request_id = _request_id.get()
-        return True
-
-
-class JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        entry = {
-            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
-            "level": record.levelname,
-            "logger": record.name,
-            "request_id": getattr(record, "request_id", "-"),
-            "message": record.getMessage(),
-        }
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, ensure_ascii=False)
-
-
-def configure_logging(level: str, log_format: str) -> None:
-    """``log_format``: "text" (one readable line) or "json" (one object per line)."""
-    handler = logging.StreamHandler()
-    handler.addFilter(RequestIdFilter())
-    if log_format == "json":
-        formatter: logging.Formatter = JsonFormatter()
-        formatter.converter = time.gmtime
-    else:
-        formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s")
-    handler.setFormatter(formatter)
-    logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
 
 
 class QueueingExecutor(futures.ThreadPoolExecutor):

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import onnx
@@ -27,6 +28,7 @@ from convscope.runtime.memory import raise_if_out_of_memory
 from convscope.runtime.providers import new_session, usable_providers
 
 log = logging.getLogger(__name__)
+Result = TypeVar("Result")
 
 DEFAULT_SESSION_BUDGET_BYTES = 4 << 30
 # A session holds the weights, onnxruntime's optimized copy and arena buffers.
@@ -106,8 +108,9 @@ class Runtime:
                     f"this graph needs about {cost / 2**20:.0f} MiB of session memory, over the server's "
                     f"budget of {self.budget_bytes / 2**20:.0f} MiB"
                 )
+            started = time.perf_counter()
             session = new_session(serialized, providers=self.providers, threads=threads)
-            log.debug("session for %s %s built", model_id[:12], spec)
+            log.info("session for model %s (%s) built in %.2f s", model_id[:12], type(spec).__name__, time.perf_counter() - started)
             with self._lock:
                 self._sessions[key] = (session, cost)
                 self._building.pop(key, None)
@@ -157,18 +160,7 @@ class Runtime:
         threads: int = 0,
     ) -> dict[str, np.ndarray]:
         session = self.session(model_id, spec, dynamic_batch=dynamic_batch, threads=threads)
-        try:
-            with run_options() as options:
-                values = session.run(list(outputs), dict(feeds), options)
-        except Exception as error:
-            budget = current_budget()
-            if budget is not None and budget.stopped:  # onnxruntime obeyed RunOptions.terminate
-                raise budget.stopped_error() from None
-            raise_if_out_of_memory(error)
-            if not isinstance(error, (ort.capi.onnxruntime_pybind11_state.InvalidArgument, ort.capi.onnxruntime_pybind11_state.Fail)):
-                raise
-            message = str(error).split("] ", 1)[-1].strip().splitlines()[0][:400]
-            raise InvalidArgument(f"the model rejected the input: {message}") from None
+        values = guarded_run(lambda options: session.run(list(outputs), dict(feeds), options))
         return dict(zip(outputs, values))
 
     def run_batched(
@@ -195,6 +187,23 @@ class Runtime:
 def concatenated(runs: Sequence[Mapping[str, np.ndarray]], outputs: Sequence[str]) -> dict[str, np.ndarray]:
     """The ``outputs`` of runs over consecutive slices of a batch, joined along the batch axis."""
     return {name: np.concatenate([values[name] for values in runs]) if len(runs) > 1 else runs[0][name] for name in outputs}
+
+
+def guarded_run(run: Callable[[ort.RunOptions | None], Result]) -> Result:
+    """``run(options)`` under the current call's RunOptions, onnxruntime's failures turned into
+    the service's errors (stopped by the budget, out of memory, an input the model rejects)."""
+    try:
+        with run_options() as options:
+            return run(options)
+    except Exception as error:
+        budget = current_budget()
+        if budget is not None and budget.stopped:  # onnxruntime obeyed RunOptions.terminate
+            raise budget.stopped_error() from None
+        raise_if_out_of_memory(error)
+        if not isinstance(error, (ort.capi.onnxruntime_pybind11_state.InvalidArgument, ort.capi.onnxruntime_pybind11_state.Fail)):
+            raise
+        message = str(error).split("] ", 1)[-1].strip().splitlines()[0][:400]
+        raise InvalidArgument(f"the model rejected the input: {message}") from None
 
 
 def iter_batches(feeds: Mapping[str, np.ndarray], batch_size: int) -> Iterator[dict[str, np.ndarray]]:

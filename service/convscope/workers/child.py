@@ -23,11 +23,13 @@ from typing import Any
 import onnx
 
 from convscope.errors import OutOfMemory, ServiceError
+from convscope.logs import LogSettings, configure_logging, request_id
 from convscope.model.store import MODEL_FILE, Upload
 from convscope.runtime.budget import CallBudget
 from convscope.runtime.ingest import describe_upload
 from convscope.runtime.sessions import Runtime
 from convscope.workers import shm
+from convscope.workers.placement import PlacedRuns
 
 # Test hook: a worker asked to run a model whose graph has this name kills itself with SIGSEGV,
 # as fuzzed models have made onnxruntime do. Set only by the tests, in the server's environment.
@@ -39,6 +41,7 @@ class WorkerSettings:
     memory_bytes: int | None  # RLIMIT_AS; None: no cap
     session_budget_bytes: int
     providers: tuple[str, ...] | None  # None: what loads in the worker
+    logging: LogSettings | None = None  # the server's level and format (None: Python's defaults)
 
 
 def cap_memory(limit: int | None) -> None:
@@ -64,7 +67,9 @@ class _Worker:
         self.inputs = shm.ReadBlocks()
         self.outputs = shm.WrittenBlock(block_prefix)
         self.folders: dict[str, Path] = {}
+        self.specs: dict[int, Any] = {}  # graph specs by the number the server sends them by
         self.runtime = Runtime(self._load, budget_bytes=settings.session_budget_bytes, providers=settings.providers)
+        self.placed = PlacedRuns(self.runtime, self.outputs)
         self.crash_graph = os.environ.get(CRASH_GRAPH_ENV)
         self._budget: CallBudget | None = None
         threading.Thread(target=self._watch_stop, name="convscope-worker-stop", daemon=True).start()
@@ -84,11 +89,12 @@ class _Worker:
         try:
             self.conn.send(("ready", os.getpid(), self.runtime.providers))  # the server sizes batches by them
             while True:
-                kind, seconds, what, body = self.conn.recv()
+                kind, seconds, what, call_id, body = self.conn.recv()
+                request_id.set(call_id)  # the lines this request makes carry the call's id
                 self.conn.send((*self._handle(kind, seconds, what, body), self.runtime.session_count(),
                                 self.runtime.cache_bytes(), peak_address_space()))
         except (EOFError, OSError):  # the server closed the pipe (it is stopping, or gone): so do we
-            return
+            self.outputs.release()
 
     def _handle(self, kind: str, seconds: float | None, what: str, body: dict[str, Any]) -> tuple[Any, ...]:
         self.stop.clear()
@@ -107,14 +113,23 @@ class _Worker:
         finally:
             self._budget = None
 
-    def _run(self, model_id: str, folder: str, spec: Any, inputs: str, layout: shm.ArrayLayout, outputs: list[str],
-             dynamic_batch: bool, threads: int) -> tuple[str, shm.ArrayLayout]:
-        self.folders[model_id] = Path(folder)
+    def _run(self, model_id: str, folder: str, spec_number: int, spec: Any, forget_specs: bool, inputs: str,
+             layout: shm.ArrayLayout, outputs: list[str], fresh_outputs: bool, dynamic_batch: bool,
+             threads: int) -> tuple[str, shm.ArrayLayout]:
+        """``spec`` comes once per worker (None afterwards: ``spec_number`` names it);
+        ``fresh_outputs``: the server still holds views of the last results' block."""
+        if forget_specs:
+            self.specs.clear()
+        if spec is not None:
+            self.specs[spec_number] = spec
+        if model_id not in self.folders:
+            self.folders[model_id] = Path(folder)
         if self.crash_graph and self.runtime.base_graph(model_id, dynamic_batch=dynamic_batch).graph.name == self.crash_graph:
             os.kill(os.getpid(), signal.SIGSEGV)
         feeds = self.inputs.views(inputs, layout)
-        values = self.runtime.run(model_id, spec, feeds, outputs, dynamic_batch=dynamic_batch, threads=threads)
-        return self.outputs.write(values)
+        return self.placed.run(
+            model_id, self.specs[spec_number], feeds, outputs, dynamic_batch=dynamic_batch, threads=threads, fresh=fresh_outputs
+        )
 
     def _layer_table(self, model_id: str, folder: str, shape: tuple[int, ...], dtype: str, dynamic_batch: bool,
                      layout: str, others: dict[str, Any]) -> Any:
@@ -130,5 +145,7 @@ def main(conn: Connection, stop: Event, settings: WorkerSettings, block_prefix: 
     """The process's entry point (multiprocessing ``spawn``); ``block_prefix`` names the shared
     memory it writes results into."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the server's to handle: it stops us
+    if settings.logging is not None:
+        configure_logging(settings.logging.level, settings.logging.format)
     cap_memory(settings.memory_bytes)
     _Worker(conn, stop, settings, block_prefix).serve()

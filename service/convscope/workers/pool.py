@@ -21,25 +21,21 @@ import collections
 import itertools
 import logging
 import multiprocessing
-import os
-import secrets
 import signal
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from multiprocessing.connection import Connection
-from multiprocessing.process import BaseProcess
-from multiprocessing.synchronize import Event
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from convscope import errors
+from convscope import errors, logs
 from convscope.errors import DeadlineExceeded, FailedPrecondition, OutOfMemory, ServiceError, WorkerCrashed
 from convscope.runtime.budget import current_budget, run_options
 from convscope.workers import child, shm
+from convscope.workers.slot import WorkerSlot
 
 log = logging.getLogger(__name__)
 
@@ -63,22 +59,6 @@ class SandboxSettings:
     run_budget_s: float | None = None
     load_budget_s: float | None = DEFAULT_LOAD_BUDGET_S
     grace_s: float = DEFAULT_GRACE_S
-
-
-@dataclass
-class _Slot:
-    process: BaseProcess
-    conn: Connection
-    stop: Event
-    worker_blocks: str  # the prefix of the blocks the worker writes results into
-    inputs: shm.WrittenBlock
-    outputs: shm.ReadBlocks = field(default_factory=shm.ReadBlocks)
-    output_generation: int = 0  # of the worker's newest block seen
-    ready: bool = False
-    busy: bool = False
-    models: set[str] = field(default_factory=set)
-    sessions: int = 0
-    session_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -113,12 +93,14 @@ class WorkerPool:
             # Each worker caches its own sessions: the server's budget is shared out.
             session_budget_bytes=max(1, session_budget_bytes // size),
             providers=tuple(providers) if providers else None,
+            logging=logs.configured(),
         )
-        self._spawn = multiprocessing.get_context("spawn")
         self._cond = threading.Condition()
-        self._block_prefix = f"cs{os.getpid()}{secrets.token_hex(3)}_"
-        self._serial = itertools.count()
-        self._slots = [self._start() for _ in range(size)]
+        orphans = shm.remove_orphans()
+        if orphans:
+            log.info("removed %d shared memory blocks left by servers that were killed", len(orphans))
+        spawn, prefix, serial = multiprocessing.get_context("spawn"), shm.server_prefix(), itertools.count()
+        self._slots = [WorkerSlot(spawn, self._settings, prefix, serial) for _ in range(size)]
         self._crashes: collections.Counter[str] = collections.Counter()
         self._quarantined: dict[str, str] = {}
         self.replaced: collections.Counter[str] = collections.Counter()  # workers replaced, by cause
@@ -128,57 +110,24 @@ class WorkerPool:
 
     # -- processes
 
-    def _start(self) -> _Slot:
-        prefix = self._new_block_prefix()
-        return _Slot(*self._spawn_worker(prefix), prefix, shm.WrittenBlock(self._new_block_prefix()))
-
-    def _new_block_prefix(self) -> str:
-        return f"{self._block_prefix}{next(self._serial)}_"
-
-    def _spawn_worker(self, block_prefix: str) -> tuple[BaseProcess, Connection, Event]:
-        parent, worker = self._spawn.Pipe()
-        stop = self._spawn.Event()
-        process = self._spawn.Process(
-            target=child.main, args=(worker, stop, self._settings, block_prefix), name="convscope-worker", daemon=True
-        )
-        process.start()
-        worker.close()
-        return process, parent, stop
-
-    @staticmethod
-    def _forget_worker_blocks(slot: _Slot) -> None:
-        """Unmap and unlink what a dead or retired worker wrote (the next block too: it may have
-        made it before it could say so)."""
-        slot.outputs.close()
-        for generation in (slot.output_generation, slot.output_generation + 1):
-            shm.unlink(shm.block_name(slot.worker_blocks, generation))
-
-    def _replace(self, slot: _Slot, cause: str) -> None:
+    def _replace(self, slot: WorkerSlot, cause: str) -> None:
         """Kill ``slot``'s process (if alive) and start a fresh one in its place; the caller
         still holds the slot."""
-        old = slot.process
-        old.kill()
-        old.join(timeout=10)
-        slot.conn.close()
-        self._forget_worker_blocks(slot)
-        slot.worker_blocks = self._new_block_prefix()
-        slot.process, slot.conn, slot.stop = self._spawn_worker(slot.worker_blocks)
-        slot.ready, slot.sessions, slot.session_bytes, slot.output_generation = False, 0, 0, 0
-        slot.models.clear()
+        old_pid = slot.restart()
         with self._cond:
             self.replaced[cause] += 1
-        log.warning("worker pid %s replaced by pid %s: %s", old.pid, slot.process.pid, cause)
+        log.warning("worker pid %s replaced by pid %s: %s", old_pid, slot.process.pid, cause)
         for hook in self.on_replace:
             hook(cause)
 
-    def _await_ready(self, slot: _Slot) -> None:
+    def _await_ready(self, slot: WorkerSlot) -> None:
         if slot.ready:
             return
-        if not slot.conn.poll(STARTUP_TIMEOUT_S):
+        if not slot.wait(STARTUP_TIMEOUT_S):
             self._replace(slot, "crashed")
             raise WorkerCrashed(f"a worker process did not start within {STARTUP_TIMEOUT_S:g} s; the server is overloaded")
         try:
-            _, _, providers = slot.conn.recv()
+            _, _, providers = slot.receive()
         except (EOFError, OSError):
             code = slot.process.exitcode
             self._replace(slot, "crashed")
@@ -207,20 +156,12 @@ class WorkerPool:
                 self._checkin(slot)
 
     def close(self) -> None:
-        slots = list(self._slots)
-        for slot in slots:
-            slot.conn.close()  # the worker reads EOF and returns
-        for slot in slots:
-            slot.process.join(timeout=2)
-            if slot.process.is_alive():
-                slot.process.kill()
-                slot.process.join(timeout=2)
-            self._forget_worker_blocks(slot)
-            slot.inputs.release()
+        for slot in self._slots:
+            slot.close()
 
     # -- routing
 
-    def _checkout(self, model_id: str) -> _Slot:
+    def _checkout(self, model_id: str) -> WorkerSlot:
         preferred = int(model_id[:8], 16) % len(self._slots) if model_id[:8].isalnum() else 0
         with self._cond:
             while True:
@@ -235,14 +176,14 @@ class WorkerPool:
                     return idle
                 self._cond.wait()
 
-    def _checkout_slot(self, index: int) -> _Slot:
+    def _checkout_slot(self, index: int) -> WorkerSlot:
         with self._cond:
             while self._slots[index].busy:
                 self._cond.wait()
             self._slots[index].busy = True
             return self._slots[index]
 
-    def _checkin(self, slot: _Slot) -> None:
+    def _checkin(self, slot: WorkerSlot) -> None:
         with self._cond:
             slot.busy = False
             self._cond.notify_all()
@@ -256,15 +197,15 @@ class WorkerPool:
         self._refuse_quarantined(model_id)
         call = self._running(model_id, "run")
 
-        def exchange(slot: _Slot) -> dict[str, np.ndarray]:
-            inputs, layout = slot.inputs.write(feeds)
+        def exchange(slot: WorkerSlot) -> dict[str, np.ndarray]:
+            inputs, layout = slot.write_inputs(feeds)
+            spec_number, new_spec, forget_specs = slot.spec_number(spec)
             results, result_layout = self._exchange(slot, call, dict(
-                model_id=model_id, folder=str(folder), spec=spec, inputs=inputs, layout=layout, outputs=list(outputs),
+                model_id=model_id, folder=str(folder), spec_number=spec_number, spec=new_spec, forget_specs=forget_specs,
+                inputs=inputs, layout=layout, outputs=list(outputs), fresh_outputs=slot.outputs.lent,
                 dynamic_batch=dynamic_batch, threads=threads,
             ))
-            slot.output_generation = int(results[len(slot.worker_blocks):])
-            # Copies: the worker writes its next results over these once the slot is free.
-            return {name: view.copy() for name, view in slot.outputs.views(results, result_layout).items()}
+            return slot.read_outputs(results, result_layout)
 
         return self._holding_slot(model_id, exchange)
 
@@ -297,7 +238,7 @@ class WorkerPool:
     def _call(self, call: _Call, body: dict[str, Any]) -> Any:
         return self._holding_slot(call.model_id, lambda slot: self._exchange(slot, call, body))
 
-    def _holding_slot(self, model_id: str, work: Callable[[_Slot], Any]) -> Any:
+    def _holding_slot(self, model_id: str, work: Callable[[WorkerSlot], Any]) -> Any:
         slot = self._checkout(model_id)
         try:
             if not slot.process.is_alive():  # died while idle (the OOM killer, an operator): not this model's doing
@@ -307,17 +248,17 @@ class WorkerPool:
         finally:
             self._checkin(slot)
 
-    def _exchange(self, slot: _Slot, call: _Call, body: dict[str, Any]) -> Any:
+    def _exchange(self, slot: WorkerSlot, call: _Call, body: dict[str, Any]) -> Any:
         budget = current_budget()
         deadlines = [time.monotonic() + call.budget_s] if call.budget_s else []
         if budget is not None and budget.deadline is not None:
             deadlines.append(budget.deadline)
         deadline = min(deadlines) if deadlines else None
         seconds = None if deadline is None else max(0.0, deadline - time.monotonic())
-        slot.conn.send((call.kind, seconds, f"{call.what} of model {call.model_id[:12]}", body))
+        slot.send(call.kind, seconds, f"{call.what} of model {call.model_id[:12]}", body)
         stop_sent: float | None = None
         with run_options() as options:  # the call's budget sets .terminate: its deadline or a cancellation
-            while not slot.conn.poll(POLL_S):
+            while not slot.wait(POLL_S):
                 now = time.monotonic()
                 if stop_sent is None and ((options is not None and options.terminate) or (deadline is not None and now >= deadline)):
                     slot.stop.set()
@@ -326,7 +267,7 @@ class WorkerPool:
                     self._replace(slot, "cancelled" if budget is not None and budget.stopped and not budget.expired else "deadline")
                     raise self._stopped(call)
         try:
-            reply = slot.conn.recv()
+            reply = slot.receive()
         except (EOFError, OSError):
             raise self._died(slot, call) from None
         status, *payload, slot.sessions, slot.session_bytes, peak = reply
@@ -354,7 +295,7 @@ class WorkerPool:
             f"({call.budget_flag}) and was stopped; ask for less work, or the operator for a larger {call.budget_flag}"
         )
 
-    def _died(self, slot: _Slot, call: _Call) -> WorkerCrashed:
+    def _died(self, slot: WorkerSlot, call: _Call) -> WorkerCrashed:
         slot.process.join(timeout=10)
         code = slot.process.exitcode
         how = f"killed by {signal.Signals(-code).name}" if code is not None and code < 0 else f"exited with code {code}"
