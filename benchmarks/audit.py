@@ -16,8 +16,8 @@ plane (``convscope.core``), so server start-up is not in the figures.
   at the same priority, each writing a batch of the pass's batch size, as many batches ahead),
   the same runs in flight on as many onnxruntime threads each, the model's outputs only.
   ``--pairs`` runs of each per round, in turn; a round's ratio is their median. Goal ≥ 0.85×.
-  Process CPU time is printed beside it (plain's ÷ the pass's): on a loaded machine wall-clock
-  rates swing several-fold between runs of a second.
+  Process CPU time (the pass's up to its last progress report) is printed beside it (plain's ÷
+  the pass's): on a loaded machine wall-clock rates swing several-fold between runs of a second.
 * memory: the peak resident set size while each audit runs (sampled), and the process's peak;
   the audit keeps small per-image records only, so its peak should not grow with the images.
 
@@ -76,16 +76,17 @@ def write_digits(root: Path, count: int) -> Path:
     return root / "labels.csv"
 
 
-def timed_audit(core: Convscope, model_id: str, items: list, settings: dict) -> tuple[float, float, AuditResult]:
-    """Wall seconds, the pass's images per second, and the result."""
-    began = time.perf_counter()
+def timed_audit(core: Convscope, model_id: str, items: list, settings: dict) -> tuple[float, float, float, AuditResult]:
+    """Wall seconds, the pass's images per second, the process's CPU seconds until the pass's
+    last progress report (the checks that follow it are no part of the pass), and the result."""
+    began, cpu_began = time.perf_counter(), time.process_time()
     last: Progress | None = None
     for event in run_audit(core, model_id, items, audit_config.resolve(settings)):
         if isinstance(event, Progress):
-            last = event
+            last, pass_cpu = event, time.process_time() - cpu_began
         elif isinstance(event, AuditResult):
             result = event
-    return time.perf_counter() - began, last.rate if last else float("nan"), result
+    return time.perf_counter() - began, last.rate if last else float("nan"), pass_cpu, result
 
 
 def write_photos(root: Path, count: int, core: Convscope, record) -> Path:
@@ -135,12 +136,19 @@ def pass_and_plain(core: Convscope, model_id: str, items: list, plain: PlainBatc
     the warmer caches)."""
     pass_only = {check: {"enabled": check in SHARED_PASS} for check in audit_config.DEFAULTS}
     paths = [item.path for item in items]
-    runs = {"plain": lambda: plain.images_per_second(paths), "pass": lambda: timed_audit(core, model_id, items, pass_only)[1]}
-    figures = {}
-    for name in sorted(runs, reverse=not plain_first):  # "pass" < "plain"
+
+    def plain_run() -> tuple[float, float]:
         began = time.process_time()
-        figures[name] = runs[name]()
-        figures[f"{name}_cpu_seconds"] = time.process_time() - began
+        return plain.images_per_second(paths), time.process_time() - began
+
+    def pass_run() -> tuple[float, float]:
+        _, rate, cpu, _ = timed_audit(core, model_id, items, pass_only)
+        return rate, cpu
+
+    runs = {"plain": plain_run, "pass": pass_run}
+    figures = {}
+    for name in sorted(runs, reverse=plain_first):  # "pass" < "plain"
+        figures[name], figures[f"{name}_cpu_seconds"] = runs[name]()
     return figures
 
 
@@ -227,7 +235,7 @@ def measure_round(core: Convscope, model_id: str, items: list, plain: PlainBatch
     line = f"pass / plain batched {found['pass_vs_plain_batched']:.2f}× (img/s {rates})"
     if checks:
         with PeakMemory() as memory:
-            audit_seconds, _, result = timed_audit(core, model_id, items, only)
+            audit_seconds, _, _, result = timed_audit(core, model_id, items, only)
         alone = {check: timed_audit(core, model_id, items, {other: {"enabled": other == check} for other in audit_config.DEFAULTS})[0]
                  for check in checks}
         found |= {"audit_seconds": audit_seconds, "checks_one_by_one_seconds": alone, "one_by_one_total_seconds": sum(alone.values()),
