@@ -99,6 +99,9 @@ def test_computed_attributes_match_numpy() -> None:
     luma = (0.299 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2]) / 255
     assert measured["brightness"] == pytest.approx(luma.mean(), rel=1e-5)
     assert measured["contrast"] == pytest.approx(luma.std(), rel=1e-5)
+    red_green, yellow_blue = rgb[..., 0] - rgb[..., 1], (rgb[..., 0] + rgb[..., 1]) / 2 - rgb[..., 2]
+    colourfulness = np.hypot(red_green.std(), yellow_blue.std()) + 0.3 * np.hypot(red_green.mean(), yellow_blue.mean())
+    assert measured["colourfulness"] == pytest.approx(colourfulness, rel=1e-5)  # Hasler & Süsstrunk 2003
     laplacian = ndimage.laplace(luma)[1:-1, 1:-1]
     assert measured["sharpness"] == pytest.approx(laplacian.var(), rel=1e-4)
 

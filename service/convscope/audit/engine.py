@@ -15,6 +15,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,6 +53,11 @@ RECTIFIERS = {"Relu", "Clip", "LeakyRelu", "PRelu"}
 CHECK_ORDER = ("accuracy", "attributes", "dead_filters", "filter_smoothness", "robustness", "explanation_sanity",
                "explanation_faithfulness")
 # What a black box cannot give, per check (the robustness check keeps its corruptions: they need outputs only).
+# The checks that run the model again on sampled images, longest first: after the pass they run
+# side by side, as many at once as the runtime's concurrent runs (each run's threads are sized so
+# that these fill the cores). One at a time, each left a core idle: a run uses one thread on two
+# cores, and the corruptions' JPEG round trips are single-threaded Python.
+SAMPLING_CHECKS = ("robustness", "explanation_sanity", "explanation_faithfulness", "filter_smoothness")
 REMOTE_SKIPS = {
     "dead_filters": "a remote model's hidden activations are not served, only its outputs",
     "filter_smoothness": "a remote model's weights are not served",
@@ -231,11 +237,16 @@ def _audit(
     else:
         checks |= {name: (lambda c, name=name, reason=reason: _skipped(name, reason)) for name, reason in REMOTE_SKIPS.items()}
     outcomes = []
-    for name in CHECK_ORDER:
-        if cancelled.is_set():
-            raise Cancelled("the audit was cancelled")
-        outcomes.append(_run_check(name, config, checks[name]))
-        yield outcomes[-1]
+    with ThreadPoolExecutor(INFERENCE_WORKERS, thread_name_prefix="convscope-check") as pool:
+        running = {name: pool.submit(_run_check, name, config, checks[name]) for name in SAMPLING_CHECKS if config[name]["enabled"]}
+        try:
+            for name in CHECK_ORDER:
+                if cancelled.is_set():
+                    raise Cancelled("the audit was cancelled")
+                outcomes.append(running[name].result() if name in running else _run_check(name, config, checks[name]))
+                yield outcomes[-1]
+        finally:
+            pool.shutdown(cancel_futures=True)  # a cancelled audit starts no further check; the running ones end first
     yield AuditResult(record, items, config, outcomes, shared.top, time.monotonic() - start)
 
 
