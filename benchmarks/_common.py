@@ -38,11 +38,12 @@ def median_seconds(work: Callable[[], object], *, repeats: int = 7, warmup: int 
 
 
 @contextlib.contextmanager
-def sandboxed_core(workers: int = 1) -> Iterator[Convscope]:
-    """A data plane whose models run in worker processes (the server's default), on a store of
-    its own, its workers started: the peer that prices the sandbox against in-process runs."""
+def sandboxed_core() -> Iterator[Convscope]:
+    """A data plane whose models run in worker processes as ``convscope serve`` runs them (its
+    default settings, so as many workers), on a store of its own, its workers started: the peer
+    that prices the sandbox against in-process runs."""
     with tempfile.TemporaryDirectory() as store:
-        core = Convscope(Path(store), sandbox=SandboxSettings(workers=workers))
+        core = Convscope(Path(store), sandbox=SandboxSettings())
         try:
             assert isinstance(core.runtime, SandboxedRuntime)
             core.runtime.pool.wait_ready()

@@ -96,3 +96,18 @@ def test_runs_in_flight_share_the_memory_budget(core_and_model, monkeypatch) -> 
     assert backward_batch_size(core.context, record) == 5 and backward_call_size(core.context, record) == 10
     monkeypatch.setattr(gradients, "available_cores", lambda: 1)
     assert backward_batch_size(core.context, record) == 10 and backward_call_size(core.context, record) == 10
+
+
+def test_a_runtime_that_runs_one_call_at_a_time_gets_one_run_on_every_core(core_and_model, one_sample_runs, monkeypatch) -> None:
+    """A sandbox of one worker process executes runs one after another: chunks sent side by side
+    would each wait their turn on half the cores, so the batch goes as one run after another on
+    all of them."""
+    core, record = core_and_model
+    monkeypatch.setattr(type(core.context.runtime), "concurrent_runs", property(lambda runtime: 1))
+    assert gradients.backward_workers(core.context) == 1
+    assert backward_call_size(core.context, record) == backward_batch_size(core.context, record) == 1
+    x = random_input((3, 3, 32, 32), seed=13)
+    score = resolve_score(record, len(x), output=None, target=[0, 3, 9])
+
+    gradients.gradients(core.context, record, x, score)
+    assert one_sample_runs == [threading.current_thread().name] * 3

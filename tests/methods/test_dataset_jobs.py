@@ -7,6 +7,7 @@ import itertools
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -30,6 +31,7 @@ from convscope.methods.embedding import code_layer
 from convscope.methods.top_activations import TopActivations
 from convscope.model.types import Preprocessing
 from convscope.render.dataset_figures import snap_to_grid
+from convscope.runtime.context import INFERENCE_WORKERS
 from tests import digits
 from tests.nets import exported
 
@@ -221,6 +223,7 @@ class _SlowOddBatches:
     """A context whose forward finishes batches out of order (odd ones take longer)."""
 
     batch_budget_bytes = 1 << 30
+    runtime = SimpleNamespace(concurrent_runs=INFERENCE_WORKERS)  # runs side by side, as in process
 
     def forward(self, record, batch, tensors, **options):  # type: ignore[no-untyped-def]
         if int(batch[0, 0]) // 4 % 2:

@@ -17,6 +17,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from convscope.rpc.server import RunningServer
+from convscope.runtime.context import parallel_runs
 from convscope.workers.child import CRASH_GRAPH_ENV
 from convscope.workers.pool import SandboxSettings, WorkerPool
 from convscope.workers.runtime import SandboxedRuntime
@@ -220,3 +221,10 @@ def _dead(pid: int) -> bool:
         return zombie and len(os.listdir(f"/proc/{pid}/task")) <= 1
     except FileNotFoundError:
         return True
+
+
+def test_a_sandbox_runs_as_many_calls_at_once_as_it_has_workers(sandbox: Sandbox, hurried: Sandbox) -> None:
+    """What methods size their runs in flight by (``runtime.context.parallel_runs``): a pool of one
+    worker runs its calls one after another."""
+    assert pool_of(sandbox[0]).size == 2 and parallel_runs(sandbox[0].core.runtime) == 2
+    assert pool_of(hurried[0]).size == 1 and parallel_runs(hurried[0].core.runtime) == 1

@@ -34,6 +34,7 @@ from convscope.runtime.context import (
     MethodContext,
     batch_size_for,
     in_flight,
+    parallel_runs,
     worker_threads,
 )
 from convscope.runtime.shaped import table_input_shape
@@ -186,7 +187,7 @@ def run_job(
     cancelled = cancelled or threading.Event()
     tensors = accumulator.tensors
     batch_size = job_batch_size(context, record, tensors, batch_size)
-    threads = worker_threads()
+    threads = worker_threads(parallel_runs(context.runtime)) if context is not None else worker_threads()
 
     def infer(entry: Skipped | tuple[list[Sample], np.ndarray]) -> dict[str, np.ndarray] | None:
         if isinstance(entry, Skipped):

@@ -20,7 +20,7 @@ from convscope.graph.backward import grad_output_name, seed_input_name, top_targ
 from convscope.graph.common import Rectifier, RectifierScope
 from convscope.model.preprocessing import split_feeds
 from convscope.model.types import ModelRecord
-from convscope.runtime.context import INFERENCE_WORKERS, MethodContext, available_cores, in_flight, worker_threads
+from convscope.runtime.context import MethodContext, available_cores, in_flight, parallel_runs, worker_threads
 from convscope.runtime.graphs import BackwardGraph, GraphSpec
 from convscope.runtime.sessions import concatenated, iter_batches
 
@@ -121,12 +121,14 @@ def one_hot_seed(record: ModelRecord, score: Score, count: int) -> np.ndarray:
 
 
 def backward_workers(context: MethodContext) -> int:
-    """Backward runs in flight at once.  On the CPU provider, ``INFERENCE_WORKERS`` chunks of a
-    batch run side by side, each on its share of the cores: a backward graph is hundreds of
-    small ops (depthwise convolutions, masks) that intra-op threads split poorly, every op
-    ending at a barrier, while independent chunks keep each core busy.  GPUs run one batch."""
+    """Backward runs in flight at once.  On the CPU provider, chunks of a batch run side by side
+    (as many as the runtime executes at once), each on its share of the cores: a backward graph
+    is hundreds of small ops (depthwise convolutions, masks) that intra-op threads split poorly,
+    every op ending at a barrier, while independent chunks keep each core busy.  GPUs run one
+    batch."""
+    runs = parallel_runs(context.runtime)
     cpu_only = context.runtime.providers == ("CPUExecutionProvider",)
-    return INFERENCE_WORKERS if cpu_only and available_cores() >= INFERENCE_WORKERS else 1
+    return runs if cpu_only and available_cores() >= runs else 1
 
 
 def backward_batch_size(context: MethodContext, record: ModelRecord) -> int:
@@ -163,7 +165,7 @@ def run_backward(
             record.id, spec, feeds, outputs, dynamic_batch=record.dynamic_batch, batch_size=batch_size, fixed=fixed
         )
     # Every chunk runs on one session with the workers' thread count: sessions are cached per count.
-    threads = worker_threads()
+    threads = worker_threads(workers)
 
     def run(chunk: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return context.runtime.run(record.id, spec, {**chunk, **(fixed or {})}, outputs, dynamic_batch=record.dynamic_batch, threads=threads)

@@ -51,7 +51,7 @@ from convscope.methods.occlusion_engine import MIN_SAVING, Boxes, IncrementalEng
 from convscope.methods.occlusion_options import Engine, FillMode, OcclusionOptions, OcclusionScore
 from convscope.model.preprocessing import ModelInput, tiled_others
 from convscope.model.types import ModelRecord
-from convscope.runtime.context import INFERENCE_WORKERS, MethodContext, in_flight, worker_threads
+from convscope.runtime.context import INFERENCE_WORKERS, MethodContext, in_flight, parallel_runs, worker_threads
 from convscope.runtime.graphs import graph_for
 
 log = logging.getLogger(__name__)
@@ -317,7 +317,7 @@ def occlusion(
     plain = PlainEngine(context, record, output, image, fill, boxes, occluded, others, infer)
     # Sessions are cached per thread count: every run below uses the loop's, so each graph is
     # built once, not once for the reference and self-check and again for the loop.
-    threads = worker_threads()
+    threads = worker_threads(parallel_runs(context.runtime)) if context is not None else worker_threads()
 
     reference = plain.run(image[None], threads=threads)
     flat = reference.reshape(-1)

@@ -35,9 +35,15 @@ def available_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def worker_threads() -> int:
-    """onnxruntime intra-op threads for each of ``INFERENCE_WORKERS`` concurrent runs."""
-    return max(1, available_cores() // INFERENCE_WORKERS)
+def parallel_runs(runtime: Runtime) -> int:
+    """Runs worth having in flight at once: ``INFERENCE_WORKERS``, fewer where the runtime
+    executes fewer at a time (a sandbox of one worker process runs them one after another)."""
+    return max(1, min(INFERENCE_WORKERS, runtime.concurrent_runs))
+
+
+def worker_threads(runs: int = INFERENCE_WORKERS) -> int:
+    """onnxruntime intra-op threads for each of ``runs`` concurrent runs."""
+    return max(1, available_cores() // runs)
 
 
 def in_flight(

@@ -7,6 +7,7 @@ sessions can later live in sandboxed worker processes without changing callers.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 from collections import OrderedDict
@@ -58,6 +59,12 @@ class Runtime:
         """Execution providers in preference order; probed on first use (a server whose models
         run in worker processes never loads onnxruntime's providers itself)."""
         return self._providers or usable_providers()
+
+    @property
+    def concurrent_runs(self) -> int:
+        """Runs that execute at the same time: no limit of its own here (the callers' threads run
+        them; they size themselves by the cores)."""
+        return sys.maxsize
 
     def describe_upload(self, model_id: str, upload: Upload, **options: Any) -> ModelRecord:
         """Validate an upload's files by loading and probing them: ``runtime.ingest.describe_upload``."""

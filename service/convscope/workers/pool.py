@@ -135,6 +135,10 @@ class WorkerPool:
         slot.ready = True
         self.providers = tuple(providers)
 
+    @property
+    def size(self) -> int:
+        return len(self._slots)
+
     def worker_providers(self) -> tuple[str, ...]:
         """The execution providers the workers run on (waits for the first worker to start)."""
         if self.providers is None:

@@ -31,6 +31,11 @@ class SandboxedRuntime(Runtime):
         """The workers' providers: this process never probes onnxruntime's own."""
         return self.pool.worker_providers()
 
+    @property
+    def concurrent_runs(self) -> int:
+        """One run a worker process at a time."""
+        return self.pool.size
+
     def describe_upload(self, model_id: str, upload: Upload, **options: Any) -> ModelRecord:
         return self.pool.describe(model_id, upload.folder, upload.side_names, upload.received, options)
 
