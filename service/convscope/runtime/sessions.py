@@ -23,7 +23,7 @@ from convscope.graph.base import base_graph as build_base_graph
 from convscope.model.store import Upload
 from convscope.model.types import LayerInfo, ModelRecord
 from convscope.runtime.budget import current_budget, run_options
-from convscope.runtime.graphs import GraphSpec
+from convscope.runtime.graphs import GraphSpec, LossGraph
 from convscope.runtime.ingest import describe_upload, layer_table, probe_array
 from convscope.runtime.memory import raise_if_out_of_memory
 from convscope.runtime.providers import new_session, usable_providers
@@ -116,7 +116,7 @@ class Runtime:
                     f"budget of {self.budget_bytes / 2**20:.0f} MiB"
                 )
             started = time.perf_counter()
-            session = new_session(serialized, providers=self.providers, threads=threads)
+            session = new_session(serialized, providers=self.providers, threads=threads, spin=isinstance(spec, LossGraph))
             log.info("session for model %s (%s) built in %.2f s", model_id[:12], type(spec).__name__, time.perf_counter() - started)
             with self._lock:
                 self._sessions[key] = (session, cost)
