@@ -70,15 +70,22 @@ def processes_cpu_seconds(pids: Callable[[], Sequence[int]]) -> Callable[[], flo
 def write_results(name: str, results: dict[str, object]) -> Path:
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{name}.json"
-    payload = {"machine": {"python": platform.python_version(), "processor": platform.processor(), "cpus": available_cores()}, **results}
+    payload = {
+        "machine": {"python": platform.python_version(), "processor": platform.processor(), "cpus": available_cores()},
+        **results,
+    }
     path.write_text(json.dumps(payload, indent=2))
     print(f"wrote {path}")
     return path
 
 
-
-def interleaved(works: dict[str, Callable[[], object]], *, repeats: int,
-                warmup: int = 2, other_cpu: Mapping[str, Callable[[], float]] | None = None) -> dict[str, dict[str, Any]]:
+def interleaved(
+    works: dict[str, Callable[[], object]],
+    *,
+    repeats: int,
+    warmup: int = 2,
+    other_cpu: Mapping[str, Callable[[], float]] | None = None,
+) -> dict[str, dict[str, Any]]:
     """Seconds per work (min and median wall clock; ``cpu_median``: the process's CPU
     seconds, plus ``other_cpu[name]``'s clock read around the work when given: the CPU a work
     spends in other processes, e.g. sandbox workers; ``rounds`` and ``cpu_rounds``: every
@@ -104,7 +111,13 @@ def interleaved(works: dict[str, Callable[[], object]], *, repeats: int,
             samples[name].append(time.perf_counter() - start)
             cpu[name].append(time.process_time() - start_cpu + (clock() - start_other if clock else 0.0))
     return {
-        name: {"min": min(s), "median": statistics.median(s), "cpu_median": statistics.median(cpu[name]), "rounds": s, "cpu_rounds": cpu[name]}
+        name: {
+            "min": min(s),
+            "median": statistics.median(s),
+            "cpu_median": statistics.median(cpu[name]),
+            "rounds": s,
+            "cpu_rounds": cpu[name],
+        }
         for name, s in samples.items()
     }
 

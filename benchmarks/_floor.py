@@ -97,7 +97,9 @@ def floor_segments(model_bytes: bytes, image: np.ndarray, output: str, grids: Se
     for target in _boundaries(path):
         nodes = sorted(path.ancestors[target] - path.ancestors[source])
         seconds = _seconds_per_sample(model, source, target, shapes[source][1:])
-        segments.append(Segment(source, target, seconds, tuple(_changed_share(path, nodes, rows, cols) for rows, cols in changed)))
+        segments.append(
+            Segment(source, target, seconds, tuple(_changed_share(path, nodes, rows, cols) for rows, cols in changed))
+        )
         source = target
     return segments, _seconds_per_sample(model, source, output, shapes[source][1:])
 

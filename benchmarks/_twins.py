@@ -98,8 +98,13 @@ def export(net: nn.Module, *, batch_axis: str = "N", quiet: bool = False) -> byt
         if quiet:
             warnings.simplefilter("ignore")
         torch.onnx.export(
-            net, (torch.zeros(1, 3, 224, 224),), buffer, dynamo=False, opset_version=17,
-            input_names=["input"], output_names=["logits"],
+            net,
+            (torch.zeros(1, 3, 224, 224),),
+            buffer,
+            dynamo=False,
+            opset_version=17,
+            input_names=["input"],
+            output_names=["logits"],
             dynamic_axes={"input": {0: batch_axis}, "logits": {0: batch_axis}},
         )
     model = onnx.load_from_string(buffer.getvalue())

@@ -85,22 +85,33 @@ def sandbox_cost(rounds: int = 3) -> None:
         for round_ in range(rounds):
             load = os.getloadavg()[0]
             timings = {
-                **interleaved({"one_layer_in_process": call(core, one_layer), "one_layer_in_worker": call(sandboxed, one_layer)},
-                              repeats=150, other_cpu=cpu),
-                **interleaved({"all_layers_in_process": call(core, None), "all_layers_in_worker": call(sandboxed, None)},
-                              repeats=30, other_cpu=cpu),
+                **interleaved(
+                    {"one_layer_in_process": call(core, one_layer), "one_layer_in_worker": call(sandboxed, one_layer)},
+                    repeats=150,
+                    other_cpu=cpu,
+                ),
+                **interleaved(
+                    {"all_layers_in_process": call(core, None), "all_layers_in_worker": call(sandboxed, None)},
+                    repeats=30,
+                    other_cpu=cpu,
+                ),
             }
             ratios = {
                 f"{layers}_{stat}": timings[f"{layers}_in_worker"][stat] / timings[f"{layers}_in_process"][stat]
-                for layers in ("one_layer", "all_layers") for stat in ("median", "min", "cpu_median")
+                for layers in ("one_layer", "all_layers")
+                for stat in ("median", "min", "cpu_median")
             }
             results.append({"load_average_1min": load, "seconds": timings, "worker_vs_in_process": ratios})
             for name, t in timings.items():
-                print(f"round {round_ + 1} {name:24s} median {t['median'] * 1e3:7.2f} ms  min {t['min'] * 1e3:7.2f} ms  "
-                      f"cpu {t['cpu_median'] * 1e3:7.2f} ms")
-            print(f"round {round_ + 1} (load {load:.1f}) worker ÷ in-process: one layer median {ratios['one_layer_median']:.2f}x "
-                  f"min {ratios['one_layer_min']:.2f}x cpu {ratios['one_layer_cpu_median']:.2f}x (goal ≤ 1.1x); all layers median "
-                  f"{ratios['all_layers_median']:.2f}x min {ratios['all_layers_min']:.2f}x cpu {ratios['all_layers_cpu_median']:.2f}x")
+                print(
+                    f"round {round_ + 1} {name:24s} median {t['median'] * 1e3:7.2f} ms  min {t['min'] * 1e3:7.2f} ms  "
+                    f"cpu {t['cpu_median'] * 1e3:7.2f} ms"
+                )
+            print(
+                f"round {round_ + 1} (load {load:.1f}) worker ÷ in-process: one layer median {ratios['one_layer_median']:.2f}x "
+                f"min {ratios['one_layer_min']:.2f}x cpu {ratios['one_layer_cpu_median']:.2f}x (goal ≤ 1.1x); all layers median "
+                f"{ratios['all_layers_median']:.2f}x min {ratios['all_layers_min']:.2f}x cpu {ratios['all_layers_cpu_median']:.2f}x"
+            )
         core.close()
     for key in results[0]["worker_vs_in_process"]:
         values = sorted(r["worker_vs_in_process"][key] for r in results)
@@ -123,8 +134,12 @@ def main() -> None:
 
                 sandboxed.upload([("", MODEL.read_bytes())])
 
-                def in_process(layers: list[str] | None, statistics: bool = False, data_plane: Convscope = core) -> Callable[[], object]:
-                    return lambda: data_plane.activations(info.id, data_plane.prepare(record, tensor=batch), layers, statistics=statistics)
+                def in_process(
+                    layers: list[str] | None, statistics: bool = False, data_plane: Convscope = core
+                ) -> Callable[[], object]:
+                    return lambda: data_plane.activations(
+                        info.id, data_plane.prepare(record, tensor=batch), layers, statistics=statistics
+                    )
 
                 all_bytes = sum(v.nbytes for v in client.activations(info.id, batch).values())
                 one_bytes = sum(v.nbytes for v in client.activations(info.id, batch, layers=one_layer).values())
@@ -134,7 +149,10 @@ def main() -> None:
                 # takes only milliseconds, so one busy moment would skew a ratio of sequential
                 # runs.  One layer and all layers are timed in separate rounds: 50 MiB responses
                 # flush the caches that a 1.5 MiB call would otherwise find warm.
-                with raw_transfer(request_bytes, one_bytes) as transfer_one, raw_transfer(request_bytes, all_bytes) as transfer_all:
+                with (
+                    raw_transfer(request_bytes, one_bytes) as transfer_one,
+                    raw_transfer(request_bytes, all_bytes) as transfer_all,
+                ):
                     one = interleaved(
                         {
                             "plain_onnxruntime": lambda: plain.run(None, feeds),
@@ -143,7 +161,8 @@ def main() -> None:
                             "one_layer_grpc": lambda: client.activations(info.id, batch, layers=one_layer),
                             "raw_grpc_transfer_one_layer": transfer_one,
                         },
-                        repeats=150, other_cpu={"one_layer_in_worker": worker_cpu(sandboxed)},
+                        repeats=150,
+                        other_cpu={"one_layer_in_worker": worker_cpu(sandboxed)},
                     )
                     every = interleaved(
                         {
@@ -154,7 +173,8 @@ def main() -> None:
                             "all_layers_grpc": lambda: client.activations(info.id, batch),
                             "raw_grpc_transfer_all_layers": transfer_all,
                         },
-                        repeats=30, other_cpu={"all_layers_in_worker": worker_cpu(sandboxed)},
+                        repeats=30,
+                        other_cpu={"all_layers_in_worker": worker_cpu(sandboxed)},
                     )
         finally:
             running.stop(grace=1)
@@ -163,12 +183,14 @@ def main() -> None:
     ratios = {
         "one_layer_vs_plain": median["one_layer_in_process"] / median["plain_onnxruntime"],
         "all_layers_vs_plain": median["all_layers_in_process"] / median["plain_onnxruntime_beside_all_layers"],
-        "all_layers_vs_plain_minima": timings["all_layers_in_process"]["min"] / timings["plain_onnxruntime_beside_all_layers"]["min"],
+        "all_layers_vs_plain_minima": timings["all_layers_in_process"]["min"]
+        / timings["plain_onnxruntime_beside_all_layers"]["min"],
         "worker_vs_in_process_one_layer": median["one_layer_in_worker"] / median["one_layer_in_process"],
         "worker_vs_in_process_all_layers": median["all_layers_in_worker"] / median["all_layers_in_process"],
         "grpc_vs_in_process_one_layer": median["one_layer_grpc"] / median["one_layer_in_process"],
         "grpc_vs_in_process_all_layers": median["all_layers_grpc"] / median["all_layers_in_process"],
-        "all_layers_with_statistics_vs_plain": median["all_layers_with_statistics_in_process"] / median["plain_onnxruntime_beside_all_layers"],
+        "all_layers_with_statistics_vs_plain": median["all_layers_with_statistics_in_process"]
+        / median["plain_onnxruntime_beside_all_layers"],
         # gRPC against in-process plus the bytes on the wire, which a bare transfer of the
         # same size measures (the goal: at most 1.2x).
         **{
@@ -184,7 +206,14 @@ def main() -> None:
     print(f"on the wire: one layer {one_bytes / 2**20:.1f} MiB, all layers {all_bytes / 2**20:.1f} MiB")
     write_results(
         "activations",
-        {"model": "efficientnet_lite0", "seconds": timings, "ratios": ratios, "one_layer_bytes": one_bytes, "all_layers_bytes": all_bytes, "providers": list(usable_providers())},
+        {
+            "model": "efficientnet_lite0",
+            "seconds": timings,
+            "ratios": ratios,
+            "one_layer_bytes": one_bytes,
+            "all_layers_bytes": all_bytes,
+            "providers": list(usable_providers()),
+        },
     )
 
 

@@ -59,8 +59,10 @@ from convscope.runtime.context import INFERENCE_WORKERS, in_flight, worker_threa
 from convscope.runtime.providers import new_session
 
 REPO = Path(__file__).resolve().parents[1]
-MODELS = {"digits_cnn": REPO / "models" / "digits_cnn" / "digits_cnn.onnx",
-          "efficientnet_lite0": REPO / "models" / "efficientnet_lite0" / "efficientnet_lite0.onnx"}
+MODELS = {
+    "digits_cnn": REPO / "models" / "digits_cnn" / "digits_cnn.onnx",
+    "efficientnet_lite0": REPO / "models" / "efficientnet_lite0" / "efficientnet_lite0.onnx",
+}
 SHARED_PASS = ("accuracy", "attributes", "dead_filters")
 LABELLING_BATCH = 16
 sys.path.insert(0, str(REPO / "models" / "digits_cnn"))
@@ -203,45 +205,69 @@ def main(argv: list[str] | None = None) -> None:
         plain = PlainBatched(model, record, job_batch_size(core.context, record, pass_tensors))
         timed_audit(core, record.id, items[:64], only)  # sessions built, caches warm
         plain.images_per_second([item.path for item in items[:64]])
-        rounds = [measure_round(core, record.id, items, plain, only, checks if digits else [], pairs) for _ in range(args.repeats)]
+        rounds = [
+            measure_round(core, record.id, items, plain, only, checks if digits else [], pairs) for _ in range(args.repeats)
+        ]
         core.close()
     ratios = {"pass_vs_plain_batched": [r["pass_vs_plain_batched"] for r in rounds]}
     if digits:
         ratios["audit_vs_one_by_one"] = [r["audit_seconds"] / r["one_by_one_total_seconds"] for r in rounds]
-    results = {"model": args.model, "images": args.images, "batch_size": plain.batch_size, "pairs": pairs, "rounds": rounds,
-               **{name: float(np.median(values)) for name, values in ratios.items()},
-               "spread": {name: [float(min(values)), float(max(values))] for name, values in ratios.items()},
-               "load_average_1min": [r["load_average_1min"] for r in rounds],
-               "process_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
-    spread = (lambda name: f"{results[name]:.2f}× (rounds {min(ratios[name]):.2f}–{max(ratios[name]):.2f})")
+    results = {
+        "model": args.model,
+        "images": args.images,
+        "batch_size": plain.batch_size,
+        "pairs": pairs,
+        "rounds": rounds,
+        **{name: float(np.median(values)) for name, values in ratios.items()},
+        "spread": {name: [float(min(values)), float(max(values))] for name, values in ratios.items()},
+        "load_average_1min": [r["load_average_1min"] for r in rounds],
+        "process_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+    spread = lambda name: f"{results[name]:.2f}× (rounds {min(ratios[name]):.2f}–{max(ratios[name]):.2f})"
     loads = ", ".join(f"{load:.1f}" for load in results["load_average_1min"])
     print(f"{args.model}, {args.images} images, {args.repeats} rounds × {pairs} pairs; 1-min load average {loads}")
     if digits:
         print(f"  audit / checks one by one: {spread('audit_vs_one_by_one')} (goal ≤ 0.7×)")
     cpu = np.median([pair["plain_cpu_seconds"] / pair["pass_cpu_seconds"] for r in rounds for pair in r["pass_vs_plain_pairs"]])
-    print(f"  shared pass / plain batched inference, images per second: {spread('pass_vs_plain_batched')} (goal ≥ 0.85×); "
-          f"by CPU time (plain's ÷ the pass's) {cpu:.2f}×")
+    print(
+        f"  shared pass / plain batched inference, images per second: {spread('pass_vs_plain_batched')} (goal ≥ 0.85×); "
+        f"by CPU time (plain's ÷ the pass's) {cpu:.2f}×"
+    )
     print(f"  process peak RSS {results['process_peak_rss_mb']:.0f} MB")
     write_results("audit" if digits else f"audit_{args.model}", results)
 
 
-def measure_round(core: Convscope, model_id: str, items: list, plain: PlainBatched, only: dict, checks: list[str], pairs: int) -> dict:
+def measure_round(
+    core: Convscope, model_id: str, items: list, plain: PlainBatched, only: dict, checks: list[str], pairs: int
+) -> dict:
     """One round: ``pairs`` shared pass / plain pairs, then (``checks`` given) the audit of
     ``checks`` and each of them alone."""
     pass_vs_plain = [pass_and_plain(core, model_id, items, plain, plain_first=pair % 2 == 0) for pair in range(pairs)]
-    found = {"load_average_1min": os.getloadavg()[0], "pass_vs_plain_pairs": pass_vs_plain,
-             "pass_vs_plain_batched": float(np.median([rates["pass"] / rates["plain"] for rates in pass_vs_plain]))}
+    found = {
+        "load_average_1min": os.getloadavg()[0],
+        "pass_vs_plain_pairs": pass_vs_plain,
+        "pass_vs_plain_batched": float(np.median([rates["pass"] / rates["plain"] for rates in pass_vs_plain])),
+    }
     rates = ", ".join(f"{pair['pass']:.0f}/{pair['plain']:.0f}" for pair in pass_vs_plain)
     line = f"pass / plain batched {found['pass_vs_plain_batched']:.2f}× (img/s {rates})"
     if checks:
         with PeakMemory() as memory:
             audit_seconds, _, _, result = timed_audit(core, model_id, items, only)
-        alone = {check: timed_audit(core, model_id, items, {other: {"enabled": other == check} for other in audit_config.DEFAULTS})[0]
-                 for check in checks}
-        found |= {"audit_seconds": audit_seconds, "checks_one_by_one_seconds": alone, "one_by_one_total_seconds": sum(alone.values()),
-                  "audit_peak_rss_mb": memory.peak, "check_seconds_in_audit": {c.name: c.seconds for c in result.checks}}
-        line = (f"audit {audit_seconds:.2f} s vs one by one {found['one_by_one_total_seconds']:.2f} s "
-                f"({audit_seconds / found['one_by_one_total_seconds']:.2f}×); {line}; audit peak RSS {memory.peak:.0f} MB")
+        alone = {
+            check: timed_audit(core, model_id, items, {other: {"enabled": other == check} for other in audit_config.DEFAULTS})[0]
+            for check in checks
+        }
+        found |= {
+            "audit_seconds": audit_seconds,
+            "checks_one_by_one_seconds": alone,
+            "one_by_one_total_seconds": sum(alone.values()),
+            "audit_peak_rss_mb": memory.peak,
+            "check_seconds_in_audit": {c.name: c.seconds for c in result.checks},
+        }
+        line = (
+            f"audit {audit_seconds:.2f} s vs one by one {found['one_by_one_total_seconds']:.2f} s "
+            f"({audit_seconds / found['one_by_one_total_seconds']:.2f}×); {line}; audit peak RSS {memory.peak:.0f} MB"
+        )
     print(f"{line}; load {found['load_average_1min']:.1f}", flush=True)
     return found
 

@@ -39,8 +39,7 @@ from convscope.graph.backward.rules import RULES, Rule, Vjp
 from convscope.graph.backward.rules.linear import _conv_general
 from convscope.runtime.providers import new_session
 
-MODELS: dict[str, Callable[[], tuple[nn.Module, bytes]]] = {
-    "efficientnet_lite0": efficientnet_lite0, "resnet18": resnet18}
+MODELS: dict[str, Callable[[], tuple[nn.Module, bytes]]] = {"efficientnet_lite0": efficientnet_lite0, "resnet18": resnet18}
 
 
 @contextmanager
@@ -67,8 +66,10 @@ def bench_model(net: nn.Module, model_bytes: bytes, batches: list[int], repeats:
     build_s = time.perf_counter() - start
     with general_conv_rule():
         general = build_backward(model, seeds=[output])
-    sessions = {name: new_session(m.SerializeToString(), providers=["CPUExecutionProvider"])
-                for name, m in (("ours", ours), ("general_conv", general))}
+    sessions = {
+        name: new_session(m.SerializeToString(), providers=["CPUExecutionProvider"])
+        for name, m in (("ours", ours), ("general_conv", general))
+    }
     grad = grad_output_name(graph_input)
     result: dict[str, object] = {
         "build_seconds": build_s,
@@ -85,7 +86,8 @@ def bench_model(net: nn.Module, model_bytes: bytes, batches: list[int], repeats:
         seed[np.arange(batch), targets] = 1
         feeds = {graph_input: x, seed_input_name(output): seed}
         works: dict[str, Callable[[], object]] = {
-            name: (lambda s=session: s.run([grad], feeds)[0]) for name, session in sessions.items()}
+            name: (lambda s=session: s.run([grad], feeds)[0]) for name, session in sessions.items()
+        }
         works["torch_autograd"] = lambda: torch_gradient(net, x, targets)
         want = torch_gradient(net, x, targets)
         seconds = interleaved(works, repeats=repeats if batch == 1 else max(3, repeats // 3))
@@ -93,7 +95,8 @@ def bench_model(net: nn.Module, model_bytes: bytes, batches: list[int], repeats:
             "seconds": seconds,
             "ratio_ours_vs_torch": {k: seconds["ours"][k] / seconds["torch_autograd"][k] for k in ("min", "median")},
             "ratio_general_conv_vs_torch": {
-                k: seconds["general_conv"][k] / seconds["torch_autograd"][k] for k in ("min", "median")},
+                k: seconds["general_conv"][k] / seconds["torch_autograd"][k] for k in ("min", "median")
+            },
             "agreement_vs_torch": {name: agreement(np.asarray(works[name]()), want) for name in sessions},
         }
     return result
@@ -118,14 +121,18 @@ def main() -> None:
         net, model_bytes = MODELS[name]()
         row = bench_model(net, model_bytes, args.batches, args.repeats)
         results["models"][name] = row  # type: ignore[index]
-        print(f"== {name}: backward graph {row['backward_graph_nodes']} nodes "
-              f"(general Conv path {row['general_conv_backward_graph_nodes']}), forward {row['forward_nodes']}")
+        print(
+            f"== {name}: backward graph {row['backward_graph_nodes']} nodes "
+            f"(general Conv path {row['general_conv_backward_graph_nodes']}), forward {row['forward_nodes']}"
+        )
         for batch, b in row["batches"].items():  # type: ignore[attr-defined]
             s = b["seconds"]
             for stat in ("min", "median"):
-                print(f"  batch {batch} {stat:6s}: ours {s['ours'][stat] * 1e3:7.1f} ms  general_conv "
-                      f"{s['general_conv'][stat] * 1e3:7.1f} ms  torch {s['torch_autograd'][stat] * 1e3:7.1f} ms  "
-                      f"ours/torch {b['ratio_ours_vs_torch'][stat]:.2f}")
+                print(
+                    f"  batch {batch} {stat:6s}: ours {s['ours'][stat] * 1e3:7.1f} ms  general_conv "
+                    f"{s['general_conv'][stat] * 1e3:7.1f} ms  torch {s['torch_autograd'][stat] * 1e3:7.1f} ms  "
+                    f"ours/torch {b['ratio_ours_vs_torch'][stat]:.2f}"
+                )
     write_results("backward_graph", results)
 
 

@@ -110,7 +110,9 @@ def main(argv: list[str] | None = None) -> None:
                 def job(folder: str, render: bool) -> tuple[float, float, int]:
                     last: list[Progress] = []
                     began = time.perf_counter()
-                    hits = client.top_activations(info.id, ServerFolder(folder), layer=layer, k=9, render=render, progress=last.append)
+                    hits = client.top_activations(
+                        info.id, ServerFolder(folder), layer=layer, k=9, render=render, progress=last.append
+                    )
                     return last[-1].seconds, time.perf_counter() - began, len(hits.pngs)
 
                 # 1. one job over every image, figures on (the client's default), plain runs around it
@@ -124,14 +126,20 @@ def main(argv: list[str] | None = None) -> None:
                     "job_end_to_end_images_per_second": args.images / wall_seconds,
                     "figures": figures,
                     "figure_seconds": wall_seconds - pass_seconds,
-                    "plain_inference_images_per_second": [args.images / before["inference_seconds"], args.images / after["inference_seconds"]],
-                    "plain_decode_then_infer_images_per_second": 2 * args.images / sum(
-                        run["inference_seconds"] + run["decode_seconds"] for run in (before, after)),
+                    "plain_inference_images_per_second": [
+                        args.images / before["inference_seconds"],
+                        args.images / after["inference_seconds"],
+                    ],
+                    "plain_decode_then_infer_images_per_second": 2
+                    * args.images
+                    / sum(run["inference_seconds"] + run["decode_seconds"] for run in (before, after)),
                     "job_vs_plain_inference": inference / pass_seconds,
                 }
-                print(f"one job over {args.images}: {full['job_images_per_second']:.1f} img/s in the pass, "
-                      f"{full['job_end_to_end_images_per_second']:.1f} img/s with {figures} figures; plain "
-                      f"{full['plain_inference_images_per_second'][0]:.1f} / {full['plain_inference_images_per_second'][1]:.1f} img/s")
+                print(
+                    f"one job over {args.images}: {full['job_images_per_second']:.1f} img/s in the pass, "
+                    f"{full['job_end_to_end_images_per_second']:.1f} img/s with {figures} figures; plain "
+                    f"{full['plain_inference_images_per_second'][0]:.1f} / {full['plain_inference_images_per_second'][1]:.1f} img/s"
+                )
 
                 # 2. paired rounds: plain and job on the same chunk, back to back, order alternating
                 rounds = []
@@ -142,22 +150,34 @@ def main(argv: list[str] | None = None) -> None:
                     else:
                         seconds, _, _ = job(f"chunks/{index:02d}", False)
                         plain = plain_inference(record, chunk)
-                    rounds.append({
-                        "plain_inference_images_per_second": len(chunk) / plain["inference_seconds"],
-                        "plain_decode_then_infer_images_per_second": len(chunk) / (plain["inference_seconds"] + plain["decode_seconds"]),
-                        "job_images_per_second": len(chunk) / seconds,
-                        "job_vs_plain_inference": plain["inference_seconds"] / seconds,
-                        "job_vs_plain_decode_then_infer": (plain["inference_seconds"] + plain["decode_seconds"]) / seconds,
-                    })
-                    print(f"round {index}: plain {rounds[-1]['plain_inference_images_per_second']:.1f}, "
-                          f"job {rounds[-1]['job_images_per_second']:.1f} img/s ({rounds[-1]['job_vs_plain_inference']:.2f}x)")
+                    rounds.append(
+                        {
+                            "plain_inference_images_per_second": len(chunk) / plain["inference_seconds"],
+                            "plain_decode_then_infer_images_per_second": len(chunk)
+                            / (plain["inference_seconds"] + plain["decode_seconds"]),
+                            "job_images_per_second": len(chunk) / seconds,
+                            "job_vs_plain_inference": plain["inference_seconds"] / seconds,
+                            "job_vs_plain_decode_then_infer": (plain["inference_seconds"] + plain["decode_seconds"]) / seconds,
+                        }
+                    )
+                    print(
+                        f"round {index}: plain {rounds[-1]['plain_inference_images_per_second']:.1f}, "
+                        f"job {rounds[-1]['job_images_per_second']:.1f} img/s ({rounds[-1]['job_vs_plain_inference']:.2f}x)"
+                    )
                 loads.append(os.getloadavg()[0])
         finally:
             running.stop(grace=1)
     rates = {key: float(np.median([r[key] for r in rounds])) for key in rounds[0] if key.endswith("per_second")}
     ratios = {key: float(np.median([r[key] for r in rounds])) for key in rounds[0] if "_vs_" in key}
-    results.update(layer=layer, channels=1280, one_job=full, paired_rates_median=rates, paired_ratios_median=ratios,
-                   rounds=rounds, load_average_1min=loads)
+    results.update(
+        layer=layer,
+        channels=1280,
+        one_job=full,
+        paired_rates_median=rates,
+        paired_ratios_median=ratios,
+        rounds=rounds,
+        load_average_1min=loads,
+    )
 
     rng = np.random.default_rng(0)
     centres = rng.standard_normal((10, 1280)).astype(np.float32) * 3
@@ -168,8 +188,12 @@ def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
     snap_to_grid(coords[:1024], 32)
     grid_seconds = time.perf_counter() - started
-    results["tsne"] = {"codes": args.codes, "dimensions": 1280, "pca_then_tsne_seconds": tsne_seconds,
-                       "grid_snap_1024_seconds": grid_seconds}
+    results["tsne"] = {
+        "codes": args.codes,
+        "dimensions": 1280,
+        "pca_then_tsne_seconds": tsne_seconds,
+        "grid_snap_1024_seconds": grid_seconds,
+    }
 
     for name, value in rates.items():
         print(f"paired median {name:45s} {value:8.1f}")

@@ -111,7 +111,9 @@ def check_model(
         ig = attribution(gpu, on_gpu, gpu_input, "integrated_gradients", steps=IG_STEPS)
         x = torch.from_numpy(batch).to(DEVICE)
         captum_guided = GuidedBackprop(net).attribute(x, target=target).cpu().numpy()
-        captum_ig = IntegratedGradients(net).attribute(x, target=target, n_steps=IG_STEPS, internal_batch_size=IG_STEPS).cpu().numpy()
+        captum_ig = (
+            IntegratedGradients(net).attribute(x, target=target, n_steps=IG_STEPS, internal_batch_size=IG_STEPS).cpu().numpy()
+        )
         cuda_positions = occlusion_positions(gpu, on_gpu.id, gpu_input, "batched").positions
         return {
             "layers_compared": len(layer_errors),
@@ -120,7 +122,9 @@ def check_model(
             "gradient_vs_torch_rel_l2": relative_l2(gradient, torch_gradient(net, batch, targets, DEVICE)),
             "guided_backprop_vs_captum_rel_l2": relative_l2(guided, captum_guided),
             "integrated_gradients_vs_captum_rel_l2": relative_l2(ig, captum_ig),
-            "occlusion_cuda_vs_cpu_rel_l2": relative_l2(cuda_positions, occlusion_positions(cpu, on_cpu.id, cpu_input, "batched").positions),
+            "occlusion_cuda_vs_cpu_rel_l2": relative_l2(
+                cuda_positions, occlusion_positions(cpu, on_cpu.id, cpu_input, "batched").positions
+            ),
             "occlusion_incremental_vs_batched_cuda_rel_l2": relative_l2(
                 occlusion_positions(gpu, on_gpu.id, gpu_input, "incremental").positions, cuda_positions
             ),
@@ -144,15 +148,21 @@ def check_model(
                 "torch_autograd_batch1": lambda: torch_gradient(net, batch, targets, DEVICE),
                 "gradient_batch8": lambda: gpu.attribution(on_gpu.id, input8, "gradient", options8, render=False),
                 "torch_autograd_batch8": lambda: torch_gradient(net, batch8, targets8, DEVICE),
-                "integrated_gradients_50": lambda: gpu.attribution(on_gpu.id, gpu_input, "integrated_gradients", ig_options, render=False),
-                "captum_integrated_gradients_50": lambda: IntegratedGradients(net).attribute(
-                    x, target=target, n_steps=IG_STEPS, internal_batch_size=IG_STEPS
-                ).cpu(),
+                "integrated_gradients_50": lambda: gpu.attribution(
+                    on_gpu.id, gpu_input, "integrated_gradients", ig_options, render=False
+                ),
+                "captum_integrated_gradients_50": lambda: (
+                    IntegratedGradients(net).attribute(x, target=target, n_steps=IG_STEPS, internal_batch_size=IG_STEPS).cpu()
+                ),
                 "occlusion_w32s16_batched": lambda: occlusion_positions(gpu, on_gpu.id, gpu_input, "batched"),
                 "occlusion_w32s16_incremental": lambda: occlusion_positions(gpu, on_gpu.id, gpu_input, "incremental"),
-                "captum_occlusion_w32s16_ppe64": lambda: Occlusion(net).attribute(
-                    x, sliding_window_shapes=(3, 32, 32), strides=(3, 16, 16), target=target, perturbations_per_eval=64
-                ).cpu(),
+                "captum_occlusion_w32s16_ppe64": lambda: (
+                    Occlusion(net)
+                    .attribute(
+                        x, sliding_window_shapes=(3, 32, 32), strides=(3, 16, 16), target=target, perturbations_per_eval=64
+                    )
+                    .cpu()
+                ),
             },
             repeats=repeats,
         )
@@ -164,10 +174,15 @@ def check_model(
                 "activations_all_layers_vs_plain": seconds["activations_all_layers"] / seconds["plain_onnxruntime_batch1"],
                 "gradient_batch1_vs_torch": seconds["gradient_batch1"] / seconds["torch_autograd_batch1"],
                 "gradient_batch8_vs_torch": seconds["gradient_batch8"] / seconds["torch_autograd_batch8"],
-                "integrated_gradients_speedup_vs_captum": seconds["captum_integrated_gradients_50"] / seconds["integrated_gradients_50"],
-                "occlusion_batched_speedup_vs_captum": seconds["captum_occlusion_w32s16_ppe64"] / seconds["occlusion_w32s16_batched"],
-                "occlusion_incremental_speedup_vs_captum": seconds["captum_occlusion_w32s16_ppe64"] / seconds["occlusion_w32s16_incremental"],
-                "occlusion_naive_floor_vs_batched": positions * seconds["plain_onnxruntime_batch1"] / seconds["occlusion_w32s16_batched"],
+                "integrated_gradients_speedup_vs_captum": seconds["captum_integrated_gradients_50"]
+                / seconds["integrated_gradients_50"],
+                "occlusion_batched_speedup_vs_captum": seconds["captum_occlusion_w32s16_ppe64"]
+                / seconds["occlusion_w32s16_batched"],
+                "occlusion_incremental_speedup_vs_captum": seconds["captum_occlusion_w32s16_ppe64"]
+                / seconds["occlusion_w32s16_incremental"],
+                "occlusion_naive_floor_vs_batched": positions
+                * seconds["plain_onnxruntime_batch1"]
+                / seconds["occlusion_w32s16_batched"],
             },
         }
 
@@ -193,7 +208,8 @@ def check_model(
             session = ort.InferenceSession(backward, session_options(), providers=cuda(cudnn_conv_algo_search=search))
             found[f"algo_search_{search}_ms"] = {
                 "batch8_stable": 1e3 * median_seconds(lambda: session.run([grad], eight), repeats=5),
-                "batch1_then_batch8": 1e3 * median_seconds(lambda: (session.run([grad], one), session.run([grad], eight)), repeats=5),
+                "batch1_then_batch8": 1e3
+                * median_seconds(lambda: (session.run([grad], one), session.run([grad], eight)), repeats=5),
             }
         found["backward_op_profile_ms_batch8"] = op_profile(backward, eight, providers=cuda())
         found["forward_op_profile_ms_batch8"] = op_profile(model_bytes, {input_name: eight[input_name]}, providers=cuda())

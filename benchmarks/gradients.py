@@ -169,7 +169,9 @@ def bench_model(core: Convscope, sandboxed: Convscope, name: str, net: nn.Module
             {
                 "ours_in_process": ours,
                 "ours_in_worker": lambda: sandboxed.attribution(record.id, worker_input, "gradient", options, render=False),
-                "ours_default_target": lambda: core.attribution(record.id, model_input, "gradient", AttributionOptions(), render=False),
+                "ours_default_target": lambda: core.attribution(
+                    record.id, model_input, "gradient", AttributionOptions(), render=False
+                ),
                 "bare_onnxruntime_backward": lambda: bare.run([grad_output_name(input_name)], feeds),
                 "onnxruntime_forward": lambda: plain.run(None, {input_name: x}),
                 "torch_autograd": lambda: torch_gradient(net, x, targets),
@@ -223,7 +225,12 @@ def bench_model(core: Convscope, sandboxed: Convscope, name: str, net: nn.Module
         repeats=3,
         warmup=0,
     )
-    result["smoothgrad"] = {"samples": SG_SAMPLES, "noise": SG_NOISE, "seconds": sg, "speedup_vs_captum": sg["captum"] / sg["ours_in_process"]}
+    result["smoothgrad"] = {
+        "samples": SG_SAMPLES,
+        "noise": SG_NOISE,
+        "seconds": sg,
+        "speedup_vs_captum": sg["captum"] / sg["ours_in_process"],
+    }
     return result
 
 
@@ -247,25 +254,41 @@ def sandbox_cost() -> None:
                     options = AttributionOptions(target=list(range(batch)))
                     model_input, worker_input = core.prepare(record, tensor=x), sandboxed.prepare(record, tensor=x)
                     for _ in range(3):
-                        measured = interleaved({
-                            "in_process": lambda: core.attribution(record.id, model_input, "gradient", options, render=False),
-                            "in_worker": lambda: sandboxed.attribution(record.id, worker_input, "gradient", options, render=False),
-                        }, repeats=15 if batch == 1 else 5, warmup=1, other_cpu=worker_cpu)
+                        measured = interleaved(
+                            {
+                                "in_process": lambda: core.attribution(record.id, model_input, "gradient", options, render=False),
+                                "in_worker": lambda: sandboxed.attribution(
+                                    record.id, worker_input, "gradient", options, render=False
+                                ),
+                            },
+                            repeats=15 if batch == 1 else 5,
+                            warmup=1,
+                            other_cpu=worker_cpu,
+                        )
                         timings = {peer: t["median"] for peer, t in measured.items()}
                         cpu = measured["in_worker"]["cpu_median"] / measured["in_process"]["cpu_median"]
                         rounds.setdefault(f"{name}_batch{batch}", []).append(timings["in_worker"] / timings["in_process"])
                         cpu_rounds.setdefault(f"{name}_batch{batch}", []).append(cpu)
-                        print(f"{name} batch {batch}: in-process {timings['in_process'] * 1e3:7.1f} ms, worker "
-                              f"{timings['in_worker'] * 1e3:7.1f} ms: {timings['in_worker'] / timings['in_process']:.3f}x "
-                              f"(goal <= 1.05), CPU {cpu:.3f}x, load {os.getloadavg()[0]:.1f}")
+                        print(
+                            f"{name} batch {batch}: in-process {timings['in_process'] * 1e3:7.1f} ms, worker "
+                            f"{timings['in_worker'] * 1e3:7.1f} ms: {timings['in_worker'] / timings['in_process']:.3f}x "
+                            f"(goal <= 1.05), CPU {cpu:.3f}x, load {os.getloadavg()[0]:.1f}"
+                        )
         finally:
             core.close()
     for key, values in rounds.items():
-        print(f"{key}: worker ÷ in-process {' / '.join(f'{v:.2f}' for v in sorted(values))} (CPU "
-              f"{' / '.join(f'{v:.2f}' for v in sorted(cpu_rounds[key]))}); goal <= 1.05")
-    write_results("gradients_sandbox", {
-        "ratio_worker_vs_in_process": rounds, "cpu_ratio_worker_vs_in_process": cpu_rounds, "load_average": os.getloadavg(),
-    })
+        print(
+            f"{key}: worker ÷ in-process {' / '.join(f'{v:.2f}' for v in sorted(values))} (CPU "
+            f"{' / '.join(f'{v:.2f}' for v in sorted(cpu_rounds[key]))}); goal <= 1.05"
+        )
+    write_results(
+        "gradients_sandbox",
+        {
+            "ratio_worker_vs_in_process": rounds,
+            "cpu_ratio_worker_vs_in_process": cpu_rounds,
+            "load_average": os.getloadavg(),
+        },
+    )
 
 
 def main() -> None:
@@ -295,7 +318,9 @@ def main() -> None:
             core.close()
 
     for name, model in results["models"].items():  # type: ignore[union-attr]
-        print(f"== {name}  (backward graph: {model['graph']['backward_graph_nodes']} nodes, forward {model['graph']['forward_nodes']})")
+        print(
+            f"== {name}  (backward graph: {model['graph']['backward_graph_nodes']} nodes, forward {model['graph']['forward_nodes']})"
+        )
         for batch, row in model["batches"].items():
             s = row["seconds"]
             print(
@@ -304,7 +329,9 @@ def main() -> None:
                 f"torch {s['torch_autograd'] * 1e3:7.1f} ms  ratio {row['ratio_ours_vs_torch']:.2f}x  "
                 f"first call {row['first_call_seconds']:.2f} s"
             )
-            print(f"           in a worker process {s['ours_in_worker'] * 1e3:7.1f} ms: {row['ratio_worker_vs_in_process']:.3f}x in-process (goal <= 1.05)")
+            print(
+                f"           in a worker process {s['ours_in_worker'] * 1e3:7.1f} ms: {row['ratio_worker_vs_in_process']:.3f}x in-process (goal <= 1.05)"
+            )
             print(
                 f"           backward/forward {row['ratio_backward_vs_forward']:.2f} (goal <= {BACKWARD_GOAL}), "
                 f"{row['ratio_backward_vs_floor']:.2f}x the floor ({FLOOR:.0f}x forward); "

@@ -91,8 +91,14 @@ def detector() -> bytes:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            GridDetector().eval(), (torch.zeros(1, 3, 320, 320),), buffer, dynamo=False, opset_version=17,
-            input_names=["image"], output_names=["boxes"], dynamic_axes={"image": {0: "N", 2: "H", 3: "W"}},
+            GridDetector().eval(),
+            (torch.zeros(1, 3, 320, 320),),
+            buffer,
+            dynamo=False,
+            opset_version=17,
+            input_names=["image"],
+            output_names=["boxes"],
+            dynamic_axes={"image": {0: "N", 2: "H", 3: "W"}},
         )
     model = onnx.load_from_string(buffer.getvalue())
     model.ir_version = min(model.ir_version, 13)

@@ -35,7 +35,10 @@ def main() -> None:
         bare_port = bare.add_insecure_port("127.0.0.1:0")
         bare.start()
         try:
-            with Client(f"127.0.0.1:{full.port}", timeout=600, token=TOKEN) as guarded, Client(f"127.0.0.1:{bare_port}", timeout=600) as plain:
+            with (
+                Client(f"127.0.0.1:{full.port}", timeout=600, token=TOKEN) as guarded,
+                Client(f"127.0.0.1:{bare_port}", timeout=600) as plain,
+            ):
                 info = guarded.upload_model(MODEL)
                 record = full.core.model(info.id)
                 batch = full.core.prepare(record, images=[PHOTO.read_bytes()]).batch
@@ -44,8 +47,10 @@ def main() -> None:
                 # round twice, the peers in both orders, so neither always runs first.
                 calls = {
                     "list_models": (plain.list_models, guarded.list_models),
-                    "activations": (lambda: plain.activations(info.id, batch, layers=layer),
-                                    lambda: guarded.activations(info.id, batch, layers=layer)),
+                    "activations": (
+                        lambda: plain.activations(info.id, batch, layers=layer),
+                        lambda: guarded.activations(info.id, batch, layers=layer),
+                    ),
                 }
                 timings = {}
                 for call, (on_bare, on_full) in calls.items():
@@ -59,8 +64,13 @@ def main() -> None:
             full.stop(grace=1)
     median = {name: t["median"] for name, t in timings.items()}
     ratios = {f"{call}_full_vs_bare": median[f"{call}_full"] / median[f"{call}_bare"] for call in ("list_models", "activations")}
-    ratios |= {f"{call}_full_vs_bare_minima": timings[f"{call}_full"]["min"] / timings[f"{call}_bare"]["min"] for call in ("list_models", "activations")}
-    added_ms = {f"{call}_added_ms": (median[f"{call}_full"] - median[f"{call}_bare"]) * 1e3 for call in ("list_models", "activations")}
+    ratios |= {
+        f"{call}_full_vs_bare_minima": timings[f"{call}_full"]["min"] / timings[f"{call}_bare"]["min"]
+        for call in ("list_models", "activations")
+    }
+    added_ms = {
+        f"{call}_added_ms": (median[f"{call}_full"] - median[f"{call}_bare"]) * 1e3 for call in ("list_models", "activations")
+    }
     for name, t in timings.items():
         print(f"{name:24s} median {t['median'] * 1e3:8.3f} ms   min {t['min'] * 1e3:8.3f} ms")
     for name, value in {**ratios, **added_ms}.items():

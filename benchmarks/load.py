@@ -66,9 +66,24 @@ def _children(pid: int) -> list[int]:
 def start_server(store: Path, workers: int, max_rpcs: int) -> tuple[subprocess.Popen[bytes], int]:
     port_file = store / "port"
     process = subprocess.Popen(
-        [sys.executable, "-m", "convscope", "serve", "--store", str(store / "models"), "--port", "0",
-         "--port-file", str(port_file), "--workers", str(workers), "--max-concurrent-rpcs", str(max_rpcs),
-         "--log-level", "WARNING"],
+        [
+            sys.executable,
+            "-m",
+            "convscope",
+            "serve",
+            "--store",
+            str(store / "models"),
+            "--port",
+            "0",
+            "--port-file",
+            str(port_file),
+            "--workers",
+            str(workers),
+            "--max-concurrent-rpcs",
+            str(max_rpcs),
+            "--log-level",
+            "WARNING",
+        ],
         stdout=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 120
@@ -195,16 +210,35 @@ def main() -> None:
     errors = {f"{m}:{code}": n for (m, code), n in recorder.codes.items() if code not in ("OK", "RESOURCE_EXHAUSTED")}
     refused = sum(n for (m, code), n in recorder.codes.items() if code == "RESOURCE_EXHAUSTED")
     growth = at_end[1] / at_warm[1] - 1
-    print(f"{args.clients} clients, {elapsed:.0f} s, server --workers {args.workers} --max-concurrent-rpcs {max_rpcs}, load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"{args.clients} clients, {elapsed:.0f} s, server --workers {args.workers} --max-concurrent-rpcs {max_rpcs}, load average {os.getloadavg()[0]:.1f}"
+    )
     for method, row in methods.items():
-        print(f"  {method:13s} {row['ok']:6d} ok  {row['per_second']:6.2f}/s  p50 {row['p50_s'] * 1e3:8.1f} ms  p99 {row['p99_s'] * 1e3:8.1f} ms  {row['codes']}")
-    print(f"  throughput {sum(r['ok'] for r in methods.values()) / elapsed:.2f} calls/s; RESOURCE_EXHAUSTED (intended) {refused}; other errors {errors or 'none'}")
-    print(f"  server + workers RSS: {at_warm[1] / 2**20:.0f} MiB at {at_warm[0]:.0f} s, {at_end[1] / 2**20:.0f} MiB at {at_end[0]:.0f} s: {growth * 100:+.1f} % (goal <= +10 %)")
-    write_results("load", {
-        "clients": args.clients, "seconds": elapsed, "workers": args.workers, "max_concurrent_rpcs": max_rpcs, "mix": MIX,
-        "methods": methods, "errors": errors, "resource_exhausted": refused,
-        "rss_bytes": memory, "rss_growth_after_warmup": growth, "load_average": os.getloadavg(),
-    })
+        print(
+            f"  {method:13s} {row['ok']:6d} ok  {row['per_second']:6.2f}/s  p50 {row['p50_s'] * 1e3:8.1f} ms  p99 {row['p99_s'] * 1e3:8.1f} ms  {row['codes']}"
+        )
+    print(
+        f"  throughput {sum(r['ok'] for r in methods.values()) / elapsed:.2f} calls/s; RESOURCE_EXHAUSTED (intended) {refused}; other errors {errors or 'none'}"
+    )
+    print(
+        f"  server + workers RSS: {at_warm[1] / 2**20:.0f} MiB at {at_warm[0]:.0f} s, {at_end[1] / 2**20:.0f} MiB at {at_end[0]:.0f} s: {growth * 100:+.1f} % (goal <= +10 %)"
+    )
+    write_results(
+        "load",
+        {
+            "clients": args.clients,
+            "seconds": elapsed,
+            "workers": args.workers,
+            "max_concurrent_rpcs": max_rpcs,
+            "mix": MIX,
+            "methods": methods,
+            "errors": errors,
+            "resource_exhausted": refused,
+            "rss_bytes": memory,
+            "rss_growth_after_warmup": growth,
+            "load_average": os.getloadavg(),
+        },
+    )
 
 
 if __name__ == "__main__":

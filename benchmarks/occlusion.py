@@ -72,8 +72,17 @@ TOP = 5
 GOAL_SPEEDUP, GOAL_SPEARMAN = 10.0, 0.95  # issue 18, part 3
 
 
-def _ours(core: Convscope, model_id: str, batch: np.ndarray, window, stride, engine: str, runs: int,
-          tolerance: float = 0.0, cpu: list[float] | None = None) -> tuple[list[float], OcclusionResult]:
+def _ours(
+    core: Convscope,
+    model_id: str,
+    batch: np.ndarray,
+    window,
+    stride,
+    engine: str,
+    runs: int,
+    tolerance: float = 0.0,
+    cpu: list[float] | None = None,
+) -> tuple[list[float], OcclusionResult]:
     """Wall-clock seconds of ``runs`` whole calls of the method (the first builds any sessions);
     each run's process CPU time is appended to ``cpu`` when given."""
     record = core.model(model_id)
@@ -96,15 +105,22 @@ def _captum(net: nn.Module, batch: np.ndarray, window, stride, target: int, per_
     occlusion = Occlusion(lambda inputs: torch.softmax(net(inputs), dim=1))
     start, start_cpu = time.perf_counter(), time.process_time()
     with torch.no_grad():
-        occlusion.attribute(x, sliding_window_shapes=(3, *window), strides=(3, *stride), baselines=0.0, target=target,
-                            perturbations_per_eval=per_eval)
+        occlusion.attribute(
+            x,
+            sliding_window_shapes=(3, *window),
+            strides=(3, *stride),
+            baselines=0.0,
+            target=target,
+            perturbations_per_eval=per_eval,
+        )
     return np.array([time.perf_counter() - start, time.process_time() - start_cpu])
 
 
 def _floors(model_bytes: bytes, batch: np.ndarray) -> tuple[float, float]:
     """Seconds per sample: onnxruntime batch-1 (median of 20) and at batch 32 (median of 3)."""
-    session = new_session(make_batch_dynamic(onnx.load_from_string(model_bytes)).SerializeToString(),
-                          providers=["CPUExecutionProvider"])
+    session = new_session(
+        make_batch_dynamic(onnx.load_from_string(model_bytes)).SerializeToString(), providers=["CPUExecutionProvider"]
+    )
     name = session.get_inputs()[0].name
     single = median_seconds(lambda: session.run(None, {name: batch}), repeats=20, warmup=3)
     many = np.repeat(batch, 32, axis=0)
@@ -112,8 +128,9 @@ def _floors(model_bytes: bytes, batch: np.ndarray) -> tuple[float, float]:
     return single, batched / 32
 
 
-def _approximate(core: Convscope, model_id: str, batch: np.ndarray, window, stride, exact: OcclusionResult,
-                 tolerances: tuple[float, ...]) -> dict[str, dict[str, object]]:
+def _approximate(
+    core: Convscope, model_id: str, batch: np.ndarray, window, stride, exact: OcclusionResult, tolerances: tuple[float, ...]
+) -> dict[str, dict[str, object]]:
     """Per tolerance: time, positions evaluated, bound, and the error against ``exact``."""
     rows: dict[str, dict[str, object]] = {}
     for tolerance in tolerances:
@@ -127,13 +144,22 @@ def _approximate(core: Convscope, model_id: str, batch: np.ndarray, window, stri
             "error_bound": result.error_bound,
             "max_abs_error": float(np.abs(got - want).max()),
             "spearman": float(spearmanr(got, want)[0]),
-            "same_top5_positions": set(np.argsort(got, kind="stable")[:TOP].tolist()) == set(np.argsort(want, kind="stable")[:TOP].tolist()),
+            "same_top5_positions": set(np.argsort(got, kind="stable")[:TOP].tolist())
+            == set(np.argsort(want, kind="stable")[:TOP].tolist()),
         }
     return rows
 
 
-def _captum_times(net: nn.Module, batch: np.ndarray, window, stride, exact: OcclusionResult, per_position: dict[int, np.ndarray],
-                  *, measure: bool) -> tuple[dict[str, float], dict[str, float], dict[str, str]]:
+def _captum_times(
+    net: nn.Module,
+    batch: np.ndarray,
+    window,
+    stride,
+    exact: OcclusionResult,
+    per_position: dict[int, np.ndarray],
+    *,
+    measure: bool,
+) -> tuple[dict[str, float], dict[str, float], dict[str, str]]:
     """Captum's seconds for ``exact``'s positions per ``perturbations_per_eval`` (wall, CPU, how),
     measured (into ``per_position``) when ``measure``, else extrapolated from the seconds per
     position measured before."""
@@ -157,8 +183,9 @@ def _print_captum(captum: dict[str, float], captum_cpu: dict[str, float], note: 
         print(f"  Captum ppe={per_eval:<3s}     {seconds:7.2f} s   (CPU {captum_cpu[per_eval]:.2f} s; {note[per_eval]})")
 
 
-def _print_approximate(approximate: dict[str, dict[str, object]], positions: int, best: float, best_cpu: float,
-                       exact: tuple[float, float]) -> None:
+def _print_approximate(
+    approximate: dict[str, dict[str, object]], positions: int, best: float, best_cpu: float, exact: tuple[float, float]
+) -> None:
     """The approximate rows, and the goal: ≥ GOAL_SPEEDUP x Captum's best, Spearman ≥ GOAL_SPEARMAN,
     same top 5.  ``exact``: (wall, CPU) seconds of the exact incremental map in the same run, the
     speedup over which a loaded machine moves least (torch's threads spin under load: Captum's
@@ -166,18 +193,23 @@ def _print_approximate(approximate: dict[str, dict[str, object]], positions: int
     for tolerance, row in approximate.items():
         seconds, spearman, same = float(row["seconds"]), float(row["spearman"]), bool(row["same_top5_positions"])  # type: ignore[arg-type]
         met = best / seconds >= GOAL_SPEEDUP and spearman >= GOAL_SPEARMAN and same
-        print(f"  ours approximate  {seconds:7.2f} s   (CPU {row['cpu_seconds']:.2f} s; tolerance {tolerance}: "
-              f"{row['evaluated_positions']}/{positions} evaluated, bound {row['error_bound']:.3f}, max |Δ| {row['max_abs_error']:.3f}, "
-              f"Spearman {spearman:.3f}, top-{TOP} {'same' if same else 'DIFFERENT'}; {best / seconds:.1f}x Captum best, "
-              f"by CPU time {best_cpu / float(row['cpu_seconds']):.1f}x; {exact[0] / seconds:.2f}x the exact incremental map, "
-              f"by CPU time {exact[1] / float(row['cpu_seconds']):.2f}x) goal {'MET' if met else 'not met'}")
+        print(
+            f"  ours approximate  {seconds:7.2f} s   (CPU {row['cpu_seconds']:.2f} s; tolerance {tolerance}: "
+            f"{row['evaluated_positions']}/{positions} evaluated, bound {row['error_bound']:.3f}, max |Δ| {row['max_abs_error']:.3f}, "
+            f"Spearman {spearman:.3f}, top-{TOP} {'same' if same else 'DIFFERENT'}; {best / seconds:.1f}x Captum best, "
+            f"by CPU time {best_cpu / float(row['cpu_seconds']):.1f}x; {exact[0] / seconds:.2f}x the exact incremental map, "
+            f"by CPU time {exact[1] / float(row['cpu_seconds']):.2f}x) goal {'MET' if met else 'not met'}"
+        )
     if os.getloadavg()[0] > (os.cpu_count() or 1):
-        print("  (load above the core count: Captum's torch threads slow down far more than onnxruntime, so the Captum "
-              "ratios flatter us; judge the goal on an idle machine, or by the ratio to the exact map)")
+        print(
+            "  (load above the core count: Captum's torch threads slow down far more than onnxruntime, so the Captum "
+            "ratios flatter us; judge the goal on an idle machine, or by the ratio to the exact map)"
+        )
 
 
-def run_quick(core: Convscope, name: str, net: nn.Module, model_bytes: bytes, batch: np.ndarray,
-              tolerances: tuple[float, ...]) -> dict[str, object]:
+def run_quick(
+    core: Convscope, name: str, net: nn.Module, model_bytes: bytes, batch: np.ndarray, tolerances: tuple[float, ...]
+) -> dict[str, object]:
     """The approximate rows and their peers only: the exact incremental map (run twice, the
     second warm run timed) and Captum (measured at MEASURED_SETTING, extrapolated elsewhere)."""
     model_id = core.upload([("", model_bytes)], name=name).id
@@ -188,8 +220,9 @@ def run_quick(core: Convscope, name: str, net: nn.Module, model_bytes: bytes, ba
         cpu: list[float] = []
         exact_runs, exact = _ours(core, model_id, batch, window, stride, "incremental", 2, cpu=cpu)
         approximate = _approximate(core, model_id, batch, window, stride, exact, tolerances)
-        captum, captum_cpu, captum_note = _captum_times(net, batch, window, stride, exact, captum_per_position,
-                                                        measure=setting == MEASURED_SETTING)
+        captum, captum_cpu, captum_note = _captum_times(
+            net, batch, window, stride, exact, captum_per_position, measure=setting == MEASURED_SETTING
+        )
         best, best_cpu = min(captum.values()), min(captum_cpu.values())
         positions = exact.positions.size
         report[setting] = {
@@ -207,16 +240,21 @@ def run_quick(core: Convscope, name: str, net: nn.Module, model_bytes: bytes, ba
             "approximate": approximate,
             "speedup_approximate_vs_captum_best": {tolerance: best / row["seconds"] for tolerance, row in approximate.items()},
         }
-        print(f"\n{name} {setting}: {positions} positions, target {exact.targets[0]}, 1-min load average {load:.1f} on {os.cpu_count()} cores")
-        print(f"  ours incremental  {exact_runs[-1]:7.2f} s   (CPU {cpu[-1]:.2f} s; exact, the reference; {best / exact_runs[-1]:.1f}x Captum best, "
-              f"by CPU time {best_cpu / cpu[-1]:.1f}x)")
+        print(
+            f"\n{name} {setting}: {positions} positions, target {exact.targets[0]}, 1-min load average {load:.1f} on {os.cpu_count()} cores"
+        )
+        print(
+            f"  ours incremental  {exact_runs[-1]:7.2f} s   (CPU {cpu[-1]:.2f} s; exact, the reference; {best / exact_runs[-1]:.1f}x Captum best, "
+            f"by CPU time {best_cpu / cpu[-1]:.1f}x)"
+        )
         _print_captum(captum, captum_cpu, captum_note)
         _print_approximate(approximate, positions, best, best_cpu, (exact_runs[-1], cpu[-1]))
     return report
 
 
-def run_model(core: Convscope, name: str, net: nn.Module, model_bytes: bytes, batch: np.ndarray,
-              tolerances: tuple[float, ...]) -> dict[str, object]:
+def run_model(
+    core: Convscope, name: str, net: nn.Module, model_bytes: bytes, batch: np.ndarray, tolerances: tuple[float, ...]
+) -> dict[str, object]:
     model_id = core.upload([("", model_bytes)], name=name).id
     single, per_sample = _floors(model_bytes, batch)
     grids = [window_grid(batch.shape[2:], window, stride) for window, stride in SETTINGS.values()]
@@ -243,7 +281,9 @@ def run_model(core: Convscope, name: str, net: nn.Module, model_bytes: bytes, ba
         # builds its stage sessions inside the one timed run (reported as is).
         batched_runs, plain = _ours(core, model_id, batch, window, stride, "batched", 2 if first else 1)
         incremental_cpu: list[float] = []
-        incremental_runs, fast = _ours(core, model_id, batch, window, stride, "incremental", 2 if first else 1, cpu=incremental_cpu)
+        incremental_runs, fast = _ours(
+            core, model_id, batch, window, stride, "incremental", 2 if first else 1, cpu=incremental_cpu
+        )
         batched, incremental = batched_runs[-1], incremental_runs[-1]
         positions = plain.positions.size
         floor = floor_seconds(segments, tail, grid, positions)
@@ -280,26 +320,39 @@ def run_model(core: Convscope, name: str, net: nn.Module, model_bytes: bytes, ba
             "speedup_approximate_vs_captum_best": {tolerance: best / row["seconds"] for tolerance, row in approximate.items()},
         }
         report[setting] = row
-        print(f"\n{name} {setting}: {positions} positions, target {plain.targets[0]}, 1-min load average {load:.1f} on {os.cpu_count()} cores")
+        print(
+            f"\n{name} {setting}: {positions} positions, target {plain.targets[0]}, 1-min load average {load:.1f} on {os.cpu_count()} cores"
+        )
         print(f"  ours batched      {batched:7.2f} s   (runs: {', '.join(f'{t:.2f}' for t in batched_runs)})")
-        print(f"  ours incremental  {incremental:7.2f} s   (runs: {', '.join(f'{t:.2f}' for t in incremental_runs)}; "
-              f"engine {fast.engine}; rel. L2 vs batched {agreement:.1e})")
+        print(
+            f"  ours incremental  {incremental:7.2f} s   (runs: {', '.join(f'{t:.2f}' for t in incremental_runs)}; "
+            f"engine {fast.engine}; rel. L2 vs batched {agreement:.1e})"
+        )
         _print_captum(captum, captum_cpu, captum_note)
         _print_approximate(approximate, positions, best, best_cpu, (incremental, incremental_cpu[-1]))
-        print(f"  incremental floor {floor:7.2f} s   (changed regions only, at onnxruntime's measured throughput of "
-              f"{len(segments)} segments + tail); floor / incremental {floor / incremental:.2f}")
+        print(
+            f"  incremental floor {floor:7.2f} s   (changed regions only, at onnxruntime's measured throughput of "
+            f"{len(segments)} segments + tail); floor / incremental {floor / incremental:.2f}"
+        )
         print(f"  naive floor       {single * positions:7.2f} s   (positions × onnxruntime batch-1 forward)")
         print(f"  onnxruntime b=32  {per_sample * positions:7.2f} s   (positions × per-sample time at batch 32)")
-        print(f"  speedup vs Captum best: batched {best / batched:.1f}x, incremental {best / incremental:.1f}x; "
-              f"incremental vs batched {batched / incremental:.2f}x; naive floor / incremental {single * positions / incremental:.2f}x")
+        print(
+            f"  speedup vs Captum best: batched {best / batched:.1f}x, incremental {best / incremental:.1f}x; "
+            f"incremental vs batched {batched / incremental:.2f}x; naive floor / incremental {single * positions / incremental:.2f}x"
+        )
     return report
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="EfficientNet-Lite0 only, the approximate rows and their peers")
-    parser.add_argument("--tolerances", type=float, nargs="+", default=APPROXIMATE_TOLERANCES,
-                        help=f"the approximate engine's tolerances (default {' '.join(map(str, APPROXIMATE_TOLERANCES))})")
+    parser.add_argument(
+        "--tolerances",
+        type=float,
+        nargs="+",
+        default=APPROXIMATE_TOLERANCES,
+        help=f"the approximate engine's tolerances (default {' '.join(map(str, APPROXIMATE_TOLERANCES))})",
+    )
     args = parser.parse_args(argv)
     tolerances = tuple(args.tolerances)
     logging.basicConfig(level=logging.WARNING)
@@ -311,10 +364,14 @@ def main(argv: list[str] | None = None) -> None:
             batch = core.prepare(record, images=[PHOTO.read_bytes()]).batch
             twin = _twins.efficientnet_lite0()
             run = run_quick if args.quick else run_model
-            results: dict[str, object] = {"efficientnet_lite0": run(core, "efficientnet_lite0", twin, BUNDLED.read_bytes(), batch, tolerances)}
+            results: dict[str, object] = {
+                "efficientnet_lite0": run(core, "efficientnet_lite0", twin, BUNDLED.read_bytes(), batch, tolerances)
+            }
             if not args.quick:
                 net = _twins.resnet18(running_var=(0.5, 2.0))
-                results["resnet18"] = run_model(core, "resnet18", net, _twins.export(net, batch_axis="batch", quiet=True), batch, tolerances)
+                results["resnet18"] = run_model(
+                    core, "resnet18", net, _twins.export(net, batch_axis="batch", quiet=True), batch, tolerances
+                )
         finally:
             core.close()
     results["torch_threads"] = torch.get_num_threads()

@@ -60,14 +60,23 @@ def main() -> None:
         if draw is not None:
             works["drawing"] = draw
         seconds = interleaved_medians(works, repeats=30)
-        sizes = {"fast": len(encode_png_fast(pixels)), "pillow level 1": len(pillow(pixels, compress_level=1)),
-                 "pillow default": len(pillow(pixels))}
+        sizes = {
+            "fast": len(encode_png_fast(pixels)),
+            "pillow level 1": len(pillow(pixels, compress_level=1)),
+            "pillow default": len(pillow(pixels)),
+        }
         ratios = {peer: seconds[peer] / seconds["fast"] for peer in ("pillow level 1", "pillow default")}
-        results[name] = {"shape": list(pixels.shape), "ms": {k: v * 1e3 for k, v in seconds.items()}, "bytes": sizes,
-                         "pillow / fast": ratios}
+        results[name] = {
+            "shape": list(pixels.shape),
+            "ms": {k: v * 1e3 for k, v in seconds.items()},
+            "bytes": sizes,
+            "pillow / fast": ratios,
+        }
         print(f"{name} {pixels.shape[1]}×{pixels.shape[0]}: " + ", ".join(f"{k} {v * 1e3:.2f} ms" for k, v in seconds.items()))
-        print(f"  Pillow level 1 / fast = {ratios['pillow level 1']:.2f}×, Pillow default / fast = {ratios['pillow default']:.2f}×;"
-              f" bytes {sizes}")
+        print(
+            f"  Pillow level 1 / fast = {ratios['pillow level 1']:.2f}×, Pillow default / fast = {ratios['pillow default']:.2f}×;"
+            f" bytes {sizes}"
+        )
         if name == "hits figure":
             saved = (seconds["pillow level 1"] - seconds["fast"]) * FIGURES_PER_JOB
             print(f"  a {FIGURES_PER_JOB}-channel top-activations job: {saved:.1f} s saved over Pillow level 1")

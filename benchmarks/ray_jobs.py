@@ -79,11 +79,17 @@ def _workload(core: Convscope, model_id: str, folder: str, job: DatasetJob, imag
     seconds = {name: _spread(values[-repeats:]) for name, values in totals.items()}
     rates = {name: _spread([images / s for s in values[-repeats:]]) for name, values in totals.items()}
     ratios = {
-        f"{name}_over_local": _spread([local / ray_s for local, ray_s in zip(totals["local"][-repeats:], totals[name][-repeats:])])
-        for name in ENGINES if name != "local"
+        f"{name}_over_local": _spread(
+            [local / ray_s for local, ray_s in zip(totals["local"][-repeats:], totals[name][-repeats:])]
+        )
+        for name in ENGINES
+        if name != "local"
     }
     return {
-        "images": images, "seconds": seconds, "images_per_second": rates, "ratios": ratios,
+        "images": images,
+        "seconds": seconds,
+        "images_per_second": rates,
+        "ratios": ratios,
         "seconds_to_first_batch": {name: _spread(values[-repeats:]) for name, values in firsts.items()},
     }
 
@@ -116,7 +122,9 @@ def main() -> None:
         os.environ["RAY_memory_monitor_refresh_ms"] = "0"  # the node is shared: its memory use is not ours
         ray.init(num_cpus=CPUS, include_dashboard=False, object_store_memory=256 << 20, log_to_driver=False)
         core = Convscope(root / "store", data_roots=[root / "data"])
-        small = core.upload([("", digits.trained_model()[0])], name="digits", preprocessing=Preprocessing.from_dict(digits.PREPROCESSING))
+        small = core.upload(
+            [("", digits.trained_model()[0])], name="digits", preprocessing=Preprocessing.from_dict(digits.PREPROCESSING)
+        )
         large = core.upload([("", MODEL.read_bytes())], name="efficientnet_lite0")
         results = {
             "digits": _workload(core, small.id, "digits", DeadFiltersJob(), DIGITS, args.repeats),
@@ -126,7 +134,10 @@ def main() -> None:
         ray.shutdown()
     for name, result in results.items():
         _print(name, result)
-    write_results("ray_jobs", {"cpus": CPUS, "repeats": args.repeats, "load_average": {"before": load_before, "after": os.getloadavg()}, **results})
+    write_results(
+        "ray_jobs",
+        {"cpus": CPUS, "repeats": args.repeats, "load_average": {"before": load_before, "after": os.getloadavg()}, **results},
+    )
 
 
 if __name__ == "__main__":

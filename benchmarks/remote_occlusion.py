@@ -51,7 +51,9 @@ def main() -> None:
             remote_input = input_from_tensor(remote.record(), model_input.batch)
             works: dict[str, Callable[[], OcclusionResult]] = {
                 "remote": lambda: _result(remote_occlusion(remote, remote_input, OcclusionOptions.parse(**SETTINGS))),
-                "local_batched": lambda: _result(core.occlusion(record.id, model_input, OcclusionOptions.parse(**SETTINGS, engine="batched"))),
+                "local_batched": lambda: _result(
+                    core.occlusion(record.id, model_input, OcclusionOptions.parse(**SETTINGS, engine="batched"))
+                ),
                 "local_auto": lambda: _result(core.occlusion(record.id, model_input, OcclusionOptions.parse(**SETTINGS))),
             }
             answers = {name: work() for name, work in works.items()}
@@ -62,15 +64,24 @@ def main() -> None:
             times = interleaved(works, repeats=REPEATS, warmup=1)
         core.close()
     positions = int(answers["remote"].positions[0].size)
-    ratios = {f"remote_over_{name}": times["remote"]["median"] / times[name]["median"] for name in ("local_batched", "local_auto")}
+    ratios = {
+        f"remote_over_{name}": times["remote"]["median"] / times[name]["median"] for name in ("local_batched", "local_auto")
+    }
     for name, seconds in times.items():
-        print(f"{name:>14}: {seconds['median']:.2f} s median ({positions / seconds['median']:.0f} positions/s), min {seconds['min']:.2f} s")
+        print(
+            f"{name:>14}: {seconds['median']:.2f} s median ({positions / seconds['median']:.0f} positions/s), min {seconds['min']:.2f} s"
+        )
     for name, ratio in ratios.items():
         print(f"{name}: {ratio:.2f}x")
     print(f"remote vs local batched positions, relative L2: {error:.1e}")
     write_results(
         "remote_occlusion",
-        {"settings": {**SETTINGS, "positions": positions, "repeats": REPEATS}, "seconds": times, "ratios": ratios, "relative_l2": error},
+        {
+            "settings": {**SETTINGS, "positions": positions, "repeats": REPEATS},
+            "seconds": times,
+            "ratios": ratios,
+            "relative_l2": error,
+        },
     )
 
 

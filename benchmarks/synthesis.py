@@ -131,12 +131,17 @@ def bench_batch(core: Convscope, record, cat, twin: nn.Module, batch: int, args:
     row: dict[str, object] = {
         "rounds": args.rounds,
         "load_average_1min": [load_before, load_average()],
-        "torch_seconds_per_step": {"wall": timings["torch_autograd"]["median"] / STEPS, "cpu": timings["torch_autograd"]["cpu_median"] / STEPS},
+        "torch_seconds_per_step": {
+            "wall": timings["torch_autograd"]["median"] / STEPS,
+            "cpu": timings["torch_autograd"]["cpu_median"] / STEPS,
+        },
         "peers": peers,
         "same_adversarial_predictions": bool(np.array_equal(ours().argmax(1), torch_pgd(twin, space, pixels).argmax(1))),
     }
     torch_wall, torch_cpu = (row["torch_seconds_per_step"][clock] * 1e3 for clock in ("wall", "cpu"))  # type: ignore[index]
-    print(f"batch {batch} ({args.rounds} rounds, load {load_before:.1f} → {load_average():.1f}): torch {torch_wall:.1f} ms/step wall, {torch_cpu:.1f} ms CPU")
+    print(
+        f"batch {batch} ({args.rounds} rounds, load {load_before:.1f} → {load_average():.1f}): torch {torch_wall:.1f} ms/step wall, {torch_cpu:.1f} ms CPU"
+    )
     for name, peer in peers.items():
         wall, cpu = peer["wall_ratio_per_round"], peer["cpu_ratio_per_round"]
         print(
@@ -151,7 +156,9 @@ def bench_batch(core: Convscope, record, cat, twin: nn.Module, batch: int, args:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="3 rounds and 200 memory steps (about a minute on an idle 2-core machine)")
+    parser.add_argument(
+        "--quick", action="store_true", help="3 rounds and 200 memory steps (about a minute on an idle 2-core machine)"
+    )
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds per batch (at least 3; default 5)")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--memory-steps", type=int, default=1000, help="visualization steps sampled for memory (0: skip)")
@@ -180,7 +187,9 @@ def main() -> None:
                 results["batches"][str(batch)] = bench_batch(core, record, cat, twin, batch, args)  # type: ignore[index]
             if args.memory_steps >= 200:
                 results["memory"] = memory = memory_over_steps(core, record.id, args.memory_steps)
-                print(f"resident memory over {args.memory_steps} visualization steps (MiB by step): {memory['resident_mib_by_step']}")
+                print(
+                    f"resident memory over {args.memory_steps} visualization steps (MiB by step): {memory['resident_mib_by_step']}"
+                )
         finally:
             core.close()
     write_results("synthesis", results)

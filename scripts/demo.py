@@ -63,11 +63,16 @@ def run(client: Client, out: Path, *, fool_into: int = 107) -> dict[str, object]
     first_relu = next(layer for layer in info.layers if layer.op_type in ("Relu", "Clip"))
     deep = [layer for layer in info.layers if len(layer.shape) == 4 and layer.shape[-1] > 1][-1]
     summary["activations"] = {}
-    for stem, layer, options in (("activations_first_layer", first_relu, {}), ("activations_deep_top64", deep, {"top_channels": 64})):
+    for stem, layer, options in (
+        ("activations_first_layer", first_relu, {}),
+        ("activations_deep_top64", deep, {"top_channels": 64}),
+    ):
         item = client.activation_details(info.id, PHOTO, layers=[layer.tensor], render=True, **options)[0]
         _save(out, stem, item.png, item.value)
         summary["activations"][stem] = {
-            "tensor": item.tensor, "shape": list(item.value.shape), "channels_drawn": len(item.shown_channels),
+            "tensor": item.tensor,
+            "shape": list(item.value.shape),
+            "channels_drawn": len(item.shown_channels),
             "zero_fraction": round(float(item.stats.zero_fraction.mean()), 3),
         }
 
@@ -77,8 +82,11 @@ def run(client: Client, out: Path, *, fool_into: int = 107) -> dict[str, object]
     for stem, layer in (("filters_first_conv", first_conv), ("filters_depthwise", depthwise)):
         filters = client.filters(info.id, layer.name)
         _save(out, stem, filters.png, filters.weights)
-        summary["filters"][stem] = {"node": filters.node, "shape": list(filters.weights.shape),
-                                    "mean_smoothness": round(filters.mean_smoothness, 3)}
+        summary["filters"][stem] = {
+            "node": filters.node,
+            "shape": list(filters.weights.shape),
+            "mean_smoothness": round(filters.mean_smoothness, 3),
+        }
 
     occlusion = client.occlusion(info.id, PHOTO, window=(32, 32), stride=(16, 16))  # grey box (0 after normalization)
     _save(out, "occlusion", occlusion.png, occlusion.positions)
@@ -94,7 +102,12 @@ def run(client: Client, out: Path, *, fool_into: int = 107) -> dict[str, object]
     for method in ("saliency", "guided_backprop", "grad_cam", "integrated_gradients", "smoothgrad"):
         result = client.attribution(info.id, PHOTO, method=method)
         _save(out, method, result.png, result.map)
-        summary[method] = {"target": result.target, "label": result.target_label, "score": round(float(result.score), 3), "layer": result.layer or None}
+        summary[method] = {
+            "target": result.target,
+            "label": result.target_label,
+            "score": round(float(result.score), 3),
+            "layer": result.layer or None,
+        }
 
     summary["dataset_jobs"] = dataset_jobs(client, info, out)
     summary["made_by_gradients"] = made_by_gradients(client, info, out, fool_into)
@@ -109,8 +122,11 @@ def dataset_jobs(client: Client, info: ModelInfo, out: Path, shown_channels: int
     pngs, sources = crop_dataset()
     # A layer whose units see a patch (at most half the input), so the top patches show what
     # drives them; a Conv output, before ReLU6 clips the strongest responses to one value.
-    layer = [l for l in info.layers if l.op_type == "Conv" and l.receptive_field
-             and max(l.receptive_field.size) <= info.inputs[0].shape[-1] // 2][-1]
+    layer = [
+        l
+        for l in info.layers
+        if l.op_type == "Conv" and l.receptive_field and max(l.receptive_field.size) <= info.inputs[0].shape[-1] // 2
+    ][-1]
     hits = client.top_activations(info.id, pngs, layer=layer.tensor, k=9)
     # Units with a clear preference: responses that differ (a constant unit ranks by ties), best
     # patches inside the image (not on the zero padding at its border), from one photo.
@@ -141,12 +157,19 @@ def dataset_jobs(client: Client, info: ModelInfo, out: Path, shown_channels: int
             "receptive_field": vars(layer.receptive_field),
             "channels_shown": {channel: [(sources[h.image], round(h.value, 3)) for h in hits[channel]] for channel in chosen},
         },
-        "tsne": {"layer": embedding.layer, "perplexity": embedding.perplexity,
-                 "same_photo_knn_accuracy_held_out": round(float(knn.score(embedding.coords[order[half:]], labels[order[half:]])), 3)},
+        "tsne": {
+            "layer": embedding.layer,
+            "perplexity": embedding.perplexity,
+            "same_photo_knn_accuracy_held_out": round(float(knn.score(embedding.coords[order[half:]], labels[order[half:]])), 3),
+        },
     }
 
 
-INVERTED_LAYERS = ("/_blocks.1/_swish_1/Clip_output_0", "/_blocks.8/_swish_1/Clip_output_0", "/_avg_pooling/GlobalAveragePool_output_0")
+INVERTED_LAYERS = (
+    "/_blocks.1/_swish_1/Clip_output_0",
+    "/_blocks.8/_swish_1/Clip_output_0",
+    "/_avg_pooling/GlobalAveragePool_output_0",
+)
 VISUALIZED_CLASSES = (1, 309, 947)  # goldfish, bee, mushroom
 MATCHED_LAYER = "/_blocks.8/_swish_1/Clip_output_0"
 
@@ -168,8 +191,11 @@ def made_by_gradients(client: Client, info: object, out: Path, fool_into: int) -
     fooled = client.adversarial(model_id, PHOTO, method="pgd", epsilon=2 / 255, steps=10, target=fool_into)
     _save(out, "adversarial", fooled.png, fooled.image)
     found["adversarial"] = {
-        "target": fool_into, "success": fooled.success, "linf_pixels": round(float(fooled.linf) * 255, 2),
-        "before": fooled.prediction.labels[0], "after": fooled.adversarial_prediction.labels[0],
+        "target": fool_into,
+        "success": fooled.success,
+        "linf_pixels": round(float(fooled.linf) * 255, 2),
+        "before": fooled.prediction.labels[0],
+        "after": fooled.adversarial_prediction.labels[0],
         "after_probability": round(fooled.adversarial_prediction.probabilities[0], 4),
     }
     photo = Image.open(PHOTO).convert("RGB")
@@ -179,7 +205,9 @@ def made_by_gradients(client: Client, info: object, out: Path, fool_into: int) -
     matches = client.correspondence(model_id, PHOTO, out / "cat_turned.png", layer=MATCHED_LAYER)
     _save(out, "correspondence", matches.png)
     found["correspondence"] = {
-        "layer": MATCHED_LAYER, "points": len(matches.points), "mean_similarity": round(float(matches.similarity.mean()), 3),
+        "layer": MATCHED_LAYER,
+        "points": len(matches.points),
+        "mean_similarity": round(float(matches.similarity.mean()), 3),
         "matched_in_mirror": int(matches.mirrored.sum()),
     }
     return found
@@ -194,13 +222,29 @@ def audit(out: Path) -> dict[str, object]:
     with tempfile.TemporaryDirectory() as scratch:
         _, _, test_x, test_y = digits_data.split()
         data = digits_data.write_class_folders(Path(scratch) / "digits", test_x, test_y)
-        code = subprocess.run([sys.executable, "-m", "convscope", "audit", str(REPO / "models" / "digits_cnn" / "digits_cnn.onnx"),
-                               "--data", str(data), "--config", str(REPO / "models" / "digits_cnn" / "audit.toml"),
-                               "--out", str(out)], stdout=subprocess.DEVNULL).returncode
+        code = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "convscope",
+                "audit",
+                str(REPO / "models" / "digits_cnn" / "digits_cnn.onnx"),
+                "--data",
+                str(data),
+                "--config",
+                str(REPO / "models" / "digits_cnn" / "audit.toml"),
+                "--out",
+                str(out),
+            ],
+            stdout=subprocess.DEVNULL,
+        ).returncode
     report = json.loads((out / "report.json").read_text())
-    return {"exit_code": code, "passed": report["passed"],
-            "checks": {name: check["status"] for name, check in report["checks"].items()},
-            "top1_error": report["checks"]["accuracy"]["figures"]["top1_error"]}
+    return {
+        "exit_code": code,
+        "passed": report["passed"],
+        "checks": {name: check["status"] for name, check in report["checks"].items()},
+        "top1_error": report["checks"]["accuracy"]["figures"]["top1_error"],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,8 +16,21 @@ import numpy as np
 from PIL import Image
 
 SKIMAGE_PHOTOS = (
-    "astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry", "retina",
-    "camera", "moon", "coins", "brick", "grass", "gravel", "clock", "cell",
+    "astronaut",
+    "chelsea",
+    "coffee",
+    "rocket",
+    "hubble_deep_field",
+    "immunohistochemistry",
+    "retina",
+    "camera",
+    "moon",
+    "coins",
+    "brick",
+    "grass",
+    "gravel",
+    "clock",
+    "cell",
 )
 SCALES = (1.0, 0.5, 0.25)  # crop side as a share of the photo's shorter side
 CROP_PIXELS = 160  # each crop is sent at this size; the server preprocesses it for the model

@@ -40,7 +40,9 @@ def generate(out: Path) -> list[Path]:
         text = generated.read_text()
         fixed = re.sub(r"^import (\w+_pb2) as", r"from . import \1 as", text, flags=re.M)
         generated.write_text(fixed)
-    (out / "__init__.py").write_text('"""Generated from protos/convscope/v1 and protos/inference by scripts/gen_protos.py; do not edit."""\n')
+    (out / "__init__.py").write_text(
+        '"""Generated from protos/convscope/v1 and protos/inference by scripts/gen_protos.py; do not edit."""\n'
+    )
     return sorted(out.iterdir())
 
 

@@ -83,8 +83,14 @@ def export_dynamic(model: nn.Module, example: torch.Tensor, exporter: Exporter, 
             axes = {0: "N", 3: "W"} if fixed_height else {0: "N", 2: "H", 3: "W"}
             buffer = io.BytesIO()
             torch.onnx.export(
-                model, (example,), buffer, dynamo=False, opset_version=17, input_names=[INPUT],
-                output_names=[OUTPUT], dynamic_axes={INPUT: axes},
+                model,
+                (example,),
+                buffer,
+                dynamo=False,
+                opset_version=17,
+                input_names=[INPUT],
+                output_names=[OUTPUT],
+                dynamic_axes={INPUT: axes},
             )
             proto = onnx.load_from_string(buffer.getvalue())
         else:
@@ -92,8 +98,14 @@ def export_dynamic(model: nn.Module, example: torch.Tensor, exporter: Exporter, 
             if not fixed_height:
                 dims[2] = torch.export.Dim.DYNAMIC
             program = torch.onnx.export(
-                model, (example,), dynamo=True, opset_version=18, input_names=[INPUT], output_names=[OUTPUT],
-                dynamic_shapes=(dims,), verbose=False,
+                model,
+                (example,),
+                dynamo=True,
+                opset_version=18,
+                input_names=[INPUT],
+                output_names=[OUTPUT],
+                dynamic_shapes=(dims,),
+                verbose=False,
             )
             assert program is not None
             with tempfile.TemporaryDirectory() as tmp:

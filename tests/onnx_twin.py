@@ -29,7 +29,9 @@ def _spatial_pads(attrs: dict[str, object], rank: int) -> list[int]:
 
 def _conv(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None, **attrs: object) -> torch.Tensor:
     padded = F.pad(x, _spatial_pads(attrs, w.dim() - 2))
-    return F.conv2d(padded, w, b, stride=attrs.get("strides", 1), dilation=attrs.get("dilations", 1), groups=attrs.get("group", 1))  # type: ignore[arg-type]
+    return F.conv2d(
+        padded, w, b, stride=attrs.get("strides", 1), dilation=attrs.get("dilations", 1), groups=attrs.get("group", 1)
+    )  # type: ignore[arg-type]
 
 
 def _max_pool(x: torch.Tensor, **attrs: object) -> torch.Tensor:

@@ -62,9 +62,7 @@ def run_backward(
     return ort_run(model, feeds, outputs)
 
 
-def backward_input_gradient(
-    model: onnx.ModelProto, x: np.ndarray, seed: np.ndarray, **build_options: Any
-) -> np.ndarray:
+def backward_input_gradient(model: onnx.ModelProto, x: np.ndarray, seed: np.ndarray, **build_options: Any) -> np.ndarray:
     """Gradient of ``seed · output`` w.r.t. the single input, through ``build_backward``.
 
     ``build_options`` go to ``build_backward`` (``rectifier``, ``rectifiers``, ...).
@@ -265,7 +263,11 @@ def _fold_batch_norms(graph: onnx.GraphProto) -> None:
     from onnx import numpy_helper
 
     weights = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
-    weights |= {n.output[0]: numpy_helper.to_array(n.attribute[0].t) for n in graph.node if n.op_type == "Constant" and n.attribute[0].name == "value"}
+    weights |= {
+        n.output[0]: numpy_helper.to_array(n.attribute[0].t)
+        for n in graph.node
+        if n.op_type == "Constant" and n.attribute[0].name == "value"
+    }
     nodes = []
     for node in graph.node:
         if node.op_type != "BatchNormalization" or not all(name in weights for name in node.input[1:5]):
@@ -275,12 +277,17 @@ def _fold_batch_norms(graph: onnx.GraphProto) -> None:
         epsilon = next((attr.f for attr in node.attribute if attr.name == "epsilon"), 1e-5)
         slope = scale / np.sqrt(var + np.float64(epsilon))
         a, b = f"{node.output[0]}__slope", f"{node.output[0]}__shift"
-        graph.initializer.extend([
-            numpy_helper.from_array(slope.reshape(-1, 1, 1), a),
-            numpy_helper.from_array((bias - mean * slope).reshape(-1, 1, 1), b),
-        ])
+        graph.initializer.extend(
+            [
+                numpy_helper.from_array(slope.reshape(-1, 1, 1), a),
+                numpy_helper.from_array((bias - mean * slope).reshape(-1, 1, 1), b),
+            ]
+        )
         scaled = f"{node.output[0]}__scaled"
-        nodes += [onnx.helper.make_node("Mul", [node.input[0], a], [scaled]), onnx.helper.make_node("Add", [scaled, b], [node.output[0]])]
+        nodes += [
+            onnx.helper.make_node("Mul", [node.input[0], a], [scaled]),
+            onnx.helper.make_node("Add", [scaled, b], [node.output[0]]),
+        ]
     del graph.node[:]
     graph.node.extend(nodes)
 

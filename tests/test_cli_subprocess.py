@@ -82,8 +82,10 @@ def test_second_server_on_a_used_port_exits_1(server: RunningServer, tmp_path: P
         pytest.param(("activations", "MODEL", f"{MISSING}.png"), id="activations"),
         pytest.param(("attribution", "MODEL", f"{MISSING}.png", "--method", "saliency"), id="attribution"),
         pytest.param(("occlusion", "MODEL", f"{MISSING}.png"), id="occlusion"),
-        pytest.param(("attribution", "MODEL", str(CAT_PHOTO), "--method", "integrated_gradients", "--baseline",
-                      f"{MISSING}.npy"), id="baseline"),
+        pytest.param(
+            ("attribution", "MODEL", str(CAT_PHOTO), "--method", "integrated_gradients", "--baseline", f"{MISSING}.npy"),
+            id="baseline",
+        ),
     ],
 )
 def test_missing_local_path_exits_2_before_calling(
@@ -108,9 +110,32 @@ def test_ctrl_c_cancels_occlusion_and_exits_130(address: str, bundled_model_id: 
     log = tmp_path / "stderr.txt"
     with log.open("w") as stderr:
         process = subprocess.Popen(
-            [sys.executable, "-m", "convscope", "--address", address, "occlusion", bundled_model_id, str(CAT_PHOTO),
-             "--window", "8", "8", "--stride", "4", "4", "--batch-size", "2", "--engine", "batched", "--out", str(tmp_path)],
-            stderr=stderr, stdout=subprocess.PIPE, text=True, cwd=REPO,
+            [
+                sys.executable,
+                "-m",
+                "convscope",
+                "--address",
+                address,
+                "occlusion",
+                bundled_model_id,
+                str(CAT_PHOTO),
+                "--window",
+                "8",
+                "8",
+                "--stride",
+                "4",
+                "4",
+                "--batch-size",
+                "2",
+                "--engine",
+                "batched",
+                "--out",
+                str(tmp_path),
+            ],
+            stderr=stderr,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=REPO,
         )
         deadline = time.monotonic() + CALL_SECONDS
         # Interrupted once the bar shows a rate and the time left (item 12): the call is under way.
@@ -161,10 +186,14 @@ def test_export_backward_writes_into_the_out_folder(address: str, client: Client
     assert "x__grad" in [o.name for o in graph.graph.output]
 
 
-def test_layers_by_node_or_tensor_name_with_suggestions(address: str, client: Client, bundled_model_id: str, tmp_path: Path) -> None:
+def test_layers_by_node_or_tensor_name_with_suggestions(
+    address: str, client: Client, bundled_model_id: str, tmp_path: Path
+) -> None:
     stem = next(layer for layer in client.get_model(bundled_model_id).layers if layer.op_type == "Conv")
     assert stem.name != stem.tensor
-    by_node = convscope("activations", bundled_model_id, str(CAT_PHOTO), "--layer", stem.name, "--out", str(tmp_path), address=address)
+    by_node = convscope(
+        "activations", bundled_model_id, str(CAT_PHOTO), "--layer", stem.name, "--out", str(tmp_path), address=address
+    )
     assert by_node.returncode == 0
     assert list(json.loads(by_node.stdout)["tensors"]) == [stem.tensor]
     by_tensor = convscope("filters", bundled_model_id, stem.tensor, "--out", str(tmp_path), address=address)
@@ -205,14 +234,18 @@ def test_client_commands_do_not_import_the_server(address: str) -> None:
         "print(code, 'onnxruntime' in sys.modules, 'convscope.core' in sys.modules, file=sys.stderr)"
     )
     for args in (["--help"], ["--address", address, "models"]):
-        done = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True, timeout=CALL_SECONDS, cwd=REPO)
+        done = subprocess.run(
+            [sys.executable, "-c", probe, *args], capture_output=True, text=True, timeout=CALL_SECONDS, cwd=REPO
+        )
         assert done.stderr.strip().splitlines()[-1] == "0 False False", done.stderr
 
 
 def test_attribution_options_reach_the_client_and_name_the_layer(
     address: str, client: Client, bundled_model_id: str, tmp_path: Path
 ) -> None:
-    done = convscope("attribution", bundled_model_id, str(CAT_PHOTO), "--method", "grad_cam", "--out", str(tmp_path), address=address)
+    done = convscope(
+        "attribution", bundled_model_id, str(CAT_PHOTO), "--method", "grad_cam", "--out", str(tmp_path), address=address
+    )
     assert done.returncode == 0
     printed = json.loads(done.stdout)
     expected = client.attribution(bundled_model_id, CAT_PHOTO, method="grad_cam")
@@ -221,10 +254,28 @@ def test_attribution_options_reach_the_client_and_name_the_layer(
     model_id = client.upload_model(dead_channel_model()[0].SerializeToString()).id
     x = np.random.default_rng(3).random((1, 3, 8, 8), dtype=np.float32)
     np.save(tmp_path / "x.npy", x)
-    done = convscope("attribution", model_id, str(tmp_path / "x.npy"), "--method", "integrated_gradients", "--target", "5",
-                     "--baseline", "0.25", "--integration", "riemann_middle", "--steps", "4", "--out", str(tmp_path), address=address)
+    done = convscope(
+        "attribution",
+        model_id,
+        str(tmp_path / "x.npy"),
+        "--method",
+        "integrated_gradients",
+        "--target",
+        "5",
+        "--baseline",
+        "0.25",
+        "--integration",
+        "riemann_middle",
+        "--steps",
+        "4",
+        "--out",
+        str(tmp_path),
+        address=address,
+    )
     assert done.returncode == 0
-    expected = client.attribution(model_id, x, method="integrated_gradients", target=5, baseline=0.25, integration="riemann_middle", steps=4)
+    expected = client.attribution(
+        model_id, x, method="integrated_gradients", target=5, baseline=0.25, integration="riemann_middle", steps=4
+    )
     np.testing.assert_array_equal(np.load(tmp_path / "integrated_gradients.npy"), expected.map)
     assert os.path.getsize(tmp_path / "integrated_gradients.npy") > 0
 
@@ -232,21 +283,45 @@ def test_attribution_options_reach_the_client_and_name_the_layer(
 # -- 8. which channels an activation grid draws
 
 
-def test_activation_grid_says_which_channels_it_draws(address: str, client: Client, bundled_model_id: str, tmp_path: Path) -> None:
+def test_activation_grid_says_which_channels_it_draws(
+    address: str, client: Client, bundled_model_id: str, tmp_path: Path
+) -> None:
     deep = "/_swish_1/Clip_output_0"  # 1280 channels of 7×7
     default = client.activation_details(bundled_model_id, CAT_PHOTO, layers=[deep], render=True)[0]
     assert default.shown_channels == tuple(range(256))
 
-    done = convscope("activations", bundled_model_id, str(CAT_PHOTO), "--layer", deep, "--top-channels", "16",
-                     "--out", str(tmp_path), address=address)
+    done = convscope(
+        "activations",
+        bundled_model_id,
+        str(CAT_PHOTO),
+        "--layer",
+        deep,
+        "--top-channels",
+        "16",
+        "--out",
+        str(tmp_path),
+        address=address,
+    )
     assert done.returncode == 0
     value = np.load(tmp_path / f"{safe_name(deep)}.npy")[0]
     means = value.reshape(value.shape[0], -1).mean(axis=1)
     drawn = json.loads(done.stdout)["drawn_channels"][deep]
     assert drawn == list(np.argsort(-means, kind="stable")[:16])
 
-    done = convscope("activations", bundled_model_id, str(CAT_PHOTO), "--layer", deep, "--channel", "5", "--channel", "900",
-                     "--out", str(tmp_path), address=address)
+    done = convscope(
+        "activations",
+        bundled_model_id,
+        str(CAT_PHOTO),
+        "--layer",
+        deep,
+        "--channel",
+        "5",
+        "--channel",
+        "900",
+        "--out",
+        str(tmp_path),
+        address=address,
+    )
     assert done.returncode == 0 and json.loads(done.stdout)["drawn_channels"][deep] == [5, 900]
 
     done = convscope("activations", bundled_model_id, str(CAT_PHOTO), "--layer", deep, "--channel", "1280", address=address)
@@ -254,7 +329,9 @@ def test_activation_grid_says_which_channels_it_draws(address: str, client: Clie
     assert "INVALID_ARGUMENT" in one_line_error(done) and "1280 channels" in done.stderr
 
 
-def test_the_python_client_checks_local_paths_before_calling(client: Client, bundled_model_id: str, caplog: pytest.LogCaptureFixture) -> None:
+def test_the_python_client_checks_local_paths_before_calling(
+    client: Client, bundled_model_id: str, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.ERROR)
     for call, missing in (
         (lambda: client.upload_model(f"{MISSING}.onnx"), f"{MISSING}.onnx"),

@@ -38,10 +38,26 @@ class ServerProcess:
     def __init__(self, store: Path, tmp: Path) -> None:
         port_file = tmp / f"port-{time.monotonic_ns()}"
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "convscope", "serve", "--port", "0", "--store", str(store), "--port-file", str(port_file),
-             "--data-root", str(tmp), "--log-level", "WARNING"],
+            [
+                sys.executable,
+                "-m",
+                "convscope",
+                "serve",
+                "--port",
+                "0",
+                "--store",
+                str(store),
+                "--port-file",
+                str(port_file),
+                "--data-root",
+                str(tmp),
+                "--log-level",
+                "WARNING",
+            ],
         )
-        _wait_for(lambda: bool(port_file.exists() and port_file.read_text().strip()) or self.process.poll() is not None, "the server")
+        _wait_for(
+            lambda: bool(port_file.exists() and port_file.read_text().strip()) or self.process.poll() is not None, "the server"
+        )
         assert self.process.poll() is None, "the server exited at start"
         self.address = f"127.0.0.1:{int(port_file.read_text())}"
 
@@ -74,7 +90,9 @@ def committed(store: Path, tmp_path: Path) -> Iterator[dict[str, object]]:
 
 
 def _hashes(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()
+    }
 
 
 def _files_in(folder: Path) -> list[Path]:

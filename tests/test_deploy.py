@@ -109,7 +109,9 @@ def test_kubernetes_manifests_agree_with_the_server(capsys: pytest.CaptureFixtur
     token_file = Path(_option(args, "--token-file"))
     assert str(token_file.parent) == mounts["tokens"] and token_file.name in objects["Secret"]["stringData"]
     # The images run as this user (deploy/Dockerfile*: USER 10001).
-    assert all(_one(_instructions(DEPLOY / name), "USER") == str(pod["spec"]["securityContext"]["runAsUser"]) for name in DOCKERFILES)
+    assert all(
+        _one(_instructions(DEPLOY / name), "USER") == str(pod["spec"]["securityContext"]["runAsUser"]) for name in DOCKERFILES
+    )
 
 
 def test_ray_cluster_reads_the_data_where_the_server_does(capsys: pytest.CaptureFixture[str]) -> None:
@@ -138,7 +140,11 @@ def test_ray_cluster_reads_the_data_where_the_server_does(capsys: pytest.Capture
         assert container["image"] == "convscope:ray"
         assert pod["securityContext"]["runAsUser"] == int(_one(_instructions(DEPLOY / "Dockerfile"), "USER"))
         volumes = {v["name"]: v for v in pod["volumes"]}
-        (mount,) = [m for m in container["volumeMounts"] if volumes[m["name"]]["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]]
+        (mount,) = [
+            m
+            for m in container["volumeMounts"]
+            if volumes[m["name"]]["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
+        ]
         assert mount["mountPath"] == _option(args, "--data-root")  # workers read the paths the server checked
     for group in cluster["spec"]["workerGroupSpecs"]:
         (container,) = group["template"]["spec"]["containers"]

@@ -1,5 +1,6 @@
-"""Lint and type checks as part of the suite, so CI's one test command runs them: ruff over the
-tree with the rules in pyproject.toml, and mypy over the client package (the typed public API)."""
+"""Lint, format and type checks as part of the suite, so CI's one test command runs them: ruff
+over the tree with the rules in pyproject.toml, `ruff format --check`, and mypy over the client
+package (the typed public API)."""
 
 from __future__ import annotations
 
@@ -21,4 +22,9 @@ def test_ruff_finds_nothing() -> None:
 
 def test_the_client_package_type_checks() -> None:
     result = _run("mypy", "--no-incremental", "clients/python/convscope_client")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_tree_is_formatted() -> None:
+    result = _run("ruff", "format", "--check", "--no-cache", ".")
     assert result.returncode == 0, result.stdout + result.stderr

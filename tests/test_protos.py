@@ -80,7 +80,5 @@ def test_health_is_serving(server: RunningServer, service: str) -> None:
 def test_health_unknown_service_is_not_found(server: RunningServer) -> None:
     with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
         with pytest.raises(grpc.RpcError) as caught:
-            health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(service="no.such.Service"), timeout=10
-            )
+            health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service="no.such.Service"), timeout=10)
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND

@@ -22,7 +22,9 @@ def readme() -> str:
 def default_address_server(tmp_path: Path) -> Iterator[RunningServer]:
     host, port = DEFAULT_ADDRESS.split(":")
     try:
-        running = create_server(ServerConfig(tmp_path / "store", host="127.0.0.1" if host == "localhost" else host, port=int(port)))
+        running = create_server(
+            ServerConfig(tmp_path / "store", host="127.0.0.1" if host == "localhost" else host, port=int(port))
+        )
     except PortInUse:
         pytest.skip(f"another process listens on {DEFAULT_ADDRESS}, where the README's snippet connects")
     yield running

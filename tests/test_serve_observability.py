@@ -21,9 +21,22 @@ from tests.rpc.test_errors import PROBE, tiny_conv_model
 
 def test_json_logs_and_metrics_endpoint(tmp_path: Path) -> None:
     process = subprocess.Popen(
-        [sys.executable, "-m", "convscope", "serve", "--port", "0", "--store", str(tmp_path / "store"),
-         "--log-format", "json", "--metrics-port", "0"],
-        stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "convscope",
+            "serve",
+            "--port",
+            "0",
+            "--store",
+            str(tmp_path / "store"),
+            "--log-format",
+            "json",
+            "--metrics-port",
+            "0",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
     )
     assert process.stderr is not None
     entries: list[dict[str, str]] = []
@@ -41,8 +54,10 @@ def test_json_logs_and_metrics_endpoint(tmp_path: Path) -> None:
             scraped = response.read().decode()
         counted = {
             (sample.labels.get("method"), sample.labels.get("code")): sample.value
-            for family in text_string_to_metric_families(scraped) if family.name == "convscope_requests"
-            for sample in family.samples if sample.name == "convscope_requests_total"
+            for family in text_string_to_metric_families(scraped)
+            if family.name == "convscope_requests"
+            for sample in family.samples
+            if sample.name == "convscope_requests_total"
         }
         assert counted[("ListModels", "OK")] == 1
         with Client(f"127.0.0.1:{serving.group(1)}", timeout=120, metadata=[("x-request-id", "serve-test-8")]) as client:
@@ -55,6 +70,8 @@ def test_json_logs_and_metrics_endpoint(tmp_path: Path) -> None:
     assert any(entry["request_id"] == "serve-test-7" and "ListModels OK" in entry["message"] for entry in entries), entries
     from_workers = [entry for entry in entries if entry["pid"] != process.pid]
     assert any(
-        entry["request_id"] == "serve-test-8" and entry["logger"] == "convscope.runtime.sessions" and "built in" in entry["message"]
+        entry["request_id"] == "serve-test-8"
+        and entry["logger"] == "convscope.runtime.sessions"
+        and "built in" in entry["message"]
         for entry in from_workers
     ), entries

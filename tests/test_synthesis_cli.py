@@ -15,10 +15,17 @@ from tests.test_client_cli import Cli, cli  # noqa: F401  (the fixture)
 
 
 def test_adversarial_writes_png_npy_and_json(cli: Cli, bundled_model_id: str, tmp_path: Path) -> None:  # noqa: F811
-    code, out, err = cli("adversarial", bundled_model_id, str(CAT_PHOTO), "--method", "pgd", "--steps", "2", "--out", str(tmp_path))
+    code, out, err = cli(
+        "adversarial", bundled_model_id, str(CAT_PHOTO), "--method", "pgd", "--steps", "2", "--out", str(tmp_path)
+    )
     assert code == 0 and "steps" in err
     assert out["success"] is True and out["linf"] <= 2 / 255 + 1e-6
-    assert sorted(Path(f).name for f in out["files"]) == ["adversarial.json", "adversarial.npy", "adversarial.png", "adversarial_images.npy"]
+    assert sorted(Path(f).name for f in out["files"]) == [
+        "adversarial.json",
+        "adversarial.npy",
+        "adversarial.png",
+        "adversarial_images.npy",
+    ]
     assert np.load(tmp_path / "adversarial.npy").shape == (1, 3, 224, 224)
     assert json.loads((tmp_path / "adversarial.json").read_text())["prediction"]["classes"][0] == out["label"]
     with Image.open(tmp_path / "adversarial.png") as picture:
@@ -40,7 +47,9 @@ def test_visualize_and_invert(cli: Cli, client: Client, tmp_path: Path) -> None:
 
 def test_correspondence_writes_matches(cli: Cli, bundled_model_id: str, tmp_path: Path) -> None:  # noqa: F811
     layer = "/_blocks.8/_swish_1/Clip_output_0"
-    code, out, _ = cli("correspondence", bundled_model_id, str(CAT_PHOTO), str(CAT_PHOTO), "--layer", layer, "--out", str(tmp_path))
+    code, out, _ = cli(
+        "correspondence", bundled_model_id, str(CAT_PHOTO), str(CAT_PHOTO), "--layer", layer, "--out", str(tmp_path)
+    )
     assert code == 0 and out["layers"] == [layer]
     pairs = np.load(tmp_path / "correspondence.npy")
     assert pairs.shape == (144, 2, 2)

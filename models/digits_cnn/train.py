@@ -58,8 +58,10 @@ def main() -> int:
         print(f"shipped sha256 {hashlib.sha256(shipped).hexdigest()}; same predictions as a retrain: {same}")
         return 0 if same else 1
     MODEL.write_bytes(data)
-    print(f"wrote {MODEL} ({len(data):,} bytes, sha256 {hashlib.sha256(data).hexdigest()}); "
-          f"held-out accuracy {accuracy:.4f} on {len(test_y)} images")
+    print(
+        f"wrote {MODEL} ({len(data):,} bytes, sha256 {hashlib.sha256(data).hexdigest()}); "
+        f"held-out accuracy {accuracy:.4f} on {len(test_y)} images"
+    )
     return 0
 
 

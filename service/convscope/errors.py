@@ -58,9 +58,7 @@ class UnsupportedOp(Unimplemented):
         self.op_type = op_type
         self.node_name = node_name
         detail = f": {why}" if why else ""
-        super().__init__(
-            f"op {op_type!r} (node {node_name!r}) is not supported here{detail}"
-        )
+        super().__init__(f"op {op_type!r} (node {node_name!r}) is not supported here{detail}")
 
 
 class RemoteFailed(ServiceError):

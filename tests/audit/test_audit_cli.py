@@ -51,8 +51,15 @@ def test_sensible_config_passes(tmp_path: Path, digits_folder: Path) -> None:
     code, out = audit(tmp_path, digits_folder, SENSIBLE)
     assert code == 0
     results = cases(out)
-    assert set(results) == {"accuracy", "attributes", "dead_filters", "filter_smoothness", "robustness", "explanation_sanity",
-                            "explanation_faithfulness"}
+    assert set(results) == {
+        "accuracy",
+        "attributes",
+        "dead_filters",
+        "filter_smoothness",
+        "robustness",
+        "explanation_sanity",
+        "explanation_faithfulness",
+    }
     assert all(result == [] for result in results.values())  # no failure, error or skip
     report = json.loads((out / "report.json").read_text())
     assert report["schema"] == "convscope.audit/1" and report["passed"] is True
@@ -92,7 +99,9 @@ def test_unreadable_files_exit_2_naming_the_rows(tmp_path: Path, digits_folder: 
     assert f"row {rows}: {data / '4' / 'zzz-broken.png'}" in error
 
 
-def test_a_fifo_in_the_dataset_exits_2_instead_of_blocking(tmp_path: Path, digits_folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_fifo_in_the_dataset_exits_2_instead_of_blocking(
+    tmp_path: Path, digits_folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     images = sorted((digits_folder / "4").glob("*.png"))[:20]
     os.mkfifo(tmp_path / "fifo.png")  # reading a FIFO nobody writes would hang the audit
     rows = [f"{path},4" for path in images] + [f"{tmp_path / 'fifo.png'},4"]

@@ -84,7 +84,9 @@ def test_attribute_bins_match_numpy() -> None:
     values[5] = np.nan
     slices = checks.slices_of(values, 4)
     edges = np.quantile(values[~np.isnan(values)], [0, 0.25, 0.5, 0.75, 1])
-    expected = [((values >= lo) & (values < hi)) | ((values == hi) & (i == 3)) for i, (lo, hi) in enumerate(zip(edges, edges[1:]))]
+    expected = [
+        ((values >= lo) & (values < hi)) | ((values == hi) & (i == 3)) for i, (lo, hi) in enumerate(zip(edges, edges[1:]))
+    ]
     assert len(slices) == 4
     for (_, members), want in zip(slices, expected):
         np.testing.assert_array_equal(members, want)
@@ -133,7 +135,9 @@ def test_dead_filters_match_brute_force(tmp_path: Path, digits_folder: Path) -> 
     model.graph.output.extend(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None) for name in relus)
     _, _, test_x, _ = digits()
     exposed = session_scores(model.SerializeToString(), tensors(test_x), relus)
-    brute = {name: np.flatnonzero((value == 0).all(axis=(0, *range(2, value.ndim)))).tolist() for name, value in zip(relus, exposed)}
+    brute = {
+        name: np.flatnonzero((value == 0).all(axis=(0, *range(2, value.ndim)))).tolist() for name, value in zip(relus, exposed)
+    }
     assert layers == brute
     assert {1, 5, 9} <= set(brute[relus[0]])
     json.dumps(result.checks[2].figures)  # the figures are what report.json holds

@@ -42,7 +42,10 @@ MAX_DIFFERENT_VERDICTS = 0.01  # share of the attacked images whose fooled/not v
 
 def twin() -> nn.Module:
     net = DigitsCNN()
-    weights = {tensor.name: torch.from_numpy(numpy_helper.to_array(tensor).copy()) for tensor in onnx.load(DIGITS_MODEL).graph.initializer}
+    weights = {
+        tensor.name: torch.from_numpy(numpy_helper.to_array(tensor).copy())
+        for tensor in onnx.load(DIGITS_MODEL).graph.initializer
+    }
     net.load_state_dict(weights)
     return net.eval()
 
@@ -66,8 +69,9 @@ def attacked(tmp_path_factory: pytest.TempPathFactory, digits_folder: Path) -> d
         record = core.upload([("", DIGITS_MODEL.read_bytes())])
         items = read_dataset(digits_folder, record.labels, 10)
         settings = {check: {"enabled": check == "robustness"} for check in config.DEFAULTS}
-        settings["robustness"].update(images=1, attack_images=len(items), epsilons=EPSILONS, pgd_steps=PGD_STEPS,
-                                      max_attack_success=[1.0] * len(EPSILONS))
+        settings["robustness"].update(
+            images=1, attack_images=len(items), epsilons=EPSILONS, pgd_steps=PGD_STEPS, max_attack_success=[1.0] * len(EPSILONS)
+        )
         *_, result = engine.run_audit(core, record.id, items, config.resolve(settings))
     finally:
         core.close()
@@ -124,7 +128,9 @@ enabled = false
 """
     (tmp_path / "audit.toml").write_text(strict)
     out = tmp_path / "out"
-    code = main(["audit", str(DIGITS_MODEL), "--data", str(digits_folder), "--config", str(tmp_path / "audit.toml"), "--out", str(out)])
+    code = main(
+        ["audit", str(DIGITS_MODEL), "--data", str(digits_folder), "--config", str(tmp_path / "audit.toml"), "--out", str(out)]
+    )
     assert code == 1
     suite = next(iter(JUnitXml.fromfile(str(out / "junit.xml"))))
     (failure,) = next(case.result for case in suite if case.name == "robustness")

@@ -33,8 +33,9 @@ def test_audit_streams_progress_and_each_check(rooted: tuple[RunningServer, Clie
     model_id = client.upload_model(DIGITS_MODEL).id
     progress: list[int] = []
     checks: list[AuditCheck] = []
-    report = client.audit(model_id, digits_folder.name, config_toml=QUICK, progress=lambda p: progress.append(p.done),
-                          on_check=checks.append)
+    report = client.audit(
+        model_id, digits_folder.name, config_toml=QUICK, progress=lambda p: progress.append(p.done), on_check=checks.append
+    )
     assert progress and progress[-1] == 600
     assert [c.name for c in checks][:4] == ["accuracy", "attributes", "dead_filters", "filter_smoothness"]
     assert json.loads(report.files["report.json"])["dataset"]["images"] == 600
@@ -65,13 +66,27 @@ def test_a_dataset_outside_the_data_roots_is_refused(rooted: tuple[RunningServer
     assert refused.value.code == grpc.StatusCode.INVALID_ARGUMENT and "TOML" in refused.value.message
 
 
-def test_cli_against_a_running_server_by_model_id(rooted: tuple[RunningServer, Client], digits_folder: Path, tmp_path: Path) -> None:
+def test_cli_against_a_running_server_by_model_id(
+    rooted: tuple[RunningServer, Client], digits_folder: Path, tmp_path: Path
+) -> None:
     running, client = rooted
     model_id = client.upload_model(DIGITS_MODEL).id
     (tmp_path / "audit.toml").write_text(QUICK)
     out = tmp_path / "out"
-    code = main(["audit", model_id[:12], "--address", f"127.0.0.1:{running.port}", "--data", digits_folder.name,
-                 "--config", str(tmp_path / "audit.toml"), "--out", str(out)])
+    code = main(
+        [
+            "audit",
+            model_id[:12],
+            "--address",
+            f"127.0.0.1:{running.port}",
+            "--data",
+            digits_folder.name,
+            "--config",
+            str(tmp_path / "audit.toml"),
+            "--out",
+            str(out),
+        ]
+    )
     assert code in (0, 1)
     assert {p.name for p in out.iterdir()} == {"report.json", "junit.xml", "report.html"}
 
@@ -83,8 +98,16 @@ def test_cli_passes_its_token_to_a_guarded_server(tmp_path: Path, digits_folder:
     try:
         (tmp_path / "audit.toml").write_text(QUICK)
         address = f"127.0.0.1:{running.port}"
-        arguments = ["audit", str(DIGITS_MODEL), "--address", address, "--data", digits_folder.name,
-                     "--config", str(tmp_path / "audit.toml")]
+        arguments = [
+            "audit",
+            str(DIGITS_MODEL),
+            "--address",
+            address,
+            "--data",
+            digits_folder.name,
+            "--config",
+            str(tmp_path / "audit.toml"),
+        ]
         monkeypatch.delenv("CONVSCOPE_TOKEN", raising=False)
         assert main([*arguments, "--out", str(tmp_path / "refused")]) == 2  # no token: a setting to fix, not a crash
         code = main(["--token", token, *arguments, "--out", str(tmp_path / "out")])

@@ -53,7 +53,16 @@ def test_gradient_passes_and_guided_backprop_fails_on_a_relu_net(digits_core: tu
 
 def test_the_cascade_is_bounded_by_cascade_steps(digits_core: tuple[Convscope, str], digits_folder: Path) -> None:
     assert sanity.cascade_counts(5, 8) == [1, 2, 3, 4, 5]
-    assert sanity.cascade_counts(66, 8) == [1, 10, 20, 29, 38, 47, 57, 66]  # evenly spaced, the top layer and all of them included
+    assert sanity.cascade_counts(66, 8) == [
+        1,
+        10,
+        20,
+        29,
+        38,
+        47,
+        57,
+        66,
+    ]  # evenly spaced, the top layer and all of them included
     assert sanity.cascade_counts(66, 1) == [1]
     with pytest.raises(config.ConfigError, match="cascade_steps must be at least 1"):
         config.resolve({"explanation_sanity": {"cascade_steps": 0}})
@@ -64,7 +73,10 @@ def test_the_cascade_is_bounded_by_cascade_steps(digits_core: tuple[Convscope, s
     settings = config.resolve({"explanation_sanity": {"methods": ["gradient"], "cascade_steps": 2}})["explanation_sanity"]
     outcome = checks.explanation_sanity(core, record, pictures, np.array([item.label for item in items]), settings)
     steps = outcome.figures["cascade"]["gradient"]
-    assert [(step["randomized_layers"], step["top_layer"]) for step in steps] == [(1, "/classifier/Gemm"), (5, "/features/features.0/Conv")]
+    assert [(step["randomized_layers"], step["top_layer"]) for step in steps] == [
+        (1, "/classifier/Gemm"),
+        (5, "/features/features.0/Conv"),
+    ]
 
 
 def test_ssim_matches_scikit_image() -> None:
@@ -78,7 +90,13 @@ def test_ssim_matches_scikit_image() -> None:
 def test_randomization_draws_like_torch_reset_parameters() -> None:
     model = onnx.load(str(DIGITS_MODEL))
     top = layers_from_top(model)
-    assert top == ["/classifier/Gemm", "/code/code.0/Gemm", "/features/features.6/Conv", "/features/features.3/Conv", "/features/features.0/Conv"]
+    assert top == [
+        "/classifier/Gemm",
+        "/code/code.0/Gemm",
+        "/features/features.6/Conv",
+        "/features/features.3/Conv",
+        "/features/features.0/Conv",
+    ]
     changed = randomized(model, 2, seed=1)
     before = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
     after = {i.name: numpy_helper.to_array(i) for i in changed.graph.initializer}
@@ -95,19 +113,34 @@ def test_randomization_draws_like_torch_reset_parameters() -> None:
 
 
 def test_batch_norm_is_reset_to_identity_with_its_statistics_kept() -> None:
-    arrays = {"scale": np.full(3, 2.0, np.float32), "bias": np.full(3, 0.5, np.float32),
-              "mean": np.arange(3, dtype=np.float32), "var": np.full(3, 4.0, np.float32)}
+    arrays = {
+        "scale": np.full(3, 2.0, np.float32),
+        "bias": np.full(3, 0.5, np.float32),
+        "mean": np.arange(3, dtype=np.float32),
+        "var": np.full(3, 4.0, np.float32),
+    }
     node = helper.make_node("BatchNormalization", ["x", *arrays], ["y"], name="bn")
-    graph = helper.make_graph([node], "bn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 2, 2])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 2, 2])],
-                              [numpy_helper.from_array(value, name) for name, value in arrays.items()])
+    graph = helper.make_graph(
+        [node],
+        "bn",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 2, 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 2, 2])],
+        [numpy_helper.from_array(value, name) for name, value in arrays.items()],
+    )
     after = {i.name: numpy_helper.to_array(i) for i in randomized(helper.make_model(graph), 1).graph.initializer}
     assert after["scale"].tolist() == [1, 1, 1] and after["bias"].tolist() == [0, 0, 0]
     assert after["mean"].tolist() == [0, 1, 2] and after["var"].tolist() == [4, 4, 4]
 
 
-def direct_auc(session: ort.InferenceSession, image: np.ndarray, order: np.ndarray, target: int, start: np.ndarray,
-               end: np.ndarray, step: int) -> float:
+def direct_auc(
+    session: ort.InferenceSession,
+    image: np.ndarray,
+    order: np.ndarray,
+    target: int,
+    start: np.ndarray,
+    end: np.ndarray,
+    step: int,
+) -> float:
     """One onnxruntime run per step, the image rebuilt from scratch each time."""
     pixels = order.size
     scores = []
@@ -128,7 +161,9 @@ def test_deletion_and_insertion_auc_match_a_direct_loop(digits_core: tuple[Convs
     _, _, test_x, test_y = digits()
     batch = tensors(test_x[:3])
     maps = np.random.default_rng(4).normal(size=(3, 1, 16, 16)).astype(np.float32)
-    found = {c.metric: c for c in curves(core.context, record, batch, maps, test_y[:3].tolist(), pixels_per_step=10, blur_sigma=2.0)}
+    found = {
+        c.metric: c for c in curves(core.context, record, batch, maps, test_y[:3].tolist(), pixels_per_step=10, blur_sigma=2.0)
+    }
     session = ort.InferenceSession(DIGITS_MODEL.read_bytes(), providers=["CPUExecutionProvider"])
     for n in range(3):
         order = np.argsort(-np.abs(maps[n, 0]).ravel(), kind="stable")

@@ -7,8 +7,16 @@ from pathlib import Path
 from convscope.cli import main
 from tests.audit.conftest import DIGITS_MODEL, offline_page
 
-SECTIONS = ["Summary", "Accuracy", "Error by image attribute", "Dead filters", "First-layer filter smoothness",
-            "Robustness: common corruptions and adversarial attacks", "Explanation sanity", "Explanation faithfulness"]
+SECTIONS = [
+    "Summary",
+    "Accuracy",
+    "Error by image attribute",
+    "Dead filters",
+    "First-layer filter smoothness",
+    "Robustness: common corruptions and adversarial attacks",
+    "Explanation sanity",
+    "Explanation faithfulness",
+]
 
 
 def test_report_opens_offline_with_every_section(tmp_path: Path, digits_folder: Path, chromium: object) -> None:
@@ -20,7 +28,9 @@ def test_report_opens_offline_with_every_section(tmp_path: Path, digits_folder: 
     headings = page.locator("h2").all_inner_texts()
     for section in SECTIONS:
         assert any(heading.startswith(section) for heading in headings), (section, headings)
-    assert page.locator("section#accuracy svg").count() >= 1 and page.locator("section#attributes svg").count() >= 3  # digits are grey and 8×8: colour, size and aspect ratio do not vary
+    assert (
+        page.locator("section#accuracy svg").count() >= 1 and page.locator("section#attributes svg").count() >= 3
+    )  # digits are grey and 8×8: colour, size and aspect ratio do not vary
     images = page.locator("img")
     assert images.count() > 0
     assert all(images.nth(i).evaluate("img => img.complete && img.naturalWidth > 0") for i in range(images.count()))

@@ -22,9 +22,17 @@ def _model(clip_low: float) -> onnx.ModelProto:
         helper.make_node("Flatten", ["pooled"], ["flat"]),
         helper.make_node("Relu", ["flat"], ["vector"]),
     ]
-    bounds = [helper.make_tensor("low", onnx.TensorProto.FLOAT, [], [clip_low]), helper.make_tensor("high", onnx.TensorProto.FLOAT, [], [6.0])]
-    graph = helper.make_graph(nodes, "peaks", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 3, 5, 4])],
-                              [helper.make_tensor_value_info("vector", onnx.TensorProto.FLOAT, ["N", 3])], initializer=bounds)
+    bounds = [
+        helper.make_tensor("low", onnx.TensorProto.FLOAT, [], [clip_low]),
+        helper.make_tensor("high", onnx.TensorProto.FLOAT, [], [6.0]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "peaks",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 3, 5, 4])],
+        [helper.make_tensor_value_info("vector", onnx.TensorProto.FLOAT, ["N", 3])],
+        initializer=bounds,
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
 
 
@@ -41,8 +49,11 @@ def test_peaks_are_the_max_absolute_value_per_sample_and_channel(clip_low: float
     peaks = dict(zip(names, session.run(names, {"x": x})))
     leaky = np.where(x > 0, x, np.float32(0.1) * x)
     clipped = np.clip(leaky, np.float32(clip_low), 6)
-    expected = {"map": np.abs(leaky).reshape(4, 3, -1).max(axis=2), "clipped": np.abs(clipped).reshape(4, 3, -1).max(axis=2),
-                "vector": np.maximum(clipped.mean(axis=(2, 3)), 0)}
+    expected = {
+        "map": np.abs(leaky).reshape(4, 3, -1).max(axis=2),
+        "clipped": np.abs(clipped).reshape(4, 3, -1).max(axis=2),
+        "vector": np.maximum(clipped.mean(axis=(2, 3)), 0),
+    }
     for tensor, values in expected.items():
         np.testing.assert_allclose(peaks[peaks_name(tensor)], values, rtol=1e-6, atol=1e-7, err_msg=tensor)
     assert peaks[peaks_name("map")][1, 2] == 0 and (np.delete(peaks[peaks_name("map")].ravel(), 5) > 0).all()

@@ -32,7 +32,10 @@ def test_dynamic_batch_leaves_constant_reshapes_alone():
         ],
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 2, 2])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 2, 2])],
-        [numpy_helper.from_array(np.ones(3, np.float32), "bias"), numpy_helper.from_array(np.array([1, 3, 1, 1], np.int64), "target")],
+        [
+            numpy_helper.from_array(np.ones(3, np.float32), "bias"),
+            numpy_helper.from_array(np.array([1, 3, 1, 1], np.int64), "target"),
+        ],
     )
     dynamic = make_batch_dynamic(model)
     assert not any("__dynamic_batch" in i.name for i in dynamic.graph.initializer)

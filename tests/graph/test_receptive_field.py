@@ -163,11 +163,16 @@ def _chain(layers, size=224):
             initializers.append(weight)
             nodes.append(helper.make_node("Conv", [previous, weight.name], [out], strides=[stride] * 2, pads=[pad] * 4))
         else:
-            nodes.append(helper.make_node("MaxPool", [previous], [out], kernel_shape=[kernel] * 2, strides=[stride] * 2, pads=[pad] * 4))
+            nodes.append(
+                helper.make_node("MaxPool", [previous], [out], kernel_shape=[kernel] * 2, strides=[stride] * 2, pads=[pad] * 4)
+            )
         previous = out
     graph = helper.make_graph(
-        nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, size, size])],
-        [helper.make_tensor_value_info(previous, TensorProto.FLOAT, None)], initializer=initializers,
+        nodes,
+        "chain",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, size, size])],
+        [helper.make_tensor_value_info(previous, TensorProto.FLOAT, None)],
+        initializer=initializers,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
@@ -181,8 +186,16 @@ def _vgg16():
     return layers
 
 
-ALEXNET = [("Conv", 11, 4, 0), ("MaxPool", 3, 2, 0), ("Conv", 5, 1, 2), ("MaxPool", 3, 2, 0),
-           ("Conv", 3, 1, 1), ("Conv", 3, 1, 1), ("Conv", 3, 1, 1), ("MaxPool", 3, 2, 0)]
+ALEXNET = [
+    ("Conv", 11, 4, 0),
+    ("MaxPool", 3, 2, 0),
+    ("Conv", 5, 1, 2),
+    ("MaxPool", 3, 2, 0),
+    ("Conv", 3, 1, 1),
+    ("Conv", 3, 1, 1),
+    ("Conv", 3, 1, 1),
+    ("MaxPool", 3, 2, 0),
+]
 
 
 @pytest.mark.parametrize(
@@ -208,8 +221,11 @@ def test_same_auto_pad_and_nhwc_input():
         helper.make_node("MaxPool", ["conv"], ["pool"], kernel_shape=[2, 2], strides=[2, 2], auto_pad="SAME_LOWER"),
     ]
     graph = helper.make_graph(
-        nodes, "nhwc", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 10, 10, 3])],
-        [helper.make_tensor_value_info("pool", TensorProto.FLOAT, None)], initializer=[weight],
+        nodes,
+        "nhwc",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 10, 10, 3])],
+        [helper.make_tensor_value_info("pool", TensorProto.FLOAT, None)],
+        initializer=[weight],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8

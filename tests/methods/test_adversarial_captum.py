@@ -44,7 +44,9 @@ def attack(core: Convscope, model_id: str, model_input, options: AdversarialOpti
     return events[-1]
 
 
-def captum_attack(net: nn.Module, x: np.ndarray, options: AdversarialOptions, bounds: tuple[float, float], classes: list[int]) -> np.ndarray:
+def captum_attack(
+    net: nn.Module, x: np.ndarray, options: AdversarialOptions, bounds: tuple[float, float], classes: list[int]
+) -> np.ndarray:
     loss = nn.CrossEntropyLoss(reduction="none")
     labels = torch.tensor(classes)
     inputs = torch.from_numpy(x)

@@ -39,7 +39,9 @@ def check_at_size(service: Convscope, model_id: str, model_bytes: bytes, module:
     output_name = service.model(model_id).outputs[0].name
     assert output_name in ours and len(ours) >= 8  # every data tensor of the layer table
     for name, value in ours.items():
-        np.testing.assert_allclose(value, reference[name], rtol=1e-5, atol=1e-5 * max(1.0, float(np.abs(reference[name]).max(initial=0))))
+        np.testing.assert_allclose(
+            value, reference[name], rtol=1e-5, atol=1e-5 * max(1.0, float(np.abs(reference[name]).max(initial=0)))
+        )
     output = ours[output_name]
     target = int(np.abs(output[0]).reshape(-1).argmax()) // 2  # an entry in the middle, not always the top
     result, _ = service.attribution(model_id, model_input, "gradient", AttributionOptions(target=target), render=False)
@@ -88,7 +90,9 @@ def test_incremental_occlusion_plans_follow_the_request_size(service: Convscope)
         maps = {}
         for engine in (Engine.BATCHED, Engine.INCREMENTAL):
             options = OcclusionOptions(targets=(7,), window=(16, 16), stride=(8, 8), engine=engine)
-            (result,) = [e for e in service.occlusion(record.id, input_from_tensor(record, x), options) if isinstance(e, OcclusionResult)]
+            (result,) = [
+                e for e in service.occlusion(record.id, input_from_tensor(record, x), options) if isinstance(e, OcclusionResult)
+            ]
             maps[engine] = result.attribution
         assert maps[Engine.BATCHED].shape[-2:] == shape[-2:]
         np.testing.assert_allclose(maps[Engine.INCREMENTAL], maps[Engine.BATCHED], rtol=1e-4, atol=1e-5)

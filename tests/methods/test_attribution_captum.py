@@ -168,13 +168,19 @@ CASES = [
         lambda net, n, x, t: _numpy(LayerGradCam(net, _cam_module(net, n)).attribute(x, target=t, relu_attributions=True))[:, 0],
         compare="layer_map",
     ),
-    Case("grad_cam-upsampled-scaled", "grad_cam", lambda net, n, x, t: _min_max_scaled(_numpy(
-        LayerAttribution.interpolate(
-            LayerGradCam(net, _cam_module(net, n)).attribute(x, target=t, relu_attributions=True),
-            tuple(x.shape[2:]),
-            interpolate_mode="bilinear",
-        )
-    )[:, 0])),
+    Case(
+        "grad_cam-upsampled-scaled",
+        "grad_cam",
+        lambda net, n, x, t: _min_max_scaled(
+            _numpy(
+                LayerAttribution.interpolate(
+                    LayerGradCam(net, _cam_module(net, n)).attribute(x, target=t, relu_attributions=True),
+                    tuple(x.shape[2:]),
+                    interpolate_mode="bilinear",
+                )
+            )[:, 0]
+        ),
+    ),
     Case(
         "guided_grad_cam",
         "guided_grad_cam",
@@ -227,7 +233,9 @@ def _inputs(name: str) -> tuple[np.ndarray, np.ndarray, list[int]]:
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 @pytest.mark.parametrize(("name", "exporter"), NET_EXPORTS, ids=[f"{n}-{e}" for n, e in NET_EXPORTS])
-def test_method_matches_captum(core: Convscope, uploaded: Callable[[str, Exporter], ModelRecord], name: str, exporter: Exporter, case: Case) -> None:
+def test_method_matches_captum(
+    core: Convscope, uploaded: Callable[[str, Exporter], ModelRecord], name: str, exporter: Exporter, case: Case
+) -> None:
     record = uploaded(name, exporter)
     x, logits, targets = _inputs(name)
     options = AttributionOptions(target=targets, **case.options)

@@ -46,7 +46,9 @@ def encoded(pixels: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def warped(image: np.ndarray, angle: float, scale: float, shift: tuple[float, float], mirrored: bool) -> tuple[np.ndarray, transform.AffineTransform]:
+def warped(
+    image: np.ndarray, angle: float, scale: float, shift: tuple[float, float], mirrored: bool
+) -> tuple[np.ndarray, transform.AffineTransform]:
     """``image`` turned about its centre; the map takes (x, y) of the image to (x, y) of the copy."""
     centre = np.array([image.shape[1] / 2, image.shape[0] / 2])
     warp = transform.AffineTransform(translation=-centre)

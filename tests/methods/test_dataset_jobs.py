@@ -92,8 +92,13 @@ def test_decoder_skips_what_it_cannot_read_and_splits_batches(resnet, tmp_path):
     assert isinstance(sample, Sample) and sample.value.shape == (3, 32, 32) and sample.picture.shape == (32, 32, 3)
     batch = decoder(TensorItem(np.stack([good, good, good]), name="b"), 5)
     assert [s.index for s in batch] == [5, 6, 7] and [s.ref for s in batch] == ["b[0]", "b[1]", "b[2]"]
-    for item in (EncodedItem(b"not an image"), TensorItem(good.astype(np.float64)), TensorItem(good[:2]),
-                 UnreadableItem("bad tensor message"), PathItem("missing.png")):
+    for item in (
+        EncodedItem(b"not an image"),
+        TensorItem(good.astype(np.float64)),
+        TensorItem(good[:2]),
+        UnreadableItem("bad tensor message"),
+        PathItem("missing.png"),
+    ):
         [entry] = decoder(item, 9)
         assert isinstance(entry, Skipped) and entry.index == 9 and entry.reason
     with pytest.raises(PermissionDenied):
@@ -205,7 +210,9 @@ def test_job_events_come_in_order_and_cancel_between_batches(core):
     data, _ = digits.trained_model()
     record = core.upload([("", data)], name="digits", preprocessing=Preprocessing.from_dict(digits.PREPROCESSING))
     images = [EncodedItem(digits.png(image)) for image in digits.digits()[2][:70]]
-    events = list(core.dataset_job(record.id, dataset_jobs.DeadFiltersJob(), items=iter(images + [EncodedItem(b"?")]), expected=71))
+    events = list(
+        core.dataset_job(record.id, dataset_jobs.DeadFiltersJob(), items=iter(images + [EncodedItem(b"?")]), expected=71)
+    )
     kinds = [type(event).__name__ for event in events]
     assert kinds[-1] == "DeadFiltersResult" and kinds[-2] == "Progress" and "Skipped" in kinds
     assert events[-2].done == 70 and events[-2].skipped == 1 and events[-1].samples == 70
@@ -284,9 +291,14 @@ def test_job_batches_leave_room_for_the_runs_working_memory():
 
 def test_decoded_batches_pass_through_cut_to_the_batch_size_in_stream_order():
     """A decode task's ready batch keeps its rows; samples pending before it go first."""
-    sample = (lambda i: Sample(i, i, np.full(1, i, np.float32), None))
-    stream = [sample(0), sample(1), Skipped(2, 2, "unreadable"),
-              DecodedBatch([sample(i) for i in range(3, 13)], np.arange(3, 13, dtype=np.float32)[:, None]), sample(13)]
+    sample = lambda i: Sample(i, i, np.full(1, i, np.float32), None)
+    stream = [
+        sample(0),
+        sample(1),
+        Skipped(2, 2, "unreadable"),
+        DecodedBatch([sample(i) for i in range(3, 13)], np.arange(3, 13, dtype=np.float32)[:, None]),
+        sample(13),
+    ]
     arrivals = _Arrivals()
     events = list(dataset_jobs.run_job(_SlowOddBatches(), _Record(), arrivals, iter(stream), total=14, batch_size=4))
     assert [e.index for e in events if isinstance(e, Skipped)] == [2]
@@ -343,12 +355,17 @@ def test_in_place_normalization_is_the_plain_float32_formula(spec):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
-@pytest.mark.parametrize("spec", [{"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}, {"layout": "NHWC"}, {"grayscale": True}])
+@pytest.mark.parametrize(
+    "spec", [{"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}, {"layout": "NHWC"}, {"grayscale": True}]
+)
 def test_a_sample_written_into_its_batch_is_the_sample_normalized_ahead(spec, dtype):
     from convscope.model.preprocessing import ImageSample, batch_of
 
     rng = np.random.default_rng(1)
-    images = [ImageSample(rng.integers(0, 256, (9, 11, 3), dtype=np.uint8), Preprocessing.from_dict(spec), np.dtype(dtype)) for _ in range(3)]
+    images = [
+        ImageSample(rng.integers(0, 256, (9, 11, 3), dtype=np.uint8), Preprocessing.from_dict(spec), np.dtype(dtype))
+        for _ in range(3)
+    ]
     tensor = images[2].value() + 1  # a raw tensor item in the same batch is copied as it is
     batch = batch_of([images[0], images[1], tensor])
     assert batch.dtype == dtype and batch.shape == (3, *images[0].shape) == (3, *images[0].value().shape)

@@ -27,8 +27,11 @@ def conv_model(storage: str) -> onnx.ModelProto:
     nodes.append(helper.make_node("Conv", ["x", "w"], ["y"], name="conv1"))
     nodes.append(helper.make_node("Relu", ["y"], ["z"], name="relu1"))
     graph = helper.make_graph(
-        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
-        [helper.make_tensor_value_info("z", TensorProto.FLOAT, [1, 4, 4, 4])], initializer=initializers,
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("z", TensorProto.FLOAT, [1, 4, 4, 4])],
+        initializer=initializers,
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 

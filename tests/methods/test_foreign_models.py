@@ -69,7 +69,9 @@ def service(tmp_path: Path) -> Convscope:
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("model", "input_shape", "shapes"), CASES, ids=[f"{case[0].name}-{case[0].exporter}" for case in CASES])
-def test_foreign_model_at_its_sizes(service: Convscope, model: ForeignModel, input_shape: list[int] | None, shapes: list[tuple[int, ...]]) -> None:
+def test_foreign_model_at_its_sizes(
+    service: Convscope, model: ForeignModel, input_shape: list[int] | None, shapes: list[tuple[int, ...]]
+) -> None:
     data = model_bytes(model)
     record = service.upload([("", data)], input_shape=input_shape)
     proto = onnx.load_from_string(data)
@@ -89,7 +91,9 @@ def test_foreign_model_at_its_sizes(service: Convscope, model: ForeignModel, inp
         result, _ = service.attribution(record.id, model_input, "gradient", options, render=False)
         ours_map = result.map.ravel()
         rng = np.random.default_rng(0)
-        elements = np.unique(np.concatenate([np.argsort(-np.abs(ours_map))[:STRONGEST], rng.choice(ours_map.size, RANDOM, replace=False)]))
+        elements = np.unique(
+            np.concatenate([np.argsort(-np.abs(ours_map))[:STRONGEST], rng.choice(ours_map.size, RANDOM, replace=False)])
+        )
         assert_maps_agree(ours_map[elements], central_differences(proto, x, output, target, elements))
 
         for method in ("guided_backprop", "grad_cam"):

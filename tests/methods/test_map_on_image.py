@@ -56,7 +56,12 @@ def test_map_on_image_lands_where_the_crop_came_from(tmp_path: Path) -> None:
     # The figure: the crop's map (96 px, drawn ×4) beside the whole photo (drawn ×2), not the crop.
     width, height = Image.open(io.BytesIO(png)).size
     assert width >= 4 * CROP + 2 * 300 and height >= 2 * 200
-    assert service.attribution(record.id, service.prepare(record, tensor=model_input.batch), "saliency", AttributionOptions(target=target))[0].map_on_image is None
+    assert (
+        service.attribution(
+            record.id, service.prepare(record, tensor=model_input.batch), "saliency", AttributionOptions(target=target)
+        )[0].map_on_image
+        is None
+    )
 
 
 def test_a_large_photo_is_drawn_scaled_down(tmp_path: Path) -> None:

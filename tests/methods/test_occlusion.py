@@ -54,7 +54,11 @@ ENGINE_TOLERANCE = 1e-4  # relative L2, incremental vs batched
 # A case whose scores barely move could not fail: require this much range.
 MIN_SCORE_RANGE = 1e-3
 
-PARITY_NETS: list[tuple[str, Exporter]] = [("ResNetStyle", "torchscript"), ("ResNetStyle", "dynamo"), ("DepthwiseReLU6Net", "torchscript")]
+PARITY_NETS: list[tuple[str, Exporter]] = [
+    ("ResNetStyle", "torchscript"),
+    ("ResNetStyle", "dynamo"),
+    ("DepthwiseReLU6Net", "torchscript"),
+]
 # (window, stride, fill): divisible and not (Captum clips the last box), square and not, each fill.
 PARITY_CASES = [
     ((4, 4), (2, 2), 0.0),
@@ -75,7 +79,9 @@ def _upload(core: Convscope, model: onnx.ModelProto) -> ModelRecord:
     return core.upload([("", model.SerializeToString())])
 
 
-def _run(core: Convscope, record: ModelRecord, x: np.ndarray, **options: object) -> tuple[OcclusionResult, list[OcclusionProgress]]:
+def _run(
+    core: Convscope, record: ModelRecord, x: np.ndarray, **options: object
+) -> tuple[OcclusionResult, list[OcclusionProgress]]:
     events = list(core.occlusion(record.id, input_from_tensor(record, x), OcclusionOptions.parse(**options)))  # type: ignore[arg-type]
     result = events[-1]
     assert isinstance(result, OcclusionResult)
@@ -87,7 +93,9 @@ def _captum_fill(x: np.ndarray, fill: float | str, window: tuple[int, int]) -> t
     return torch.from_numpy(fill_values(x[0], mode, window)[None].copy())
 
 
-def _captum(name: str, x: np.ndarray, window: tuple[int, int], stride: tuple[int, int], fill: float | str, target: int) -> np.ndarray:
+def _captum(
+    name: str, x: np.ndarray, window: tuple[int, int], stride: tuple[int, int], fill: float | str, target: int
+) -> np.ndarray:
     net = reference_net(name)
     channels = x.shape[1]
     with torch.no_grad():
@@ -195,7 +203,9 @@ def test_incremental_equals_batched_on_every_net(core, name, exporter, caplog):
 
 
 def _conv(name: str, source: str, cin: int, cout: int, kernel: int, rng: np.random.Generator, **attrs: object):
-    weight = numpy_helper.from_array((rng.standard_normal((cout, cin // int(attrs.get("group", 1)), kernel, kernel)) * 0.3).astype(np.float32), f"{name}_w")
+    weight = numpy_helper.from_array(
+        (rng.standard_normal((cout, cin // int(attrs.get("group", 1)), kernel, kernel)) * 0.3).astype(np.float32), f"{name}_w"
+    )
     bias = numpy_helper.from_array(rng.standard_normal(cout).astype(np.float32) * 0.1, f"{name}_b")
     return helper.make_node("Conv", [source, weight.name, bias.name], [name], name=name, **attrs), [weight, bias]
 
@@ -304,8 +314,13 @@ def test_nhwc_model_occludes_height_and_width(core, caplog):
     rng = np.random.default_rng(9)
     conv, weights = _conv("conv", "chw", 3, 4, 3, rng, pads=[1, 1, 1, 1])
     graph = helper.make_graph(
-        [helper.make_node("Transpose", ["x"], ["chw"], perm=[0, 3, 1, 2]), conv, helper.make_node("Relu", ["conv"], ["relu"]),
-         helper.make_node("GlobalAveragePool", ["relu"], ["gap"]), helper.make_node("Flatten", ["gap"], ["out"])],
+        [
+            helper.make_node("Transpose", ["x"], ["chw"], perm=[0, 3, 1, 2]),
+            conv,
+            helper.make_node("Relu", ["conv"], ["relu"]),
+            helper.make_node("GlobalAveragePool", ["relu"], ["gap"]),
+            helper.make_node("Flatten", ["gap"], ["out"]),
+        ],
         "nhwc",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 16, 12, 3])],
         [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["batch", 4])],

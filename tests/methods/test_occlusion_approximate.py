@@ -81,7 +81,9 @@ def test_reported_bound_holds_on_efficientnet(core, photo):
         approximate = _occlusion(core, record.id, model_input, engine="approximate", tolerance=tolerance)
         error = float(np.abs(approximate.positions - exact.positions).max())
         assert approximate.evaluated < exact.positions.size, "nothing was interpolated: the bound is not exercised"
-        assert error <= approximate.error_bound < tolerance, f"{photo} at {tolerance}: error {error:.4f}, bound {approximate.error_bound:.4f}"
+        assert error <= approximate.error_bound < tolerance, (
+            f"{photo} at {tolerance}: error {error:.4f}, bound {approximate.error_bound:.4f}"
+        )
 
 
 def test_reported_bound_holds_on_a_resnet(core):
@@ -89,7 +91,9 @@ def test_reported_bound_holds_on_a_resnet(core):
     model_input = input_from_tensor(record, _smooth_image(32))
     exact = _occlusion(core, record.id, model_input, window=(4, 4), stride=(1, 1), engine="batched", targets=[0, 3])
     scale = float(np.ptp(exact.positions))
-    approximate = _occlusion(core, record.id, model_input, window=(4, 4), stride=(1, 1), engine="approximate", targets=[0, 3], tolerance=0.3 * scale)
+    approximate = _occlusion(
+        core, record.id, model_input, window=(4, 4), stride=(1, 1), engine="approximate", targets=[0, 3], tolerance=0.3 * scale
+    )
     error = float(np.abs(approximate.positions - exact.positions).max())
     assert approximate.evaluated < exact.positions[0].size
     assert error <= approximate.error_bound, f"error {error:.4f}, bound {approximate.error_bound:.4f}"
@@ -122,12 +126,15 @@ def test_rounds_split_evenly_over_the_workers(count):
     assert not sizes or max(sizes) - min(sizes) <= 1
 
 
-@pytest.mark.parametrize("options", [
-    {"engine": "approximate", "tolerance": -0.1},
-    {"engine": "approximate", "tolerance": float("nan")},
-    {"engine": "approximate", "tolerance": float("inf")},
-    {"engine": "incremental", "tolerance": 0.05},
-])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"engine": "approximate", "tolerance": -0.1},
+        {"engine": "approximate", "tolerance": float("nan")},
+        {"engine": "approximate", "tolerance": float("inf")},
+        {"engine": "incremental", "tolerance": 0.05},
+    ],
+)
 def test_bad_tolerance_is_refused(options):
     with pytest.raises(InvalidArgument, match="tolerance"):
         OcclusionOptions.parse(**options)

@@ -47,8 +47,13 @@ def two_views_exported(module: nn.Module) -> bytes:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            module, (torch.zeros(1, 3, 16, 16), torch.zeros(1, 1, 16, 16)), buffer, dynamo=False, opset_version=17,
-            input_names=["photo", "guide"], output_names=["logits"],
+            module,
+            (torch.zeros(1, 3, 16, 16), torch.zeros(1, 1, 16, 16)),
+            buffer,
+            dynamo=False,
+            opset_version=17,
+            input_names=["photo", "guide"],
+            output_names=["logits"],
             dynamic_axes={name: {0: "N", 2: "H", 3: "W"} for name in ("photo", "guide")},
         )
     model = onnx.load_from_string(buffer.getvalue())
@@ -79,13 +84,17 @@ def softmax(values: np.ndarray) -> np.ndarray:
 
 
 def occluded_in_core(core: Convscope, record_id: str, model_input, **options: object) -> OcclusionResult:
-    events = list(core.occlusion(record_id, model_input, OcclusionOptions.parse(window=WINDOW, stride=STRIDE, fill=FILL, **options)))
+    events = list(
+        core.occlusion(record_id, model_input, OcclusionOptions.parse(window=WINDOW, stride=STRIDE, fill=FILL, **options))
+    )
     result = events[-1]
     assert isinstance(result, OcclusionResult)
     return result
 
 
-def assert_matches_loop(positions: np.ndarray, baseline: np.ndarray, targets: list[int], reference: np.ndarray, loop: np.ndarray) -> None:
+def assert_matches_loop(
+    positions: np.ndarray, baseline: np.ndarray, targets: list[int], reference: np.ndarray, loop: np.ndarray
+) -> None:
     assert positions.shape == (len(targets), *loop.shape[:2])
     for row, target in enumerate(targets):
         np.testing.assert_allclose(positions[row], loop[..., target], rtol=1e-5, atol=1e-6)
@@ -93,7 +102,9 @@ def assert_matches_loop(positions: np.ndarray, baseline: np.ndarray, targets: li
 
 
 @pytest.mark.parametrize("engine", ["auto", "batched", "incremental"])
-def test_occlusion_feeds_the_scale_factor_with_every_occluded_copy(core: Convscope, engine: str, caplog: pytest.LogCaptureFixture) -> None:
+def test_occlusion_feeds_the_scale_factor_with_every_occluded_copy(
+    core: Convscope, engine: str, caplog: pytest.LogCaptureFixture
+) -> None:
     data = exported(initialized(ScaledClassifier(), seed=11))
     record = core.upload([("", data)])
     x, scale = random_input((1, 3, 19, 22), seed=3), np.array([[1.7]], np.float32)  # not the probe's size
@@ -131,7 +142,9 @@ def test_client_occludes_a_two_input_model(client: Client) -> None:
     info = client.upload_model(data)
     x, scale = random_input((1, 3, 16, 16), seed=7), np.array([[0.8]], np.float32)
     reference, loop = loop_oracle(data, {"image": x, "scale": scale}, "image")
-    result = client.occlusion(info.id, {"image": x, "scale": scale}, target=[1, 3], window=WINDOW, stride=STRIDE, fill=FILL, score="raw")
+    result = client.occlusion(
+        info.id, {"image": x, "scale": scale}, target=[1, 3], window=WINDOW, stride=STRIDE, fill=FILL, score="raw"
+    )
     assert_matches_loop(result.positions, np.asarray(result.baseline_score), [1, 3], reference, loop)
     with pytest.raises(ConvscopeError) as raised:  # the scale is no image to slide a box over
         client.occlusion(info.id, {"image": x, "scale": scale}, occluded="scale")

@@ -29,7 +29,9 @@ def test_cross_entropy_and_residual_seeds_match_torch_autograd(core: Convscope) 
     logits = record.outputs[0].name
     labels = np.array([1, 4, 7])
     (onehot,) = rule_input_names(logits, "cross_entropy")
-    _, got = loss_gradient(core.context, record, x, Objective(logits, "cross_entropy", {onehot: np.eye(10, dtype=np.float32)[labels]}))
+    _, got = loss_gradient(
+        core.context, record, x, Objective(logits, "cross_entropy", {onehot: np.eye(10, dtype=np.float32)[labels]})
+    )
     want = torch_input_gradient(lambda z: nn.functional.cross_entropy(z, torch.from_numpy(labels), reduction="none"), x)
     assert_gradients_close(got, want, what="cross-entropy seed")
 

@@ -66,7 +66,9 @@ def core(root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple
     os.environ["RAY_memory_monitor_refresh_ms"] = "0"
     ray.init(num_cpus=CPUS, include_dashboard=False, object_store_memory=256 << 20, log_to_driver=False)
     convscope = Convscope(tmp_path_factory.mktemp("ray-store"), data_roots=[root], ray_workers=CPUS)
-    record = convscope.upload([("", digits.trained_model()[0])], name="digits", preprocessing=Preprocessing.from_dict(digits.PREPROCESSING))
+    record = convscope.upload(
+        [("", digits.trained_model()[0])], name="digits", preprocessing=Preprocessing.from_dict(digits.PREPROCESSING)
+    )
     yield convscope, record.id
     convscope.close()
     ray.shutdown()
@@ -143,21 +145,31 @@ def test_unreadable_files_are_skipped_alike(core: tuple[Convscope, str], ray_dat
     skipped = sorted((event.index, event.ref, event.reason) for event in remote_events if isinstance(event, Skipped))
     assert skipped == sorted((event.index, event.ref, event.reason) for event in local_events if isinstance(event, Skipped))
     assert [ref for _, ref, _ in skipped] == [
-        "mixed/0_broken.png", "mixed/1_link.png", "mixed/2_fifo.png", "mixed/3_inner_link.png", "mixed/4_folder_link"
+        "mixed/0_broken.png",
+        "mixed/1_link.png",
+        "mixed/2_fifo.png",
+        "mixed/3_inner_link.png",
+        "mixed/4_folder_link",
     ]
     assert all("symbolic link" in reason for _, _, reason in skipped[3:])
     assert remote.samples == MIXED_GOOD  # type: ignore[attr-defined]
     _assert_dead_filters_equal(remote, local)
 
 
-def test_byte_limit_holds_across_workers(core: tuple[Convscope, str], root: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_byte_limit_holds_across_workers(
+    core: tuple[Convscope, str], root: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     folder_bytes = sum(path.stat().st_size for path in (root / "digits").iterdir())
     limited = Convscope(
-        tmp_path_factory.mktemp("limited-store"), data_roots=[root], ray_workers=CPUS,
+        tmp_path_factory.mktemp("limited-store"),
+        data_roots=[root],
+        ray_workers=CPUS,
         limits=RequestLimits(max_dataset_bytes=folder_bytes // 2),
     )
     try:
-        record = limited.upload([("", digits.trained_model()[0])], name="digits", preprocessing=Preprocessing.from_dict(digits.PREPROCESSING))
+        record = limited.upload(
+            [("", digits.trained_model()[0])], name="digits", preprocessing=Preprocessing.from_dict(digits.PREPROCESSING)
+        )
         for engine in ("local", "ray"):
             with pytest.raises(ResourceExhausted, match="--max-dataset-gb"):
                 list(limited.dataset_job(record.id, DeadFiltersJob(), folder="digits", engine=engine))

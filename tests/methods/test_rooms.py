@@ -27,7 +27,9 @@ def test_no_method_module_imports_render() -> None:
     modules = [folder / f"{info.name}.py" for info in pkgutil.iter_modules([str(folder)])]
     assert len(modules) > 10  # the walk found the package's modules
     offenders = {
-        path.name: sorted(name for name in imported_modules(path) if name == "convscope.render" or name.startswith("convscope.render."))
+        path.name: sorted(
+            name for name in imported_modules(path) if name == "convscope.render" or name.startswith("convscope.render.")
+        )
         for path in modules
     }
     assert {name: found for name, found in offenders.items() if found} == {}

@@ -41,8 +41,13 @@ def exported(module: nn.Module) -> bytes:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            module, (torch.ones(1, 1), torch.zeros(1, 3, 16, 16)), buffer, dynamo=False, opset_version=17,
-            input_names=["scale", "image"], output_names=["logits"],
+            module,
+            (torch.ones(1, 1), torch.zeros(1, 3, 16, 16)),
+            buffer,
+            dynamo=False,
+            opset_version=17,
+            input_names=["scale", "image"],
+            output_names=["logits"],
             dynamic_axes={"image": {0: "N", 2: "H", 3: "W"}, "scale": {0: "N"}},
         )
     model = onnx.load_from_string(buffer.getvalue())
@@ -77,7 +82,9 @@ def test_second_input_fed_by_name_and_differentiated_on_request(service: Convsco
         assert expected is not None and result.map.shape == expected.shape
         for ours_map, theirs in zip(result.map, expected.numpy()):
             assert_maps_agree(ours_map, theirs)
-    ig, _ = service.attribution(record.id, model_input, "integrated_gradients", AttributionOptions(target=2, steps=8), render=False)
+    ig, _ = service.attribution(
+        record.id, model_input, "integrated_gradients", AttributionOptions(target=2, steps=8), render=False
+    )
     assert ig.map.shape == x.shape and np.isfinite(ig.map).all()
 
     with pytest.raises(InvalidArgument, match=r"send \['scale'\] too"):

@@ -55,7 +55,9 @@ def test_weighted_target_on_a_segmentation_output_is_the_gradient_of_the_masked_
     x = random_input((2, 3, 48, 64))  # not the probe's size: the mask has the request's shape
     mask = class_mask((3, 48, 64), cls=1)
     for method in ("gradient", "input_x_gradient"):
-        result, _ = service.attribution(record.id, input_from_tensor(record, x), method, AttributionOptions(target=mask), render=False)
+        result, _ = service.attribution(
+            record.id, input_from_tensor(record, x), method, AttributionOptions(target=mask), render=False
+        )
         inp = torch.from_numpy(x).requires_grad_(True)
         out = module(inp)
         (out * torch.from_numpy(mask)).sum().backward()
@@ -66,7 +68,9 @@ def test_weighted_target_on_a_segmentation_output_is_the_gradient_of_the_masked_
         np.testing.assert_allclose(result.scores, (out.detach().numpy() * mask).sum(axis=(1, 2, 3)), rtol=1e-4)
         assert list(result.score.targets) == [-1, -1] and result.warnings == ()
     with pytest.raises(InvalidArgument, match=r"target weights of shape \[3, 32, 32\] do not fit"):
-        service.attribution(record.id, input_from_tensor(record, x), "gradient", AttributionOptions(target=class_mask((3, 32, 32), 0)))
+        service.attribution(
+            record.id, input_from_tensor(record, x), "gradient", AttributionOptions(target=class_mask((3, 32, 32), 0))
+        )
 
 
 def rounding_model() -> onnx.ModelProto:
@@ -94,12 +98,16 @@ def rounding_model() -> onnx.ModelProto:
 def test_round_on_every_path_is_named_in_a_warning(service: Convscope) -> None:
     record = service.upload([("", rounding_model().SerializeToString())])
     x = random_input((1, 3, 8, 8))
-    result, _ = service.attribution(record.id, input_from_tensor(record, x), "gradient", AttributionOptions(target=5), render=False)
+    result, _ = service.attribution(
+        record.id, input_from_tensor(record, x), "gradient", AttributionOptions(target=5), render=False
+    )
     assert not np.any(result.map)
     (warning,) = result.warnings
     assert "Round 'quantize'" in warning and "zero almost everywhere" in warning and "first_conv" not in warning
     # The tensor before Round has a differentiable path: no warning.
-    fine, _ = service.attribution(record.id, input_from_tensor(record, x), "gradient", AttributionOptions(output="c1", target=5), render=False)
+    fine, _ = service.attribution(
+        record.id, input_from_tensor(record, x), "gradient", AttributionOptions(output="c1", target=5), render=False
+    )
     assert np.any(fine.map) and fine.warnings == ()
 
 
@@ -125,7 +133,20 @@ def test_client_and_cli_carry_weights_and_warnings(
     assert "Round 'quantize'" in result.warnings[0] and result.target == -1
     np.save(tmp_path / "x.npy", x)
     capsys.readouterr()
-    code = client_cli.main(["--address", f"127.0.0.1:{server.port}", "attribution", info.id, str(tmp_path / "x.npy"),
-                            "--method", "saliency", "--target", "3", "--out", str(tmp_path / "out")])
+    code = client_cli.main(
+        [
+            "--address",
+            f"127.0.0.1:{server.port}",
+            "attribution",
+            info.id,
+            str(tmp_path / "x.npy"),
+            "--method",
+            "saliency",
+            "--target",
+            "3",
+            "--out",
+            str(tmp_path / "out"),
+        ]
+    )
     assert code == 0
     assert "warning: " in capsys.readouterr().err

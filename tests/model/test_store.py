@@ -193,9 +193,7 @@ def test_same_model_with_another_side_file_is_another_model(client: Client) -> N
 # ------------------------------------------------------------------------------ (c) interrupted uploads
 
 
-def test_cancelled_upload_leaves_nothing(
-    client: Client, server: RunningServer, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_cancelled_upload_leaves_nothing(client: Client, server: RunningServer, caplog: pytest.LogCaptureFixture) -> None:
     incoming = server.core.store.root / "incoming"
     before_models = sorted(info.id for info in client.list_models())
     before_incoming = set(incoming.iterdir())
@@ -423,7 +421,9 @@ def test_a_unique_prefix_names_a_model_and_an_ambiguous_one_names_the_candidates
     record = store.get(model_id).to_json()
     twins = ["abcdef01" + "1" * 56, "abcdef01" + "2" * 56]
     for twin in twins:
-        store._db.execute("INSERT INTO models (id, name, record) VALUES (?, ?, ?)", (twin, "twin", json.dumps({**record, "id": twin})))
+        store._db.execute(
+            "INSERT INTO models (id, name, record) VALUES (?, ?, ?)", (twin, "twin", json.dumps({**record, "id": twin}))
+        )
     with pytest.raises(ConvscopeError) as caught:
         client.get_model("abcdef01")
     assert caught.value.code == grpc.StatusCode.INVALID_ARGUMENT

@@ -19,8 +19,20 @@ def serving_process(folder: Path) -> Iterator[str]:
     """The address (host:port) of a server started in another process, stopped on exit."""
     port_file = folder / "port"
     process = subprocess.Popen(
-        [sys.executable, "-m", "convscope", "serve", "--port", "0", "--store", str(folder / "store"),
-         "--port-file", str(port_file), "--log-level", "WARNING"],
+        [
+            sys.executable,
+            "-m",
+            "convscope",
+            "serve",
+            "--port",
+            "0",
+            "--store",
+            str(folder / "store"),
+            "--port-file",
+            str(port_file),
+            "--log-level",
+            "WARNING",
+        ],
     )
     try:
         deadline = time.monotonic() + START_SECONDS

@@ -55,12 +55,26 @@ def test_remote_audit_equals_the_local_one(endpoint: tuple[str, str], digits_fol
     address, preprocessing = endpoint
     (tmp_path / "local").mkdir()
     (tmp_path / "remote").mkdir()
-    code, local, _ = _audit(tmp_path / "local", CONFIG.format(attacks="attacks = []", explanations="false"),
-                            str(DIGITS_MODEL), "--data", str(digits_folder))
+    code, local, _ = _audit(
+        tmp_path / "local",
+        CONFIG.format(attacks="attacks = []", explanations="false"),
+        str(DIGITS_MODEL),
+        "--data",
+        str(digits_folder),
+    )
     assert code == 0
-    code, remote, junit = _audit(tmp_path / "remote", CONFIG.format(attacks="", explanations="true"),
-                                 "--remote", f"grpc://{address}", "--remote-model", REMOTE_NAME, "--preprocessing", preprocessing,
-                                 "--data", str(digits_folder))
+    code, remote, junit = _audit(
+        tmp_path / "remote",
+        CONFIG.format(attacks="", explanations="true"),
+        "--remote",
+        f"grpc://{address}",
+        "--remote-model",
+        REMOTE_NAME,
+        "--preprocessing",
+        preprocessing,
+        "--data",
+        str(digits_folder),
+    )
     assert code == 0  # skipped checks do not fail the audit
     assert remote["passed"] is True and remote["dataset"] == local["dataset"]
     checks, want = remote["checks"], local["checks"]

@@ -63,7 +63,9 @@ def test_remote_occlusion_equals_local(endpoint: str, server: RunningServer, bun
     np.testing.assert_allclose(result.baseline_scores, local.baseline_scores, rtol=1e-6)
 
 
-def test_remote_occlusion_of_an_image_with_the_models_preprocessing(endpoint: str, server: RunningServer, bundled_model_id: str) -> None:
+def test_remote_occlusion_of_an_image_with_the_models_preprocessing(
+    endpoint: str, server: RunningServer, bundled_model_id: str
+) -> None:
     local_record = server.core.model(bundled_model_id)
     with RemoteModel(f"grpc://{endpoint}", REMOTE_NAME) as remote:
         record = remote.record(local_record.preprocessing)
@@ -71,7 +73,9 @@ def test_remote_occlusion_of_an_image_with_the_models_preprocessing(endpoint: st
         np.testing.assert_array_equal(model_input.batch, server.core.prepare(local_record, images=[CAT_PHOTO.read_bytes()]).batch)
         options = OcclusionOptions.parse(window=(56, 56), stride=(56, 56), targets=[282, 285], score="raw")
         result, _ = _run(remote_occlusion(remote, model_input, options, record))
-    local, _ = _run(server.core.occlusion(bundled_model_id, model_input, OcclusionOptions.parse(**{**options.__dict__, "engine": "batched"})))
+    local, _ = _run(
+        server.core.occlusion(bundled_model_id, model_input, OcclusionOptions.parse(**{**options.__dict__, "engine": "batched"}))
+    )
     assert result.targets == (282, 285) and result.positions.shape == (2, 4, 4)
     assert _relative_l2(result.positions, local.positions) <= RELATIVE_L2
     assert result.png.startswith(b"\x89PNG")
@@ -83,16 +87,39 @@ def test_remote_errors_carry_the_remote_status(endpoint: str, tmp_path: Path) ->
     assert caught.value.status == grpc.StatusCode.NOT_FOUND and "no-such-model" in str(caught.value)
     with RemoteModel(endpoint, REMOTE_NAME) as remote:
         with pytest.raises(InvalidArgument, match="batched engine"):
-            _run(remote_occlusion(remote, input_from_tensor(remote.record(), np.zeros((1, 3, 224, 224), np.float32)),
-                                  OcclusionOptions.parse(engine="incremental")))
+            _run(
+                remote_occlusion(
+                    remote,
+                    input_from_tensor(remote.record(), np.zeros((1, 3, 224, 224), np.float32)),
+                    OcclusionOptions.parse(engine="incremental"),
+                )
+            )
     with pytest.raises(InvalidArgument, match="host:port"):
         RemoteModel("grpc://host:1/models/x", REMOTE_NAME)
 
 
-def test_cli_writes_the_map_of_a_remote_model(endpoint: str, server: RunningServer, bundled_model_id: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_writes_the_map_of_a_remote_model(
+    endpoint: str, server: RunningServer, bundled_model_id: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     preprocessing = json.dumps(server.core.model(bundled_model_id).preprocessing.to_dict())
-    code = cli_main(["remote-occlusion", endpoint, REMOTE_NAME, str(CAT_PHOTO), "--preprocessing", preprocessing,
-                     "--window", "56", "56", "--stride", "56", "56", "--out", str(tmp_path)])
+    code = cli_main(
+        [
+            "remote-occlusion",
+            endpoint,
+            REMOTE_NAME,
+            str(CAT_PHOTO),
+            "--preprocessing",
+            preprocessing,
+            "--window",
+            "56",
+            "56",
+            "--stride",
+            "56",
+            "56",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     summary = json.loads(capsys.readouterr().out)
     assert summary["positions"] == [1, 4, 4] and 281 <= summary["target"][0] <= 285  # a cat class

@@ -26,7 +26,9 @@ CAT = 282  # tiger cat
 
 
 @pytest.fixture(scope="module")
-def triton_calls(server: RunningServer, client: Client, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, dict, np.ndarray, str]:
+def triton_calls(
+    server: RunningServer, client: Client, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[dict, dict, np.ndarray, str]:
     if not OIP_PYTHON.exists():
         pytest.skip(".venv/oip is absent: `bash scripts/bootstrap.sh test` builds tritonclient's interpreter")
     model = client.upload_model(BUNDLED_MODEL)
@@ -37,7 +39,9 @@ def triton_calls(server: RunningServer, client: Client, tmp_path_factory: pytest
     script = Path(__file__).with_name("tritonclient_calls.py")
     done = subprocess.run(
         [str(OIP_PYTHON), str(script), f"127.0.0.1:{server.port}", model.name, str(out / "cat.npy"), LAYER, str(out)],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr
     arrays = dict(np.load(out / "arrays.npz"))

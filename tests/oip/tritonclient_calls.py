@@ -39,7 +39,9 @@ def main(address: str, model: str, input_path: str, layer: str, out_dir: str) ->
 
     requested = [triton.InferRequestedOutput(name) for name in (output_name, layer, "convscope.attribution")]
     result = client.infer(
-        model, [tensor(image)], outputs=requested,
+        model,
+        [tensor(image)],
+        outputs=requested,
         parameters={"convscope.attribution.method": "grad_cam", "convscope.attribution.target": 282},
     )
     by_default = client.infer(model, [tensor(image)])  # no outputs named: the model's outputs
@@ -63,7 +65,9 @@ def main(address: str, model: str, input_path: str, layer: str, out_dir: str) ->
             "wrong_shape": failure(lambda: client.infer(model, [tensor(image[:, :, :100])])),
             "unknown_method": failure(
                 lambda: client.infer(
-                    model, [tensor(image)], outputs=[triton.InferRequestedOutput("convscope.attribution")],
+                    model,
+                    [tensor(image)],
+                    outputs=[triton.InferRequestedOutput("convscope.attribution")],
                     parameters={"convscope.attribution.method": "no_such_method"},
                 )
             ),

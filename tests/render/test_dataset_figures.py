@@ -50,8 +50,14 @@ def test_a_result_without_pictures_gets_no_figures() -> None:
 def embedding(thumbnails: tuple[np.ndarray, ...], coords: np.ndarray) -> EmbeddingResult:
     count = len(coords)
     return EmbeddingResult(
-        "code", EmbeddingMethod.PCA, coords, tuple(range(count)), np.arange(count), 0.0,
-        thumbnail_rows=np.arange(len(thumbnails)), thumbnails=thumbnails,
+        "code",
+        EmbeddingMethod.PCA,
+        coords,
+        tuple(range(count)),
+        np.arange(count),
+        0.0,
+        thumbnail_rows=np.arange(len(thumbnails)),
+        thumbnails=thumbnails,
     )
 
 

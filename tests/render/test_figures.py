@@ -75,8 +75,9 @@ def test_grad_cam_of_a_pooled_linear_head_is_the_class_activation_map(client: Cl
     cam = np.maximum(np.tensordot(weights[result.target], features, axes=1), 0) / (features.shape[1] * features.shape[2])
     np.testing.assert_allclose(result.layer_map[0], cam, rtol=1e-4, atol=1e-6)
 
-    upsampled = torch.nn.functional.interpolate(torch.from_numpy(cam)[None, None], size=(224, 224), mode="bilinear",
-                                                align_corners=False)[0, 0].numpy()
+    upsampled = torch.nn.functional.interpolate(
+        torch.from_numpy(cam)[None, None], size=(224, 224), mode="bilinear", align_corners=False
+    )[0, 0].numpy()
     upsampled = upsampled - upsampled.min()
     np.testing.assert_allclose(result.map[0], upsampled / (1e-7 + upsampled.max()), atol=1e-5)
     assert result.map.min() == 0 and result.map.max() == pytest.approx(1, abs=1e-6)

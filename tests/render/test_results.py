@@ -60,9 +60,18 @@ def test_an_activation_without_channels_gets_no_grid() -> None:
 def _occlusion(targets: int, score: OcclusionScore) -> OcclusionResult:
     maps = np.random.default_rng(0).random((targets, 40, 50)).astype(np.float32)
     return OcclusionResult(
-        positions=np.zeros((targets, 3, 4), np.float32), attribution=maps[:, None], targets=tuple(range(targets)),
-        baseline_scores=np.ones(targets, np.float32), output="prob", labels=("cat",) + ("",) * (targets - 1),
-        engine="full", window=(8, 8), stride=(8, 8), score=score, maps=maps, picture=None,
+        positions=np.zeros((targets, 3, 4), np.float32),
+        attribution=maps[:, None],
+        targets=tuple(range(targets)),
+        baseline_scores=np.ones(targets, np.float32),
+        output="prob",
+        labels=("cat",) + ("",) * (targets - 1),
+        engine="full",
+        window=(8, 8),
+        stride=(8, 8),
+        score=score,
+        maps=maps,
+        picture=None,
     )
 
 

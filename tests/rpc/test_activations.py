@@ -39,9 +39,11 @@ def test_every_activation_equals_onnxruntime_on_the_unmodified_model(client, upl
     tensors = sorted(got)
     # The unmodified model may bake batch 1 (HardcodedReshapeNet): feed it one sample at a time.
     fixed = NETS[name].fixed_batch is not None
-    references = [reference_tensors(model, {"input": x[i : i + 1]}, tensors) for i in range(batch)] if fixed else [
-        reference_tensors(model, {"input": x}, tensors)
-    ]
+    references = (
+        [reference_tensors(model, {"input": x[i : i + 1]}, tensors) for i in range(batch)]
+        if fixed
+        else [reference_tensors(model, {"input": x}, tensors)]
+    )
     for tensor in tensors:
         expected = np.concatenate([r[tensor] for r in references])
         assert_same_activation(got[tensor], expected)
@@ -85,7 +87,9 @@ def test_both_activations_methods_speak_plain_protobuf(client, uploaded):
 def test_dead_filters_fraction_over_inputs(client, uploaded):
     model, info = uploaded["ResNetStyle"]
     relus = [layer.tensor for layer in info.layers if layer.op_type == "Relu"]
-    batches = [np.random.default_rng(i).standard_normal((3, *NETS["ResNetStyle"].input_shape)).astype(np.float32) for i in range(2)]
+    batches = [
+        np.random.default_rng(i).standard_normal((3, *NETS["ResNetStyle"].input_shape)).astype(np.float32) for i in range(2)
+    ]
     reports = client.dead_filters(info.id, batches, layers=relus)
     values = [reference_tensors(model, {"input": b}, relus) for b in batches]
     for tensor in relus:
@@ -98,7 +102,9 @@ def test_dead_filters_fraction_over_inputs(client, uploaded):
 def test_the_unary_dead_filters_rpc_counts_the_same_with_a_threshold(client, uploaded):
     model, info = uploaded["ResNetStyle"]
     relus = [layer.tensor for layer in info.layers if layer.op_type == "Relu"]
-    batches = [np.random.default_rng(i).standard_normal((3, *NETS["ResNetStyle"].input_shape)).astype(np.float32) for i in range(2)]
+    batches = [
+        np.random.default_rng(i).standard_normal((3, *NETS["ResNetStyle"].input_shape)).astype(np.float32) for i in range(2)
+    ]
     request = pb.DeadFiltersRequest(model_id=info.id, layers=relus, threshold=0.5)
     for batch in batches:
         fill_tensor(request.inputs.add().tensor, batch)

@@ -48,6 +48,8 @@ def test_upload_the_probe_cannot_run_fails_with_advice_then_cli_input_shape_succ
     assert "pass input_shape" in raised.value.message and "[1, 3, 48, 480]" in raised.value.message
     assert {m.id for m in client.list_models()} == before
     capsys.readouterr()
-    code = client_cli.main(["--address", f"127.0.0.1:{server.port}", "upload", str(model), "--input-shape", "1", "3", "48", "176"])
+    code = client_cli.main(
+        ["--address", f"127.0.0.1:{server.port}", "upload", str(model), "--input-shape", "1", "3", "48", "176"]
+    )
     assert code == 0
     assert json.loads(capsys.readouterr().out)["probe_shape"] == [1, 3, 48, 176]

@@ -83,7 +83,9 @@ def test_each_method_end_to_end(client, model_id: str, batch: np.ndarray, method
 
 
 @pytest.mark.parametrize("method", ["gradient", "guided_grad_cam"])
-def test_the_default_target_found_in_the_backward_run_is_the_explicit_top_target(client, model_id: str, batch: np.ndarray, method: str) -> None:  # type: ignore[no-untyped-def]
+def test_the_default_target_found_in_the_backward_run_is_the_explicit_top_target(
+    client, model_id: str, batch: np.ndarray, method: str
+) -> None:  # type: ignore[no-untyped-def]
     """Single-run methods pick the top entry inside the backward graph (ArgMax + OneHot, no
     forward pass of their own): the same target and the same map as asking for it by name."""
     for sample in batch:
@@ -148,7 +150,9 @@ def test_image_input_with_labels(client) -> None:  # type: ignore[no-untyped-def
     model = exported(NAME, "torchscript")
     labels = [f"class {i}" for i in range(NETS[NAME].num_classes)]
     preprocessing = {"size": [32, 32], "mean": [0.5] * 3, "std": [0.25] * 3}
-    onnx.helper.set_model_props(model, {"convscope.preprocessing": json.dumps(preprocessing), "convscope.labels": json.dumps(labels)})
+    onnx.helper.set_model_props(
+        model, {"convscope.preprocessing": json.dumps(preprocessing), "convscope.labels": json.dumps(labels)}
+    )
     info = client.upload_model(model.SerializeToString(), name="resnet-with-metadata")
 
     got = client.attribution(info.id, CAT_PHOTO, method="guided_backprop")
@@ -245,7 +249,11 @@ def test_op_without_a_rule_is_unimplemented_and_names_it(client) -> None:  # typ
         ({"method": "gradient", "output": "no_such_tensor"}, grpc.StatusCode.NOT_FOUND, ("no_such_tensor",)),
         ({"method": "integrated_gradients", "steps": 100_000}, grpc.StatusCode.INVALID_ARGUMENT, ("steps",)),
         ({"method": "integrated_gradients", "integration": "simpson"}, grpc.StatusCode.INVALID_ARGUMENT, ("integration",)),
-        ({"method": "integrated_gradients", "integration": "riemann_trapezoid", "steps": 1}, grpc.StatusCode.INVALID_ARGUMENT, ("2 steps",)),
+        (
+            {"method": "integrated_gradients", "integration": "riemann_trapezoid", "steps": 1},
+            grpc.StatusCode.INVALID_ARGUMENT,
+            ("2 steps",),
+        ),
         ({"method": "smoothgrad", "noise": -1.0}, grpc.StatusCode.INVALID_ARGUMENT, ("noise",)),
         (
             {"method": "integrated_gradients", "baseline": np.zeros((5, 5), np.float32)},
@@ -253,7 +261,19 @@ def test_op_without_a_rule_is_unimplemented_and_names_it(client) -> None:  # typ
             ("baseline",),
         ),
     ],
-    ids=["target-past-end", "target-negative", "target-huge", "unknown-method", "unknown-layer", "unknown-output", "too-many-steps", "unknown-rule", "riemann-one-step", "negative-noise", "baseline-shape"],
+    ids=[
+        "target-past-end",
+        "target-negative",
+        "target-huge",
+        "unknown-method",
+        "unknown-layer",
+        "unknown-output",
+        "too-many-steps",
+        "unknown-rule",
+        "riemann-one-step",
+        "negative-noise",
+        "baseline-shape",
+    ],
 )
 def test_bad_requests_get_their_status(client, model_id: str, batch: np.ndarray, request_options, status, words) -> None:  # type: ignore[no-untyped-def]
     error = _status(lambda: client.attribution(model_id, batch, **request_options))
@@ -282,7 +302,9 @@ def test_export_backward_runs_in_plain_onnxruntime(client, model_id: str, batch:
     assert_gradients_close(grad, want.map, what="exported backward vs attribution(gradient)")
     np.testing.assert_allclose(grad, want.map, rtol=1e-4, atol=1e-5 * float(np.abs(want.map).max()))
 
-    guided = ort.InferenceSession(client.export_backward(model_id, seeds=["output"], rectifier="guided"), providers=["CPUExecutionProvider"])
+    guided = ort.InferenceSession(
+        client.export_backward(model_id, seeds=["output"], rectifier="guided"), providers=["CPUExecutionProvider"]
+    )
     (guided_grad,) = guided.run(["input__grad"], {"input": batch, "output__seed": one_hot(target, logits.shape[1])})
     via_service = client.attribution(model_id, batch, method="guided_backprop", render=False).map
     assert_gradients_close(guided_grad, via_service, what="exported guided backward vs guided_backprop")

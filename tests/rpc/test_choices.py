@@ -43,8 +43,19 @@ def test_an_attribution_request_becomes_members() -> None:
 
 
 def test_unknown_attribution_choices_keep_their_messages() -> None:
-    names = sorted(["gradient", "saliency", "input_x_gradient", "deconvnet", "guided_backprop", "grad_cam",
-                    "guided_grad_cam", "integrated_gradients", "smoothgrad"])
+    names = sorted(
+        [
+            "gradient",
+            "saliency",
+            "input_x_gradient",
+            "deconvnet",
+            "guided_backprop",
+            "grad_cam",
+            "guided_grad_cam",
+            "integrated_gradients",
+            "smoothgrad",
+        ]
+    )
     with refused(f"unknown method 'shap'; choose one of {names}"):
         attribution_request(pb.AttributionRequest(method="shap"))
     rules = "('gausslegendre', 'riemann_left', 'riemann_right', 'riemann_middle', 'riemann_trapezoid')"
@@ -96,8 +107,23 @@ def test_occlusion_choices_keep_their_messages() -> None:
 
 
 def test_every_choice_says_how_it_refuses_a_value() -> None:
-    kinds = [Rectifier, RectifierScope, AttributionMethod, IntegrationRule, EmbeddingMethod, Layout, ChannelOrder, Interpolation,
-             OcclusionScore, FillMode, Engine, AdversarialMethod, AdversarialNorm, InversionStart, FaithfulnessMetric]
+    kinds = [
+        Rectifier,
+        RectifierScope,
+        AttributionMethod,
+        IntegrationRule,
+        EmbeddingMethod,
+        Layout,
+        ChannelOrder,
+        Interpolation,
+        OcclusionScore,
+        FillMode,
+        Engine,
+        AdversarialMethod,
+        AdversarialNorm,
+        InversionStart,
+        FaithfulnessMetric,
+    ]
     assert set(kinds) <= set(Choice.__subclasses__())
     for kind in Choice.__subclasses__():
         message = kind.refusal("nonsense")

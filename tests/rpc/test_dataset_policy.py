@@ -61,19 +61,36 @@ def _photos_run(client: Client, model_id: str) -> None:
 @pytest.mark.parametrize(
     ("dataset", "code", "mentions"),
     [
-        pytest.param(ServerFolder("../.."), grpc.StatusCode.PERMISSION_DENIED, ("outside the server's data roots",), id="parent-parent"),
+        pytest.param(
+            ServerFolder("../.."), grpc.StatusCode.PERMISSION_DENIED, ("outside the server's data roots",), id="parent-parent"
+        ),
         pytest.param(ServerFolder("/etc"), grpc.StatusCode.PERMISSION_DENIED, ("'/etc'", "outside"), id="etc"),
-        pytest.param(ServerFolder("root-link"), grpc.StatusCode.PERMISSION_DENIED, ("'root-link'", "outside"), id="symlink-to-root"),
-        pytest.param(ServerFolder("inner-link"), grpc.StatusCode.INVALID_ARGUMENT, ("'inner-link'", "symbolic link"), id="symlink-inside"),
-        pytest.param(ServerFolder("inner-link/../photos"), grpc.StatusCode.INVALID_ARGUMENT, ("symbolic link",), id="through-symlink"),
-        pytest.param(ServerFolder("photos\x00/../../etc"), grpc.StatusCode.PERMISSION_DENIED, ("not under a data root",), id="nul-byte"),
+        pytest.param(
+            ServerFolder("root-link"), grpc.StatusCode.PERMISSION_DENIED, ("'root-link'", "outside"), id="symlink-to-root"
+        ),
+        pytest.param(
+            ServerFolder("inner-link"), grpc.StatusCode.INVALID_ARGUMENT, ("'inner-link'", "symbolic link"), id="symlink-inside"
+        ),
+        pytest.param(
+            ServerFolder("inner-link/../photos"), grpc.StatusCode.INVALID_ARGUMENT, ("symbolic link",), id="through-symlink"
+        ),
+        pytest.param(
+            ServerFolder("photos\x00/../../etc"), grpc.StatusCode.PERMISSION_DENIED, ("not under a data root",), id="nul-byte"
+        ),
         pytest.param(ServerFolder("a/" * 2048), grpc.StatusCode.INVALID_ARGUMENT, ("4096 characters",), id="4096-chars"),
         pytest.param([ServerPath("/dev/zero")], grpc.StatusCode.PERMISSION_DENIED, ("'/dev/zero'",), id="device"),
         pytest.param([ServerPath("zero")], grpc.StatusCode.PERMISSION_DENIED, ("'zero'", "outside"), id="link-to-device"),
-        pytest.param(ServerFolder("crowded"), grpc.StatusCode.RESOURCE_EXHAUSTED, (f"more than {FILES} files", "--max-dataset-files"), id="too-many-files"),
+        pytest.param(
+            ServerFolder("crowded"),
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            (f"more than {FILES} files", "--max-dataset-files"),
+            id="too-many-files",
+        ),
     ],
 )
-def test_hostile_dataset_paths(served: tuple[RunningServer, Client, str], dataset: object, code: grpc.StatusCode, mentions: tuple[str, ...]) -> None:
+def test_hostile_dataset_paths(
+    served: tuple[RunningServer, Client, str], dataset: object, code: grpc.StatusCode, mentions: tuple[str, ...]
+) -> None:
     running, client, model_id = served
     refused = refusal_check(running, client, lambda: _photos_run(client, model_id))
     refused(lambda: client.dead_filters(model_id, dataset, layers=["y"]), code, *mentions)
@@ -112,9 +129,15 @@ def test_bytes_read_are_capped(data_root: Path, tmp_path: Path) -> None:
     limit = len(_png(0)) * 2
     limits = RequestLimits(max_dataset_bytes=limit)
     with tiny_model_server(tmp_path / "store", "bytes", data_roots=(data_root,), limits=limits) as (running, client, model_id):
-        refused = refusal_check(running, client, lambda: client.dead_filters(model_id, [ServerPath("photos/0.png")], layers=["y"]))
-        refused(lambda: client.dead_filters(model_id, ServerFolder("photos"), layers=["y"]),
-                grpc.StatusCode.RESOURCE_EXHAUSTED, f"more than {limit} bytes", "--max-dataset-gb")
+        refused = refusal_check(
+            running, client, lambda: client.dead_filters(model_id, [ServerPath("photos/0.png")], layers=["y"])
+        )
+        refused(
+            lambda: client.dead_filters(model_id, ServerFolder("photos"), layers=["y"]),
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            f"more than {limit} bytes",
+            "--max-dataset-gb",
+        )
 
 
 @pytest.mark.parametrize("size", [0, 1, 4096, (3 << 20) + 7])

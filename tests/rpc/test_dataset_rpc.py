@@ -111,8 +111,12 @@ def test_top_k_equals_brute_force_with_onnxruntime(jobs, model):
             y, x = hit.location
             centre = (rf.offset[0] + y * rf.stride[0], rf.offset[1] + x * rf.stride[1])
             half = ((rf.size[0] - 1) / 2, (rf.size[1] - 1) / 2)
-            clipped = (max(0, round(centre[0] - half[0])), max(0, round(centre[1] - half[1])),
-                       min(16, round(centre[0] + half[0]) + 1), min(16, round(centre[1] + half[1]) + 1))
+            clipped = (
+                max(0, round(centre[0] - half[0])),
+                max(0, round(centre[1] - half[1])),
+                min(16, round(centre[0] + half[0]) + 1),
+                min(16, round(centre[1] + half[1]) + 1),
+            )
             assert hit.box == clipped
         assert result.pngs[channel].startswith(b"\x89PNG")
 
@@ -249,8 +253,13 @@ def test_unreadable_items_are_reported_and_skipped(jobs, model, data_root, tmp_p
     assert set(reasons) == {"0001.png", "link-out.png", "notes.txt"}
     assert "outside" in reasons["link-out.png"] and str(tmp_path) not in reasons["link-out.png"]
 
-    stream = [digits.png(digits.digits()[2][0]), b"\x89PNG garbage", np.zeros((3, 16, 16), np.float32),
-              ServerPath("mixed/0002.png"), ServerPath("mixed/missing.png")]
+    stream = [
+        digits.png(digits.digits()[2][0]),
+        b"\x89PNG garbage",
+        np.zeros((3, 16, 16), np.float32),
+        ServerPath("mixed/0002.png"),
+        ServerPath("mixed/missing.png"),
+    ]
     result = jobs.top_activations(model["info"].id, stream, layer=model["last_conv"], channels=[0], k=3)
     assert result.images == 2 and sorted(str(item.image) for item in result.skipped) == ["1", "2", "mixed/missing.png"]
     assert {h.image for h in result[0]} == {0, "mixed/0002.png"}
@@ -309,21 +318,52 @@ def test_progress_reports_rate_and_eta_for_folders(jobs, model):
 def test_cli_writes_pngs_and_numbers(job_server, model, data_root, tmp_path, capsys):
     address = f"127.0.0.1:{job_server.port}"
     out = tmp_path / "out"
-    code = client_cli.main(["--address", address, "top-activations", model["info"].id, "--server-folder", "digits",
-                            "--layer", model["last_conv"], "--channel", "3", "--channel", "4", "-k", "4", "--out", str(out)])
+    code = client_cli.main(
+        [
+            "--address",
+            address,
+            "top-activations",
+            model["info"].id,
+            "--server-folder",
+            "digits",
+            "--layer",
+            model["last_conv"],
+            "--channel",
+            "3",
+            "--channel",
+            "4",
+            "-k",
+            "4",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     numbers = json.loads((out / "top_activations.json").read_text())
     assert sorted(numbers["hits"]) == ["3", "4"] and len(numbers["hits"]["3"]) == 4
     assert len(list(out.glob("top_*_c3.png"))) == 1
     assert "img/s" in capsys.readouterr().err  # the progress bar
 
-    code = client_cli.main(["--address", address, "dead-filters", model["info"].id, str(data_root / "digits" / "0000.png"),
-                            str(data_root / "digits" / "0001.png"), "--out", str(out)])
+    code = client_cli.main(
+        [
+            "--address",
+            address,
+            "dead-filters",
+            model["info"].id,
+            str(data_root / "digits" / "0000.png"),
+            str(data_root / "digits" / "0001.png"),
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     assert json.loads((out / "dead_filters.json").read_text())["samples"] == 2
-    code = client_cli.main(["--address", address, "embedding", model["info"].id, str(data_root / "digits"),
-                            "--method", "pca", "--out", str(out)])
-    assert code == 0 and (out / "pca_grid.png").exists() and len(json.loads((out / "embedding.json").read_text())["coords"]) == 600
+    code = client_cli.main(
+        ["--address", address, "embedding", model["info"].id, str(data_root / "digits"), "--method", "pca", "--out", str(out)]
+    )
+    assert (
+        code == 0 and (out / "pca_grid.png").exists() and len(json.loads((out / "embedding.json").read_text())["coords"]) == 600
+    )
 
 
 def test_serve_command_takes_data_roots(tmp_path, data_root):
@@ -334,9 +374,24 @@ def test_serve_command_takes_data_roots(tmp_path, data_root):
 
     port_file = tmp_path / "port"
     process = subprocess.Popen(
-        [sys.executable, "-m", "convscope", "serve", "--port", "0", "--store", str(tmp_path / "store"),
-         "--port-file", str(port_file), "--data-root", str(tmp_path / "elsewhere"), "--data-root", str(data_root),
-         "--log-level", "WARNING"],
+        [
+            sys.executable,
+            "-m",
+            "convscope",
+            "serve",
+            "--port",
+            "0",
+            "--store",
+            str(tmp_path / "store"),
+            "--port-file",
+            str(port_file),
+            "--data-root",
+            str(tmp_path / "elsewhere"),
+            "--data-root",
+            str(data_root),
+            "--log-level",
+            "WARNING",
+        ],
     )
     try:
         for _ in range(600):  # the interpreter and onnxruntime start: up to a minute on a loaded machine

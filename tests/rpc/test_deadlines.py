@@ -27,7 +27,9 @@ MATMULS = 200  # a batch of 16: ~320 GFLOP, seconds even on an idle machine (40 
 def slow_model() -> onnx.ModelProto:
     """x[N,3,256,256] through MATMULS MatMuls by one shared 256×256 weight (kept near norm 1)."""
     weight = (np.random.default_rng(0).standard_normal((SIDE, SIDE)) / np.sqrt(SIDE)).astype(np.float32)
-    nodes = [helper.make_node("MatMul", ["x" if i == 0 else f"m{i - 1}", "w"], [f"m{i}"], name=f"matmul{i}") for i in range(MATMULS)]
+    nodes = [
+        helper.make_node("MatMul", ["x" if i == 0 else f"m{i - 1}", "w"], [f"m{i}"], name=f"matmul{i}") for i in range(MATMULS)
+    ]
     graph = helper.make_graph(
         nodes,
         "slow",

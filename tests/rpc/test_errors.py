@@ -72,9 +72,7 @@ def external_sparse_constant_model(location: str) -> onnx.ModelProto:
     indices = numpy_helper.from_array(np.array([0, 5], np.int64), "idx")
     graph = helper.make_graph(
         [
-            helper.make_node(
-                "Constant", [], ["c"], name="const", sparse_value=helper.make_sparse_tensor(values, indices, [192])
-            ),
+            helper.make_node("Constant", [], ["c"], name="const", sparse_value=helper.make_sparse_tensor(values, indices, [192])),
             helper.make_node("Reshape", ["c", "shape"], ["c4"], name="reshape"),
             helper.make_node("Add", ["x", "c4"], ["y"], name="add"),
         ],
@@ -325,11 +323,13 @@ def test_two_runtime_inputs_need_both(client: Client, expect: Callable[..., Conv
     expect(lambda: client.activations(info.id, image), grpc.StatusCode.INVALID_ARGUMENT, "'mask'", "send")
     expect(
         lambda: client.activations(info.id, {"image": image, "mask": image, "depth": image}),
-        grpc.StatusCode.INVALID_ARGUMENT, "'depth'",
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "'depth'",
     )
     expect(
         lambda: client.attribution(info.id, {"image": image, "mask": image}, method="gradient", wrt="depth"),
-        grpc.StatusCode.INVALID_ARGUMENT, "'depth'",
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "'depth'",
     )
     np.testing.assert_array_equal(client.activations(info.id, {"image": image, "mask": image})["y"], 2 * image)
     client.delete_model(info.id)
@@ -387,9 +387,7 @@ def test_wrong_input_tensor(
     [
         pytest.param([b"definitely not a PNG"], ("image 0", "decoded"), id="garbage"),
         pytest.param([CAT_PHOTO.read_bytes()[:400]], ("image 0", "decoded"), id="truncated-png"),
-        pytest.param(
-            [CAT_PHOTO.read_bytes(), b"\x89PNG\r\n\x1a\n garbage"], ("image 1", "decoded"), id="second-of-two"
-        ),
+        pytest.param([CAT_PHOTO.read_bytes(), b"\x89PNG\r\n\x1a\n garbage"], ("image 1", "decoded"), id="second-of-two"),
     ],
 )
 def test_undecodable_image(

@@ -80,12 +80,26 @@ def test_caps_name_their_flag(limited: tuple[RunningServer, Client, str], refuse
     _, client, model_id = limited
     invalid = grpc.StatusCode.INVALID_ARGUMENT
     refused(lambda: client.activations(model_id, RNG.random((5, 3, 8, 8), dtype=np.float32)), invalid, "5 samples", "--max-batch")
-    refused(lambda: client.occlusion(model_id, SMALL, window=(1, 1), stride=(1, 1), target=0), invalid,
-            "64 occluder positions", "--max-occlusion-positions", "larger stride")
-    refused(lambda: client.attribution(model_id, SMALL, method="integrated_gradients", steps=6, target=0), invalid,
-            "steps", "--max-path-points", "5")
-    refused(lambda: client.attribution(model_id, SMALL, method="smoothgrad", samples=6, target=0), invalid,
-            "samples", "--max-path-points")
+    refused(
+        lambda: client.occlusion(model_id, SMALL, window=(1, 1), stride=(1, 1), target=0),
+        invalid,
+        "64 occluder positions",
+        "--max-occlusion-positions",
+        "larger stride",
+    )
+    refused(
+        lambda: client.attribution(model_id, SMALL, method="integrated_gradients", steps=6, target=0),
+        invalid,
+        "steps",
+        "--max-path-points",
+        "5",
+    )
+    refused(
+        lambda: client.attribution(model_id, SMALL, method="smoothgrad", samples=6, target=0),
+        invalid,
+        "samples",
+        "--max-path-points",
+    )
     refused(lambda: client.invert(model_id, SMALL, layer="conv", steps=4), invalid, "steps", "--max-steps", "3")
     # At the caps, each is served.
     assert client.activations(model_id, RNG.random((4, 3, 8, 8), dtype=np.float32), layers=["y"])["y"].shape[0] == 4
@@ -124,11 +138,20 @@ CAT = Image.open(CAT_PHOTO).convert("RGB").resize((16, 16))
 @pytest.mark.parametrize(
     ("data", "code", "mentions"),
     [
-        pytest.param(_png(201, 200), grpc.StatusCode.RESOURCE_EXHAUSTED, ("image 0", "201×200", "--max-image-pixels"), id="over-limit"),
-        pytest.param(_png_header_claiming(100_000, 100_000), grpc.StatusCode.RESOURCE_EXHAUSTED, ("10000000000 pixels", "bomb"), id="header-bomb"),
+        pytest.param(
+            _png(201, 200), grpc.StatusCode.RESOURCE_EXHAUSTED, ("image 0", "201×200", "--max-image-pixels"), id="over-limit"
+        ),
+        pytest.param(
+            _png_header_claiming(100_000, 100_000),
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            ("10000000000 pixels", "bomb"),
+            id="header-bomb",
+        ),
         pytest.param(_png(12_000, 12_000), grpc.StatusCode.RESOURCE_EXHAUSTED, ("144000000 pixels",), id="real-12000-squared"),
         # Between Pillow's limit and twice it, Pillow only warns: the server makes that an error.
-        pytest.param(_png(9_000, 9_000), grpc.StatusCode.RESOURCE_EXHAUSTED, ("81000000 pixels", "bomb"), id="real-in-warning-range"),
+        pytest.param(
+            _png(9_000, 9_000), grpc.StatusCode.RESOURCE_EXHAUSTED, ("81000000 pixels", "bomb"), id="real-in-warning-range"
+        ),
         pytest.param(_encoded(CAT, "TIFF"), grpc.StatusCode.INVALID_ARGUMENT, ("TIFF", "PNG, JPEG, WEBP, BMP"), id="tiff"),
         pytest.param(_encoded(CAT, "GIF"), grpc.StatusCode.INVALID_ARGUMENT, ("GIF",), id="gif"),
         pytest.param(b"hello, world" * 10, grpc.StatusCode.INVALID_ARGUMENT, ("not an image",), id="not-an-image"),
@@ -136,7 +159,11 @@ CAT = Image.open(CAT_PHOTO).convert("RGB").resize((16, 16))
     ],
 )
 def test_image_policy(
-    limited: tuple[RunningServer, Client, str], refused: Callable[..., ConvscopeError], data: bytes, code: grpc.StatusCode, mentions: tuple[str, ...]
+    limited: tuple[RunningServer, Client, str],
+    refused: Callable[..., ConvscopeError],
+    data: bytes,
+    code: grpc.StatusCode,
+    mentions: tuple[str, ...],
 ) -> None:
     _, client, model_id = limited
     refused(lambda: client.activations(model_id, [data]), code, *mentions)

@@ -110,7 +110,9 @@ def test_json_logs_carry_the_request_id(observed: tuple[RunningServer, Client]) 
     logger.setLevel(logging.INFO)
     try:
         with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
-            call = channel.unary_unary("/convscope.v1.Convscope/ListModels", request_serializer=lambda m: b"", response_deserializer=bytes)
+            call = channel.unary_unary(
+                "/convscope.v1.Convscope/ListModels", request_serializer=lambda m: b"", response_deserializer=bytes
+            )
             _, rpc = call.with_call(b"", metadata=[(REQUEST_ID_KEY, "req-42")], timeout=30)
             assert (REQUEST_ID_KEY, "req-42") in tuple(rpc.trailing_metadata())
             _, rpc = call.with_call(b"", timeout=30)

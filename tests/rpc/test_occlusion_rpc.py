@@ -46,7 +46,14 @@ def test_positions_and_progress_end_to_end(client: Client, model_id: str) -> Non
     x = random_input((1, 3, 32, 32), seed=21)
     seen: list[tuple[int, int]] = []
     result = client.occlusion(
-        model_id, x, target=[2, 5], window=(8, 8), stride=(4, 4), fill=0.0, score="raw", batch_size=4,
+        model_id,
+        x,
+        target=[2, 5],
+        window=(8, 8),
+        stride=(4, 4),
+        fill=0.0,
+        score="raw",
+        batch_size=4,
         progress=lambda done, total: seen.append((done, total)),
     )
     assert result.target == [2, 5] and result.positions.shape == (2, 7, 7)
@@ -102,7 +109,9 @@ class _Stop(Exception):
     pass
 
 
-def test_cancelled_call_stops_the_server(client: Client, bundled_model_id: str, model_id: str, caplog: pytest.LogCaptureFixture) -> None:
+def test_cancelled_call_stops_the_server(
+    client: Client, bundled_model_id: str, model_id: str, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG, logger="convscope.methods.occlusion")
     caplog.set_level(logging.INFO, logger="convscope.rpc.servicer")
 
@@ -115,7 +124,9 @@ def test_cancelled_call_stops_the_server(client: Client, bundled_model_id: str, 
     _assert_no_more_work_and_still_serving(client, model_id, caplog, _wait_for_stop(caplog, LONG_TOTAL))
 
 
-def test_expired_deadline_stops_the_server(client: Client, bundled_model_id: str, model_id: str, caplog: pytest.LogCaptureFixture) -> None:
+def test_expired_deadline_stops_the_server(
+    client: Client, bundled_model_id: str, model_id: str, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG, logger="convscope.methods.occlusion")
     caplog.set_level(logging.INFO, logger="convscope.rpc.servicer")
     started: list[int] = []
@@ -144,8 +155,25 @@ def test_cli_writes_files_and_draws_a_bar(server, model_id: str, tmp_path, capsy
     array = tmp_path / "x.npy"
     np.save(array, random_input((1, 3, 32, 32), seed=3))
     out = tmp_path / "out"
-    code = cli_main(["--address", f"127.0.0.1:{server.port}", "occlusion", model_id, str(array), "--window", "8", "8",
-                     "--stride", "8", "8", "--fill", "mean", "--out", str(out)])
+    code = cli_main(
+        [
+            "--address",
+            f"127.0.0.1:{server.port}",
+            "occlusion",
+            model_id,
+            str(array),
+            "--window",
+            "8",
+            "8",
+            "--stride",
+            "8",
+            "8",
+            "--fill",
+            "mean",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     captured = capsys.readouterr()
     assert "16/16 positions" in captured.err and "[" in captured.err

@@ -82,8 +82,11 @@ def test_calls_without_a_known_token_are_unauthenticated(guarded: RunningServer)
     with Client(address, timeout=30) as anonymous, Client(address, timeout=30, token="x" * 32) as stranger:
         _refused(anonymous.list_models, grpc.StatusCode.UNAUTHENTICATED, "ListModels", "no bearer token", "--token")
         _refused(stranger.list_models, grpc.StatusCode.UNAUTHENTICATED, "an unknown token")
-        _refused(lambda: anonymous.upload_model(tiny_conv_model("anon").SerializeToString()),
-                 grpc.StatusCode.UNAUTHENTICATED, "UploadModel")
+        _refused(
+            lambda: anonymous.upload_model(tiny_conv_model("anon").SerializeToString()),
+            grpc.StatusCode.UNAUTHENTICATED,
+            "UploadModel",
+        )
     with Client(address, timeout=30, metadata=[("authorization", f"Basic {READ_TOKEN}")]) as wrong_scheme:
         _refused(wrong_scheme.list_models, grpc.StatusCode.UNAUTHENTICATED, "Bearer")
 
@@ -100,8 +103,12 @@ def test_read_token_reads_but_cannot_upload_or_delete(guarded: RunningServer) ->
         before = sorted(info.id for info in reader.list_models())
         assert model.id in before
         _refused(lambda: reader.delete_model(model.id), grpc.StatusCode.PERMISSION_DENIED, "DeleteModel", "'write'", "'viewer'")
-        _refused(lambda: reader.upload_model(tiny_conv_model("read-upload").SerializeToString()),
-                 grpc.StatusCode.PERMISSION_DENIED, "UploadModel", "'write'")
+        _refused(
+            lambda: reader.upload_model(tiny_conv_model("read-upload").SerializeToString()),
+            grpc.StatusCode.PERMISSION_DENIED,
+            "UploadModel",
+            "'write'",
+        )
         assert sorted(info.id for info in reader.list_models()) == before
         assert reader.get_model(model.id).id == model.id
         writer.delete_model(model.id)
@@ -132,7 +139,9 @@ def tls_server(tmp_path_factory: pytest.TempPathFactory, authority: Authority) -
 
 
 @pytest.fixture(scope="module")
-def mutual_tls_server(tmp_path_factory: pytest.TempPathFactory, authority: Authority, token_file: Path) -> Iterator[RunningServer]:
+def mutual_tls_server(
+    tmp_path_factory: pytest.TempPathFactory, authority: Authority, token_file: Path
+) -> Iterator[RunningServer]:
     files = TlsFiles(authority.server.cert, authority.server.key, client_ca=authority.ca.cert)
     running = start_server(tmp_path_factory.mktemp("store"), tls=files, token_file=token_file)
     yield running
@@ -172,11 +181,23 @@ def test_mutual_tls_round_trip_with_token(mutual_tls_server: RunningServer, auth
 
 
 def test_cli_mutual_tls(mutual_tls_server: RunningServer, authority: Authority, capsys: pytest.CaptureFixture[str]) -> None:
-    code = client_cli.main([
-        "--address", f"localhost:{mutual_tls_server.port}", "--timeout", "30", "--token", READ_TOKEN,
-        "--tls-ca", str(authority.ca.cert), "--tls-cert", str(authority.client.cert), "--tls-key", str(authority.client.key),
-        "models",
-    ])
+    code = client_cli.main(
+        [
+            "--address",
+            f"localhost:{mutual_tls_server.port}",
+            "--timeout",
+            "30",
+            "--token",
+            READ_TOKEN,
+            "--tls-ca",
+            str(authority.ca.cert),
+            "--tls-cert",
+            str(authority.client.cert),
+            "--tls-key",
+            str(authority.client.key),
+            "models",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
 
 

@@ -27,7 +27,9 @@ def test_top_activations_and_embedding_take_the_other_inputs(client: Client) -> 
     scaled = next(layer.tensor for layer in info.layers if layer.op_type == "Mul")
     batch = random_input((6, 3, 16, 16), seed=22)
     for factor in (1.0, 3.0):
-        top = client.top_activations(info.id, [batch], layer=scaled, channels=[0, 2], k=3, render=False, others={"scale": np.array([factor], np.float32)})
+        top = client.top_activations(
+            info.id, [batch], layer=scaled, channels=[0, 2], k=3, render=False, others={"scale": np.array([factor], np.float32)}
+        )
         with torch.no_grad():
             features = module.features(torch.from_numpy(batch)).relu().numpy() * factor
         for channel in (0, 2):
@@ -35,7 +37,9 @@ def test_top_activations_and_embedding_take_the_other_inputs(client: Client) -> 
             order = np.argsort(-best, kind="stable")[:3]
             assert [hit.image for hit in top[channel]] == order.tolist()
             np.testing.assert_allclose([hit.value for hit in top[channel]], best[order], rtol=1e-5)
-    embedding = client.embedding(info.id, [batch], layer=scaled, method="pca", render=False, others={"scale": np.ones((1, 1), np.float32)})
+    embedding = client.embedding(
+        info.id, [batch], layer=scaled, method="pca", render=False, others={"scale": np.ones((1, 1), np.float32)}
+    )
     assert embedding.coords.shape == (6, 2) and np.isfinite(embedding.coords).all()
 
 
@@ -65,7 +69,9 @@ def test_the_unary_dead_filters_rpc_feeds_each_batch_its_other_inputs(client: Cl
     request = pb.DeadFiltersRequest(model_id=info.id, layers=[scaled])
     # One batch scaled to zero (every channel dead), one kept: each channel dead on half.
     for seed, factor in ((0, 0.0), (1, 1.0)):
-        fill_input(request.inputs.add(), {"image": random_input((2, 3, 16, 16), seed=seed), "scale": np.full((2, 1), factor, np.float32)})
+        fill_input(
+            request.inputs.add(), {"image": random_input((2, 3, 16, 16), seed=seed), "scale": np.full((2, 1), factor, np.float32)}
+        )
     with grpc.insecure_channel(client.address) as channel:
         response = pb_grpc.ConvscopeStub(channel).DeadFilters(request, timeout=60)
     assert response.samples == 4

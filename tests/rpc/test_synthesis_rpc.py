@@ -107,10 +107,17 @@ def sine_net() -> bytes:
 
 def test_an_op_without_gradient_rule_is_unimplemented(client: Client) -> None:
     model = client.upload_model(sine_net(), name="sine")
-    for call in (lambda: client.visualize(model.id, target=1, steps=2), lambda: client.adversarial(model.id, random_input((1, 3, 8, 8)))):
+    for call in (
+        lambda: client.visualize(model.id, target=1, steps=2),
+        lambda: client.adversarial(model.id, random_input((1, 3, 8, 8))),
+    ):
         with pytest.raises(ConvscopeError) as caught:
             call()
-        assert caught.value.code == grpc.StatusCode.UNIMPLEMENTED and "'Sin'" in caught.value.message and "waves" in caught.value.message
+        assert (
+            caught.value.code == grpc.StatusCode.UNIMPLEMENTED
+            and "'Sin'" in caught.value.message
+            and "waves" in caught.value.message
+        )
     assert client.get_model(model.id).id == model.id
 
 

@@ -40,9 +40,12 @@ def hostile(server: RunningServer, expect: Callable[..., ConvscopeError]) -> Cal
     return refused
 
 
-def _model(nodes: list[onnx.NodeProto], tag: str, *, opsets: tuple[tuple[str, int], ...] = (("", 17),), ir: int = 10) -> onnx.ModelProto:
+def _model(
+    nodes: list[onnx.NodeProto], tag: str, *, opsets: tuple[tuple[str, int], ...] = (("", 17),), ir: int = 10
+) -> onnx.ModelProto:
     graph = helper.make_graph(
-        nodes, f"hostile_{tag}",
+        nodes,
+        f"hostile_{tag}",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3, 8, 8])],
     )
@@ -75,11 +78,14 @@ def _nested_graphs(levels: int) -> bytes:
 
 
 def _cycle_model() -> onnx.ModelProto:
-    return _model([
-        helper.make_node("Add", ["x", "b"], ["a"], name="first"),
-        helper.make_node("Relu", ["a"], ["b"], name="second"),
-        helper.make_node("Identity", ["a"], ["y"], name="out"),
-    ], "cycle")
+    return _model(
+        [
+            helper.make_node("Add", ["x", "b"], ["a"], name="first"),
+            helper.make_node("Relu", ["a"], ["b"], name="second"),
+            helper.make_node("Identity", ["a"], ["y"], name="out"),
+        ],
+        "cycle",
+    )
 
 
 def _identity_chain(count: int) -> bytes:
@@ -100,8 +106,9 @@ def _dims_disagree() -> onnx.ModelProto:
 
 
 def _ep_context() -> onnx.ModelProto:
-    node = helper.make_node("EPContext", ["x"], ["y"], name="compiled", domain="com.microsoft",
-                            ep_cache_context="/etc/passwd", embed_mode=0)
+    node = helper.make_node(
+        "EPContext", ["x"], ["y"], name="compiled", domain="com.microsoft", ep_cache_context="/etc/passwd", embed_mode=0
+    )
     return _model([node], "epcontext", opsets=(("", 17), ("com.microsoft", 1)))
 
 
@@ -121,22 +128,55 @@ CORPUS = [
     pytest.param(lambda: RANDOM, grpc.StatusCode.INVALID_ARGUMENT, ("not an ONNX model",), id="random-bytes"),
     pytest.param(lambda: SERIALIZED[: len(SERIALIZED) * 2 // 3], grpc.StatusCode.INVALID_ARGUMENT, ("complete",), id="truncated"),
     pytest.param(lambda: _nested_graphs(33_000), grpc.StatusCode.INVALID_ARGUMENT, ("not an ONNX model",), id="nested-33000"),
-    pytest.param(lambda: _model([helper.make_node("Relu", ["x"], ["y"])], "ir", ir=999).SerializeToString(),
-                 grpc.StatusCode.INVALID_ARGUMENT, ("ir_version", "999"), id="ir-version-999"),
+    pytest.param(
+        lambda: _model([helper.make_node("Relu", ["x"], ["y"])], "ir", ir=999).SerializeToString(),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        ("ir_version", "999"),
+        id="ir-version-999",
+    ),
     pytest.param(lambda: _cycle_model().SerializeToString(), grpc.StatusCode.INVALID_ARGUMENT, ("checker",), id="node-cycle"),
-    pytest.param(lambda: _model([helper.make_node("Frob", ["x"], ["y"], name="frob", domain="com.example")], "domain",
-                                opsets=(("", 17), ("com.example", 1))).SerializeToString(),
-                 grpc.StatusCode.INVALID_ARGUMENT, ("'frob'", "com.example", "onnxruntime does not ship"), id="unknown-domain"),
-    pytest.param(lambda: _ep_context().SerializeToString(), grpc.StatusCode.INVALID_ARGUMENT, ("EPContext", "'compiled'", "original ONNX"), id="epcontext"),
-    pytest.param(lambda: b"\x14\x00\x00\x00ORTM" + RANDOM[:200], grpc.StatusCode.INVALID_ARGUMENT, (".ort", "ONNX"), id="ort-format"),
-    pytest.param(lambda: _dims_disagree().SerializeToString(), grpc.StatusCode.INVALID_ARGUMENT, ("'w'", "432 bytes", "holds 10"), id="dims-vs-data"),
-    pytest.param(lambda: _identity_chain(600_000), grpc.StatusCode.RESOURCE_EXHAUSTED, ("100000 nodes", "--max-nodes"), id="600000-identities"),
+    pytest.param(
+        lambda: _model(
+            [helper.make_node("Frob", ["x"], ["y"], name="frob", domain="com.example")],
+            "domain",
+            opsets=(("", 17), ("com.example", 1)),
+        ).SerializeToString(),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        ("'frob'", "com.example", "onnxruntime does not ship"),
+        id="unknown-domain",
+    ),
+    pytest.param(
+        lambda: _ep_context().SerializeToString(),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        ("EPContext", "'compiled'", "original ONNX"),
+        id="epcontext",
+    ),
+    pytest.param(
+        lambda: b"\x14\x00\x00\x00ORTM" + RANDOM[:200], grpc.StatusCode.INVALID_ARGUMENT, (".ort", "ONNX"), id="ort-format"
+    ),
+    pytest.param(
+        lambda: _dims_disagree().SerializeToString(),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        ("'w'", "432 bytes", "holds 10"),
+        id="dims-vs-data",
+    ),
+    pytest.param(
+        lambda: _identity_chain(600_000),
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        ("100000 nodes", "--max-nodes"),
+        id="600000-identities",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("build", "code", "mentions"), CORPUS)
-def test_hostile_model(client: Client, hostile: Callable[..., ConvscopeError], build: Callable[[], bytes],
-                       code: grpc.StatusCode, mentions: tuple[str, ...]) -> None:
+def test_hostile_model(
+    client: Client,
+    hostile: Callable[..., ConvscopeError],
+    build: Callable[[], bytes],
+    code: grpc.StatusCode,
+    mentions: tuple[str, ...],
+) -> None:
     data = build()
     hostile(lambda: client.upload_model(data), code, *mentions)
 

@@ -18,7 +18,9 @@ def test_input_shape_fills_symbolic_dims_by_name_or_in_full(tmp_path: Path) -> N
     model_bytes = export_dynamic(initialized(WidthSensitiveConcat()), torch.zeros(1, 3, 48, 96), "torchscript", fixed_height=True)
     by_name = Convscope(tmp_path / "a", providers=["CPUExecutionProvider"]).upload([("", model_bytes)], input_shape={"W": 144})
     assert by_name.probe_shape == (1, 3, 48, 144)
-    in_full = Convscope(tmp_path / "b", providers=["CPUExecutionProvider"]).upload([("", model_bytes)], input_shape=[1, 3, 48, 300])
+    in_full = Convscope(tmp_path / "b", providers=["CPUExecutionProvider"]).upload(
+        [("", model_bytes)], input_shape=[1, 3, 48, 300]
+    )
     assert in_full.probe_shape == (1, 3, 48, 300)
     with pytest.raises(InvalidArgument, match=r"does not run at input_shape \[1, 3, 48, 100\]: onnxruntime: .+"):
         Convscope(tmp_path / "c", providers=["CPUExecutionProvider"]).upload([("", model_bytes)], input_shape={"W": 100})
@@ -28,7 +30,9 @@ def test_input_shape_fills_symbolic_dims_by_name_or_in_full(tmp_path: Path) -> N
 
 def test_upload_that_runs_at_no_candidate_says_what_was_tried(tmp_path: Path) -> None:
     service = Convscope(tmp_path / "store", providers=["CPUExecutionProvider"])
-    model_bytes = export_dynamic(initialized(WidthSensitiveConcat(factor=11)), torch.zeros(1, 3, 48, 88), "torchscript", fixed_height=True)
+    model_bytes = export_dynamic(
+        initialized(WidthSensitiveConcat(factor=11)), torch.zeros(1, 3, 48, 88), "torchscript", fixed_height=True
+    )
     with pytest.raises(InvalidArgument) as raised:
         service.upload([("", model_bytes)])
     message = str(raised.value)

@@ -67,7 +67,9 @@ def checker(served: Sandbox) -> Callable[..., ConvscopeError]:
 def _graph(nodes: list[onnx.NodeProto], name: str, rank: int, inputs: list[onnx.ValueInfoProto] | None = None) -> bytes:
     """x[N,3,8,8] in, ``y`` out with symbolic dims: onnx.checker sees nothing to refuse."""
     graph = helper.make_graph(
-        nodes, name, inputs or [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
+        nodes,
+        name,
+        inputs or [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [f"d{axis}" for axis in range(rank)])],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
@@ -82,22 +84,42 @@ def _constant(name: str, value: np.ndarray) -> onnx.NodeProto:
 
 BIG_SHAPE = np.array([100_000, 100_000], np.int64)  # 40 GB of float32 from a few bytes
 BOMBS = {
-    "ConstantOfShape": lambda: _graph([
-        _constant("shape", BIG_SHAPE),
-        helper.make_node("ConstantOfShape", ["shape"], ["y"], value=numpy_helper.from_array(np.ones(1, np.float32))),
-    ], "bomb_constant_of_shape", 2),
-    "Expand": lambda: _graph([
-        _constant("shape", BIG_SHAPE), helper.make_node("ReduceMax", ["x"], ["top"], keepdims=0),
-        helper.make_node("Expand", ["top", "shape"], ["y"]),
-    ], "bomb_expand", 2),
-    "Range": lambda: _graph([
-        _constant("start", np.array(0, np.float32)), _constant("limit", np.array(1e10, np.float32)),
-        _constant("delta", np.array(1, np.float32)), helper.make_node("Range", ["start", "limit", "delta"], ["y"]),
-    ], "bomb_range", 1),
+    "ConstantOfShape": lambda: _graph(
+        [
+            _constant("shape", BIG_SHAPE),
+            helper.make_node("ConstantOfShape", ["shape"], ["y"], value=numpy_helper.from_array(np.ones(1, np.float32))),
+        ],
+        "bomb_constant_of_shape",
+        2,
+    ),
+    "Expand": lambda: _graph(
+        [
+            _constant("shape", BIG_SHAPE),
+            helper.make_node("ReduceMax", ["x"], ["top"], keepdims=0),
+            helper.make_node("Expand", ["top", "shape"], ["y"]),
+        ],
+        "bomb_expand",
+        2,
+    ),
+    "Range": lambda: _graph(
+        [
+            _constant("start", np.array(0, np.float32)),
+            _constant("limit", np.array(1e10, np.float32)),
+            _constant("delta", np.array(1, np.float32)),
+            helper.make_node("Range", ["start", "limit", "delta"], ["y"]),
+        ],
+        "bomb_range",
+        1,
+    ),
     # onnxruntime itself refuses a Tile output over 4 GiB: 3 GiB passes that check, not the cap.
-    "Tile": lambda: _graph([
-        _constant("repeats", np.array([1, 1, 2048, 2048], np.int64)), helper.make_node("Tile", ["x", "repeats"], ["y"]),
-    ], "bomb_tile", 4),
+    "Tile": lambda: _graph(
+        [
+            _constant("repeats", np.array([1, 1, 2048, 2048], np.int64)),
+            helper.make_node("Tile", ["x", "repeats"], ["y"]),
+        ],
+        "bomb_tile",
+        4,
+    ),
 }
 
 
@@ -105,8 +127,11 @@ BOMBS = {
 def test_memory_bomb_is_resource_exhausted(sandbox: Sandbox, op: str) -> None:
     running, client, _ = sandbox
     error = checker(sandbox)(
-        lambda: client.upload_model(BOMBS[op]()), grpc.StatusCode.RESOURCE_EXHAUSTED,
-        f"({CAP_MB} MiB, --worker-memory-mb)", "Failed to allocate memory", "checking and loading the upload",
+        lambda: client.upload_model(BOMBS[op]()),
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        f"({CAP_MB} MiB, --worker-memory-mb)",
+        "Failed to allocate memory",
+        "checking and loading the upload",
     )
     assert "refused unless the operator raises --worker-memory-mb" in error.message
     pool = pool_of(running)
@@ -119,10 +144,15 @@ def _loop(trip_count: np.ndarray | None, name: str) -> bytes:
     body = helper.make_graph(
         [helper.make_node("Identity", ["cond_in"], ["cond_out"]), helper.make_node("Identity", ["v_in"], ["v_out"])],
         "body",
-        [helper.make_tensor_value_info("i", TensorProto.INT64, []), helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
-         helper.make_tensor_value_info("v_in", TensorProto.FLOAT, ["N", 3, 8, 8])],
-        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
-         helper.make_tensor_value_info("v_out", TensorProto.FLOAT, ["N", 3, 8, 8])],
+        [
+            helper.make_tensor_value_info("i", TensorProto.INT64, []),
+            helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("v_in", TensorProto.FLOAT, ["N", 3, 8, 8]),
+        ],
+        [
+            helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("v_out", TensorProto.FLOAT, ["N", 3, 8, 8]),
+        ],
     )
     nodes = [_constant("go", np.array(True))]
     if trip_count is not None:
@@ -136,18 +166,27 @@ def test_loop_past_the_load_budget_is_deadline_exceeded(hurried: Sandbox, trips:
     running, client, _ = hurried
     started = time.monotonic()
     checker(hurried)(
-        lambda: client.upload_model(_loop(trips, f"loop_{trips is None}")), grpc.StatusCode.DEADLINE_EXCEEDED,
-        "ran past the server's time budget of 4 s (--worker-load-seconds)", "checking and loading the upload",
+        lambda: client.upload_model(_loop(trips, f"loop_{trips is None}")),
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        "ran past the server's time budget of 4 s (--worker-load-seconds)",
+        "checking and loading the upload",
     )
     assert time.monotonic() - started < 60
 
 
 def _matmul_square() -> bytes:
     """x[1,S] → the outer product m[S,S] → m·m: one S³ MatMul (8192³: seconds on any CPU)."""
-    return _graph([
-        _constant("column", np.array([-1, 1], np.int64)), helper.make_node("Reshape", ["x", "column"], ["xt"]),
-        helper.make_node("MatMul", ["xt", "x"], ["m"]), helper.make_node("MatMul", ["m", "m"], ["y"]),
-    ], "matmul_square", 2, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, "S"])])
+    return _graph(
+        [
+            _constant("column", np.array([-1, 1], np.int64)),
+            helper.make_node("Reshape", ["x", "column"], ["xt"]),
+            helper.make_node("MatMul", ["xt", "x"], ["m"]),
+            helper.make_node("MatMul", ["m", "m"], ["y"]),
+        ],
+        "matmul_square",
+        2,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, "S"])],
+    )
 
 
 def test_one_big_matmul_past_the_run_budget_is_killed(hurried: Sandbox) -> None:
@@ -158,7 +197,9 @@ def test_one_big_matmul_past_the_run_budget_is_killed(hurried: Sandbox) -> None:
     started = time.monotonic()
     error = checker(hurried)(
         lambda: client.activations(model_id, np.full((1, 8192), 1e-3, np.float32), layers=["y"]),
-        grpc.StatusCode.DEADLINE_EXCEEDED, "0.5 s (--worker-run-seconds)", model_id[:12],
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        "0.5 s (--worker-run-seconds)",
+        model_id[:12],
     )
     assert "ask for less work" in error.message
     # onnxruntime only looks at RunOptions.terminate between kernels: the worker was killed.

@@ -134,10 +134,13 @@ LAYER_HELP = "a tensor name or the name of the node that produces it (see `convs
 def upload_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="an .onnx file (a neighbouring <file>.data is sent along)")
     parser.add_argument("--name", help="default: the file name without .onnx")
-    parser.add_argument("--preprocessing", type=json.loads, help='JSON, e.g. \'{"size": [224, 224]}\'')
+    parser.add_argument("--preprocessing", type=json.loads, help="JSON, e.g. '{\"size\": [224, 224]}'")
     parser.add_argument("--labels", help="text file, one class name per line")
     parser.add_argument(
-        "--input-shape", type=_input_shape, nargs="+", metavar="SIZE",
+        "--input-shape",
+        type=_input_shape,
+        nargs="+",
+        metavar="SIZE",
         help="the probe's input shape for symbolic sizes: 1 3 48 320, or by dim name: W=320",
     )
 
@@ -169,22 +172,33 @@ def activations_arguments(parser: argparse.ArgumentParser) -> None:
     _model_id(parser)
     parser.add_argument("input", nargs="+", help="image files, or one .npy array used as given")
     parser.add_argument("--layer", action="append", dest="layers", help=f"{LAYER_HELP} (repeat); default: all")
-    parser.add_argument("--channel", type=int, action="append", dest="channels",
-                        help="a channel the PNG draws (repeat); default: the first 256")
-    parser.add_argument("--top-channels", type=int, default=0, metavar="K",
-                        help="draw the K channels of highest mean activation instead")
+    parser.add_argument(
+        "--channel", type=int, action="append", dest="channels", help="a channel the PNG draws (repeat); default: the first 256"
+    )
+    parser.add_argument(
+        "--top-channels", type=int, default=0, metavar="K", help="draw the K channels of highest mean activation instead"
+    )
     _out(parser)
 
 
 def activations(args: argparse.Namespace, client: Client) -> object:
     inputs = [existing(path) for path in args.input]
-    details = client.activation_details(args.model_id, inputs[0] if len(inputs) == 1 else inputs, layers=args.layers,
-                                        render=True, channels=args.channels or (), top_channels=args.top_channels)
+    details = client.activation_details(
+        args.model_id,
+        inputs[0] if len(inputs) == 1 else inputs,
+        layers=args.layers,
+        render=True,
+        channels=args.channels or (),
+        top_channels=args.top_channels,
+    )
     for item in details:
         _write(args.out, safe_name(item.tensor), item.value, item.png)
     shown = {d.tensor: list(d.shown_channels) for d in details if args.channels or args.top_channels}
-    return {"out": str(args.out), "tensors": {d.tensor: list(d.value.shape) for d in details if d.value is not None},
-            **({"drawn_channels": shown} if shown else {})}
+    return {
+        "out": str(args.out),
+        "tensors": {d.tensor: list(d.value.shape) for d in details if d.value is not None},
+        **({"drawn_channels": shown} if shown else {}),
+    }
 
 
 def filters_arguments(parser: argparse.ArgumentParser) -> None:
@@ -248,15 +262,21 @@ def top_activations_arguments(parser: argparse.ArgumentParser) -> None:
 def top_activations(args: argparse.Namespace, client: Client) -> object:
     dataset = _dataset(args)
     direction = np.load(existing(args.direction)) if args.direction else None
-    result = _with_bar(lambda bar: client.top_activations(
-        args.model_id, dataset, layer=args.layer, channels=args.channels, k=args.k, direction=direction, progress=bar
-    ))
+    result = _with_bar(
+        lambda bar: client.top_activations(
+            args.model_id, dataset, layer=args.layer, channels=args.channels, k=args.k, direction=direction, progress=bar
+        )
+    )
     files = []
     for key, png in result.pngs.items():
         files += _write(args.out, f"top_{safe_name(result.layer)}_{'d' if direction is not None else 'c'}{key}", png=png)
-    numbers = {"layer": result.layer, "images": result.images, "by_direction": direction is not None,
-               "hits": {str(key): [dataclasses.asdict(hit) for hit in hits] for key, hits in result.items()},
-               "skipped": [dataclasses.asdict(item) for item in result.skipped]}
+    numbers = {
+        "layer": result.layer,
+        "images": result.images,
+        "by_direction": direction is not None,
+        "hits": {str(key): [dataclasses.asdict(hit) for hit in hits] for key, hits in result.items()},
+        "skipped": [dataclasses.asdict(item) for item in result.skipped],
+    }
     files.append(_write_json(args.out, "top_activations", numbers))
     return {"channels": len(result), "images": result.images, "skipped": len(result.skipped), "files": files}
 
@@ -272,12 +292,22 @@ def embedding_arguments(parser: argparse.ArgumentParser) -> None:
 
 def embedding(args: argparse.Namespace, client: Client) -> object:
     dataset = _dataset(args)
-    result = _with_bar(lambda bar: client.embedding(
-        args.model_id, dataset, layer=args.layer, method=args.method, perplexity=args.perplexity, seed=args.seed, progress=bar
-    ))
-    files = _write(args.out, f"{args.method}_grid", png=result.png) + _write(args.out, f"{args.method}_scatter", png=result.scatter_png)
-    numbers = {"layer": result.layer, "method": result.method, "perplexity": result.perplexity, "images": result.images,
-               "coords": result.coords.tolist(), "skipped": [dataclasses.asdict(item) for item in result.skipped]}
+    result = _with_bar(
+        lambda bar: client.embedding(
+            args.model_id, dataset, layer=args.layer, method=args.method, perplexity=args.perplexity, seed=args.seed, progress=bar
+        )
+    )
+    files = _write(args.out, f"{args.method}_grid", png=result.png) + _write(
+        args.out, f"{args.method}_scatter", png=result.scatter_png
+    )
+    numbers = {
+        "layer": result.layer,
+        "method": result.method,
+        "perplexity": result.perplexity,
+        "images": result.images,
+        "coords": result.coords.tolist(),
+        "skipped": [dataclasses.asdict(item) for item in result.skipped],
+    }
     files.append(_write_json(args.out, "embedding", numbers))
     return {"layer": result.layer, "images": len(result.images), "skipped": len(result.skipped), "files": files}
 
@@ -294,10 +324,17 @@ def dead_filters(args: argparse.Namespace, client: Client) -> object:
     fractions = _with_bar(lambda bar: client.dead_filters(args.model_id, dataset, layers=args.layers, progress=bar))
     dead = {tensor: [int(c) for c in np.flatnonzero(f >= args.threshold)] for tensor, f in fractions.items()}
     if args.out is not None:
-        _write_json(args.out, "dead_filters", {
-            "samples": fractions.samples, "threshold": args.threshold, "dead": dead,
-            "zero_fraction": {tensor: f.tolist() for tensor, f in fractions.items()},
-            "skipped": [dataclasses.asdict(item) for item in fractions.skipped]})
+        _write_json(
+            args.out,
+            "dead_filters",
+            {
+                "samples": fractions.samples,
+                "threshold": args.threshold,
+                "dead": dead,
+                "zero_fraction": {tensor: f.tolist() for tensor, f in fractions.items()},
+                "skipped": [dataclasses.asdict(item) for item in fractions.skipped],
+            },
+        )
     return {tensor: channels for tensor, channels in dead.items() if channels}  # tensor → its dead channels
 
 
@@ -313,12 +350,24 @@ def occlusion_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--window", type=int, nargs=2, default=(32, 32), metavar=("H", "W"), help="occluding box, input pixels")
     parser.add_argument("--stride", type=int, nargs=2, default=(16, 16), metavar=("Y", "X"), help="step between boxes")
     parser.add_argument("--fill", type=_fill, default=0.0, help="a number in the model's input space, 'mean' or 'blur'")
-    parser.add_argument("--score", choices=OcclusionScore.values(), default=OcclusionScore.PROBABILITY.value,
-                        help="softmax probability or the raw output")
-    parser.add_argument("--engine", choices=OcclusionEngine.values(), default=OcclusionEngine.AUTO.value,
-                        help="incremental recomputes only what a box changes; approximate also interpolates where the map is smooth")
-    parser.add_argument("--tolerance", type=float, default=0.0,
-                        help="engine approximate: error allowed per position, in score units (e.g. 0.01; 0: exact)")
+    parser.add_argument(
+        "--score",
+        choices=OcclusionScore.values(),
+        default=OcclusionScore.PROBABILITY.value,
+        help="softmax probability or the raw output",
+    )
+    parser.add_argument(
+        "--engine",
+        choices=OcclusionEngine.values(),
+        default=OcclusionEngine.AUTO.value,
+        help="incremental recomputes only what a box changes; approximate also interpolates where the map is smooth",
+    )
+    parser.add_argument(
+        "--tolerance",
+        type=float,
+        default=0.0,
+        help="engine approximate: error allowed per position, in score units (e.g. 0.01; 0: exact)",
+    )
     parser.add_argument("--batch-size", type=int, default=0, help="occluded copies per run (0: sized to memory)")
     _out(parser)
 
@@ -327,18 +376,34 @@ def occlusion(args: argparse.Namespace, client: Client) -> object:
     bar = ProgressBar()
     try:
         result = client.occlusion(
-            args.model_id, existing(args.input), target=args.targets, output=args.output, window=tuple(args.window),
-            stride=tuple(args.stride), fill=args.fill, score=args.score, engine=args.engine, batch_size=args.batch_size,
-            tolerance=args.tolerance, progress=bar,
+            args.model_id,
+            existing(args.input),
+            target=args.targets,
+            output=args.output,
+            window=tuple(args.window),
+            stride=tuple(args.stride),
+            fill=args.fill,
+            score=args.score,
+            engine=args.engine,
+            batch_size=args.batch_size,
+            tolerance=args.tolerance,
+            progress=bar,
         )
     finally:
         bar.close()
     files = _write(args.out, "occlusion", png=result.png)
     for name in ("positions", "attribution"):
         files += _write(args.out, f"occlusion_{name}", getattr(result, name))
-    return {"target": result.target, "label": result.target_label, "baseline_score": result.baseline_score,
-            "positions": list(result.positions.shape), "engine": result.engine, "error_bound": result.error_bound,
-            "evaluated": result.evaluated, "files": files}
+    return {
+        "target": result.target,
+        "label": result.target_label,
+        "baseline_score": result.baseline_score,
+        "positions": list(result.positions.shape),
+        "engine": result.engine,
+        "error_bound": result.error_bound,
+        "evaluated": result.evaluated,
+        "files": files,
+    }
 
 
 def attribution_arguments(parser: argparse.ArgumentParser) -> None:
@@ -348,20 +413,30 @@ def attribution_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", required=True, choices=AttributionMethod.values(), metavar="METHOD", help=methods)
     parser.add_argument("--target", type=int, help="flat index into one sample's output (default: top entry)")
     parser.add_argument(
-        "--target-weights", metavar="NPY",
+        "--target-weights",
+        metavar="NPY",
         help="float weights of one sample's output instead of --target: the map of sum(weights * output)",
     )
     parser.add_argument("--layer", help=f"grad_cam layer: {LAYER_HELP} (default: the last feature map)")
     parser.add_argument("--steps", type=int, default=50, help="integrated_gradients: points on the path")
-    parser.add_argument("--integration", choices=IntegrationRule.values(), default=IntegrationRule.GAUSS_LEGENDRE.value,
-                        help="integrated_gradients: quadrature rule")
-    parser.add_argument("--baseline", default="0",
-                        help="integrated_gradients: the path's start, a number in the model's input space or an .npy")
+    parser.add_argument(
+        "--integration",
+        choices=IntegrationRule.values(),
+        default=IntegrationRule.GAUSS_LEGENDRE.value,
+        help="integrated_gradients: quadrature rule",
+    )
+    parser.add_argument(
+        "--baseline", default="0", help="integrated_gradients: the path's start, a number in the model's input space or an .npy"
+    )
     parser.add_argument("--samples", type=int, default=25, help="smoothgrad: noisy copies averaged")
     parser.add_argument("--noise", type=float, default=0.15, help="smoothgrad: noise σ as a share of the input's range")
     parser.add_argument("--seed", type=int, default=0, help="smoothgrad: noise seed")
-    parser.add_argument("--rectifiers", choices=RectifierScope.values(), default=RectifierScope.ALL.value,
-                        help="guided/deconvnet rule on every rectifier (ReLU6 too) or on Relu only (Captum's)")
+    parser.add_argument(
+        "--rectifiers",
+        choices=RectifierScope.values(),
+        default=RectifierScope.ALL.value,
+        help="guided/deconvnet rule on every rectifier (ReLU6 too) or on Relu only (Captum's)",
+    )
     _out(parser)
 
 
@@ -370,15 +445,30 @@ def attribution(args: argparse.Namespace, client: Client) -> object:
         raise UsageError("give --target or --target-weights, not both")
     target = np.load(existing(args.target_weights)).astype(np.float32) if args.target_weights is not None else args.target
     result = client.attribution(
-        args.model_id, existing(args.input), method=args.method, target=target, output=args.output, layer=args.layer,
-        steps=args.steps, baseline=_baseline(args.baseline), integration=args.integration, samples=args.samples, noise=args.noise,
-        seed=args.seed, rectifiers=args.rectifiers,
+        args.model_id,
+        existing(args.input),
+        method=args.method,
+        target=target,
+        output=args.output,
+        layer=args.layer,
+        steps=args.steps,
+        baseline=_baseline(args.baseline),
+        integration=args.integration,
+        samples=args.samples,
+        noise=args.noise,
+        seed=args.seed,
+        rectifiers=args.rectifiers,
     )
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     files = _write(args.out, args.method, result.map, result.png)
-    described = {"method": args.method, "target": result.target, "label": result.target_label, "score": result.score,
-                 "warnings": list(result.warnings)}
+    described = {
+        "method": args.method,
+        "target": result.target,
+        "label": result.target_label,
+        "score": result.score,
+        "warnings": list(result.warnings),
+    }
     return {**described, **({"layer": result.layer} if result.layer else {}), "files": files}
 
 
@@ -387,8 +477,12 @@ def export_backward_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", action="append", dest="seeds", help="tensor to seed (repeat; default: first output)")
     parser.add_argument("--wrt", action="append", help="intermediate tensor whose gradient is also an output (repeat)")
     parser.add_argument("--rectifier", choices=Rectifier.values(), default=Rectifier.PLAIN.value, help="the ReLU backward rule")
-    parser.add_argument("--rectifiers", choices=RectifierScope.values(), default=RectifierScope.ALL.value,
-                        help="which rectifiers the rule applies to")
+    parser.add_argument(
+        "--rectifiers",
+        choices=RectifierScope.values(),
+        default=RectifierScope.ALL.value,
+        help="which rectifiers the rule applies to",
+    )
     _out(parser, what="output folder; the graph is written there as backward.onnx")
 
 
@@ -436,21 +530,34 @@ COMMANDS: dict[str, Command] = {
     "delete": Command("delete a model", _model_id, delete_model),
     "activations": Command("activations of layers for an image or .npy tensor", activations_arguments, activations),
     "filters": Command("weights of a Conv layer as .npy and a PNG grid", filters_arguments, filters),
-    "top-activations": Command("the images that most excite each channel, with receptive-field boxes",
-                               top_activations_arguments, top_activations),
+    "top-activations": Command(
+        "the images that most excite each channel, with receptive-field boxes", top_activations_arguments, top_activations
+    ),
     "embedding": Command("t-SNE / PCA of CNN codes, drawn as an image grid", embedding_arguments, embedding),
-    "dead-filters": Command("per channel, the share of images on which it is zero everywhere", dead_filters_arguments, dead_filters),
+    "dead-filters": Command(
+        "per channel, the share of images on which it is zero everywhere", dead_filters_arguments, dead_filters
+    ),
     "occlusion": Command("occlusion sensitivity map (with a progress bar)", occlusion_arguments, occlusion),
     "attribution": Command("a gradient map: " + ", ".join(AttributionMethod.values()), attribution_arguments, attribution),
     "export-backward": Command("write the forward+backward ONNX graph", export_backward_arguments, export_backward),
-    "invert": Command("an image whose code at a layer matches the input's (Mahendran & Vedaldi)",
-                      synthesis_cli.invert_arguments, _stepped(synthesis_cli.invert)),
-    "visualize": Command("class models or a unit's visualization by gradient ascent (Simonyan et al.; Yosinski et al.)",
-                         synthesis_cli.visualize_arguments, _stepped(synthesis_cli.visualize)),
-    "adversarial": Command("an FGSM or PGD adversarial (fooling) image", synthesis_cli.adversarial_arguments,
-                           _stepped(synthesis_cli.adversarial)),
-    "correspondence": Command("matches in image B for points of image A (Long et al.)", synthesis_cli.correspondence_arguments,
-                              synthesis_cli.correspondence),
+    "invert": Command(
+        "an image whose code at a layer matches the input's (Mahendran & Vedaldi)",
+        synthesis_cli.invert_arguments,
+        _stepped(synthesis_cli.invert),
+    ),
+    "visualize": Command(
+        "class models or a unit's visualization by gradient ascent (Simonyan et al.; Yosinski et al.)",
+        synthesis_cli.visualize_arguments,
+        _stepped(synthesis_cli.visualize),
+    ),
+    "adversarial": Command(
+        "an FGSM or PGD adversarial (fooling) image", synthesis_cli.adversarial_arguments, _stepped(synthesis_cli.adversarial)
+    ),
+    "correspondence": Command(
+        "matches in image B for points of image A (Long et al.)",
+        synthesis_cli.correspondence_arguments,
+        synthesis_cli.correspondence,
+    ),
 }
 
 
@@ -463,13 +570,19 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action) or ""
 
 
-def build_parser(prog: str, extra_commands: dict[str, str], local_commands: dict[str, LocalCommand] | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description="Inspect ONNX vision models through a convscope server.",
-                                     formatter_class=_HelpFormatter)
+def build_parser(
+    prog: str, extra_commands: dict[str, str], local_commands: dict[str, LocalCommand] | None = None
+) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog, description="Inspect ONNX vision models through a convscope server.", formatter_class=_HelpFormatter
+    )
     parser.add_argument("--address", default=DEFAULT_ADDRESS, help="server host:port")
     parser.add_argument("--timeout", type=float, default=None, help="seconds per call (default: no limit)")
-    parser.add_argument("--token", default=os.environ.get("CONVSCOPE_TOKEN"),
-                        help="bearer token for a server started with --token-file (default: $CONVSCOPE_TOKEN)")
+    parser.add_argument(
+        "--token",
+        default=os.environ.get("CONVSCOPE_TOKEN"),
+        help="bearer token for a server started with --token-file (default: $CONVSCOPE_TOKEN)",
+    )
     parser.add_argument("--tls", action="store_true", help="connect with TLS, trusting the system's roots")
     parser.add_argument("--tls-ca", type=Path, help="connect with TLS, trusting the CA certificate in this PEM file")
     parser.add_argument("--tls-cert", type=Path, help="this client's certificate (PEM), for servers that require one")
@@ -494,8 +607,13 @@ def tls_from_arguments(args: argparse.Namespace) -> Tls | None:
     return Tls(*paths)
 
 
-def main(argv: list[str] | None = None, *, prog: str = "convscope-client", extra_commands: dict[str, str] | None = None,
-         local_commands: dict[str, LocalCommand] | None = None) -> int:
+def main(
+    argv: list[str] | None = None,
+    *,
+    prog: str = "convscope-client",
+    extra_commands: dict[str, str] | None = None,
+    local_commands: dict[str, LocalCommand] | None = None,
+) -> int:
     args = build_parser(prog, extra_commands or {}, local_commands).parse_args(argv)
     if local_commands and args.command in local_commands:
         return local_commands[args.command].run(args)

@@ -83,8 +83,14 @@ def _model_info(message: pb.ModelInfo) -> ModelInfo:
         outputs=tuple(info(s) for s in message.outputs),
         layers=tuple(
             LayerInfo(
-                l.name, l.op_type, l.tensor, tuple(l.shape), l.dtype, _receptive_field(l.receptive_field),
-                tuple(l.symbolic_shape), tuple(l.dim_names),
+                l.name,
+                l.op_type,
+                l.tensor,
+                tuple(l.shape),
+                l.dtype,
+                _receptive_field(l.receptive_field),
+                tuple(l.symbolic_shape),
+                tuple(l.dim_names),
             )
             for l in message.layers
         ),
@@ -214,8 +220,11 @@ class Client:
             unknown = set(preprocessing) - set(PREPROCESSING_FIELDS)
             if unknown:
                 raise ValueError(f"unknown preprocessing field(s) {sorted(unknown)}; known: {PREPROCESSING_FIELDS}")
-            chosen = {field: choice.parse(preprocessing[field])
-                      for field, choice in PREPROCESSING_CHOICES.items() if field in preprocessing}
+            chosen = {
+                field: choice.parse(preprocessing[field])
+                for field, choice in PREPROCESSING_CHOICES.items()
+                if field in preprocessing
+            }
             header.preprocessing.CopyFrom(pb.Preprocessing(**{**preprocessing, **chosen}))
             header.has_preprocessing = True
 
@@ -317,7 +326,9 @@ class Client:
         """``others``: the model's other inputs by name, one sample's values, fed with every batch."""
         for name, value in (others or {}).items():
             fill_tensor(start.others[name], np.asarray(value))
-        return jobs.run(self._stub.RunDatasetJob, start, dataset, progress=progress, timeout=self._timeout(timeout), metadata=self.metadata)
+        return jobs.run(
+            self._stub.RunDatasetJob, start, dataset, progress=progress, timeout=self._timeout(timeout), metadata=self.metadata
+        )
 
     def top_activations(
         self,
@@ -515,8 +526,10 @@ class Client:
             layer=response.layer,
             warnings=tuple(response.warnings),
             map_on_image=from_tensor(response.map_on_image) if response.HasField("map_on_image") else None,
-            metrics={curve.metric: FaithfulnessCurve(np.array(curve.fractions), from_tensor(curve.scores), np.array(curve.auc))
-                     for curve in response.metrics},
+            metrics={
+                curve.metric: FaithfulnessCurve(np.array(curve.fractions), from_tensor(curve.scores), np.array(curve.auc))
+                for curve in response.metrics
+            },
         )
 
     def occlusion(
@@ -616,8 +629,9 @@ class Client:
             rectifier=Rectifier.parse(rectifier),
             rectifiers=_scope_field(rectifiers),
         )
-        return self._call(lambda *args, **kwargs: b"".join(c.data for c in self._stub.ExportBackward(*args, **kwargs)), request, timeout)
-
+        return self._call(
+            lambda *args, **kwargs: b"".join(c.data for c in self._stub.ExportBackward(*args, **kwargs)), request, timeout
+        )
 
     # -- images made by gradients: optimization loops on the server, progress per step
 
@@ -684,8 +698,15 @@ class Client:
             seed=seed,
             batch=batch,
         )
-        options = {"channel": channel, "lr": lr, "l2": l2, "blur_every": blur_every, "blur_sigma": blur_sigma, "jitter": jitter,
-                   "norm_percentile": norm_percentile}
+        options = {
+            "channel": channel,
+            "lr": lr,
+            "l2": l2,
+            "blur_every": blur_every,
+            "blur_sigma": blur_sigma,
+            "jitter": jitter,
+            "norm_percentile": norm_percentile,
+        }
         for name, value in options.items():
             if value is not None:
                 setattr(request, name, value)
@@ -712,8 +733,14 @@ class Client:
         For images ε is in [0, 1] pixel units; for arrays in input units, clipped to ``bounds``.
         Untargeted: away from the top class; ``target``: towards that class."""
         request = pb.AdversarialRequest(
-            model_id=model_id, method=AdversarialMethod.parse(method), epsilon=epsilon, steps=steps,
-            norm=AdversarialNorm.parse(norm), random_start=random_start, seed=seed, bounds=list(bounds or ()),
+            model_id=model_id,
+            method=AdversarialMethod.parse(method),
+            epsilon=epsilon,
+            steps=steps,
+            norm=AdversarialNorm.parse(norm),
+            random_start=random_start,
+            seed=seed,
+            bounds=list(bounds or ()),
         )
         if step_size is not None:
             request.step_size = step_size
@@ -742,7 +769,10 @@ class Client:
         layers = [layer] if isinstance(layer, str) else list(layer)
         request = pb.CorrespondenceRequest(model_id=model_id, layers=layers, hypercolumn=hypercolumn, reflections=reflections)
         if isinstance(image_a, np.ndarray) and isinstance(image_b, np.ndarray):
-            fill_input(request.input, np.concatenate([image_a.reshape(-1, *image_a.shape[-3:]), image_b.reshape(-1, *image_b.shape[-3:])]))
+            fill_input(
+                request.input,
+                np.concatenate([image_a.reshape(-1, *image_a.shape[-3:]), image_b.reshape(-1, *image_b.shape[-3:])]),
+            )
         else:
             fill_input(request.input, [image_a, image_b])
         if points is not None:

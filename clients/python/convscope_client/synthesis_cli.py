@@ -44,8 +44,17 @@ def invert_arguments(parser: argparse.ArgumentParser) -> None:
 
 def invert(args: argparse.Namespace, client: Client, bar: StepCallback) -> dict[str, Any]:
     result = client.invert(
-        args.model_id, args.input, layer=args.layer, steps=args.steps, lr=args.lr, tv_weight=args.tv_weight,
-        norm_weight=args.norm_weight, jitter=args.jitter, init=args.init, seed=args.seed, progress=bar,
+        args.model_id,
+        args.input,
+        layer=args.layer,
+        steps=args.steps,
+        lr=args.lr,
+        tv_weight=args.tv_weight,
+        norm_weight=args.norm_weight,
+        jitter=args.jitter,
+        init=args.init,
+        seed=args.seed,
+        progress=bar,
     )
     summary = {"layer": result.layer, "code_error": result.code_error, "history": result.history.tolist()}
     return write_outputs(args.out, "invert", result.png, result.array, result.image, summary)
@@ -69,9 +78,20 @@ def visualize_arguments(parser: argparse.ArgumentParser) -> None:
 
 def visualize(args: argparse.Namespace, client: Client, bar: StepCallback) -> dict[str, Any]:
     result = client.visualize(
-        args.model_id, target=args.targets, layer=args.layer, channel=args.channel, steps=args.steps, lr=args.lr,
-        l2=args.l2, blur_every=args.blur_every, blur_sigma=args.blur_sigma, jitter=args.jitter,
-        norm_percentile=args.norm_percentile, seed=args.seed, batch=args.batch, progress=bar,
+        args.model_id,
+        target=args.targets,
+        layer=args.layer,
+        channel=args.channel,
+        steps=args.steps,
+        lr=args.lr,
+        l2=args.l2,
+        blur_every=args.blur_every,
+        blur_sigma=args.blur_sigma,
+        jitter=args.jitter,
+        norm_percentile=args.norm_percentile,
+        seed=args.seed,
+        batch=args.batch,
+        progress=bar,
     )
     summary = {name: getattr(result, name) for name in ("tensor", "targets", "target_labels", "scores", "probabilities")}
     return write_outputs(args.out, "visualize", result.png, result.array, result.images, summary)
@@ -79,14 +99,19 @@ def visualize(args: argparse.Namespace, client: Client, bar: StepCallback) -> di
 
 def adversarial_arguments(parser: argparse.ArgumentParser) -> None:
     _common(parser)
-    parser.add_argument("--method", choices=AdversarialMethod.values(), default=AdversarialMethod.FGSM.value,
-                        help="one signed step, or projected steps")
+    parser.add_argument(
+        "--method",
+        choices=AdversarialMethod.values(),
+        default=AdversarialMethod.FGSM.value,
+        help="one signed step, or projected steps",
+    )
     parser.add_argument("--epsilon", type=float, default=2 / 255, help="pixels in [0, 1] for images, else input units")
     parser.add_argument("--step-size", type=float, help="PGD's step (default: 2.5 epsilon / steps)")
     parser.add_argument("--steps", type=int, default=10, help="PGD's steps")
     parser.add_argument("--target", type=int, help="make it be classified as this class")
-    parser.add_argument("--norm", choices=AdversarialNorm.values(), default=AdversarialNorm.LINF.value,
-                        help="the ball PGD projects onto")
+    parser.add_argument(
+        "--norm", choices=AdversarialNorm.values(), default=AdversarialNorm.LINF.value, help="the ball PGD projects onto"
+    )
     parser.add_argument("--random-start", action="store_true", help="PGD starts at a random point of the ball")
     parser.add_argument("--seed", type=int, default=0, help="random seed")
     parser.add_argument("--bounds", type=float, nargs=2, metavar=("LOW", "HIGH"), help="array inputs: the valid range")
@@ -94,9 +119,18 @@ def adversarial_arguments(parser: argparse.ArgumentParser) -> None:
 
 def adversarial(args: argparse.Namespace, client: Client, bar: StepCallback) -> dict[str, Any]:
     result = client.adversarial(
-        args.model_id, args.input, method=args.method, epsilon=args.epsilon, step_size=args.step_size, steps=args.steps,
-        target=args.target, norm=args.norm, random_start=args.random_start, seed=args.seed,
-        bounds=tuple(args.bounds) if args.bounds else None, progress=bar,
+        args.model_id,
+        args.input,
+        method=args.method,
+        epsilon=args.epsilon,
+        step_size=args.step_size,
+        steps=args.steps,
+        target=args.target,
+        norm=args.norm,
+        random_start=args.random_start,
+        seed=args.seed,
+        bounds=tuple(args.bounds) if args.bounds else None,
+        progress=bar,
     )
     summary = {name: getattr(result, name) for name in ("success", "label", "linf", "l2", "prediction", "adversarial_prediction")}
     return write_outputs(args.out, "adversarial", result.png, result.array, result.image, summary)
@@ -109,22 +143,38 @@ def correspondence_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--layer", action="append", dest="layers", required=True, help="repeat with --hypercolumn")
     parser.add_argument("--hypercolumn", action="store_true", help="match on the layers' features stacked")
     parser.add_argument("--points", type=Path, help="a .npy of [N, 2] (y, x) pixels of image A (default: a grid)")
-    parser.add_argument("--no-reflections", dest="reflections", action="store_false",
-                        help="search image B only as it is, not also mirrored left-right")
+    parser.add_argument(
+        "--no-reflections",
+        dest="reflections",
+        action="store_false",
+        help="search image B only as it is, not also mirrored left-right",
+    )
 
 
 def correspondence(args: argparse.Namespace, client: Client) -> dict[str, Any]:
     result = client.correspondence(
-        args.model_id, args.image_a, args.image_b, layer=args.layers, hypercolumn=args.hypercolumn,
-        reflections=args.reflections, points=np.load(args.points) if args.points else None,
+        args.model_id,
+        args.image_a,
+        args.image_b,
+        layer=args.layers,
+        hypercolumn=args.hypercolumn,
+        reflections=args.reflections,
+        points=np.load(args.points) if args.points else None,
     )
-    summary = {"layers": result.layers, "points": result.points.tolist(), "matches": result.matches.tolist(),
-               "similarity": result.similarity.tolist(), "mirrored": result.mirrored.tolist()}
+    summary = {
+        "layers": result.layers,
+        "points": result.points.tolist(),
+        "matches": result.matches.tolist(),
+        "similarity": result.similarity.tolist(),
+        "mirrored": result.mirrored.tolist(),
+    }
     pairs = np.stack([result.points, result.matches], axis=1)
     return write_outputs(args.out, "correspondence", result.png, pairs, None, summary)
 
 
-def write_outputs(out: Path, stem: str, png: bytes, array: np.ndarray, images: np.ndarray | None, summary: dict[str, Any]) -> dict[str, Any]:
+def write_outputs(
+    out: Path, stem: str, png: bytes, array: np.ndarray, images: np.ndarray | None, summary: dict[str, Any]
+) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     files = [out / f"{stem}.npy", out / f"{stem}.json"]
     np.save(files[0], array)

@@ -72,28 +72,41 @@ def accuracy(
     classes = max(int(labels.max()) + 1, int(predicted.max()) + 1, len(names))
     confusion = np.zeros((classes, classes), np.int64)
     np.add.at(confusion, (labels, predicted), 1)
-    name = (lambda c: names[c] if c < len(names) else str(c))
+    name = lambda c: names[c] if c < len(names) else str(c)
     per_class = []
     for c in range(classes):
         count = int(confusion[c].sum())
         if count:
             wrong = count - int(confusion[c, c])
-            per_class.append({"class": c, "label": name(c), "images": count, "error": wrong / count,
-                              "interval": list(wilson_interval(wrong, count, level))})
+            per_class.append(
+                {
+                    "class": c,
+                    "label": name(c),
+                    "images": count,
+                    "error": wrong / count,
+                    "interval": list(wilson_interval(wrong, count, level)),
+                }
+            )
     figures["per_class"] = per_class
     off = confusion.copy()
     np.fill_diagonal(off, 0)
     pairs = np.argsort(-off, axis=None, kind="stable")[: settings["confused_pairs"]]
     figures["confused_pairs"] = [
         {"true": name(int(t)), "predicted": name(int(p)), "count": int(off[t, p])}
-        for t, p in zip(*np.unravel_index(pairs, off.shape)) if off[t, p]
+        for t, p in zip(*np.unravel_index(pairs, off.shape))
+        if off[t, p]
     ]
     thumbnails = {"misclassified": np.flatnonzero(predicted != labels).tolist()}
     if human:
         figures["human"], against = compare(top, labels, human)
         thumbnails.update(against)
-    return _verdict("accuracy", failures, f"top-1 error {figures['top1_error']:.4f}", figures,
-                    thumbnails={caption: shown[:THUMBNAILS] for caption, shown in thumbnails.items()})
+    return _verdict(
+        "accuracy",
+        failures,
+        f"top-1 error {figures['top1_error']:.4f}",
+        figures,
+        thumbnails={caption: shown[:THUMBNAILS] for caption, shown in thumbnails.items()},
+    )
 
 
 # ---------------------------------------------------------------------------------- attributes
@@ -110,8 +123,10 @@ def slices_of(values: np.ndarray, bins: int) -> list[tuple[str, np.ndarray]]:
     edges = np.unique(np.quantile(values[known], np.linspace(0, 1, bins + 1)))
     # Right-closed bins [e_i, e_i+1), the last one closed: np.digitize on the inner edges.
     which = np.digitize(values, edges[1:-1], right=False)
-    return [(f"[{edges[i]:.4g}, {edges[i + 1]:.4g}{']' if i == len(edges) - 2 else ')'}", known & (which == i))
-            for i in range(len(edges) - 1)]
+    return [
+        (f"[{edges[i]:.4g}, {edges[i + 1]:.4g}{']' if i == len(edges) - 2 else ')'}", known & (which == i))
+        for i in range(len(edges) - 1)
+    ]
 
 
 def attribute_slices(wrong: np.ndarray, attributes: dict[str, np.ndarray], settings: dict[str, Any]) -> CheckOutcome:
@@ -124,18 +139,29 @@ def attribute_slices(wrong: np.ndarray, attributes: dict[str, np.ndarray], setti
         for description, members in slices_of(values, settings["bins"]):
             count = int(members.sum())
             errors = int(wrong[members].sum())
-            rows.append({"attribute": attribute, "slice": description, "images": count, "errors": errors,
-                         "error": errors / count if count else 0.0,
-                         "p_value": excess_error_p_value(errors, count, overall), "members": members})
+            rows.append(
+                {
+                    "attribute": attribute,
+                    "slice": description,
+                    "images": count,
+                    "errors": errors,
+                    "error": errors / count if count else 0.0,
+                    "p_value": excess_error_p_value(errors, count, overall),
+                    "members": members,
+                }
+            )
     rejected = benjamini_hochberg(np.array([row["p_value"] for row in rows]), settings["fdr"])
     failures = []
     for row, reject in zip(rows, rejected):
         row["significant"] = bool(reject)
-        row["failed"] = bool(reject and row["images"] >= settings["min_slice"]
-                             and row["error"] - overall > settings["max_excess_error"])
+        row["failed"] = bool(
+            reject and row["images"] >= settings["min_slice"] and row["error"] - overall > settings["max_excess_error"]
+        )
         if row["failed"]:
-            failures.append(f"{row['attribute']} {row['slice']}: error {row['error']:.4f} exceeds the overall "
-                            f"{overall:.4f} by more than max_excess_error {settings['max_excess_error']}")
+            failures.append(
+                f"{row['attribute']} {row['slice']}: error {row['error']:.4f} exceeds the overall "
+                f"{overall:.4f} by more than max_excess_error {settings['max_excess_error']}"
+            )
     worst = max(rows, key=lambda row: (row["images"] >= settings["min_slice"], row["error"]), default=None)
     thumbnails = {}
     if worst is not None:
@@ -144,8 +170,9 @@ def attribute_slices(wrong: np.ndarray, attributes: dict[str, np.ndarray], setti
     for row in rows:
         del row["members"]
     figures = {"overall_error": overall, "slices": rows, "attributes": list(attributes)}
-    return _verdict("attributes", failures, f"no slice errs significantly more than {overall:.4f}", figures,
-                    thumbnails=thumbnails)
+    return _verdict(
+        "attributes", failures, f"no slice errs significantly more than {overall:.4f}", figures, thumbnails=thumbnails
+    )
 
 
 # ---------------------------------------------------------------------------------- filters
@@ -158,11 +185,14 @@ def dead_filters(counts: DeadFilterCounts | None, settings: dict[str, Any]) -> C
     layers, failures = [], []
     for report in result.reports:
         share = len(report.dead) / max(1, len(report.zero_fraction))
-        layers.append({"layer": report.tensor, "channels": len(report.zero_fraction), "dead": report.dead.tolist(), "dead_share": share})
+        layers.append(
+            {"layer": report.tensor, "channels": len(report.zero_fraction), "dead": report.dead.tolist(), "dead_share": share}
+        )
         if share > settings["max_dead_share"]:
             failures.append(f"{report.tensor}: dead_share {share:.3f} > max_dead_share {settings['max_dead_share']}")
-    return _verdict("dead_filters", failures, f"no layer over {settings['max_dead_share']} dead",
-                    {"images": result.samples, "layers": layers})
+    return _verdict(
+        "dead_filters", failures, f"no layer over {settings['max_dead_share']} dead", {"images": result.samples, "layers": layers}
+    )
 
 
 def filter_smoothness(core: Convscope, record: ModelRecord, settings: dict[str, Any]) -> CheckOutcome:
@@ -172,10 +202,14 @@ def filter_smoothness(core: Convscope, record: ModelRecord, settings: dict[str, 
     result = core.filters(record.id, first.name, render=True)
     mean = result.mean_smoothness
     figures = {"layer": result.node, "mean_smoothness": mean, "smoothness": np.nan_to_num(result.smoothness).tolist()}
-    failures = [] if mean >= settings["min_mean_smoothness"] else [
-        f"{result.node}: mean_smoothness {mean:.3f} < min_mean_smoothness {settings['min_mean_smoothness']}"]
-    return _verdict("filter_smoothness", failures, f"mean smoothness {mean:.3f}", figures,
-                    pictures={f"filters of {result.node}": result.png})
+    failures = (
+        []
+        if mean >= settings["min_mean_smoothness"]
+        else [f"{result.node}: mean_smoothness {mean:.3f} < min_mean_smoothness {settings['min_mean_smoothness']}"]
+    )
+    return _verdict(
+        "filter_smoothness", failures, f"mean smoothness {mean:.3f}", figures, pictures={f"filters of {result.node}": result.png}
+    )
 
 
 # ---------------------------------------------------------------------------------- robustness
@@ -185,12 +219,21 @@ def evenly_spaced(count: int, total: int) -> list[int]:
     return sorted(set(np.linspace(0, total - 1, min(count, total)).round().astype(int).tolist()))
 
 
-def robustness(core: Convscope | None, record: ModelRecord, infer: robustness_measures.Infer, pictures: dict[int, np.ndarray],
-               labels: np.ndarray, settings: dict[str, Any], cancelled: threading.Event) -> CheckOutcome:
+def robustness(
+    core: Convscope | None,
+    record: ModelRecord,
+    infer: robustness_measures.Infer,
+    pictures: dict[int, np.ndarray],
+    labels: np.ndarray,
+    settings: dict[str, Any],
+    cancelled: threading.Event,
+) -> CheckOutcome:
     """Accuracy under each common corruption and severity relative to clean accuracy on the same
     images, and under FGSM and PGD at each ε (a remote model, ``core`` None: corruptions only)."""
     chosen = evenly_spaced(settings["images"], len(labels))
-    figures, failures = robustness_measures.corruption_table(infer, record, [pictures[i] for i in chosen], labels[chosen], settings)
+    figures, failures = robustness_measures.corruption_table(
+        infer, record, [pictures[i] for i in chosen], labels[chosen], settings
+    )
     message = f"clean accuracy {figures['clean_accuracy']:.4f}; no corruption over its limit"
     if settings["attacks"] and core is None:
         figures["adversarial"] = {"skipped": ATTACKS_SKIPPED}
@@ -198,7 +241,8 @@ def robustness(core: Convscope | None, record: ModelRecord, infer: robustness_me
     elif settings["attacks"]:
         attacked = evenly_spaced(settings["attack_images"], len(labels))
         figures["adversarial"], attack_failures = robustness_measures.attack_table(
-            core, record, [pictures[i] for i in attacked], labels[attacked], settings, cancelled)
+            core, record, [pictures[i] for i in attacked], labels[attacked], settings, cancelled
+        )
         failures += attack_failures
         message = f"clean accuracy {figures['clean_accuracy']:.4f}; no corruption or attack over its limit"
     return _verdict("robustness", failures, message, figures)
@@ -207,15 +251,17 @@ def robustness(core: Convscope | None, record: ModelRecord, infer: robustness_me
 # ---------------------------------------------------------------------------------- explanations
 
 
-def explained_sample(record: ModelRecord, pictures: dict[int, np.ndarray], predicted: np.ndarray,
-                     count: int) -> tuple[np.ndarray, np.ndarray, list[int]]:
+def explained_sample(
+    record: ModelRecord, pictures: dict[int, np.ndarray], predicted: np.ndarray, count: int
+) -> tuple[np.ndarray, np.ndarray, list[int]]:
     """``count`` images evenly spaced over the dataset, as one batch, with their top-1 classes."""
     chosen = evenly_spaced(count, len(predicted))
     return robustness_measures.model_input(record, [pictures[i] for i in chosen]).batch, predicted[chosen], chosen
 
 
-def explanation_sanity(core: Convscope, record: ModelRecord, pictures: dict[int, np.ndarray], predicted: np.ndarray,
-                       settings: dict[str, Any]) -> CheckOutcome:
+def explanation_sanity(
+    core: Convscope, record: ModelRecord, pictures: dict[int, np.ndarray], predicted: np.ndarray, settings: dict[str, Any]
+) -> CheckOutcome:
     batch, targets, _ = explained_sample(record, pictures, predicted, settings["images"])
     table = sanity.cascade(core, record, batch, targets, settings["methods"], settings)
     limit = settings["max_mean_rank_correlation"]
@@ -224,19 +270,34 @@ def explanation_sanity(core: Convscope, record: ModelRecord, pictures: dict[int,
         mean = float(np.mean([step["spearman"] for step in steps])) if steps else float("nan")
         summary[method] = mean
         if not mean < limit:
-            failures.append(f"{method}: mean_rank_correlation {mean:.3f} >= max_mean_rank_correlation {limit} "
-                            "(its maps barely change when the weights are randomized)")
-    return _verdict("explanation_sanity", failures, "every method's maps change under randomization",
-                    {"images": len(batch), "mean_rank_correlation": summary, "max_mean_rank_correlation": limit, "cascade": table})
+            failures.append(
+                f"{method}: mean_rank_correlation {mean:.3f} >= max_mean_rank_correlation {limit} "
+                "(its maps barely change when the weights are randomized)"
+            )
+    return _verdict(
+        "explanation_sanity",
+        failures,
+        "every method's maps change under randomization",
+        {"images": len(batch), "mean_rank_correlation": summary, "max_mean_rank_correlation": limit, "cascade": table},
+    )
 
 
-def explanation_faithfulness(core: Convscope, record: ModelRecord, pictures: dict[int, np.ndarray], predicted: np.ndarray,
-                             settings: dict[str, Any]) -> CheckOutcome:
+def explanation_faithfulness(
+    core: Convscope, record: ModelRecord, pictures: dict[int, np.ndarray], predicted: np.ndarray, settings: dict[str, Any]
+) -> CheckOutcome:
     batch, targets, _ = explained_sample(record, pictures, predicted, settings["images"])
     table = sanity.faithfulness(core, record, batch, targets, settings["methods"], settings)
     gap = {method: row["insertion_auc"] - row["deletion_auc"] for method, row in table.items()}
     margin = settings["min_margin"]
-    failures = [f"{method}: insertion_auc - deletion_auc {gap[method]:.3f} does not beat a random map's "
-                f"{gap['random']:.3f} by min_margin {margin}" for method in settings["methods"] if not gap[method] > gap["random"] + margin]
-    return _verdict("explanation_faithfulness", failures, "every method ranks pixels better than a random map",
-                    {"images": len(batch), "auc": table, "insertion_minus_deletion": gap})
+    failures = [
+        f"{method}: insertion_auc - deletion_auc {gap[method]:.3f} does not beat a random map's "
+        f"{gap['random']:.3f} by min_margin {margin}"
+        for method in settings["methods"]
+        if not gap[method] > gap["random"] + margin
+    ]
+    return _verdict(
+        "explanation_faithfulness",
+        failures,
+        "every method ranks pixels better than a random map",
+        {"images": len(batch), "auc": table, "insertion_minus_deletion": gap},
+    )

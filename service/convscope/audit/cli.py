@@ -29,9 +29,14 @@ from convscope_client.bars import JobProgressBar
 from convscope_client.cli import LocalCommand, UsageError, tls_from_arguments
 
 EXIT_PASSED, EXIT_FAILED, EXIT_INPUT, EXIT_INTERNAL, EXIT_CANCELLED = 0, 1, 2, 3, 130
-INPUT_ERRORS = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.PERMISSION_DENIED,
-                grpc.StatusCode.UNAUTHENTICATED,
-                grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNIMPLEMENTED}
+INPUT_ERRORS = {
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.NOT_FOUND,
+    grpc.StatusCode.PERMISSION_DENIED,
+    grpc.StatusCode.UNAUTHENTICATED,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.UNIMPLEMENTED,
+}
 
 
 class InputError(Exception):
@@ -39,24 +44,38 @@ class InputError(Exception):
 
 
 def audit_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", nargs="?", help="an .onnx file (preprocessing and labels from its convscope.* metadata), "
-                                                 "or with --address an uploaded model's id; none with --remote")
-    parser.add_argument("--data", required=True, help="a folder of class sub-folders, or a CSV path,label[,attributes…]; "
-                                                      "with --address, a path under one of the server's data roots")
+    parser.add_argument(
+        "model",
+        nargs="?",
+        help="an .onnx file (preprocessing and labels from its convscope.* metadata), "
+        "or with --address an uploaded model's id; none with --remote",
+    )
+    parser.add_argument(
+        "--data",
+        required=True,
+        help="a folder of class sub-folders, or a CSV path,label[,attributes…]; "
+        "with --address, a path under one of the server's data roots",
+    )
     parser.add_argument("--labels", help="a CSV path,label[,attributes…] labelling the images under --data")
     parser.add_argument("--human", help="a CSV path,labeller,top1…top5 of people's labels (`convscope label` writes it)")
     parser.add_argument("--config", type=Path, help="audit.toml with thresholds (default: the documented defaults)")
     parser.add_argument("--out", type=Path, default=Path("audit-out"), help="where the reports are written")
     # Its own --address (after the subcommand), because no address means an embedded server here.
     parser.add_argument("--address", help="a running server (host:port); default: an embedded one on a temporary store")
-    parser.add_argument("--timeout", type=float, help="seconds for the whole audit (default: no limit); "
-                                                     "with --remote, for each request to that server")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        help="seconds for the whole audit (default: no limit); with --remote, for each request to that server",
+    )
     remote = parser.add_argument_group("a model served elsewhere (Open Inference Protocol, gRPC), as remote-occlusion takes it")
     remote.add_argument("--remote", metavar="URL", help="the inference server's gRPC endpoint, host:port or grpc://host:port")
     remote.add_argument("--remote-model", metavar="NAME", help="the model's name on that server")
     remote.add_argument("--model-version", help="its version (default: the server's choice)")
-    remote.add_argument("--preprocessing", type=json.loads,
-                        help='JSON as upload takes it, e.g. \'{"resize": 256, "size": [224, 224]}\' (default: none)')
+    remote.add_argument(
+        "--preprocessing",
+        type=json.loads,
+        help='JSON as upload takes it, e.g. \'{"resize": 256, "size": [224, 224]}\' (default: none)',
+    )
 
 
 @contextlib.contextmanager
@@ -131,13 +150,20 @@ def _remote(args: argparse.Namespace, config_toml: str) -> int:
         raise InputError("--remote audits a model served elsewhere: give no MODEL and no --address")
     data, labels, human = (Path(_local(path, True)) if path else None for path in (args.data, args.labels, args.human))
     assert data is not None  # --data is required
-    with RemoteModel(args.remote, args.remote_model, version=args.model_version or "", token=args.token,
-                     **({"timeout": args.timeout} if args.timeout else {})) as remote:
+    with RemoteModel(
+        args.remote,
+        args.remote_model,
+        version=args.model_version or "",
+        token=args.token,
+        **({"timeout": args.timeout} if args.timeout else {}),
+    ) as remote:
         record = remote.record(Preprocessing.from_dict(args.preprocessing) if args.preprocessing else None)
         checks: list[CheckOutcome] = []
         bar = JobProgressBar()
         try:
-            for event in remote_audit(record, first_output(remote, record), data, labels=labels, human=human, config_toml=config_toml):
+            for event in remote_audit(
+                record, first_output(remote, record), data, labels=labels, human=human, config_toml=config_toml
+            ):
                 if isinstance(event, Progress):
                     bar(event)  # type: ignore[arg-type]  # the client's Progress has the same fields
                 elif isinstance(event, CheckOutcome):
@@ -154,8 +180,16 @@ def _written(out: Path, files: dict[str, bytes], checks: list[tuple[str, str, st
     out.mkdir(parents=True, exist_ok=True)
     for name, content in files.items():
         (out / name).write_bytes(content)
-    print(json.dumps({"passed": passed, "checks": {name: status for name, status, _ in checks},
-                      "files": [str(out / name) for name in files]}, indent=2))
+    print(
+        json.dumps(
+            {
+                "passed": passed,
+                "checks": {name: status for name, status, _ in checks},
+                "files": [str(out / name) for name in files],
+            },
+            indent=2,
+        )
+    )
     for name, status, message in checks:
         if status in ("failed", "error"):
             print(f"{name} {status}: {message}", file=sys.stderr)
@@ -186,7 +220,9 @@ def audit(args: argparse.Namespace) -> int:
 
 
 def label_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("dataset", type=Path, help="a folder of images (class sub-folders are fine: their names are not shown) or a CSV path,…")
+    parser.add_argument(
+        "dataset", type=Path, help="a folder of images (class sub-folders are fine: their names are not shown) or a CSV path,…"
+    )
     parser.add_argument("--out", type=Path, required=True, help="the CSV to write (and resume from)")
     parser.add_argument("--model", type=Path, help="an .onnx whose convscope.labels metadata names the classes")
     parser.add_argument("--labels", type=Path, help="or a text file, one class name per line")
@@ -201,8 +237,10 @@ def label(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {
-    "audit": LocalCommand("check a model on labelled data for CI: report.json, junit.xml, report.html; exit 0/1/2/3",
-                          audit_arguments, audit),
-    "label": LocalCommand("a local page for people to label images; writes the CSV `audit --human` reads",
-                          label_arguments, label),
+    "audit": LocalCommand(
+        "check a model on labelled data for CI: report.json, junit.xml, report.html; exit 0/1/2/3", audit_arguments, audit
+    ),
+    "label": LocalCommand(
+        "a local page for people to label images; writes the CSV `audit --human` reads", label_arguments, label
+    ),
 }

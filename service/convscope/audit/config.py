@@ -120,11 +120,15 @@ def resolve(overrides: dict[str, Any] | None = None) -> dict[str, dict[str, Any]
                 _check_list(f"{check}.{key}", value, LIST_CHOICES.get(key))
             config[check][key] = type(default)(value)
     if config["explanation_sanity"]["cascade_steps"] < 1:
-        raise ConfigError(f"explanation_sanity.cascade_steps must be at least 1, got {config['explanation_sanity']['cascade_steps']}")
+        raise ConfigError(
+            f"explanation_sanity.cascade_steps must be at least 1, got {config['explanation_sanity']['cascade_steps']}"
+        )
     robustness = config["robustness"]
     if len(robustness["max_attack_success"]) != len(robustness["epsilons"]):
-        raise ConfigError(f"robustness.max_attack_success needs one share per epsilon ({len(robustness['epsilons'])}), "
-                          f"got {len(robustness['max_attack_success'])}")
+        raise ConfigError(
+            f"robustness.max_attack_success needs one share per epsilon ({len(robustness['epsilons'])}), "
+            f"got {len(robustness['max_attack_success'])}"
+        )
     return config
 
 

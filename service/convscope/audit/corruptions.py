@@ -48,7 +48,11 @@ def _jpeg(picture: np.ndarray, quality: float, rng: np.random.Generator) -> np.n
 
 
 CORRUPTIONS: dict[str, Callable[[np.ndarray, float, np.random.Generator], np.ndarray]] = {
-    "gaussian_noise": _noise, "gaussian_blur": _blur, "brightness": _brightness, "contrast": _contrast, "jpeg": _jpeg,
+    "gaussian_noise": _noise,
+    "gaussian_blur": _blur,
+    "brightness": _brightness,
+    "contrast": _contrast,
+    "jpeg": _jpeg,
 }
 
 

@@ -49,7 +49,11 @@ class ChunkDecoder:
     over ``max_pixels`` are refused, so an audit is held to the server's limits too."""
 
     def __init__(
-        self, record: ModelRecord, sizes: dict[int, tuple[int, int]], measured: dict[str, np.ndarray], *,
+        self,
+        record: ModelRecord,
+        sizes: dict[int, tuple[int, int]],
+        measured: dict[str, np.ndarray],
+        *,
         max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
     ) -> None:
         self.record = record
@@ -63,7 +67,9 @@ class ChunkDecoder:
         for index, item in enumerate(chunk.items, start):
             ref = str(item.path)
             try:
-                image, self.sizes[index] = decode_sized(self.record, read_regular_file(item.path), index, max_pixels=self.max_pixels)
+                image, self.sizes[index] = decode_sized(
+                    self.record, read_regular_file(item.path), index, max_pixels=self.max_pixels
+                )
             except OSError as error:
                 skipped.append(Skipped(index, ref, f"cannot be read ({error.strerror or type(error).__name__})"))
             except ServiceError as error:

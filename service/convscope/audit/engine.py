@@ -50,8 +50,15 @@ from convscope.runtime.context import INFERENCE_WORKERS
 
 RECTIFIERS = {"Relu", "Clip", "LeakyRelu", "PRelu"}
 # The order the checks run in and the report lists them.
-CHECK_ORDER = ("accuracy", "attributes", "dead_filters", "filter_smoothness", "robustness", "explanation_sanity",
-               "explanation_faithfulness")
+CHECK_ORDER = (
+    "accuracy",
+    "attributes",
+    "dead_filters",
+    "filter_smoothness",
+    "robustness",
+    "explanation_sanity",
+    "explanation_faithfulness",
+)
 # What a black box cannot give, per check (the robustness check keeps its corruptions: they need outputs only).
 # The checks that run the model again on sampled images, longest first: after the pass they run
 # side by side, as many at once as the runtime's concurrent runs (each run's threads are sized so
@@ -87,7 +94,7 @@ class AuditResult:
         """Where the ``index``-th item is in the dataset, its label and the model's top-1 class, by name."""
         item = self.items[index]
         labels = self.record.labels
-        name = (lambda c: labels[c] if 0 <= c < len(labels) else str(c))
+        name = lambda c: labels[c] if 0 <= c < len(labels) else str(c)
         predicted = int(self.predictions[index, 0])
         return {"row": item.row, "path": str(item.path), "label": name(item.label), "predicted": name(predicted)}
 
@@ -205,12 +212,24 @@ def _audit(
     sizes: dict[int, tuple[int, int]] = {}
     skipped: list[Skipped] = []
     batch = job_batch_size(core.context if core else None, record, shared.tensors)
-    stream = Prefetcher(chunks(items, batch), ChunkDecoder(record, sizes, shared.measured, max_pixels=limits.max_image_pixels), count=lambda chunk: len(chunk.items),
-                        depth=2 * DEFAULT_DECODE_WORKERS, cancelled=cancelled)
+    stream = Prefetcher(
+        chunks(items, batch),
+        ChunkDecoder(record, sizes, shared.measured, max_pixels=limits.max_image_pixels),
+        count=lambda chunk: len(chunk.items),
+        depth=2 * DEFAULT_DECODE_WORKERS,
+        cancelled=cancelled,
+    )
     try:
         # A local model runs on the context's runtime, which also serves the dead filters' tensors.
-        job = run_job(core.context if core else None, record, shared, stream, total=len(items), cancelled=cancelled,
-                      engine=None if core else _InferEngine(infer, shared))
+        job = run_job(
+            core.context if core else None,
+            record,
+            shared,
+            stream,
+            total=len(items),
+            cancelled=cancelled,
+            engine=None if core else _InferEngine(infer, shared),
+        )
         for event in job:
             if isinstance(event, Skipped):
                 skipped.append(event)
@@ -238,7 +257,9 @@ def _audit(
         checks |= {name: (lambda c, name=name, reason=reason: _skipped(name, reason)) for name, reason in REMOTE_SKIPS.items()}
     outcomes = []
     with ThreadPoolExecutor(INFERENCE_WORKERS, thread_name_prefix="convscope-check") as pool:
-        running = {name: pool.submit(_run_check, name, config, checks[name]) for name in SAMPLING_CHECKS if config[name]["enabled"]}
+        running = {
+            name: pool.submit(_run_check, name, config, checks[name]) for name in SAMPLING_CHECKS if config[name]["enabled"]
+        }
         try:
             for name in CHECK_ORDER:
                 if cancelled.is_set():
@@ -262,9 +283,11 @@ def _run_check(name: str, config: dict[str, dict[str, Any]], check: Callable[[di
     except Exception as error:  # noqa: BLE001 - a crashing check is reported, never counted as passed
         allowed = settings["allow_error"]
         outcome = CheckOutcome(
-            name, "passed" if allowed else "error",
+            name,
+            "passed" if allowed else "error",
             f"the check raised {type(error).__name__}: {error}" + (" (allowed by allow_error)" if allowed else ""),
-            {"traceback": traceback.format_exc(limit=4)}, crashed=True,
+            {"traceback": traceback.format_exc(limit=4)},
+            crashed=True,
         )
     outcome.seconds = time.monotonic() - start
     return outcome

@@ -65,7 +65,9 @@ def read_human(path: Path, items: Sequence[AuditItem], names: Sequence[str], cla
     return [HumanLabels(person, np.array(images), np.array(rows, np.int64)) for person, (images, rows) in by_person.items()]
 
 
-def compare(top: np.ndarray, labels: np.ndarray, people: Sequence[HumanLabels]) -> tuple[list[dict[str, Any]], dict[str, list[int]]]:
+def compare(
+    top: np.ndarray, labels: np.ndarray, people: Sequence[HumanLabels]
+) -> tuple[list[dict[str, Any]], dict[str, list[int]]]:
     """Per labeller: model and human top-1/top-5 error on the images that person labelled, their
     top-1 agreement, and the images only one of them gets right (top-5)."""
     rows, thumbnails = [], {}
@@ -74,13 +76,21 @@ def compare(top: np.ndarray, labels: np.ndarray, people: Sequence[HumanLabels]) 
         model = top[person.images]
         model_right = (model == truth[:, None]).any(axis=1)
         human_right = (person.guesses == truth[:, None]).any(axis=1)
-        rows.append({
-            "labeller": person.labeller, "images": len(person.images),
-            "model_top1_error": float((model[:, 0] != truth).mean()), "model_top5_error": float(1 - model_right.mean()),
-            "human_top1_error": float((person.guesses[:, 0] != truth).mean()), "human_top5_error": float(1 - human_right.mean()),
-            "top1_agreement": float((person.guesses[:, 0] == model[:, 0]).mean()),
-            "only_model_right": int((model_right & ~human_right).sum()), "only_human_right": int((human_right & ~model_right).sum()),
-        })
-        thumbnails[f"only the model is right (top-5), against {person.labeller}"] = person.images[model_right & ~human_right].tolist()
+        rows.append(
+            {
+                "labeller": person.labeller,
+                "images": len(person.images),
+                "model_top1_error": float((model[:, 0] != truth).mean()),
+                "model_top5_error": float(1 - model_right.mean()),
+                "human_top1_error": float((person.guesses[:, 0] != truth).mean()),
+                "human_top5_error": float(1 - human_right.mean()),
+                "top1_agreement": float((person.guesses[:, 0] == model[:, 0]).mean()),
+                "only_model_right": int((model_right & ~human_right).sum()),
+                "only_human_right": int((human_right & ~model_right).sum()),
+            }
+        )
+        thumbnails[f"only the model is right (top-5), against {person.labeller}"] = person.images[
+            model_right & ~human_right
+        ].tolist()
         thumbnails[f"only {person.labeller} is right (top-5)"] = person.images[human_right & ~model_right].tolist()
     return rows, thumbnails

@@ -83,8 +83,14 @@ class LabellingSession:
         with self.lock:
             done = {str(index): picks for index, picks in self.answers.items()}
         pending = next((i for i in range(len(self.images)) if i not in self.answers), len(self.images))
-        return {"names": self.names, "images": len(self.images), "done": done, "next": pending,
-                "labeller": self.labeller, "max_picks": MAX_PICKS}
+        return {
+            "names": self.names,
+            "images": len(self.images),
+            "done": done,
+            "next": pending,
+            "labeller": self.labeller,
+            "max_picks": MAX_PICKS,
+        }
 
     def answer(self, index: int, picks: Sequence[str]) -> None:
         if not 0 <= index < len(self.images):
@@ -169,8 +175,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     host, port = server.server_address[:2]
-    print(f"labelling {len(session.images)} images ({len(session.answers)} done): open http://{host}:{port}/ ; Ctrl-C to stop",
-          file=sys.stderr)
+    print(
+        f"labelling {len(session.images)} images ({len(session.answers)} done): open http://{host}:{port}/ ; Ctrl-C to stop",
+        file=sys.stderr,
+    )
     try:
         threading.Event().wait()
     except KeyboardInterrupt:

@@ -53,9 +53,11 @@ def randomized(model: onnx.ModelProto, layers: int, seed: int = 0) -> onnx.Model
         weights = numpy_helper.to_array(initializers[node.input[1]])
         bound = 1 / np.sqrt(max(1, _fan_in(node, weights)))
         initializers[node.input[1]].CopyFrom(
-            numpy_helper.from_array(rng.uniform(-bound, bound, weights.shape).astype(weights.dtype), node.input[1]))
+            numpy_helper.from_array(rng.uniform(-bound, bound, weights.shape).astype(weights.dtype), node.input[1])
+        )
         if len(node.input) > 2 and node.input[2] in initializers:
             bias = numpy_helper.to_array(initializers[node.input[2]])
             initializers[node.input[2]].CopyFrom(
-                numpy_helper.from_array(rng.uniform(-bound, bound, bias.shape).astype(bias.dtype), node.input[2]))
+                numpy_helper.from_array(rng.uniform(-bound, bound, bias.shape).astype(bias.dtype), node.input[2])
+            )
     return copy

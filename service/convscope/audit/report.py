@@ -33,19 +33,30 @@ def report_dict(result: AuditResult, *, source: str, model_path: str = "") -> di
     return {
         "schema": SCHEMA,
         "passed": result.passed,
-        "model": {"id": record.id, "sha256": record.id, "name": record.name, "path": model_path,
-                  "classes": int(np.prod(record.outputs[0].shape[1:])), "labels": list(record.labels)},
+        "model": {
+            "id": record.id,
+            "sha256": record.id,
+            "name": record.name,
+            "path": model_path,
+            "classes": int(np.prod(record.outputs[0].shape[1:])),
+            "labels": list(record.labels),
+        },
         "dataset": {"source": source, "images": len(result.items)},
         "config": result.config,
         "versions": versions(),
         # Nothing in these checks draws random numbers; checks that do record their seed in the config.
         "seeds": {check: settings["seed"] for check, settings in result.config.items() if "seed" in settings},
         "seconds": result.seconds,
-        "checks": {check.name: {"status": check.status, "message": check.message, "seconds": check.seconds,
-                                "figures": check.figures,
-                                "thumbnails": {caption: [result.row_ref(i) for i in indices]
-                                               for caption, indices in check.thumbnails.items()}}
-                   for check in result.checks},
+        "checks": {
+            check.name: {
+                "status": check.status,
+                "message": check.message,
+                "seconds": check.seconds,
+                "figures": check.figures,
+                "thumbnails": {caption: [result.row_ref(i) for i in indices] for caption, indices in check.thumbnails.items()},
+            }
+            for check in result.checks
+        },
     }
 
 
@@ -54,14 +65,25 @@ def junit_xml(result: AuditResult) -> bytes:
     failures = sum(check.status == "failed" for check in result.checks)
     errors = sum(check.status == "error" for check in result.checks)
     skipped = sum(check.status in ("disabled", "skipped") for check in result.checks)
-    suite = ElementTree.Element("testsuite", name="convscope.audit", tests=str(len(result.checks)), failures=str(failures),
-                                errors=str(errors), skipped=str(skipped), time=f"{result.seconds:.3f}")
+    suite = ElementTree.Element(
+        "testsuite",
+        name="convscope.audit",
+        tests=str(len(result.checks)),
+        failures=str(failures),
+        errors=str(errors),
+        skipped=str(skipped),
+        time=f"{result.seconds:.3f}",
+    )
     for check in result.checks:
-        case = ElementTree.SubElement(suite, "testcase", classname="convscope.audit", name=check.name, time=f"{check.seconds:.3f}")
+        case = ElementTree.SubElement(
+            suite, "testcase", classname="convscope.audit", name=check.name, time=f"{check.seconds:.3f}"
+        )
         if check.status == "failed":
             ElementTree.SubElement(case, "failure", message=check.message, type="threshold").text = check.message
         elif check.status == "error":
-            ElementTree.SubElement(case, "error", message=check.message, type="check_error").text = check.figures.get("traceback", "")
+            ElementTree.SubElement(case, "error", message=check.message, type="check_error").text = check.figures.get(
+                "traceback", ""
+            )
         elif check.status in ("disabled", "skipped"):
             ElementTree.SubElement(case, "skipped", message=check.message)
         else:

@@ -44,8 +44,9 @@ def top1(infer: Infer, batch: np.ndarray) -> np.ndarray:
     return infer(batch).reshape(len(batch), -1).argmax(1)
 
 
-def corruption_table(infer: Infer, record: ModelRecord, pictures: Sequence[np.ndarray], truth: np.ndarray,
-                     settings: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+def corruption_table(
+    infer: Infer, record: ModelRecord, pictures: Sequence[np.ndarray], truth: np.ndarray, settings: dict[str, Any]
+) -> tuple[dict[str, Any], list[str]]:
     """Clean accuracy and, per corruption, accuracy at severities 1–3 and the mean relative drop."""
 
     def accuracy_on(batch_pictures: Sequence[np.ndarray]) -> float:
@@ -61,17 +62,27 @@ def corruption_table(infer: Infer, record: ModelRecord, pictures: Sequence[np.nd
         drops = [(clean - accuracy) / clean if clean else 0.0 for accuracy in accuracies]
         table[name] = {"accuracy": accuracies, "relative_drop": drops, "mean_relative_drop": float(np.mean(drops))}
         if table[name]["mean_relative_drop"] > limit:
-            failures.append(f"{name}: mean_relative_drop {table[name]['mean_relative_drop']:.3f} > max_mean_relative_drop {limit}")
+            failures.append(
+                f"{name}: mean_relative_drop {table[name]['mean_relative_drop']:.3f} > max_mean_relative_drop {limit}"
+            )
     figures = {"images": len(pictures), "clean_accuracy": clean, "severities": corruptions.SEVERITIES, "corruptions": table}
     return figures, failures
 
 
 def attack_options(attack: str, epsilon: float, settings: dict[str, Any]) -> AdversarialOptions:
-    return AdversarialOptions(method=attack, epsilon=epsilon / PIXEL_LEVELS, steps=settings["pgd_steps"] if attack == "pgd" else 1)
+    return AdversarialOptions(
+        method=attack, epsilon=epsilon / PIXEL_LEVELS, steps=settings["pgd_steps"] if attack == "pgd" else 1
+    )
 
 
-def attack_table(core: Convscope, record: ModelRecord, pictures: Sequence[np.ndarray], truth: np.ndarray, settings: dict[str, Any],
-                 cancelled: threading.Event | None = None) -> tuple[dict[str, Any], list[str]]:
+def attack_table(
+    core: Convscope,
+    record: ModelRecord,
+    pictures: Sequence[np.ndarray],
+    truth: np.ndarray,
+    settings: dict[str, Any],
+    cancelled: threading.Event | None = None,
+) -> tuple[dict[str, Any], list[str]]:
     """Per attack and ε: robust accuracy and attack success; a failure names the attack, ε and the threshold."""
     sample = model_input(record, pictures)
     right = top1(local_infer(core, record), sample.batch) == truth
@@ -84,14 +95,28 @@ def attack_table(core: Convscope, record: ModelRecord, pictures: Sequence[np.nda
         for epsilon, limit in zip(epsilons, settings["max_attack_success"]):
             if cancelled is not None and cancelled.is_set():
                 raise Cancelled("the audit was cancelled")
-            fooled = _fooled(core, record, attacked, attack_options(attack, epsilon, settings)) if right.any() else np.zeros(0, bool)
+            fooled = (
+                _fooled(core, record, attacked, attack_options(attack, epsilon, settings)) if right.any() else np.zeros(0, bool)
+            )
             success = float(fooled.mean()) if len(fooled) else 0.0
-            table[attack].append({"epsilon": epsilon, "robust_accuracy": float((len(fooled) - fooled.sum()) / len(truth)),
-                                  "attack_success": success, "attacked": int(len(fooled))})
+            table[attack].append(
+                {
+                    "epsilon": epsilon,
+                    "robust_accuracy": float((len(fooled) - fooled.sum()) / len(truth)),
+                    "attack_success": success,
+                    "attacked": int(len(fooled)),
+                }
+            )
             if success > limit:
                 failures.append(f"{attack} at ε {epsilon:g}/255: attack_success {success:.3f} > max_attack_success {limit}")
-    figures = {"images": len(pictures), "clean_accuracy": float(right.mean()), "epsilons": epsilons,
-               "pgd_steps": settings["pgd_steps"], "attacks": table, "max_attack_success": list(settings["max_attack_success"])}
+    figures = {
+        "images": len(pictures),
+        "clean_accuracy": float(right.mean()),
+        "epsilons": epsilons,
+        "pgd_steps": settings["pgd_steps"],
+        "attacks": table,
+        "max_attack_success": list(settings["max_attack_success"]),
+    }
     return figures, failures
 
 

@@ -22,7 +22,11 @@ SSIM_K1, SSIM_K2 = 0.01, 0.03
 
 def options_for(settings: dict[str, object], targets: np.ndarray) -> attribution_methods.AttributionOptions:
     return attribution_methods.AttributionOptions(
-        target=targets.tolist(), steps=int(settings["ig_steps"]), samples=int(settings["smoothgrad_samples"]), seed=int(settings["seed"]))
+        target=targets.tolist(),
+        steps=int(settings["ig_steps"]),
+        samples=int(settings["smoothgrad_samples"]),
+        seed=int(settings["seed"]),
+    )
 
 
 def normalized_maps(record: ModelRecord, maps: np.ndarray, spatial: tuple[int, int]) -> np.ndarray:
@@ -37,7 +41,7 @@ def normalized_maps(record: ModelRecord, maps: np.ndarray, spatial: tuple[int, i
 def ssim(a: np.ndarray, b: np.ndarray, data_range: float = 1.0) -> float:
     """Structural similarity of two maps with a Gaussian window (Wang et al. 2004), mean over the image."""
     c1, c2 = (SSIM_K1 * data_range) ** 2, (SSIM_K2 * data_range) ** 2
-    blur = (lambda x: ndimage.gaussian_filter(x, SSIM_SIGMA, truncate=SSIM_TRUNCATE))
+    blur = lambda x: ndimage.gaussian_filter(x, SSIM_SIGMA, truncate=SSIM_TRUNCATE)
     mu_a, mu_b = blur(a), blur(b)
     var_a = blur(a * a) - mu_a**2
     var_b = blur(b * b) - mu_b**2
@@ -63,7 +67,12 @@ def cascade_counts(layers: int, steps: int) -> list[int]:
 
 
 def cascade(
-    core: Convscope, record: ModelRecord, batch: np.ndarray, targets: np.ndarray, methods: Sequence[str], settings: dict[str, object]
+    core: Convscope,
+    record: ModelRecord,
+    batch: np.ndarray,
+    targets: np.ndarray,
+    methods: Sequence[str],
+    settings: dict[str, object],
 ) -> dict[str, list[dict[str, float | str | int]]]:
     """Per method, per cascade step (top layers randomized so far): mean Spearman and SSIM
     between the original model's normalized maps and the randomized one's."""
@@ -72,8 +81,12 @@ def cascade(
     options = options_for(settings, targets)
 
     def maps(model: ModelRecord) -> dict[str, np.ndarray]:
-        return {method: normalized_maps(model, attribution_methods.attribution(core.context, model, batch, method, options).map, spatial)
-                for method in methods}
+        return {
+            method: normalized_maps(
+                model, attribution_methods.attribution(core.context, model, batch, method, options).map, spatial
+            )
+            for method in methods
+        }
 
     original = maps(record)
     layers = layers_from_top(base)
@@ -84,18 +97,26 @@ def cascade(
         try:
             for method, after in maps(model).items():
                 before = original[method]
-                table[method].append({
-                    "randomized_layers": count, "top_layer": layers[count - 1],
-                    "spearman": float(np.mean([spearman(x, y) for x, y in zip(before, after)])),
-                    "ssim": float(np.mean([ssim(x, y) for x, y in zip(before, after)])),
-                })
+                table[method].append(
+                    {
+                        "randomized_layers": count,
+                        "top_layer": layers[count - 1],
+                        "spearman": float(np.mean([spearman(x, y) for x, y in zip(before, after)])),
+                        "ssim": float(np.mean([ssim(x, y) for x, y in zip(before, after)])),
+                    }
+                )
         finally:
             core.delete(model.id)
     return table
 
 
 def faithfulness(
-    core: Convscope, record: ModelRecord, batch: np.ndarray, targets: np.ndarray, methods: Sequence[str], settings: dict[str, object]
+    core: Convscope,
+    record: ModelRecord,
+    batch: np.ndarray,
+    targets: np.ndarray,
+    methods: Sequence[str],
+    settings: dict[str, object],
 ) -> dict[str, dict[str, float]]:
     """Per method (and a seeded random map, the baseline to beat): mean deletion and insertion AUC."""
     options = options_for(settings, targets)
@@ -104,7 +125,14 @@ def faithfulness(
     maps["random"] = np.random.default_rng(int(settings["seed"])).random((len(batch), *spatial))
     table = {}
     for method, saliency in maps.items():
-        found = curves(core.context, record, batch, saliency, targets.tolist(),
-                       pixels_per_step=int(settings["pixels_per_step"]), blur_sigma=float(settings["blur_sigma"]))
+        found = curves(
+            core.context,
+            record,
+            batch,
+            saliency,
+            targets.tolist(),
+            pixels_per_step=int(settings["pixels_per_step"]),
+            blur_sigma=float(settings["blur_sigma"]),
+        )
         table[method] = {f"{c.metric}_auc": float(c.auc.mean()) for c in found}
     return table

@@ -33,7 +33,13 @@ class AuditFiles:
 
 
 def audit(
-    core: Convscope, model_id: str, data: str, *, labels: str = "", human: str = "", config_toml: str = "",
+    core: Convscope,
+    model_id: str,
+    data: str,
+    *,
+    labels: str = "",
+    human: str = "",
+    config_toml: str = "",
     cancelled: threading.Event | None = None,
 ) -> Iterator[Progress | CheckOutcome | AuditFiles]:
     config = _config(config_toml)
@@ -49,8 +55,14 @@ def audit(
 
 
 def remote_audit(
-    record: ModelRecord, infer: Infer, data: Path, *, labels: Path | None = None, human: Path | None = None,
-    config_toml: str = "", cancelled: threading.Event | None = None,
+    record: ModelRecord,
+    infer: Infer,
+    data: Path,
+    *,
+    labels: Path | None = None,
+    human: Path | None = None,
+    config_toml: str = "",
+    cancelled: threading.Event | None = None,
 ) -> Iterator[Progress | CheckOutcome | AuditFiles]:
     """``audit``'s events for a model served elsewhere (``engine.run_remote_audit``): the files are
     this user's own, so no data roots apply."""
@@ -68,7 +80,9 @@ def _config(config_toml: str) -> dict[str, dict[str, Any]]:
         raise audit_config.ConfigError(f"the audit config is not valid TOML: {error}") from None
 
 
-def _files(events: Iterator[Progress | CheckOutcome | AuditResult], source: str, model_path: str) -> Iterator[Progress | CheckOutcome | AuditFiles]:
+def _files(
+    events: Iterator[Progress | CheckOutcome | AuditResult], source: str, model_path: str
+) -> Iterator[Progress | CheckOutcome | AuditFiles]:
     for event in events:
         if isinstance(event, AuditResult):
             yield AuditFiles(event.passed, event.errored, report.render(event, source=source, model_path=model_path))

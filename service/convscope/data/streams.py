@@ -172,10 +172,10 @@ class DataRoots:
         prefix = folder.rstrip("/\\")
         count = sum(1 for _ in itertools.islice(_walk(real), max_files + 1))  # stop counting past the cap
         if count > max_files:
-            raise ResourceExhausted(f"{folder!r} holds more than {max_files} files, the server's limit (--max-dataset-files); name a subfolder")
-        return count, (
-            PathItem(path=f"{prefix}/{relative}", found_at=found) for relative, found in _walk(real)
-        )
+            raise ResourceExhausted(
+                f"{folder!r} holds more than {max_files} files, the server's limit (--max-dataset-files); name a subfolder"
+            )
+        return count, (PathItem(path=f"{prefix}/{relative}", found_at=found) for relative, found in _walk(real))
 
 
 def _walk(folder: Path) -> Iterator[tuple[str, Path]]:
@@ -203,7 +203,12 @@ class Decoder:
     """Turns items into samples with the model's preprocessing; thread-safe, no shared state."""
 
     def __init__(
-        self, record: ModelRecord, roots: DataRoots, *, pictures: bool, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+        self,
+        record: ModelRecord,
+        roots: DataRoots,
+        *,
+        pictures: bool,
+        max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
         max_bytes: int = RequestLimits().max_dataset_bytes,
     ) -> None:
         self.record = record

@@ -76,8 +76,11 @@ def _peak_nodes(tensor: str, never_negative: bool, rank: int) -> list[onnx.NodeP
     if rank < 3:  # GlobalMaxPool wants N, C and at least one position axis
         nodes.append(helper.make_node("Reshape", [source, _CHANNEL_ROWS], [f"{output}/rows"], name=f"{output}/Reshape"))
         source = f"{output}/rows"
-    return [*nodes, helper.make_node("GlobalMaxPool", [source], [f"{output}/pooled"], name=f"{output}/GlobalMaxPool"),
-            helper.make_node("Flatten", [f"{output}/pooled"], [output], name=f"{output}/Flatten", axis=1)]
+    return [
+        *nodes,
+        helper.make_node("GlobalMaxPool", [source], [f"{output}/pooled"], name=f"{output}/GlobalMaxPool"),
+        helper.make_node("Flatten", [f"{output}/pooled"], [output], name=f"{output}/Flatten", axis=1),
+    ]
 
 
 def _ranks(model: onnx.ModelProto) -> dict[str, int]:
@@ -86,8 +89,11 @@ def _ranks(model: onnx.ModelProto) -> dict[str, int]:
         inferred = onnx.shape_inference.infer_shapes(model).graph
     except Exception:  # noqa: BLE001 - unknown ranks take the reshape, which needs none
         inferred = model.graph
-    return {info.name: len(info.type.tensor_type.shape.dim) for info in [*inferred.value_info, *inferred.output, *inferred.input]
-            if info.type.tensor_type.HasField("shape")}
+    return {
+        info.name: len(info.type.tensor_type.shape.dim)
+        for info in [*inferred.value_info, *inferred.output, *inferred.input]
+        if info.type.tensor_type.HasField("shape")
+    }
 
 
 def _never_negative(

@@ -13,6 +13,7 @@ from convscope.graph.common import BATCH_DIM, constant_value
 
 log = logging.getLogger(__name__)
 
+
 def make_batch_dynamic(model: onnx.ModelProto) -> onnx.ModelProto:
     """Return a copy of ``model`` whose first input/output dimension is symbolic.
 
@@ -58,4 +59,3 @@ def _rewrite_reshape_targets(graph: onnx.GraphProto, batch_sizes: set[int]) -> N
         graph.initializer.append(numpy_helper.from_array(rewritten.astype(np.int64), name))
         log.debug("Reshape %s: target %s -> %s", node.name or index, target.tolist(), rewritten.tolist())
         node.input[1] = name
-

@@ -61,10 +61,11 @@ class FieldMap:
             return None
         (sy, ry, oy), (sx, rx, ox) = self.y.affine, self.x.affine
         return ReceptiveField(
-            stride=(sy, sx), size=(ry, rx), offset=(oy + (ry - 1) / 2, ox + (rx - 1) / 2),
+            stride=(sy, sx),
+            size=(ry, rx),
+            offset=(oy + (ry - 1) / 2, ox + (rx - 1) / 2),
             global_context=self.global_context,
         )
-
 
 
 @dataclass(frozen=True)
@@ -119,7 +120,10 @@ class FieldContext:
         nodes = [node for _, node in sorted(needed, key=lambda item: item[0])]  # type: ignore[index]
         used = {i for node in nodes for i in node.input}
         graph = helper.make_graph(
-            nodes, "constant", [], [onnx.ValueInfoProto(name=name)],
+            nodes,
+            "constant",
+            [],
+            [onnx.ValueInfoProto(name=name)],
             initializer=[initializers[name] for name in used if name in initializers],
         )
         folded = helper.make_model(graph, opset_imports=[helper.make_opsetid("", self.opset)])
@@ -148,16 +152,18 @@ def through(axis: AxisMap, taps: np.ndarray, virtual: np.ndarray | None, nominal
     return AxisMap(lo.astype(np.int64), hi.astype(np.int64), _affine(axis.affine, virtual, nominal_stride))
 
 
-def _affine(
-    before: tuple[int, int, int] | None, virtual: np.ndarray | None, nominal_stride: int
-) -> tuple[int, int, int] | None:
+def _affine(before: tuple[int, int, int] | None, virtual: np.ndarray | None, nominal_stride: int) -> tuple[int, int, int] | None:
     if before is None or virtual is None or not len(virtual) or np.isnan(virtual).all(axis=1).any():
         return None
     first, last = np.nanmin(virtual, axis=1), np.nanmax(virtual, axis=1)
     units = np.arange(len(first))
     step = first[1] - first[0] if len(first) > 1 else float(nominal_stride)
     span = last[0] - first[0]
-    if step < 0 or not np.array_equal(first, first[0] + step * units) or not np.array_equal(last - first, np.full_like(first, span)):
+    if (
+        step < 0
+        or not np.array_equal(first, first[0] + step * units)
+        or not np.array_equal(last - first, np.full_like(first, span))
+    ):
         return None
     if step != int(step) or first[0] != int(first[0]) or span != int(span):
         return None

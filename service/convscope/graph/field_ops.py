@@ -47,7 +47,6 @@ REDUCE_OPS = frozenset(
 # fmt: on
 
 
-
 def node_fields(node: onnx.NodeProto, fields: Mapping[str, FieldMap | None], context: FieldContext) -> list[FieldMap | None]:
     op = node.op_type
     unknown: list[FieldMap | None] = [None] * len(node.output)
@@ -108,8 +107,10 @@ def _elementwise(node: onnx.NodeProto, fields: Mapping[str, FieldMap | None], co
         shape = context.shape(name)
         field = fields.get(name)
         shift = rank - len(shape)
-        if field is not None and shape[field.y_axis] == out_shape[field.y_axis + shift] and (
-            shape[field.x_axis] == out_shape[field.x_axis + shift]
+        if (
+            field is not None
+            and shape[field.y_axis] == out_shape[field.y_axis + shift]
+            and (shape[field.x_axis] == out_shape[field.x_axis + shift])
         ):
             carried.append(FieldMap(field.y_axis + shift, field.x_axis + shift, field.y, field.x, field.global_context))
         else:
@@ -304,4 +305,3 @@ def _concat(node: onnx.NodeProto, fields: Mapping[str, FieldMap | None], context
     if y is None or x is None:
         return None
     return FieldMap(parts[0].y_axis, parts[0].x_axis, y, x, any(p.global_context for p in parts))
-

@@ -26,7 +26,6 @@ field, never a guess.
 Pure: ONNX graph + tensor shapes in, fields out; no onnxruntime.
 """
 
-
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence

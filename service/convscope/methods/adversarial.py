@@ -104,7 +104,9 @@ def adversarial(
     logits_name = record.outputs[0].name
     shape = float_layer(record, logits_name)
     if len(shape) != 1:
-        raise InvalidArgument(f"adversarial examples need class logits [N, C]; the first output {logits_name!r} is {list(shape)} per sample")
+        raise InvalidArgument(
+            f"adversarial examples need class logits [N, C]; the first output {logits_name!r} is {list(shape)} per sample"
+        )
     classes = shape[0]
     if options.target is not None and not 0 <= options.target < classes:
         raise InvalidArgument(f"target {options.target} is out of range: the model has {classes} classes (0..{classes - 1})")

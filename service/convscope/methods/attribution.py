@@ -111,31 +111,50 @@ def spatial_size(record: ModelRecord, batch: np.ndarray) -> tuple[int, int]:
 
 def _plain(context, record, batch, score, options, rectifier=Rectifier.PLAIN):  # type: ignore[no-untyped-def]
     return gradients(
-        context, record, batch, score, rectifier=rectifier, rectifiers=options.rectifiers, others=options.others, wrt_input=options.wrt
+        context,
+        record,
+        batch,
+        score,
+        rectifier=rectifier,
+        rectifiers=options.rectifiers,
+        others=options.others,
+        wrt_input=options.wrt,
     )
 
 
-def gradient(context: MethodContext, record: ModelRecord, batch: np.ndarray, score: Score, options: AttributionOptions) -> AttributionResult:
+def gradient(
+    context: MethodContext, record: ModelRecord, batch: np.ndarray, score: Score, options: AttributionOptions
+) -> AttributionResult:
     result = _plain(context, record, batch, score, options)
     return AttributionResult(AttributionMethod.GRADIENT, result.input, result.score, result.scores)
 
 
-def saliency(context: MethodContext, record: ModelRecord, batch: np.ndarray, score: Score, options: AttributionOptions) -> AttributionResult:
+def saliency(
+    context: MethodContext, record: ModelRecord, batch: np.ndarray, score: Score, options: AttributionOptions
+) -> AttributionResult:
     result = _plain(context, record, batch, score, options)
-    return AttributionResult(AttributionMethod.SALIENCY, np.abs(result.input).max(axis=channel_axis(record)), result.score, result.scores)
+    return AttributionResult(
+        AttributionMethod.SALIENCY, np.abs(result.input).max(axis=channel_axis(record)), result.score, result.scores
+    )
 
 
-def input_x_gradient(context: MethodContext, record: ModelRecord, batch: np.ndarray, score: Score, options: AttributionOptions) -> AttributionResult:
+def input_x_gradient(
+    context: MethodContext, record: ModelRecord, batch: np.ndarray, score: Score, options: AttributionOptions
+) -> AttributionResult:
     result = _plain(context, record, batch, score, options)
     return AttributionResult(AttributionMethod.INPUT_X_GRADIENT, batch * result.input, result.score, result.scores)
 
 
-def deconvnet(context: MethodContext, record: ModelRecord, batch: np.ndarray, score: Score, options: AttributionOptions) -> AttributionResult:
+def deconvnet(
+    context: MethodContext, record: ModelRecord, batch: np.ndarray, score: Score, options: AttributionOptions
+) -> AttributionResult:
     result = _plain(context, record, batch, score, options, Rectifier.DECONVNET)
     return AttributionResult(AttributionMethod.DECONVNET, result.input, result.score, result.scores)
 
 
-def guided_backprop(context: MethodContext, record: ModelRecord, batch: np.ndarray, score: Score, options: AttributionOptions) -> AttributionResult:
+def guided_backprop(
+    context: MethodContext, record: ModelRecord, batch: np.ndarray, score: Score, options: AttributionOptions
+) -> AttributionResult:
     result = _plain(context, record, batch, score, options, Rectifier.GUIDED)
     return AttributionResult(AttributionMethod.GUIDED_BACKPROP, result.input, result.score, result.scores)
 
@@ -172,10 +191,17 @@ def resize_maps(maps: np.ndarray, size: tuple[int, int], *, mode: str) -> np.nda
         rows = np.floor(np.arange(height) * (maps.shape[1] / height)).astype(int)
         cols = np.floor(np.arange(width) * (maps.shape[2] / width)).astype(int)
         return maps[:, rows][:, :, cols]
-    return np.stack([np.asarray(Image.fromarray(m.astype(np.float32), mode="F").resize((width, height), Image.Resampling.BILINEAR)) for m in maps])
+    return np.stack(
+        [
+            np.asarray(Image.fromarray(m.astype(np.float32), mode="F").resize((width, height), Image.Resampling.BILINEAR))
+            for m in maps
+        ]
+    )
 
 
-def grad_cam(context: MethodContext, record: ModelRecord, batch: np.ndarray, score: Score, options: AttributionOptions) -> AttributionResult:
+def grad_cam(
+    context: MethodContext, record: ModelRecord, batch: np.ndarray, score: Score, options: AttributionOptions
+) -> AttributionResult:
     layer = record.tensor(options.layer) if options.layer else default_cam_layer(record)
     cam, result = _cam(context, record, batch, score, layer, options)
     upsampled = resize_maps(cam, spatial_size(record, batch), mode="bilinear")
@@ -185,13 +211,17 @@ def grad_cam(context: MethodContext, record: ModelRecord, batch: np.ndarray, sco
     return AttributionResult(AttributionMethod.GRAD_CAM, upsampled, result.score, result.scores, layer_map=cam, layer=layer)
 
 
-def guided_grad_cam(context: MethodContext, record: ModelRecord, batch: np.ndarray, score: Score, options: AttributionOptions) -> AttributionResult:
+def guided_grad_cam(
+    context: MethodContext, record: ModelRecord, batch: np.ndarray, score: Score, options: AttributionOptions
+) -> AttributionResult:
     layer = record.tensor(options.layer) if options.layer else default_cam_layer(record)
     cam, result = _cam(context, record, batch, score, layer, options)
     guided = _plain(context, record, batch, result.score, options, Rectifier.GUIDED).input  # the same targets
     upsampled = resize_maps(cam, spatial_size(record, batch), mode="nearest")
     upsampled = upsampled[:, None] if channel_axis(record) == 1 else upsampled[..., None]
-    return AttributionResult(AttributionMethod.GUIDED_GRAD_CAM, guided * upsampled, result.score, result.scores, layer_map=cam, layer=layer)
+    return AttributionResult(
+        AttributionMethod.GUIDED_GRAD_CAM, guided * upsampled, result.score, result.scores, layer_map=cam, layer=layer
+    )
 
 
 def integration_rule(rule: IntegrationRule, steps: int) -> tuple[np.ndarray, np.ndarray]:
@@ -244,13 +274,17 @@ def copies_per_chunk(context: MethodContext, record: ModelRecord, batch: np.ndar
     return max(1, min(count, backward_call_size(context, record) // len(batch)))
 
 
-def integrated_gradients(context: MethodContext, record: ModelRecord, batch: np.ndarray, score: Score, options: AttributionOptions) -> AttributionResult:
+def integrated_gradients(
+    context: MethodContext, record: ModelRecord, batch: np.ndarray, score: Score, options: AttributionOptions
+) -> AttributionResult:
     check_count(options.steps, context.limits.max_path_points, "steps", "--max-path-points")
     baseline = np.asarray(options.baseline, batch.dtype)
     try:
         baseline = np.broadcast_to(baseline, batch.shape)
     except ValueError:
-        raise InvalidArgument(f"baseline of shape {list(baseline.shape)} does not fit inputs of shape {list(batch.shape)}") from None
+        raise InvalidArgument(
+            f"baseline of shape {list(baseline.shape)} does not fit inputs of shape {list(batch.shape)}"
+        ) from None
     alphas, weights = integration_rule(options.integration, options.steps)
     delta = batch - baseline
     step = copies_per_chunk(context, record, batch, len(alphas))
@@ -276,7 +310,9 @@ def scored_at_input(
     return score, score.of(values)
 
 
-def smoothgrad_noise(batch: np.ndarray, samples: int, noise: float, seed: int, *, chunk: int | None = None) -> Iterator[np.ndarray]:
+def smoothgrad_noise(
+    batch: np.ndarray, samples: int, noise: float, seed: int, *, chunk: int | None = None
+) -> Iterator[np.ndarray]:
     """The noise draw in chunks of [≤ chunk, N, ...]: σ_n = noise · (max − min) of sample n.
 
     Chunks come from one generator in order, so they concatenate to the same draw whatever the
@@ -290,7 +326,9 @@ def smoothgrad_noise(batch: np.ndarray, samples: int, noise: float, seed: int, *
         yield rng.standard_normal((min(chunk, samples - start), *batch.shape)).astype(batch.dtype) * sigma
 
 
-def smoothgrad(context: MethodContext, record: ModelRecord, batch: np.ndarray, score: Score, options: AttributionOptions) -> AttributionResult:
+def smoothgrad(
+    context: MethodContext, record: ModelRecord, batch: np.ndarray, score: Score, options: AttributionOptions
+) -> AttributionResult:
     check_count(options.samples, context.limits.max_path_points, "samples", "--max-path-points")
     if options.noise < 0:
         raise InvalidArgument(f"noise must be ≥ 0, got {options.noise}")

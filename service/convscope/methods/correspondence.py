@@ -75,7 +75,9 @@ class CorrespondenceResult:
     geometries: tuple[Geometry, Geometry]
 
 
-def unit_centres(record: ModelRecord, layer: str, grid: tuple[int, int], picture: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+def unit_centres(
+    record: ModelRecord, layer: str, grid: tuple[int, int], picture: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
     """(row centres, column centres) of a layer's units in picture pixels."""
     field = record.layer(layer).receptive_field
     if field is None:
@@ -83,7 +85,9 @@ def unit_centres(record: ModelRecord, layer: str, grid: tuple[int, int], picture
     return (field.offset[0] + field.stride[0] * np.arange(grid[0]), field.offset[1] + field.stride[1] * np.arange(grid[1]))
 
 
-def features(context: MethodContext, record: ModelRecord, batch: np.ndarray, layers: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def features(
+    context: MethodContext, record: ModelRecord, batch: np.ndarray, layers: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per sample, unit-normalized (hyper)column vectors on the finest layer's grid [N, h, w, C],
     and that grid's row and column centres in picture pixels."""
     values = context.forward(record, batch, list(layers))

@@ -129,8 +129,13 @@ def accumulator_for(job: DatasetJob, record: ModelRecord, base: onnx.ModelProto)
             raise InvalidArgument("top activations need a layer (a tensor name from the layer table)")
         layer = record.tensor(job.layer)
         return TopActivations(
-            record, layer, channels=job.channels, k=job.k, directions=job.directions,
-            field=fields_of(base, record).get(layer), render=job.render,
+            record,
+            layer,
+            channels=job.channels,
+            k=job.k,
+            directions=job.directions,
+            field=fields_of(base, record).get(layer),
+            render=job.render,
         )
     if isinstance(job, EmbeddingJob):
         layer = record.tensor(job.layer) if job.layer else code_layer(base, record)
@@ -153,7 +158,9 @@ def fields_of(base: onnx.ModelProto, record: ModelRecord) -> dict[str, FieldMap 
 # ---------------------------------------------------------------------------------- the pass
 
 
-def job_batch_size(context: MethodContext | None, record: ModelRecord, tensors: Sequence[str], batch_size: int = JOB_BATCH) -> int:
+def job_batch_size(
+    context: MethodContext | None, record: ModelRecord, tensors: Sequence[str], batch_size: int = JOB_BATCH
+) -> int:
     """Samples per inference call: ``batch_size``, fewer where the tensors a job needs, or the
     run's working memory, would exceed an in-flight run's share of the batch budget (the size a
     stream of :class:`DecodedBatch` entries is best decoded in)."""
@@ -205,7 +212,8 @@ def run_job(
             yield from merge_batches(
                 accumulator,
                 (entry if isinstance(entry, Skipped) else (entry[0], values) for entry, values in results),
-                total=total, cancelled=cancelled,
+                total=total,
+                cancelled=cancelled,
             )
     finally:
         ahead.close()
@@ -258,7 +266,9 @@ def unlike_first(sample: Sample, first_shape: tuple[int, ...]) -> Skipped | None
     """A batch holds one shape: a sample shaped unlike the stream's first is skipped, saying so."""
     if sample.value.shape == first_shape:
         return None
-    return Skipped(sample.index, sample.ref, f"shape {list(sample.value.shape)} differs from the first item's {list(first_shape)}")
+    return Skipped(
+        sample.index, sample.ref, f"shape {list(sample.value.shape)} differs from the first item's {list(first_shape)}"
+    )
 
 
 def _batches(stream: Iterable[Decoded], size: int) -> Iterator[Skipped | tuple[list[Sample], np.ndarray]]:
@@ -289,4 +299,3 @@ def _batches(stream: Iterable[Decoded], size: int) -> Iterator[Skipped | tuple[l
             pending = []
     if pending:
         yield pending, batch_of([sample.value for sample in pending])
-

@@ -123,7 +123,10 @@ def to_refine(scores: np.ndarray, tolerance: float) -> np.ndarray:
         cell.positions(width)
         for cell in cells((height, width))
         if _is_open(cell, scores)
-        and (cell.spread(scores) + margin >= tolerance or any((y, x) in lowest for y in (cell.top, cell.bottom) for x in (cell.left, cell.right)))
+        and (
+            cell.spread(scores) + margin >= tolerance
+            or any((y, x) in lowest for y in (cell.top, cell.bottom) for x in (cell.left, cell.right))
+        )
     ]
     if not chosen:
         return np.zeros(0, np.int64)

@@ -43,8 +43,23 @@ MAX_CODE_FLOATS = 1 << 28  # 1 GiB of float32 codes: refuse before running out o
 CLASSIFIER_OPS = frozenset({"Gemm", "MatMul", "Conv"})
 # Between the classifier and the model output: normalizers, reshapes, pooling of a conv classifier.
 HEAD_OPS = frozenset(
-    {"Softmax", "LogSoftmax", "Sigmoid", "Identity", "Dropout", "Flatten", "Reshape", "Squeeze", "Cast", "Add",
-     "Relu", "GlobalAveragePool", "GlobalMaxPool", "AveragePool", "ReduceMean"}
+    {
+        "Softmax",
+        "LogSoftmax",
+        "Sigmoid",
+        "Identity",
+        "Dropout",
+        "Flatten",
+        "Reshape",
+        "Squeeze",
+        "Cast",
+        "Add",
+        "Relu",
+        "GlobalAveragePool",
+        "GlobalMaxPool",
+        "AveragePool",
+        "ReduceMean",
+    }
 )
 
 
@@ -170,7 +185,12 @@ class Embedding:
         codes = np.concatenate(self._codes)
         coords, perplexity = embed(codes, self.method, perplexity=self.perplexity, seed=self.seed)
         return EmbeddingResult(
-            self.layer, self.method, coords, tuple(self._refs), np.asarray(self._indices, np.int64), perplexity,
+            self.layer,
+            self.method,
+            coords,
+            tuple(self._refs),
+            np.asarray(self._indices, np.int64),
+            perplexity,
             thumbnail_rows=np.array([row for row, _ in self._reservoir], np.int64),
             thumbnails=tuple(thumbnail for _, thumbnail in self._reservoir),
         )

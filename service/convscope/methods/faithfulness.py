@@ -78,7 +78,11 @@ def curves(
     results = []
     for metric in chosen:
         # Changed pixels take their value from ``end``; the others stay as in ``source``.
-        source, end = (batch, np.zeros_like(batch)) if metric is FaithfulnessMetric.DELETION else (blurred(record, batch, blur_sigma), batch)
+        source, end = (
+            (batch, np.zeros_like(batch))
+            if metric is FaithfulnessMetric.DELETION
+            else (blurred(record, batch, blur_sigma), batch)
+        )
         scores = np.empty((len(batch), len(counts)), np.float64)
         for n in range(len(batch)):
             order = np.argsort(-ranks[n], kind="stable")

@@ -168,7 +168,9 @@ def run_backward(
     threads = worker_threads(workers)
 
     def run(chunk: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return context.runtime.run(record.id, spec, {**chunk, **(fixed or {})}, outputs, dynamic_batch=record.dynamic_batch, threads=threads)
+        return context.runtime.run(
+            record.id, spec, {**chunk, **(fixed or {})}, outputs, dynamic_batch=record.dynamic_batch, threads=threads
+        )
 
     return concatenated([values for _, values in in_flight(run, iter_batches(feeds, batch_size), workers=workers)], outputs)
 

@@ -163,7 +163,9 @@ class PlainEngine:
         assert self.context is not None
         runtime = self.context.runtime
         feeds = {**tiled_others(self.record, self.others, len(batch)), self.occluded: batch}
-        return runtime.run(self.record.id, self.spec, feeds, [self.output], dynamic_batch=self.record.dynamic_batch, threads=threads)[self.output]
+        return runtime.run(
+            self.record.id, self.spec, feeds, [self.output], dynamic_batch=self.record.dynamic_batch, threads=threads
+        )[self.output]
 
     def __call__(self, positions: np.ndarray, *, threads: int = 0) -> np.ndarray:
         _, grid_x = self.boxes.grid
@@ -290,7 +292,12 @@ def _split_occluded(
 
 
 def occlusion(
-    context: MethodContext | None, record: ModelRecord, model_input: ModelInput, options: OcclusionOptions, *, infer: Infer | None = None
+    context: MethodContext | None,
+    record: ModelRecord,
+    model_input: ModelInput,
+    options: OcclusionOptions,
+    *,
+    infer: Infer | None = None,
 ) -> Iterator[OcclusionProgress | OcclusionResult]:
     """Occlusion sensitivity of one image; see the module docstring.  With ``infer`` (a model
     served elsewhere) every batch goes through it, in batches of ``options.batch_size`` (default
@@ -299,7 +306,9 @@ def occlusion(
         raise InvalidArgument("a remote model is a black box: its occlusion runs on the batched engine only")
     occluded, batch, others = _split_occluded(record, model_input, options.occluded)
     if batch.ndim != 4:
-        raise InvalidArgument(f"occlusion needs an image input [N, C, H, W] or [N, H, W, C]; {occluded!r} has shape {list(batch.shape)}")
+        raise InvalidArgument(
+            f"occlusion needs an image input [N, C, H, W] or [N, H, W, C]; {occluded!r} has shape {list(batch.shape)}"
+        )
     if len(batch) != 1:
         raise InvalidArgument(f"occlusion maps one image at a time; send one, not {len(batch)}")
     if not np.issubdtype(batch.dtype, np.floating):
@@ -369,7 +378,13 @@ def occlusion(
         evaluated = total
     log.info(
         "occlusion on %s: %d of %d positions evaluated in %.2f s (%s engine, batches of %d), error bound %.2g",
-        record.id[:12], evaluated, total, time.perf_counter() - started, engine_name, step, error_bound,
+        record.id[:12],
+        evaluated,
+        total,
+        time.perf_counter() - started,
+        engine_name,
+        step,
+        error_bound,
     )
 
     positions_map = scores.T.reshape(len(targets), *grid)

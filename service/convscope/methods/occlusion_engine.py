@@ -76,7 +76,9 @@ def _pick(batch: np.ndarray, rows: np.ndarray, cols: np.ndarray, lengths: tuple[
     return windows[np.arange(len(batch)), :, rows, cols]
 
 
-def _paste(crops: np.ndarray, origin: tuple[np.ndarray, np.ndarray], region: np.ndarray, anchors: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+def _paste(
+    crops: np.ndarray, origin: tuple[np.ndarray, np.ndarray], region: np.ndarray, anchors: tuple[np.ndarray, np.ndarray]
+) -> np.ndarray:
     """Overwrite, in each crop (starting at ``origin`` in the tensor's frame), the rows and columns
     that ``region`` (starting at ``anchors``) covers.
 
@@ -246,7 +248,9 @@ class IncrementalEngine:
                 crops = np.where((in_y[:, :, None] & in_x[:, None, :])[:, None], fill, crops)
             else:
                 crops = _paste(crops, (top, left), window, anchors)
-            out = self.runtime.run(self.record.id, stage.spec, {plan.source: crops}, [plan.target], dynamic_batch=True, threads=threads)[plan.target]
+            out = self.runtime.run(
+                self.record.id, stage.spec, {plan.source: crops}, [plan.target], dynamic_batch=True, threads=threads
+            )[plan.target]
             if out.shape[2:] != plan.target_size:
                 raise RuntimeError(f"stage {plan.target!r} gave crops of {out.shape[2:]}, planned {plan.target_size}")
             anchors = (stage.windows[0][gy], stage.windows[1][gx])
@@ -257,4 +261,6 @@ class IncrementalEngine:
         full[:] = self.splice
         view = sliding_window_view(full, window.shape[2:], axis=(2, 3), writeable=True)
         view[np.arange(len(positions)), :, anchors[0], anchors[1]] = window
-        return self.runtime.run(self.record.id, self.tail, {self.tail.start: full}, [self.output], dynamic_batch=True, threads=threads)[self.output]
+        return self.runtime.run(
+            self.record.id, self.tail, {self.tail.start: full}, [self.output], dynamic_batch=True, threads=threads
+        )[self.output]

@@ -53,7 +53,9 @@ def float_layer(record: ModelRecord, tensor: str) -> tuple[int, ...]:
     return tuple(layer.shape[1:])
 
 
-def loss_gradient(context: MethodContext, record: ModelRecord, batch: np.ndarray, objective: Objective) -> tuple[np.ndarray, np.ndarray]:
+def loss_gradient(
+    context: MethodContext, record: ModelRecord, batch: np.ndarray, objective: Objective
+) -> tuple[np.ndarray, np.ndarray]:
     """(Φ at ``batch``, dL/d input) from one backward run per memory-sized batch."""
     spec = LossGraph(BackwardGraph(seeds=(objective.tensor,), keep=(objective.tensor,)), objective.rule)
     gradient = grad_output_name(record.input.name)

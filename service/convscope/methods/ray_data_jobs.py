@@ -142,8 +142,15 @@ def run_folder_job(
     # The job streams its own progress; Ray Data's bars would only fill the server's log.
     context.enable_progress_bars = False
     rows = [
-        {"number": number, "start": start, "paths": [item.path for item in chunk], "found": [str(item.found_at) for item in chunk]}
-        for number, (start, chunk) in enumerate((start, items[start : start + batch_size]) for start in range(0, len(items), batch_size))
+        {
+            "number": number,
+            "start": start,
+            "paths": [item.path for item in chunk],
+            "found": [str(item.found_at) for item in chunk],
+        }
+        for number, (start, chunk) in enumerate(
+            (start, items[start : start + batch_size]) for start in range(0, len(items), batch_size)
+        )
     ]
     pipeline = ray.data.from_items(rows).map_batches(
         BatchInference,

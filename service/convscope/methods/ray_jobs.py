@@ -37,7 +37,9 @@ def import_ray() -> Any:
 class _BatchActor:
     """One onnxruntime session (one intra-op thread: the actor has one CPU) over the job's graph."""
 
-    def __init__(self, model: bytes, input_name: str, tensors: list[str], reduce: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]) -> None:
+    def __init__(
+        self, model: bytes, input_name: str, tensors: list[str], reduce: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
+    ) -> None:
         self.session = new_session(model, threads=1)
         self.input_name = input_name
         self.tensors = tensors

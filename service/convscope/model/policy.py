@@ -27,7 +27,9 @@ ORT_FORMAT_IDENTIFIER = b"ORTM"
 
 def refuse_ort_format(data: bytes) -> None:
     if data[4:8] == ORT_FORMAT_IDENTIFIER:
-        raise InvalidModel("the upload is an onnxruntime .ort file; the server takes only ONNX (.onnx) models: upload the .onnx it was converted from")
+        raise InvalidModel(
+            "the upload is an onnxruntime .ort file; the server takes only ONNX (.onnx) models: upload the .onnx it was converted from"
+        )
 
 
 def _nodes(nodes: Iterable[onnx.NodeProto]) -> Iterator[onnx.NodeProto]:

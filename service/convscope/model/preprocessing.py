@@ -33,6 +33,7 @@ def allow_pixels(limit: int) -> None:
 def _other_format(data: bytes) -> str | None:
     return next((name for magic, name in REFUSED_FORMATS.items() if data.startswith(magic)), None)
 
+
 # Maps drawn on the image as sent use it at most this large (long side): a 12-megapixel photo
 # would otherwise cost a 48 MB map in every response and a second to encode its PNG.
 MAX_SHOWN_SIDE = 1024
@@ -75,7 +76,9 @@ def checked_others(record: ModelRecord, others: Mapping[str, np.ndarray], sample
     for name, value in others.items():
         spec = expected[name]
         if str(value.dtype) != spec.dtype or value.ndim != len(spec.shape):
-            raise InvalidArgument(f"input {name!r} takes {spec.dtype} of rank {len(spec.shape)}, got {value.dtype} of shape {list(value.shape)}")
+            raise InvalidArgument(
+                f"input {name!r} takes {spec.dtype} of rank {len(spec.shape)}, got {value.dtype} of shape {list(value.shape)}"
+            )
         if spec.shape and spec.shape[0] == -1 and len(value) != samples:
             raise InvalidArgument(f"input {name!r} has {len(value)} samples; {samples} expected")
         checked[name] = np.ascontiguousarray(value)
@@ -86,7 +89,9 @@ def constant_others(record: ModelRecord, others: Mapping[str, np.ndarray]) -> di
     """The model's other inputs for a dataset job: one sample's values each (with or without
     the batch axis where the input has one), checked as ``with_others`` checks them."""
     single = {
-        spec.name: others[spec.name][None] if spec.shape[:1] == (-1,) and others[spec.name].ndim == len(spec.shape) - 1 else others[spec.name]
+        spec.name: others[spec.name][None]
+        if spec.shape[:1] == (-1,) and others[spec.name].ndim == len(spec.shape) - 1
+        else others[spec.name]
         for spec in record.inputs[1:]
         if spec.name in others
     }
@@ -215,9 +220,7 @@ def _spatial_size(record: ModelRecord) -> tuple[int, int]:
         dims = shape[2:4] if record.preprocessing.layout == "NCHW" else shape[1:3]
         if len(dims) == 2 and min(dims) > 0:
             return int(dims[0]), int(dims[1])
-    raise InvalidArgument(
-        "the model's input has no fixed height and width; upload it with preprocessing {'size': [H, W]}"
-    )
+    raise InvalidArgument("the model's input has no fixed height and width; upload it with preprocessing {'size': [H, W]}")
 
 
 @dataclass(frozen=True)
@@ -241,7 +244,9 @@ class Placement:
         image_height, image_width = self.image_size
         top, left = round(self.top), round(self.left)
         height, width = max(1, round(self.height)), max(1, round(self.width))
-        resized = np.asarray(Image.fromarray(values.astype(np.float32), mode="F").resize((width, height), Image.Resampling.BILINEAR))
+        resized = np.asarray(
+            Image.fromarray(values.astype(np.float32), mode="F").resize((width, height), Image.Resampling.BILINEAR)
+        )
         projected = np.zeros((image_height, image_width), np.float32)
         rows, cols = slice(max(0, top), min(image_height, top + height)), slice(max(0, left), min(image_width, left + width))
         projected[rows, cols] = resized[rows.start - top : rows.stop - top, cols.start - left : cols.stop - left]
@@ -261,10 +266,16 @@ def _open(data: bytes, index: int, spec: Preprocessing, max_pixels: int) -> Imag
         raise
     except Image.UnidentifiedImageError:
         kind = _other_format(data)
-        what = f"is {kind}, which the server does not decode" if kind else "could not be decoded (not an image, or an unknown format)"
+        what = (
+            f"is {kind}, which the server does not decode"
+            if kind
+            else "could not be decoded (not an image, or an unknown format)"
+        )
         raise InvalidArgument(f"image {index} {what}; send {', '.join(IMAGE_FORMATS)} bytes") from None
     except Exception as error:
-        raise InvalidArgument(f"image {index} could not be decoded ({type(error).__name__}: truncated or corrupt?); send {', '.join(IMAGE_FORMATS)} bytes") from None
+        raise InvalidArgument(
+            f"image {index} could not be decoded ({type(error).__name__}: truncated or corrupt?); send {', '.join(IMAGE_FORMATS)} bytes"
+        ) from None
     return image.convert("L" if spec.grayscale else "RGB")
 
 

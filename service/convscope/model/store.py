@@ -109,9 +109,7 @@ class ModelStore:
         self._records: dict[str, ModelRecord] = {}
         self._db = sqlite3.connect(self.root / "index.sqlite", check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS models (id TEXT PRIMARY KEY, name TEXT NOT NULL, record TEXT NOT NULL)"
-        )
+        self._db.execute("CREATE TABLE IF NOT EXISTS models (id TEXT PRIMARY KEY, name TEXT NOT NULL, record TEXT NOT NULL)")
         self._sweep()
 
     def _sweep(self) -> None:

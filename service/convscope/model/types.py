@@ -105,9 +105,7 @@ class Preprocessing:
 
         unknown = set(raw) - set(cls.__dataclass_fields__)
         if unknown:
-            raise InvalidArgument(
-                f"unknown preprocessing field(s) {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}"
-            )
+            raise InvalidArgument(f"unknown preprocessing field(s) {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}")
         values = dict(raw)
         for key in ("size", "mean", "std"):
             if values.get(key) is not None:

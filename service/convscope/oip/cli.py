@@ -29,17 +29,26 @@ def parser() -> argparse.ArgumentParser:
     made.add_argument("model", help="the model's name on that server")
     made.add_argument("input", help="an image file (preprocessed as --preprocessing says), or a .npy array used as given")
     made.add_argument("--model-version", default="", help="default: the server's choice")
-    made.add_argument("--preprocessing", type=json.loads, help='for images, JSON as upload takes it, e.g. \'{"resize": 256, "size": [224, 224]}\'')
+    made.add_argument(
+        "--preprocessing",
+        type=json.loads,
+        help='for images, JSON as upload takes it, e.g. \'{"resize": 256, "size": [224, 224]}\'',
+    )
     made.add_argument("--output", help="output to score (default: the model's first)")
     made.add_argument("--target", type=int, action="append", dest="targets", help="flat output index (repeat; default: top-1)")
     made.add_argument("--window", type=int, nargs=2, default=(32, 32), metavar=("H", "W"), help="occluding box, input pixels")
     made.add_argument("--stride", type=int, nargs=2, default=(16, 16), metavar=("Y", "X"), help="step between boxes")
     made.add_argument("--fill", type=_fill, default=0.0, help="a number in the model's input space, 'mean' or 'blur'")
-    made.add_argument("--score", choices=["probability", "raw"], default="probability", help="softmax probability or the raw output")
+    made.add_argument(
+        "--score", choices=["probability", "raw"], default="probability", help="softmax probability or the raw output"
+    )
     made.add_argument("--batch-size", type=int, default=0, help="occluded copies per request (0: 32)")
     made.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_SECONDS, help="seconds per request")
-    made.add_argument("--token", default=os.environ.get("CONVSCOPE_TOKEN"),
-                      help="bearer token for a server that asks for one (default: $CONVSCOPE_TOKEN)")
+    made.add_argument(
+        "--token",
+        default=os.environ.get("CONVSCOPE_TOKEN"),
+        help="bearer token for a server that asks for one (default: $CONVSCOPE_TOKEN)",
+    )
     made.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder")
     return made
 
@@ -47,8 +56,14 @@ def parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> dict[str, object]:
     source = existing(args.input)
     options = OcclusionOptions.parse(
-        targets=args.targets or (), output=args.output or "", window=args.window, stride=args.stride, fill=args.fill,
-        score=args.score, engine="batched", batch_size=args.batch_size,
+        targets=args.targets or (),
+        output=args.output or "",
+        window=args.window,
+        stride=args.stride,
+        fill=args.fill,
+        score=args.score,
+        engine="batched",
+        batch_size=args.batch_size,
     )
     with RemoteModel(args.url, args.model, version=args.model_version, timeout=args.timeout, token=args.token) as remote:
         record = remote.record(Preprocessing.from_dict(args.preprocessing) if args.preprocessing else None)
@@ -68,8 +83,13 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     files = _write(args.out, "remote_occlusion", png=result.png)
     for name in ("positions", "attribution"):
         files += _write(args.out, f"remote_occlusion_{name}", getattr(result, name))
-    return {"target": list(result.targets), "baseline_score": result.baseline_scores.tolist(), "output": result.output,
-            "positions": list(result.positions.shape), "files": files}
+    return {
+        "target": list(result.targets),
+        "baseline_score": result.baseline_scores.tolist(),
+        "output": result.output,
+        "positions": list(result.positions.shape),
+        "files": files,
+    }
 
 
 def main(argv: list[str]) -> int:

@@ -85,7 +85,9 @@ class RemoteModel:
         except grpc.RpcError as error:
             code = error.code() if isinstance(error, grpc.Call) else grpc.StatusCode.UNKNOWN
             details = error.details() if isinstance(error, grpc.Call) else str(error)
-            raise RemoteFailed(code, f"the inference server at {self.url} ({self.model}) answered {code.name}: {details}") from None
+            raise RemoteFailed(
+                code, f"the inference server at {self.url} ({self.model}) answered {code.name}: {details}"
+            ) from None
 
     def record(self, preprocessing: Preprocessing | None = None) -> ModelRecord:
         """A stand-in for a stored model's record, from the metadata: what the methods need to
@@ -150,6 +152,8 @@ def remote_occlusion(
     if len(record.inputs) > 1:
         raise Unimplemented(f"occlusion feeds the image input only; the remote model {remote.model!r} takes other inputs too")
     input_name = record.input.name
-    return with_occlusion_figure(occlusion_methods.occlusion(
-        None, record, model_input, options, infer=lambda batch, output: remote.infer({input_name: batch}, [output])[output]
-    ))
+    return with_occlusion_figure(
+        occlusion_methods.occlusion(
+            None, record, model_input, options, infer=lambda batch, output: remote.infer({input_name: batch}, [output])[output]
+        )
+    )

@@ -63,7 +63,9 @@ def _unit(values: np.ndarray, percentile: float) -> tuple[np.ndarray, float, flo
 def _resized(values: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     if values.shape == shape[:2]:
         return values
-    return np.asarray(Image.fromarray(values.astype(np.float32), mode="F").resize((shape[1], shape[0]), Image.Resampling.BILINEAR))
+    return np.asarray(
+        Image.fromarray(values.astype(np.float32), mode="F").resize((shape[1], shape[0]), Image.Resampling.BILINEAR)
+    )
 
 
 def over_image(picture: np.ndarray, values: np.ndarray, *, percentile: float = 100.0) -> np.ndarray:

@@ -14,8 +14,15 @@ from convscope.data.pictures import to_unit
 # interpolated to 256 entries: we need one colormap, not matplotlib.
 _INFERNO_ANCHORS = np.array(
     [
-        [0, 0, 4], [31, 12, 72], [85, 15, 109], [136, 34, 106], [186, 54, 85],
-        [227, 89, 51], [249, 140, 10], [249, 201, 50], [252, 255, 164],
+        [0, 0, 4],
+        [31, 12, 72],
+        [85, 15, 109],
+        [136, 34, 106],
+        [186, 54, 85],
+        [227, 89, 51],
+        [249, 140, 10],
+        [249, 201, 50],
+        [252, 255, 164],
     ],
     dtype=np.float32,
 )
@@ -46,9 +53,7 @@ def tile(tiles: list[np.ndarray], columns: int | None = None, *, background: int
     columns = columns or math.ceil(math.sqrt(count))
     rows = math.ceil(count / columns)
     height, width = tiles[0].shape[:2]
-    canvas = np.full(
-        (rows * (height + TILE_GAP) + TILE_GAP, columns * (width + TILE_GAP) + TILE_GAP, 3), background, np.uint8
-    )
+    canvas = np.full((rows * (height + TILE_GAP) + TILE_GAP, columns * (width + TILE_GAP) + TILE_GAP, 3), background, np.uint8)
     for index, picture in enumerate(tiles):
         row, column = divmod(index, columns)
         top, left = TILE_GAP + row * (height + TILE_GAP), TILE_GAP + column * (width + TILE_GAP)

@@ -52,7 +52,9 @@ def rectifier_scope(value: int) -> RectifierScope:
 
 
 def layer_dead_filters(report: DeadFilterReport) -> pb.LayerDeadFilters:
-    return pb.LayerDeadFilters(tensor=report.tensor, zero_fraction=floats(report.zero_fraction), dead=[int(c) for c in report.dead])
+    return pb.LayerDeadFilters(
+        tensor=report.tensor, zero_fraction=floats(report.zero_fraction), dead=[int(c) for c in report.dead]
+    )
 
 
 def preprocessing_from_proto(message: pb.Preprocessing) -> Preprocessing:
@@ -91,8 +93,13 @@ def _tensor_info(spec: TensorSpec) -> pb.TensorInfo:
 
 def _layer(layer: LayerInfo) -> pb.Layer:
     message = pb.Layer(
-        name=layer.name, op_type=layer.op_type, tensor=layer.tensor, shape=list(layer.shape), dtype=layer.dtype,
-        symbolic_shape=list(layer.symbolic_shape), dim_names=list(layer.dim_names),
+        name=layer.name,
+        op_type=layer.op_type,
+        tensor=layer.tensor,
+        shape=list(layer.shape),
+        dtype=layer.dtype,
+        symbolic_shape=list(layer.symbolic_shape),
+        dim_names=list(layer.dim_names),
     )
     if layer.receptive_field is not None:
         rf = layer.receptive_field

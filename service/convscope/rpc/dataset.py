@@ -25,7 +25,10 @@ def job_from_proto(start: pb.DatasetJobStart) -> dataset_jobs.DatasetJob:
     if kind == "embedding":
         job = start.embedding
         return dataset_jobs.EmbeddingJob(
-            layer=job.layer, seed=job.seed, render=job.render, **given(perplexity=job.perplexity),
+            layer=job.layer,
+            seed=job.seed,
+            render=job.render,
+            **given(perplexity=job.perplexity),
             **({"method": EmbeddingMethod.parse(job.method)} if job.method else {}),
         )
     if kind == "dead_filters":

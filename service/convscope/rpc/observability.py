@@ -60,21 +60,39 @@ class Metrics:
 
     def __init__(self, runtime: Runtime, executor: QueueingExecutor) -> None:
         self.registry = CollectorRegistry()
-        self.requests = Counter("convscope_requests", "Calls by method and final status code", ["method", "code"], registry=self.registry)
-        self.latency = Histogram("convscope_request_seconds", "Call duration by method", ["method"], buckets=LATENCY_BUCKETS_S, registry=self.registry)
-        self.bytes_in = Counter("convscope_request_bytes", "Request message bytes received, by method", ["method"], registry=self.registry)
-        self.bytes_out = Counter("convscope_response_bytes", "Response message bytes sent, by method", ["method"], registry=self.registry)
+        self.requests = Counter(
+            "convscope_requests", "Calls by method and final status code", ["method", "code"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "convscope_request_seconds", "Call duration by method", ["method"], buckets=LATENCY_BUCKETS_S, registry=self.registry
+        )
+        self.bytes_in = Counter(
+            "convscope_request_bytes", "Request message bytes received, by method", ["method"], registry=self.registry
+        )
+        self.bytes_out = Counter(
+            "convscope_response_bytes", "Response message bytes sent, by method", ["method"], registry=self.registry
+        )
         self.in_progress = Gauge("convscope_calls_in_progress", "Calls being handled now", registry=self.registry)
-        Gauge("convscope_queue_depth", "Calls accepted and waiting for a handler thread", registry=self.registry).set_function(lambda: executor.waiting)
-        Gauge("convscope_cached_sessions", "onnxruntime sessions in the cache", registry=self.registry).set_function(runtime.session_count)
-        Gauge("convscope_cached_session_bytes", "Estimated memory of the cached onnxruntime sessions", registry=self.registry).set_function(runtime.cache_bytes)
+        Gauge("convscope_queue_depth", "Calls accepted and waiting for a handler thread", registry=self.registry).set_function(
+            lambda: executor.waiting
+        )
+        Gauge("convscope_cached_sessions", "onnxruntime sessions in the cache", registry=self.registry).set_function(
+            runtime.session_count
+        )
+        Gauge(
+            "convscope_cached_session_bytes", "Estimated memory of the cached onnxruntime sessions", registry=self.registry
+        ).set_function(runtime.cache_bytes)
         if isinstance(runtime, SandboxedRuntime):
             replaced = Counter(
-                "convscope_worker_replacements", "Worker processes killed or lost, and replaced, by cause "
-                "(crashed, memory, deadline, cancelled)", ["cause"], registry=self.registry,
+                "convscope_worker_replacements",
+                "Worker processes killed or lost, and replaced, by cause (crashed, memory, deadline, cancelled)",
+                ["cause"],
+                registry=self.registry,
             )
             runtime.pool.on_replace.append(lambda cause: replaced.labels(cause).inc())
-            Gauge("convscope_workers", "Worker processes in the pool", registry=self.registry).set_function(lambda: len(runtime.pool.pids()))
+            Gauge("convscope_workers", "Worker processes in the pool", registry=self.registry).set_function(
+                lambda: len(runtime.pool.pids())
+            )
         self._http: Any = None
 
     def serve(self, host: str, port: int) -> int:

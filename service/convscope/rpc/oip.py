@@ -64,9 +64,7 @@ def attribution_options(parameters: Mapping[str, oip.InferParameter]) -> tuple[s
     for name, parameter in parameters.items():
         kind = ATTRIBUTION_PARAMETERS.get(name)
         if kind is None:
-            raise InvalidArgument(
-                f"{ATTRIBUTION_OUTPUT} takes the parameters {sorted(ATTRIBUTION_PARAMETERS)}, not {name!r}"
-            )
+            raise InvalidArgument(f"{ATTRIBUTION_OUTPUT} takes the parameters {sorted(ATTRIBUTION_PARAMETERS)}, not {name!r}")
         value = parameter_value(parameter)
         # A float parameter may come as an integer (tritonclient sends 0.5 as a double, 1 as int64).
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
@@ -122,7 +120,8 @@ class OpenInferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
             named = [r for r in self.core.models() if r.name == name and (not version or r.id == version)]
             if not named:
                 raise NotFound(
-                    f"no model named {name!r}" + (f" with version {version!r}" if version else "")
+                    f"no model named {name!r}"
+                    + (f" with version {version!r}" if version else "")
                     + " and none with that id; `convscope models` (list_models) shows the stored ones"
                 )
             record = max(named, key=lambda r: r.created)
@@ -177,10 +176,14 @@ class OpenInferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
                 arrays[tensor.name] = from_contents(tensor.contents, tensor.datatype, tensor.shape, tensor.name)
         expected = [spec.name for spec in record.inputs]
         if sorted(arrays) != sorted(expected) or len(arrays) != len(request.inputs):
-            raise InvalidArgument(f"model {request.model_name!r} takes the inputs {expected}, got {[t.name for t in request.inputs]}")
+            raise InvalidArgument(
+                f"model {request.model_name!r} takes the inputs {expected}, got {[t.name for t in request.inputs]}"
+            )
         return arrays
 
-    def _outputs(self, record: ModelRecord, request: oip.ModelInferRequest, arrays: dict[str, np.ndarray]) -> list[tuple[str, np.ndarray, dict[str, object]]]:
+    def _outputs(
+        self, record: ModelRecord, request: oip.ModelInferRequest, arrays: dict[str, np.ndarray]
+    ) -> list[tuple[str, np.ndarray, dict[str, object]]]:
         """(name, value, parameters) per requested output, in the order asked."""
         image = arrays.pop(record.input.name)
         model_input = self.core.prepare(record, tensor=image, others=arrays)
@@ -199,7 +202,9 @@ class OpenInferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
             values[ATTRIBUTION_OUTPUT] = self._attribution(record, model_input, _attribution_parameters(request))
         return [(name, *values[name]) for name in wanted]
 
-    def _attribution(self, record: ModelRecord, model_input: ModelInput, parameters: Mapping[str, oip.InferParameter]) -> tuple[np.ndarray, dict[str, object]]:
+    def _attribution(
+        self, record: ModelRecord, model_input: ModelInput, parameters: Mapping[str, oip.InferParameter]
+    ) -> tuple[np.ndarray, dict[str, object]]:
         method, options = attribution_options(parameters)
         result, _ = self.core.attribution(record.id, model_input, method, options, render=False)
         described = {
@@ -225,7 +230,9 @@ class OpenInferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
                 f"the outputs take {size / 2**20:.1f} MiB, over the server's limit of {self.max_response_bytes / 2**20:.1f} MiB "
                 "per message (--max-response-mb): request fewer outputs or a smaller batch per call"
             )
-        response = oip.ModelInferResponse(model_name=request.model_name, model_version=record.id, id=request.id, raw_output_contents=raw)
+        response = oip.ModelInferResponse(
+            model_name=request.model_name, model_version=record.id, id=request.id, raw_output_contents=raw
+        )
         for name, value, parameters in outputs:
             response.outputs.add(
                 name=name,

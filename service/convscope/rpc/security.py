@@ -91,12 +91,18 @@ class TokenInterceptor(grpc.ServerInterceptor):
         caller = self._caller(presented) if presented else None
         if caller is None:
             why = "no bearer token" if presented is None else "an unknown token"
-            return _refusal(handler, grpc.StatusCode.UNAUTHENTICATED,
-                            f"{method} needs 'authorization: Bearer TOKEN' metadata; the call came with {why} "
-                            "(Client(token=...), CLI --token or CONVSCOPE_TOKEN)")
+            return _refusal(
+                handler,
+                grpc.StatusCode.UNAUTHENTICATED,
+                f"{method} needs 'authorization: Bearer TOKEN' metadata; the call came with {why} "
+                "(Client(token=...), CLI --token or CONVSCOPE_TOKEN)",
+            )
         if method_name(method) in WRITE_METHODS and caller.role != "write":
-            return _refusal(handler, grpc.StatusCode.PERMISSION_DENIED,
-                            f"{method_name(method)} needs a 'write' token; {caller.name!r} has a {caller.role!r} one")
+            return _refusal(
+                handler,
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"{method_name(method)} needs a 'write' token; {caller.name!r} has a {caller.role!r} one",
+            )
         return handler
 
 
@@ -138,5 +144,7 @@ def is_loopback(host: str) -> bool:
 def warn_if_exposed(host: str, *, tokens: bool, tls: bool) -> None:
     if is_loopback(host) or (tokens and tls):
         return
-    missing = " and ".join(what for what, there in (("tokens (--token-file)", tokens), ("TLS (--tls-cert/--tls-key)", tls)) if not there)
+    missing = " and ".join(
+        what for what, there in (("tokens (--token-file)", tokens), ("TLS (--tls-cert/--tls-key)", tls)) if not there
+    )
     log.warning("listening on %s without %s: anyone who can reach the port can call the service", host, missing)

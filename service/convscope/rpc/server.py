@@ -122,8 +122,13 @@ def create_server(config: ServerConfig) -> RunningServer:
     if unknown:
         raise ValueError(f"--method-deadline names no method: {unknown}; the methods are {sorted(methods)}")
     core = Convscope(
-        config.store, max_upload_bytes=config.max_upload_bytes, data_roots=config.data_roots, limits=config.limits,
-        ray_address=config.ray_address, ray_workers=config.ray_workers, sandbox=config.sandbox,
+        config.store,
+        max_upload_bytes=config.max_upload_bytes,
+        data_roots=config.data_roots,
+        limits=config.limits,
+        ray_address=config.ray_address,
+        ray_workers=config.ray_workers,
+        sandbox=config.sandbox,
     )
     max_response_bytes = min(config.max_response_bytes, DEFAULT_MAX_RESPONSE_BYTES)  # gRPC takes no more
     executor = QueueingExecutor(max_workers=config.workers, thread_name_prefix="convscope-rpc")
@@ -145,7 +150,9 @@ def create_server(config: ServerConfig) -> RunningServer:
     )
     add_servicer(ConvscopeServicer(core, max_response_bytes=max_response_bytes), server)
     # The Open Inference Protocol on the same port, for tritonclient and KServe's SDK (rpc/oip.py).
-    oip_grpc.add_GRPCInferenceServiceServicer_to_server(oip.OpenInferenceServicer(core, max_response_bytes=max_response_bytes), server)
+    oip_grpc.add_GRPCInferenceServiceServicer_to_server(
+        oip.OpenInferenceServicer(core, max_response_bytes=max_response_bytes), server
+    )
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
@@ -158,7 +165,9 @@ def create_server(config: ServerConfig) -> RunningServer:
         )
     address = f"{config.host}:{config.port}"
     try:
-        port = server.add_secure_port(address, server_credentials(config.tls)) if config.tls else server.add_insecure_port(address)
+        port = (
+            server.add_secure_port(address, server_credentials(config.tls)) if config.tls else server.add_insecure_port(address)
+        )
     except RuntimeError:  # what grpcio raises when it cannot bind
         port = 0
     if port == 0:
@@ -175,8 +184,14 @@ def create_server(config: ServerConfig) -> RunningServer:
         if error.errno == errno.EADDRINUSE:
             raise PortInUse(f"metrics port {config.metrics_port} is already in use (pick another with --metrics-port)") from None
         raise
-    log.info("convscope serving on %s:%d (store %s%s%s)", config.host, port, config.store,
-             ", TLS" if config.tls else "", ", tokens" if tokens else "")
+    log.info(
+        "convscope serving on %s:%d (store %s%s%s)",
+        config.host,
+        port,
+        config.store,
+        ", TLS" if config.tls else "",
+        ", tokens" if tokens else "",
+    )
     if metrics_port is not None:
         log.info("metrics at http://%s:%d/metrics", config.host, metrics_port)
     warn_if_exposed(config.host, tokens=tokens is not None, tls=config.tls is not None)

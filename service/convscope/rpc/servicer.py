@@ -120,8 +120,13 @@ class ConvscopeServicer(pb_grpc.ConvscopeServicer):
         record = self.core.model(request.model_id)
         model_input = self._input(record, request.input, received.tensor_data)
         results = self.core.activations(
-            record.id, model_input, list(request.layers), render=request.render, statistics=not request.omit_statistics,
-            channels=list(request.channels), top_channels=request.top_channels,
+            record.id,
+            model_input,
+            list(request.layers),
+            render=request.render,
+            statistics=not request.omit_statistics,
+            channels=list(request.channels),
+            top_channels=request.top_channels,
         )
         frames = []
         for result in results:
@@ -170,8 +175,6 @@ class ConvscopeServicer(pb_grpc.ConvscopeServicer):
         fill_tensor(response.weights, result.weights)
         return response
 
-
-
     @translate_errors
     def Occlusion(self, request: pb.OcclusionRequest, context: grpc.ServicerContext) -> Iterator[pb.OcclusionEvent]:
         record = self.core.model(request.model_id)
@@ -204,7 +207,12 @@ class ConvscopeServicer(pb_grpc.ConvscopeServicer):
                 else:
                     yield pb.OcclusionEvent(result=occlusion_result(event))
         except (Cancelled, GeneratorExit):  # GeneratorExit: grpc dropped the stream of a dead call
-            log.info("occlusion on %s stopped after %d of %d positions: call cancelled or past its deadline", record.id[:12], done, total)
+            log.info(
+                "occlusion on %s stopped after %d of %d positions: call cancelled or past its deadline",
+                record.id[:12],
+                done,
+                total,
+            )
             raise
         finally:
             events.close()  # frees the occluded batches and cached activations at once
@@ -261,7 +269,9 @@ class ConvscopeServicer(pb_grpc.ConvscopeServicer):
         if result.map_on_image is not None:
             fill_tensor(response.map_on_image, result.map_on_image)
         if request.metrics:
-            for curve in self.core.faithfulness(record.id, model_input, result, request.metrics, pixels_per_step=request.pixels_per_step):
+            for curve in self.core.faithfulness(
+                record.id, model_input, result, request.metrics, pixels_per_step=request.pixels_per_step
+            ):
                 message = response.metrics.add(metric=curve.metric, fractions=floats(curve.fractions), auc=floats(curve.auc))
                 fill_tensor(message.scores, curve.scores.astype(np.float32))
         return response
@@ -303,7 +313,11 @@ class ConvscopeServicer(pb_grpc.ConvscopeServicer):
         model_input = self._input(record, request.input)
         events = self.core.adversarial(record.id, model_input, synthesis_rpc.adversarial_options(request))
         yield from synthesis_rpc.stream_steps(
-            "adversarial attack", events, context, pb.AdversarialEvent, lambda result: synthesis_rpc.adversarial_result(result, record)
+            "adversarial attack",
+            events,
+            context,
+            pb.AdversarialEvent,
+            lambda result: synthesis_rpc.adversarial_result(result, record),
         )
 
     @translate_errors
@@ -327,18 +341,32 @@ class ConvscopeServicer(pb_grpc.ConvscopeServicer):
     def Audit(self, request: pb.AuditRequest, context: grpc.ServicerContext) -> Iterator[pb.AuditEvent]:
         cancelled = threading.Event()
         context.add_callback(cancelled.set)
-        events = audit_service.audit(self.core, request.model_id, request.data, labels=request.labels, human=request.human,
-                                     config_toml=request.config_toml, cancelled=cancelled)
+        events = audit_service.audit(
+            self.core,
+            request.model_id,
+            request.data,
+            labels=request.labels,
+            human=request.human,
+            config_toml=request.config_toml,
+            cancelled=cancelled,
+        )
         try:
             for event in events:
                 if isinstance(event, Progress):
                     yield pb.AuditEvent(progress=dataset_rpc.progress_to_proto(event))
                 elif isinstance(event, audit_service.AuditFiles):
-                    yield pb.AuditEvent(report=pb.AuditReport(
-                        passed=event.passed, errored=event.errored, report_json=event.files["report.json"],
-                        junit_xml=event.files["junit.xml"], report_html=event.files["report.html"]))
+                    yield pb.AuditEvent(
+                        report=pb.AuditReport(
+                            passed=event.passed,
+                            errored=event.errored,
+                            report_json=event.files["report.json"],
+                            junit_xml=event.files["junit.xml"],
+                            report_html=event.files["report.html"],
+                        )
+                    )
                 else:
-                    yield pb.AuditEvent(check=pb.AuditCheck(name=event.name, status=event.status, message=event.message,
-                                                            seconds=event.seconds))
+                    yield pb.AuditEvent(
+                        check=pb.AuditCheck(name=event.name, status=event.status, message=event.message, seconds=event.seconds)
+                    )
         finally:
             events.close()

@@ -96,7 +96,11 @@ def visualization_options(request: pb.VisualizeRequest) -> VisualizationOptions:
         channel=request.channel if request.HasField("channel") else None,
         seed=request.seed,
         **given(steps=request.steps, batch=request.batch),
-        **{name: getattr(request, name) for name in ("lr", "l2", "blur_every", "blur_sigma", "jitter", "norm_percentile") if request.HasField(name)},
+        **{
+            name: getattr(request, name)
+            for name in ("lr", "l2", "blur_every", "blur_sigma", "jitter", "norm_percentile")
+            if request.HasField(name)
+        },
     )
 
 
@@ -137,7 +141,11 @@ def adversarial_options(request: pb.AdversarialRequest) -> AdversarialOptions:
 def predictions(record: ModelRecord, logits: np.ndarray) -> list[pb.Prediction]:
     classes, probabilities = top_classes(logits)
     return [
-        pb.Prediction(classes=[int(c) for c in row], probabilities=floats(p), labels=list(record.target_labels(record.outputs[0].name, row.tolist())))
+        pb.Prediction(
+            classes=[int(c) for c in row],
+            probabilities=floats(p),
+            labels=list(record.target_labels(record.outputs[0].name, row.tolist())),
+        )
         for row, p in zip(classes, probabilities)
     ]
 
@@ -148,8 +156,11 @@ def adversarial_result(result: AdversarialResult, record: ModelRecord) -> pb.Adv
     if result.pictures is not None and result.original_pictures is not None:
         panels = [
             adversarial_panel(
-                original, changed, prediction_lines(was.labels or [str(c) for c in was.classes], was.probabilities),
-                prediction_lines(now.labels or [str(c) for c in now.classes], now.probabilities), float(linf),
+                original,
+                changed,
+                prediction_lines(was.labels or [str(c) for c in was.classes], was.probabilities),
+                prediction_lines(now.labels or [str(c) for c in now.classes], now.probabilities),
+                float(linf),
             )
             for original, changed, was, now, linf in zip(result.original_pictures, result.pictures, before, after, result.linf)
         ]
@@ -175,7 +186,11 @@ def correspondence_response(result: CorrespondenceResult) -> pb.CorrespondenceRe
         first, second = result.geometries
         png = encode_png(
             match_lines(
-                *result.pictures, first.to_picture(result.points), second.to_picture(result.matches), result.similarity, result.mirrored
+                *result.pictures,
+                first.to_picture(result.points),
+                second.to_picture(result.matches),
+                result.similarity,
+                result.mirrored,
             )
         )
     message = pb.CorrespondenceResponse(

@@ -70,8 +70,10 @@ def in_flight(
 def batch_size_for(record: ModelRecord, tensors: Sequence[str], budget_bytes: int) -> int:
     """How many samples fit the output budget, from the layer table's per-sample sizes (a
     tensor's channel peaks: four bytes a channel)."""
-    per_sample = sum(record.layer(name).sample_bytes if (source := peaks_source(name)) is None else 4 * record.layer(source).shape[1]
-                     for name in tensors)
+    per_sample = sum(
+        record.layer(name).sample_bytes if (source := peaks_source(name)) is None else 4 * record.layer(source).shape[1]
+        for name in tensors
+    )
     return max(1, budget_bytes // max(1, per_sample))
 
 

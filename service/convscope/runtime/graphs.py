@@ -58,8 +58,13 @@ class BackwardGraph:
 
     def build(self, base: onnx.ModelProto) -> onnx.ModelProto:
         return build_backward(
-            base, self.seeds, wrt=self.wrt, keep=self.keep, rectifier=self.rectifier,
-            rectifiers=self.rectifiers, top_target=self.top_target,
+            base,
+            self.seeds,
+            wrt=self.wrt,
+            keep=self.keep,
+            rectifier=self.rectifier,
+            rectifiers=self.rectifiers,
+            top_target=self.top_target,
         )
 
 

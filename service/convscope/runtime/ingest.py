@@ -211,8 +211,10 @@ def requested_probe_shape(dims: Sequence[int], names: Sequence[str], requested: 
             raise InvalidArgument(f"input_shape leaves dims {missing} of the model's input without a size")
     else:
         shape = [int(size) for size in requested]
-        if len(shape) != len(dims) or any(size <= 0 for size in shape) or any(
-            want > 0 and want != got for want, got in zip(dims[1:], shape[1:])
+        if (
+            len(shape) != len(dims)
+            or any(size <= 0 for size in shape)
+            or any(want > 0 and want != got for want, got in zip(dims[1:], shape[1:]))
         ):
             expected = ["N" if axis == 0 else (size if size > 0 else names[axis] or "?") for axis, size in enumerate(dims)]
             raise InvalidArgument(f"input_shape {shape} does not fit the model's input {expected}")
@@ -235,20 +237,28 @@ def image_first(inputs: Sequence[onnx.ValueInfoProto]) -> list[onnx.ValueInfoPro
     return [first, *(v for v in inputs if v is not first)]
 
 
-def other_probes(others: Sequence[onnx.ValueInfoProto], image: onnx.ValueInfoProto, image_shape: Sequence[int]) -> dict[str, np.ndarray]:
+def other_probes(
+    others: Sequence[onnx.ValueInfoProto], image: onnx.ValueInfoProto, image_shape: Sequence[int]
+) -> dict[str, np.ndarray]:
     """Probe values of the model's other inputs: batch 1, a symbolic size shared by name with
     the image's set as the image's, any other symbolic size 1."""
     sizes = {d.dim_param: size for d, size in zip(image.type.tensor_type.shape.dim, image_shape) if d.dim_param}
     feeds = {}
     for value in others:
         dims = value.type.tensor_type.shape.dim
-        shape = [1 if axis == 0 and not d.HasField("dim_value") else d.dim_value or sizes.get(d.dim_param, 1) for axis, d in enumerate(dims)]
+        shape = [
+            1 if axis == 0 and not d.HasField("dim_value") else d.dim_value or sizes.get(d.dim_param, 1)
+            for axis, d in enumerate(dims)
+        ]
         feeds[value.name] = probe_array(shape, helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type))
     return feeds
 
 
 def _working_probe(
-    original: ort.InferenceSession, inputs: Sequence[onnx.ValueInfoProto], preprocessing: Preprocessing, requested: InputShape | None
+    original: ort.InferenceSession,
+    inputs: Sequence[onnx.ValueInfoProto],
+    preprocessing: Preprocessing,
+    requested: InputShape | None,
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """The first probe input (the image's, and the others') the model runs on; INVALID_ARGUMENT
     naming what was tried if none."""
@@ -332,7 +342,9 @@ def with_dim_names(layers: tuple[LayerInfo, ...], model: onnx.ModelProto) -> tup
             dims = value.type.tensor_type.shape.dim
             names[value.name] = ("",) + tuple("" if d.HasField("dim_value") else d.dim_param or "?" for d in dims[1:])
     return tuple(
-        dataclasses.replace(layer, dim_names=names[layer.tensor]) if len(names.get(layer.tensor, ())) == len(layer.shape) else layer
+        dataclasses.replace(layer, dim_names=names[layer.tensor])
+        if len(names.get(layer.tensor, ())) == len(layer.shape)
+        else layer
         for layer in layers
     )
 
@@ -354,7 +366,9 @@ def layer_table(
         values = session.run(wanted, {image: probe, **others})
     except Exception as error:  # onnxruntime's types for a failed run differ by kind of failure
         raise_if_out_of_memory(error)
-        raise InvalidArgument(f"the model does not run at input shape {list(probe.shape)}: onnxruntime: {runtime_message(error)}") from None
+        raise InvalidArgument(
+            f"the model does not run at input shape {list(probe.shape)}: onnxruntime: {runtime_message(error)}"
+        ) from None
     made_by = producers(model.graph)
     shapes = {tensor: np.shape(value) for tensor, value in zip(wanted, values)}
     shapes[image] = probe.shape

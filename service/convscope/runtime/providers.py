@@ -32,9 +32,7 @@ def usable_providers() -> tuple[str, ...]:
     if "CUDAExecutionProvider" in ort.get_available_providers():
         try:
             ort.set_default_logger_severity(ORT_LOG_SEVERITY_FATAL)
-            session = ort.InferenceSession(
-                _probe_model(), providers=["CUDAExecutionProvider", "CPUExecutionProvider"]
-            )
+            session = ort.InferenceSession(_probe_model(), providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
             session.run(None, {"x": np.ones((1,), np.float32)})
             if "CUDAExecutionProvider" in session.get_providers():
                 chosen.append("CUDAExecutionProvider")

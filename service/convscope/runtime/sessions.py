@@ -71,7 +71,13 @@ class Runtime:
         return describe_upload(model_id, upload, **options)
 
     def layer_table(
-        self, model_id: str, shape: Sequence[int], dtype: str, *, dynamic_batch: bool, layout: str,
+        self,
+        model_id: str,
+        shape: Sequence[int],
+        dtype: str,
+        *,
+        dynamic_batch: bool,
+        layout: str,
         others: Mapping[str, np.ndarray],
     ) -> tuple[LayerInfo, ...]:
         """``runtime.ingest.layer_table`` of the model at input ``shape`` (its probe array)."""
@@ -117,7 +123,9 @@ class Runtime:
                 )
             started = time.perf_counter()
             session = new_session(serialized, providers=self.providers, threads=threads, spin=isinstance(spec, LossGraph))
-            log.info("session for model %s (%s) built in %.2f s", model_id[:12], type(spec).__name__, time.perf_counter() - started)
+            log.info(
+                "session for model %s (%s) built in %.2f s", model_id[:12], type(spec).__name__, time.perf_counter() - started
+            )
             with self._lock:
                 self._sessions[key] = (session, cost)
                 self._building.pop(key, None)

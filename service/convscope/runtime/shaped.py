@@ -59,8 +59,12 @@ class ShapedRecords:
         else:
             names = {layer.tensor: layer.dim_names for layer in record.layers}
             table = self._runtime.layer_table(
-                record.id, (1, *sample), record.input.dtype, dynamic_batch=record.dynamic_batch,
-                layout=record.preprocessing.layout, others=firsts,
+                record.id,
+                (1, *sample),
+                record.input.dtype,
+                dynamic_batch=record.dynamic_batch,
+                layout=record.preprocessing.layout,
+                others=firsts,
             )
             layers = tuple(dataclasses.replace(layer, dim_names=names.get(layer.tensor, ())) for layer in table)
         shaped = dataclasses.replace(record, layers=layers, probe_shape=(1, *sample))

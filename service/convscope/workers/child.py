@@ -91,8 +91,14 @@ class _Worker:
             while True:
                 kind, seconds, what, call_id, body = self.conn.recv()
                 request_id.set(call_id)  # the lines this request makes carry the call's id
-                self.conn.send((*self._handle(kind, seconds, what, body), self.runtime.session_count(),
-                                self.runtime.cache_bytes(), peak_address_space()))
+                self.conn.send(
+                    (
+                        *self._handle(kind, seconds, what, body),
+                        self.runtime.session_count(),
+                        self.runtime.cache_bytes(),
+                        peak_address_space(),
+                    )
+                )
         except (EOFError, OSError):  # the server closed the pipe (it is stopping, or gone): so do we
             self.outputs.release()
 
@@ -113,9 +119,20 @@ class _Worker:
         finally:
             self._budget = None
 
-    def _run(self, model_id: str, folder: str, spec_number: int, spec: Any, forget_specs: bool, inputs: str,
-             layout: shm.ArrayLayout, outputs: list[str], fresh_outputs: bool, dynamic_batch: bool,
-             threads: int) -> tuple[str, shm.ArrayLayout]:
+    def _run(
+        self,
+        model_id: str,
+        folder: str,
+        spec_number: int,
+        spec: Any,
+        forget_specs: bool,
+        inputs: str,
+        layout: shm.ArrayLayout,
+        outputs: list[str],
+        fresh_outputs: bool,
+        dynamic_batch: bool,
+        threads: int,
+    ) -> tuple[str, shm.ArrayLayout]:
         """``spec`` comes once per worker (None afterwards: ``spec_number`` names it);
         ``fresh_outputs``: the server still holds views of the last results' block."""
         if forget_specs:
@@ -131,8 +148,16 @@ class _Worker:
             model_id, self.specs[spec_number], feeds, outputs, dynamic_batch=dynamic_batch, threads=threads, fresh=fresh_outputs
         )
 
-    def _layer_table(self, model_id: str, folder: str, shape: tuple[int, ...], dtype: str, dynamic_batch: bool,
-                     layout: str, others: dict[str, Any]) -> Any:
+    def _layer_table(
+        self,
+        model_id: str,
+        folder: str,
+        shape: tuple[int, ...],
+        dtype: str,
+        dynamic_batch: bool,
+        layout: str,
+        others: dict[str, Any],
+    ) -> Any:
         self.folders[model_id] = Path(folder)
         return self.runtime.layer_table(model_id, shape, dtype, dynamic_batch=dynamic_batch, layout=layout, others=others)
 

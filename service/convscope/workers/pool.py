@@ -195,8 +195,15 @@ class WorkerPool:
     # -- calls
 
     def run(
-        self, model_id: str, folder: Path, spec: object, feeds: Mapping[str, np.ndarray], outputs: Sequence[str],
-        *, dynamic_batch: bool, threads: int,
+        self,
+        model_id: str,
+        folder: Path,
+        spec: object,
+        feeds: Mapping[str, np.ndarray],
+        outputs: Sequence[str],
+        *,
+        dynamic_batch: bool,
+        threads: int,
     ) -> dict[str, np.ndarray]:
         self._refuse_quarantined(model_id)
         call = self._running(model_id, "run")
@@ -204,40 +211,80 @@ class WorkerPool:
         def exchange(slot: WorkerSlot) -> dict[str, np.ndarray]:
             inputs, layout = slot.write_inputs(feeds)
             spec_number, new_spec, forget_specs = slot.spec_number(spec)
-            results, result_layout = self._exchange(slot, call, dict(
-                model_id=model_id, folder=str(folder), spec_number=spec_number, spec=new_spec, forget_specs=forget_specs,
-                inputs=inputs, layout=layout, outputs=list(outputs), fresh_outputs=slot.outputs.lent,
-                dynamic_batch=dynamic_batch, threads=threads,
-            ))
+            results, result_layout = self._exchange(
+                slot,
+                call,
+                dict(
+                    model_id=model_id,
+                    folder=str(folder),
+                    spec_number=spec_number,
+                    spec=new_spec,
+                    forget_specs=forget_specs,
+                    inputs=inputs,
+                    layout=layout,
+                    outputs=list(outputs),
+                    fresh_outputs=slot.outputs.lent,
+                    dynamic_batch=dynamic_batch,
+                    threads=threads,
+                ),
+            )
             return slot.read_outputs(results, result_layout)
 
         return self._holding_slot(model_id, exchange)
 
     def layer_table(
-        self, model_id: str, folder: Path, shape: tuple[int, ...], dtype: str, *, dynamic_batch: bool, layout: str,
+        self,
+        model_id: str,
+        folder: Path,
+        shape: tuple[int, ...],
+        dtype: str,
+        *,
+        dynamic_batch: bool,
+        layout: str,
         others: Mapping[str, np.ndarray],
     ) -> Any:
         """``Runtime.layer_table`` in a worker: the model runs once at ``shape`` with every tensor
         exposed. ``others`` (one sample of the model's other inputs, small) travel pickled."""
         self._refuse_quarantined(model_id)
-        return self._call(self._running(model_id, "layer_table"), dict(
-            model_id=model_id, folder=str(folder), shape=shape, dtype=dtype, dynamic_batch=dynamic_batch, layout=layout,
-            others=dict(others),
-        ))
+        return self._call(
+            self._running(model_id, "layer_table"),
+            dict(
+                model_id=model_id,
+                folder=str(folder),
+                shape=shape,
+                dtype=dtype,
+                dynamic_batch=dynamic_batch,
+                layout=layout,
+                others=dict(others),
+            ),
+        )
 
     def _running(self, model_id: str, kind: str) -> _Call:
         return _Call(
-            model_id, kind, "running the model", self.run_budget_s, "--worker-run-seconds",
+            model_id,
+            kind,
+            "running the model",
+            self.run_budget_s,
+            "--worker-run-seconds",
             "send a smaller input or batch, or ask the operator for a larger --worker-memory-mb",
         )
 
-    def describe(self, model_id: str, folder: Path, side_names: Mapping[str, str], received: int, options: Mapping[str, Any]) -> Any:
+    def describe(
+        self, model_id: str, folder: Path, side_names: Mapping[str, str], received: int, options: Mapping[str, Any]
+    ) -> Any:
         """``runtime.ingest.describe_upload`` on the upload's files, in a worker."""
         call = _Call(
-            model_id, "describe", "checking and loading the upload", self.load_budget_s, "--worker-load-seconds",
+            model_id,
+            "describe",
+            "checking and loading the upload",
+            self.load_budget_s,
+            "--worker-load-seconds",
             "the model is refused unless the operator raises --worker-memory-mb",
         )
-        return self._call(call, dict(model_id=model_id, folder=str(folder), side_names=dict(side_names), received=received, options=dict(options)))
+        return self._call(
+            call,
+            dict(model_id=model_id, folder=str(folder), side_names=dict(side_names), received=received, options=dict(options)),
+        )
 
     def _call(self, call: _Call, body: dict[str, Any]) -> Any:
         return self._holding_slot(call.model_id, lambda slot: self._exchange(slot, call, body))
@@ -264,11 +311,15 @@ class WorkerPool:
         with run_options() as options:  # the call's budget sets .terminate: its deadline or a cancellation
             while not slot.wait(POLL_S):
                 now = time.monotonic()
-                if stop_sent is None and ((options is not None and options.terminate) or (deadline is not None and now >= deadline)):
+                if stop_sent is None and (
+                    (options is not None and options.terminate) or (deadline is not None and now >= deadline)
+                ):
                     slot.stop.set()
                     stop_sent = now
                 elif stop_sent is not None and now - stop_sent > self.grace_s:
-                    self._replace(slot, "cancelled" if budget is not None and budget.stopped and not budget.expired else "deadline")
+                    self._replace(
+                        slot, "cancelled" if budget is not None and budget.stopped and not budget.expired else "deadline"
+                    )
                     raise self._stopped(call)
         try:
             reply = slot.receive()
@@ -311,7 +362,8 @@ class WorkerPool:
         self._replace(slot, "crashed")
         log.error("worker running model %s %s while %s (%d crashes)", call.model_id[:12], how, call.what, crashes)
         quarantine = (
-            f"; the model is quarantined after {crashes} crashes" if crashes >= self.quarantine_after
+            f"; the model is quarantined after {crashes} crashes"
+            if crashes >= self.quarantine_after
             else f"; {self.quarantine_after - crashes} more and the model is quarantined"
         )
         return WorkerCrashed(

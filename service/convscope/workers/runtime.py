@@ -21,7 +21,9 @@ from convscope.workers.pool import WorkerPool
 
 
 class SandboxedRuntime(Runtime):
-    def __init__(self, load_model: Callable[[str], onnx.ModelProto], model_folder: Callable[[str], Path], pool: WorkerPool) -> None:
+    def __init__(
+        self, load_model: Callable[[str], onnx.ModelProto], model_folder: Callable[[str], Path], pool: WorkerPool
+    ) -> None:
         super().__init__(load_model)
         self.pool = pool
         self._model_folder = model_folder
@@ -40,21 +42,41 @@ class SandboxedRuntime(Runtime):
         return self.pool.describe(model_id, upload.folder, upload.side_names, upload.received, options)
 
     def layer_table(
-        self, model_id: str, shape: Sequence[int], dtype: str, *, dynamic_batch: bool, layout: str,
+        self,
+        model_id: str,
+        shape: Sequence[int],
+        dtype: str,
+        *,
+        dynamic_batch: bool,
+        layout: str,
         others: Mapping[str, np.ndarray],
     ) -> tuple[LayerInfo, ...]:
         return self.pool.layer_table(
-            model_id, self._model_folder(model_id), tuple(shape), dtype, dynamic_batch=dynamic_batch, layout=layout, others=others,
+            model_id,
+            self._model_folder(model_id),
+            tuple(shape),
+            dtype,
+            dynamic_batch=dynamic_batch,
+            layout=layout,
+            others=others,
         )
 
     def session(self, model_id: str, spec: GraphSpec, *, dynamic_batch: bool, threads: int = 0) -> ort.InferenceSession:
         raise TypeError("sessions live in the worker processes: call run()")
 
     def run(
-        self, model_id: str, spec: GraphSpec, feeds: Mapping[str, np.ndarray], outputs: Sequence[str],
-        *, dynamic_batch: bool, threads: int = 0,
+        self,
+        model_id: str,
+        spec: GraphSpec,
+        feeds: Mapping[str, np.ndarray],
+        outputs: Sequence[str],
+        *,
+        dynamic_batch: bool,
+        threads: int = 0,
     ) -> dict[str, np.ndarray]:
-        return self.pool.run(model_id, self._model_folder(model_id), spec, feeds, outputs, dynamic_batch=dynamic_batch, threads=threads)
+        return self.pool.run(
+            model_id, self._model_folder(model_id), spec, feeds, outputs, dynamic_batch=dynamic_batch, threads=threads
+        )
 
     def cache_bytes(self) -> int:
         return self.pool.cache_bytes()

@@ -34,10 +34,16 @@ Shape = tuple[int, ...]
 # -- harness -----------------------------------------------------------------------
 
 
-def make_model(nodes: Sequence[onnx.NodeProto], inputs: dict[str, Shape], opset: int,
-               weights: dict[str, np.ndarray] | None = None, outputs: Sequence[str] = ("y",),
-               symbolic: bool = True, input_type: int = TensorProto.FLOAT,
-               dynamic_spatial: bool = False) -> onnx.ModelProto:
+def make_model(
+    nodes: Sequence[onnx.NodeProto],
+    inputs: dict[str, Shape],
+    opset: int,
+    weights: dict[str, np.ndarray] | None = None,
+    outputs: Sequence[str] = ("y",),
+    symbolic: bool = True,
+    input_type: int = TensorProto.FLOAT,
+    dynamic_spatial: bool = False,
+) -> onnx.ModelProto:
     """A model over float inputs; with ``symbolic`` each input's first dim is its own symbol,
     with ``dynamic_spatial`` so is every dim after the second (sizes known at run time only)."""
 
@@ -49,12 +55,16 @@ def make_model(nodes: Sequence[onnx.NodeProto], inputs: dict[str, Shape], opset:
             out[2:] = [f"S{k}_{i}" for i in range(2, len(shape))]
         return out
 
-    value_infos = [helper.make_tensor_value_info(name, input_type, dims(k, shape))
-                   for k, (name, shape) in enumerate(inputs.items())]
+    value_infos = [
+        helper.make_tensor_value_info(name, input_type, dims(k, shape)) for k, (name, shape) in enumerate(inputs.items())
+    ]
     graph = helper.make_graph(
-        list(nodes), "case", value_infos,
+        list(nodes),
+        "case",
+        value_infos,
         [helper.make_tensor_value_info(o, TensorProto.UNDEFINED, None) for o in outputs],
-        [numpy_helper.from_array(np.asarray(v), k) for k, v in (weights or {}).items()])
+        [numpy_helper.from_array(np.asarray(v), k) for k, v in (weights or {}).items()],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = helper.find_min_ir_version_for(list(model.opset_import))
     return model
@@ -67,8 +77,9 @@ def session(model: onnx.ModelProto) -> ort.InferenceSession:
     return ort.InferenceSession(model.SerializeToString(), providers=CPU)
 
 
-def run_backward(model: onnx.ModelProto, feeds: dict[str, np.ndarray], seeds: dict[str, np.ndarray],
-                 **kwargs: Any) -> dict[str, np.ndarray]:
+def run_backward(
+    model: onnx.ModelProto, feeds: dict[str, np.ndarray], seeds: dict[str, np.ndarray], **kwargs: Any
+) -> dict[str, np.ndarray]:
     before = model.SerializeToString()
     backward = build_backward(model, list(seeds), **kwargs)
     assert model.SerializeToString() == before, "build_backward mutated its argument"
@@ -76,8 +87,7 @@ def run_backward(model: onnx.ModelProto, feeds: dict[str, np.ndarray], seeds: di
     types = {i.name: i.type for i in sess.get_inputs()}
     feed = dict(feeds)
     for name, value in seeds.items():
-        feed[seed_input_name(name)] = value.astype(np.float64 if "double" in types[seed_input_name(name)]
-                                                   else np.float32)
+        feed[seed_input_name(name)] = value.astype(np.float64 if "double" in types[seed_input_name(name)] else np.float32)
     names = [o.name for o in sess.get_outputs()]
     return dict(zip(names, sess.run(None, feed), strict=True))
 
@@ -88,18 +98,25 @@ def assert_close(ours: np.ndarray, ref: np.ndarray, what: str = "") -> None:
     np.testing.assert_allclose(ours, ref, rtol=0, atol=atol, err_msg=what)
 
 
-def torch_grads(ref: Callable[..., torch.Tensor], inputs: dict[str, np.ndarray],
-                weights: dict[str, np.ndarray], dy: Callable[[Shape], np.ndarray]
-                ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+def torch_grads(
+    ref: Callable[..., torch.Tensor],
+    inputs: dict[str, np.ndarray],
+    weights: dict[str, np.ndarray],
+    dy: Callable[[Shape], np.ndarray],
+) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     xs = {k: torch.tensor(v, dtype=torch.float64, requires_grad=True) for k, v in inputs.items()}
-    ws = {k: torch.tensor(np.asarray(v), dtype=torch.float64 if np.asarray(v).dtype.kind == "f" else None)
-          for k, v in weights.items()}
+    ws = {
+        k: torch.tensor(np.asarray(v), dtype=torch.float64 if np.asarray(v).dtype.kind == "f" else None)
+        for k, v in weights.items()
+    }
     y = ref(*xs.values(), **ws)
     seed = dy(tuple(y.shape))
-    grads = torch.autograd.grad(y, list(xs.values()), torch.tensor(seed, dtype=torch.float64),
-                                allow_unused=True)
-    return y.detach().numpy(), seed, {
-        k: (np.zeros_like(inputs[k]) if g is None else g.numpy()) for k, g in zip(xs, grads, strict=True)}
+    grads = torch.autograd.grad(y, list(xs.values()), torch.tensor(seed, dtype=torch.float64), allow_unused=True)
+    return (
+        y.detach().numpy(),
+        seed,
+        {k: (np.zeros_like(inputs[k]) if g is None else g.numpy()) for k, g in zip(xs, grads, strict=True)},
+    )
 
 
 @dataclass
@@ -132,10 +149,10 @@ def sample(rng: np.random.Generator, shape: Shape, case: Case) -> np.ndarray:
 def check(case: Case, seed: int = 0) -> None:
     rng = np.random.default_rng(seed)
     inputs = {k: sample(rng, s, case) for k, s in case.inputs.items()}
-    y_ref, dy, ref = torch_grads(case.ref, inputs, case.weights,
-                                 lambda s: rng.standard_normal(s).astype(np.float32))
-    model = make_model(case.nodes, case.inputs, case.opset, case.weights, symbolic=case.symbolic,
-                       dynamic_spatial=case.dynamic_spatial)
+    y_ref, dy, ref = torch_grads(case.ref, inputs, case.weights, lambda s: rng.standard_normal(s).astype(np.float32))
+    model = make_model(
+        case.nodes, case.inputs, case.opset, case.weights, symbolic=case.symbolic, dynamic_spatial=case.dynamic_spatial
+    )
     out = run_backward(model, inputs, {"y": dy}, keep=["y"])
     assert_close(out["y"].astype(np.float64), y_ref, f"{case.id}: forward")
     for name in case.inputs:
@@ -152,8 +169,7 @@ def node(op: str, *inputs: str, out: Sequence[str] = ("y",), **attrs: Any) -> on
 
 
 def const(name: str, value: Any, dtype: Any = np.int64) -> onnx.NodeProto:
-    return helper.make_node("Constant", [], [name],
-                            value=numpy_helper.from_array(np.asarray(value, dtype=dtype), name))
+    return helper.make_node("Constant", [], [name], value=numpy_helper.from_array(np.asarray(value, dtype=dtype), name))
 
 
 def torch_pads(begin: Sequence[int], end: Sequence[int]) -> list[int]:
@@ -161,8 +177,9 @@ def torch_pads(begin: Sequence[int], end: Sequence[int]) -> list[int]:
     return [p for b, e in zip(reversed(begin), reversed(end), strict=True) for p in (b, e)]
 
 
-def same_pads(size: Sequence[int], kernel: Sequence[int], strides: Sequence[int],
-              dilations: Sequence[int], upper: bool) -> tuple[list[int], list[int]]:
+def same_pads(
+    size: Sequence[int], kernel: Sequence[int], strides: Sequence[int], dilations: Sequence[int], upper: bool
+) -> tuple[list[int], list[int]]:
     begin, end = [], []
     for n, k, s, d in zip(size, kernel, strides, dilations, strict=True):
         total = max((math.ceil(n / s) - 1) * s + (k - 1) * d + 1 - n, 0)
@@ -172,11 +189,19 @@ def same_pads(size: Sequence[int], kernel: Sequence[int], strides: Sequence[int]
     return begin, end
 
 
-def unary(id: str, op: str, fn: Callable[..., torch.Tensor], opset: int = 17, weights: dict | None = None,
-          inputs: Sequence[str] = (), kinks: tuple[float, ...] = (), positive: bool = False,
-          shape: Shape = (2, 3, 4, 5), **attrs: Any) -> Case:
-    return Case(f"{op}-{id}", [node(op, "x", *inputs, **attrs)], {"x": shape}, fn, weights or {}, opset,
-                kinks, positive)
+def unary(
+    id: str,
+    op: str,
+    fn: Callable[..., torch.Tensor],
+    opset: int = 17,
+    weights: dict | None = None,
+    inputs: Sequence[str] = (),
+    kinks: tuple[float, ...] = (),
+    positive: bool = False,
+    shape: Shape = (2, 3, 4, 5),
+    **attrs: Any,
+) -> Case:
+    return Case(f"{op}-{id}", [node(op, "x", *inputs, **attrs)], {"x": shape}, fn, weights or {}, opset, kinks, positive)
 
 
 def hardsigmoid(alpha: float, beta: float) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -186,11 +211,12 @@ def hardsigmoid(alpha: float, beta: float) -> Callable[[torch.Tensor], torch.Ten
 f32 = np.float32
 
 
-def reduce_case(id: str, op: str, fn: Callable[..., torch.Tensor], opset: int,
-                axes_input: Sequence[int] | None = None, **attrs: Any) -> Case:
+def reduce_case(
+    id: str, op: str, fn: Callable[..., torch.Tensor], opset: int, axes_input: Sequence[int] | None = None, **attrs: Any
+) -> Case:
     weights = {} if axes_input is None else {"axes": np.array(axes_input, np.int64)}
-    return Case(f"{op}-{id}", [node(op, "x", *weights, **attrs)], {"x": (2, 3, 4, 5)},
-                lambda x, **_: fn(x), weights, opset)
+    return Case(f"{op}-{id}", [node(op, "x", *weights, **attrs)], {"x": (2, 3, 4, 5)}, lambda x, **_: fn(x), weights, opset)
+
 
 BN_WEIGHTS = {"scale": rand(3), "bias": rand(3, seed=2), "mean": rand(3, seed=3), "var": rand(3, positive=True)}
 

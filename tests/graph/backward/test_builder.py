@@ -33,15 +33,21 @@ from tests.graph.backward.harness import (
 
 def small_net_case(opset: int) -> Case:
     """Conv → Relu → MaxPool → Flatten → Gemm → Softmax at recent opsets (no upgrade needed)."""
-    nodes = [node("Conv", "x", "W", out=["c"], pads=[1, 1, 1, 1]), node("Relu", "c", out=["r"]),
-             node("MaxPool", "r", out=["p"], kernel_shape=[2, 2], strides=[2, 2]), node("Flatten", "p", out=["f"]),
-             node("Gemm", "f", "V", out=["g"], transB=1), node("Softmax", "g")]
+    nodes = [
+        node("Conv", "x", "W", out=["c"], pads=[1, 1, 1, 1]),
+        node("Relu", "c", out=["r"]),
+        node("MaxPool", "r", out=["p"], kernel_shape=[2, 2], strides=[2, 2]),
+        node("Flatten", "p", out=["f"]),
+        node("Gemm", "f", "V", out=["g"], transB=1),
+        node("Softmax", "g"),
+    ]
 
     def ref(x: torch.Tensor, W: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
         return F.softmax(F.max_pool2d(F.relu(F.conv2d(x, W, padding=1)), 2).flatten(1) @ V.T, -1)
 
-    return Case(f"net-opset{opset}", nodes, {"x": (2, 3, 4, 4)}, ref, {"W": rand(2, 3, 3, 3), "V": rand(5, 8)},
-                opset, kinks=(0.0,))
+    return Case(
+        f"net-opset{opset}", nodes, {"x": (2, 3, 4, 4)}, ref, {"W": rand(2, 3, 3, 3), "V": rand(5, 8)}, opset, kinks=(0.0,)
+    )
 
 
 NET_CASES = [small_net_case(opset) for opset in (18, 19, 21, 22, 23, 24, 25, 26)]
@@ -50,12 +56,15 @@ NET_CASES = [small_net_case(opset) for opset in (18, 19, 21, 22, 23, 24, 25, 26)
 def test_gradients_declare_their_shapes_with_the_batch_symbol() -> None:
     """Without the declared shapes, inference names the batch of every gradient after the
     classifier's Reshape anew, and onnxruntime cannot keep those gradients blocked."""
-    nodes = [node("Conv", "x", "W", out=["c"], pads=[1, 1, 1, 1]), node("Relu", "c", out=["r"]),
-             node("Flatten", "r", out=["f"]), node("Gemm", "f", "G", transB=1)]
+    nodes = [
+        node("Conv", "x", "W", out=["c"], pads=[1, 1, 1, 1]),
+        node("Relu", "c", out=["r"]),
+        node("Flatten", "r", out=["f"]),
+        node("Gemm", "f", "G", transB=1),
+    ]
     model = make_model(nodes, {"x": (2, 4, 3, 3)}, 17, {"W": rand(4, 4, 3, 3), "G": rand(5, 36)})
     backward = build_backward(model, ["y"])
-    declared = {vi.name: [d.dim_param or d.dim_value for d in vi.type.tensor_type.shape.dim]
-                for vi in backward.graph.value_info}
+    declared = {vi.name: [d.dim_param or d.dim_value for d in vi.type.tensor_type.shape.dim] for vi in backward.graph.value_info}
     producer = {o: n for n in backward.graph.node for o in n.output}
     x_grad = producer[grad_output_name("x")].input[0]
     assert declared[x_grad] == ["N0", 4, 3, 3]
@@ -67,8 +76,10 @@ def test_gradients_declare_their_shapes_with_the_batch_symbol() -> None:
 
 
 def lstm_nodes(into: str) -> list[onnx.NodeProto]:
-    return [node("Transpose", "x", out=["seq"], perm=[1, 0, 2]),
-            node("LSTM", "seq", "Wl", "Rl", out=[into], hidden_size=2, name="encoder/lstm")]
+    return [
+        node("Transpose", "x", out=["seq"], perm=[1, 0, 2]),
+        node("LSTM", "seq", "Wl", "Rl", out=[into], hidden_size=2, name="encoder/lstm"),
+    ]
 
 
 LSTM_WEIGHTS = {"Wl": rand(1, 8, 3), "Rl": rand(1, 8, 2)}
@@ -103,19 +114,38 @@ def test_made_up_op_is_refused_with_a_stable_name(opset: int, domain: str) -> No
     assert (err.value.op_type, err.value.node_name) == ("MadeUp", "MadeUp#1")
 
 
-@pytest.mark.parametrize(("make_nodes", "op_type", "why"), [
-    (lambda: [node("RandomNormalLike", "x", out=["n"]), node("Add", "x", "n")], "RandomNormalLike", "no gradient rule"),
-    (lambda: [node("If", "cond", then_branch=helper.make_graph(
-        [node("Relu", "x", out=["t"])], "then", [], [helper.make_tensor_value_info("t", TensorProto.FLOAT, None)]),
-        else_branch=helper.make_graph(
-        [node("Neg", "x", out=["e"])], "else", [], [helper.make_tensor_value_info("e", TensorProto.FLOAT, None)]))],
-     "If", "no gradient rule"),
-    (lambda: [node("QuantizeLinear", "x", "scale", out=["q"]), node("DequantizeLinear", "q", "scale")],
-     "QuantizeLinear", "no gradient rule"),
-    (lambda: [node("LayerNormalization", "x", "scale", out=["n", "y"])], "LayerNormalization", "output 1"),
-], ids=["random", "if-with-outer-scope-input", "quantize-dequantize", "layer-norm-mean-output"])
-def test_ops_without_rules_on_the_path_are_refused(make_nodes: Callable[[], list[onnx.NodeProto]], op_type: str,
-                                                   why: str) -> None:
+@pytest.mark.parametrize(
+    ("make_nodes", "op_type", "why"),
+    [
+        (lambda: [node("RandomNormalLike", "x", out=["n"]), node("Add", "x", "n")], "RandomNormalLike", "no gradient rule"),
+        (
+            lambda: [
+                node(
+                    "If",
+                    "cond",
+                    then_branch=helper.make_graph(
+                        [node("Relu", "x", out=["t"])], "then", [], [helper.make_tensor_value_info("t", TensorProto.FLOAT, None)]
+                    ),
+                    else_branch=helper.make_graph(
+                        [node("Neg", "x", out=["e"])], "else", [], [helper.make_tensor_value_info("e", TensorProto.FLOAT, None)]
+                    ),
+                )
+            ],
+            "If",
+            "no gradient rule",
+        ),
+        (
+            lambda: [node("QuantizeLinear", "x", "scale", out=["q"]), node("DequantizeLinear", "q", "scale")],
+            "QuantizeLinear",
+            "no gradient rule",
+        ),
+        (lambda: [node("LayerNormalization", "x", "scale", out=["n", "y"])], "LayerNormalization", "output 1"),
+    ],
+    ids=["random", "if-with-outer-scope-input", "quantize-dequantize", "layer-norm-mean-output"],
+)
+def test_ops_without_rules_on_the_path_are_refused(
+    make_nodes: Callable[[], list[onnx.NodeProto]], op_type: str, why: str
+) -> None:
     model = make_model(make_nodes(), {"x": (2, 3)}, 17, {"cond": np.array(True), "scale": f32(0.1)})
     with pytest.raises(UnsupportedOp, match=why) as err:
         build_backward(model, ["y"])
@@ -128,14 +158,18 @@ def test_gradient_through_a_weight_input_is_refused() -> None:
         build_backward(model, ["y"])
 
 
-@pytest.mark.parametrize(("nodes", "seeds", "kwargs"), [
-    ([node("Relu", "x")], ["nope"], {}),
-    ([node("Relu", "x")], ["y"], {"wrt": ["nope"]}),
-    ([node("Relu", "x")], ["y"], {"rectifier": "smooth"}),
-    ([node("Relu", "x")], [], {}),
-    ([node("Shape", "x")], ["y"], {}),
-    ([node("BatchNormalization", "x", *BN_WEIGHTS, out=["y", "m", "v"], training_mode=1)], ["y"], {}),
-], ids=["unknown-seed", "unknown-wrt", "bad-rectifier", "no-seed", "int-seed", "bn-training"])
+@pytest.mark.parametrize(
+    ("nodes", "seeds", "kwargs"),
+    [
+        ([node("Relu", "x")], ["nope"], {}),
+        ([node("Relu", "x")], ["y"], {"wrt": ["nope"]}),
+        ([node("Relu", "x")], ["y"], {"rectifier": "smooth"}),
+        ([node("Relu", "x")], [], {}),
+        ([node("Shape", "x")], ["y"], {}),
+        ([node("BatchNormalization", "x", *BN_WEIGHTS, out=["y", "m", "v"], training_mode=1)], ["y"], {}),
+    ],
+    ids=["unknown-seed", "unknown-wrt", "bad-rectifier", "no-seed", "int-seed", "bn-training"],
+)
 def test_invalid_requests(nodes: list[onnx.NodeProto], seeds: list[str], kwargs: dict[str, Any]) -> None:
     model = make_model(nodes, {"x": (2, 3, 4, 4)}, 15, BN_WEIGHTS)
     with pytest.raises(InvalidArgument):
@@ -153,21 +187,25 @@ def small_net(x: torch.Tensor, W: torch.Tensor, V: torch.Tensor) -> torch.Tensor
     return h.reshape(h.shape[0], -1) @ V.T
 
 
-def shape_chain_model(weight_nodes: list[onnx.NodeProto], weight_name: str,
-                      weights: dict[str, np.ndarray], opset: int = 13) -> onnx.ModelProto:
+def shape_chain_model(
+    weight_nodes: list[onnx.NodeProto], weight_name: str, weights: dict[str, np.ndarray], opset: int = 13
+) -> onnx.ModelProto:
     """Conv → Relu → Reshape(Concat(Gather(Shape), −1)) → Gemm, as TorchScript exports it."""
     nodes = weight_nodes + [
         node("Conv", "x", weight_name, out=["c"], strides=[2, 2], pads=[1, 1, 1, 1]),
         node("Relu", "c", out=["r"]),
-        node("Shape", "r", out=["shape"]), node("Gather", "shape", "idx0", out=["n"], axis=0),
-        node("Unsqueeze", "n", "ax0", out=["n1"]), node("Concat", "n1", "minus1", out=["target"], axis=0),
-        node("Reshape", "r", "target", out=["flat"]), node("Gemm", "flat", "V", out=["y"], transB=1)]
+        node("Shape", "r", out=["shape"]),
+        node("Gather", "shape", "idx0", out=["n"], axis=0),
+        node("Unsqueeze", "n", "ax0", out=["n1"]),
+        node("Concat", "n1", "minus1", out=["target"], axis=0),
+        node("Reshape", "r", "target", out=["flat"]),
+        node("Gemm", "flat", "V", out=["y"], transB=1),
+    ]
     consts = {"idx0": np.array(0), "ax0": np.array([0]), "minus1": np.array([-1]), "V": W_FC}
     return make_model(nodes, {"x": (2, 3, 6, 6)}, opset, weights | consts)
 
 
-@pytest.mark.parametrize("variant", ["initializer", "constant-node", "identity-over-initializer",
-                                     "initializer-in-graph-input"])
+@pytest.mark.parametrize("variant", ["initializer", "constant-node", "identity-over-initializer", "initializer-in-graph-input"])
 def test_constant_subgraphs_need_no_rules(variant: str) -> None:
     if variant == "constant-node":
         model = shape_chain_model([const("Wc", W_CONV, np.float32)], "Wc", {})
@@ -207,18 +245,26 @@ def test_intermediate_wrt_multiple_seeds_and_batch_of_three() -> None:
 
 
 def test_fan_out_accumulates() -> None:
-    nodes = [node("Relu", "x", out=["a"]), node("Sigmoid", "x", out=["b"]), node("Mul", "a", "b", out=["ab"]),
-             node("Add", "ab", "x", out=["s"]), node("Mul", "s", "s", out=["y"])]
-    case = Case("fan-out", nodes, {"x": (3, 4)}, lambda x: ((F.relu(x) * torch.sigmoid(x) + x) ** 2),
-                kinks=(0.0,))
+    nodes = [
+        node("Relu", "x", out=["a"]),
+        node("Sigmoid", "x", out=["b"]),
+        node("Mul", "a", "b", out=["ab"]),
+        node("Add", "ab", "x", out=["s"]),
+        node("Mul", "s", "s", out=["y"]),
+    ]
+    case = Case("fan-out", nodes, {"x": (3, 4)}, lambda x: (F.relu(x) * torch.sigmoid(x) + x) ** 2, kinks=(0.0,))
     check(case)
 
 
 @pytest.mark.parametrize("batch", [1, 3])
 def test_dynamic_batch(batch: int) -> None:
-    nodes = [node("Conv", "x", "W", out=["c"], pads=[1, 1, 1, 1]), node("Relu", "c", out=["r"]),
-             node("MaxPool", "r", out=["p"], kernel_shape=[2, 2], strides=[2, 2]),
-             node("Reshape", "p", "target", out=["f"]), node("Gemm", "f", "V", "b", out=["y"], transB=1)]
+    nodes = [
+        node("Conv", "x", "W", out=["c"], pads=[1, 1, 1, 1]),
+        node("Relu", "c", out=["r"]),
+        node("MaxPool", "r", out=["p"], kernel_shape=[2, 2], strides=[2, 2]),
+        node("Reshape", "p", "target", out=["f"]),
+        node("Gemm", "f", "V", "b", out=["y"], transB=1),
+    ]
     weights = {"W": W_CONV, "target": np.array([0, -1]), "V": W_FC, "b": rand(5)}
     model = make_model(nodes, {"x": (batch, 3, 6, 6)}, 13, weights)
 
@@ -234,8 +280,12 @@ def test_dynamic_batch(batch: int) -> None:
 
 
 def test_no_path_gives_true_zeros() -> None:
-    nodes = [node("Relu", "x", out=["r"]), node("Shape", "r", out=["s"]), node("Cast", "s", out=["sf"], to=1),
-             node("Mul", "sf", "u", out=["y"])]
+    nodes = [
+        node("Relu", "x", out=["r"]),
+        node("Shape", "r", out=["s"]),
+        node("Cast", "s", out=["sf"], to=1),
+        node("Mul", "sf", "u", out=["y"]),
+    ]
     model = make_model(nodes, {"x": (2, 3), "u": (2,)}, 13)
     out = run_backward(model, {"x": rand(2, 3), "u": rand(2)}, {"y": np.ones(2, np.float32)})
     np.testing.assert_array_equal(out[grad_output_name("x")], np.zeros((2, 3), np.float32))

@@ -81,8 +81,9 @@ def test_every_cut_recomputes_its_region_exactly(name):
                 assert wy <= lo_y[k] and lo_y[k] + size[0] <= wy + plan.window[0]
                 got = got[:, :, wy - top : wy - top + plan.window[0], wx - left : wx - left + plan.window[1]]
                 want = values[cut][:, :, wy : wy + plan.window[0], wx : wx + plan.window[1]]
-                np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(values[cut]).max(),
-                                           err_msg=f"{cut} from {source} at {k}")
+                np.testing.assert_allclose(
+                    got, want, rtol=1e-5, atol=1e-5 * np.abs(values[cut]).max(), err_msg=f"{cut} from {source} at {k}"
+                )
         channels = values[cut].shape[1]
         tail = _session(tail_model(model, cut, output, (channels, height, width)))
         np.testing.assert_allclose(tail.run(None, {cut: values[cut]})[0], values[output], rtol=1e-5, atol=1e-6)

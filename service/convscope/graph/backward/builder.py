@@ -155,8 +155,15 @@ def _all_names(graph: onnx.GraphProto) -> set[str]:
     return names
 
 
-def _check_tensors(graph: onnx.GraphProto, infos: dict[str, TensorInfo], initializers: set[str],
-                   *, seeds: list[str], wrt: list[str], keep: list[str]) -> None:
+def _check_tensors(
+    graph: onnx.GraphProto,
+    infos: dict[str, TensorInfo],
+    initializers: set[str],
+    *,
+    seeds: list[str],
+    wrt: list[str],
+    keep: list[str],
+) -> None:
     known = {i.name for i in graph.input} | initializers
     known |= {o for node in graph.node for o in node.output if o}
     for role, names in (("seed", seeds), ("wrt", wrt), ("keep", keep)):
@@ -179,8 +186,11 @@ def _rule(node: onnx.NodeProto) -> Rule | None:
 def _rule_or_refuse(node: onnx.NodeProto) -> Rule:
     rule = _rule(node)
     if rule is None:
-        why = (f"no gradient rule for custom domain {node.domain!r}" if node.domain not in DEFAULT_DOMAINS
-               else "no gradient rule for this op")
+        why = (
+            f"no gradient rule for custom domain {node.domain!r}"
+            if node.domain not in DEFAULT_DOMAINS
+            else "no gradient rule for this op"
+        )
         raise UnsupportedOp(node.op_type, node.name, why)
     return rule
 
@@ -196,8 +206,9 @@ def _gradient_inputs(node: onnx.NodeProto) -> list[str]:
     return [node.input[i] for i in positions if i < len(node.input) and node.input[i]]
 
 
-def _differentiated_path(nodes: Sequence[onnx.NodeProto], sources: set[str], seeds: list[str],
-                         infos: dict[str, TensorInfo]) -> tuple[list[onnx.NodeProto], set[str]]:
+def _differentiated_path(
+    nodes: Sequence[onnx.NodeProto], sources: set[str], seeds: list[str], infos: dict[str, TensorInfo]
+) -> tuple[list[onnx.NodeProto], set[str]]:
     """Nodes between the sources and the seeds (in forward order), and the active tensors.
 
     A tensor is active if it is a float that depends on a source through
@@ -210,8 +221,7 @@ def _differentiated_path(nodes: Sequence[onnx.NodeProto], sources: set[str], see
             # Without a rule, even an integer output may hide a float dependency
             # (QuantizeLinear → DequantizeLinear); keep it so the op is refused.
             known = _rule(node) is not None
-            active.update(o for o in node.output
-                          if o and (not known or _info(infos, o).elem_type in (0, *FLOAT_TYPES)))
+            active.update(o for o in node.output if o and (not known or _info(infos, o).elem_type in (0, *FLOAT_TYPES)))
     needed = set(seeds) & active
     path = []
     for node in reversed(nodes):
@@ -264,14 +274,20 @@ class _Gradients:
             if grad in declared or info is None or info.shape is None or not info.elem_type:
                 continue
             # Inference's own "unk__k" names could collide with onnxruntime's: left unknown.
-            dims = [None if d in (0, None) or (isinstance(d, str) and d.startswith("unk__")) else d
-                    for d in info.shape]
+            dims = [None if d in (0, None) or (isinstance(d, str) and d.startswith("unk__")) else d for d in info.shape]
             shaped.append(helper.make_tensor_value_info(grad, info.elem_type, dims))
         return shaped
 
 
-def _differentiate(node: onnx.NodeProto, rule: Rule, grads: _Gradients, active: set[str],
-                   emitter: Emitter, options: Options, constants: Callable[[str], np.ndarray | None]) -> None:
+def _differentiate(
+    node: onnx.NodeProto,
+    rule: Rule,
+    grads: _Gradients,
+    active: set[str],
+    emitter: Emitter,
+    options: Options,
+    constants: Callable[[str], np.ndarray | None],
+) -> None:
     emitter.scope = f"bwd/{node.name}"
     differentiable = set(range(len(node.input)) if rule.inputs is None else rule.inputs)
     needs = [i in differentiable and name in active for i, name in enumerate(node.input)]
@@ -279,15 +295,16 @@ def _differentiate(node: onnx.NodeProto, rule: Rule, grads: _Gradients, active: 
     handled = range(len(dys)) if rule.outputs is None else rule.outputs
     for k, g in enumerate(dys):
         if g is not None and k not in handled:
-            raise UnsupportedOp(node.op_type, node.name,
-                                f"no gradient through output {k} ({node.output[k]!r})")
+            raise UnsupportedOp(node.op_type, node.name, f"no gradient through output {k} ({node.output[k]!r})")
     vjp = Vjp(node, emitter, dys, needs, options, constants)
     result = rule.fn(vjp)
     for i, needed in enumerate(needs):
         if needed and i not in result:
-            raise UnsupportedOp(node.op_type, node.name,
-                                f"no gradient with respect to input {i} ({node.input[i]!r}), "
-                                "which depends on the differentiated input")
+            raise UnsupportedOp(
+                node.op_type,
+                node.name,
+                f"no gradient with respect to input {i} ({node.input[i]!r}), which depends on the differentiated input",
+            )
     for i, g in result.items():
         if needs[i]:
             grads.add(node.input[i], g)
@@ -314,8 +331,9 @@ def _batch_free(name: str, info: TensorInfo) -> onnx.ValueInfoProto:
     return helper.make_tensor_value_info(name, elem_type, dims)
 
 
-def _rewire(graph: onnx.GraphProto, nodes: list[onnx.NodeProto], inputs: list[onnx.ValueInfoProto],
-            outputs: list[onnx.ValueInfoProto]) -> None:
+def _rewire(
+    graph: onnx.GraphProto, nodes: list[onnx.NodeProto], inputs: list[onnx.ValueInfoProto], outputs: list[onnx.ValueInfoProto]
+) -> None:
     graph.node.extend(nodes)
     del graph.input[:]
     graph.input.extend(inputs)

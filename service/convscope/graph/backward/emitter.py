@@ -37,9 +37,7 @@ from onnx import TensorProto, helper, numpy_helper
 Dim = int | str | None
 """A static dimension: a size, a symbolic name, or unknown."""
 
-FLOAT_TYPES = frozenset(
-    {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16}
-)
+FLOAT_TYPES = frozenset({TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16})
 
 # Only these element types get typed constants directly; others (bfloat16, unknown)
 # go through CastLike so a constant never silently changes a tensor's precision.
@@ -85,16 +83,14 @@ class Emitter:
 
     def op_n(self, op_type: str, inputs: Sequence[str], n_out: int, **attrs: Any) -> list[str]:
         outputs = [self.fresh(op_type) for _ in range(n_out)]
-        self.nodes.append(
-            helper.make_node(op_type, list(inputs), outputs, name=outputs[0], **attrs)
-        )
+        self.nodes.append(helper.make_node(op_type, list(inputs), outputs, name=outputs[0], **attrs))
         return outputs
 
-    def copy_node(self, node: onnx.NodeProto, inputs: Sequence[str], n_out: int,
-                  drop: Sequence[str] = (), **attrs: Any) -> list[str]:
+    def copy_node(
+        self, node: onnx.NodeProto, inputs: Sequence[str], n_out: int, drop: Sequence[str] = (), **attrs: Any
+    ) -> list[str]:
         """A forward node again, on new inputs, with some attributes dropped or replaced."""
-        kept = {a.name: helper.get_attribute_value(a) for a in node.attribute
-                if a.name not in drop and a.name not in attrs}
+        kept = {a.name: helper.get_attribute_value(a) for a in node.attribute if a.name not in drop and a.name not in attrs}
         return self.op_n(node.op_type, inputs, n_out, **kept, **attrs)
 
     # -- forward tensor facts ------------------------------------------------------
@@ -112,8 +108,7 @@ class Emitter:
         key = (value.dtype.str, value.shape, value.tobytes())
         if key not in self._const_cache:
             name = self.fresh("const")
-            self.nodes.append(helper.make_node(
-                "Constant", [], [name], name=name, value=numpy_helper.from_array(value, name)))
+            self.nodes.append(helper.make_node("Constant", [], [name], name=name, value=numpy_helper.from_array(value, name)))
             self._const_cache[key] = name
         return self._const_cache[key]
 
@@ -202,8 +197,7 @@ class Emitter:
                 return self.reshape_like(summed, like)
         gs, xs = self.shape(g), self.shape(like)
         missing = self.op("Sub", self.op("Shape", gs), self.op("Shape", xs))
-        ones = self.op("ConstantOfShape", missing,
-                       value=helper.make_tensor("one", TensorProto.INT64, [1], [1]))
+        ones = self.op("ConstantOfShape", missing, value=helper.make_tensor("one", TensorProto.INT64, [1], [1]))
         aligned = self.op("Concat", ones, xs, axis=0)
         differs = self.op("Not", self.op("Equal", aligned, gs))
         axes_t = self.op("Reshape", self.op("NonZero", differs), self.ints([-1]))
@@ -239,17 +233,23 @@ class Emitter:
         """
         size = self.op("Reshape", self.op("Size", x), self.ints([1]))
         slots = self.op("Add", size, self.ints([1])) if sink else size
-        flat = self.op("ScatterElements", self.zeros(slots, x),
-                       self.op("Reshape", indices, self.ints([-1])),
-                       self.op("Reshape", g, self.ints([-1])), axis=0, reduction="add")
+        flat = self.op(
+            "ScatterElements",
+            self.zeros(slots, x),
+            self.op("Reshape", indices, self.ints([-1])),
+            self.op("Reshape", g, self.ints([-1])),
+            axis=0,
+            reduction="add",
+        )
         if sink:
             flat = self.op("Slice", flat, self.ints([0]), size)
         return self.reshape_like(flat, x)
 
     # -- separable linear maps: read each axis's matrix off the op itself ------------
 
-    def axis_matrix(self, n: str, like: str, node: onnx.NodeProto, inputs: Sequence[str] = (),
-                    drop: Sequence[str] = (), **attrs: Any) -> str:
+    def axis_matrix(
+        self, n: str, like: str, node: onnx.NodeProto, inputs: Sequence[str] = (), drop: Sequence[str] = (), **attrs: Any
+    ) -> str:
         """The matrix ``Mᵀ`` (``[n, out]``) of one axis of a separable linear op.
 
         ``node`` (with ``inputs`` after the data, attributes dropped or replaced) is run

@@ -28,17 +28,50 @@ from convscope.graph.analysis import constant_tensors, node_attributes, node_lab
 from convscope.graph.common import subgraph_reads
 
 # Elementwise ops of one data input (plus constant parameters that do not vary over space).
-UNARY_OPS = frozenset({
-    "Relu", "LeakyRelu", "PRelu", "Elu", "Selu", "Celu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh",
-    "Softplus", "Softsign", "Exp", "Log", "Abs", "Neg", "Sqrt", "Reciprocal", "Erf", "Gelu", "Mish",
-    "Floor", "Ceil", "Round", "Sign", "Sin", "Cos", "Identity", "Dropout", "ThresholdedRelu", "Shrink",
-    "Clip", "BatchNormalization", "LRN",
-})
+UNARY_OPS = frozenset(
+    {
+        "Relu",
+        "LeakyRelu",
+        "PRelu",
+        "Elu",
+        "Selu",
+        "Celu",
+        "Sigmoid",
+        "HardSigmoid",
+        "HardSwish",
+        "Tanh",
+        "Softplus",
+        "Softsign",
+        "Exp",
+        "Log",
+        "Abs",
+        "Neg",
+        "Sqrt",
+        "Reciprocal",
+        "Erf",
+        "Gelu",
+        "Mish",
+        "Floor",
+        "Ceil",
+        "Round",
+        "Sign",
+        "Sin",
+        "Cos",
+        "Identity",
+        "Dropout",
+        "ThresholdedRelu",
+        "Shrink",
+        "Clip",
+        "BatchNormalization",
+        "LRN",
+    }
+)
 # Elementwise ops with numpy broadcasting: any mix of data inputs (same frame) and constants.
 BROADCAST_OPS = frozenset({"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Sum", "Mean"})
 WINDOW_OPS = frozenset({"Conv", "MaxPool", "AveragePool"})
 # Constant parameters of these ops are per channel by definition, not numpy-broadcast.
 PER_CHANNEL_OPS = frozenset({"BatchNormalization", "Clip"})
+
 
 @dataclass(frozen=True)
 class Axis:
@@ -207,9 +240,7 @@ def _classify(
     return f"{why} is not spatially local"
 
 
-def early_path(
-    model: onnx.ModelProto, input_name: str, output: str, shapes: Mapping[str, tuple[int, ...]]
-) -> EarlyPath:
+def early_path(model: onnx.ModelProto, input_name: str, output: str, shapes: Mapping[str, tuple[int, ...]]) -> EarlyPath:
     """The local part of ``model`` from ``input_name``, and the cuts before ``output``.
 
     ``shapes`` holds the batch-1 shape of the input and of every data tensor (from a probe run).

@@ -44,7 +44,9 @@ def _cut(
     end.to_variable(dtype=end.dtype or _elem_dtype(model), shape=output[1] if output[1] is not None else end.shape)
     graph.inputs, graph.outputs = [start], [end]
     graph.cleanup()
-    unfed = {t.name for t in graph.tensors().values() if isinstance(t, gs.Variable) and t.name and not t.inputs and t is not start}
+    unfed = {
+        t.name for t in graph.tensors().values() if isinstance(t, gs.Variable) and t.name and not t.inputs and t is not start
+    }
     if unfed:
         raise ValueError(f"{output[0]!r} depends on {sorted(unfed)[:3]} other than through {source[0]!r}")
     cut = gs.export_onnx(graph)

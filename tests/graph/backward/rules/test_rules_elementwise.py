@@ -30,49 +30,114 @@ from tests.graph.backward.harness import (
     unary,
 )
 
-MATMUL_SHAPES = [((3, 4), (4, 5)), ((2, 3, 4), (4, 5)), ((4,), (4, 5)), ((2, 3, 4), (4,)),
-                 ((4,), (4,)), ((2, 1, 3, 4), (5, 4, 2)), ((3, 4), (2, 4, 5)), ((2, 3, 4), (2, 4, 5))]
-MATMUL_CASES = [Case(f"MatMul-{a}x{b}-{'sym' if sym else 'static'}", [node("MatMul", "a", "b")],
-                     {"a": a, "b": b}, lambda a, b: a @ b, symbolic=sym)
-                for a, b in MATMUL_SHAPES for sym in (False, True)]
+MATMUL_SHAPES = [
+    ((3, 4), (4, 5)),
+    ((2, 3, 4), (4, 5)),
+    ((4,), (4, 5)),
+    ((2, 3, 4), (4,)),
+    ((4,), (4,)),
+    ((2, 1, 3, 4), (5, 4, 2)),
+    ((3, 4), (2, 4, 5)),
+    ((2, 3, 4), (2, 4, 5)),
+]
+MATMUL_CASES = [
+    Case(
+        f"MatMul-{a}x{b}-{'sym' if sym else 'static'}",
+        [node("MatMul", "a", "b")],
+        {"a": a, "b": b},
+        lambda a, b: a @ b,
+        symbolic=sym,
+    )
+    for a, b in MATMUL_SHAPES
+    for sym in (False, True)
+]
 
 
 # -- elementwise -------------------------------------------------------------------
 
-BROADCAST_SHAPES = [((2, 3, 4, 5), (2, 3, 4, 5)), ((2, 3, 4, 5), (3, 1, 1)), ((2, 3, 4, 5), (1,)),
-                    ((4, 5), (2, 3, 4, 5)), ((2, 1, 4, 1), (1, 3, 1, 5)), ((2, 3, 4, 5), ())]
-BINARY = {"Add": torch.add, "Sub": torch.sub, "Mul": torch.mul, "Div": torch.div,
-          "Max": torch.maximum, "Min": torch.minimum}
+BROADCAST_SHAPES = [
+    ((2, 3, 4, 5), (2, 3, 4, 5)),
+    ((2, 3, 4, 5), (3, 1, 1)),
+    ((2, 3, 4, 5), (1,)),
+    ((4, 5), (2, 3, 4, 5)),
+    ((2, 1, 4, 1), (1, 3, 1, 5)),
+    ((2, 3, 4, 5), ()),
+]
+BINARY = {"Add": torch.add, "Sub": torch.sub, "Mul": torch.mul, "Div": torch.div, "Max": torch.maximum, "Min": torch.minimum}
 BINARY_CASES = [
-    Case(f"{op}-{a}-{b}-{'sym' if sym else 'static'}", [node(op, "a", "b")], {"a": a, "b": b},
-         lambda a, b, fn=fn: fn(a, b), symbolic=sym, opset=13 if op in ("Max", "Min") else 17,
-         positive=op == "Div")
-    for op, fn in BINARY.items() for a, b in BROADCAST_SHAPES for sym in (False, True)
-    if op in ("Add", "Mul") or sym or a == b]
+    Case(
+        f"{op}-{a}-{b}-{'sym' if sym else 'static'}",
+        [node(op, "a", "b")],
+        {"a": a, "b": b},
+        lambda a, b, fn=fn: fn(a, b),
+        symbolic=sym,
+        opset=13 if op in ("Max", "Min") else 17,
+        positive=op == "Div",
+    )
+    for op, fn in BINARY.items()
+    for a, b in BROADCAST_SHAPES
+    for sym in (False, True)
+    if op in ("Add", "Mul") or sym or a == b
+]
 
 VARIADIC_CASES = [
-    Case("Sum-3-broadcast", [node("Sum", "a", "b", "c")], {"a": (2, 3, 4), "b": (3, 1), "c": (4,)},
-         lambda a, b, c: a + b + c),
-    Case("Mean-3-broadcast", [node("Mean", "a", "b", "c")], {"a": (2, 3, 4), "b": (3, 1), "c": (4,)},
-         lambda a, b, c: (a + b + c) / 3),
-    Case("Max-3", [node("Max", "a", "b", "c")], {"a": (2, 3, 4), "b": (3, 1), "c": (4,)},
-         lambda a, b, c: torch.maximum(torch.maximum(a, b), c), symbolic=False),
+    Case("Sum-3-broadcast", [node("Sum", "a", "b", "c")], {"a": (2, 3, 4), "b": (3, 1), "c": (4,)}, lambda a, b, c: a + b + c),
+    Case(
+        "Mean-3-broadcast",
+        [node("Mean", "a", "b", "c")],
+        {"a": (2, 3, 4), "b": (3, 1), "c": (4,)},
+        lambda a, b, c: (a + b + c) / 3,
+    ),
+    Case(
+        "Max-3",
+        [node("Max", "a", "b", "c")],
+        {"a": (2, 3, 4), "b": (3, 1), "c": (4,)},
+        lambda a, b, c: torch.maximum(torch.maximum(a, b), c),
+        symbolic=False,
+    ),
     Case("Sum-1", [node("Sum", "a")], {"a": (2, 3)}, lambda a: a),
-    Case("Expand", [node("Expand", "x", "shape")], {"x": (2, 1, 4, 1)},
-         lambda x, shape: x.expand(2, 3, 4, 5), {"shape": np.array([2, 3, 4, 5])}),
-    Case("Expand-rank-up", [node("Expand", "x", "shape")], {"x": (4, 1)},
-         lambda x, shape: x.expand(2, 4, 3), {"shape": np.array([2, 1, 3])}),
-    Case("Where-const-cond", [node("Where", "cond", "a", "b")], {"a": (2, 3, 4), "b": (3, 1)},
-         lambda a, b, cond: torch.where(cond, a, b),
-         {"cond": np.random.default_rng(5).random((3, 4)) > 0.5}),
-    Case("Pow-const-3", [node("Pow", "x", "p")], {"x": (2, 3, 4)}, lambda x, p: x ** p,
-         {"p": np.array(3.0, np.float32)}),
-    Case("Pow-sqrt", [node("Pow", "x", "p")], {"x": (2, 3, 4)}, lambda x, p: x ** p,
-         {"p": np.array(0.5, np.float32)}, positive=True),
-    Case("Pow-broadcast-exponent", [node("Pow", "x", "p")], {"x": (2, 3, 1)}, lambda x, p: x ** p,
-         {"p": np.array([[1.0, 2.0, 0.0, 3.0]], np.float32)}, opset=13, positive=True),
-    Case("PRelu", [node("PRelu", "x", "slope")], {"x": (2, 3, 4, 5)},
-         lambda x, slope: F.prelu(x, slope.flatten()), {"slope": rand(3, 1, 1)}, kinks=(0.0,)),
+    Case(
+        "Expand",
+        [node("Expand", "x", "shape")],
+        {"x": (2, 1, 4, 1)},
+        lambda x, shape: x.expand(2, 3, 4, 5),
+        {"shape": np.array([2, 3, 4, 5])},
+    ),
+    Case(
+        "Expand-rank-up",
+        [node("Expand", "x", "shape")],
+        {"x": (4, 1)},
+        lambda x, shape: x.expand(2, 4, 3),
+        {"shape": np.array([2, 1, 3])},
+    ),
+    Case(
+        "Where-const-cond",
+        [node("Where", "cond", "a", "b")],
+        {"a": (2, 3, 4), "b": (3, 1)},
+        lambda a, b, cond: torch.where(cond, a, b),
+        {"cond": np.random.default_rng(5).random((3, 4)) > 0.5},
+    ),
+    Case("Pow-const-3", [node("Pow", "x", "p")], {"x": (2, 3, 4)}, lambda x, p: x**p, {"p": np.array(3.0, np.float32)}),
+    Case(
+        "Pow-sqrt", [node("Pow", "x", "p")], {"x": (2, 3, 4)}, lambda x, p: x**p, {"p": np.array(0.5, np.float32)}, positive=True
+    ),
+    Case(
+        "Pow-broadcast-exponent",
+        [node("Pow", "x", "p")],
+        {"x": (2, 3, 1)},
+        lambda x, p: x**p,
+        {"p": np.array([[1.0, 2.0, 0.0, 3.0]], np.float32)},
+        opset=13,
+        positive=True,
+    ),
+    Case(
+        "PRelu",
+        [node("PRelu", "x", "slope")],
+        {"x": (2, 3, 4, 5)},
+        lambda x, slope: F.prelu(x, slope.flatten()),
+        {"slope": rand(3, 1, 1)},
+        kinks=(0.0,),
+    ),
 ]
 
 
@@ -98,16 +163,44 @@ UNARY_CASES = [
     unary("", "Softplus", F.softplus),
     unary("a0.7", "Elu", lambda x: F.elu(x, 0.7), alpha=0.7, kinks=(0.0,)),
     unary("", "Mish", F.mish, opset=18),
-    unary("opset9-attrs", "Clip", lambda x: F.hardtanh(x, -0.5, 0.7), opset=9, min=-0.5, max=0.7,
-          kinks=(-0.5, 0.7)),
-    unary("opset11-inputs", "Clip", lambda x, lo, hi: F.hardtanh(x, -0.5, 0.7), opset=11,
-          inputs=("lo", "hi"), weights={"lo": f32(-0.5), "hi": f32(0.7)}, kinks=(-0.5, 0.7)),
-    unary("min-only", "Clip", lambda x, lo: torch.clamp(x, min=-0.3), opset=13, inputs=("lo",),
-          weights={"lo": f32(-0.3)}, kinks=(-0.3,)),
-    unary("max-only", "Clip", lambda x, hi: torch.clamp(x, max=0.4), opset=13, inputs=("", "hi"),
-          weights={"hi": f32(0.4)}, kinks=(0.4,)),
-    unary("relu6", "Clip", lambda x, **_: F.relu6(x), opset=13, inputs=("lo", "hi"),
-          weights={"lo": f32(0.0), "hi": f32(6.0)}, kinks=(0.0,), shape=(2, 3, 4, 5)),
+    unary("opset9-attrs", "Clip", lambda x: F.hardtanh(x, -0.5, 0.7), opset=9, min=-0.5, max=0.7, kinks=(-0.5, 0.7)),
+    unary(
+        "opset11-inputs",
+        "Clip",
+        lambda x, lo, hi: F.hardtanh(x, -0.5, 0.7),
+        opset=11,
+        inputs=("lo", "hi"),
+        weights={"lo": f32(-0.5), "hi": f32(0.7)},
+        kinks=(-0.5, 0.7),
+    ),
+    unary(
+        "min-only",
+        "Clip",
+        lambda x, lo: torch.clamp(x, min=-0.3),
+        opset=13,
+        inputs=("lo",),
+        weights={"lo": f32(-0.3)},
+        kinks=(-0.3,),
+    ),
+    unary(
+        "max-only",
+        "Clip",
+        lambda x, hi: torch.clamp(x, max=0.4),
+        opset=13,
+        inputs=("", "hi"),
+        weights={"hi": f32(0.4)},
+        kinks=(0.4,),
+    ),
+    unary(
+        "relu6",
+        "Clip",
+        lambda x, **_: F.relu6(x),
+        opset=13,
+        inputs=("lo", "hi"),
+        weights={"lo": f32(0.0), "hi": f32(6.0)},
+        kinks=(0.0,),
+        shape=(2, 3, 4, 5),
+    ),
     unary("no-bounds", "Clip", lambda x: x, opset=13),
     unary("to-double", "Cast", lambda x: x, to=TensorProto.DOUBLE),
     unary("", "Identity", lambda x: x),
@@ -126,21 +219,32 @@ def test_clip_mask_leaves_the_pre_activation_to_the_conv() -> None:
 
 TIE_CASES = [
     (unary("zeros", "Relu", F.relu), lambda rng, s: np.round(rng.standard_normal(s))),
-    (unary("bounds", "Clip", lambda x, lo, hi: F.hardtanh(x, -1.0, 1.0), opset=13, inputs=("lo", "hi"),
-           weights={"lo": f32(-1), "hi": f32(1)}), lambda rng, s: np.round(rng.standard_normal(s) * 1.5)),
-    (unary("relu6-bounds", "Clip", F.relu6, opset=9, min=0.0, max=6.0),
-     lambda rng, s: rng.integers(-1, 8, s).astype(float)),
-    (unary("zero", "LeakyRelu", lambda x: F.leaky_relu(x, 0.2), alpha=0.2),
-     lambda rng, s: np.round(rng.standard_normal(s))),
+    (
+        unary(
+            "bounds",
+            "Clip",
+            lambda x, lo, hi: F.hardtanh(x, -1.0, 1.0),
+            opset=13,
+            inputs=("lo", "hi"),
+            weights={"lo": f32(-1), "hi": f32(1)},
+        ),
+        lambda rng, s: np.round(rng.standard_normal(s) * 1.5),
+    ),
+    (unary("relu6-bounds", "Clip", F.relu6, opset=9, min=0.0, max=6.0), lambda rng, s: rng.integers(-1, 8, s).astype(float)),
+    (unary("zero", "LeakyRelu", lambda x: F.leaky_relu(x, 0.2), alpha=0.2), lambda rng, s: np.round(rng.standard_normal(s))),
     (unary("zero", "Abs", torch.abs), lambda rng, s: np.round(rng.standard_normal(s))),
     (unary("kinks", "HardSwish", F.hardswish, opset=14), lambda rng, s: rng.integers(-4, 5, s).astype(float)),
-    (unary("kinks", "HardSigmoid", F.hardsigmoid, alpha=1 / 6, beta=0.5),
-     lambda rng, s: rng.integers(-4, 5, s).astype(float)),
-    (Case("Max-ties", [node("Max", "a", "b")], {"a": (2, 3, 4), "b": (2, 3, 4)}, torch.maximum),
-     lambda rng, s: np.round(rng.standard_normal(s))),
-    (Case("Min-ties-broadcast", [node("Min", "a", "b")], {"a": (2, 3, 4), "b": (4,)}, torch.minimum),
-     lambda rng, s: np.round(rng.standard_normal(s))),
+    (unary("kinks", "HardSigmoid", F.hardsigmoid, alpha=1 / 6, beta=0.5), lambda rng, s: rng.integers(-4, 5, s).astype(float)),
+    (
+        Case("Max-ties", [node("Max", "a", "b")], {"a": (2, 3, 4), "b": (2, 3, 4)}, torch.maximum),
+        lambda rng, s: np.round(rng.standard_normal(s)),
+    ),
+    (
+        Case("Min-ties-broadcast", [node("Min", "a", "b")], {"a": (2, 3, 4), "b": (4,)}, torch.minimum),
+        lambda rng, s: np.round(rng.standard_normal(s)),
+    ),
 ]
+
 
 @pytest.mark.parametrize(("case", "values"), TIE_CASES, ids=[c.id for c, _ in TIE_CASES])
 def test_ties_follow_torch(case: Case, values: Callable[[np.random.Generator, Shape], np.ndarray]) -> None:
@@ -150,12 +254,19 @@ def test_ties_follow_torch(case: Case, values: Callable[[np.random.Generator, Sh
 # -- rectifiers --------------------------------------------------------------------------
 
 RECTIFIER_MODEL_NODES = [
-    node("Conv", "x", "W1", out=["c1"], pads=[1, 1, 1, 1]), node("Relu", "c1", out=["r1"]),
-    node("Conv", "r1", "W2", out=["c2"], pads=[1, 1, 1, 1]), node("Clip", "c2", "zero", "six", out=["r2"]),
+    node("Conv", "x", "W1", out=["c1"], pads=[1, 1, 1, 1]),
+    node("Relu", "c1", out=["r1"]),
+    node("Conv", "r1", "W2", out=["c2"], pads=[1, 1, 1, 1]),
+    node("Clip", "c2", "zero", "six", out=["r2"]),
     node("Conv", "r2", "W3", out=["y"]),
 ]
-RECTIFIER_WEIGHTS = {"W1": rand(4, 3, 3, 3) * 2, "W2": rand(4, 4, 3, 3), "W3": rand(2, 4, 1, 1),
-                     "zero": f32(0.0), "six": f32(1.0)}
+RECTIFIER_WEIGHTS = {
+    "W1": rand(4, 3, 3, 3) * 2,
+    "W2": rand(4, 4, 3, 3),
+    "W3": rand(2, 4, 1, 1),
+    "zero": f32(0.0),
+    "six": f32(1.0),
+}
 
 
 class _Rectified(torch.autograd.Function):
@@ -200,14 +311,24 @@ def test_rectifiers(rectifier: str, scope: str) -> None:
 def test_guided_relu_matches_captum() -> None:
     captum_attr = pytest.importorskip("captum.attr")
     torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(),
-                              torch.nn.Conv2d(4, 4, 3, padding=1), torch.nn.ReLU6(),
-                              torch.nn.Flatten(), torch.nn.Linear(4 * 25, 3)).double()
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(4, 4, 3, padding=1),
+        torch.nn.ReLU6(),
+        torch.nn.Flatten(),
+        torch.nn.Linear(4 * 25, 3),
+    ).double()
     x = np.random.default_rng(0).standard_normal((2, 3, 5, 5)).astype(np.float32)
     params = {f"p{i}": p.detach().numpy().astype(np.float32) for i, p in enumerate(net.parameters())}
-    nodes = [node("Conv", "x", "p0", "p1", out=["a"], pads=[1, 1, 1, 1]), node("Relu", "a", out=["b"]),
-             node("Conv", "b", "p2", "p3", out=["c"], pads=[1, 1, 1, 1]), node("Clip", "c", "lo", "hi", out=["d"]),
-             node("Flatten", "d", out=["e"]), node("Gemm", "e", "p4", "p5", out=["y"], transB=1)]
+    nodes = [
+        node("Conv", "x", "p0", "p1", out=["a"], pads=[1, 1, 1, 1]),
+        node("Relu", "a", out=["b"]),
+        node("Conv", "b", "p2", "p3", out=["c"], pads=[1, 1, 1, 1]),
+        node("Clip", "c", "lo", "hi", out=["d"]),
+        node("Flatten", "d", out=["e"]),
+        node("Gemm", "e", "p4", "p5", out=["y"], transB=1),
+    ]
     model = make_model(nodes, {"x": x.shape}, 13, params | {"lo": f32(0), "hi": f32(6)})
     for method, rectifier in ((captum_attr.GuidedBackprop, "guided"), (captum_attr.Deconvolution, "deconvnet")):
         inputs = torch.tensor(x, dtype=torch.float64, requires_grad=True)

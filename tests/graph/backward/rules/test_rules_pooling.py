@@ -46,17 +46,16 @@ def pool_ref(kind: str, kernel: Sequence[int], attrs: dict[str, Any]) -> Callabl
         if kind == "max":
             if begin == end:
                 return MAX_POOL[n](x, kernel, strides, begin, dilations, ceil_mode=ceil)
-            return MAX_POOL[n](F.pad(x, torch_pads(begin, end), value=NEG_INF), kernel, strides, 0,
-                               dilations, ceil_mode=ceil)
+            return MAX_POOL[n](F.pad(x, torch_pads(begin, end), value=NEG_INF), kernel, strides, 0, dilations, ceil_mode=ceil)
         if begin == end:
-            return AVG_POOL[n](x, kernel, strides, begin, ceil_mode=ceil,
-                               count_include_pad=bool(attrs.get("count_include_pad", 0)))
+            return AVG_POOL[n](
+                x, kernel, strides, begin, ceil_mode=ceil, count_include_pad=bool(attrs.get("count_include_pad", 0))
+            )
         padded = F.pad(x, torch_pads(begin, end))
         total = AVG_POOL[n](padded, kernel, strides, 0, ceil_mode=ceil)
         if attrs.get("count_include_pad", 0):
             return total
-        counts = AVG_POOL[n](F.pad(torch.ones_like(x), torch_pads(begin, end)), kernel, strides, 0,
-                             ceil_mode=ceil)
+        counts = AVG_POOL[n](F.pad(torch.ones_like(x), torch_pads(begin, end)), kernel, strides, 0, ceil_mode=ceil)
         return total / counts
 
     return ref
@@ -69,48 +68,55 @@ def pool_case(id: str, op: str, shape: Shape, opset: int = 17, **attrs: Any) -> 
 
 POOL_CASES = [
     pool_case("k2s2", "MaxPool", (2, 3, 8, 9), kernel_shape=[2, 2], strides=[2, 2]),
-    pool_case("k3s2p1-overlap", "MaxPool", (2, 3, 9, 8), kernel_shape=[3, 3], strides=[2, 2],
-              pads=[1, 1, 1, 1]),
+    pool_case("k3s2p1-overlap", "MaxPool", (2, 3, 9, 8), kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
     pool_case("k3s1-asym", "MaxPool", (2, 3, 6, 7), kernel_shape=[3, 2], pads=[0, 1, 1, 0]),
     pool_case("ceil", "MaxPool", (2, 3, 8, 9), kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1),
-    pool_case("ceil-pads", "MaxPool", (2, 3, 6, 8), kernel_shape=[2, 2], strides=[2, 2], pads=[1, 1, 1, 1],
-              ceil_mode=1),
+    pool_case("ceil-pads", "MaxPool", (2, 3, 6, 8), kernel_shape=[2, 2], strides=[2, 2], pads=[1, 1, 1, 1], ceil_mode=1),
     pool_case("dilation2", "MaxPool", (2, 3, 8, 9), kernel_shape=[2, 3], dilations=[2, 2]),
-    pool_case("same-upper", "MaxPool", (2, 3, 8, 9), kernel_shape=[3, 3], strides=[2, 2],
-              auto_pad="SAME_UPPER"),
-    pool_case("same-lower", "MaxPool", (2, 3, 8, 9), kernel_shape=[2, 2], strides=[2, 2],
-              auto_pad="SAME_LOWER"),
+    pool_case("same-upper", "MaxPool", (2, 3, 8, 9), kernel_shape=[3, 3], strides=[2, 2], auto_pad="SAME_UPPER"),
+    pool_case("same-lower", "MaxPool", (2, 3, 8, 9), kernel_shape=[2, 2], strides=[2, 2], auto_pad="SAME_LOWER"),
     pool_case("1d", "MaxPool", (2, 3, 11), kernel_shape=[3], strides=[2]),
     pool_case("3d", "MaxPool", (1, 2, 5, 6, 4), kernel_shape=[2, 3, 2], strides=[2, 2, 1]),
-    pool_case("opset9", "MaxPool", (2, 3, 8, 9), opset=9, kernel_shape=[3, 3], strides=[2, 2],
-              pads=[1, 1, 1, 1]),
+    pool_case("opset9", "MaxPool", (2, 3, 8, 9), opset=9, kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
     pool_case("k2s2", "AveragePool", (2, 3, 8, 9), kernel_shape=[2, 2], strides=[2, 2]),
-    pool_case("k3s2p1-excl", "AveragePool", (2, 3, 9, 8), kernel_shape=[3, 3], strides=[2, 2],
-              pads=[1, 1, 1, 1]),
-    pool_case("k3s2p1-incl", "AveragePool", (2, 3, 9, 8), kernel_shape=[3, 3], strides=[2, 2],
-              pads=[1, 1, 1, 1], count_include_pad=1),
+    pool_case("k3s2p1-excl", "AveragePool", (2, 3, 9, 8), kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+    pool_case(
+        "k3s2p1-incl", "AveragePool", (2, 3, 9, 8), kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1], count_include_pad=1
+    ),
     pool_case("ceil-excl", "AveragePool", (2, 3, 8, 9), kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1),
-    pool_case("ceil-incl-pads", "AveragePool", (2, 3, 8, 7), kernel_shape=[3, 3], strides=[2, 2],
-              pads=[1, 1, 1, 1], ceil_mode=1, count_include_pad=1),
+    pool_case(
+        "ceil-incl-pads",
+        "AveragePool",
+        (2, 3, 8, 7),
+        kernel_shape=[3, 3],
+        strides=[2, 2],
+        pads=[1, 1, 1, 1],
+        ceil_mode=1,
+        count_include_pad=1,
+    ),
     pool_case("asym-excl", "AveragePool", (2, 3, 7, 6), kernel_shape=[3, 2], pads=[0, 1, 2, 1]),
-    pool_case("asym-incl", "AveragePool", (2, 3, 7, 6), kernel_shape=[3, 2], pads=[0, 1, 2, 1],
-              count_include_pad=1),
-    pool_case("same-upper", "AveragePool", (2, 3, 8, 9), kernel_shape=[3, 3], strides=[2, 2],
-              auto_pad="SAME_UPPER"),
+    pool_case("asym-incl", "AveragePool", (2, 3, 7, 6), kernel_shape=[3, 2], pads=[0, 1, 2, 1], count_include_pad=1),
+    pool_case("same-upper", "AveragePool", (2, 3, 8, 9), kernel_shape=[3, 3], strides=[2, 2], auto_pad="SAME_UPPER"),
     pool_case("1d", "AveragePool", (2, 3, 11), kernel_shape=[3], strides=[2], pads=[1, 1]),
     pool_case("3d", "AveragePool", (1, 2, 5, 6, 4), kernel_shape=[2, 3, 2], strides=[2, 2, 1]),
-    pool_case("opset9", "AveragePool", (2, 3, 8, 9), opset=9, kernel_shape=[3, 3], strides=[2, 2],
-              pads=[1, 1, 1, 1]),
-    Case("GlobalMaxPool", [node("GlobalMaxPool", "x")], {"x": (2, 3, 5, 4)},
-         lambda x: F.adaptive_max_pool2d(x, 1)),
-    Case("GlobalAveragePool", [node("GlobalAveragePool", "x")], {"x": (2, 3, 5, 4)},
-         lambda x: x.mean((2, 3), keepdim=True)),
-    Case("GlobalAveragePool-1d", [node("GlobalAveragePool", "x")], {"x": (2, 3, 7)},
-         lambda x: x.mean(2, keepdim=True)),
-    Case("GlobalAveragePool-static-batch", [node("GlobalAveragePool", "x")], {"x": (2, 3, 5, 4)},
-         lambda x: x.mean((2, 3), keepdim=True), symbolic=False),
-    Case("GlobalAveragePool-dynamic", [node("GlobalAveragePool", "x")], {"x": (2, 3, 5, 4)},
-         lambda x: x.mean((2, 3), keepdim=True), dynamic_spatial=True),
+    pool_case("opset9", "AveragePool", (2, 3, 8, 9), opset=9, kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+    Case("GlobalMaxPool", [node("GlobalMaxPool", "x")], {"x": (2, 3, 5, 4)}, lambda x: F.adaptive_max_pool2d(x, 1)),
+    Case("GlobalAveragePool", [node("GlobalAveragePool", "x")], {"x": (2, 3, 5, 4)}, lambda x: x.mean((2, 3), keepdim=True)),
+    Case("GlobalAveragePool-1d", [node("GlobalAveragePool", "x")], {"x": (2, 3, 7)}, lambda x: x.mean(2, keepdim=True)),
+    Case(
+        "GlobalAveragePool-static-batch",
+        [node("GlobalAveragePool", "x")],
+        {"x": (2, 3, 5, 4)},
+        lambda x: x.mean((2, 3), keepdim=True),
+        symbolic=False,
+    ),
+    Case(
+        "GlobalAveragePool-dynamic",
+        [node("GlobalAveragePool", "x")],
+        {"x": (2, 3, 5, 4)},
+        lambda x: x.mean((2, 3), keepdim=True),
+        dynamic_spatial=True,
+    ),
 ]
 
 
@@ -135,8 +141,12 @@ def interp_matrix(n: int, m: int, scale: float, mode: str, ctm: str, nearest_mod
     x = source_coords(n, m, scale, ctm)
     out = np.zeros((m, n))
     if mode == "nearest":
-        rounded = {"round_prefer_floor": np.ceil(x - 0.5), "round_prefer_ceil": np.floor(x + 0.5),
-                   "floor": np.floor(x), "ceil": np.ceil(x)}[nearest_mode]
+        rounded = {
+            "round_prefer_floor": np.ceil(x - 0.5),
+            "round_prefer_ceil": np.floor(x + 0.5),
+            "floor": np.floor(x),
+            "ceil": np.ceil(x),
+        }[nearest_mode]
         out[np.arange(m), np.clip(rounded, 0, n - 1).astype(int)] = 1.0
         return out
     x = np.clip(x, 0, n - 1)
@@ -148,14 +158,24 @@ def interp_matrix(n: int, m: int, scale: float, mode: str, ctm: str, nearest_mod
     return out
 
 
-def resize_case(id: str, shape: Shape, *, scales: Sequence[float] | None = None,
-                sizes: Sequence[int] | None = None, opset: int = 13, mode: str = "nearest",
-                ctm: str = "half_pixel", nearest_mode: str = "round_prefer_floor") -> Case:
+def resize_case(
+    id: str,
+    shape: Shape,
+    *,
+    scales: Sequence[float] | None = None,
+    sizes: Sequence[int] | None = None,
+    opset: int = 13,
+    mode: str = "nearest",
+    ctm: str = "half_pixel",
+    nearest_mode: str = "round_prefer_floor",
+) -> Case:
     """Resize checked against the spec's per-axis matrices applied in torch."""
     factors = list(scales) if scales else [o / i for o, i in zip(sizes, shape, strict=True)]  # type: ignore[arg-type]
     out = [int(math.floor(i * s)) for i, s in zip(shape, factors, strict=True)] if scales else list(sizes)  # type: ignore[arg-type]
-    mats = [torch.tensor(interp_matrix(n, m, s, mode, ctm, nearest_mode))
-            for n, m, s in zip(shape[2:], out[2:], factors[2:], strict=True)]
+    mats = [
+        torch.tensor(interp_matrix(n, m, s, mode, ctm, nearest_mode))
+        for n, m, s in zip(shape[2:], out[2:], factors[2:], strict=True)
+    ]
 
     def ref(x: torch.Tensor, **_: Any) -> torch.Tensor:
         y = torch.einsum("nchw,Hh->ncHw", x, mats[0])
@@ -176,62 +196,93 @@ def resize_case(id: str, shape: Shape, *, scales: Sequence[float] | None = None,
 
 
 RESIZE_CASES = [
-    resize_case("nearest-asym-floor-x2", (2, 3, 4, 5), scales=[1, 1, 2, 2], ctm="asymmetric",
-                nearest_mode="floor"),
+    resize_case("nearest-asym-floor-x2", (2, 3, 4, 5), scales=[1, 1, 2, 2], ctm="asymmetric", nearest_mode="floor"),
     resize_case("nearest-half-pixel-prefer-floor", (2, 3, 4, 5), scales=[1, 1, 1.5, 2.5]),
-    resize_case("nearest-half-pixel-prefer-ceil", (2, 3, 5, 4), scales=[1, 1, 1.7, 0.6],
-                nearest_mode="round_prefer_ceil"),
+    resize_case("nearest-half-pixel-prefer-ceil", (2, 3, 5, 4), scales=[1, 1, 1.7, 0.6], nearest_mode="round_prefer_ceil"),
     resize_case("nearest-align-corners", (2, 3, 4, 5), sizes=[2, 3, 7, 9], ctm="align_corners"),
-    resize_case("nearest-asym-ceil", (2, 3, 4, 5), scales=[1, 1, 1.5, 2.0], ctm="asymmetric",
-                nearest_mode="ceil"),
-    resize_case("nearest-tf-half-pixel", (2, 3, 4, 5), scales=[1, 1, 2.0, 1.5], ctm="tf_half_pixel_for_nn",
-                nearest_mode="floor"),
-    resize_case("nearest-downsample", (2, 3, 8, 9), scales=[1, 1, 0.5, 0.4], ctm="asymmetric",
-                nearest_mode="floor"),
+    resize_case("nearest-asym-ceil", (2, 3, 4, 5), scales=[1, 1, 1.5, 2.0], ctm="asymmetric", nearest_mode="ceil"),
+    resize_case("nearest-tf-half-pixel", (2, 3, 4, 5), scales=[1, 1, 2.0, 1.5], ctm="tf_half_pixel_for_nn", nearest_mode="floor"),
+    resize_case("nearest-downsample", (2, 3, 8, 9), scales=[1, 1, 0.5, 0.4], ctm="asymmetric", nearest_mode="floor"),
     resize_case("linear-half-pixel", (2, 3, 4, 5), scales=[1, 1, 2, 1.5], mode="linear"),
-    resize_case("linear-pytorch-half-pixel", (2, 3, 4, 5), sizes=[2, 3, 7, 3], mode="linear",
-                ctm="pytorch_half_pixel"),
-    resize_case("linear-align-corners", (2, 3, 4, 5), sizes=[2, 3, 9, 7], mode="linear",
-                ctm="align_corners"),
+    resize_case("linear-pytorch-half-pixel", (2, 3, 4, 5), sizes=[2, 3, 7, 3], mode="linear", ctm="pytorch_half_pixel"),
+    resize_case("linear-align-corners", (2, 3, 4, 5), sizes=[2, 3, 9, 7], mode="linear", ctm="align_corners"),
     resize_case("linear-asymmetric", (2, 3, 4, 5), scales=[1, 1, 2.5, 2], mode="linear", ctm="asymmetric"),
     resize_case("linear-width-only", (2, 3, 4, 5), scales=[1, 1, 1, 3], mode="linear"),
     resize_case("linear-opset18", (2, 3, 4, 5), scales=[1, 1, 2, 1.5], mode="linear", opset=18),
-    resize_case("nearest-opset11-sizes", (2, 3, 4, 5), sizes=[2, 3, 6, 10], opset=11, ctm="asymmetric",
-                nearest_mode="floor"),
-    Case("Resize-cubic-half-pixel", [node("Resize", "x", "", "scales", mode="cubic", cubic_coeff_a=-0.75)],
-         {"x": (2, 3, 4, 5)},
-         lambda x, scales: F.interpolate(x, scale_factor=(2.0, 1.5), mode="bicubic", align_corners=False),
-         {"scales": np.array([1, 1, 2, 1.5], np.float32)}, opset=13),
-    Case("Upsample-opset9-nearest", [node("Upsample", "x", "scales", mode="nearest")], {"x": (2, 3, 4, 5)},
-         lambda x, scales: F.interpolate(x, scale_factor=2, mode="nearest"),
-         {"scales": np.array([1, 1, 2, 2], np.float32)}, opset=9),
-    Case("Resize-dynamic-sizes", [
-        node("Shape", "x", out=["s"]), node("Slice", "s", "zero", "two", out=["nc"]),
-        node("Concat", "nc", "hw", out=["sizes"], axis=0),
-        node("Resize", "x", "", "", "sizes", mode="linear", coordinate_transformation_mode="align_corners")],
-         {"x": (2, 3, 4, 5)}, lambda x, **_: F.interpolate(x, size=(7, 8), mode="bilinear", align_corners=True),
-         {"zero": np.array([0]), "two": np.array([2]), "hw": np.array([7, 8])}, opset=13),
+    resize_case("nearest-opset11-sizes", (2, 3, 4, 5), sizes=[2, 3, 6, 10], opset=11, ctm="asymmetric", nearest_mode="floor"),
+    Case(
+        "Resize-cubic-half-pixel",
+        [node("Resize", "x", "", "scales", mode="cubic", cubic_coeff_a=-0.75)],
+        {"x": (2, 3, 4, 5)},
+        lambda x, scales: F.interpolate(x, scale_factor=(2.0, 1.5), mode="bicubic", align_corners=False),
+        {"scales": np.array([1, 1, 2, 1.5], np.float32)},
+        opset=13,
+    ),
+    Case(
+        "Upsample-opset9-nearest",
+        [node("Upsample", "x", "scales", mode="nearest")],
+        {"x": (2, 3, 4, 5)},
+        lambda x, scales: F.interpolate(x, scale_factor=2, mode="nearest"),
+        {"scales": np.array([1, 1, 2, 2], np.float32)},
+        opset=9,
+    ),
+    Case(
+        "Resize-dynamic-sizes",
+        [
+            node("Shape", "x", out=["s"]),
+            node("Slice", "s", "zero", "two", out=["nc"]),
+            node("Concat", "nc", "hw", out=["sizes"], axis=0),
+            node("Resize", "x", "", "", "sizes", mode="linear", coordinate_transformation_mode="align_corners"),
+        ],
+        {"x": (2, 3, 4, 5)},
+        lambda x, **_: F.interpolate(x, size=(7, 8), mode="bilinear", align_corners=True),
+        {"zero": np.array([0]), "two": np.array([2]), "hw": np.array([7, 8])},
+        opset=13,
+    ),
 ]
 
 
 LRN_CASES = [
-    unary("size3", "LRN", lambda x: F.local_response_norm(x, 3, 1e-2, 0.75, 1.0), shape=(2, 6, 3, 4),
-          size=3, alpha=1e-2),
-    unary("size5", "LRN", lambda x: F.local_response_norm(x, 5, 0.5, 0.6, 2.0), shape=(2, 7, 3, 4),
-          size=5, alpha=0.5, beta=0.6, bias=2.0),
+    unary("size3", "LRN", lambda x: F.local_response_norm(x, 3, 1e-2, 0.75, 1.0), shape=(2, 6, 3, 4), size=3, alpha=1e-2),
+    unary(
+        "size5",
+        "LRN",
+        lambda x: F.local_response_norm(x, 5, 0.5, 0.6, 2.0),
+        shape=(2, 7, 3, 4),
+        size=5,
+        alpha=0.5,
+        beta=0.6,
+        bias=2.0,
+    ),
 ]
 
 
 TIE_CASES = [
     # Values on a coarse grid: many equal maxima in overlapping windows; torch picks the first.
-    (Case("MaxPool-ties", [node("MaxPool", "x", kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1])],
-          {"x": (2, 2, 5, 6)}, lambda x: F.max_pool2d(x, 3, 1, 1)),
-     lambda rng, s: np.round(rng.standard_normal(s)).clip(0, 1)),
-    (Case("MaxPool-ties-s2", [node("MaxPool", "x", kernel_shape=[2, 2], strides=[2, 2])], {"x": (1, 2, 6, 6)},
-          lambda x: F.max_pool2d(x, 2, 2)), lambda rng, s: np.ones(s)),
-    (Case("GlobalMaxPool-ties", [node("GlobalMaxPool", "x")], {"x": (2, 3, 4, 4)},
-          lambda x: F.adaptive_max_pool2d(x, 1)), lambda rng, s: np.round(rng.random(s))),
+    (
+        Case(
+            "MaxPool-ties",
+            [node("MaxPool", "x", kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1])],
+            {"x": (2, 2, 5, 6)},
+            lambda x: F.max_pool2d(x, 3, 1, 1),
+        ),
+        lambda rng, s: np.round(rng.standard_normal(s)).clip(0, 1),
+    ),
+    (
+        Case(
+            "MaxPool-ties-s2",
+            [node("MaxPool", "x", kernel_shape=[2, 2], strides=[2, 2])],
+            {"x": (1, 2, 6, 6)},
+            lambda x: F.max_pool2d(x, 2, 2),
+        ),
+        lambda rng, s: np.ones(s),
+    ),
+    (
+        Case("GlobalMaxPool-ties", [node("GlobalMaxPool", "x")], {"x": (2, 3, 4, 4)}, lambda x: F.adaptive_max_pool2d(x, 1)),
+        lambda rng, s: np.round(rng.random(s)),
+    ),
 ]
+
 
 @pytest.mark.parametrize(("case", "values"), TIE_CASES, ids=[c.id for c, _ in TIE_CASES])
 def test_ties_follow_torch(case: Case, values: Callable[[np.random.Generator, Shape], np.ndarray]) -> None:

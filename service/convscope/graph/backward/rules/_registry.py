@@ -91,22 +91,44 @@ class Rule:
 RULES: dict[str, Rule] = {}
 
 
-def rule(*op_types: str, inputs: tuple[int, ...] | None = (0,),
-         outputs: tuple[int, ...] | None = (0,)) -> Callable[[RuleFn], RuleFn]:
+def rule(
+    *op_types: str, inputs: tuple[int, ...] | None = (0,), outputs: tuple[int, ...] | None = (0,)
+) -> Callable[[RuleFn], RuleFn]:
     def register(fn: RuleFn) -> RuleFn:
         for op_type in op_types:
             RULES[op_type] = Rule(fn, inputs, outputs)
         return fn
+
     return register
 
 
-NONDIFFERENTIABLE = frozenset({
-    # Integer or boolean results: no gradient flows through them.
-    "Shape", "Size", "NonZero", "ArgMax", "ArgMin", "Equal", "Greater", "GreaterOrEqual",
-    "Less", "LessOrEqual", "Not", "And", "Or", "Xor", "IsNaN", "IsInf",
-    # Float results whose derivative is zero wherever it exists (torch agrees).
-    "Floor", "Ceil", "Round", "Sign",
-    # Values independent of the input's values (only its shape matters).
-    "ConstantOfShape", "EyeLike",
-})
+NONDIFFERENTIABLE = frozenset(
+    {
+        # Integer or boolean results: no gradient flows through them.
+        "Shape",
+        "Size",
+        "NonZero",
+        "ArgMax",
+        "ArgMin",
+        "Equal",
+        "Greater",
+        "GreaterOrEqual",
+        "Less",
+        "LessOrEqual",
+        "Not",
+        "And",
+        "Or",
+        "Xor",
+        "IsNaN",
+        "IsInf",
+        # Float results whose derivative is zero wherever it exists (torch agrees).
+        "Floor",
+        "Ceil",
+        "Round",
+        "Sign",
+        # Values independent of the input's values (only its shape matters).
+        "ConstantOfShape",
+        "EyeLike",
+    }
+)
 """Ops whose outputs carry no gradient: the differentiated path stops at them."""

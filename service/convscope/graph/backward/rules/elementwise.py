@@ -164,18 +164,14 @@ def _gelu(v: Vjp) -> dict[int, str]:
         # torch's GeluBackward for approximate="tanh", term by term.
         beta, kappa = math.sqrt(2.0 / math.pi), 0.044715
         x2 = e.op("Mul", x, x)
-        inner = e.op("Mul", e.scalar(beta, x),
-                     e.op("Add", x, e.op("Mul", e.scalar(kappa, x), e.op("Mul", x2, x))))
+        inner = e.op("Mul", e.scalar(beta, x), e.op("Add", x, e.op("Mul", e.scalar(kappa, x), e.op("Mul", x2, x))))
         th = e.op("Tanh", inner)
         left = e.op("Mul", half, e.op("Add", one, th))
-        d_inner = e.op("Mul", e.scalar(beta, x),
-                       e.op("Add", one, e.op("Mul", e.scalar(3 * kappa, x), x2)))
-        right = e.op("Mul", e.op("Mul", e.op("Mul", half, x), e.op("Sub", one, e.op("Mul", th, th))),
-                     d_inner)
+        d_inner = e.op("Mul", e.scalar(beta, x), e.op("Add", one, e.op("Mul", e.scalar(3 * kappa, x), x2)))
+        right = e.op("Mul", e.op("Mul", e.op("Mul", half, x), e.op("Sub", one, e.op("Mul", th, th))), d_inner)
         return _times(v, e.op("Add", left, right))
     cdf = e.op("Mul", half, e.op("Add", one, e.op("Erf", e.op("Mul", x, e.scalar(math.sqrt(0.5), x)))))
-    pdf = e.op("Mul", e.op("Exp", e.op("Mul", e.op("Mul", x, x), e.scalar(-0.5, x))),
-               e.scalar(1.0 / math.sqrt(2.0 * math.pi), x))
+    pdf = e.op("Mul", e.op("Exp", e.op("Mul", e.op("Mul", x, x), e.scalar(-0.5, x))), e.scalar(1.0 / math.sqrt(2.0 * math.pi), x))
     return _times(v, e.op("Add", cdf, e.op("Mul", x, pdf)))
 
 

@@ -92,8 +92,10 @@ class _Geometry:
 
     def out(self) -> tuple[int, ...]:
         assert self.size is not None
-        return tuple((h + b + e - r - 1) // s + 1 for h, b, e, r, s in
-                     zip(self.size, self.begin, self.end, self.reach, self.strides, strict=True))
+        return tuple(
+            (h + b + e - r - 1) // s + 1
+            for h, b, e, r, s in zip(self.size, self.begin, self.end, self.reach, self.strides, strict=True)
+        )
 
 
 def _static_kernel(v: Vjp) -> tuple[int, ...] | None:
@@ -142,8 +144,9 @@ def _zero_spread(v: Vjp, g: str, out: tuple[int, ...], strides: tuple[int, ...],
     e = v.e
     scales = np.array([1.0, 1.0, *strides], np.float32)
     # asymmetric + floor: output position i reads input ⌊i/s⌋ exactly, so o·s reads o.
-    spread = e.op("Resize", g, "", e.const(scales), mode="nearest",
-                  coordinate_transformation_mode="asymmetric", nearest_mode="floor")
+    spread = e.op(
+        "Resize", g, "", e.const(scales), mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor"
+    )
     size = tuple(o * s for o, s in zip(out, strides, strict=True))
 
     def lattice() -> np.ndarray:
@@ -168,11 +171,20 @@ def _static_conv_grad(v: Vjp, geo: _Geometry) -> str:
         # One ConvTranspose, its output exactly the input's size.
         extra = [0] * n
         if geo.size is not None:
-            extra = [(h + b + en - r - 1) % s for h, b, en, r, s in
-                     zip(geo.size, geo.begin, geo.end, geo.reach, geo.strides, strict=True)]
-        return e.op("ConvTranspose", v.dy(), w_name, strides=list(geo.strides),
-                    dilations=list(geo.dilations), group=group, pads=[*geo.begin, *geo.end],
-                    output_padding=extra)
+            extra = [
+                (h + b + en - r - 1) % s
+                for h, b, en, r, s in zip(geo.size, geo.begin, geo.end, geo.reach, geo.strides, strict=True)
+            ]
+        return e.op(
+            "ConvTranspose",
+            v.dy(),
+            w_name,
+            strides=list(geo.strides),
+            dilations=list(geo.dilations),
+            group=group,
+            pads=[*geo.begin, *geo.end],
+            output_padding=extra,
+        )
     weight: np.ndarray = w
     # Correlate z (dY, spread out when strided) with the flipped kernel: z needs
     # d(k−1) − pad_begin zeros in front and enough behind for H outputs.
@@ -191,8 +203,7 @@ def _static_conv_grad(v: Vjp, geo: _Geometry) -> str:
         ends = [t if t < 0 else INT64_MAX for t in trail]
         z = e.op("Slice", z, e.ints(starts), e.ints(ends), e.ints(list(range(2, 2 + n))))
     flipped = e.initializer(("flipped", w_name, str(group)), lambda: _flipped(weight, group))
-    return e.op("Conv", z, flipped, pads=[max(p, 0) for p in lead + trail],
-                dilations=list(geo.dilations), group=group)
+    return e.op("Conv", z, flipped, pads=[max(p, 0) for p in lead + trail], dilations=list(geo.dilations), group=group)
 
 
 @rule("Conv", inputs=None)
@@ -208,14 +219,16 @@ def _conv_general(v: Vjp) -> str:
     e, x, w = v.e, v.x(0), v.x(1)
     n = _spatial_rank(v)
     strides, dilations = v.attr("strides") or [1] * n, v.attr("dilations") or [1] * n
-    unpadded = e.op("ConvTranspose", v.dy(), w, strides=strides, dilations=dilations,
-                    group=v.attr("group", 1))
+    unpadded = e.op("ConvTranspose", v.dy(), w, strides=strides, dilations=dilations, group=v.attr("group", 1))
     size = e.shape(x, start=2)
     if v.attr("auto_pad", "NOTSET") in ("SAME_UPPER", "SAME_LOWER"):
         s, d = e.ints(strides), e.ints(dilations)
         out = e.op("Div", e.op("Add", size, e.op("Sub", s, e.ints(1))), s)
-        reach = e.op("Add", e.op("Mul", e.op("Sub", out, e.ints(1)), s),
-                     e.op("Add", e.op("Mul", d, e.op("Sub", _kernel(v), e.ints(1))), e.ints(1)))
+        reach = e.op(
+            "Add",
+            e.op("Mul", e.op("Sub", out, e.ints(1)), s),
+            e.op("Add", e.op("Mul", d, e.op("Sub", _kernel(v), e.ints(1))), e.ints(1)),
+        )
         begin = _same_split(v, e.op("Sub", reach, size))
     else:
         begin = _explicit_begin_pads(v, n)
@@ -231,26 +244,26 @@ def _conv_transpose(v: Vjp) -> dict[int, str]:
     strides, dilations = v.attr("strides") or [1] * n, v.attr("dilations") or [1] * n
     auto_pad = v.attr("auto_pad", "NOTSET")
     extra = v.attr("output_padding") or [0] * n
-    if (not v.attr("output_shape") and auto_pad in ("NOTSET", "VALID")
-            and all(p < s for p, s in zip(extra, strides, strict=True))):
+    if not v.attr("output_shape") and auto_pad in ("NOTSET", "VALID") and all(p < s for p, s in zip(extra, strides, strict=True)):
         # Y is the full transposed conv (output_padding rows included) cropped by the pads,
         # so a Conv of dY with the same pads lines up exactly, and its last window stops
         # short of the output_padding rows, which no input reached.  No sizes needed.
         pads = v.attr("pads") if auto_pad == "NOTSET" and v.attr("pads") else [0] * 2 * n
-        return {0: e.op("Conv", v.dy(), w, strides=strides, dilations=dilations,
-                        group=v.attr("group", 1), pads=pads)}
+        return {0: e.op("Conv", v.dy(), w, strides=strides, dilations=dilations, group=v.attr("group", 1), pads=pads)}
     s, d = e.ints(strides), e.ints(dilations)
     # Length of the full (unpadded, no output_padding) transposed convolution.
-    reach = e.op("Add", e.op("Mul", s, e.op("Sub", e.shape(x, start=2), e.ints(1))),
-                 e.op("Add", e.op("Mul", d, e.op("Sub", _kernel(v), e.ints(1))), e.ints(1)))
+    reach = e.op(
+        "Add",
+        e.op("Mul", s, e.op("Sub", e.shape(x, start=2), e.ints(1))),
+        e.op("Add", e.op("Mul", d, e.op("Sub", _kernel(v), e.ints(1))), e.ints(1)),
+    )
     if v.attr("output_shape") or auto_pad in ("SAME_UPPER", "SAME_LOWER"):
         total = e.op("Sub", e.op("Add", reach, e.ints(extra)), e.shape(v.y(), start=2))
         begin = _same_split(v, total)
     else:
         begin = _explicit_begin_pads(v, n)
     aligned = e.fit(v.dy(), range(2, 2 + n), begin, reach)
-    return {0: e.op("Conv", aligned, w, strides=strides, dilations=dilations,
-                    group=v.attr("group", 1))}
+    return {0: e.op("Conv", aligned, w, strides=strides, dilations=dilations, group=v.attr("group", 1))}
 
 
 @rule("Gemm", inputs=None)
@@ -261,11 +274,17 @@ def _gemm(v: Vjp) -> dict[int, str]:
     ta, tb = v.attr("transA", 0), v.attr("transB", 0)
     grads = {}
     if v.need(0):
-        grads[0] = (e.op("Gemm", b, v.dy(), alpha=alpha, transA=tb, transB=1) if ta
-                    else e.op("Gemm", v.dy(), b, alpha=alpha, transB=1 - tb))
+        grads[0] = (
+            e.op("Gemm", b, v.dy(), alpha=alpha, transA=tb, transB=1)
+            if ta
+            else e.op("Gemm", v.dy(), b, alpha=alpha, transB=1 - tb)
+        )
     if v.need(1):
-        grads[1] = (e.op("Gemm", v.dy(), a, alpha=alpha, transA=1, transB=ta) if tb
-                    else e.op("Gemm", a, v.dy(), alpha=alpha, transA=1 - ta))
+        grads[1] = (
+            e.op("Gemm", v.dy(), a, alpha=alpha, transA=1, transB=ta)
+            if tb
+            else e.op("Gemm", a, v.dy(), alpha=alpha, transA=1 - ta)
+        )
     if v.need(2):
         scaled = e.op("Mul", v.dy(), e.scalar(beta, v.y()))
         grads[2] = e.unbroadcast(scaled, c, e.info(v.y()).shape)
@@ -277,14 +296,15 @@ def _batch_norm(v: Vjp) -> dict[int, str]:
     """Inference BN is affine in X with slope ``scale/√(var+ε)``: BN itself with B = mean = 0."""
     if v.attr("training_mode", 0):
         raise InvalidArgument(
-            f"BatchNormalization node {v.node.name!r} is in training mode; "
-            "gradient maps need an inference-mode model")
+            f"BatchNormalization node {v.node.name!r} is in training mode; gradient maps need an inference-mode model"
+        )
     if not v.need(0):
         return {}
     e = v.e
     scale, bias, mean, var = (v.x(i) for i in range(1, 5))
-    return {0: e.op("BatchNormalization", v.dy(), scale, e.zeros_like(bias), e.zeros_like(mean),
-                    var, epsilon=v.attr("epsilon", 1e-5))}
+    return {
+        0: e.op("BatchNormalization", v.dy(), scale, e.zeros_like(bias), e.zeros_like(mean), var, epsilon=v.attr("epsilon", 1e-5))
+    }
 
 
 def _normalized_grad(v: Vjp, g: str, axes: list[int], epsilon: float) -> str:

@@ -33,8 +33,7 @@ def _global_max_pool(v: Vjp) -> dict[int, str]:
     e, x = v.e, v.x(0)
     flat = e.op("Reshape", x, e.ints([0, 0, -1]))
     first_max = e.op("ArgMax", flat, axis=2, keepdims=1)
-    routed = e.op("ScatterElements", e.zeros(e.shape(flat), x), first_max,
-                  e.op("Reshape", v.dy(), e.ints([0, 0, 1])), axis=2)
+    routed = e.op("ScatterElements", e.zeros(e.shape(flat), x), first_max, e.op("Reshape", v.dy(), e.ints([0, 0, 1])), axis=2)
     return {0: e.reshape_like(routed, x)}
 
 
@@ -79,8 +78,7 @@ def _resize(v: Vjp) -> dict[int, str]:
         size = e.shape(x, start=axis, end=axis + 1)
         pick = (e.ints([j]), e.ints([j + 1]))
         if scales:
-            new_scales = e.op("Concat", e.const(np.ones(3, np.float32)),
-                              e.op("Slice", scales, *pick), axis=0)
+            new_scales = e.op("Concat", e.const(np.ones(3, np.float32)), e.op("Slice", scales, *pick), axis=0)
             new_sizes = ""
         else:
             new_scales = ""
@@ -88,10 +86,15 @@ def _resize(v: Vjp) -> dict[int, str]:
         new_roi = ""
         if crop:
             end = (e.ints([len(axes) + j]), e.ints([len(axes) + j + 1]))
-            new_roi = e.op("Concat", e.scalar([0, 0, 0], roi), e.op("Slice", roi, *pick),
-                           e.scalar([1, 1, 1], roi), e.op("Slice", roi, *end), axis=0)
-        m = e.axis_matrix(size, x, v.node, [new_roi, new_scales, new_sizes],
-                          drop=("axes", "keep_aspect_ratio_policy"))
+            new_roi = e.op(
+                "Concat",
+                e.scalar([0, 0, 0], roi),
+                e.op("Slice", roi, *pick),
+                e.scalar([1, 1, 1], roi),
+                e.op("Slice", roi, *end),
+                axis=0,
+            )
+        m = e.axis_matrix(size, x, v.node, [new_roi, new_scales, new_sizes], drop=("axes", "keep_aspect_ratio_policy"))
         g = e.apply_axis_matrix(g, axis, rank, m)
     return {0: g}
 
@@ -111,10 +114,8 @@ def _lrn(v: Vjp) -> dict[int, str]:
         stacked = e.op("Unsqueeze", e.op("Reshape", t, e.ints([0, 0, -1])), e.ints([1]))
         return e.reshape_like(e.op("Conv", stacked, ones, pads=[lo, 0, hi, 0]), x)
 
-    s = e.op("Add", e.scalar(bias, x),
-             e.op("Mul", e.scalar(alpha / size, x), window(e.op("Mul", x, x), before, after)))
+    s = e.op("Add", e.scalar(bias, x), e.op("Mul", e.scalar(alpha / size, x), window(e.op("Mul", x, x), before, after)))
     direct = e.op("Mul", v.dy(), e.op("Pow", s, e.scalar(-beta, x)))
     through_s = e.op("Mul", e.op("Mul", v.dy(), x), e.op("Pow", s, e.scalar(-beta - 1.0, x)))
-    coupled = e.op("Mul", e.op("Mul", x, e.scalar(2.0 * alpha * beta / size, x)),
-                   window(through_s, after, before))
+    coupled = e.op("Mul", e.op("Mul", x, e.scalar(2.0 * alpha * beta / size, x)), window(through_s, after, before))
     return {0: e.op("Sub", direct, coupled)}
