@@ -211,8 +211,8 @@ def embed(codes: np.ndarray, method: EmbeddingMethod, *, perplexity: float = 30.
         data = PCA(PCA_DIMENSIONS, random_state=seed).fit_transform(data).astype(np.float32)
     used = float(min(perplexity, (count - 1) / 3))
     tsne = TSNE(2, perplexity=used, init="pca", learning_rate="auto", random_state=seed)
-    # OpenMP threads busy-wait; beside onnxruntime's pool on the same cores they stall each other
-    # (3× slower on a loaded 2-core machine), so t-SNE gets half the cores.
+    # OpenMP threads busy-wait; beside onnxruntime's pool on the same cores they stall each
+    # other, so t-SNE gets half the cores.
     with threadpool_limits(TSNE_THREADS, user_api="openmp"):
         return tsne.fit_transform(data).astype(np.float32), used
 

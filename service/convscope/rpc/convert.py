@@ -33,7 +33,7 @@ def tensor_to_numpy(message: pb.Tensor, data: bytes | memoryview | None = None) 
     if expected != len(data):
         raise InvalidArgument(f"tensor data holds {len(data)} bytes, but shape {list(message.shape)} of {dtype} needs {expected}")
     # A read-only view of those bytes (byte-swapped into a copy only on big-endian hosts):
-    # inputs are never written in place, and one more copy cost 0.1-0.3 ms of a one-layer call.
+    # inputs are never written in place, and a copy is a visible share of a one-layer call.
     return from_tensor(message, data, copy=False)
 
 

@@ -26,8 +26,8 @@ DEFAULT_BATCH_BUDGET_BYTES = 512 << 20
 # Batches in flight at once in long runs (dataset jobs, occlusion), each on its own share of the
 # cores.  One batch on all cores stalls whenever another thread (a decoder, numpy between runs)
 # preempts one of its intra-op threads: the others wait at the op's barrier.  Two single-threaded
-# runs on two cores do not, and the other work fills the gaps (a top-activations job: 0.82x of
-# plain inference with one batch at a time, 0.84-0.86x with two).
+# runs on two cores do not, and the other work fills the gaps (benchmarks/dataset.py measures
+# a job against plain inference).
 INFERENCE_WORKERS = 2
 
 

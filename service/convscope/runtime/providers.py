@@ -93,10 +93,9 @@ def session_options(*, threads: int = 0, spin: bool = False) -> ort.SessionOptio
     options.intra_op_num_threads = threads
     # The server holds many sessions (per model and pass set) and runs several per request
     # (occlusion's stages and tail): each has its own thread pool, and threads that spin-wait
-    # after a run steal the cores the next session needs (measured: incremental occlusion ran
-    # 1.5-2x slower with spinning on a shared 2-core machine, plain inference no faster).
+    # after a run steal the cores the next session needs (incremental occlusion slowed down).
     # ``spin``: a session run back to back with little else between its runs (an optimization
     # loop), where waking sleeping threads for each of a backward graph's hundreds of small ops
-    # costs more than the spinning (a PGD step at batch 1: 38 -> 34 ms on an idle 2-core machine).
+    # costs more than the spinning (docs/backward_speed.md has both measurements).
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
     return options
