@@ -5,35 +5,28 @@ graph beside a forward) do not steal each other's cores."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
+from pathlib import Path
 
 from convscope.core import Convscope
-from convscope.model.types import ModelRecord
-from convscope.runtime.graphs import BackwardGraph, LossGraph, PlainGraph
+from convscope.runtime.graphs import BackwardGraph, GraphSpec, LossGraph, PlainGraph
 from tests.nets import exported
 
 SPINNING = "session.intra_op.allow_spinning"
 
 
-@pytest.fixture(scope="module")
-def core_and_model(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Convscope, ModelRecord]]:
-    core = Convscope(tmp_path_factory.mktemp("store"))
-    record = core.upload([("", exported("ResNetStyle", "torchscript").SerializeToString())])
-    yield core, record
-    core.close()
+def test_only_an_optimization_loops_sessions_spin(tmp_path: Path) -> None:
+    core = Convscope(tmp_path)
+    try:
+        record = core.upload([("", exported("ResNetStyle", "torchscript").SerializeToString())])
+        logits = record.outputs[0].name
+        backward = BackwardGraph(seeds=(logits,), keep=(logits,))
 
+        def spinning(spec: GraphSpec) -> str:
+            session = core.context.runtime.session(record.id, spec, dynamic_batch=record.dynamic_batch)
+            return session.get_session_options().get_session_config_entry(SPINNING)
 
-def test_only_an_optimization_loops_sessions_spin(core_and_model) -> None:
-    core, record = core_and_model
-    logits = record.outputs[0].name
-    backward = BackwardGraph(seeds=(logits,), keep=(logits,))
-
-    def spinning(spec) -> str:  # type: ignore[no-untyped-def]
-        session = core.context.runtime.session(record.id, spec, dynamic_batch=record.dynamic_batch)
-        return session.get_session_options().get_session_config_entry(SPINNING)
-
-    assert spinning(LossGraph(backward, "cross_entropy")) == "1"
-    assert spinning(backward) == "0"
-    assert spinning(PlainGraph()) == "0"
+        assert spinning(LossGraph(backward, "cross_entropy")) == "1"
+        assert spinning(backward) == "0"
+        assert spinning(PlainGraph()) == "0"
+    finally:
+        core.close()
