@@ -13,9 +13,9 @@ A worker peer's CPU time includes the worker process's (all its threads).
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
-import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from concurrent import futures
@@ -218,7 +218,13 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    if "--sandbox-cost" in sys.argv:
-        sandbox_cost(int(sys.argv[sys.argv.index("--rounds") + 1]) if "--rounds" in sys.argv else 3)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--sandbox-cost", action="store_true", help="only one layer and all layers in-process vs through a worker"
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="with --sandbox-cost: interleaved rounds")
+    arguments = parser.parse_args()
+    if arguments.sandbox_cost:
+        sandbox_cost(arguments.rounds)
     else:
         main()

@@ -31,8 +31,8 @@ drift with other people's load, ratios much less.  Writes benchmarks/results/gra
 
 from __future__ import annotations
 
+import argparse
 import os
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -292,9 +292,6 @@ def sandbox_cost() -> None:
 
 
 def main() -> None:
-    if sys.argv[1:] == ["--sandbox-cost"]:
-        sandbox_cost()
-        return
     torch.set_grad_enabled(True)
     results: dict[str, object] = {
         "providers": list(usable_providers()),
@@ -353,4 +350,11 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--sandbox-cost", action="store_true", help="only the gradient map in-process vs through a worker process"
+    )
+    if parser.parse_args().sandbox_cost:
+        sandbox_cost()
+    else:
+        main()
