@@ -34,12 +34,13 @@ from PIL import Image
 from sklearn.datasets import load_sample_images
 
 from benchmarks._common import write_results
-from convscope.methods.embedding import EmbeddingMethod, embed
+from convscope.methods.embedding import embed
 from convscope.model.preprocessing import decode_sample
 from convscope.render.dataset_figures import snap_to_grid
 from convscope.rpc.server import ServerConfig, create_server
 from convscope.runtime.providers import new_session, usable_providers
 from convscope_client import Client, Progress, ServerFolder
+from convscope_client.choices import EmbeddingMethod
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = REPO / "models" / "efficientnet_lite0" / "efficientnet_lite0.onnx"

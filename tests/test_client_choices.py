@@ -1,5 +1,4 @@
-"""The client's choices (convscope_client/choices.py): the same members and refusal messages as
-the service's, every member accepted by the server as the choice it names (a member and its plain
+"""The client's choices (convscope_client/choices.py), which the service parses too: every member accepted by the server as the choice it names (a member and its plain
 string alike), and every wrong string refused in the client, before any RPC, with the message the
 server gives for it."""
 
@@ -17,50 +16,33 @@ import numpy as np
 import pytest
 
 import convscope_client
-from convscope.choices import Choice as ServiceChoice
-from convscope.graph import common as service_graph
-from convscope.methods import adversarial as service_adversarial
-from convscope.methods import attribution as service_attribution
-from convscope.methods import embedding as service_embedding
-from convscope.methods import faithfulness as service_faithfulness
-from convscope.methods import inversion as service_inversion
-from convscope.methods import occlusion_options as service_occlusion
-from convscope.model import types as service_types
+from convscope.choices import parse as service_parse
+from convscope.errors import InvalidArgument
 from convscope_client import Client, ConvscopeError, InvalidChoice, choices
 from tests.nets import NETS, exported
 from tests.oracles import random_input
 
 ROOT = Path(__file__).resolve().parents[1]
 NAME = "ResNetStyle"  # ReLU units, 3×32×32, ten classes
-PAIRED: list[tuple[type[choices.Choice], type[ServiceChoice]]] = [
-    (choices.AttributionMethod, service_attribution.AttributionMethod),
-    (choices.IntegrationRule, service_attribution.IntegrationRule),
-    (choices.Rectifier, service_graph.Rectifier),
-    (choices.RectifierScope, service_graph.RectifierScope),
-    (choices.EmbeddingMethod, service_embedding.EmbeddingMethod),
-    (choices.Layout, service_types.Layout),
-    (choices.ChannelOrder, service_types.ChannelOrder),
-    (choices.Interpolation, service_types.Interpolation),
-    (choices.OcclusionScore, service_occlusion.OcclusionScore),
-    (choices.OcclusionFill, service_occlusion.FillMode),
-    (choices.OcclusionEngine, service_occlusion.Engine),
-    (choices.AdversarialMethod, service_adversarial.AdversarialMethod),
-    (choices.AdversarialNorm, service_adversarial.AdversarialNorm),
-    (choices.InversionStart, service_inversion.InversionStart),
-    (choices.FaithfulnessMetric, service_faithfulness.FaithfulnessMetric),
+CHOICES = [
+    value
+    for value in vars(choices).values()
+    if isinstance(value, type) and issubclass(value, choices.Choice) and value is not choices.Choice
 ]
 
 
 def test_every_choice_is_exported() -> None:
-    defined = {name for name, value in vars(choices).items() if isinstance(value, type) and issubclass(value, choices.Choice)}
-    assert defined - {"Choice"} <= set(convscope_client.__all__)
-    assert {client for client, _ in PAIRED} == {getattr(choices, name) for name in defined - {"Choice"}}
+    assert len(CHOICES) == 15 and {choice.__name__ for choice in CHOICES} <= set(convscope_client.__all__)
 
 
-@pytest.mark.parametrize(("client_choice", "service_choice"), PAIRED, ids=lambda choice: choice.__name__)
-def test_the_client_and_the_service_agree(client_choice: type[choices.Choice], service_choice: type[ServiceChoice]) -> None:
-    assert client_choice.values() == service_choice.values()
-    assert client_choice.refusal("nonsense") == service_choice.refusal("nonsense")
+@pytest.mark.parametrize("choice", CHOICES, ids=lambda choice: choice.__name__)
+def test_the_service_parses_the_clients_choices(choice: type[choices.Choice]) -> None:
+    """One set of enums for both ends: the service takes the client's members and refuses a wrong
+    value with the client's message, as its own INVALID_ARGUMENT."""
+    assert all(service_parse(choice, member.value) is member for member in choice)
+    with pytest.raises(InvalidArgument) as caught:
+        service_parse(choice, "nonsense")
+    assert str(caught.value) == choice.refusal("nonsense")
 
 
 def test_a_member_and_its_string_are_one_value() -> None:
@@ -202,8 +184,10 @@ PARSE = vars(choices.Choice)["parse"]
 
 
 def _parse_on_the_server_only(cls: type[choices.Choice], value: str) -> Any:
-    """The service's choices share the client's base (it runs in this process): they still parse."""
-    return value if cls.__module__ == choices.__name__ else PARSE.__func__(cls, value)  # type: ignore[attr-defined]
+    """The server runs in this process and parses the same enums: its way in (``convscope.choices.parse``)
+    still checks, every other caller's string passes on unchecked."""
+    caller = sys._getframe(1).f_globals["__name__"]
+    return PARSE.__func__(cls, value) if caller == "convscope.choices" else value  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize("what", list(WRONG))

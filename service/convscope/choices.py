@@ -1,22 +1,25 @@
 """A string that selects behaviour, parsed once where a request enters into an enum member.
 
-Members are ``str`` enums, so they compare, hash, format and serialize (JSON, protobuf string
-fields) as their value: code that still meets a plain string behaves the same.  The base is the
-client's (``convscope_client/choices.py``), so both ends parse and refuse alike; here a wrong
-value is the service's InvalidArgument.
+The enums are the client's (``convscope_client/choices.py``): one list of members and one
+refusal message per choice for both ends of the wire.  Members are ``str`` enums, so they
+compare, hash, format and serialize (JSON, protobuf string fields) as their value: code that
+still meets a plain string behaves the same.  ``parse`` is the service's way in: a wrong value
+is the service's InvalidArgument, with the message the client gives.
 """
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from convscope.errors import InvalidArgument
-from convscope_client import choices as client_choices
+from convscope_client.choices import Choice, InvalidChoice
+
+Parsed = TypeVar("Parsed", bound=Choice)
 
 
-class Choice(client_choices.Choice):
-    """Base of every choice.  A subclass lists its members and says how a wrong value is refused:
-    ``class Layout(Choice, refusal="... not {value!r}")``, a format string that may also use
-    ``{values}`` (a tuple of the members' values), ``{listed}`` (a list) and ``{sorted}``."""
-
-    @classmethod
-    def refused(cls, message: str) -> Exception:
-        return InvalidArgument(message)
+def parse(choice: type[Parsed], value: str) -> Parsed:
+    """The member of ``choice`` that ``value`` names (a member passes through)."""
+    try:
+        return choice.parse(value)
+    except InvalidChoice as refused:
+        raise InvalidArgument(refused.message) from None

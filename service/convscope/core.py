@@ -14,7 +14,6 @@ import onnx
 from convscope.data.prefetch import Prefetcher
 from convscope.data.streams import DataRoots, Decoder, Item, PathItem, samples_in
 from convscope.errors import InvalidArgument
-from convscope.graph.common import Rectifier, RectifierScope
 from convscope.limits import RequestLimits, check_at_most
 from convscope.methods import activations as activation_methods
 from convscope.methods import attribution as attribution_methods
@@ -39,6 +38,7 @@ from convscope.runtime.sessions import DEFAULT_SESSION_BUDGET_BYTES, Runtime
 from convscope.runtime.shaped import ShapedRecords
 from convscope.workers.pool import SandboxSettings, WorkerPool
 from convscope.workers.runtime import SandboxedRuntime
+from convscope_client.choices import Rectifier, RectifierScope
 
 log = logging.getLogger(__name__)
 

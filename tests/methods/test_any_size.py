@@ -82,17 +82,17 @@ def test_concat_that_fits_some_widths_uploads_at_a_width_it_takes(service: Convs
 
 
 def test_incremental_occlusion_plans_follow_the_request_size(service: Convscope) -> None:
-    from convscope.methods.occlusion import Engine, OcclusionOptions, OcclusionResult
+    from convscope.methods.occlusion import OcclusionEngine, OcclusionOptions, OcclusionResult
 
     record = service.upload([("", export_dynamic(initialized(YoloStyleHead()), torch.zeros(1, 3, 64, 96), "torchscript"))])
     for shape in [(1, 3, 64, 96), (1, 3, 96, 128)]:
         x = random_input(shape)
         maps = {}
-        for engine in (Engine.BATCHED, Engine.INCREMENTAL):
+        for engine in (OcclusionEngine.BATCHED, OcclusionEngine.INCREMENTAL):
             options = OcclusionOptions(targets=(7,), window=(16, 16), stride=(8, 8), engine=engine)
             (result,) = [
                 e for e in service.occlusion(record.id, input_from_tensor(record, x), options) if isinstance(e, OcclusionResult)
             ]
             maps[engine] = result.attribution
-        assert maps[Engine.BATCHED].shape[-2:] == shape[-2:]
-        np.testing.assert_allclose(maps[Engine.INCREMENTAL], maps[Engine.BATCHED], rtol=1e-4, atol=1e-5)
+        assert maps[OcclusionEngine.BATCHED].shape[-2:] == shape[-2:]
+        np.testing.assert_allclose(maps[OcclusionEngine.INCREMENTAL], maps[OcclusionEngine.BATCHED], rtol=1e-4, atol=1e-5)

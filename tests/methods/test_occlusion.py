@@ -35,7 +35,7 @@ from torch import nn
 from convscope.core import Convscope
 from convscope.errors import InvalidArgument
 from convscope.methods.occlusion import (
-    FillMode,
+    OcclusionFill,
     OcclusionOptions,
     OcclusionProgress,
     OcclusionResult,
@@ -89,7 +89,7 @@ def _run(
 
 
 def _captum_fill(x: np.ndarray, fill: float | str, window: tuple[int, int]) -> torch.Tensor:
-    mode = FillMode(fill) if isinstance(fill, str) else float(fill)
+    mode = OcclusionFill(fill) if isinstance(fill, str) else float(fill)
     return torch.from_numpy(fill_values(x[0], mode, window)[None].copy())
 
 
@@ -359,9 +359,9 @@ def test_window_grid_counts_boxes_as_captum(size, window, stride):
 
 def test_fill_mean_and_blur():
     image = random_input((3, 20, 26), seed=6)
-    mean = fill_values(image, FillMode.MEAN, (8, 8))
+    mean = fill_values(image, OcclusionFill.MEAN, (8, 8))
     np.testing.assert_allclose(mean, np.broadcast_to(image.mean(axis=(1, 2), keepdims=True), image.shape), rtol=1e-5, atol=1e-6)
-    blur = fill_values(image, FillMode.BLUR, (8, 12))
+    blur = fill_values(image, OcclusionFill.BLUR, (8, 12))
     sigma = 12 / 4
     ones = np.ones(image.shape[1:])
     for channel in range(3):

@@ -8,9 +8,10 @@ import io
 import numpy as np
 from PIL import Image
 
-from convscope.methods.embedding import THUMBNAIL, EmbeddingMethod, EmbeddingResult
+from convscope.methods.embedding import THUMBNAIL, EmbeddingResult
 from convscope.methods.top_activations import ChannelHits, Hit, KeptPicture, TopActivationsResult
 from convscope.render.dataset_figures import TILE, with_dataset_figures, with_embedding_figures, with_top_activation_figures
+from convscope_client.choices import EmbeddingMethod
 
 
 def decoded(png: bytes) -> np.ndarray:

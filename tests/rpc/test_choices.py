@@ -12,18 +12,32 @@ import pytest
 
 from convscope.choices import Choice
 from convscope.errors import InvalidArgument
-from convscope.graph.common import Rectifier, RectifierScope
-from convscope.methods.adversarial import AdversarialMethod, AdversarialNorm, AdversarialOptions
-from convscope.methods.attribution import AttributionMethod, AttributionOptions, IntegrationRule
-from convscope.methods.embedding import EmbeddingMethod
-from convscope.methods.faithfulness import FaithfulnessMetric, curves
-from convscope.methods.inversion import InversionStart
-from convscope.methods.occlusion_options import Engine, FillMode, OcclusionOptions, OcclusionScore
-from convscope.model.types import ChannelOrder, Interpolation, Layout, Preprocessing
+from convscope.methods.adversarial import AdversarialOptions
+from convscope.methods.attribution import AttributionOptions
+from convscope.methods.faithfulness import curves
+from convscope.methods.occlusion_options import OcclusionOptions
+from convscope.model.types import Preprocessing
 from convscope.rpc.convert import attribution_request, preprocessing_from_proto, rectifier_rule, rectifier_scope
 from convscope.rpc.dataset import job_from_proto
 from convscope.rpc.synthesis import adversarial_options, inversion_options
 from convscope_client._proto import convscope_pb2 as pb
+from convscope_client.choices import (
+    AdversarialMethod,
+    AdversarialNorm,
+    AttributionMethod,
+    ChannelOrder,
+    EmbeddingMethod,
+    FaithfulnessMetric,
+    IntegrationRule,
+    Interpolation,
+    InversionStart,
+    Layout,
+    OcclusionEngine,
+    OcclusionFill,
+    OcclusionScore,
+    Rectifier,
+    RectifierScope,
+)
 
 
 @contextlib.contextmanager
@@ -96,8 +110,8 @@ def test_the_embedding_method() -> None:
 
 def test_occlusion_choices_keep_their_messages() -> None:
     options = OcclusionOptions.parse(fill="blur", score="raw", engine="approximate", tolerance=0.01)
-    assert (options.fill, options.score, options.engine) == (FillMode.BLUR, OcclusionScore.RAW, Engine.APPROXIMATE)
-    assert OcclusionOptions.parse(fill=0.5).fill == 0.5 and OcclusionOptions.parse().engine is Engine.AUTO
+    assert (options.fill, options.score, options.engine) == (OcclusionFill.BLUR, OcclusionScore.RAW, OcclusionEngine.APPROXIMATE)
+    assert OcclusionOptions.parse(fill=0.5).fill == 0.5 and OcclusionOptions.parse().engine is OcclusionEngine.AUTO
     with refused("fill must be one of ['mean', 'blur'], not 'zero'"):
         OcclusionOptions.parse(fill="zero")
     with refused("score must be one of ['probability', 'raw'], not 'logit'"):
@@ -117,8 +131,8 @@ def test_every_choice_says_how_it_refuses_a_value() -> None:
         ChannelOrder,
         Interpolation,
         OcclusionScore,
-        FillMode,
-        Engine,
+        OcclusionFill,
+        OcclusionEngine,
         AdversarialMethod,
         AdversarialNorm,
         InversionStart,

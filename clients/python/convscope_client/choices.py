@@ -1,7 +1,8 @@
 """The strings that select behaviour, as enums: ``Rectifier.GUIDED`` and ``"guided"`` are the same
 value, so callers may pass either.  Each is parsed once where a call enters the client, and a
-value that names no member is refused there, before any RPC, with the message the server gives
-for it (``tests/test_client_choices.py`` holds the two ends to the same members and messages).
+value that names no member is refused there, before any RPC.  The server parses these same
+enums (``convscope.choices.parse``), so both ends accept the same members and refuse with the
+same message.
 
 Members are ``str`` enums: they compare, hash, format and serialize as their value.
 """
@@ -29,7 +30,7 @@ class InvalidChoice(ConvscopeError, ValueError):
 class Choice(str, Enum):
     """Base of every choice.  A subclass lists its members and says how a wrong value is refused:
     a format string over ``{value!r}``, ``{values}`` (a tuple of the members' values), ``{listed}``
-    (a list) and ``{sorted}``, the same as the server's."""
+    (a list) and ``{sorted}``."""
 
     refusal_format: str
 
@@ -42,16 +43,11 @@ class Choice(str, Enum):
 
     @classmethod
     def parse(cls: type[Parsed], value: str) -> Parsed:
-        """The member named by ``value`` (a member passes through), or the ``refused`` error."""
+        """The member named by ``value`` (a member passes through), or ``InvalidChoice``."""
         try:
             return cls(value)
         except ValueError:
-            raise cls.refused(cls.refusal(value)) from None
-
-    @classmethod
-    def refused(cls, message: str) -> Exception:
-        """The error ``parse`` raises; the service's choices raise its own INVALID_ARGUMENT error."""
-        return InvalidChoice(message)
+            raise InvalidChoice(cls.refusal(value)) from None
 
     @classmethod
     def values(cls) -> tuple[str, ...]:

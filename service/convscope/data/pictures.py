@@ -7,7 +7,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from convscope.model.types import ChannelOrder, Layout, ModelRecord
+from convscope.model.types import ModelRecord
+from convscope_client.choices import ChannelOrder, Layout
 
 
 def shrink(picture: np.ndarray, side: int) -> tuple[np.ndarray, float]:

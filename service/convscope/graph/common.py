@@ -10,8 +10,6 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from convscope.choices import Choice
-
 BATCH_DIM = "batch"  # the symbolic first dimension every rewritten graph declares
 
 _DEFAULT_DOMAINS = ("", "ai.onnx")
@@ -61,18 +59,3 @@ def subgraph_reads(node: onnx.NodeProto) -> set[str]:
                 reads.update(name for name in inner.input if name)
                 reads |= subgraph_reads(inner)
     return reads
-
-
-class Rectifier(Choice, refusal="rectifier must be one of {values}, not {value!r}"):
-    """How the backward pass treats rectifier units (Springenberg et al. 2015; Zeiler & Fergus 2014)."""
-
-    PLAIN = "plain"  # the true gradient
-    GUIDED = "guided"  # relu(dY)·(Y>0)
-    DECONVNET = "deconvnet"  # relu(dY)
-
-
-class RectifierScope(Choice, refusal="rectifiers must be 'all' or 'relu', not {value!r}"):
-    """Which units the rectifier rule applies to."""
-
-    ALL = "all"  # ReLU and Clip with min 0 (ReLU6)
-    RELU = "relu"  # ReLU only, Captum's convention

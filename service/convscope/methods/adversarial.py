@@ -20,24 +20,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from convscope.choices import Choice
+from convscope.choices import parse
 from convscope.errors import InvalidArgument
 from convscope.graph.loss_seed import rule_input_names
 from convscope.methods.optimize import Objective, PixelSpace, StepProgress, check_steps, float_layer, loss_gradient
 from convscope.model.preprocessing import ModelInput
 from convscope.model.types import ModelRecord
 from convscope.runtime.context import MethodContext
-
-
-class AdversarialMethod(Choice, refusal="method must be one of {values}, not {value!r}"):
-    FGSM = "fgsm"  # one signed step of ε (Goodfellow et al. 2015)
-    PGD = "pgd"  # projected steps (Madry et al. 2018)
-
-
-class AdversarialNorm(Choice, refusal="norm must be one of {values}, not {value!r}"):
-    LINF = "linf"
-    L2 = "l2"
-
+from convscope_client.choices import AdversarialMethod, AdversarialNorm
 
 # Captum's FGSM.zero_thresh: entries whose loss gradient is this small are not moved.
 ZERO_GRADIENT = 1e-6
@@ -57,8 +47,8 @@ class AdversarialOptions:
 
     def __post_init__(self) -> None:
         # Plain strings (the audit's configured attacks, Python callers) become members here.
-        object.__setattr__(self, "method", AdversarialMethod.parse(self.method))
-        object.__setattr__(self, "norm", AdversarialNorm.parse(self.norm))
+        object.__setattr__(self, "method", parse(AdversarialMethod, self.method))
+        object.__setattr__(self, "norm", parse(AdversarialNorm, self.norm))
 
     def checked(self, max_steps: int) -> AdversarialOptions:
         if not self.epsilon >= 0:

@@ -27,39 +27,17 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
-from convscope.choices import Choice
+from convscope.choices import parse
 from convscope.errors import InvalidArgument
 from convscope.graph.backward.zero_paths import gradient_blockers
-from convscope.graph.common import Rectifier, RectifierScope
 from convscope.limits import check_count
 from convscope.methods.gradients import Gradients, Score, backward_call_size, gradients, resolve_score
 from convscope.model.preprocessing import tiled_others
 from convscope.model.types import ModelRecord
 from convscope.runtime.context import MethodContext
+from convscope_client.choices import AttributionMethod, IntegrationRule, Rectifier, RectifierScope
 
 CAM_EPSILON = 1e-7
-
-
-class AttributionMethod(Choice, refusal="unknown method {value!r}; choose one of {sorted}"):
-    GRADIENT = "gradient"
-    SALIENCY = "saliency"
-    INPUT_X_GRADIENT = "input_x_gradient"
-    DECONVNET = "deconvnet"
-    GUIDED_BACKPROP = "guided_backprop"
-    GRAD_CAM = "grad_cam"
-    GUIDED_GRAD_CAM = "guided_grad_cam"
-    INTEGRATED_GRADIENTS = "integrated_gradients"
-    SMOOTHGRAD = "smoothgrad"
-
-
-class IntegrationRule(Choice, refusal="integration must be one of {values}, not {value!r}"):
-    """How integrated gradients samples the path, as Captum's approximation methods."""
-
-    GAUSS_LEGENDRE = "gausslegendre"
-    RIEMANN_LEFT = "riemann_left"
-    RIEMANN_RIGHT = "riemann_right"
-    RIEMANN_MIDDLE = "riemann_middle"
-    RIEMANN_TRAPEZOID = "riemann_trapezoid"
 
 
 INTEGRATION_RULES = IntegrationRule.values()
@@ -84,8 +62,8 @@ class AttributionOptions:
 
     def __post_init__(self) -> None:
         # Plain strings from Python callers become members here, as the request's do in rpc/convert.py.
-        object.__setattr__(self, "integration", IntegrationRule.parse(self.integration))
-        object.__setattr__(self, "rectifiers", RectifierScope.parse(self.rectifiers))
+        object.__setattr__(self, "integration", parse(IntegrationRule, self.integration))
+        object.__setattr__(self, "rectifiers", parse(RectifierScope, self.rectifiers))
 
 
 @dataclass(frozen=True)
@@ -357,7 +335,7 @@ ATTRIBUTION_METHODS: dict[AttributionMethod, Method] = {
 def attribution(
     context: MethodContext, record: ModelRecord, batch: np.ndarray, method: AttributionMethod | str, options: AttributionOptions
 ) -> AttributionResult:
-    method = AttributionMethod.parse(method)
+    method = parse(AttributionMethod, method)
     # A default target (None) is found where the method scores: inside the one backward run,
     # or by integrated gradients and SmoothGrad at the input (scored_at_input).
     score = resolve_score(record, len(batch), output=options.output, target=options.target)

@@ -24,7 +24,7 @@ from convscope.data.streams import Decoded, DecodedBatch, Sample, Skipped
 from convscope.errors import Cancelled, InvalidArgument
 from convscope.graph.receptive_field import FieldMap, receptive_fields
 from convscope.methods.activations import DeadFilterCounts, DeadFiltersResult
-from convscope.methods.embedding import Embedding, EmbeddingMethod, EmbeddingResult, code_layer
+from convscope.methods.embedding import Embedding, EmbeddingResult, code_layer
 from convscope.methods.top_activations import TopActivations, TopActivationsResult
 from convscope.model.preprocessing import batch_of, tiled_others
 from convscope.model.types import ModelRecord
@@ -38,6 +38,7 @@ from convscope.runtime.context import (
     worker_threads,
 )
 from convscope.runtime.shaped import table_input_shape
+from convscope_client.choices import EmbeddingMethod
 
 # Samples per inference call (fewer when the tensors a job needs would exceed the batch budget).
 JOB_BATCH = 32

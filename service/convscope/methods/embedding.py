@@ -20,19 +20,14 @@ import numpy as np
 import onnx
 from threadpoolctl import threadpool_limits
 
-from convscope.choices import Choice
+from convscope.choices import parse
 from convscope.data.pictures import shrink
 from convscope.data.streams import Ref, Sample
 from convscope.errors import InvalidArgument
 from convscope.graph.analysis import data_tensors, producers
 from convscope.model.types import ModelRecord
 from convscope.runtime.context import available_cores
-
-
-class EmbeddingMethod(Choice, refusal="embedding method must be one of {values}, not {value!r}"):
-    TSNE = "tsne"
-    PCA = "pca"
-
+from convscope_client.choices import EmbeddingMethod
 
 PCA_DIMENSIONS = 50  # before t-SNE (van der Maaten & Hinton 2008, §4)
 MAX_GRID_IMAGES = 1024  # the grid and scatter draw a random sample of at most this many images
@@ -122,7 +117,7 @@ class Embedding:
         seed: int = 0,
         render: bool = True,
     ) -> None:
-        method = EmbeddingMethod.parse(method)
+        method = parse(EmbeddingMethod, method)
         if not perplexity > 0:
             raise InvalidArgument(f"perplexity must be positive, got {perplexity}")
         record.layer(layer)  # an unknown layer: NOT_FOUND before any data is read

@@ -15,15 +15,10 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from convscope.choices import Choice
+from convscope.choices import parse
 from convscope.model.types import ModelRecord
 from convscope.runtime.context import MethodContext
-
-
-class FaithfulnessMetric(Choice, refusal="unknown metrics [{value!r}]; choose from {listed}"):
-    DELETION = "deletion"  # the most salient pixels removed first: a faithful map falls fast
-    INSERTION = "insertion"  # the most salient pixels added to a blurred copy first: it rises fast
-
+from convscope_client.choices import FaithfulnessMetric
 
 DEFAULT_PIXELS_PER_STEP = 0  # 0: about 1/64 of the image per step
 DEFAULT_BLUR_SIGMA = 5.0  # input pixels: RISE blurs with an 11-tap Gaussian of σ 5 at 224 px
@@ -67,7 +62,7 @@ def curves(
 ) -> list[Curves]:
     """Deletion and/or insertion curves for each sample of ``batch`` under its map; one forward
     run per sample covers every step of a curve."""
-    chosen = [FaithfulnessMetric.parse(metric) for metric in metrics]
+    chosen = [parse(FaithfulnessMetric, metric) for metric in metrics]
     nchw = record.preprocessing.layout == "NCHW"
     spatial = (batch.shape[2], batch.shape[3]) if nchw else (batch.shape[1], batch.shape[2])
     pixels = spatial[0] * spatial[1]

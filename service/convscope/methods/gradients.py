@@ -15,14 +15,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from convscope.choices import parse
 from convscope.errors import InvalidArgument
 from convscope.graph.backward import grad_output_name, seed_input_name, top_target_name
-from convscope.graph.common import Rectifier, RectifierScope
 from convscope.model.preprocessing import split_feeds
 from convscope.model.types import ModelRecord
 from convscope.runtime.context import MethodContext, available_cores, in_flight, parallel_runs, worker_threads
 from convscope.runtime.graphs import BackwardGraph, GraphSpec
 from convscope.runtime.sessions import concatenated, iter_batches
+from convscope_client.choices import Rectifier, RectifierScope
 
 # A backward run keeps every forward activation and about as many gradients alive.
 BACKWARD_MEMORY_FACTOR = 3
@@ -191,7 +192,7 @@ def gradients(
     """One backward pass per sample of ``batch`` (run in memory-sized batches).  ``batch`` feeds
     ``wrt_input`` (default: the image input), the input the gradient is taken with respect to;
     ``others`` feed the model's other inputs as given."""
-    rectifier, rectifiers = Rectifier.parse(rectifier), RectifierScope.parse(rectifiers)
+    rectifier, rectifiers = parse(Rectifier, rectifier), parse(RectifierScope, rectifiers)
     for name in (*wrt, *keep):
         record.layer(name)
     top = score.targets is None

@@ -16,22 +16,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from convscope.choices import Choice
+from convscope.choices import parse
 from convscope.errors import InvalidArgument
 from convscope.graph.loss_seed import rule_input_names
 from convscope.methods.optimize import Adam, Objective, PixelSpace, StepProgress, check_steps, float_layer, loss_gradient
 from convscope.model.preprocessing import ModelInput
 from convscope.model.types import ModelRecord
 from convscope.runtime.context import MethodContext
+from convscope_client.choices import InversionStart
 
 ALPHA = 6
 NORM_SCALE = 80 / 255  # B
 TV_SCALE = NORM_SCALE / 6.5  # V
-
-
-class InversionStart(Choice, refusal="init must be one of {values}, not {value!r}"):
-    NOISE = "noise"  # grey plus Gaussian noise
-    GREY = "grey"
 
 
 @dataclass(frozen=True)
@@ -46,7 +42,7 @@ class InversionOptions:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "init", InversionStart.parse(self.init))  # a Python caller's string: its member
+        object.__setattr__(self, "init", parse(InversionStart, self.init))  # a Python caller's string: its member
 
 
 @dataclass(frozen=True)

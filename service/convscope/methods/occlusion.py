@@ -48,11 +48,12 @@ from convscope.errors import InvalidArgument
 from convscope.limits import RequestLimits, check_at_most
 from convscope.methods import drilldown
 from convscope.methods.occlusion_engine import MIN_SAVING, Boxes, IncrementalEngine, NotIncremental
-from convscope.methods.occlusion_options import Engine, FillMode, OcclusionOptions, OcclusionScore
+from convscope.methods.occlusion_options import OcclusionOptions
 from convscope.model.preprocessing import ModelInput, tiled_others
 from convscope.model.types import ModelRecord
 from convscope.runtime.context import INFERENCE_WORKERS, MethodContext, in_flight, parallel_runs, worker_threads
 from convscope.runtime.graphs import graph_for
+from convscope_client.choices import OcclusionEngine, OcclusionFill, OcclusionScore
 
 log = logging.getLogger(__name__)
 
@@ -108,11 +109,11 @@ def window_grid(size: tuple[int, int], window: tuple[int, int], stride: tuple[in
     return Boxes(edges[0][0], edges[0][1], edges[1][0], edges[1][1])
 
 
-def fill_values(image: np.ndarray, fill: float | FillMode, window: tuple[int, int]) -> np.ndarray:
+def fill_values(image: np.ndarray, fill: float | OcclusionFill, window: tuple[int, int]) -> np.ndarray:
     """What the box shows, per pixel of ``image`` [C, H, W]."""
     if isinstance(fill, float):
         return np.full_like(image, fill)
-    if fill is FillMode.MEAN:
+    if fill is OcclusionFill.MEAN:
         return np.broadcast_to(image.mean(axis=(1, 2), keepdims=True, dtype=np.float64), image.shape).astype(image.dtype)
     sigma = max(window) / 4
     smooth_y, smooth_x = (_gaussian_matrix(n, sigma) for n in image.shape[1:])
@@ -219,11 +220,11 @@ def _choose_engine(
     plain: PlainEngine,
     threads: int,
 ) -> Evaluator:
-    if options.engine is Engine.BATCHED:
+    if options.engine is OcclusionEngine.BATCHED:
         return plain
     try:
         # Asked for by name, any saving will do; "auto" wants it to be worth the bookkeeping.
-        min_saving = 0.0 if options.engine is Engine.INCREMENTAL else MIN_SAVING
+        min_saving = 0.0 if options.engine is OcclusionEngine.INCREMENTAL else MIN_SAVING
         engine = IncrementalEngine.prepare(context.runtime, record, output, image, fill, boxes, min_saving=min_saving)
     except NotIncremental as why:
         log.info("occlusion on %s: incremental inference not used: %s; using the batched engine", record.id[:12], why)
@@ -302,7 +303,7 @@ def occlusion(
     """Occlusion sensitivity of one image; see the module docstring.  With ``infer`` (a model
     served elsewhere) every batch goes through it, in batches of ``options.batch_size`` (default
     MAX_BATCH), and ``context`` is not used."""
-    if infer is not None and options.engine is Engine.INCREMENTAL:
+    if infer is not None and options.engine is OcclusionEngine.INCREMENTAL:
         raise InvalidArgument("a remote model is a black box: its occlusion runs on the batched engine only")
     occluded, batch, others = _split_occluded(record, model_input, options.occluded)
     if batch.ndim != 4:
@@ -360,7 +361,7 @@ def occlusion(
                 yield OcclusionProgress(done, total)
 
     error_bound = 0.0
-    if options.engine is Engine.APPROXIMATE:
+    if options.engine is OcclusionEngine.APPROXIMATE:
         on_grid = scores.reshape(*grid, len(targets))
         wanted = drilldown.coarse_positions(grid)
         while len(wanted):
@@ -369,7 +370,7 @@ def occlusion(
         evaluated = int(np.count_nonzero(~np.isnan(scores[:, 0])))
         error_bound = drilldown.interpolate(on_grid)
         log.info("occlusion on %s: approximate, evaluating with the %s engine", record.id[:12], engine_name)
-        engine_name = Engine.APPROXIMATE.value
+        engine_name = OcclusionEngine.APPROXIMATE.value
         if evaluated < total:
             yield OcclusionProgress(total, total)
     else:

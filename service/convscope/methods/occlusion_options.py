@@ -7,27 +7,11 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from convscope.choices import Choice
+from convscope.choices import parse
 from convscope.errors import InvalidArgument
+from convscope_client.choices import OcclusionEngine, OcclusionFill, OcclusionScore
 
 MAX_TARGETS = 1000
-
-
-class OcclusionScore(Choice, refusal="score must be one of {listed}, not {value!r}"):
-    PROBABILITY = "probability"
-    RAW = "raw"
-
-
-class FillMode(Choice, refusal="fill must be one of {listed}, not {value!r}"):
-    MEAN = "mean"
-    BLUR = "blur"
-
-
-class Engine(Choice, refusal="engine must be one of {listed}, not {value!r}"):
-    AUTO = "auto"
-    BATCHED = "batched"
-    INCREMENTAL = "incremental"
-    APPROXIMATE = "approximate"
 
 
 def _pair(values: Sequence[int], default: tuple[int, int], what: str) -> tuple[int, int]:
@@ -45,9 +29,9 @@ class OcclusionOptions:
     output: str = ""
     window: tuple[int, int] = (32, 32)
     stride: tuple[int, int] = (16, 16)
-    fill: float | FillMode = 0.0
+    fill: float | OcclusionFill = 0.0
     score: OcclusionScore = OcclusionScore.PROBABILITY
-    engine: Engine = Engine.AUTO
+    engine: OcclusionEngine = OcclusionEngine.AUTO
     batch_size: int = 0  # 0: sized to the memory budget
     occluded: str = ""  # the input the box slides over; "": the image input
     tolerance: float = 0.0  # engine "approximate": the error allowed per position, in score units
@@ -69,7 +53,7 @@ class OcclusionOptions:
     ) -> OcclusionOptions:
         """Options from a request's plain values, each checked, with a message for the caller."""
         if isinstance(fill, str):
-            parsed_fill: float | FillMode = FillMode.parse(fill)
+            parsed_fill: float | OcclusionFill = parse(OcclusionFill, fill)
         elif math.isfinite(fill):
             parsed_fill = float(fill)
         else:
@@ -78,10 +62,10 @@ class OcclusionOptions:
             raise InvalidArgument(f"ask for at most {MAX_TARGETS} targets, not {len(targets)}")
         if batch_size < 0:
             raise InvalidArgument(f"batch_size must be ≥ 0, got {batch_size}")
-        parsed_engine = Engine.parse(engine or Engine.AUTO)
+        parsed_engine = parse(OcclusionEngine, engine or OcclusionEngine.AUTO)
         if not (math.isfinite(tolerance) and tolerance >= 0):
             raise InvalidArgument(f"tolerance must be a finite number ≥ 0 (an error in score units), not {tolerance}")
-        if tolerance and parsed_engine is not Engine.APPROXIMATE:
+        if tolerance and parsed_engine is not OcclusionEngine.APPROXIMATE:
             raise InvalidArgument(f"tolerance applies to engine 'approximate' only, not {parsed_engine.value!r}")
         return cls(
             targets=tuple(dict.fromkeys(int(t) for t in targets)),
@@ -89,7 +73,7 @@ class OcclusionOptions:
             window=_pair(window, cls.window, "window"),
             stride=_pair(stride, cls.stride, "stride"),
             fill=parsed_fill,
-            score=OcclusionScore.parse(score or OcclusionScore.PROBABILITY),
+            score=parse(OcclusionScore, score or OcclusionScore.PROBABILITY),
             engine=parsed_engine,
             batch_size=batch_size,
             occluded=occluded,

@@ -13,7 +13,8 @@ from PIL import Image
 
 from convscope.errors import InvalidArgument, ResourceExhausted
 from convscope.limits import DEFAULT_MAX_IMAGE_PIXELS, check_pixels
-from convscope.model.types import Interpolation, ModelRecord, Preprocessing
+from convscope.model.types import ModelRecord, Preprocessing
+from convscope_client.choices import Interpolation
 
 # Pillow's own bomb check is a warning until 2× its limit; we make it an error. The operator's
 # limit (RequestLimits.max_image_pixels) is checked on the header before decoding.

@@ -12,7 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from convscope.choices import Choice
+from convscope.choices import parse
+from convscope_client.choices import ChannelOrder, Interpolation, Layout
 
 
 @dataclass(frozen=True)
@@ -62,22 +63,6 @@ class LayerInfo:
         return math.prod(self.shape) * np.dtype(self.dtype).itemsize
 
 
-class Layout(Choice, refusal="preprocessing layout must be NCHW or NHWC, not {value!r}"):
-    NCHW = "NCHW"
-    NHWC = "NHWC"
-
-
-class ChannelOrder(Choice, refusal="preprocessing channel_order must be RGB or BGR, not {value!r}"):
-    RGB = "RGB"
-    BGR = "BGR"
-
-
-class Interpolation(Choice, refusal="preprocessing interpolation must be bilinear, bicubic or nearest, not {value!r}"):
-    BILINEAR = "bilinear"
-    BICUBIC = "bicubic"
-    NEAREST = "nearest"
-
-
 @dataclass(frozen=True)
 class Preprocessing:
     """How an encoded image becomes the model's input tensor (see model/preprocessing.py)."""
@@ -95,9 +80,9 @@ class Preprocessing:
     def __post_init__(self) -> None:
         # Every way in (a request, the store's JSON, a model's metadata, Python callers) builds
         # one of these: its choices are parsed here, once.
-        object.__setattr__(self, "layout", Layout.parse(self.layout))
-        object.__setattr__(self, "channel_order", ChannelOrder.parse(self.channel_order))
-        object.__setattr__(self, "interpolation", Interpolation.parse(self.interpolation))
+        object.__setattr__(self, "layout", parse(Layout, self.layout))
+        object.__setattr__(self, "channel_order", parse(ChannelOrder, self.channel_order))
+        object.__setattr__(self, "interpolation", parse(Interpolation, self.interpolation))
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Preprocessing:

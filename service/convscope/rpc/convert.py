@@ -7,13 +7,14 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from convscope.choices import parse
 from convscope.errors import InvalidArgument
-from convscope.graph.common import Rectifier, RectifierScope
 from convscope.methods.activations import DeadFilterReport
-from convscope.methods.attribution import AttributionMethod, AttributionOptions, IntegrationRule
+from convscope.methods.attribution import AttributionOptions
 from convscope.methods.occlusion import OcclusionResult
 from convscope.model.types import LayerInfo, ModelRecord, Preprocessing, TensorSpec
 from convscope_client._proto import convscope_pb2 as pb
+from convscope_client.choices import AttributionMethod, IntegrationRule, Rectifier, RectifierScope
 from convscope_client.inputs import fill_tensor, from_tensor
 
 MAX_TENSOR_DIMS = 8
@@ -44,7 +45,7 @@ def given(**values: object) -> dict[str, object]:
 
 
 def rectifier_rule(value: str) -> Rectifier:
-    return Rectifier.parse(value or Rectifier.PLAIN)
+    return parse(Rectifier, value or Rectifier.PLAIN)
 
 
 def rectifier_scope(value: int) -> RectifierScope:
@@ -169,11 +170,11 @@ def attribution_request(request: pb.AttributionRequest) -> tuple[AttributionMeth
         seed=request.seed,
         rectifiers=rectifier_scope(request.rectifiers),
         **given(steps=request.steps, samples=request.samples),
-        **({"integration": IntegrationRule.parse(request.integration)} if request.integration else {}),
+        **({"integration": parse(IntegrationRule, request.integration)} if request.integration else {}),
         **({"baseline": tensor_to_numpy(request.baseline)} if request.HasField("baseline") else {}),
         **({"noise": request.noise} if request.HasField("noise") else {}),
     )
-    return AttributionMethod.parse(request.method), options
+    return parse(AttributionMethod, request.method), options
 
 
 def attribution_target(request: pb.AttributionRequest) -> int | np.ndarray | None:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
+from convscope.choices import parse
 from convscope.data.streams import EncodedItem, Item, PathItem, Ref, Skipped, TensorItem, UnreadableItem
 from convscope.errors import InvalidArgument, ServiceError
 from convscope.methods import dataset_jobs
-from convscope.methods.embedding import EmbeddingMethod, EmbeddingResult
+from convscope.methods.embedding import EmbeddingResult
 from convscope.methods.top_activations import TopActivationsResult
 from convscope.rpc.convert import given, layer_dead_filters, tensor_to_numpy
 from convscope_client._proto import convscope_pb2 as pb
+from convscope_client.choices import EmbeddingMethod
 from convscope_client.inputs import fill_tensor
 
 
@@ -29,7 +31,7 @@ def job_from_proto(start: pb.DatasetJobStart) -> dataset_jobs.DatasetJob:
             seed=job.seed,
             render=job.render,
             **given(perplexity=job.perplexity),
-            **({"method": EmbeddingMethod.parse(job.method)} if job.method else {}),
+            **({"method": parse(EmbeddingMethod, job.method)} if job.method else {}),
         )
     if kind == "dead_filters":
         return dataset_jobs.DeadFiltersJob(layers=tuple(start.dead_filters.layers))

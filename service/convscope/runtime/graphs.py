@@ -10,13 +10,14 @@ from dataclasses import dataclass
 
 import onnx
 
+from convscope.choices import parse
 from convscope.graph.backward import build_backward
 from convscope.graph.channel_peaks import add_channel_peaks, peaks_source
-from convscope.graph.common import Rectifier, RectifierScope
 from convscope.graph.expose import expose
 from convscope.graph.incremental.stages import StagePlan
 from convscope.graph.incremental.submodels import stage_model, tail_model
 from convscope.graph.loss_seed import seed_from_forward
+from convscope_client.choices import Rectifier, RectifierScope
 
 
 @dataclass(frozen=True)
@@ -53,8 +54,8 @@ class BackwardGraph:
 
     def __post_init__(self) -> None:
         # Graphs are cached by spec: "guided" and Rectifier.GUIDED are equal but hash apart.
-        object.__setattr__(self, "rectifier", Rectifier.parse(self.rectifier))
-        object.__setattr__(self, "rectifiers", RectifierScope.parse(self.rectifiers))
+        object.__setattr__(self, "rectifier", parse(Rectifier, self.rectifier))
+        object.__setattr__(self, "rectifiers", parse(RectifierScope, self.rectifiers))
 
     def build(self, base: onnx.ModelProto) -> onnx.ModelProto:
         return build_backward(

@@ -26,9 +26,11 @@ import numpy as np
 import onnx
 from onnx import helper
 
+from convscope.choices import parse
 from convscope.errors import InvalidArgument, UnsupportedOp
 from convscope.graph.analysis import producers
-from convscope.graph.common import BATCH_DIM, Rectifier, RectifierScope, constant_value, subgraph_reads
+from convscope.graph.common import BATCH_DIM, constant_value, subgraph_reads
+from convscope_client.choices import Rectifier, RectifierScope
 
 from .emitter import FLOAT_TYPES, Emitter, TensorInfo
 from .prepare import DEFAULT_DOMAINS, prepared, tensor_infos
@@ -82,7 +84,7 @@ def build_backward(
         the seeds (none with ``top_target``), and whose outputs are ``keep`` and
         ``grad_output_name(t)`` for every float input and every ``wrt`` tensor.
     """
-    options = Options(Rectifier.parse(rectifier), RectifierScope.parse(rectifiers))
+    options = Options(parse(Rectifier, rectifier), parse(RectifierScope, rectifiers))
     if not seeds:
         raise InvalidArgument("the backward graph needs at least one seed tensor")
     seeds, wrt, keep = _unique(seeds), _unique(wrt), _unique(keep)

@@ -18,7 +18,7 @@ import onnx
 
 from convscope.errors import UnsupportedOp
 from convscope.graph.analysis import node_attributes
-from convscope.graph.common import Rectifier, RectifierScope
+from convscope_client.choices import Rectifier, RectifierScope
 
 from ..emitter import Emitter
 
