@@ -63,6 +63,29 @@ def test_placed_results_equal_plain_runs(model: onnx.ModelProto, blocks: tuple[s
     assert placed.bound_runs == (3 if model.graph.name != "nonzero" else 0)
 
 
+def test_a_kept_binding_reads_each_calls_inputs(blocks: tuple[shm.WrittenBlock, shm.ReadBlocks]) -> None:
+    """As in a worker: the inputs arrive as views at the same place in the server's block, new
+    values every call; the binding made on the second call is run again and must read them."""
+    written, read = blocks
+    model = tiny_conv_model("kept")
+    runtime = Runtime(lambda _: model)
+    placed = PlacedRuns(runtime, written)
+    server_block, worker_view = shm.WrittenBlock(shm.server_prefix() + "inputs_"), shm.ReadBlocks()
+    rng = np.random.default_rng(4)
+    try:
+        for _ in range(4):
+            x = rng.standard_normal((2, 3, 8, 8)).astype(np.float32)
+            feeds = worker_view.views(*server_block.write({"x": x}))
+            name, layout = placed.run("m", PlainGraph(), feeds, ["y"], dynamic_batch=True, threads=0, fresh=False)
+            expected = runtime.run("m", PlainGraph(), {"x": x}, ["y"], dynamic_batch=True)["y"]
+            np.testing.assert_array_equal(read.views(name, layout)["y"], expected)
+            del feeds
+    finally:
+        worker_view.close()
+        server_block.release()
+    assert placed.bound_runs == 3 and placed.bindings_made == 1, "one binding, made once and run again"
+
+
 def test_a_sandboxed_core_answers_as_the_in_process_one(tmp_path: Path) -> None:
     """Every layer's activations and a gradient map through a worker (first call copied into the
     block, later ones written there by onnxruntime, results read as views) against the same

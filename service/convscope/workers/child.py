@@ -51,13 +51,18 @@ def cap_memory(limit: int | None) -> None:
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
-def peak_address_space() -> int:
-    """The most address space this process has held (VmPeak): what RLIMIT_AS bounds."""
-    with open("/proc/self/status", "rb") as status:
-        for line in status:
-            if line.startswith(b"VmPeak:"):
-                return int(line.split()[1]) << 10
-    return 0
+class PeakAddressSpace:
+    """The most address space this process has held (VmPeak): what RLIMIT_AS bounds. Read with
+    every answer, so the file stays open and is read again from its start (opening it each time
+    cost as much as the rest of the answer)."""
+
+    def __init__(self) -> None:
+        self._status = os.open("/proc/self/status", os.O_RDONLY)
+
+    def __call__(self) -> int:
+        status = os.pread(self._status, 1 << 16, 0)
+        start = status.find(b"VmPeak:")
+        return int(status[start + 7 : status.index(b"kB", start)]) << 10 if start >= 0 else 0
 
 
 class _Worker:
@@ -71,6 +76,7 @@ class _Worker:
         self.runtime = Runtime(self._load, budget_bytes=settings.session_budget_bytes, providers=settings.providers)
         self.placed = PlacedRuns(self.runtime, self.outputs)
         self.crash_graph = os.environ.get(CRASH_GRAPH_ENV)
+        self.peak_address_space = PeakAddressSpace()
         self._budget: CallBudget | None = None
         threading.Thread(target=self._watch_stop, name="convscope-worker-stop", daemon=True).start()
 
@@ -96,7 +102,7 @@ class _Worker:
                         *self._handle(kind, seconds, what, body),
                         self.runtime.session_count(),
                         self.runtime.cache_bytes(),
-                        peak_address_space(),
+                        self.peak_address_space(),
                     )
                 )
         except (EOFError, OSError):  # the server closed the pipe (it is stopping, or gone): so do we
