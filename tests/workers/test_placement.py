@@ -13,12 +13,14 @@ import pytest
 from onnx import TensorProto, helper
 
 from convscope.core import Convscope
+from convscope.methods import gradients
 from convscope.methods.attribution import AttributionOptions
 from convscope.runtime.graphs import PlainGraph
 from convscope.runtime.sessions import Runtime
 from convscope.workers import shm
 from convscope.workers.placement import PlacedRuns
 from convscope.workers.pool import SandboxSettings
+from convscope.workers.runtime import SandboxedRuntime
 from tests.nets import exported
 from tests.rpc.test_errors import tiny_conv_model
 
@@ -113,6 +115,37 @@ def test_a_sandboxed_core_answers_as_the_in_process_one(tmp_path: Path) -> None:
         for got, want in kept:  # nothing held was written over by a later call
             for name in want:
                 np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=1e-6, err_msg=name)
+    finally:
+        sandboxed.close()
+        in_process.close()
+
+
+def test_chunks_of_a_batch_through_two_workers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch's one-sample backward runs spread over two workers answer as in process, and each
+    run's results are copied out before its worker runs again: it writes into the same block
+    instead of a fresh one per run."""
+    model_bytes = exported("ResNetStyle", "torchscript").SerializeToString()
+    in_process = Convscope(tmp_path / "in-process")
+    sandboxed = Convscope(tmp_path / "sandboxed", sandbox=SandboxSettings(workers=2))
+    try:
+        record = in_process.upload([("", model_bytes)])
+        sandboxed.upload([("", model_bytes)])
+        monkeypatch.setattr(gradients, "available_cores", lambda: 2)
+        monkeypatch.setattr(gradients, "BACKWARD_CACHE_BYTES", sum(layer.sample_bytes for layer in record.layers))
+        for core in (in_process, sandboxed):
+            monkeypatch.setattr(core.runtime, "_providers", ("CPUExecutionProvider",))
+        assert isinstance(sandboxed.runtime, SandboxedRuntime)
+        assert gradients.backward_call_size(sandboxed.context, record) == 2
+        x = np.random.default_rng(6).standard_normal((6, 3, 32, 32)).astype(np.float32)
+        options = AttributionOptions(target=[1, 7, 0, 3, 9, 2])
+        slots = sandboxed.runtime.pool._slots
+        maps = []
+        for _ in range(2):  # the first call copies results into the blocks; the second is bound
+            maps.append(sandboxed.attribution(record.id, sandboxed.prepare(record, tensor=x), "gradient", options, render=False))
+        want = in_process.attribution(record.id, in_process.prepare(record, tensor=x), "gradient", options, render=False)
+        for got in maps:
+            np.testing.assert_allclose(got[0].map, want[0].map, rtol=1e-4, atol=1e-6)
+        assert sum(slot.output_generation for slot in slots) == 2, "one block per worker, written again run after run"
     finally:
         sandboxed.close()
         in_process.close()

@@ -2,7 +2,8 @@
 
 Routing: a model prefers the worker its id hashes to, so its sessions are built once; when
 that worker is busy, a request goes to an idle worker that has run the model before, then to
-any idle worker (it builds the session there too), else it waits for the preferred one.
+any idle worker (it builds the session there too), else it waits for the preferred one. Among
+idle workers, one whose last results are no longer held comes first (``shm.ReadBlocks.lent``).
 
 Failures, each of which costs the worker its life (a new one is spawned at once):
 - the process dies (a signal, an abort in onnxruntime): INTERNAL naming the model; after
@@ -173,7 +174,9 @@ class WorkerPool:
                 order = [slots[preferred]]
                 order += [s for s in slots if model_id in s.models and s is not slots[preferred]]
                 order += [s for s in slots if s not in order]
-                idle = next((s for s in order if not s.busy), None)
+                # A worker whose last results the caller still holds would need a fresh block.
+                idle = next((s for s in order if not s.busy and not s.outputs.lent), None)
+                idle = idle or next((s for s in order if not s.busy), None)
                 if idle is not None:
                     idle.busy = True
                     idle.models.add(model_id)
