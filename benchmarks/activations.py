@@ -5,7 +5,9 @@ layer and for all layers in-process (core.Convscope), the same through a sandbox
 (what ``convscope serve`` does by default: the sandbox's cost, goal ≤ 1.1× in-process for one
 layer), and end-to-end through gRPC next to a bare gRPC transfer of the same number of bytes.
 Peers are interleaved; medians and minima are reported.  Prints the ratios and writes benchmarks/results/activations.json.
-A worker peer's CPU time includes the worker process's (all its threads).
+A worker peer's CPU time includes the worker process's (all its threads). Both peers build their
+sessions through the same ``Runtime.session`` with the same options (intra-op threads: one per
+core; spinning off for forward graphs), so the ratio compares like with like.
 
     .venv/bin/python -m benchmarks.activations
     .venv/bin/python -m benchmarks.activations --sandbox-cost [--rounds 3]   # only in-process vs worker (~1 min a round)

@@ -4,7 +4,8 @@ Peers, measured in the same run on the same machine:
 - gradient map (d top-class score / d input) at batch 1 and 8: convscope's ``gradient`` method
   in-process (``core.Convscope.attribution``, explicit target, no PNG) vs torch eager autograd
   (forward, then ``backward`` with a one-hot seed) on the torch twin with the same weights,
-  and the same through a sandboxed worker process (the sandbox's cost: goal ≤ 1.05×);
+  and the same through a sandboxed worker process (the sandbox's cost: goal ≤ 1.05×; both
+  run a batch in chunks, two at a time, each on cores ÷ 2 intra-op threads with spinning on);
 - integrated gradients, 50 Gauss-Legendre steps, batch 1: ours vs Captum
   ``IntegratedGradients(net).attribute(..., n_steps=50, internal_batch_size=50)``;
 - SmoothGrad, 25 samples, noise 0.15, batch 1: ours vs Captum ``NoiseTunnel(Saliency)`` with the

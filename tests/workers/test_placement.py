@@ -4,6 +4,7 @@ back to plain runs."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from onnx import TensorProto, helper
 from convscope.core import Convscope
 from convscope.methods import gradients
 from convscope.methods.attribution import AttributionOptions
+from convscope.model.types import ModelRecord
 from convscope.runtime.graphs import PlainGraph
 from convscope.runtime.sessions import Runtime
 from convscope.workers import shm
@@ -88,16 +90,26 @@ def test_a_kept_binding_reads_each_calls_inputs(blocks: tuple[shm.WrittenBlock, 
     assert placed.bound_runs == 3 and placed.bindings_made == 1, "one binding, made once and run again"
 
 
+@contextlib.contextmanager
+def twin_cores(folder: Path, workers: int) -> Iterator[tuple[Convscope, Convscope, ModelRecord]]:
+    """An in-process core and a sandboxed one (``workers`` processes), the same model in each."""
+    model_bytes = exported("ResNetStyle", "torchscript").SerializeToString()
+    in_process = Convscope(folder / "in-process")
+    sandboxed = Convscope(folder / "sandboxed", sandbox=SandboxSettings(workers=workers))
+    try:
+        record = in_process.upload([("", model_bytes)])
+        sandboxed.upload([("", model_bytes)])
+        yield in_process, sandboxed, record
+    finally:
+        sandboxed.close()
+        in_process.close()
+
+
 def test_a_sandboxed_core_answers_as_the_in_process_one(tmp_path: Path) -> None:
     """Every layer's activations and a gradient map through a worker (first call copied into the
     block, later ones written there by onnxruntime, results read as views) against the same
     calls in process."""
-    model_bytes = exported("ResNetStyle", "torchscript").SerializeToString()
-    in_process = Convscope(tmp_path / "in-process")
-    sandboxed = Convscope(tmp_path / "sandboxed", sandbox=SandboxSettings(workers=1))
-    try:
-        record = in_process.upload([("", model_bytes)])
-        sandboxed.upload([("", model_bytes)])
+    with twin_cores(tmp_path, workers=1) as (in_process, sandboxed, record):
         rng = np.random.default_rng(5)
         kept = []  # results held across calls: the worker must write the next ones elsewhere
         for _ in range(3):
@@ -115,21 +127,13 @@ def test_a_sandboxed_core_answers_as_the_in_process_one(tmp_path: Path) -> None:
         for got, want in kept:  # nothing held was written over by a later call
             for name in want:
                 np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=1e-6, err_msg=name)
-    finally:
-        sandboxed.close()
-        in_process.close()
 
 
 def test_chunks_of_a_batch_through_two_workers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A batch's one-sample backward runs spread over two workers answer as in process, and each
     run's results are copied out before its worker runs again: it writes into the same block
     instead of a fresh one per run."""
-    model_bytes = exported("ResNetStyle", "torchscript").SerializeToString()
-    in_process = Convscope(tmp_path / "in-process")
-    sandboxed = Convscope(tmp_path / "sandboxed", sandbox=SandboxSettings(workers=2))
-    try:
-        record = in_process.upload([("", model_bytes)])
-        sandboxed.upload([("", model_bytes)])
+    with twin_cores(tmp_path, workers=2) as (in_process, sandboxed, record):
         monkeypatch.setattr(gradients, "available_cores", lambda: 2)
         monkeypatch.setattr(gradients, "BACKWARD_CACHE_BYTES", sum(layer.sample_bytes for layer in record.layers))
         for core in (in_process, sandboxed):
@@ -146,6 +150,3 @@ def test_chunks_of_a_batch_through_two_workers(tmp_path: Path, monkeypatch: pyte
         for got in maps:
             np.testing.assert_allclose(got[0].map, want[0].map, rtol=1e-4, atol=1e-6)
         assert sum(slot.output_generation for slot in slots) == 2, "one block per worker, written again run after run"
-    finally:
-        sandboxed.close()
-        in_process.close()
