@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -65,3 +68,50 @@ def test_graph_for_computes_peaks_in_the_graph_and_names_them_apart_from_tensors
     assert graph_for({peaks_name("a"), "y"}, {"y"}) == ExposedGraph(frozenset(), frozenset({"a"}))
     assert graph_for({peaks_name("a"), "b"}, {"y"}) == ExposedGraph(frozenset({"b"}), frozenset({"a"}))
     assert graph_for({"y"}, {"y"}) == PlainGraph()
+
+
+def _conv_chain(layers: int, channels: int = 16) -> onnx.ModelProto:
+    """x [N, 16, 12, 12] → (3×3 Conv → Relu "relu{i}") × layers: convolutions onnxruntime runs in its blocked layout."""
+    rng = np.random.default_rng(1)
+    nodes, weights, source = [], [], "x"
+    for index in range(layers):
+        weights.append(
+            onnx.numpy_helper.from_array(rng.normal(size=(channels, channels, 3, 3)).astype(np.float32) * 0.1, f"w{index}")
+        )
+        nodes.append(helper.make_node("Conv", [source, f"w{index}"], [f"conv{index}"], pads=[1, 1, 1, 1]))
+        nodes.append(helper.make_node("Relu", [f"conv{index}"], [f"relu{index}"]))
+        source = f"relu{index}"
+    graph = helper.make_graph(
+        nodes,
+        "chain",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", channels, 12, 12])],
+        [helper.make_tensor_value_info(source, onnx.TensorProto.FLOAT, ["N", channels, 12, 12])],
+        initializer=weights,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+
+
+def test_onnxruntime_computes_each_peak_before_the_next_layer(tmp_path) -> None:
+    """Left to its own order, onnxruntime ran every peak after the last convolution, keeping every
+    rectifier's output alive until then; the order chain makes each peak run while it is fresh."""
+    layers = 4
+    model = add_channel_peaks(_conv_chain(layers), [f"relu{index}" for index in range(layers)])
+    options = ort.SessionOptions()
+    options.enable_profiling = True
+    options.profile_file_prefix = str(tmp_path / "profile")
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(2).normal(size=(2, 16, 12, 12)).astype(np.float32)
+    names = [peaks_name(f"relu{index}") for index in range(layers)]
+    peaks = session.run(names, {"x": x})
+    events = json.loads(Path(session.end_profiling()).read_text())
+    kernels = [
+        event["args"]["op_name"] for event in events if event.get("cat") == "Node" and event["name"].endswith("_kernel_time")
+    ]
+    convolutions = [position for position, op in enumerate(kernels) if op == "Conv"]
+    pools = [position for position, op in enumerate(kernels) if op == "GlobalMaxPool"]
+    assert len(convolutions) == len(pools) == layers, kernels
+    assert all(conv < pool < next_conv for conv, pool, next_conv in zip(convolutions, pools, convolutions[1:])), kernels
+    plain = ort.InferenceSession(_conv_chain(layers).SerializeToString(), providers=["CPUExecutionProvider"])
+    relu = plain.run(None, {"x": x})[0]
+    np.testing.assert_allclose(peaks[-1], relu.reshape(2, 16, -1).max(axis=2), rtol=1e-6)

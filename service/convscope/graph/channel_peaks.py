@@ -6,8 +6,10 @@ and a peak of zero says exactly that. Fetched whole for the count, the rectifier
 most of a dataset pass's memory and time (EfficientNet-Lite0: 25 MB a sample); their peaks are a
 few kilobytes. The peak is a GlobalMaxPool of the tensor itself where the tensor cannot be
 negative (a Relu's, a Clip's from 0): onnxruntime keeps that in its blocked channel layout
-(NCHWc), so it costs 11 % of a forward run, where returning the tensors cost 38 % and
-Abs + Reshape + ReduceMax 87 % (EfficientNet-Lite0's 33 rectifiers, one thread).
+(NCHWc), where returning the tensors, or Abs + Reshape + ReduceMax, cost several times as much.
+A chain of tiny nodes makes onnxruntime compute each peak while its tensor is still in cache
+(``_order_chain``); what the peaks cost against the plain forward is measured by
+``benchmarks/audit.py`` (the audit's shared pass).
 """
 
 from __future__ import annotations
@@ -25,6 +27,10 @@ from convscope.graph.common import constant_value
 # the model can be named like a peak output.
 PEAKS_SUFFIX = " channel peaks"
 _CHANNEL_ROWS = "convscope channel peaks shape"
+# An output nobody reads: the end of the chain that makes onnxruntime compute each peak while its
+# tensor is fresh (``_order_chain``): int64 shapes.
+ORDER_OUTPUT = "convscope channel peaks order"
+_VECTOR = "convscope channel peaks order/vector shape"
 
 
 def peaks_name(tensor: str) -> str:
@@ -50,9 +56,6 @@ def add_channel_peaks(model: onnx.ModelProto, tensors: Iterable[str]) -> onnx.Mo
     tensors = list(dict.fromkeys(tensors))
     if any(ranks.get(tensor, 0) < 3 for tensor in tensors):
         graph.initializer.append(helper.make_tensor(_CHANNEL_ROWS, onnx.TensorProto.INT64, [3], [0, 0, -1]))
-    # Each peak right after the node that makes its tensor: onnxruntime runs nodes in about the
-    # order given, and a peak computed at the end would keep every tensor alive until then
-    # (on EfficientNet-Lite0 at 32 images a run, the pass grew past 12 GB).
     after: dict[int, list[onnx.NodeProto]] = {}
     for tensor in tensors:
         position, producer = made.get(tensor, (-1, None))
@@ -64,7 +67,53 @@ def add_channel_peaks(model: onnx.ModelProto, tensors: Iterable[str]) -> onnx.Mo
         nodes += [node, *after.get(position, [])]
     del graph.node[:]
     graph.node.extend(nodes)
+    in_graph_order = sorted(tensors, key=lambda tensor: made.get(tensor, (-1, None))[0])
+    others = [output.name for output in graph.output if peaks_source(output.name) is None]
+    graph.node.extend(_order_chain([peaks_name(tensor) for tensor in in_graph_order], others))
+    graph.initializer.append(helper.make_tensor(_VECTOR, onnx.TensorProto.INT64, [1], [-1]))
+    graph.output.append(onnx.ValueInfoProto(name=ORDER_OUTPUT))
     return peaked
+
+
+def _order_chain(peaks: list[str], outputs: list[str]) -> list[onnx.NodeProto]:
+    """Nodes that make each peak an input of the next one's bookkeeping, ending in ORDER_OUTPUT,
+    which also takes the shape of every other output so that it is the graph's only leaf.
+
+    Why: onnxruntime orders nodes by a depth-first walk back from the graph's leaves (highest
+    node index first), not by the node list. With a leaf per peak, every peak ran after the last
+    convolution, every rectifier's output stayed alive until then, and the forward's own
+    convolutions ran out of cache (on EfficientNet-Lite0 the peaks cost about twice as much as
+    with the chain). Walked back from the one leaf, the chain reaches
+    its links in graph order, each peak right after its tensor is made; the model's outputs come
+    last. Each link is a max over a peak's [N, C] values and a shape: microseconds.
+    """
+    chain: list[onnx.NodeProto] = []
+    shapes = []
+    for index, output in enumerate(outputs):
+        shapes.append(f"{ORDER_OUTPUT}/output{index}/shape")
+        chain.append(helper.make_node("Shape", [output], [shapes[-1]], name=f"{ORDER_OUTPUT}/output{index}/Shape"))
+    largest = [f"{ORDER_OUTPUT}/{index}/largest" for index in range(len(peaks))]
+    chain += [helper.make_node("ReduceMax", [peak], [top], name=f"{top}/ReduceMax") for peak, top in zip(peaks, largest)]
+    # Every link after every ReduceMax: a link's inputs are walked from the highest node index
+    # down, so the previous link (and its peak) comes before this link's own peak.
+    previous: list[str] = []
+    for index, top in enumerate(largest):
+        link = f"{ORDER_OUTPUT}/{index}"
+        chain.append(helper.make_node("Max", [*previous, top], [link], name=f"{link}/Max"))
+        previous = [link]
+    # The chain's value joins the shapes as int64 (its own shape is constant, and a constant
+    # would be folded away with the chain). The Concat's inputs are walked from the highest node
+    # index down: the chain first.
+    chain.append(
+        helper.make_node("Cast", previous, [f"{ORDER_OUTPUT}/int"], name=f"{ORDER_OUTPUT}/Cast", to=onnx.TensorProto.INT64)
+    )
+    chain.append(
+        helper.make_node("Reshape", [f"{ORDER_OUTPUT}/int", _VECTOR], [f"{ORDER_OUTPUT}/vector"], name=f"{ORDER_OUTPUT}/Reshape")
+    )
+    chain.append(
+        helper.make_node("Concat", [*shapes, f"{ORDER_OUTPUT}/vector"], [ORDER_OUTPUT], name=f"{ORDER_OUTPUT}/Concat", axis=0)
+    )
+    return chain
 
 
 def _peak_nodes(tensor: str, never_negative: bool, rank: int) -> list[onnx.NodeProto]:
