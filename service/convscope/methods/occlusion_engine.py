@@ -66,8 +66,8 @@ class _Stage:
 
 def _gather(source: np.ndarray, rows: np.ndarray, cols: np.ndarray, lengths: tuple[int, int]) -> np.ndarray:
     """Crops [B, C, h, w] of ``source`` [C, H, W] starting at (rows[b], cols[b])."""
-    windows = sliding_window_view(source, lengths, axis=(1, 2))  # [C, H-h+1, W-w+1, h, w]
-    return np.ascontiguousarray(windows[:, rows, cols].transpose(1, 0, 2, 3))
+    windows = sliding_window_view(source, lengths, axis=(1, 2)).transpose(1, 2, 0, 3, 4)  # [H-h+1, W-w+1, C, h, w]
+    return windows[rows, cols]  # fancy indexing on the leading axes: one copy, already [B, C, h, w]
 
 
 def _pick(batch: np.ndarray, rows: np.ndarray, cols: np.ndarray, lengths: tuple[int, int]) -> np.ndarray:

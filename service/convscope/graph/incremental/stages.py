@@ -28,6 +28,12 @@ from convscope.graph.incremental.paths import EarlyPath, LocalNode, constant_sha
 # much per element as a memory-bound op.
 ELEMENT_COST = 8.0
 COPY_COST = 8.0
+# A stage boundary costs more than the numpy copies: onnxruntime reorders the stage's input into
+# its blocked layout and its output back, and every run has a fixed overhead.  Charged as two
+# copies of the source and target crops: on EfficientNet-Lite0 that plans 9 stages instead of
+# 12 (window 32 stride 16) and 14 (window 16 stride 8), which took 4–9 % more CPU
+# (docs/occlusion_speed.md).
+BOUNDARY_COST = 2 * COPY_COST
 
 
 BORDER = 1 << 40  # an exact zone that reaches past the edge of its tensor
@@ -202,6 +208,7 @@ def plan_stage(
     channels, target_channels = path.channels[source], path.channels[target]
     # Gather the crop, paste the previous window into it, take this stage's window out.
     cost += COPY_COST * (2 * channels * lengths[0] * lengths[1] + target_channels * window[0] * window[1])
+    cost += BOUNDARY_COST * (channels * lengths[0] * lengths[1] + target_channels * axes[0][1] * axes[1][1])
     plan = StagePlan(
         source=source,
         target=target,
