@@ -34,6 +34,7 @@ from convscope.render.results import with_channel_grid, with_filter_grid, with_o
 from convscope.runtime.context import MethodContext
 from convscope.runtime.graphs import BackwardGraph, graph_for
 from convscope.runtime.ingest import InputShape
+from convscope.runtime.providers import one_blas_thread
 from convscope.runtime.sessions import DEFAULT_SESSION_BUDGET_BYTES, Runtime
 from convscope.runtime.shaped import ShapedRecords
 from convscope.workers.pool import SandboxSettings, WorkerPool
@@ -69,6 +70,7 @@ class Convscope:
         models in worker processes (None: in this process, for embedded uses)."""
         self.limits = limits
         allow_pixels(limits.max_image_pixels)
+        one_blas_thread()
         self.ray_address = ray_address
         self.ray_workers = ray_workers
         self.data_roots = DataRoots(data_roots)

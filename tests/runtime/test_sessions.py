@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from threadpoolctl import threadpool_info
+
 from convscope.core import Convscope
 from convscope.runtime.graphs import BackwardGraph, GraphSpec, LossGraph, PlainGraph
 from tests.nets import exported
@@ -30,3 +32,10 @@ def test_only_an_optimization_loops_sessions_spin(tmp_path: Path) -> None:
         assert spinning(PlainGraph()) == "0"
     finally:
         core.close()
+
+
+def test_the_service_keeps_numpy_to_one_blas_thread(tmp_path) -> None:
+    """OpenBLAS's idle threads busy-wait beside onnxruntime's: a Convscope holds BLAS to one thread."""
+    Convscope(tmp_path / "store").close()
+    blas = [pool for pool in threadpool_info() if pool["user_api"] == "blas"]
+    assert blas and all(pool["num_threads"] == 1 for pool in blas)

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 import onnxruntime as ort
 from onnx import TensorProto, helper
+from threadpoolctl import threadpool_limits
 
 log = logging.getLogger(__name__)
 
@@ -99,3 +100,14 @@ def session_options(*, threads: int = 0, spin: bool = False) -> ort.SessionOptio
     # costs more than the spinning (docs/backward_speed.md has both measurements).
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
     return options
+
+
+def one_blas_thread() -> None:
+    """Keep numpy's BLAS (OpenBLAS) to one thread for the rest of the process.
+
+    OpenBLAS's threads busy-wait after every matrix product, on the cores that onnxruntime's
+    threads and the other runs in flight need; the service's numpy products are small (attribute
+    moments, occlusion attributions), so more threads only burn CPU beside inference. Measured by
+    ``benchmarks/audit.py``: the audit's shared pass lost a fifth of its throughput to them.
+    """
+    threadpool_limits(1, user_api="blas")
