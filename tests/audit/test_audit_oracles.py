@@ -19,6 +19,7 @@ from convscope.audit.dataset import read_dataset
 from convscope.audit.stats import benjamini_hochberg, wilson_interval
 from convscope.core import Convscope
 from tests.audit.conftest import DIGITS_MODEL
+from tests.conftest import CAT_PHOTO
 from tests.digits import digits, tensors
 
 # The checks that sample images for extra runs, off unless a test is about them.
@@ -93,19 +94,32 @@ def test_attribute_bins_match_numpy() -> None:
     assert sum(members.sum() for _, members in slices) == 202
 
 
-def test_computed_attributes_match_numpy() -> None:
-    pictures = np.random.default_rng(2).integers(0, 256, (2, 12, 9, 3), dtype=np.uint8)
-    measured = {name: values[1] for name, values in attributes.measure(pictures).items()}
-    picture = pictures[1]
+def _numpy_attributes(picture: np.ndarray) -> dict[str, float]:
     rgb = picture.astype(np.float64)
     luma = (0.299 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2]) / 255
-    assert measured["brightness"] == pytest.approx(luma.mean(), rel=1e-5)
-    assert measured["contrast"] == pytest.approx(luma.std(), rel=1e-5)
     red_green, yellow_blue = rgb[..., 0] - rgb[..., 1], (rgb[..., 0] + rgb[..., 1]) / 2 - rgb[..., 2]
-    colourfulness = np.hypot(red_green.std(), yellow_blue.std()) + 0.3 * np.hypot(red_green.mean(), yellow_blue.mean())
-    assert measured["colourfulness"] == pytest.approx(colourfulness, rel=1e-5)  # Hasler & Süsstrunk 2003
-    laplacian = ndimage.laplace(luma)[1:-1, 1:-1]
-    assert measured["sharpness"] == pytest.approx(laplacian.var(), rel=1e-4)
+    return {
+        "brightness": luma.mean(),
+        "contrast": luma.std(),
+        # Hasler & Süsstrunk 2003
+        "colourfulness": np.hypot(red_green.std(), yellow_blue.std()) + 0.3 * np.hypot(red_green.mean(), yellow_blue.mean()),
+        "sharpness": ndimage.laplace(luma)[1:-1, 1:-1].var(),
+    }
+
+
+def test_computed_attributes_match_numpy() -> None:
+    """Float64 numpy (and scipy's Laplacian) per picture vs the batch's float32 moments: small
+    random pictures, the cat at the bundled model's size, and a nearly flat grey one (where a
+    variance taken as E[x²] − E[x]² in float32 would lose its digits)."""
+    random = np.random.default_rng(2).integers(0, 256, (3, 12, 9, 3), dtype=np.uint8)
+    cat = np.asarray(Image.open(CAT_PHOTO).convert("RGB").resize((224, 224)))
+    grey = np.full((224, 224, 3), 128, np.uint8)
+    grey[::7, ::5] += 3
+    for pictures in (random, np.stack([cat, grey, np.roll(cat, 40, axis=1)])):
+        measured = attributes.measure(pictures)
+        for index, picture in enumerate(pictures):
+            for name, expected in _numpy_attributes(picture).items():
+                assert measured[name][index] == pytest.approx(expected, rel=1e-4), (name, index)
 
 
 def test_a_slice_with_many_more_errors_fails_and_chance_does_not() -> None:

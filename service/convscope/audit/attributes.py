@@ -18,20 +18,26 @@ def measure(pictures: np.ndarray) -> dict[str, np.ndarray]:
     """Per picture of an [N, H, W, 3] uint8 stack — a batch at once, beside inference:
     brightness: mean luma; contrast: its standard deviation; colourfulness: Hasler & Süsstrunk
     (2003) on 0..255 values; sharpness: variance of the 4-neighbour Laplacian of the luma.
-    The three opponent channels come from one product and their moments from one reduction each,
-    along contiguous rows: on small pictures (16×16 digits) numpy's per-call cost, not the
-    arithmetic, is most of the measurement (170 → 118 µs for 32 digits)."""
+    The three opponent channels come from one product and are centred in place, so each moment
+    is one pass along contiguous rows without temporaries (numpy's ``std`` makes three), and the
+    centred luma serves the Laplacian, which a constant shift does not change."""
     count, height, width = pictures.shape[:3]
     planes = np.ascontiguousarray(pictures.transpose(3, 0, 1, 2), dtype=np.float32).reshape(3, -1)
     opponent = (_OPPONENT.T @ planes).reshape(3, count, height * width)  # reduced along contiguous rows
-    mean, std = opponent.mean(2), opponent.std(2)
-    luma = opponent[0].reshape(count, height, width) / np.float32(255)
-    laplacian = luma[:, 1:-1, :-2] + luma[:, 1:-1, 2:] + luma[:, :-2, 1:-1] + luma[:, 2:, 1:-1] - 4 * luma[:, 1:-1, 1:-1]
+    mean = opponent.mean(2)
+    opponent -= mean[:, :, None]
+    std = np.sqrt(np.einsum("cnp,cnp->cn", opponent, opponent) / np.float32(height * width))
+    luma = opponent[0].reshape(count, height, width)
+    laplacian = luma[:, 1:-1, :-2] + luma[:, 1:-1, 2:]
+    laplacian += luma[:, :-2, 1:-1]
+    laplacian += luma[:, 2:, 1:-1]
+    laplacian -= 4 * luma[:, 1:-1, 1:-1]
+    sharpness = laplacian.reshape(count, -1).var(1) / np.float32(255**2) if laplacian.size else np.zeros(count, np.float32)
     return {
         "brightness": mean[0] / np.float32(255),
         "contrast": std[0] / np.float32(255),
         "colourfulness": np.hypot(std[1], std[2]) + 0.3 * np.hypot(mean[1], mean[2]),
-        "sharpness": laplacian.var((1, 2)) if laplacian.size else np.zeros(len(pictures), np.float32),
+        "sharpness": sharpness,
     }
 
 
