@@ -41,7 +41,9 @@ from convscope.runtime.shaped import table_input_shape
 from convscope_client.choices import EmbeddingMethod
 
 # Samples per inference call (fewer when the tensors a job needs would exceed the batch budget).
-JOB_BATCH = 32
+# Each batch's Python work (hand-offs, bookkeeping, the audit's attribute moments) is paid per
+# batch, so small samples go in large batches; large ones are held down by the budget anyway.
+JOB_BATCH = 128
 BATCHES_AHEAD = 2
 # A run's working memory per sample, in its largest tensors: an op's input and output and one
 # kept for later (a residual branch). onnxruntime keeps a session's peak for the next run: on
