@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -130,9 +131,10 @@ def test_a_sandboxed_core_answers_as_the_in_process_one(tmp_path: Path) -> None:
 
 
 def test_chunks_of_a_batch_through_two_workers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A batch's one-sample backward runs spread over two workers answer as in process, and each
-    run's results are copied out before its worker runs again: it writes into the same block
-    instead of a fresh one per run."""
+    """A batch's one-sample backward runs spread over two workers answer as in process; each
+    worker gets its half of the batch in one exchange (a call's fixed price paid twice, not once
+    per sample), and each exchange's results are copied out before its worker runs again: it
+    writes into the same block instead of a fresh one per call."""
     with twin_cores(tmp_path, workers=2) as (in_process, sandboxed, record):
         monkeypatch.setattr(gradients, "available_cores", lambda: 2)
         monkeypatch.setattr(gradients, "BACKWARD_CACHE_BYTES", sum(layer.sample_bytes for layer in record.layers))
@@ -143,6 +145,15 @@ def test_chunks_of_a_batch_through_two_workers(tmp_path: Path, monkeypatch: pyte
         x = np.random.default_rng(6).standard_normal((6, 3, 32, 32)).astype(np.float32)
         options = AttributionOptions(target=[1, 7, 0, 3, 9, 2])
         slots = sandboxed.runtime.pool._slots
+        pool_run = sandboxed.runtime.pool.run
+        batched_runs: list[tuple[int, int | None]] = []
+
+        def counted_run(*args: Any, **kwargs: Any) -> dict[str, np.ndarray]:
+            if kwargs.get("batch_size") is not None:
+                batched_runs.append((len(next(iter(args[3].values()))), kwargs["batch_size"]))
+            return pool_run(*args, **kwargs)
+
+        monkeypatch.setattr(sandboxed.runtime.pool, "run", counted_run)
         maps = []
         for _ in range(2):  # the first call copies results into the blocks; the second is bound
             maps.append(sandboxed.attribution(record.id, sandboxed.prepare(record, tensor=x), "gradient", options, render=False))
@@ -150,3 +161,4 @@ def test_chunks_of_a_batch_through_two_workers(tmp_path: Path, monkeypatch: pyte
         for got in maps:
             np.testing.assert_allclose(got[0].map, want[0].map, rtol=1e-4, atol=1e-6)
         assert sum(slot.output_generation for slot in slots) == 2, "one block per worker, written again run after run"
+        assert batched_runs == [(3, 1)] * 4, "each call: two exchanges of three one-sample runs"

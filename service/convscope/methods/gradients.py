@@ -166,15 +166,26 @@ def run_backward(
         return context.runtime.run_batched(
             record.id, spec, feeds, outputs, dynamic_batch=record.dynamic_batch, batch_size=batch_size, fixed=fixed
         )
-    # Every chunk runs on one session with the workers' thread count: sessions are cached per count.
+    # Every run is on one session with the workers' thread count: sessions are cached per count.
     threads = worker_threads(workers)
+    # The batch goes in ``workers`` consecutive groups, each run by one worker in runs of
+    # ``batch_size``: the same runs as one at a time, and a sandbox exchanges once per group.
+    runs = -(-total // batch_size)
+    group_size = -(-runs // workers) * batch_size
 
-    def run(chunk: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return context.runtime.run(
-            record.id, spec, {**chunk, **(fixed or {})}, outputs, dynamic_batch=record.dynamic_batch, threads=threads
+    def run(group: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return context.runtime.run_batched(
+            record.id,
+            spec,
+            group,
+            outputs,
+            dynamic_batch=record.dynamic_batch,
+            batch_size=batch_size,
+            threads=threads,
+            fixed=fixed,
         )
 
-    return _joined(in_flight(run, iter_batches(feeds, batch_size), workers=workers), outputs, total)
+    return _joined(in_flight(run, iter_batches(feeds, group_size), workers=workers), outputs, total)
 
 
 def _joined(

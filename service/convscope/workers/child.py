@@ -138,9 +138,13 @@ class _Worker:
         fresh_outputs: bool,
         dynamic_batch: bool,
         threads: int,
+        batch_size: int | None,
+        fixed: list[str],
     ) -> tuple[str, shm.ArrayLayout]:
         """``spec`` comes once per worker (None afterwards: ``spec_number`` names it);
-        ``fresh_outputs``: the server still holds views of the last results' block."""
+        ``fresh_outputs``: the server still holds views of the last results' block;
+        ``batch_size``: run the batch in runs of that many samples, the ``fixed`` inputs whole
+        to each, and return the results joined."""
         if forget_specs:
             self.specs.clear()
         if spec is not None:
@@ -150,6 +154,19 @@ class _Worker:
         if self.crash_graph and self.runtime.base_graph(model_id, dynamic_batch=dynamic_batch).graph.name == self.crash_graph:
             os.kill(os.getpid(), signal.SIGSEGV)
         feeds = self.inputs.views(inputs, layout)
+        if batch_size is not None:
+            whole = {name: feeds.pop(name) for name in fixed}
+            values = self.runtime.run_batched(
+                model_id,
+                self.specs[spec_number],
+                feeds,
+                outputs,
+                dynamic_batch=dynamic_batch,
+                batch_size=batch_size,
+                threads=threads,
+                fixed=whole,
+            )
+            return self.outputs.write(values, fresh=fresh_outputs)
         return self.placed.run(
             model_id, self.specs[spec_number], feeds, outputs, dynamic_batch=dynamic_batch, threads=threads, fresh=fresh_outputs
         )

@@ -207,12 +207,16 @@ class WorkerPool:
         *,
         dynamic_batch: bool,
         threads: int,
+        batch_size: int | None = None,
+        fixed: Mapping[str, np.ndarray] | None = None,
     ) -> dict[str, np.ndarray]:
+        """One run; or, with ``batch_size``, the worker's ``Runtime.run_batched`` over the batch
+        (``fixed`` feeds go whole to each of its runs): one exchange for all of them."""
         self._refuse_quarantined(model_id)
         call = self._running(model_id, "run")
 
         def exchange(slot: WorkerSlot) -> dict[str, np.ndarray]:
-            inputs, layout = slot.write_inputs(feeds)
+            inputs, layout = slot.write_inputs({**feeds, **(fixed or {})})
             spec_number, new_spec, forget_specs = slot.spec_number(spec)
             results, result_layout = self._exchange(
                 slot,
@@ -229,6 +233,8 @@ class WorkerPool:
                     fresh_outputs=slot.outputs.lent,
                     dynamic_batch=dynamic_batch,
                     threads=threads,
+                    batch_size=batch_size,
+                    fixed=list(fixed or ()),
                 ),
             )
             return slot.read_outputs(results, result_layout)
