@@ -162,3 +162,6 @@ def test_chunks_of_a_batch_through_two_workers(tmp_path: Path, monkeypatch: pyte
             np.testing.assert_allclose(got[0].map, want[0].map, rtol=1e-4, atol=1e-6)
         assert sum(slot.output_generation for slot in slots) == 2, "one block per worker, written again run after run"
         assert batched_runs == [(3, 1)] * 4, "each call: two exchanges of three one-sample runs"
+        # A batch that is one run anyway goes as a plain run, which onnxruntime writes into the block.
+        sandboxed.activations(record.id, sandboxed.prepare(record, tensor=x), None)
+        assert len(batched_runs) == 4

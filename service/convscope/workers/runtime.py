@@ -91,7 +91,11 @@ class SandboxedRuntime(Runtime):
         fixed: Mapping[str, np.ndarray] | None = None,
     ) -> dict[str, np.ndarray]:
         """All the runs in one exchange with one worker: each exchange costs the call's fixed
-        price (copies, two process wake-ups), which a run per sample would pay per sample."""
+        price (copies, two process wake-ups), which a run per sample would pay per sample. A batch
+        that is one run anyway takes ``run``, whose results onnxruntime writes straight into the
+        shared block."""
+        if len(next(iter(feeds.values()))) <= (batch_size if dynamic_batch else 1):
+            return self.run(model_id, spec, {**feeds, **(fixed or {})}, outputs, dynamic_batch=dynamic_batch, threads=threads)
         return self.pool.run(
             model_id,
             self._model_folder(model_id),
